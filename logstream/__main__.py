@@ -1,0 +1,5 @@
+import sys
+
+from logstream.cli import main
+
+sys.exit(main())

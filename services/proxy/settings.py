@@ -1,0 +1,43 @@
+"""Settings of the proxy service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from msgspec import Meta
+
+from shared.errors import SettingsError
+from shared.identities import DEV_JWT_SECRET
+from shared.settings import ServiceSettings, env_name
+
+__all__ = ["Settings"]
+
+
+class Settings(ServiceSettings, frozen=True, kw_only=True):
+    port: Annotated[int, Meta(ge=0, le=65535, description="port to bind")] = 3000
+    gateway_url: Annotated[
+        str, Meta(min_length=1, description="gateway base URL(s), comma-separated")
+    ] = "http://127.0.0.1:3002"
+    routes_file: Annotated[
+        str, Meta(description="TOML route table (default: the packaged Datashop routes)")
+    ] = ""
+    jwt_secret: Annotated[
+        str, Meta(description="HS256 secret for dev tokens (dev mode only)")
+    ] = ""
+
+    def check(self) -> None:
+        super().check()
+        for url in self.gateway_urls:
+            if not url.startswith(("http://", "https://")):
+                raise SettingsError(
+                    f"invalid setting gateway_url ({env_name('gateway_url')}): {url!r} "
+                    "must start with http:// or https://"
+                )
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.gateway_url.split(",") if u.strip()]
+
+    @property
+    def user_token_secret(self) -> str:
+        return self.jwt_secret or DEV_JWT_SECRET

@@ -1,0 +1,248 @@
+"""The wire schema of a log record (CONTRACT section 3) and the one place that validates it.
+
+``PublishedRecord`` is what a producer sends; ``StoredRecord`` is what ingest writes to
+JetStream (normalised level and timestamp, plus ``received_at`` and ``publisher``); a delivered
+record is the stored JSON with ``seq`` spliced in front by ``delivered_json``, so the gateway
+never decodes a record to deliver it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Any, Iterable
+
+import msgspec
+from msgspec import Meta
+
+from shared.channels import DEFAULT_SERVICES, Channel, parse_channel
+from shared.errors import InvalidChannel, InvalidRequest, PayloadTooLarge
+
+__all__ = [
+    "LEVELS",
+    "MAX_BATCH_RECORDS",
+    "MAX_FIELDS_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "PublishedRecord",
+    "StoredRecord",
+    "ValidRecord",
+    "decode_batch",
+    "delivered_json",
+    "encode_stored",
+    "format_time",
+    "level_rank",
+    "validate_records",
+]
+
+# CONTRACT section 3 limits. A message over 64 KiB is a document, not a log line.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_FIELDS_BYTES = 16 * 1024
+MAX_SOURCE_CHARS = 128
+MAX_ID_CHARS = 128
+# CONTRACT section 4: a batch holds at most 1,000 records.
+MAX_BATCH_RECORDS = 1000
+LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+_LEVEL_ALIASES = {"warning": "warn"}
+_LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+# Epoch milliseconds from 1970 to the end of year 9999: anything else is not a timestamp.
+_MAX_EPOCH_MS = 253402300799999
+
+
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class PublishedRecord(_Wire):
+    channel: str
+    message: Annotated[str, Meta(max_length=MAX_MESSAGE_BYTES)]
+    level: str = "info"
+    timestamp: str | int | None = None
+    source: Annotated[str, Meta(max_length=MAX_SOURCE_CHARS)] | None = None
+    fields: dict[str, Any] | None = None
+    id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)] | None = None
+
+
+class StoredRecord(_Wire):
+    channel: str
+    level: str
+    message: str
+    timestamp: str
+    received_at: str
+    publisher: str
+    source: str | None = None
+    fields: dict[str, Any] | None = None
+    id: str | None = None
+
+
+class ValidRecord(msgspec.Struct, frozen=True):
+    """A record that passed every check, ready to store."""
+
+    channel: Channel
+    record: StoredRecord
+
+
+_JSON_BATCH = msgspec.json.Decoder(PublishedRecord | list[PublishedRecord])
+_JSON_ONE = msgspec.json.Decoder(PublishedRecord)
+_JSON_ANY = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+_PATH_FIELD = re.compile(r"`\$(?:\[\d+\])?\.?([A-Za-z_][A-Za-z0-9_]*)?")
+_NAMED_FIELD = re.compile(r"field `([^`]*)`")
+
+
+def decode_batch(body: bytes, media_type: str, *, max_records: int = MAX_BATCH_RECORDS):
+    """Decode a request body into records, or raise with every problem named by index and field."""
+    if media_type == "application/x-ndjson":
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        _check_count(len(lines), max_records)
+        records, details = [], []
+        for index, line in enumerate(lines):
+            try:
+                records.append(_JSON_ONE.decode(line))
+            except msgspec.DecodeError as exc:
+                details.append(_detail(index, exc))
+        if details:
+            raise InvalidRequest(_summary(details), details=details)
+        return records
+    try:
+        decoded = _JSON_BATCH.decode(body)
+    except msgspec.ValidationError:
+        return _explain_json(body, max_records)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    records = [decoded] if isinstance(decoded, PublishedRecord) else decoded
+    _check_count(len(records), max_records)
+    return records
+
+
+def _explain_json(body: bytes, max_records: int):
+    """Slow path, only for invalid bodies: convert record by record to name each problem."""
+    raw = _JSON_ANY.decode(body)
+    if isinstance(raw, dict):
+        items = [raw]
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise InvalidRequest("body must be a JSON object or an array of objects")
+    _check_count(len(items), max_records)
+    details = []
+    for index, item in enumerate(items):
+        try:
+            msgspec.convert(item, PublishedRecord)
+        except msgspec.ValidationError as exc:
+            details.append(_detail(index, exc))
+    raise InvalidRequest(_summary(details), details=details)
+
+
+def _check_count(count: int, max_records: int) -> None:
+    if count == 0:
+        raise InvalidRequest("body holds no records")
+    if count > max_records:
+        raise PayloadTooLarge(f"batch has {count} records; the limit is {max_records}")
+
+
+def _detail(index: int, exc: Exception) -> dict[str, Any]:
+    text = str(exc)
+    named = _NAMED_FIELD.search(text)
+    at = _PATH_FIELD.search(text)
+    field = named.group(1) if named else (at.group(1) if at and at.group(1) else None)
+    message = text.split(" - at `")[0]
+    return {"index": index, "field": field, "message": message}
+
+
+def _summary(details: list[dict[str, Any]]) -> str:
+    first = details[0]
+    where = f"record {first['index']}" + (f" field {first['field']!r}" if first["field"] else "")
+    more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
+    return f"{where}: {first['message']}{more}"
+
+
+def validate_records(
+    records: Iterable[PublishedRecord],
+    *,
+    publisher: str,
+    services: Iterable[str] = DEFAULT_SERVICES,
+    now: datetime | None = None,
+) -> list[ValidRecord]:
+    """Check every record's semantics; all problems are reported together, nothing is partial."""
+    services = frozenset(services)
+    received = now or datetime.now(timezone.utc)
+    received_at = format_time(received)
+    valid, details = [], []
+    for index, record in enumerate(records):
+        try:
+            valid.append(_validate_one(record, publisher, services, received, received_at))
+        except _FieldProblem as problem:
+            details.append({"index": index, "field": problem.field, "message": problem.message})
+    if details:
+        raise InvalidRequest(_summary(details), details=details)
+    return valid
+
+
+class _FieldProblem(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+
+
+def _validate_one(record, publisher, services, received, received_at) -> ValidRecord:
+    try:
+        channel = parse_channel(record.channel, services)
+    except InvalidChannel as exc:
+        raise _FieldProblem("channel", exc.message) from None
+    if len(record.message.encode()) > MAX_MESSAGE_BYTES:
+        raise _FieldProblem("message", f"message is over {MAX_MESSAGE_BYTES} bytes")
+    level = _LEVEL_ALIASES.get(record.level.lower(), record.level.lower())
+    if level not in _LEVEL_RANK:
+        raise _FieldProblem("level", f"level {record.level!r} is not one of {', '.join(LEVELS)}")
+    if record.fields is not None and len(_ENCODER.encode(record.fields)) > MAX_FIELDS_BYTES:
+        raise _FieldProblem("fields", f"fields encode to over {MAX_FIELDS_BYTES} bytes")
+    timestamp = received_at if record.timestamp is None else _timestamp(record.timestamp)
+    stored = StoredRecord(
+        channel=str(channel),
+        level=level,
+        message=record.message,
+        timestamp=timestamp,
+        received_at=received_at,
+        publisher=publisher,
+        source=record.source,
+        fields=record.fields,
+        id=record.id,
+    )
+    return ValidRecord(channel, stored)
+
+
+def _timestamp(value: str | int) -> str:
+    if isinstance(value, int):
+        if not 0 <= value <= _MAX_EPOCH_MS:
+            raise _FieldProblem("timestamp", f"epoch milliseconds {value} are out of range")
+        return format_time(datetime.fromtimestamp(value / 1000, timezone.utc))
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        raise _FieldProblem(
+            "timestamp",
+            f"timestamp {value[:64]!r} is not RFC 3339 with an offset "
+            "(e.g. 2026-01-31T12:00:00Z) nor epoch milliseconds",
+        )
+    return format_time(parsed)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``: milliseconds, or microseconds where they carry information."""
+    moment = moment.astimezone(timezone.utc)
+    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def level_rank(level: str) -> int:
+    return _LEVEL_RANK.get(level, 0)
+
+
+def encode_stored(record: StoredRecord) -> bytes:
+    return _ENCODER.encode(record)
+
+
+def delivered_json(seq: int, stored: bytes) -> bytes:
+    """The delivered record: the stored JSON object with ``seq`` first, without a decode."""
+    return b'{"seq":%d,%s' % (seq, stored[1:])

@@ -1,0 +1,159 @@
+"""What every Logstream HTTP service shares: the error shape, health/ready/metrics, the runner.
+
+This is the route layer for errors: the only place a ``LogstreamError`` becomes a status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import uvicorn
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from shared.errors import (
+    BrokerUnavailable,
+    Forbidden,
+    InvalidRequest,
+    LogstreamError,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from shared.settings import ServiceSettings
+from shared.structured_logging import uvicorn_log_config
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "ServiceState",
+    "error_response",
+    "run_service",
+    "service_routes",
+    "status_of",
+]
+
+_STATUS = (
+    (InvalidRequest, 400),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (RateLimited, 429),
+    (BrokerUnavailable, 503),
+)
+# uvicorn's own backstop after SIGTERM: our streams close at once on the drain event; this only
+# bounds a handler that ignores it.
+GRACEFUL_SHUTDOWN_S = 5
+
+log = logging.getLogger("logstream.web")
+
+
+def status_of(exc: LogstreamError) -> int:
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(exc: LogstreamError) -> Response:
+    headers = {}
+    if isinstance(exc, (RateLimited, BrokerUnavailable)):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return Response(exc.to_body(), status_code=status_of(exc), headers=headers,
+                    media_type=MediaType.JSON)
+
+
+def _logstream_error(_: Request, exc: LogstreamError) -> Response:
+    return error_response(exc)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    code = "".join("_" + c.lower() if c.isupper() else c for c in type(exc).__name__).lstrip("_")
+    body: dict[str, Any] = {"error": code.removesuffix("_exception") or "http_error",
+                            "message": str(exc.detail), "details": []}
+    if getattr(exc, "extra", None):
+        body["details"] = exc.extra if isinstance(exc.extra, list) else [exc.extra]
+    return Response(body, status_code=exc.status_code, headers=exc.headers or {},
+                    media_type=MediaType.JSON)
+
+
+def _unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return Response({"error": "internal", "message": "internal error", "details": []},
+                    status_code=500, media_type=MediaType.JSON)
+
+
+EXCEPTION_HANDLERS = {LogstreamError: _logstream_error, HTTPException: _http_error,
+                      Exception: _unexpected}
+
+
+class ServiceState:
+    """Per-app state every service exposes: readiness, metrics registry, the drain signal."""
+
+    def __init__(self, name: str, readiness: Callable[[], tuple[bool, str]]) -> None:
+        self.name = name
+        self.readiness = readiness
+        self.registry = CollectorRegistry()
+        self.draining = asyncio.Event()
+
+
+@get("/health", sync_to_thread=False, include_in_schema=True)
+def health(request: Request) -> dict[str, str]:
+    return {"status": "ok", "service": request.app.state.service.name}
+
+
+@get("/ready", sync_to_thread=False)
+def ready(request: Request) -> Response:
+    service: ServiceState = request.app.state.service
+    ok, why = service.readiness()
+    if service.draining.is_set():
+        ok, why = False, "shutting down"
+    return Response({"ready": ok, "service": service.name, "reason": why},
+                    status_code=200 if ok else 503, media_type=MediaType.JSON)
+
+
+@get("/metrics", sync_to_thread=False, media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    body = generate_latest(request.app.state.service.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def service_routes() -> list:
+    return [health, ready, metrics]
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM first tells open streams to end (else it waits on them for ever)."""
+
+    def __init__(self, config: uvicorn.Config, draining: asyncio.Event) -> None:
+        super().__init__(config)
+        self._draining = draining
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            loop.call_soon_threadsafe(self._draining.set)
+        except RuntimeError:
+            self._draining.set()
+        super().handle_exit(sig, frame)
+
+
+def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
+    """Serve ``app`` until SIGINT/SIGTERM; returns the process exit code."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(name, settings.log_level),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        access_log=False,
+        server_header=False,
+    )
+    server = _DrainingServer(config, app.state.service.draining)
+    server.run()
+    return 0 if server.started else 1
+
+

@@ -1,0 +1,1 @@
+"""Test support: a real nats-server for the suite, and real service processes."""

@@ -1,0 +1,87 @@
+"""Real service processes for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.nats_source import free_port
+
+# A service imports litestar, faststream and nats-py; on a busy 2-core machine that takes a few
+# seconds. 30 s is for the worst case, a healthy start is ~1-2 s.
+START_TIMEOUT_S = 30.0
+
+
+class ServiceProcess:
+    """``python -m logstream <service> --port P ...`` with its stderr kept in a file."""
+
+    def __init__(self, service: str, *, nats_url: str, log_dir: Path, dev: bool = True,
+                 port: int | None = None, args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.service = service
+        self.port = port or free_port()
+        self.nats_url = nats_url
+        self.log_path = Path(log_dir) / f"{service}-{self.port}.log"
+        self.args = list(args or [])
+        self.dev = dev
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "logstream", self.service, "--port", str(self.port),
+               "--nats-url", self.nats_url, *self.args]
+        return cmd + (["--dev"] if self.dev else [])
+
+    def start(self, *, wait: bool = True) -> "ServiceProcess":
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log,
+                                        env=self.env)
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.service} exited with {self.process.returncode}:\n"
+                                   + self.log())
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.service} not healthy within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
