@@ -76,7 +76,8 @@ class NatsLink:
             log.debug("nats: %s", exc)
 
         async def disconnected() -> None:
-            log.warning("broker link down; reconnecting")
+            if not nc.is_closed and not nc.is_draining:
+                log.warning("broker link down; reconnecting")
 
         async def reconnected() -> None:
             log.info("broker link back")
@@ -86,8 +87,9 @@ class NatsLink:
         options.setdefault("disconnected_cb", disconnected)
         options.setdefault("reconnected_cb", reconnected)
         options.update(callbacks)
+        nc = nats.NATS()
         try:
-            nc = await asyncio.wait_for(nats.connect(**options), settings.connect_timeout)
+            await asyncio.wait_for(nc.connect(**options), settings.connect_timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
             raise BrokerUnavailable(
                 f"cannot reach NATS at {settings.nats_url} within "

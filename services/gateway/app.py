@@ -1,0 +1,176 @@
+"""The gateway: ``GET /api/logs/stream`` (SSE), stats, and the dev test route (CONTRACT 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.response import Stream
+
+from services.gateway.auth import require_admin, require_user
+from services.gateway.connection import StreamWriter
+from services.gateway.hub import Hub, Subscription
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.outbox import Outbox
+from services.gateway.settings import Settings
+from services.gateway.source import NatsLogSource
+from services.gateway.stream_request import authorise, parse_stream_request
+from services.gateway.test_route import publish_test_record
+from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
+from shared.identities import UserTokens
+from shared.nats_link import NatsLink
+from shared.sse import SSE_HEADERS
+from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes, status_of
+
+__all__ = ["Settings", "create_app"]
+
+log = logging.getLogger("logstream.gateway")
+
+
+class GatewayState:
+    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.link: NatsLink | None = None
+        self.hub: Hub | None = None
+        self.per_user: Counter[str] = Counter()
+        self.started = time.monotonic()
+
+    def ready(self) -> tuple[bool, str]:
+        if self.link is None:
+            return False, "starting"
+        if not self.link.connected:
+            return False, "NATS link down"
+        return True, "ok"
+
+
+@get("/api/logs/stream", guards=[require_user])
+async def stream(request: Request) -> Stream:
+    gateway: GatewayState = request.app.state.gateway
+    try:
+        return await _open_stream(request, gateway)
+    except LogstreamError as exc:
+        gateway.metrics.streams_refused.labels(str(status_of(exc))).inc()
+        raise
+
+
+async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
+    settings, user = gateway.settings, request.state.user
+    wanted = parse_stream_request(request, services=settings.service_names,
+                                  max_channels=settings.max_channels)
+    authorise(user, wanted)
+    if gateway.per_user[user.user_id] >= settings.max_connections_per_user:
+        raise RateLimited(f"user {user.user_id!r} already has "
+                          f"{settings.max_connections_per_user} open streams", retry_after=5)
+    if gateway.link is None or not gateway.link.connected:
+        raise BrokerUnavailable("the broker is unavailable; retry shortly")
+    sub = Subscription(uuid.uuid4().hex[:16], user.user_id, wanted.patterns,
+                       Outbox(settings.outbox_bytes), wanted.min_level, wanted.query)
+    gateway.per_user[user.user_id] += 1
+    try:
+        cursor = await gateway.hub.subscribe(sub)
+    except BaseException:
+        _release(gateway, user.user_id)
+        raise
+    gateway.metrics.connections.inc()
+    log.info("stream opened", extra={
+        "connection_id": sub.connection_id, "user_id": user.user_id,
+        "channels": [str(p) for p in sub.patterns], "cursor": cursor,
+        "claimed_user": request.headers.get("x-user-id"),
+        "claimed_workspace": request.headers.get("x-workspace-id")})
+
+    def on_end(reason: str) -> None:
+        _release(gateway, user.user_id)
+        gateway.metrics.connections.dec()
+        gateway.metrics.streams_ended.labels(reason).inc()
+        log.info("stream ended", extra={"connection_id": sub.connection_id, "reason": reason})
+
+    writer = StreamWriter(gateway.hub, sub, cursor, settings.retry_ms, settings.heartbeat,
+                          request.app.state.service.draining, user.expires_at, on_end)
+    return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _release(gateway: GatewayState, user_id: str) -> None:
+    gateway.per_user[user_id] -= 1
+    if gateway.per_user[user_id] <= 0:
+        del gateway.per_user[user_id]
+
+
+@get("/admin/logs/stats", guards=[require_admin], sync_to_thread=False)
+def stats(request: Request) -> dict[str, Any]:
+    gateway: GatewayState = request.app.state.gateway
+    hub = gateway.hub
+    return {
+        "connections": len(hub.subscriptions) if hub else 0,
+        "users": len(gateway.per_user),
+        "channels": hub.channel_counts() if hub else {},
+        "delivered_total": hub.delivered_total if hub else 0,
+        "read_total": hub.read_total if hub else 0,
+        "following": sorted(hub.following) if hub else [],
+        "uptime_s": round(time.monotonic() - gateway.started, 3),
+    }
+
+
+@post("/test/logs", status_code=202)
+async def test_logs(request: Request) -> Response:
+    """Dev mode only: publish one test record through ingest (section 4 rules apply)."""
+    gateway: GatewayState = request.app.state.gateway
+    body = await request.body()
+    status, reply = await publish_test_record(gateway.link, gateway.settings, body)
+    return Response(reply, status_code=status, media_type=MediaType.JSON)
+
+
+def _lifespan(gateway: GatewayState, service: ServiceState):
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        settings = gateway.settings
+        gateway.link = await NatsLink.connect(settings, name="logstream-gateway")
+        metrics = gateway.metrics
+        gateway.hub = Hub(NatsLogSource(gateway.link.js), services=settings.service_names,
+                          on_read=metrics.records_read.inc,
+                          on_rebuild=metrics.follow_rebuilds.inc)
+        watcher = asyncio.create_task(_wake_on_drain(gateway, service.draining))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await gateway.hub.close()
+            await gateway.link.close()
+
+    return lifespan
+
+
+async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None:
+    """On SIGTERM wake every connection so it sends its final frame and ends."""
+    await draining.wait()
+    for sub in gateway.hub.subscriptions:
+        sub.outbox.ready.set()
+
+
+def create_app(settings: Settings) -> Litestar:
+    gateway = GatewayState(settings, None)  # metrics need the registry below
+    service = ServiceState("gateway", gateway.ready)
+    gateway.metrics = GatewayMetrics(service.registry)
+    routes: list = [stream, stats, *service_routes()]
+    if settings.dev:
+        routes.append(test_logs)
+    app = Litestar(
+        route_handlers=routes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[_lifespan(gateway, service)],
+        debug=False,
+        logging_config=None,
+    )
+    app.state.service = service
+    app.state.gateway = gateway
+    app.state.settings = settings
+    app.state.user_tokens = UserTokens(settings.user_token_secret)
+    return app
+
+

@@ -1,0 +1,91 @@
+"""One SSE connection's writer: the opening frames, then its outbox, heartbeats and endings.
+
+A connection ends with a final frame that tells the client what to do: ``overflow`` (it fell
+behind: resume from the last id), ``auth-expired`` (reconnect with a fresh token and the same
+cursor), or a ``retry:`` hint when the gateway drains for shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import msgspec
+
+from services.gateway.hub import Hub, Subscription
+from shared.sse import HEARTBEAT, sse_frame
+
+__all__ = ["ConnectionEnd", "StreamWriter"]
+
+_ENCODE = msgspec.json.encode
+# When the gateway drains, tell the browser to come back soon (to another instance).
+DRAIN_RETRY_MS = 500
+
+
+class ConnectionEnd:
+    OVERFLOW = "overflow"
+    AUTH_EXPIRED = "auth-expired"
+    DRAINING = "draining"
+    CLIENT_LEFT = "client-left"
+
+
+@dataclass
+class StreamWriter:
+    hub: Hub
+    sub: Subscription
+    cursor: int
+    retry_ms: int
+    heartbeat_s: float
+    draining: asyncio.Event
+    expires_at: float | None
+    on_end: Callable[[str], None]
+
+    def opening(self) -> bytes:
+        connected = _ENCODE({
+            "connection_id": self.sub.connection_id,
+            "user_id": self.sub.user_id,
+            "channels": [str(p) for p in self.sub.patterns],
+            "cursor": self.cursor,
+        })
+        return sse_frame(retry=self.retry_ms, id=self.cursor, event="connected", data=connected)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The body of the response; its ``finally`` releases the subscription."""
+        outbox = self.sub.outbox
+        end = ConnectionEnd.CLIENT_LEFT
+        try:
+            yield self.opening()
+            while True:
+                timeout = self.heartbeat_s
+                if self.expires_at is not None:
+                    timeout = max(0.0, min(timeout, self.expires_at - time.time()))
+                if not outbox.ready.is_set() and not self.draining.is_set():
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await outbox.ready.wait()
+                    except TimeoutError:
+                        pass
+                chunk, _, _ = outbox.take()
+                if chunk:
+                    yield chunk
+                if outbox.overflowed:
+                    end = ConnectionEnd.OVERFLOW
+                    yield sse_frame(event="overflow", data=_ENCODE(
+                        {"reason": "the client fell behind; reconnect with Last-Event-ID"}))
+                    return
+                if self.draining.is_set():
+                    end = ConnectionEnd.DRAINING
+                    yield sse_frame(retry=DRAIN_RETRY_MS, comment="gateway shutting down")
+                    return
+                if self.expires_at is not None and time.time() >= self.expires_at:
+                    end = ConnectionEnd.AUTH_EXPIRED
+                    yield sse_frame(event="auth-expired", data=_ENCODE(
+                        {"reason": "the user token expired; reconnect with a fresh token"}))
+                    return
+                if not chunk:
+                    yield HEARTBEAT
+        finally:
+            self.hub.unsubscribe(self.sub)
+            self.on_end(end)

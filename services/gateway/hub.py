@@ -1,0 +1,295 @@
+"""The hub: one ordered read of the log per gateway process, fanned out to every connection.
+
+The hub follows the union of the subjects its connections want with a single ordered consumer,
+so a record crosses from NATS to this process once however many browsers watch it, and every
+connection sees records in stream order. When a connection needs subjects outside the union,
+the follow is rebuilt with the larger union from a point that loses nothing for the
+connections already here (``_restart_point``). Each record is encoded into its SSE frame once
+and the same bytes are pushed to every interested connection's bounded ``Outbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgspec
+
+from services.gateway.outbox import Outbox
+from services.gateway.subjects import covering_filters
+from services.gateway.source import Follow, LogSource, StoredMessage
+from shared.channels import ChannelPattern, channel_of_subject, from_subject, to_subject
+from shared.errors import InvalidChannel
+from shared.records import delivered_json, level_rank
+from shared.sse import sse_frame
+
+__all__ = ["Hub", "Subscription"]
+
+# Give the loop to the SSE writers after this many records, so a flood cannot starve them.
+YIELD_EVERY = 256
+# Keep following for a while after the last connection left: reconnects are common and a
+# rebuild costs a consumer creation.
+IDLE_STOP_S = 10.0
+# How long a rebuild waits for records the old follow already delivered to be fanned out.
+DRAIN_TIMEOUT_S = 2.0
+# After the follow fails (broker gone), wait this long before following again.
+REFOLLOW_WAIT_S = 0.5
+
+log = logging.getLogger("logstream.gateway.hub")
+
+
+class _FilterView(msgspec.Struct):
+    level: str = "info"
+    message: str = ""
+
+
+_FILTER_VIEW = msgspec.json.Decoder(_FilterView)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One connection's interest: its channels, optional filters, and its outbox."""
+
+    connection_id: str
+    user_id: str
+    patterns: tuple[ChannelPattern, ...]
+    outbox: Outbox
+    min_level: int = 0
+    query: str | None = None
+    subjects: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.subjects = frozenset(to_subject(p) for p in self.patterns)
+        if self.query is not None:
+            self.query = self.query.lower()
+
+    @property
+    def filtered(self) -> bool:
+        return self.min_level > 0 or bool(self.query)
+
+    def accepts(self, view: _FilterView) -> bool:
+        if level_rank(view.level) < self.min_level:
+            return False
+        return not self.query or self.query in view.message.lower()
+
+
+class Hub:
+    def __init__(self, source: LogSource, *, services: frozenset[str],
+                 on_read: Callable[[], None] = lambda: None,
+                 on_rebuild: Callable[[], None] = lambda: None) -> None:
+        self._source = source
+        self._services = services
+        self._on_read, self._on_rebuild = on_read, on_rebuild
+        self._subs: set[Subscription] = set()
+        self._exact: dict[str, set[Subscription]] = {}
+        self._wild: dict[ChannelPattern, set[Subscription]] = {}
+        self._wanted: Counter[str] = Counter()
+        self._following: frozenset[str] = frozenset()
+        self._follow: Follow | None = None
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.last_seq = 0
+        self.delivered_total = 0
+        self.read_total = 0
+        self.started_at = time.monotonic()
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def subscribe(self, sub: Subscription) -> int:
+        """Register ``sub`` and return its cursor: it gets every record after that seq."""
+        self._add(sub)
+        try:
+            await self._ensure(sub.subjects)
+            cursor = await self._source.last_seq()
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        sub.outbox.set_floor(cursor)
+        return cursor
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub not in self._subs:
+            return
+        self._subs.discard(sub)
+        for pattern in sub.patterns:
+            index = self._exact if pattern.is_exact else self._wild
+            key = str(pattern) if pattern.is_exact else pattern
+            members = index.get(key)
+            if members is not None:
+                members.discard(sub)
+                if not members:
+                    del index[key]
+        self._wanted.subtract(sub.subjects)
+        self._wanted = +self._wanted
+        if not self._subs and self._idle_timer is None:
+            loop = asyncio.get_running_loop()
+            self._idle_timer = loop.call_later(IDLE_STOP_S, self._stop_when_idle)
+
+    def _add(self, sub: Subscription) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._subs.add(sub)
+        for pattern in sub.patterns:
+            if pattern.is_exact:
+                self._exact.setdefault(str(pattern), set()).add(sub)
+            else:
+                self._wild.setdefault(pattern, set()).add(sub)
+        self._wanted.update(sub.subjects)
+
+    # -- stats ---------------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> frozenset[Subscription]:
+        return frozenset(self._subs)
+
+    @property
+    def following(self) -> frozenset[str]:
+        return self._following
+
+    def channel_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for sub in self._subs:
+            counts.update(str(p) for p in sub.patterns)
+        return dict(counts)
+
+    # -- the follow ----------------------------------------------------------------------
+
+    async def _ensure(self, subjects: frozenset[str]) -> None:
+        if subjects <= self._following and self._task is not None:
+            return
+        async with self._lock:
+            if subjects <= self._following and self._task is not None:
+                return
+            wanted = frozenset(self._wanted) | subjects
+            start = await self._restart_point(wanted)
+            await self._stop_follow()
+            self._follow = await self._source.follow(covering_filters(wanted), start)
+            self._following = wanted
+            self._task = asyncio.create_task(self._run(self._follow), name="hub-follow")
+            self._on_rebuild()
+            log.info("following %d subjects from seq %d", len(wanted), start)
+
+    async def _restart_point(self, wanted: frozenset[str]) -> int:
+        """The first seq of a new follow that loses nothing for the connections already here.
+
+        Connections that stay need every record after the last one fanned out (``last_seq``).
+        If the old follow has nothing pending, no such record exists up to the stream's last
+        seq ``tail`` (read before asking), so the new follow may start after ``tail``: a quiet
+        gateway does not re-read the stream from the last record it happened to see.
+        """
+        tail = await self._source.last_seq()
+        continuing = self._following & frozenset(self._wanted)
+        if self._follow is None or not continuing:
+            return max(tail, self.last_seq) + 1
+        try:
+            position = await self._follow.position()
+        except Exception:
+            return self.last_seq + 1
+        if position.pending:
+            return self.last_seq + 1
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self._follow.buffered() and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)  # the follow task is fanning out what arrived
+        if self._follow.buffered():
+            return self.last_seq + 1
+        return max(tail, self.last_seq) + 1
+
+    async def _stop_follow(self) -> None:
+        task, follow = self._task, self._follow
+        self._task = self._follow = None
+        self._following = frozenset()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if follow is not None:
+            await follow.close()
+
+    def _stop_when_idle(self) -> None:
+        self._idle_timer = None
+        if not self._subs:
+            asyncio.get_running_loop().create_task(self._stop_idle())
+
+    async def _stop_idle(self) -> None:
+        async with self._lock:
+            if not self._subs:
+                await self._stop_follow()
+                log.info("no connections; stopped following")
+
+    async def _run(self, follow: Follow) -> None:
+        count = 0
+        try:
+            async for message in follow:
+                self.fan_out(message)
+                count += 1
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("follow failed (%s); following again from seq %d",
+                        type(exc).__name__, self.last_seq + 1)
+            asyncio.get_running_loop().call_later(REFOLLOW_WAIT_S, self._refollow)
+
+    def _refollow(self) -> None:
+        async def again() -> None:
+            async with self._lock:
+                wanted = frozenset(self._wanted)
+                await self._stop_follow()
+                if wanted:
+                    try:
+                        self._follow = await self._source.follow(covering_filters(wanted),
+                                                                 self.last_seq + 1)
+                    except Exception:
+                        asyncio.get_running_loop().call_later(REFOLLOW_WAIT_S, self._refollow)
+                        return
+                    self._following = wanted
+                    self._task = asyncio.create_task(self._run(self._follow))
+
+        asyncio.get_running_loop().create_task(again())
+
+    def fan_out(self, message: StoredMessage) -> None:
+        """Push one stored record to every connection that wants it, encoded once."""
+        seq = message.seq
+        if seq <= self.last_seq:
+            return  # a rebuilt follow may overlap the old one by design; never deliver twice
+        self.last_seq = seq
+        self.read_total += 1
+        self._on_read()
+        targets = self._targets(message.subject)
+        if not targets:
+            return
+        frame = sse_frame(id=seq, event="log", data=delivered_json(seq, message.data))
+        view = None
+        for sub in targets:
+            if sub.filtered:
+                view = view or _FILTER_VIEW.decode(message.data)
+                if not sub.accepts(view):
+                    continue
+            if sub.outbox.push(seq, frame):
+                self.delivered_total += 1
+
+    def _targets(self, subject: str) -> set[Subscription]:
+        exact = self._exact.get(channel_of_subject(subject))
+        if not self._wild:
+            return exact or set()
+        try:
+            channel = from_subject(subject, self._services)
+        except InvalidChannel:  # a service this gateway is not configured for
+            return exact or set()
+        targets = set(exact or ())
+        for pattern, members in self._wild.items():
+            if pattern.matches(channel):
+                targets |= members
+        return targets
+
+    async def close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        async with self._lock:
+            await self._stop_follow()

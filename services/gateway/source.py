@@ -1,0 +1,184 @@
+"""The gateway's access to the log: the seam between the hub and the broker.
+
+``LogSource`` is what the hub needs from JetStream: the stream's last sequence, and an ordered
+follow of some subjects from a sequence on. ``NatsLogSource`` is the real one (one ordered push
+consumer per follow); ``MemoryLogSource`` is the in-memory one for unit tests of hub logic. The
+same contract tests run against both (``tests/integration/test_gateway_source.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol, Sequence
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from shared.errors import BrokerUnavailable
+from shared.nats_link import STREAM_NAME
+
+__all__ = ["FollowPosition", "LogSource", "MemoryLogSource", "NatsLogSource", "StoredMessage"]
+
+# How long a stream-info request may take before the broker counts as unavailable.
+INFO_TIMEOUT_S = 2.0
+# Ordered consumers need heartbeats to notice a stalled delivery and reset themselves.
+IDLE_HEARTBEAT_S = 2.0
+# Buffered deliveries per follow inside nats-py before it counts us as a slow consumer.
+PENDING_MSGS = 200_000
+PENDING_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    subject: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FollowPosition:
+    """Where a follow stands: matching records not yet delivered, and the last one delivered."""
+
+    pending: int
+    delivered_seq: int
+
+
+class Follow(Protocol):
+    def __aiter__(self) -> AsyncIterator[StoredMessage]: ...
+    async def position(self) -> FollowPosition: ...
+    def buffered(self) -> int: ...
+    async def close(self) -> None: ...
+
+
+class LogSource(Protocol):
+    async def last_seq(self) -> int: ...
+    async def follow(self, subjects: Sequence[str], start_seq: int) -> Follow: ...
+
+
+class _NatsFollow:
+    def __init__(self, sub) -> None:
+        self._sub = sub
+
+    async def __aiter__(self) -> AsyncIterator[StoredMessage]:
+        async for msg in self._sub.messages:
+            yield StoredMessage(msg.metadata.sequence.stream, msg.subject, msg.data)
+
+    async def position(self) -> FollowPosition:
+        info = await self._sub.consumer_info()
+        return FollowPosition(info.num_pending or 0, info.delivered.stream_seq or 0)
+
+    def buffered(self) -> int:
+        """Records the broker delivered that this process has not taken yet."""
+        return self._sub.pending_msgs
+
+    async def close(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except Exception:  # the link may be down; the consumer is ephemeral and will expire
+            pass
+
+
+class NatsLogSource:
+    def __init__(self, js: JetStreamContext, stream: str = STREAM_NAME) -> None:
+        self._js = js
+        self.stream = stream
+
+    async def last_seq(self) -> int:
+        try:
+            info = await self._js.stream_info(self.stream)
+        except NotFoundError:
+            raise BrokerUnavailable(f"stream {self.stream} does not exist yet (is ingest up?)")
+        except Exception as exc:
+            raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        return info.state.last_seq
+
+    async def follow(self, subjects: Sequence[str], start_seq: int) -> Follow:
+        config = ConsumerConfig(
+            opt_start_seq=max(start_seq, 1),
+            filter_subjects=list(subjects) if len(subjects) > 1 else None,
+            inactive_threshold=30.0,
+        )
+        try:
+            sub = await self._js.subscribe(
+                subjects[0],
+                stream=self.stream,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                config=config,
+                idle_heartbeat=IDLE_HEARTBEAT_S,
+                pending_msgs_limit=PENDING_MSGS,
+                pending_bytes_limit=PENDING_BYTES,
+            )
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"could not follow the log: {exc}") from None
+        return _NatsFollow(sub)
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching (``*`` one token, ``>`` the rest), for the in-memory source."""
+    mine, theirs = pattern.split("."), subject.split(".")
+    for index, token in enumerate(mine):
+        if token == ">":
+            return len(theirs) > index
+        if index >= len(theirs) or (token != "*" and token != theirs[index]):
+            return False
+    return len(mine) == len(theirs)
+
+
+class _MemoryFollow:
+    def __init__(self, source: "MemoryLogSource", subjects: Sequence[str], start_seq: int):
+        self._source, self._subjects, self._next = source, list(subjects), max(start_seq, 1)
+        self._closed = False
+
+    def _matches(self, message: StoredMessage) -> bool:
+        return any(subject_matches(p, message.subject) for p in self._subjects)
+
+    async def __aiter__(self) -> AsyncIterator[StoredMessage]:
+        while not self._closed:
+            for message in self._source.messages[self._next - 1 :]:
+                self._next = message.seq + 1
+                if self._matches(message):
+                    yield message
+            async with self._source.changed:
+                if self._next > len(self._source.messages) and not self._closed:
+                    await self._source.changed.wait()
+
+    async def position(self) -> FollowPosition:
+        remaining = self._source.messages[self._next - 1 :]
+        matching = [m for m in remaining if self._matches(m)]
+        delivered = [m.seq for m in self._source.messages[: self._next - 1] if self._matches(m)]
+        return FollowPosition(len(matching), delivered[-1] if delivered else 0)
+
+    def buffered(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._source.changed:
+            self._source.changed.notify_all()
+
+
+class MemoryLogSource:
+    """A stream in a list: sequence = index + 1. For unit tests of the hub's logic only."""
+
+    def __init__(self) -> None:
+        self.messages: list[StoredMessage] = []
+        self.changed = asyncio.Condition()
+        self.follows_started = 0
+
+    async def publish(self, subject: str, data: bytes) -> int:
+        async with self.changed:
+            message = StoredMessage(len(self.messages) + 1, subject, data)
+            self.messages.append(message)
+            self.changed.notify_all()
+        return message.seq
+
+    async def last_seq(self) -> int:
+        return len(self.messages)
+
+    async def follow(self, subjects: Sequence[str], start_seq: int) -> Follow:
+        self.follows_started += 1
+        return _MemoryFollow(self, subjects, start_seq)

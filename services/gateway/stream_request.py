@@ -1,0 +1,123 @@
+"""What a stream request asks for, checked at the edge (CONTRACT 6): channels, cursor, filters.
+
+Every problem is an ``InvalidRequest`` (400) naming the parameter, raised before the stream
+opens; authorisation of the channels against the user is separate (``authorise``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from litestar.connection import ASGIConnection
+
+from shared.channels import ChannelPattern, parse_pattern
+from shared.durations import parse_duration
+from shared.errors import Forbidden, InvalidChannel, InvalidRequest
+from shared.identities import UserIdentity
+from shared.records import LEVELS, level_rank
+
+__all__ = ["MAX_TAIL", "StreamRequest", "authorise", "parse_stream_request"]
+
+# History on connect is for catching up a screen, not for bulk export.
+MAX_TAIL = 10_000
+# A substring filter longer than this is not a search a person typed.
+MAX_QUERY_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    patterns: tuple[ChannelPattern, ...]
+    last_event_id: int | None = None
+    since: datetime | None = None
+    tail: int | None = None
+    min_level: int = 0
+    query: str | None = None
+
+
+def _channels(connection: ASGIConnection, services, max_channels: int):
+    raw = [part.strip() for value in connection.query_params.getall("channels", [])
+           for part in value.split(",")]
+    names = [name for name in raw if name]
+    if not names:
+        raise InvalidRequest("channels is required: ?channels=logs:<service>:<workspace>[:<id>]")
+    unique = list(dict.fromkeys(names))
+    if len(unique) > max_channels:
+        raise InvalidRequest(f"{len(unique)} channels requested; at most {max_channels}")
+    patterns, details = [], []
+    for name in unique:
+        try:
+            patterns.append(parse_pattern(name, services))
+        except InvalidChannel as exc:
+            details.append({"channel": name[:200], "message": exc.message})
+    if details:
+        raise InvalidChannel(details[0]["message"], details=details)
+    return tuple(patterns)
+
+
+def _cursor(connection: ASGIConnection) -> int | None:
+    value = connection.headers.get("last-event-id") or connection.query_params.get(
+        "last_event_id")
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise InvalidRequest(f"last_event_id {value[:40]!r} must be a record seq (an integer >= 0)")
+    return int(value)
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidRequest(
+            f"since {value[:40]!r} must be RFC 3339 with an offset or a duration like 30s, 10m, 2h"
+        )
+    return moment
+
+
+def _tail(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) > MAX_TAIL:
+        raise InvalidRequest(f"tail {value[:40]!r} must be an integer from 0 to {MAX_TAIL}")
+    return int(value)
+
+
+def _level(value: str | None) -> int:
+    if not value:
+        return 0
+    level = "warn" if value.lower() == "warning" else value.lower()
+    if level not in LEVELS:
+        raise InvalidRequest(f"level {value[:40]!r} must be one of {', '.join(LEVELS)}")
+    return level_rank(level)
+
+
+def parse_stream_request(connection: ASGIConnection, *, services, max_channels: int):
+    query = connection.query_params.get("q") or None
+    if query is not None and len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"q is longer than {MAX_QUERY_CHARS} characters")
+    return StreamRequest(
+        patterns=_channels(connection, services, max_channels),
+        last_event_id=_cursor(connection),
+        since=_since(connection.query_params.get("since")),
+        tail=_tail(connection.query_params.get("tail")),
+        min_level=_level(connection.query_params.get("level")),
+        query=query,
+    )
+
+
+def authorise(user: UserIdentity, request: StreamRequest) -> None:
+    refused = [str(p) for p in request.patterns if not user.may_read(p)]
+    if refused:
+        raise Forbidden(
+            f"user {user.user_id!r} may not read {', '.join(refused)}",
+            details=[{"channel": channel} for channel in refused],
+        )

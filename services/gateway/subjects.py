@@ -1,0 +1,66 @@
+"""Consumer filters for a set of wanted subjects.
+
+JetStream refuses a consumer whose filter subjects overlap, and a consumer with thousands of
+filters is slow to create. ``covering_filters`` turns the subjects the hub's connections want
+into a set of pairwise disjoint filters that together match at least all of them; the hub's own
+index decides who gets a record, so a filter that matches a little more costs only bandwidth.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+__all__ = ["MAX_FILTERS", "covering_filters", "covers", "overlaps"]
+
+# Above this many filters, collapse per workspace, then to everything: consumer creation time
+# grows with the filter count and a rebuild happens on the request path.
+MAX_FILTERS = 256
+
+
+def covers(wide: str, narrow: str) -> bool:
+    """Every subject ``narrow`` matches, ``wide`` matches too (tokens, ``*`` and ``>``)."""
+    a, b = wide.split("."), narrow.split(".")
+    for index, token in enumerate(a):
+        if token == ">":
+            return len(b) > index
+        if index >= len(b) or b[index] == ">":
+            return False
+        if token != "*" and token != b[index]:
+            return False
+    return len(a) == len(b)
+
+
+def overlaps(x: str, y: str) -> bool:
+    """Some subject matches both."""
+    a, b = x.split("."), y.split(".")
+    for index in range(min(len(a), len(b))):
+        if a[index] == ">" or b[index] == ">":
+            return True
+        if a[index] != b[index] and "*" not in (a[index], b[index]):
+            return False
+    return len(a) == len(b)
+
+
+def _join(x: str, y: str) -> str:
+    return ".".join(s if s == t else "*" for s, t in zip(x.split("."), y.split(".")))
+
+
+def _disjoint(subjects: Iterable[str]) -> list[str]:
+    pending = sorted(set(subjects))
+    while True:
+        kept = [s for s in pending if not any(o != s and covers(o, s) for o in pending)]
+        pair = next(((x, y) for i, x in enumerate(kept) for y in kept[i + 1 :]
+                     if overlaps(x, y)), None)
+        if pair is None:
+            return kept
+        pending = [s for s in kept if s not in pair] + [_join(*pair)]
+
+
+def covering_filters(subjects: Iterable[str]) -> list[str]:
+    filters = _disjoint(subjects)
+    if len(filters) > MAX_FILTERS:
+        filters = _disjoint(".".join(f.split(".")[:3] + ["*"] * (len(f.split(".")) > 3))
+                            for f in filters)
+    if len(filters) > MAX_FILTERS:
+        filters = ["logs.>"]
+    return filters
