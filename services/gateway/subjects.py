@@ -45,15 +45,33 @@ def _join(x: str, y: str) -> str:
     return ".".join(s if s == t else "*" for s, t in zip(x.split("."), y.split(".")))
 
 
+def _generalisations(subject: str) -> Iterable[str]:
+    """``subject`` with each non-empty set of its segments (after ``logs``) made ``*``."""
+    head, *rest = subject.split(".")
+    for mask in range(1, 1 << len(rest)):
+        yield ".".join([head, *("*" if mask >> i & 1 else t for i, t in enumerate(rest))])
+
+
+def _without_covered(items: set[str]) -> set[str]:
+    if "logs.>" in items:
+        return {"logs.>"}
+    return {s for s in items if not any(g != s and g in items for g in _generalisations(s))}
+
+
 def _disjoint(subjects: Iterable[str]) -> list[str]:
-    pending = sorted(set(subjects))
+    """Drop subjects another one covers, then merge overlapping wildcards until none overlap.
+
+    Two concrete subjects never overlap, and a concrete subject that overlaps a wildcard is
+    covered by it, so only wildcard pairs need merging: linear in the concrete subjects.
+    """
+    items = _without_covered(set(subjects))
     while True:
-        kept = [s for s in pending if not any(o != s and covers(o, s) for o in pending)]
-        pair = next(((x, y) for i, x in enumerate(kept) for y in kept[i + 1 :]
+        wild = sorted(s for s in items if "*" in s.split(".") or ">" in s)
+        pair = next(((x, y) for i, x in enumerate(wild) for y in wild[i + 1 :]
                      if overlaps(x, y)), None)
         if pair is None:
-            return kept
-        pending = [s for s in kept if s not in pair] + [_join(*pair)]
+            return sorted(items)
+        items = _without_covered((items - set(pair)) | {_join(*pair)})
 
 
 def covering_filters(subjects: Iterable[str]) -> list[str]:

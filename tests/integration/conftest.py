@@ -1,0 +1,45 @@
+"""Fixtures for integration tests: the LOGS stream on the suite's NATS, and a JetStream writer."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import nats as nats_py
+import pytest
+
+from shared.nats_link import ensure_stream
+
+
+@pytest.fixture(scope="session")
+async def js_writer(nats_server):
+    """Writes records to the LOGS stream as ingest would (for tests of the reading side)."""
+    client = await nats_py.connect(nats_server.service_url, connect_timeout=2)
+    js = client.jetstream()
+    await ensure_stream(js, max_age_s=3600, max_bytes=1 << 30, duplicate_window_s=120)
+
+    class Writer:
+        async def put(self, channel: str, message: str = "hello", **extra) -> int:
+            record = {"channel": channel, "level": extra.pop("level", "info"),
+                      "message": message, "timestamp": "2026-01-01T00:00:00.000Z",
+                      "received_at": "2026-01-01T00:00:00.000Z", "publisher": "test",
+                      "source": None, "fields": extra or None, "id": None}
+            ack = await js.publish(channel.replace(":", "."), json.dumps(record).encode())
+            return ack.seq
+
+        async def last_seq(self) -> int:
+            return (await js.stream_info("LOGS")).state.last_seq
+
+    yield Writer()
+    await client.close()
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """Poll ``predicate`` until true or raise; for state only visible by asking (stats, ports)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
