@@ -18,8 +18,10 @@ from services.gateway.connection import StreamWriter
 from services.gateway.hub import Hub, Subscription
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
+from services.gateway.replay import plan_replay
 from services.gateway.settings import Settings
 from services.gateway.source import NatsLogSource
+from services.gateway.subjects import covering_filters
 from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
@@ -39,6 +41,7 @@ class GatewayState:
         self.metrics = metrics
         self.link: NatsLink | None = None
         self.hub: Hub | None = None
+        self.source: NatsLogSource | None = None
         self.per_user: Counter[str] = Counter()
         self.started = time.monotonic()
 
@@ -78,6 +81,15 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
     except BaseException:
         _release(gateway, user.user_id)
         raise
+    try:
+        plan = await plan_replay(gateway.source, wanted, covering_filters(sub.subjects), cursor)
+    except BaseException:
+        gateway.hub.unsubscribe(sub)
+        _release(gateway, user.user_id)
+        raise
+    if plan is not None:
+        cursor = (wanted.last_event_id if wanted.last_event_id is not None
+                  else plan.start_seq - 1)
     gateway.metrics.connections.inc()
     log.info("stream opened", extra={
         "connection_id": sub.connection_id, "user_id": user.user_id,
@@ -92,7 +104,8 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
         log.info("stream ended", extra={"connection_id": sub.connection_id, "reason": reason})
 
     writer = StreamWriter(gateway.hub, sub, cursor, settings.retry_ms, settings.heartbeat,
-                          request.app.state.service.draining, user.expires_at, on_end)
+                          request.app.state.service.draining, user.expires_at, on_end,
+                          gateway.source, plan)
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -132,7 +145,8 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         settings = gateway.settings
         gateway.link = await NatsLink.connect(settings, name="logstream-gateway")
         metrics = gateway.metrics
-        gateway.hub = Hub(NatsLogSource(gateway.link.js), services=settings.service_names,
+        gateway.source = NatsLogSource(gateway.link.js)
+        gateway.hub = Hub(gateway.source, services=settings.service_names,
                           on_read=metrics.records_read.inc,
                           on_rebuild=metrics.follow_rebuilds.inc)
         watcher = asyncio.create_task(_wake_on_drain(gateway, service.draining))

@@ -15,6 +15,9 @@ from typing import AsyncIterator, Callable
 import msgspec
 
 from services.gateway.hub import Hub, Subscription
+from services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
+from services.gateway.source import LogSource
+from services.gateway.subjects import covering_filters
 from shared.sse import HEARTBEAT, sse_frame
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
@@ -29,6 +32,7 @@ class ConnectionEnd:
     AUTH_EXPIRED = "auth-expired"
     DRAINING = "draining"
     CLIENT_LEFT = "client-left"
+    REPLAY_STALLED = "replay-stalled"
 
 
 @dataclass
@@ -41,6 +45,8 @@ class StreamWriter:
     draining: asyncio.Event
     expires_at: float | None
     on_end: Callable[[str], None]
+    source: LogSource | None = None
+    replay: ReplayPlan | None = None
 
     def opening(self) -> bytes:
         connected = _ENCODE({
@@ -51,12 +57,28 @@ class StreamWriter:
         })
         return sse_frame(retry=self.retry_ms, id=self.cursor, event="connected", data=connected)
 
+    async def _replayed(self) -> AsyncIterator[bytes]:
+        if self.replay.gap is not None:
+            first, last = self.replay.gap
+            yield sse_frame(event="gap", data=_ENCODE({"from": first, "to": last}))
+        filters = covering_filters(self.sub.subjects)
+        async for chunk in replay_chunks(self.source, filters, self.replay, self.sub):
+            yield chunk
+
     async def frames(self) -> AsyncIterator[bytes]:
         """The body of the response; its ``finally`` releases the subscription."""
         outbox = self.sub.outbox
         end = ConnectionEnd.CLIENT_LEFT
         try:
             yield self.opening()
+            if self.replay is not None:
+                try:
+                    async for chunk in self._replayed():
+                        yield chunk
+                except ReplayStalled:
+                    end = ConnectionEnd.REPLAY_STALLED
+                    yield sse_frame(retry=DRAIN_RETRY_MS, comment="replay stalled; resume")
+                    return
             while True:
                 timeout = self.heartbeat_s
                 if self.expires_at is not None:

@@ -27,7 +27,7 @@ from shared.errors import InvalidChannel
 from shared.records import delivered_json, level_rank
 from shared.sse import sse_frame
 
-__all__ = ["Hub", "Subscription"]
+__all__ = ["Hub", "Subscription", "encode_record"]
 
 # Give the loop to the SSE writers after this many records, so a flood cannot starve them.
 YIELD_EVERY = 256
@@ -48,6 +48,11 @@ class _FilterView(msgspec.Struct):
 
 
 _FILTER_VIEW = msgspec.json.Decoder(_FilterView)
+
+
+def encode_record(message: StoredMessage) -> bytes:
+    """A stored record's SSE frame: built once, the same bytes for every connection."""
+    return sse_frame(id=message.seq, event="log", data=delivered_json(message.seq, message.data))
 
 
 @dataclass(eq=False)
@@ -264,7 +269,7 @@ class Hub:
         targets = self._targets(message.subject)
         if not targets:
             return
-        frame = sse_frame(id=seq, event="log", data=delivered_json(seq, message.data))
+        frame = encode_record(message)
         view = None
         for sub in targets:
             if sub.filtered:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import AsyncIterator, Protocol, Sequence
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from shared.errors import BrokerUnavailable
@@ -55,7 +56,11 @@ class Follow(Protocol):
 
 class LogSource(Protocol):
     async def last_seq(self) -> int: ...
-    async def follow(self, subjects: Sequence[str], start_seq: int) -> Follow: ...
+    async def bounds(self) -> tuple[int, int]: ...
+    async def count_from(self, subjects: Sequence[str], start_seq: int,
+                         start_time: datetime | None = None) -> int: ...
+    async def follow(self, subjects: Sequence[str], start_seq: int,
+                     start_time: datetime | None = None) -> Follow: ...
 
 
 class _NatsFollow:
@@ -95,9 +100,41 @@ class NatsLogSource:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
         return info.state.last_seq
 
-    async def follow(self, subjects: Sequence[str], start_seq: int) -> Follow:
+    async def bounds(self) -> tuple[int, int]:
+        """The first and last seq still in the stream (first > last when it is empty)."""
+        try:
+            info = await self._js.stream_info(self.stream)
+        except Exception as exc:
+            raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        return info.state.first_seq, info.state.last_seq
+
+    async def count_from(self, subjects: Sequence[str], start_seq: int,
+                         start_time: datetime | None = None) -> int:
+        """Records of ``subjects`` from ``start_seq`` (or ``start_time``) on: a throw-away
+        consumer's pending count, so nothing is read."""
         config = ConsumerConfig(
-            opt_start_seq=max(start_seq, 1),
+            deliver_policy=(DeliverPolicy.BY_START_TIME if start_time
+                            else DeliverPolicy.BY_START_SEQUENCE),
+            opt_start_seq=None if start_time else max(start_seq, 1),
+            opt_start_time=start_time,
+            ack_policy=AckPolicy.NONE,
+            filter_subjects=list(subjects) if len(subjects) > 1 else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            inactive_threshold=5.0,
+            mem_storage=True,
+        )
+        try:
+            info = await self._js._jsm.add_consumer(self.stream, config=config)
+            await self._js._jsm.delete_consumer(self.stream, info.name)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(f"could not count records: {exc}") from None
+        return info.num_pending or 0
+
+    async def follow(self, subjects: Sequence[str], start_seq: int,
+                     start_time: datetime | None = None) -> Follow:
+        config = ConsumerConfig(
+            opt_start_seq=None if start_time else max(start_seq, 1),
+            opt_start_time=start_time,
             filter_subjects=list(subjects) if len(subjects) > 1 else None,
             inactive_threshold=30.0,
         )
@@ -106,7 +143,8 @@ class NatsLogSource:
                 subjects[0],
                 stream=self.stream,
                 ordered_consumer=True,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                deliver_policy=(DeliverPolicy.BY_START_TIME if start_time
+                                else DeliverPolicy.BY_START_SEQUENCE),
                 config=config,
                 idle_heartbeat=IDLE_HEARTBEAT_S,
                 pending_msgs_limit=PENDING_MSGS,
@@ -168,6 +206,7 @@ class MemoryLogSource:
         self.messages: list[StoredMessage] = []
         self.changed = asyncio.Condition()
         self.follows_started = 0
+        self.first_seq = 1  # records before it have "aged out"
 
     async def publish(self, subject: str, data: bytes) -> int:
         async with self.changed:
@@ -179,6 +218,19 @@ class MemoryLogSource:
     async def last_seq(self) -> int:
         return len(self.messages)
 
-    async def follow(self, subjects: Sequence[str], start_seq: int) -> Follow:
+    async def bounds(self) -> tuple[int, int]:
+        return self.first_seq, len(self.messages)
+
+    def age_out(self, before_seq: int) -> None:
+        self.first_seq = before_seq
+
+    async def count_from(self, subjects: Sequence[str], start_seq: int,
+                         start_time: datetime | None = None) -> int:
+        start = max(start_seq, self.first_seq)
+        return sum(1 for m in self.messages[start - 1 :]
+                   if any(subject_matches(p, m.subject) for p in subjects))
+
+    async def follow(self, subjects: Sequence[str], start_seq: int,
+                     start_time: datetime | None = None) -> Follow:
         self.follows_started += 1
-        return _MemoryFollow(self, subjects, start_seq)
+        return _MemoryFollow(self, subjects, max(start_seq, self.first_seq))

@@ -1,0 +1,120 @@
+"""Records from before a connection opened: resume after a cursor, or history on connect.
+
+A connection that asks for the past is registered with the hub first, so live records after
+the stream's last seq ``end`` queue in its outbox while this module reads ``(start, end]``
+from the stream with a short-lived ordered consumer of its own. The writer sends the replay,
+then the outbox: no gap and no duplicate at the seam, on any gateway instance (CONTRACT 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import AsyncIterator, Sequence
+
+from services.gateway.hub import Subscription, encode_record, _FILTER_VIEW
+from services.gateway.source import LogSource
+from services.gateway.stream_request import StreamRequest
+
+__all__ = ["ReplayPlan", "ReplayStalled", "plan_replay", "replay_chunks"]
+
+# Frames written per chunk: big enough to amortise a socket write, small enough to interleave.
+CHUNK_FRAMES = 256
+# Replay gives up if the broker delivers nothing for this long (it is gone, or the plan was
+# wrong); the client then resumes from the last id it got.
+STALL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    start_seq: int          # first seq to read (ignored when start_time is set)
+    end_seq: int            # last seq to read; the hub's live records start after it
+    start_time: datetime | None = None
+    gap: tuple[int, int] | None = None   # seqs that aged out of retention before start_seq
+
+
+async def plan_replay(source: LogSource, request: StreamRequest, filters: Sequence[str],
+                      end_seq: int) -> ReplayPlan | None:
+    """What to replay for ``request`` given live delivery starts after ``end_seq``."""
+    first, _ = await source.bounds()
+    if request.last_event_id is not None:
+        start = request.last_event_id + 1
+        if start > end_seq:
+            return None
+        gap = (start, first - 1) if start < first else None
+        return ReplayPlan(max(start, first), end_seq, gap=gap)
+    if request.tail is None and request.since is None:
+        return None
+    if request.since is not None and request.since > datetime.now(timezone.utc):
+        return None  # JetStream would start a future start time at its last record
+    start = first
+    if request.tail is not None:
+        start = await _tail_start(source, filters, request.tail, first, end_seq)
+        if start > end_seq:
+            return None
+    if request.since is not None:
+        return ReplayPlan(start, end_seq, start_time=request.since)
+    return ReplayPlan(start, end_seq)
+
+
+async def _tail_start(source: LogSource, filters: Sequence[str], tail: int, first: int,
+                      end: int) -> int:
+    """The largest seq from which ``filters`` still have ``tail`` records up to ``end``.
+
+    A binary search over counts (each a throw-away consumer): log2(stream length) requests,
+    however many records the channels hold.
+    """
+    if tail == 0:
+        return end + 1
+    after = await source.count_from(filters, end + 1)
+    if await source.count_from(filters, first) - after <= tail:
+        return first
+    low, high = first, end
+    while low < high:
+        mid = (low + high + 1) // 2
+        if await source.count_from(filters, mid) - after >= tail:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+class ReplayStalled(Exception):
+    """The broker stopped delivering mid-replay; the client should resume from its last id."""
+
+
+async def replay_chunks(source: LogSource, filters: Sequence[str], plan: ReplayPlan,
+                        sub: Subscription) -> AsyncIterator[bytes]:
+    """Encoded frames for ``plan`` (with ``sub``'s filters applied), a chunk at a time.
+
+    The number of records to read is counted first (records after ``end_seq`` counted before
+    the total, so records arriving meanwhile can only make it larger, never cut the replay
+    short); reading stops at that count or at the first record past ``end_seq``.
+    """
+    after = await source.count_from(filters, plan.end_seq + 1)
+    remaining = await source.count_from(filters, plan.start_seq, plan.start_time) - after
+    if remaining <= 0:
+        return
+    follow = await source.follow(filters, plan.start_seq, plan.start_time)
+    frames: list[bytes] = []
+    try:
+        messages = follow.__aiter__()
+        while remaining > 0:
+            try:
+                async with asyncio.timeout(STALL_TIMEOUT_S):
+                    message = await messages.__anext__()
+            except (TimeoutError, StopAsyncIteration):
+                raise ReplayStalled(f"replay stalled with {remaining} records to go") from None
+            if message.seq > plan.end_seq:
+                break
+            remaining -= 1
+            if not sub.filtered or sub.accepts(_FILTER_VIEW.decode(message.data)):
+                frames.append(encode_record(message))
+            if len(frames) >= CHUNK_FRAMES:
+                yield b"".join(frames)
+                frames.clear()
+        if frames:
+            yield b"".join(frames)
+    finally:
+        await follow.close()
