@@ -27,6 +27,21 @@ async def js_writer(nats_server):
             ack = await js.publish(channel.replace(":", "."), json.dumps(record).encode())
             return ack.seq
 
+        async def put_many(self, channel: str, count: int, size: int = 100) -> list[int]:
+            """``count`` records of about ``size`` bytes, published concurrently (async acks)."""
+            subject, seqs = channel.replace(":", "."), []
+            for start in range(0, count, 2000):
+                futures = []
+                for index in range(start, min(count, start + 2000)):
+                    record = {"channel": channel, "level": "info",
+                              "message": f"{index:08d} " + "x" * size,
+                              "timestamp": "2026-01-01T00:00:00.000Z",
+                              "received_at": "2026-01-01T00:00:00.000Z", "publisher": "test",
+                              "source": None, "fields": None, "id": None}
+                    futures.append(await js.publish_async(subject, json.dumps(record).encode()))
+                seqs += [(await future).seq for future in futures]
+            return seqs
+
         async def last_seq(self) -> int:
             return (await js.stream_info("LOGS")).state.last_seq
 
