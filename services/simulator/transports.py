@@ -1,0 +1,238 @@
+"""The two ways into ingest: HTTP ``POST /api/logs/publish`` and NATS requests on ``ingest.logs``.
+
+Both take a service token and a JSON body (one record or an array) and return the ingest's
+answer as a ``Reply``: its status and JSON body (CONTRACT sections 4 and 5). A request that
+never got an answer raises ``TransportFailed``; ``unreachable`` says nothing reached ingest at
+all (refused connection, no NATS responder), which the runner treats as "ingest is not there".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from shared.nats_link import INGEST_SUBJECT
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "PUBLISH_PATH",
+    "HttpTransport",
+    "NatsTransport",
+    "Reply",
+    "Transport",
+    "TransportFailed",
+    "open_transport",
+    "redact_url",
+]
+
+PUBLISH_PATH = "/api/logs/publish"
+# An unreachable ingest or broker must fail the run in seconds, not after a client's default
+# two minutes of reconnecting.
+CONNECT_TIMEOUT_S = 3.0
+# Ingest answers once JetStream confirms (its own publish timeout is 2 s); a batch of 1,000
+# on a busy machine may take a few seconds more.
+REQUEST_TIMEOUT_S = 15.0
+# CONTRACT section 4: 1 MiB bodies by default. Stay clear of it (and of NATS's default 1 MiB
+# max_payload) so that a batch of records with long stack traces is never refused as too big.
+MAX_BODY_BYTES = 768 * 1024
+_DECODE = msgspec.json.Decoder()
+
+
+class TransportFailed(Exception):
+    """No answer from ingest. ``unreachable``: the request certainly never reached it."""
+
+    def __init__(self, message: str, *, unreachable: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unreachable = unreachable
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """Ingest's answer: the HTTP status (or the NATS reply's ``status``) and the JSON body."""
+
+    status: int
+    body: dict[str, Any]
+    retry_after: float | None = None
+
+    @property
+    def error(self) -> str:
+        return str(self.body.get("error") or "")
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("message") or "")
+
+
+class Transport(Protocol):
+    name: str
+    max_batch_records: int
+    max_batch_bytes: int
+    in_flight: int
+
+    async def publish(self, token: str, body: bytes) -> Reply: ...
+
+    async def close(self) -> None: ...
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for a message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _body_of(content: bytes) -> dict[str, Any]:
+    try:
+        body = _DECODE.decode(content)
+    except msgspec.DecodeError:
+        text = content.decode(errors="replace").strip()
+        return {"message": text[:300] or "(empty body)"}
+    return body if isinstance(body, dict) else {"message": str(body)[:300]}
+
+
+def _retry_after(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None  # an HTTP date, or nothing: the runner's own backoff applies
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class HttpTransport:
+    name = "http"
+    max_batch_records = 1000  # CONTRACT section 4's batch limit
+    max_batch_bytes = MAX_BODY_BYTES
+    # A few requests in flight keep ingest busy without queueing behind one another.
+    in_flight = 4
+
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url.rstrip("/") + PUBLISH_PATH
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=self.in_flight * 2),
+        )
+
+    async def publish(self, token: str, body: bytes) -> Reply:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            response = await self._client.post(self.url, content=body, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise TransportFailed(f"cannot connect to ingest at {redact_url(self.url)}: "
+                                  f"{_describe(exc)}", unreachable=True) from None
+        except httpx.TimeoutException:
+            raise TransportFailed(f"no answer from {redact_url(self.url)} within "
+                                  f"{REQUEST_TIMEOUT_S:g} s", unreachable=False) from None
+        except httpx.HTTPError as exc:
+            raise TransportFailed(f"request to {redact_url(self.url)} failed: "
+                                  f"{_describe(exc)}", unreachable=False) from None
+        return Reply(response.status_code, _body_of(response.content),
+                     _retry_after(response.headers.get("retry-after")))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class NatsTransport:
+    name = "nats"
+    max_batch_records = 250  # several smaller requests in flight spread over ingest instances
+    in_flight = 8
+
+    def __init__(self, nc: Client, url: str) -> None:
+        self._nc = nc
+        self.url = url
+        self.max_batch_bytes = min(MAX_BODY_BYTES, nc.max_payload * 3 // 4)
+
+    @classmethod
+    async def connect(cls, url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> "NatsTransport":
+        """Connect as a producer or raise ``TransportFailed`` naming the URL: within
+        ``timeout``, and at once when every server has refused a first attempt."""
+        servers = [part.strip() for part in url.split(",") if part.strip()]
+        problems: list[str] = []
+        refused_by_all = asyncio.Event()
+
+        async def remember(exc: Exception) -> None:
+            if not refused_by_all.is_set():
+                problems.append(_describe(exc))
+                if len(problems) >= len(servers):
+                    refused_by_all.set()
+
+        connecting = asyncio.ensure_future(nats.connect(
+            servers=servers, name="logstream-simulator", error_cb=remember,
+            connect_timeout=timeout, reconnect_time_wait=0.5, max_reconnect_attempts=-1))
+        failing = asyncio.ensure_future(refused_by_all.wait())
+        await asyncio.wait({connecting, failing}, timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        failing.cancel()
+        if connecting.done() and connecting.exception() is None:
+            refused_by_all.set()  # from now on the client reconnects quietly on its own
+            return cls(connecting.result(), url)
+        connecting.cancel()
+        outcome = (await asyncio.gather(connecting, return_exceptions=True))[0]
+        if problems:
+            reason = problems[-1]
+        elif isinstance(outcome, asyncio.CancelledError):
+            reason = f"no answer within {timeout:g} s"
+        else:
+            reason = _describe(outcome)
+        raise TransportFailed(f"cannot reach NATS at {redact_url(url)}: {reason}",
+                              unreachable=True)
+
+    async def publish(self, token: str, body: bytes) -> Reply:
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            msg = await self._nc.request(INGEST_SUBJECT, body, timeout=REQUEST_TIMEOUT_S,
+                                         headers=headers)
+        except nats.errors.NoRespondersError:
+            raise TransportFailed(f"no ingest is listening on {INGEST_SUBJECT} at "
+                                  f"{redact_url(self.url)} (no responders)",
+                                  unreachable=True) from None
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            raise TransportFailed(f"no reply on {INGEST_SUBJECT} within {REQUEST_TIMEOUT_S:g} s",
+                                  unreachable=False) from None
+        except nats.errors.Error as exc:
+            raise TransportFailed(f"NATS request on {INGEST_SUBJECT} failed: {_describe(exc)}",
+                                  unreachable=False) from None
+        body = _body_of(msg.data)
+        status = body.get("status")
+        if not isinstance(status, int):
+            return Reply(502, {"error": "bad_reply", "message": "ingest replied without a status: "
+                               + msg.data[:200].decode(errors="replace")})
+        header = _header(msg.headers, "Retry-After")
+        return Reply(status, body, _retry_after(header if header is not None
+                                                else body.get("retry_after")))
+
+    async def close(self) -> None:
+        if not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.drain(), 2.0)
+            except Exception:  # draining is a courtesy; closing must not hide the summary
+                await self._nc.close()
+
+
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    """NATS headers are case-sensitive on the wire; match the name in any case."""
+    lowered = name.lower()
+    return next((v for k, v in (headers or {}).items() if k.lower() == lowered), None)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def open_transport(via: str, *, ingest_url: str, nats_url: str) -> Transport:
+    if via == "http":
+        return HttpTransport(ingest_url)
+    if via == "nats":
+        return await NatsTransport.connect(nats_url)
+    raise ValueError(f"unknown transport {via!r} (http or nats)")
