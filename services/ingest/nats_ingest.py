@@ -1,0 +1,172 @@
+"""Ingest over NATS (CONTRACT section 5): a FastStream subscriber on ``ingest.logs``.
+
+Every ingest instance joins the queue group ``ingest``, so each message is handled once. A
+message goes through the same ``IngestPipeline`` as an HTTP request. With a reply subject the
+producer gets the HTTP body plus ``"status"``; without one, a refusal is counted and
+republished to ``ingest.rejected`` with its reason, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+import msgspec
+from faststream.nats import NatsBroker, NatsResponse
+from faststream.nats.annotations import NatsMessage
+from faststream.nats.security import NatsUserPassword
+from nats.aio.msg import Msg
+
+from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
+from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT, connect_options
+from shared.web import status_of
+from services.ingest.metrics import NATS, IngestMetrics
+from services.ingest.pipeline import (
+    JSON,
+    IngestPipeline,
+    IngestRequest,
+    bearer_credential,
+    body_in_memory,
+)
+from services.ingest.settings import Settings
+
+__all__ = ["QUEUE_GROUP", "NatsIngest", "rejection_report"]
+
+QUEUE_GROUP = "ingest"
+# Messages one instance handles at once: each mostly waits on a JetStream ack, so a few dozen
+# in flight keep the broker busy without letting one instance hoard the queue group's work.
+MAX_IN_FLIGHT = 32
+# A rejected payload is copied into its report up to this size: enough to find the producer's
+# mistake, small enough that a flood of bad 1 MiB messages does not double the traffic.
+REPORT_PAYLOAD_CHARS = 4096
+# At shutdown, messages already being handled get this long to finish and reply.
+STOP_TIMEOUT_S = 3.0
+_CONNECTION_NAME = "logstream-ingest-consumer"
+_ENCODER = msgspec.json.Encoder()
+
+log = logging.getLogger("logstream.ingest")
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """NATS headers are case-sensitive on the wire; producers are not careful about case."""
+    if not headers:
+        return None
+    if name in headers:
+        return headers[name]
+    lowered = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == lowered), None)
+
+
+def rejection_report(reply: Mapping[str, Any], subject: str, payload: bytes) -> bytes:
+    """What ``ingest.rejected`` receives: the refusal and the start of the payload, no headers
+    (they hold the producer's credential)."""
+    text = payload.decode("utf-8", errors="replace")
+    truncated = len(text) > REPORT_PAYLOAD_CHARS
+    return _ENCODER.encode({
+        "status": reply["status"],
+        "error": reply["error"],
+        "message": reply["message"],
+        "details": reply.get("details", []),
+        "subject": subject,
+        "payload": text[:REPORT_PAYLOAD_CHARS],
+        "payload_truncated": truncated,
+        "payload_bytes": len(payload),
+    })
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    options = connect_options(settings, name=_CONNECTION_NAME)
+    user, password = options.pop("user", None), options.pop("password", None)
+    credentials_in_url = any(urlparse(url).username for url in options["servers"])
+    if user and not credentials_in_url:
+        options["security"] = NatsUserPassword(user, password or "")
+    return options
+
+
+class NatsIngest:
+    """The ``ingest.logs`` consumer; ``start``/``stop`` belong in the app's lifespan."""
+
+    def __init__(self, settings: Settings, pipeline: IngestPipeline,
+                 metrics: IngestMetrics) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._metrics = metrics
+
+        async def quiet(*_: Any) -> None:  # the publisher's link already logs state changes
+            return None
+
+        self._broker = NatsBroker(**_broker_options(settings), logger=None,
+                                  graceful_timeout=STOP_TIMEOUT_S, error_cb=quiet)
+
+        @self._broker.subscriber(INGEST_SUBJECT, queue=QUEUE_GROUP, max_workers=MAX_IN_FLIGHT)
+        async def on_ingest(msg: NatsMessage) -> NatsResponse | None:
+            return await self.handle(msg.raw_message)
+
+    @property
+    def connected(self) -> bool:
+        try:
+            return self._broker.config.connection_state.connection.is_connected
+        except Exception:  # not connected yet, or stopped
+            return False
+
+    async def start(self) -> None:
+        try:
+            await asyncio.wait_for(self._broker.start(), self._settings.connect_timeout)
+        except Exception as exc:  # timeout, refused connection, bad credentials
+            raise BrokerUnavailable(
+                f"cannot subscribe to {INGEST_SUBJECT} at {self._settings.nats_url} within "
+                f"{self._settings.connect_timeout:g}s: {type(exc).__name__} {exc}".rstrip()
+            ) from None
+
+    async def stop(self) -> None:
+        """Stop taking messages, let those in hand finish and reply, then close (bounded)."""
+        try:
+            await asyncio.wait_for(self._broker.stop(), STOP_TIMEOUT_S + 2.0)
+        except Exception as exc:  # a broker that is down cannot be drained; close regardless
+            log.warning("NATS consumer did not stop cleanly: %s", exc)
+            connection = getattr(self._broker, "_connection", None)
+            if connection is not None and not connection.is_closed:
+                await connection.close()
+
+    async def handle(self, msg: Msg) -> NatsResponse | None:
+        """Run one message through the pipeline; the reply, or ``None`` when nobody asked."""
+        reply, refusal = await self._outcome(msg)
+        if msg.reply:
+            headers = {}
+            if isinstance(refusal, (RateLimited, BrokerUnavailable)):
+                headers["Retry-After"] = str(refusal.retry_after)
+            return NatsResponse(_ENCODER.encode(reply), headers=headers)
+        if refusal is not None:
+            await self._report_rejection(reply, msg)
+        return None
+
+    async def _outcome(self, msg: Msg) -> tuple[dict[str, Any], Exception | None]:
+        headers = msg.headers
+        request = IngestRequest(
+            transport=NATS,
+            content_type=_header(headers, "Content-Type") or JSON,
+            declared_length=len(msg.data),
+            credential=bearer_credential(_header(headers, "Authorization")),
+            read_body=body_in_memory(msg.data),
+        )
+        try:
+            accepted = await self._pipeline.publish(request)
+        except LogstreamError as exc:
+            return {**exc.to_body(), "status": status_of(exc)}, exc
+        except Exception as exc:
+            log.exception("unhandled error on %s", INGEST_SUBJECT)
+            return {"error": "internal", "message": "internal error", "details": [],
+                    "status": 500}, exc
+        return {"accepted": accepted.accepted, "seqs": accepted.seqs, "status": 202}, None
+
+    async def _report_rejection(self, reply: Mapping[str, Any], msg: Msg) -> None:
+        self._metrics.rejected_republished.inc()
+        log.info("rejected message on %s without reply subject: %s %s",
+                 msg.subject, reply["status"], reply["message"])
+        try:
+            await self._broker.publish(rejection_report(reply, msg.subject, msg.data),
+                                       REJECTED_SUBJECT)
+        except Exception as exc:  # counted and logged above; the broker is likely down
+            log.warning("could not republish to %s: %s", REJECTED_SUBJECT, exc)

@@ -1,0 +1,158 @@
+"""The publish rules of CONTRACT sections 4 and 5, one code path for HTTP and NATS.
+
+A request passes, in this order: media type (415), declared size (413), credential (401), body
+read under the size cap (413), decoding (400, 413 for too many records), record validation
+(400), channel grants (403), the token's rate budget (429), then storage (503 unless JetStream
+confirms every record). Nothing is stored unless the whole batch passed every check before it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Awaitable, Callable, Protocol, Sequence
+
+import msgspec
+
+from shared.errors import Forbidden, LogstreamError, PayloadTooLarge, UnsupportedMediaType
+from shared.identities import ServiceToken, TokenRegistry
+from shared.records import ValidRecord, decode_batch, validate_records
+from shared.web import status_of
+from services.ingest.metrics import IngestMetrics
+from services.ingest.rate_limit import RecordRateLimiter
+from services.ingest.settings import Settings
+
+__all__ = [
+    "JSON",
+    "MEDIA_TYPES",
+    "NDJSON",
+    "Accepted",
+    "BodyReader",
+    "IngestPipeline",
+    "IngestRequest",
+    "RecordStore",
+    "bearer_credential",
+    "body_in_memory",
+    "media_type_of",
+]
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+MEDIA_TYPES = (JSON, NDJSON)
+
+# Reads the body, raising PayloadTooLarge past the given number of bytes.
+BodyReader = Callable[[int], Awaitable[bytes]]
+
+
+class RecordStore(Protocol):
+    async def store(self, records: Sequence[ValidRecord], publisher: str) -> list[int]: ...
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """The 202 body: every record is stored, with its stream sequence."""
+
+    accepted: int
+    seqs: list[int]
+
+
+class IngestRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One publish request as either transport sees it, before the body is read."""
+
+    transport: str
+    content_type: str | None
+    declared_length: int | None
+    credential: str | None
+    read_body: BodyReader
+
+
+def media_type_of(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``; else 415."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in MEDIA_TYPES:
+        shown = repr(content_type[:80]) if content_type else "none"
+        raise UnsupportedMediaType(
+            f"content type {shown} is not accepted; send {JSON} or {NDJSON}"
+        )
+    return media_type
+
+
+def bearer_credential(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or ``None``."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class IngestPipeline:
+    """Checks, authorises and stores a publish request; raises ``LogstreamError`` when refused."""
+
+    def __init__(self, settings: Settings, tokens: TokenRegistry, store: RecordStore,
+                 metrics: IngestMetrics) -> None:
+        self._settings = settings
+        self._services = settings.service_names
+        self._tokens = tokens
+        self._store = store
+        self._metrics = metrics
+        self._limiter = RecordRateLimiter(settings.rate_limit) if settings.rate_limit else None
+
+    async def publish(self, request: IngestRequest) -> Accepted:
+        counted = [0]
+        try:
+            accepted = await self._publish(request, counted)
+        except LogstreamError as exc:
+            self._metrics.rejected(request.transport, status_of(exc), exc.code, counted[0])
+            raise
+        except Exception:
+            self._metrics.rejected(request.transport, 500, "internal", counted[0])
+            raise
+        self._metrics.accepted(request.transport, accepted.accepted)
+        return accepted
+
+    async def _publish(self, request: IngestRequest, counted: list[int]) -> Accepted:
+        limit = self._settings.max_body_bytes
+        media_type = media_type_of(request.content_type)
+        if request.declared_length is not None and request.declared_length > limit:
+            raise PayloadTooLarge(
+                f"body of {request.declared_length} bytes is over the limit of {limit} bytes"
+            )
+        token = self._tokens.verify(request.credential)
+        body = await request.read_body(limit)
+        records = decode_batch(body, media_type, max_records=self._settings.max_batch_records)
+        counted[0] = len(records)
+        valid = validate_records(records, publisher=token.name, services=self._services)
+        self._authorise(token, valid)
+        if self._limiter is not None:
+            self._limiter.take(token.name, len(valid))
+        started = time.perf_counter()
+        seqs = await self._store.store(valid, token.name)
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        return Accepted(accepted=len(seqs), seqs=seqs)
+
+    @staticmethod
+    def _authorise(token: ServiceToken, valid: Sequence[ValidRecord]) -> None:
+        refused: dict[str, None] = {}
+        for item in valid:
+            if not token.may_publish(item.channel):
+                refused.setdefault(str(item.channel))
+        if refused:
+            channels = list(refused)
+            grants = ", ".join(str(g) for g in token.grants) or "none"
+            raise Forbidden(
+                f"token {token.name!r} may not publish to {', '.join(channels[:5])}"
+                + (f" (and {len(channels) - 5} more)" if len(channels) > 5 else "")
+                + f"; its grants: {grants}; nothing was stored",
+                details=channels,
+            )
+
+
+def body_in_memory(body: bytes) -> BodyReader:
+    """A ``BodyReader`` for a body that is already in memory (a NATS message)."""
+
+    async def read(limit: int) -> bytes:
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body of {len(body)} bytes is over the limit of {limit} bytes")
+        return body
+
+    return read

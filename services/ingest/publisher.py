@@ -1,0 +1,166 @@
+"""Storing accepted records in JetStream: the only writer of ``logs.>``.
+
+A batch is handed to JetStream with ``publish_async`` (one future per record) and confirmed
+together under one deadline, so a 202 means every record was acknowledged and a broker that
+does not answer costs at most ``publish_timeout``. The link's state is checked first: a broker
+that is down answers 503 at once instead of making producers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import PubAck
+
+from shared.channels import to_subject
+from shared.errors import BrokerUnavailable
+from shared.nats_link import STREAM_NAME, NatsLink, ensure_stream
+from shared.records import ValidRecord, encode_stored
+from services.ingest.settings import Settings
+
+__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id"]
+
+# At shutdown, publishes already handed to JetStream get this long to be confirmed before the
+# link closes: well inside uvicorn's graceful window, longer than any healthy confirmation.
+DRAIN_TIMEOUT_S = 3.0
+# How long a producer should wait before retrying a 503 (Retry-After); the link reconnects
+# every 0.5 s, so by then it is back or still genuinely down.
+RETRY_AFTER_S = 2
+_CONNECTION_NAME = "logstream-ingest"
+
+log = logging.getLogger("logstream.ingest")
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline``, at least a millisecond: a spent deadline still times out."""
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def message_id(publisher: str, record_id: str) -> str:
+    """``Nats-Msg-Id``: scoped to the token's name so one producer cannot suppress another's."""
+    return f"{publisher}:{record_id}"
+
+
+class JetStreamPublisher:
+    """Owns the ingest service's NATS link and writes batches to the LOGS stream."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._link: NatsLink | None = None
+        self._timeout = settings.publish_timeout
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and self._link.connected
+
+    async def start(self) -> None:
+        """Connect within ``connect_timeout`` (else ``BrokerUnavailable``) and ensure the stream."""
+        last_error: list[Exception] = []
+
+        async def remember(exc: Exception) -> None:
+            last_error[:] = [exc]
+            log.debug("nats: %s", exc)
+
+        try:
+            self._link = await NatsLink.connect(self._settings, name=_CONNECTION_NAME,
+                                                reconnected_cb=self._reconnected,
+                                                error_cb=remember)
+        except BrokerUnavailable as exc:
+            if not last_error:
+                raise
+            # "within 5s: TimeoutError" hides the reason when the broker answered with a
+            # refusal, e.g. bad credentials: name what the broker said.
+            raise BrokerUnavailable(f"{exc.message}; last error: {last_error[0]}") from None
+        await self._ensure_stream()
+
+    async def _ensure_stream(self) -> None:
+        settings = self._settings
+        await ensure_stream(
+            self._link.js,
+            max_age_s=settings.retention_s,
+            max_bytes=settings.retention_bytes,
+            duplicate_window_s=settings.duplicate_window_s,
+            replicas=settings.stream_replicas,
+        )
+
+    async def _reconnected(self) -> None:
+        log.info("broker link back")
+        self._recheck_stream()
+
+    def _recheck_stream(self) -> None:
+        """Recreate LOGS in the background: a broker that came back with an empty store (or an
+        operator who deleted the stream) would otherwise fail every publish until a restart."""
+        if self._tasks:
+            return
+        task = asyncio.get_running_loop().create_task(self._ensure_stream_quietly())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ensure_stream_quietly(self) -> None:
+        try:
+            await self._ensure_stream()
+        except Exception as exc:  # the next publish reports the broker's state as a 503
+            log.warning("could not check stream %s: %s", STREAM_NAME, exc)
+
+    async def store(self, records: Sequence[ValidRecord], publisher: str) -> list[int]:
+        """Publish every record and wait for every ack; the stream sequences, in order."""
+        if not self.connected:
+            raise BrokerUnavailable("NATS is unavailable; nothing was stored",
+                                    retry_after=RETRY_AFTER_S)
+        deadline = time.monotonic() + self._timeout
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            await self._hand_over(records, publisher, deadline, futures)
+            acks = await asyncio.wait_for(asyncio.gather(*futures), _left(deadline))
+        except (asyncio.TimeoutError, nats.js.errors.TooManyStalledMsgsError):
+            raise BrokerUnavailable(
+                f"JetStream did not confirm {len(records)} record(s) within {self._timeout:g}s; "
+                "they may or may not be stored (retry with the same ids)",
+                retry_after=RETRY_AFTER_S,
+            ) from None
+        except (nats.errors.Error, OSError) as exc:
+            if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                self._recheck_stream()
+            raise BrokerUnavailable(
+                f"JetStream refused the batch ({type(exc).__name__}: {exc}); it may be "
+                "partly stored (retry with the same ids)",
+                retry_after=RETRY_AFTER_S,
+            ) from None
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        return [ack.seq for ack in acks]
+
+    async def _hand_over(self, records: Sequence[ValidRecord], publisher: str, deadline: float,
+                         futures: list[asyncio.Future[PubAck]]) -> None:
+        """Send the whole batch without waiting for acks; each ack arrives on its future."""
+        js = self._link.js
+        for valid in records:
+            headers = None
+            if valid.record.id is not None:
+                headers = {"Nats-Msg-Id": message_id(publisher, valid.record.id)}
+            futures.append(await js.publish_async(
+                to_subject(valid.channel), encode_stored(valid.record), headers=headers,
+                wait_stall=_left(deadline),
+            ))
+
+    async def stop(self) -> None:
+        """Let handed-over publishes be confirmed (bounded), then close the link."""
+        if self._link is None:
+            return
+        try:
+            await asyncio.wait_for(self._link.js.publish_async_completed(), DRAIN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("closing with %d unconfirmed publishes",
+                        self._link.js.publish_async_pending())
+        for task in list(self._tasks):
+            task.cancel()
+        await self._link.close()
+        self._link = None

@@ -1,0 +1,161 @@
+"""Ingest when NATS or JetStream goes away, and when it comes back, without restarting ingest.
+
+Each test here owns a nats-server (killed and restarted on the same port and store) and an
+ingest process on it, so the rest of the suite never sees the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import nats as nats_py
+import pytest
+from nats.js.errors import NotFoundError
+
+from shared.embedded_nats import EmbeddedNats
+from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
+from shared.nats_link import INGEST_SUBJECT, STREAM_NAME
+from tests.support.nats_source import free_port
+from tests.support.processes import ServiceProcess
+
+PUBLISH = "/api/logs/publish"
+ETL = {"Authorization": "Bearer l5-etl-token"}
+# ingest's publish_timeout is 2 s: a request during an outage must be answered well within this.
+ANSWER_WITHIN_S = 6.0
+# How long NATS reconnection and recovery may take on a loaded machine.
+RECOVERY_S = 30.0
+
+
+def _url(server: EmbeddedNats, user_pass: tuple[str, str]) -> str:
+    return server.url.replace("nats://", "nats://{}:{}@".format(*user_pass), 1)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    server = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ingest(broker, log_dir):
+    service = ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir).start()
+    yield service
+    service.stop()
+
+
+async def stored(broker, subjects: str) -> list[dict]:
+    nc = await nats_py.connect(_url(broker, DEV_NATS_SERVICE), connect_timeout=2,
+                               max_reconnect_attempts=1)
+    try:
+        js, found, seq = nc.jetstream(), [], 0
+        while True:
+            try:
+                msg = await js.get_msg(STREAM_NAME, seq=seq + 1, subject=subjects, next=True)
+            except NotFoundError:
+                return found
+            found.append({"seq": msg.seq, **json.loads(msg.data)})
+            seq = msg.seq
+    finally:
+        await nc.close()
+
+
+async def poll(check, what: str, timeout: float = RECOVERY_S):
+    """Call ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_returns(
+        broker, ingest, unique_id):
+    channel = f"logs:etl:{unique_id}"
+    retry = {"channel": channel, "message": "during", "id": f"retry-{unique_id}"}
+    restarted: EmbeddedNats | None = None
+    try:
+        async with httpx.AsyncClient(base_url=ingest.url, timeout=ANSWER_WITHIN_S) as client:
+            before = await client.post(PUBLISH, json={"channel": channel, "message": "before"},
+                                       headers=ETL)
+            assert before.status_code == 202
+
+            broker.kill()
+            during = await client.post(PUBLISH, json=retry, headers=ETL)
+            assert during.status_code == 503, during.text
+            assert during.json()["error"] == "broker_unavailable"
+            assert int(during.headers["Retry-After"]) >= 1
+
+            async def not_ready():
+                return (await client.get("/ready")).status_code == 503
+
+            await poll(not_ready, "/ready turns 503 while NATS is down")
+            still_down = await client.post(PUBLISH, json=retry, headers=ETL)
+            assert still_down.status_code == 503
+
+            restarted = EmbeddedNats(port=broker.port, store_dir=broker.store_dir).start()
+
+            async def accepted():
+                response = await client.post(PUBLISH, json=retry, headers=ETL)
+                assert response.status_code in (202, 503), response.text
+                return response if response.status_code == 202 else None
+
+            after = await poll(accepted, "publishing works again after NATS restarts")
+
+            async def ready():
+                return (await client.get("/ready")).status_code == 200
+
+            await poll(ready, "/ready turns 200 again")
+        records = await stored(broker, f"logs.etl.{unique_id}")
+        # The retried id is stored exactly once, however many 503s left it buffered meanwhile.
+        assert [r["message"] for r in records] == ["before", "during"]
+        assert records[1]["seq"] == after.json()["seqs"][0]
+    finally:
+        if restarted is not None:
+            restarted.stop()
+
+
+async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
+        broker, ingest, unique_id):
+    nc = await nats_py.connect(_url(broker, DEV_NATS_SERVICE), connect_timeout=2,
+                               max_reconnect_attempts=1)
+    producer = await nats_py.connect(_url(broker, DEV_NATS_PRODUCER), connect_timeout=2,
+                                     max_reconnect_attempts=1)
+    js = nc.jetstream()
+    body = {"channel": f"logs:etl:{unique_id}", "message": "m"}
+
+    async def stream_exists():
+        try:
+            return await js.stream_info(STREAM_NAME)
+        except NotFoundError:
+            return None
+
+    try:
+        async with httpx.AsyncClient(base_url=ingest.url, timeout=ANSWER_WITHIN_S) as client:
+            await poll(stream_exists, "ingest creates the stream")
+            await js.delete_stream(STREAM_NAME)
+            response = await client.post(PUBLISH, json=body, headers=ETL)
+            assert response.status_code == 503, response.text
+            assert int(response.headers["Retry-After"]) >= 1
+            await poll(stream_exists, "ingest recreates the stream after a refused publish")
+
+            await js.delete_stream(STREAM_NAME)
+            reply = await producer.request(INGEST_SUBJECT, json.dumps(body).encode(),
+                                           headers=ETL, timeout=ANSWER_WITHIN_S)
+            answer = json.loads(reply.data)
+            assert answer["status"] == 503 and answer["error"] == "broker_unavailable"
+            assert int(reply.headers["Retry-After"]) >= 1
+
+            async def accepted():
+                return (await client.post(PUBLISH, json=body, headers=ETL)).status_code == 202
+
+            await poll(accepted, "publishing works again once the stream is recreated")
+        assert len(await stored(broker, f"logs.etl.{unique_id}")) == 1
+    finally:
+        await producer.close()
+        await nc.close()
