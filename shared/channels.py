@@ -182,7 +182,8 @@ def to_subject(channel: Channel | ChannelPattern) -> str:
 
 def from_subject(subject: str, services: Iterable[str] = DEFAULT_SERVICES) -> Channel:
     """The inverse of ``to_subject`` for concrete channels; rejects anything it could not make."""
-    if not subject.startswith(SUBJECT_PREFIX):
+    # A ':' would pass as a segment separator below, yet ``to_subject`` never writes one.
+    if not isinstance(subject, str) or not subject.startswith(SUBJECT_PREFIX) or ":" in subject:
         raise InvalidChannel(f"subject {_show(subject)} is not a log subject")
     return parse_channel(PREFIX + ":" + subject[len(SUBJECT_PREFIX) :].replace(".", ":"), services)
 

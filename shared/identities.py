@@ -97,11 +97,14 @@ class TokenRegistry:
 
     @classmethod
     def dev(cls, services: Iterable[str] = DEFAULT_SERVICES) -> "TokenRegistry":
-        return cls({
-            hash_secret(secret): ServiceToken(secret, tuple(parse_grant(g) for g in grants))
-            for secret, grants in DEV_SERVICE_TOKENS.items()
-            if all(g.split(":")[1] in services for g in grants)
-        })
+        services = frozenset(services)
+        tokens = {}
+        for secret, grants in DEV_SERVICE_TOKENS.items():
+            parsed = tuple(parse_grant(g) for g in grants)
+            # A dev token for a service that is not configured would grant nothing.
+            if all(grant.segments[0] in services for grant in parsed):
+                tokens[hash_secret(secret)] = ServiceToken(secret, parsed)
+        return cls(tokens)
 
     @classmethod
     def from_file(cls, path: str | Path, services: Iterable[str] = DEFAULT_SERVICES):
@@ -121,7 +124,13 @@ class TokenRegistry:
                 raise SettingsError(
                     f"invalid setting tokens_file ({path}): token {entry.name!r}: {exc.message}"
                 ) from None
-            tokens[entry.sha256.lower()] = ServiceToken(entry.name, grants)
+            digest = entry.sha256.lower()
+            if digest in tokens:  # one secret, two names: which one published would be a guess
+                raise SettingsError(
+                    f"invalid setting tokens_file ({path}): token {entry.name!r} has the same "
+                    f"sha256 as token {tokens[digest].name!r}"
+                )
+            tokens[digest] = ServiceToken(entry.name, grants)
         return cls(tokens)
 
     def verify(self, secret: str | None) -> ServiceToken:

@@ -72,7 +72,10 @@ class NatsLink:
     async def connect(cls, settings: ServiceSettings, *, name: str, **callbacks: Any):
         """Connect within ``connect_timeout`` or raise ``BrokerUnavailable`` naming the URL."""
 
+        last_error: list[Exception] = []
+
         async def quiet_error(exc: Exception) -> None:
+            last_error[:] = [exc]
             log.debug("nats: %s", exc)
 
         async def disconnected() -> None:
@@ -91,10 +94,12 @@ class NatsLink:
         try:
             await asyncio.wait_for(nc.connect(**options), settings.connect_timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+            # A timeout hides why: name what the broker last said (e.g. Authorization Violation).
+            reason = last_error[0] if last_error else exc
             raise BrokerUnavailable(
                 f"cannot reach NATS at {settings.nats_url} within "
                 f"{settings.connect_timeout:g}s (nats_url, LOGSTREAM_NATS_URL): "
-                f"{type(exc).__name__} {exc}".rstrip()
+                f"{type(reason).__name__} {reason}".rstrip()
             ) from None
         return cls(nc)
 

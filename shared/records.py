@@ -9,7 +9,7 @@ never decodes a record to deliver it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Iterable
 
 import msgspec
@@ -46,6 +46,13 @@ _LEVEL_ALIASES = {"warning": "warn"}
 _LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Epoch milliseconds from 1970 to the end of year 9999: anything else is not a timestamp.
 _MAX_EPOCH_MS = 253402300799999
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# RFC 3339 date-time (section 5.6): ``fromisoformat`` alone also takes ISO 8601 forms such as
+# week dates, basic format or a missing offset, which are not part of the contract.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -116,7 +123,11 @@ def decode_batch(body: bytes, media_type: str, *, max_records: int = MAX_BATCH_R
 
 def _explain_json(body: bytes, max_records: int):
     """Slow path, only for invalid bodies: convert record by record to name each problem."""
-    raw = _JSON_ANY.decode(body)
+    try:
+        raw = _JSON_ANY.decode(body)
+    except msgspec.DecodeError as exc:
+        # The typed decode stopped at a bad record before reaching broken JSON further on.
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
     if isinstance(raw, dict):
         items = [raw]
     elif isinstance(raw, list):
@@ -130,6 +141,8 @@ def _explain_json(body: bytes, max_records: int):
             msgspec.convert(item, PublishedRecord)
         except msgspec.ValidationError as exc:
             details.append(_detail(index, exc))
+    if not details:
+        raise InvalidRequest("body must be a JSON object or an array of record objects")
     raise InvalidRequest(_summary(details), details=details)
 
 
@@ -214,18 +227,20 @@ def _timestamp(value: str | int) -> str:
     if isinstance(value, int):
         if not 0 <= value <= _MAX_EPOCH_MS:
             raise _FieldProblem("timestamp", f"epoch milliseconds {value} are out of range")
-        return format_time(datetime.fromtimestamp(value / 1000, timezone.utc))
+        # Integer arithmetic: a float division would blur the milliseconds of distant dates.
+        return format_time(_EPOCH + timedelta(milliseconds=value))
     try:
-        parsed = datetime.fromisoformat(value)
+        if _RFC3339.fullmatch(value):
+            return format_time(datetime.fromisoformat(value.upper()))
     except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
-        raise _FieldProblem(
-            "timestamp",
-            f"timestamp {value[:64]!r} is not RFC 3339 with an offset "
-            "(e.g. 2026-01-31T12:00:00Z) nor epoch milliseconds",
-        )
-    return format_time(parsed)
+        pass  # a day or hour that does not exist: the same answer as bad syntax
+    except OverflowError:  # year 1 or 9999 pushed out of range by its offset
+        raise _FieldProblem("timestamp", f"timestamp {value[:64]!r} is out of range") from None
+    raise _FieldProblem(
+        "timestamp",
+        f"timestamp {value[:64]!r} is not RFC 3339 with an offset "
+        "(e.g. 2026-01-31T12:00:00Z) nor epoch milliseconds",
+    )
 
 
 def format_time(moment: datetime) -> str:

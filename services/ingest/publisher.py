@@ -61,22 +61,8 @@ class JetStreamPublisher:
 
     async def start(self) -> None:
         """Connect within ``connect_timeout`` (else ``BrokerUnavailable``) and ensure the stream."""
-        last_error: list[Exception] = []
-
-        async def remember(exc: Exception) -> None:
-            last_error[:] = [exc]
-            log.debug("nats: %s", exc)
-
-        try:
-            self._link = await NatsLink.connect(self._settings, name=_CONNECTION_NAME,
-                                                reconnected_cb=self._reconnected,
-                                                error_cb=remember)
-        except BrokerUnavailable as exc:
-            if not last_error:
-                raise
-            # "within 5s: TimeoutError" hides the reason when the broker answered with a
-            # refusal, e.g. bad credentials: name what the broker said.
-            raise BrokerUnavailable(f"{exc.message}; last error: {last_error[0]}") from None
+        self._link = await NatsLink.connect(self._settings, name=_CONNECTION_NAME,
+                                            reconnected_cb=self._reconnected)
         await self._ensure_stream()
 
     async def _ensure_stream(self) -> None:
