@@ -38,6 +38,7 @@ __all__ = [
     "DEV_NATS_SERVICE",
     "DEV_SERVICE_TOKENS",
     "DEV_USERS",
+    "DEV_USER_TOKEN_TTL_S",
     "ServiceToken",
     "TokenRegistry",
     "UserIdentity",

@@ -31,6 +31,7 @@ __all__ = [
     "encode_stored",
     "format_time",
     "level_rank",
+    "parse_rfc3339",
     "validate_records",
 ]
 
@@ -230,17 +231,21 @@ def _timestamp(value: str | int) -> str:
         # Integer arithmetic: a float division would blur the milliseconds of distant dates.
         return format_time(_EPOCH + timedelta(milliseconds=value))
     try:
+        return format_time(parse_rfc3339(value))
+    except ValueError as exc:
+        raise _FieldProblem("timestamp", f"timestamp {exc} nor epoch milliseconds") from None
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An RFC 3339 date-time with an offset, in UTC; ``ValueError`` saying why otherwise."""
+    try:
         if _RFC3339.fullmatch(value):
-            return format_time(datetime.fromisoformat(value.upper()))
+            return datetime.fromisoformat(value.upper()).astimezone(timezone.utc)
     except ValueError:
         pass  # a day or hour that does not exist: the same answer as bad syntax
     except OverflowError:  # year 1 or 9999 pushed out of range by its offset
-        raise _FieldProblem("timestamp", f"timestamp {value[:64]!r} is out of range") from None
-    raise _FieldProblem(
-        "timestamp",
-        f"timestamp {value[:64]!r} is not RFC 3339 with an offset "
-        "(e.g. 2026-01-31T12:00:00Z) nor epoch milliseconds",
-    )
+        raise ValueError(f"{value[:64]!r} is out of range") from None
+    raise ValueError(f"{value[:64]!r} is not RFC 3339 with an offset (e.g. 2026-01-31T12:00:00Z)")
 
 
 def format_time(moment: datetime) -> str:

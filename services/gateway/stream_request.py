@@ -15,7 +15,7 @@ from shared.channels import ChannelPattern, parse_pattern
 from shared.durations import parse_duration
 from shared.errors import Forbidden, InvalidChannel, InvalidRequest
 from shared.identities import UserIdentity
-from shared.records import LEVELS, level_rank
+from shared.records import LEVELS, level_rank, parse_rfc3339
 
 __all__ = ["MAX_TAIL", "StreamRequest", "authorise", "parse_stream_request"]
 
@@ -70,17 +70,15 @@ def _since(value: str | None) -> datetime | None:
         return None
     try:
         return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_rfc3339(value)
     except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
         raise InvalidRequest(
-            f"since {value[:40]!r} must be RFC 3339 with an offset or a duration like 30s, 10m, 2h"
-        )
-    return moment
+            f"since {value[:40]!r} must be RFC 3339 with an offset (2026-01-31T12:00:00Z) "
+            "or a duration like 30s, 10m, 2h"
+        ) from None
 
 
 def _tail(value: str | None) -> int | None:

@@ -1,0 +1,178 @@
+"""The proxy service (CONTRACT section 7): Datashop-style routes, the Logs page, dev tokens.
+
+Routes come from the route table (``services.proxy.routes``); each one becomes a GET handler
+that builds its channel from the query and hands it to the pass-through. ``GET /`` serves the
+Logs page with the table embedded, and ``/static/`` its script and style, from the same origin
+so that the browser's ``EventSource`` carries the session cookie. Dev mode alone adds
+``GET /dev/token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.datastructures import CacheControlHeader, Cookie
+from litestar.openapi import OpenAPIConfig
+from litestar.static_files import create_static_files_router
+
+from logstream import __version__
+from services.proxy.passthrough import (
+    SESSION_COOKIE,
+    GatewayPool,
+    ProxyMetrics,
+    new_http_client,
+    open_stream,
+)
+from services.proxy.routes import Route, RouteTable, load_routes
+from services.proxy.settings import Settings
+from shared.errors import InvalidRequest, LogstreamError
+from shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS, UserTokens
+from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
+
+__all__ = ["create_app"]
+
+_STATIC = Path(str(resources.files(__package__).joinpath("static")))
+# The page's placeholder for its configuration (routes, dev mode), filled in at start.
+_CONFIG_MARK = "__LOGSTREAM_CONFIG__"
+# The page runs only its own script and talks only to its own origin.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+class UnknownDevUser(LogstreamError):
+    """A /dev/token request for a user the dev identities do not have (404)."""
+
+    code = "not_found"
+
+
+@dataclass
+class _Proxy:
+    """What the handlers share; the HTTP client exists while the app runs (its lifespan)."""
+
+    settings: Settings
+    routes: RouteTable
+    service: ServiceState
+    pool: GatewayPool
+    metrics: ProxyMetrics
+    client: httpx.AsyncClient | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+def create_app(settings: Settings) -> Litestar:
+    # httpx logs every request at INFO: one line per second per gateway for the health checks.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    routes = load_routes(settings.routes_file, settings.service_names)
+    service = ServiceState("proxy", readiness=lambda: pool.readiness())
+    metrics = ProxyMetrics(service.registry)
+    pool = GatewayPool(settings.gateway_urls, metrics)
+    proxy = _Proxy(settings, routes, service, pool, metrics)
+    handlers = [*service_routes(), _page_handler(proxy),
+                *(_stream_handler(route, proxy) for route in routes)]
+    if settings.dev:
+        handlers.append(_dev_token_handler(UserTokens(settings.user_token_secret)))
+    handlers.append(create_static_files_router(
+        path="/static", directories=[_STATIC], cache_control=CacheControlHeader(no_cache=True)))
+    app = Litestar(
+        route_handlers=handlers,
+        exception_handlers={UnknownDevUser: _not_found, **EXCEPTION_HANDLERS},
+        lifespan=[_lifespan(proxy)],
+        openapi_config=OpenAPIConfig(title="Logstream proxy", version=__version__),
+        logging_config=None,  # keep the process's JSON logging (shared.structured_logging)
+    )
+    app.state.service = service
+    app.state.proxy = proxy
+    return app
+
+
+def _lifespan(proxy: _Proxy):
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        proxy.client = new_http_client()
+        proxy.tasks.append(asyncio.create_task(proxy.pool.watch(proxy.client)))
+        try:
+            yield
+        finally:
+            for task in proxy.tasks:
+                task.cancel()
+            await asyncio.gather(*proxy.tasks, return_exceptions=True)
+            await proxy.client.aclose()
+
+    return lifespan
+
+
+def _stream_handler(route: Route, proxy: _Proxy):
+    async def stream_logs(request: Request) -> Response:
+        query = {name: request.query_params.getall(name, []) for name in route.params}
+        channel = route.channel_for(query)
+        return await open_stream(proxy.client, proxy.pool, request, channel, route=route.name,
+                                 draining=proxy.service.draining, metrics=proxy.metrics)
+
+    params = ", ".join(route.params)
+    return get(
+        route.path,
+        name=f"stream-{route.name}",
+        summary=f"Stream {route.label} logs",
+        description=f"Server-Sent Events of channel `{route.template}` from a gateway. "
+        f"Required query parameters: {params}. Also passed through: last_event_id, since, "
+        "tail, level, q, and the Last-Event-ID header.",
+        tags=["streams"],
+    )(stream_logs)
+
+
+def _page_handler(proxy: _Proxy):
+    config = {
+        "dev": proxy.settings.dev,
+        "routes": [route.describe() for route in proxy.routes],
+        "dev_users": sorted(DEV_USERS) if proxy.settings.dev else [],
+    }
+    # JSON inside <script>: "</" is escaped so that no value can close the element.
+    encoded = msgspec.json.encode(config).decode().replace("</", "<\\/")
+    page = (_STATIC / "index.html").read_text().replace(_CONFIG_MARK, encoded)
+
+    @get("/", sync_to_thread=False, include_in_schema=False)
+    def logs_page() -> Response:
+        return Response(page, media_type=MediaType.HTML, headers=_PAGE_HEADERS)
+
+    return logs_page
+
+
+def _dev_token_handler(tokens: UserTokens):
+    @get("/dev/token", sync_to_thread=False, tags=["dev"],
+         summary="Issue a dev user token (dev mode only)")
+    def dev_token(user: str | None = None) -> Response:
+        """Returns ``{"token": ...}`` for a built-in dev user and sets the session cookie."""
+        if not user:
+            raise InvalidRequest("query parameter 'user' is required (one of: "
+                                 + ", ".join(sorted(DEV_USERS)) + ")",
+                                 details=[{"parameter": "user", "problem": "missing"}])
+        if user not in DEV_USERS:
+            raise UnknownDevUser(f"no dev user {user[:64]!r} (one of: "
+                                 + ", ".join(sorted(DEV_USERS)) + ")",
+                                 details=[{"parameter": "user", "problem": "unknown"}])
+        workspaces = DEV_USERS[user]
+        token = tokens.issue(user, workspaces)
+        cookie = Cookie(key=SESSION_COOKIE, value=token, path="/", httponly=True,
+                        samesite="lax", max_age=int(DEV_USER_TOKEN_TTL_S))
+        body = {"token": token, "user_id": user, "workspaces": list(workspaces),
+                "expires_in": int(DEV_USER_TOKEN_TTL_S)}
+        return Response(body, media_type=MediaType.JSON, cookies=[cookie],
+                        headers={"Cache-Control": "no-store"})
+
+    return dev_token
+
+
+def _not_found(_: Request, exc: LogstreamError) -> Response:
+    return Response(exc.to_body(), status_code=404, media_type=MediaType.JSON)
