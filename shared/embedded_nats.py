@@ -63,6 +63,16 @@ def _config(port: int, store_dir: Path, sync_always: bool, host: str) -> str:
     }, indent=2)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before starting: a listener already there would pass for our own server."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise RuntimeError(f"port {port} on {host} is already in use") from None
+
+
 class EmbeddedNats:
     def __init__(self, *, port: int, store_dir: Path, sync_always: bool = False,
                  host: str = "127.0.0.1") -> None:
@@ -76,15 +86,16 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     def start(self, *, log_file=None) -> "EmbeddedNats":
+        """Start and wait until it listens; ``RuntimeError`` naming the port if it cannot."""
+        _check_port_free(self.host, self.port)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
         config.write_text(_config(self.port, self.store_dir / "jetstream", self.sync_always,
                                   self.host))
-        self.process = subprocess.Popen(
-            [find_nats_server(), "-c", str(config)],
-            stdout=log_file or subprocess.DEVNULL,
-            stderr=log_file or subprocess.DEVNULL,
-        )
+        self.log_path = self.store_dir / "nats-server.log"
+        output = log_file or open(self.log_path, "ab")
+        self.process = subprocess.Popen([find_nats_server(), "-c", str(config)],
+                                        stdout=output, stderr=output)
         self._wait_until_listening()
         return self
 
@@ -94,7 +105,7 @@ class EmbeddedNats:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"nats-server exited with code {self.process.returncode} at start "
-                    f"(port {self.port}, store {self.store_dir})"
+                    f"(port {self.port}, store {self.store_dir}): {self._last_log_line()}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
@@ -104,6 +115,13 @@ class EmbeddedNats:
         self.stop()
         raise RuntimeError(f"nats-server did not listen on port {self.port} within "
                            f"{START_TIMEOUT_S:g}s")
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return lines[-1] if lines else "(empty log)"
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process and self.process.poll() is None:
