@@ -126,6 +126,7 @@ def stats(request: Request) -> dict[str, Any]:
         "delivered_total": hub.delivered_total if hub else 0,
         "read_total": hub.read_total if hub else 0,
         "last_seq": hub.last_seq if hub else 0,
+        "buffered": hub.buffered if hub else 0,
         "following": sorted(hub.following) if hub else [],
         "uptime_s": round(time.monotonic() - gateway.started, 3),
     }

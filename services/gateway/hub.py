@@ -157,6 +157,11 @@ class Hub:
     def following(self) -> frozenset[str]:
         return self._following
 
+    @property
+    def buffered(self) -> int:
+        """Records NATS delivered to this process that the hub has not fanned out yet."""
+        return self._follow.buffered() if self._follow is not None else 0
+
     def channel_counts(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
         for sub in self._subs:
