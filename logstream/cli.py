@@ -16,7 +16,7 @@ from shared.errors import SettingsError
 from shared.settings import add_flags, load_settings
 from shared.structured_logging import configure_logging
 
-__all__ = ["SERVICES", "main", "run_one_service"]
+__all__ = ["SERVICES", "build_parser", "main", "run_one_service"]
 
 # service name -> package with ``settings.Settings`` and ``app.create_app(settings)``
 SERVICES = {
@@ -26,7 +26,7 @@ SERVICES = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logstream", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="run the whole stack locally on an embedded nats-server")
@@ -58,7 +58,7 @@ def run_one_service(name: str, flags: dict) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command in SERVICES:
         flags = {k: v for k, v in vars(args).items() if k != "command"}
         return run_one_service(args.command, flags)

@@ -1,9 +1,364 @@
-"""``logstream up``: placeholder until the stack runner lands."""
+"""``logstream up``: the whole local stack in one command (CONTRACT section 1).
+
+Starts the embedded ``nats-server`` (unless a broker URL is given), then ingest, gateway and
+proxy, each its own process in dev mode as they are deployed, then the simulator; prints where
+to look; on Ctrl-C or SIGTERM stops every child in reverse order (simulator, proxy, gateway,
+ingest, broker) within 10 s.
+
+Each child runs in its own process group, so a terminal's Ctrl-C reaches only ``up``, which then
+stops them in that order instead of all at once; and on Linux each child is told to die with
+``up`` (``PR_SET_PDEATHSIG``), so none survives even if ``up`` itself is killed outright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from logstream.children import Child, ConsoleEcho, child_options
+from shared.embedded_nats import EmbeddedNats
+from shared.identities import DEV_JWT_SECRET, DEV_USER_TOKEN_TTL_S, DEV_USERS, UserTokens
+
+__all__ = ["add_arguments", "run"]
+
+# Relative to the working directory, so each project keeps its own store (like `.git`).
+DEFAULT_DATA_DIR = ".logstream"
+# A service imports litestar, faststream and nats-py before it listens: 1-2 s when healthy,
+# much longer on a busy 2-core laptop. Past this, something is wrong rather than slow.
+READY_TIMEOUT_S = 45.0
+# CONTRACT: every child gone within 10 s of Ctrl-C; 8 s leaves room for the final SIGKILLs.
+STOP_BUDGET_S = 8.0
+# One child that ignores SIGTERM must not use up the whole budget of the ones after it.
+CHILD_STOP_S = 4.0
+# How often `up` looks at its children: fast enough that a crash is reported at once.
+POLL_S = 0.1
+# The seed data's channel, user and token: what the banner's examples and the simulator use.
+DEMO_CHANNEL = "logs:etl:workspace123:workflow456"
+DEMO_USER = "user123"
+DEMO_SERVICE_TOKEN = "l5-etl-token"
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Run the whole stack locally in dev mode: an embedded nats-server, "
+                          "ingest, gateway, proxy and the simulator. Ctrl-C stops it all.")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--data-dir", type=Path, default=None,
+                       help=f"where the broker's store and the logs live "
+                            f"[default: ./{DEFAULT_DATA_DIR}]")
+    store.add_argument("--ephemeral", action="store_true",
+                       help="throw-away store in a temporary directory, removed at exit")
+    parser.add_argument("--no-simulator", dest="simulator", action="store_false",
+                        help="do not start the traffic simulator")
+    parser.add_argument("--nats-url", default=None,
+                        help="use this broker instead of the embedded one [LOGSTREAM_NATS_URL]")
+    parser.add_argument("--host", default="127.0.0.1", help="address every service binds")
+    parser.add_argument("--nats-port", type=_port, default=4222, help="embedded broker port")
+    parser.add_argument("--ingest-port", type=_port, default=3001, help="ingest port")
+    parser.add_argument("--gateway-port", type=_port, default=3002, help="gateway port")
+    parser.add_argument("--proxy-port", type=_port, default=3000, help="proxy (Logs page) port")
+    parser.add_argument("--sync-always", action="store_true",
+                        help="the embedded broker fsyncs every write (slower, survives a "
+                             "machine crash)")
+    parser.add_argument("--rate", type=_rate, default=5.0, help="simulator records per second")
 
 
-def run(args):
-    raise SystemExit("logstream up: not implemented yet")
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1-65535)")
+    return port
+
+
+def _rate(text: str) -> float:
+    rate = float(text)
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of records/s")
+    return rate
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this run of ``up`` starts, and where: decided once from the flags."""
+
+    host: str
+    ports: dict[str, int]  # role -> port, in start order; "nats" only for the embedded broker
+    nats_url: str | None  # None: start the embedded broker
+    data_dir: Path
+    ephemeral: bool
+    sync_always: bool
+    simulator: bool
+    rate: float
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def url_host(self) -> str:
+        """Where a local client reaches a service bound to ``host``."""
+        if self.host in ("", "0.0.0.0"):
+            return "127.0.0.1"
+        if self.host == "::":
+            return "[::1]"
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    def url(self, role: str) -> str:
+        return f"http://{self.url_host}:{self.ports[role]}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.nats_url or f"nats://{self.url_host}:{self.ports['nats']}"
+
+
+def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
+    nats_url = args.nats_url or environ.get("LOGSTREAM_NATS_URL") or None
+    ports = {"ingest": args.ingest_port, "gateway": args.gateway_port, "proxy": args.proxy_port}
+    if nats_url is None:
+        ports = {"nats": args.nats_port, **ports}
+    if args.ephemeral:
+        data_dir = Path(tempfile.mkdtemp(prefix="logstream-"))
+    else:
+        data_dir = (args.data_dir or Path.cwd() / DEFAULT_DATA_DIR).resolve()
+    return Plan(host=args.host, ports=ports, nats_url=nats_url, data_dir=data_dir,
+                ephemeral=args.ephemeral, sync_always=args.sync_always,
+                simulator=args.simulator, rate=args.rate)
+
+
+def find_port_conflict(host: str, ports: dict[str, int]) -> str | None:
+    """The first port ``up`` could not bind, said for a human; None when all are free."""
+    taken: dict[int, str] = {}
+    for role, port in ports.items():
+        if port in taken:
+            return f"port {port} is given to both {taken[port]} and {role}"
+        taken[port] = role
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as exc:
+            return f"cannot resolve --host {host!r}: {exc}"
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers do: a port in TIME_WAIT is free, one with a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"port {port} ({role}) is already in use on {host}"
+                return f"cannot bind port {port} ({role}) on {host}: {exc.strerror}"
+    return None
+
+
+class StartFailed(Exception):
+    def __init__(self, message: str, child: Child | None = None) -> None:
+        super().__init__(message)
+        self.child = child
+
+
+class StopRequest:
+    """SIGINT, SIGTERM and SIGHUP only note the request; the main loop acts on it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, _frame) -> None:
+        self.signum = self.signum or signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+class Interrupted(Exception):
+    """A stop was requested while the stack was still starting."""
+
+
+class LocalStack:
+    """The children of one ``up``, started in dependency order and stopped in reverse."""
+
+    def __init__(self, plan: Plan, stop: StopRequest) -> None:
+        self.plan, self.stop_request = plan, stop
+        self.children: list[Child] = []
+        self.began = time.monotonic()
+
+    def start(self) -> None:
+        try:
+            self.plan.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartFailed(f"cannot use data dir {self.plan.data_dir}: {exc}") from None
+        if self.plan.nats_url is None:
+            self._start_broker()
+        # All three load at once (most of their start is importing); ready in dependency
+        # order: ingest creates the LOGS stream the gateway reads, the proxy needs a gateway.
+        services = [self._spawn_service("ingest"), self._spawn_service("gateway"),
+                    self._spawn_service("proxy", "--gateway-url", self.plan.url("gateway"))]
+        for service in services:
+            self._wait_ready(service)
+        if self.plan.simulator:
+            self._spawn("simulator", [
+                sys.executable, "-m", "logstream", "simulate", "continuous", "0",
+                "--rate", f"{self.plan.rate:g}", "--ingest-url", self.plan.url("ingest")])
+
+    def _start_broker(self) -> None:
+        plan, log_path = self.plan, self.plan.log_dir / "nats.log"
+        broker = EmbeddedNats(port=plan.ports["nats"], store_dir=plan.data_dir / "nats",
+                                sync_always=plan.sync_always, host=plan.host)
+        with open(log_path, "wb") as log_file:
+            try:
+                broker.start(log_file=log_file, **child_options())
+            except (RuntimeError, OSError) as exc:
+                failed = Child("nats", broker.process, log_path) if broker.process else None
+                if failed:
+                    self.children.append(failed)
+                raise StartFailed(f"nats-server did not start: {exc}", failed) from None
+        self.children.append(Child("nats", broker.process, log_path))
+        _say(f"  nats       listening on {plan.broker_url} (store {plan.data_dir / 'nats'})")
+
+    def _spawn_service(self, name: str, *extra: str) -> Child:
+        command = [sys.executable, "-m", "logstream", name, "--dev", "--host", self.plan.host,
+                   "--port", str(self.plan.ports[name]), "--nats-url", self.plan.broker_url,
+                   *extra]
+        return self._spawn(name, command)
+
+    def _spawn(self, name: str, command: list[str]) -> Child:
+        log_path = self.plan.log_dir / f"{name}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                       stderr=log_file, **child_options())
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def _wait_ready(self, child: Child) -> None:
+        url = self.plan.url(child.name)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.stop_request.requested:
+                raise Interrupted
+            code = child.process.poll()
+            if code is not None:
+                raise StartFailed(f"{child.name} exited with code {code} before it was ready",
+                                  child)
+            if _answers_ready(url + "/ready"):
+                _say(f"  {child.name:<10} ready on {url} ({time.monotonic() - self.began:.1f}s)")
+                return
+            time.sleep(POLL_S)
+        raise StartFailed(f"{child.name} was not ready within {READY_TIMEOUT_S:g}s "
+                          f"(GET {url}/ready)", child)
+
+    def watch(self) -> int:
+        """Until a stop is requested (0) or a child dies (1)."""
+        while not self.stop_request.requested:
+            for child in self.children:
+                code = child.process.poll()
+                if code is not None:
+                    _complain(f"{child.name} exited with code {code}; stopping the others",
+                              child)
+                    return 1
+            time.sleep(POLL_S)
+        return 0
+
+    def stop(self) -> None:
+        running = [child.name for child in reversed(self.children) if child.process.poll() is None]
+        if not running:
+            return
+        _say("logstream up: stopping " + ", ".join(running))
+        began = time.monotonic()
+        for child in reversed(self.children):
+            budget = STOP_BUDGET_S - (time.monotonic() - began)
+            if not child.stop(min(CHILD_STOP_S, budget)):
+                _say(f"  {child.name} did not stop on SIGTERM in time; killed it")
+        _say(f"logstream up: stopped in {time.monotonic() - began:.1f}s")
+
+
+# A user's http_proxy must not route the readiness probes of local services.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        with _DIRECT.open(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:  # refused, timed out, or an HTTP error status such as 503
+        return False
+
+
+def banner(plan: Plan) -> str:
+    token = UserTokens(DEV_JWT_SECRET).issue(DEMO_USER, DEV_USERS[DEMO_USER])
+    workspace, workflow = DEMO_CHANNEL.split(":")[2:]
+    proxy, gateway, ingest = plan.url("proxy"), plan.url("gateway"), plan.url("ingest")
+    record = json.dumps({"channel": DEMO_CHANNEL, "message": "hello from curl"})
+    where = f"{plan.data_dir}" + (" (ephemeral: removed at exit)" if plan.ephemeral else "")
+    return "\n".join([
+        "",
+        "Logstream is up (dev mode: built-in identities, not for production).",
+        f"  Logs page:   {proxy}/",
+        f"  Direct SSE ({DEMO_USER}'s dev token, valid {DEV_USER_TOKEN_TTL_S / 3600:g} h):",
+        f"    curl -N '{gateway}/api/logs/stream?channels={DEMO_CHANNEL}&access_token={token}'",
+        "  Through the proxy:",
+        f"    curl -N -H 'Authorization: Bearer {token}' "
+        f"'{proxy}/api/dapadmin/l5-etl/sse/logs/stream?workspace_id={workspace}"
+        f"&workflow_id={workflow}'",
+        "  Publish a record:",
+        f"    curl -X POST {ingest}/api/logs/publish -H 'Authorization: Bearer "
+        f"{DEMO_SERVICE_TOKEN}' -H 'Content-Type: application/json' -d '{record}'",
+        f"  Broker:      {plan.broker_url}",
+        f"  Data dir:    {where}",
+        f"  Logs:        {plan.log_dir}/<service>.log (warnings and errors also shown here)",
+        "Ctrl-C to stop.",
+    ])
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _complain(text: str, child: Child | None = None) -> None:
+    print(f"logstream up: {text}", file=sys.stderr, flush=True)
+    if child is not None:
+        print(f"--- last lines of {child.log_path} ---\n{child.tail()}\n---",
+              file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = make_plan(args)
+    stack = LocalStack(plan, StopRequest())
+    echo = ConsoleEcho(stack.children)
+    try:
+        conflict = find_port_conflict(plan.host, plan.ports)
+        if conflict:
+            _complain(conflict + " (choose other ports: see logstream up --help)")
+            return 1
+        if plan.sync_always and plan.nats_url:
+            _say("logstream up: --sync-always applies to the embedded broker only; ignored")
+        _say(f"logstream up: starting in {plan.data_dir}")
+        stack.start()
+        echo.start()  # after every spawn: no other thread runs while `preexec_fn` forks
+        _say(banner(plan))
+        return stack.watch()
+    except StartFailed as exc:
+        _complain(str(exc), exc.child)
+        return 1
+    except Interrupted:
+        return 0
+    finally:
+        stack.stop()
+        if echo.is_alive():
+            echo.done.set()
+            echo.join(1.0)
+        if plan.ephemeral:
+            shutil.rmtree(plan.data_dir, ignore_errors=True)

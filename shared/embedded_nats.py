@@ -85,7 +85,7 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def start(self, *, log_file=None) -> "EmbeddedNats":
+    def start(self, *, log_file=None, **popen_options) -> "EmbeddedNats":
         """Start and wait until it listens; ``RuntimeError`` naming the port if it cannot."""
         _check_port_free(self.host, self.port)
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ class EmbeddedNats:
         self.log_path = self.store_dir / "nats-server.log"
         output = log_file or open(self.log_path, "ab")
         self.process = subprocess.Popen([find_nats_server(), "-c", str(config)],
-                                        stdout=output, stderr=output)
+                                        stdout=output, stderr=output, **popen_options)
         self._wait_until_listening()
         return self
 

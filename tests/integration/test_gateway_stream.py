@@ -80,7 +80,7 @@ async def test_several_channels_share_one_connection_in_seq_order(gateway, js_wr
 
 
 async def test_channels_may_be_repeated_instead_of_a_comma_list(gateway, js_writer, unique_id):
-    a, b = f"logs:etl:workspace123:{unique_id}", f"logs:analytics:workspace123"
+    a, b = f"logs:etl:workspace123:{unique_id}", "logs:analytics:workspace123"
     url = f"{gateway.url}/api/logs/stream?channels={a}&channels={b}"
     async with open_stream(url, token=user()) as stream:
         info = json.loads((await stream.next_of("connected")).data)
@@ -89,7 +89,7 @@ async def test_channels_may_be_repeated_instead_of_a_comma_list(gateway, js_writ
 
 async def test_a_wildcard_stream_gets_every_workflow_of_the_workspace(gateway, js_writer,
                                                                      unique_id):
-    async with open_stream(stream_url(gateway, f"logs:etl:workspace123:*"),
+    async with open_stream(stream_url(gateway, "logs:etl:workspace123:*"),
                            token=user()) as stream:
         await stream.next_of("connected")
         seq = await js_writer.put(f"logs:etl:workspace123:{unique_id}", "via wildcard")

@@ -1,0 +1,327 @@
+"""``logstream up`` as a user runs it: a real process tree, real ports, real clients.
+
+Each test starts its own ``up`` on free ports with its own data dir, and checks through /proc
+that no process it started is left behind (by pid and start time; the ports themselves are
+not a reliable witness on a machine where other suites pick free ports too). That the ports
+are released shows where it matters: the restart test binds the same ones again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+import nats as nats_py
+import pytest
+from httpx_sse import connect_sse
+
+from shared.identities import DEV_NATS_SERVICE
+from tests.support.nats_source import free_port
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads the process tree from /proc")
+
+# Four Python services import litestar/faststream on 2 cores: ~5 s healthy, far more when busy.
+BANNER_TIMEOUT_S = 90.0
+# CONTRACT: Ctrl-C or SIGTERM stops every child within 10 s; 2 s more for a loaded machine
+# to report it.
+STOP_TIMEOUT_S = 12.0
+DEMO_CHANNEL = "logs:etl:workspace123:workflow456"
+ETL_ROUTE = "/api/dapadmin/l5-etl/sse/logs/stream"
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class Up:
+    """One ``python -m logstream up`` with its console kept in files."""
+
+    def __init__(self, tmp_path: Path, *flags: str, ports: dict[str, int] | None = None,
+                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.ports = ports or dict(zip(("nats", "ingest", "gateway", "proxy"),
+                                       _distinct_free_ports(4)))
+        self.flags = list(flags)
+        self.cwd = cwd or tmp_path
+        self.env = {**os.environ, **(env or {})}
+        self.out_path = tmp_path / f"up-{time.monotonic_ns()}.out"
+        self.err_path = self.out_path.with_suffix(".err")
+        self.process: subprocess.Popen | None = None
+        self.children: dict[Pid, str] = {}  # -> command line, recorded while up runs
+
+    def url(self, role: str) -> str:
+        return f"http://127.0.0.1:{self.ports[role]}"
+
+    def start(self) -> "Up":
+        port_flags = [f"--{role}-port={port}" for role, port in self.ports.items()]
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "logstream", "up", *port_flags, *self.flags],
+                stdout=out, stderr=err, cwd=self.cwd, env=self.env)
+        return self
+
+    @property
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(
+            errors="replace")
+
+    def wait_banner(self) -> "Up":
+        deadline = time.monotonic() + BANNER_TIMEOUT_S
+        while "Ctrl-C to stop" not in self.output:
+            assert self.process.poll() is None, f"up exited early:\n{self.output}"
+            assert time.monotonic() < deadline, f"no banner in time:\n{self.output}"
+            time.sleep(0.1)
+        self.children = children_of(self.process.pid)
+        return self
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"up did not exit within {timeout}s:\n{self.output}")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        return self.wait_exit()
+
+    def data_dir(self) -> Path:
+        return Path(re.search(r"Data dir:\s+(\S+)", self.output).group(1))
+
+    def kill_everything(self) -> None:
+        """Test teardown backstop: whatever is still alive of this run."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for child in self.children:
+            if alive(child):
+                os.kill(child.pid, signal.SIGKILL)
+
+
+class Pid(NamedTuple):
+    """A process id with its start time: pids are reused, (pid, start) is not."""
+
+    pid: int
+    start: int
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat from the field after the command name (state, ppid, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def children_of(parent: int) -> dict[Pid, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        stat = _stat(entry.name) if entry.name.isdigit() else None
+        if stat is None or int(stat[1]) != parent:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        found[Pid(int(entry.name), int(stat[19]))] = cmdline.strip()
+    return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (
+                    entry / "cmdline").read_bytes().replace(b"\0", b" "):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def alive(process: Pid) -> bool:
+    stat = _stat(process.pid)
+    return stat is not None and int(stat[19]) == process.start and stat[0] != "Z"
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def assert_nothing_left(up: Up, timeout: float = STOP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(child) for child in up.children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {child.pid: cmd for child, cmd in up.children.items() if alive(child)}
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture
+def running(tmp_path):
+    """Starts ``up`` runs for a test, and kills whatever a failed test left."""
+    runs: list[Up] = []
+
+    def start(*flags: str, **options) -> Up:
+        runs.append(Up(tmp_path, *flags, **options).start())
+        return runs[-1].wait_banner()
+
+    yield start
+    for up in runs:
+        up.kill_everything()
+
+
+def user_token(up: Up) -> str:
+    response = httpx.get(up.url("proxy") + "/dev/token", params={"user": "user123"}, timeout=10)
+    response.raise_for_status()
+    return response.json()["token"]
+
+
+def publish(up: Up, channel: str, message: str) -> int:
+    response = httpx.post(up.url("ingest") + "/api/logs/publish", timeout=10,
+                          headers={"Authorization": "Bearer l5-etl-token"},
+                          json={"channel": channel, "message": message})
+    assert response.status_code == 202, response.text
+    return response.json()["seqs"][0]
+
+
+def read_etl_route(up: Up, workflow: str, *, until, publish_after_connect=None,
+                   timeout: float = 30.0) -> dict:
+    """Opens the proxy's ETL route for workspace123/``workflow``; the first record ``until``
+    accepts. ``publish_after_connect`` runs once the stream has opened."""
+    deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {user_token(up)}"}
+    params = {"workspace_id": "workspace123", "workflow_id": workflow}
+    with httpx.Client(timeout=httpx.Timeout(10, read=timeout)) as client:
+        with connect_sse(client, "GET", up.url("proxy") + ETL_ROUTE, params=params,
+                         headers=headers) as source:
+            assert source.response.status_code == 200, source.response.read()
+            for event in source.iter_sse():
+                assert time.monotonic() < deadline, "no matching record in time"
+                if event.event == "connected" and publish_after_connect:
+                    publish_after_connect()
+                if event.event == "log" and until(json.loads(event.data)):
+                    return json.loads(event.data)
+    pytest.fail("the stream ended before a matching record arrived")
+
+
+def test_up_serves_what_it_prints_and_sigterm_leaves_nothing_behind(running, unique_id):
+    up = running("--ephemeral", "--no-simulator")
+    assert f"Logs page:   {up.url('proxy')}/" in up.output
+    assert len(up.children) == 4, up.children
+    assert any("nats-server" in cmd for cmd in up.children.values())
+    direct = re.search(r"curl -N '(http://[^']+)'", up.output).group(1)
+    assert direct.startswith(f"{up.url('gateway')}/api/logs/stream?channels={DEMO_CHANNEL}"
+                             "&access_token=")
+    with httpx.Client(timeout=10) as client, connect_sse(client, "GET", direct) as source:
+        assert source.response.status_code == 200
+        assert next(source.iter_sse()).event == "connected"
+    message = f"hello {unique_id}"
+
+    record = read_etl_route(
+        up, unique_id, until=lambda r: r["message"] == message,
+        publish_after_connect=lambda: publish(up, f"logs:etl:workspace123:{unique_id}", message))
+
+    assert record["channel"] == f"logs:etl:workspace123:{unique_id}"
+    data_dir = up.data_dir()
+    assert up.stop(signal.SIGTERM) == 0
+    assert_nothing_left(up)
+    assert not data_dir.exists(), "the ephemeral store must be removed at exit"
+
+
+def test_a_taken_port_fails_fast_naming_it_and_starts_nothing(tmp_path):
+    up = Up(tmp_path, "--data-dir", str(tmp_path / "store"))
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", up.ports["proxy"]))
+        blocker.listen()
+        code = up.start().wait_exit(timeout=30)
+
+    assert code == 1
+    assert f"port {up.ports['proxy']} (proxy) is already in use on 127.0.0.1" in up.output
+    assert not any(listening(up.ports[role]) for role in ("nats", "ingest", "gateway"))
+    assert not processes_mentioning(str(tmp_path / "store")), "a broker was started"
+
+
+async def test_ctrl_c_stops_everything_and_stored_logs_survive_a_restart(running, tmp_path,
+                                                                         unique_id):
+    store = tmp_path / "store"
+    first = running("--data-dir", str(store), "--no-simulator")
+    seq = publish(first, f"logs:etl:workspace123:{unique_id}", f"kept {unique_id}")
+    assert first.stop(signal.SIGINT) == 0
+    assert_nothing_left(first)
+
+    second = running("--data-dir", str(store), "--no-simulator", ports=first.ports)
+    user, password = DEV_NATS_SERVICE
+    nc = await nats_py.connect(f"nats://{user}:{password}@127.0.0.1:{second.ports['nats']}",
+                               connect_timeout=5, max_reconnect_attempts=1)
+    try:
+        stored = await nc.jetstream().get_msg("LOGS", seq)
+    finally:
+        await nc.close()
+
+    assert stored.subject == f"logs.etl.workspace123.{unique_id}"
+    assert json.loads(stored.data)["message"] == f"kept {unique_id}"
+    assert second.stop() == 0
+
+
+def test_simulator_records_arrive_and_killing_up_outright_leaves_no_child(running, tmp_path):
+    up = running(cwd=tmp_path)  # no --data-dir: the store is ./.logstream
+    assert len(up.children) == 5, up.children
+    assert (tmp_path / ".logstream" / "nats").is_dir()
+
+    record = read_etl_route(up, "workflow456", until=lambda r: True, timeout=60)
+
+    assert record["channel"] == DEMO_CHANNEL
+    up.process.kill()  # no chance to stop its children: they must notice on their own
+    up.process.wait()
+    assert_nothing_left(up)
+
+
+async def test_nats_url_starts_no_broker_and_a_dying_child_stops_up(running, nats_server, nc,
+                                                                     unique_id):
+    ports = dict(zip(("ingest", "gateway", "proxy"), _distinct_free_ports(3)))
+    up = running("--ephemeral", "--no-simulator", ports=ports,
+                 env={"LOGSTREAM_NATS_URL": nats_server.url})
+    assert len(up.children) == 3
+    assert not any("nats-server" in cmd for cmd in up.children.values())
+    seq = publish(up, f"logs:etl:workspace123:{unique_id}", "via the given broker")
+    stored = await nc.jetstream().get_msg("LOGS", seq)
+    assert stored.subject == f"logs.etl.workspace123.{unique_id}"
+    gateway = next(child for child, cmd in up.children.items() if " gateway " in cmd)
+
+    os.kill(gateway.pid, signal.SIGKILL)
+
+    assert up.wait_exit() == 1
+    assert "gateway exited with code -9" in up.output
+    assert_nothing_left(up)
+
+
+def test_a_service_that_fails_to_start_is_named_with_its_log(tmp_path):
+    store = tmp_path / "store"
+    up = Up(tmp_path, "--data-dir", str(store), "--no-simulator",
+            env={"LOGSTREAM_MAX_BATCH_RECORDS": "0"}).start()
+
+    assert up.wait_exit(timeout=BANNER_TIMEOUT_S) == 1
+    assert "ingest exited with code" in up.output
+    assert "max_batch_records" in up.output, "the log tail names the bad setting"
+    assert not any(listening(port) for port in up.ports.values())
+    assert not processes_mentioning(str(store)), "the broker was left running"
+    for role in ("gateway", "proxy"):  # started alongside ingest, so stopped with it
+        assert not processes_mentioning(f"--port {up.ports[role]}"), role
