@@ -143,7 +143,7 @@ class IngestPipeline:
                 f"token {token.name!r} may not publish to {', '.join(channels[:5])}"
                 + (f" (and {len(channels) - 5} more)" if len(channels) > 5 else "")
                 + f"; its grants: {grants}; nothing was stored",
-                details=channels,
+                details=[{"channel": channel} for channel in channels],
             )
 
 

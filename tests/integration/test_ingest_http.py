@@ -190,7 +190,8 @@ async def test_channels_outside_the_grants_are_a_403_listing_them_and_nothing_is
     assert response.status_code == 403, response.text
     body = response.json()
     assert body["error"] == "forbidden"
-    assert body["details"] == [f"logs:faas:{unique_id}:fn", f"logs:platform:{unique_id}"]
+    assert body["details"] == [{"channel": f"logs:faas:{unique_id}:fn"},
+                               {"channel": f"logs:platform:{unique_id}"}]
     for subjects in (f"logs.etl.{unique_id}.>", f"logs.faas.{unique_id}.>",
                      f"logs.platform.{unique_id}"):
         assert await stored(js, subjects) == []

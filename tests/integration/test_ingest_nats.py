@@ -156,7 +156,8 @@ async def test_channels_outside_the_grants_are_answered_403_and_nothing_is_store
         producer, service_nc, unique_id):
     reply, _ = await request(producer, [rec(f"logs:etl:{unique_id}"),
                                         rec(f"logs:analytics:{unique_id}")], ETL)
-    assert reply["status"] == 403 and reply["details"] == [f"logs:analytics:{unique_id}"]
+    assert reply["status"] == 403
+    assert reply["details"] == [{"channel": f"logs:analytics:{unique_id}"}]
     assert await stored(service_nc, f"logs.*.{unique_id}") == []
 
 
@@ -213,7 +214,7 @@ async def test_a_rejected_message_without_reply_subject_is_republished_with_its_
     report = json.loads((await rejected.next_msg(timeout=REPLY_TIMEOUT_S)).data)
     await rejected.unsubscribe()
     assert report["status"] == 403 and report["error"] == "forbidden"
-    assert report["details"] == [f"logs:faas:{unique_id}"]
+    assert report["details"] == [{"channel": f"logs:faas:{unique_id}"}]
     assert report["payload"] == payload.decode()
     assert "l5-etl-token" not in json.dumps({k: v for k, v in report.items()
                                              if k not in ("message",)})

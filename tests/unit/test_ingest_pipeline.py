@@ -160,7 +160,7 @@ async def test_channels_outside_the_grants_are_forbidden_listed_once_and_nothing
     with pytest.raises(Forbidden) as caught:
         await harness.publish([record(), record("logs:faas:ws1:f"), record("logs:faas:ws1:f"),
                                record("logs:platform:ws1")])
-    assert caught.value.details == ["logs:faas:ws1:f", "logs:platform:ws1"]
+    assert caught.value.details == [{"channel": "logs:faas:ws1:f"}, {"channel": "logs:platform:ws1"}]
     assert harness.store.batches == []
 
 
