@@ -73,9 +73,14 @@ class NatsLink:
         """Connect within ``connect_timeout`` or raise ``BrokerUnavailable`` naming the URL."""
 
         last_error: list[Exception] = []
+        refused = asyncio.Event()
 
         async def quiet_error(exc: Exception) -> None:
+            if refused.is_set():
+                return  # keep the refusal: what follows it (a reset connection) says less
             last_error[:] = [exc]
+            if "authorization violation" in str(exc).lower() and not nc.is_connected:
+                refused.set()  # retrying will not change the broker's mind: fail now
             log.debug("nats: %s", exc)
 
         async def disconnected() -> None:
@@ -92,14 +97,14 @@ class NatsLink:
         options.update(callbacks)
         nc = nats.NATS()
         try:
-            await asyncio.wait_for(nc.connect(**options), settings.connect_timeout)
+            await asyncio.wait_for(_first_of(nc.connect(**options), refused),
+                                   settings.connect_timeout)
         except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
             # A timeout hides why: name what the broker last said (e.g. Authorization Violation).
             reason = last_error[0] if last_error else exc
             raise BrokerUnavailable(
-                f"cannot reach NATS at {settings.nats_url} within "
-                f"{settings.connect_timeout:g}s (nats_url, LOGSTREAM_NATS_URL): "
-                f"{type(reason).__name__} {reason}".rstrip()
+                f"cannot reach NATS at {settings.nats_url} (nats_url, LOGSTREAM_NATS_URL; "
+                f"waited up to {settings.connect_timeout:g}s): {type(reason).__name__} {reason}"
             ) from None
         return cls(nc)
 
@@ -113,6 +118,22 @@ class NatsLink:
                 await asyncio.wait_for(self.nc.drain(), 2.0)
             except Exception:  # draining is a courtesy; closing must not fail shutdown
                 await self.nc.close()
+
+
+async def _first_of(connecting, refused: asyncio.Event) -> None:
+    """Connect, unless the broker refuses the credentials first (then raise at once)."""
+    connect = asyncio.ensure_future(connecting)
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait({connect, refusal}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (connect, refusal):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(connect, refusal, return_exceptions=True)
+    if connect.cancelled():  # the refusal came first
+        raise nats.errors.Error("the broker refused the credentials")
+    connect.result()  # the connect's own error, if it failed
 
 
 async def ensure_stream(

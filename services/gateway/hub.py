@@ -29,7 +29,8 @@ from shared.sse import sse_frame
 
 __all__ = ["Hub", "Subscription", "encode_record"]
 
-# Give the loop to the SSE writers after this many records, so a flood cannot starve them.
+# Give the loop to the SSE writers after at most this many records, so a flood cannot starve
+# them.
 YIELD_EVERY = 256
 # Keep following for a while after the last connection left: reconnects are common and a
 # rebuild costs a consumer creation.
@@ -232,13 +233,11 @@ class Hub:
                 log.info("no connections; stopped following")
 
     async def _run(self, follow: Follow) -> None:
-        count = 0
         try:
-            async for message in follow:
-                self.fan_out(message)
-                count += 1
-                if count % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            while True:
+                for message in await follow.next_batch(YIELD_EVERY):
+                    self.fan_out(message)
+                await asyncio.sleep(0)  # let the writers send what this batch queued
         except asyncio.CancelledError:
             raise
         except Exception as exc:

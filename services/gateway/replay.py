@@ -97,24 +97,22 @@ async def replay_chunks(source: LogSource, filters: Sequence[str], plan: ReplayP
     if remaining <= 0:
         return
     follow = await source.follow(filters, plan.start_seq, plan.start_time)
-    frames: list[bytes] = []
     try:
-        messages = follow.__aiter__()
         while remaining > 0:
             try:
                 async with asyncio.timeout(STALL_TIMEOUT_S):
-                    message = await messages.__anext__()
-            except (TimeoutError, StopAsyncIteration):
+                    batch = await follow.next_batch(min(CHUNK_FRAMES, remaining))
+            except TimeoutError:
                 raise ReplayStalled(f"replay stalled with {remaining} records to go") from None
-            if message.seq > plan.end_seq:
-                break
-            remaining -= 1
-            if not sub.filtered or sub.accepts(_FILTER_VIEW.decode(message.data)):
-                frames.append(encode_record(message))
-            if len(frames) >= CHUNK_FRAMES:
+            frames = []
+            for message in batch:
+                if message.seq > plan.end_seq:
+                    remaining = 0
+                    break
+                remaining -= 1
+                if not sub.filtered or sub.accepts(_FILTER_VIEW.decode(message.data)):
+                    frames.append(encode_record(message))
+            if frames:
                 yield b"".join(frames)
-                frames.clear()
-        if frames:
-            yield b"".join(frames)
     finally:
         await follow.close()
