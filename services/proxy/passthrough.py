@@ -44,8 +44,9 @@ STREAM_PATH = "/api/logs/stream"
 # Query parameters the gateway understands besides `channels`; everything else is dropped.
 # access_token goes through untouched so that the gateway alone decides whether it is allowed.
 FORWARDED_QUERY = ("last_event_id", "since", "tail", "level", "q", "access_token")
-# Readiness and round-robin use a health answer at most this old (CONTRACT 9: /ready must not
-# hang, so it reads this cache and never waits on a gateway).
+# Readiness and round-robin use each gateway's last /ready answer (503 while its broker is
+# down: the proxy is then not ready either, and new streams go to a ready gateway first), at
+# most this old. CONTRACT 9: /ready must not hang, so it reads this cache, never a gateway.
 HEALTH_INTERVAL_S = 1.0
 HEALTH_TIMEOUT_S = 1.0
 # Answers older than this (the checker is stuck) no longer count as healthy.
@@ -118,12 +119,12 @@ class GatewayPool:
         up = [url for url in self.urls if self._healthy[url]]
         if up:
             return True, f"{len(up)} of {len(self.urls)} gateways answer"
-        return False, "no gateway answers GET /health"
+        return False, "no gateway is ready (GET /ready)"
 
     async def check(self, client: httpx.AsyncClient) -> None:
         async def one(url: str) -> None:
             try:
-                answer = await client.get(url + "/health", timeout=HEALTH_TIMEOUT_S)
+                answer = await client.get(url + "/ready", timeout=HEALTH_TIMEOUT_S)
                 self.mark(url, answer.status_code == 200)
             except httpx.HTTPError:
                 self.mark(url, False)

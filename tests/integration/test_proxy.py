@@ -93,7 +93,7 @@ class RecordingGateway:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
-                if self.path == "/health":
+                if self.path in ("/health", "/ready"):
                     return self._answer(200, "application/json", b'{"status":"ok"}')
                 url = urlsplit(self.path)
                 headers = {name.lower(): value for name, value in self.headers.items()}
