@@ -1,6 +1,6 @@
 """Logstream benchmarks, side by side in one run on one machine.
 
-    python bench/run.py [--records 500] [--replay 100000] [--fanout 200]
+    python bench/run.py [--records 500] [--replay 100000] [--fanout 200] [--ingest 20000]
 
 Starts its own stack (embedded nats-server on a free port, ingest, gateway and proxy as
 separate dev-mode processes), then measures:
@@ -9,7 +9,9 @@ separate dev-mode processes), then measures:
    reader on the gateway directly and one on the proxy route, in the same run (the proxy's
    cost is the ratio of the two);
 2. replay: a reader resuming with Last-Event-ID over N stored records (records/s);
-3. fan-out: one record to many connections on one channel (time until the last has it), and
+3. ingest throughput over HTTP against the default broker and against one that fsyncs every
+   write (``logstream up --sync-always``), side by side: what durability costs;
+4. fan-out: one record to many connections on one channel (time until the last has it), and
    the gateway's own count of records read from NATS (one per record, whatever the fan-out).
 
 Prints a Markdown report and appends it to bench/RESULTS.md. Absolute times drift on shared
@@ -216,6 +218,47 @@ async def fanout(js, gateway, connections: int) -> str:
     ])
 
 
+async def ingest_rate(ingest, count: int, batch: int = 1000, in_flight: int = 4) -> float:
+    """Records/s that HTTP ingest stores (202 = JetStream acknowledged every record)."""
+    bodies = [[{"channel": "logs:etl:workspace123:bench-ingest", "message": f"r{i}",
+                "id": f"ing-{os.getpid()}-{time.monotonic_ns()}-{i}"}
+               for i in range(start, min(count, start + batch))]
+              for start in range(0, count, batch)]
+    queue = list(bodies)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while queue:
+            body = queue.pop()
+            response = await client.post(f"{ingest.url}/api/logs/publish", json=body,
+                                         headers={"Authorization": "Bearer l5-etl-token"})
+            assert response.status_code == 202, response.text
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(in_flight)))
+    return count / (time.perf_counter() - started)
+
+
+async def durability_cost(workdir: Path, default_ingest, count: int) -> str:
+    """The same HTTP load against the default broker and one that fsyncs every write."""
+    synced = EmbeddedNats(port=free_port(), store_dir=workdir / "nats-sync",
+                          sync_always=True).start()
+    ingest = Service("ingest", synced.url, workdir).wait()
+    try:
+        fast = await ingest_rate(default_ingest, count)
+        safe = await ingest_rate(ingest, count)
+    finally:
+        ingest.stop()
+        synced.stop()
+    return "\n".join([
+        f"### Ingest throughput and the cost of fsync ({count} records, HTTP batches of 1000, "
+        "4 in flight)",
+        f"- default broker (fsync every 2 min): {fast:,.0f} records/s",
+        f"- `--sync-always` broker (fsync every write): {safe:,.0f} records/s",
+        f"- sync-always / default: {safe / fast:.2f}",
+    ])
+
+
 def _metric(service, name: str) -> float:
     text = httpx.get(f"{service.url}/metrics").text
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name))
@@ -235,6 +278,7 @@ async def main(args) -> str:
                                                        DEV_NATS_SERVICE))
         js = client.jetstream()
         sections = [await latency(ingest, gateway, proxy, args.records),
+                    await durability_cost(workdir, ingest, args.ingest),
                     await replay(js, gateway, args.replay),
                     await fanout(js, gateway, args.fanout)]
         await client.close()
@@ -252,6 +296,7 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=500)
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--fanout", type=int, default=200)
+    parser.add_argument("--ingest", type=int, default=20_000)
     report = asyncio.run(main(parser.parse_args()))
     print(report)
     with open(Path(__file__).parent / "RESULTS.md", "a") as results:

@@ -142,28 +142,25 @@ def _check_segments(
             )
 
 
-def parse_channel(text: object, services: Iterable[str] = DEFAULT_SERVICES) -> Channel:
-    """Accept exactly ``logs:<service>:<workspace>[:<resource>]``; raise ``InvalidChannel`` else."""
+def _channel_parts(text: object, services: Iterable[str], *, wildcards: bool) -> list[str]:
     parts = _split(text, "channel")
     if len(parts) not in (2, 3):
         raise InvalidChannel(
             f"channel {_show(text)} must be logs:<service>:<workspace> "
             "or logs:<service>:<workspace>:<resource>"
         )
-    _check_segments(str(text), parts, frozenset(services), wildcards=False, what="channel")
-    return Channel(*parts)
+    _check_segments(str(text), parts, frozenset(services), wildcards=wildcards, what="channel")
+    return parts
+
+
+def parse_channel(text: object, services: Iterable[str] = DEFAULT_SERVICES) -> Channel:
+    """Accept exactly ``logs:<service>:<workspace>[:<resource>]``; raise ``InvalidChannel`` else."""
+    return Channel(*_channel_parts(text, services, wildcards=False))
 
 
 def parse_pattern(text: object, services: Iterable[str] = DEFAULT_SERVICES) -> ChannelPattern:
     """A channel as named in a stream request, where any segment may be ``*``."""
-    parts = _split(text, "channel")
-    if len(parts) not in (2, 3):
-        raise InvalidChannel(
-            f"channel {_show(text)} must be logs:<service>:<workspace> "
-            "or logs:<service>:<workspace>:<resource>"
-        )
-    _check_segments(str(text), parts, frozenset(services), wildcards=True, what="channel")
-    return ChannelPattern(tuple(parts))
+    return ChannelPattern(tuple(_channel_parts(text, services, wildcards=True)))
 
 
 def parse_grant(text: object, services: Iterable[str] = DEFAULT_SERVICES) -> ChannelGrant:

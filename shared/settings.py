@@ -24,6 +24,7 @@ __all__ = [
     "env_name",
     "flag_name",
     "load_settings",
+    "require_in_production",
     "settings_table",
 ]
 
@@ -77,6 +78,15 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"invalid setting services ({env_name('services')}): {self.services!r} must be "
                 "a comma-separated list of channel segments"
             )
+
+
+def require_in_production(settings: ServiceSettings, name: str, what: str) -> None:
+    """Outside dev mode there are no defaults for secrets: a missing one stops the service."""
+    if not settings.dev and not getattr(settings, name):
+        raise SettingsError(
+            f"missing setting {name} ({env_name(name)}): production mode has no {what}; "
+            "give one or run with --dev"
+        )
 
 
 def env_name(field: str) -> str:

@@ -8,7 +8,7 @@ from msgspec import Meta
 
 from shared.errors import SettingsError
 from shared.identities import DEV_JWT_SECRET
-from shared.settings import ServiceSettings, env_name
+from shared.settings import ServiceSettings, env_name, require_in_production
 
 __all__ = ["Settings"]
 
@@ -51,11 +51,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                 f"invalid setting query_token ({env_name('query_token')}): "
                 f"{self.query_token!r} is not one of auto, on, off"
             )
-        if not self.dev and not self.jwt_secret:
-            raise SettingsError(
-                f"missing setting jwt_secret ({env_name('jwt_secret')}): production mode has "
-                "no default secret; give one or run with --dev"
-            )
+        require_in_production(self, "jwt_secret", "default user-token secret")
 
     @property
     def user_token_secret(self) -> str:

@@ -8,7 +8,7 @@ from msgspec import Meta
 
 from shared.durations import parse_duration
 from shared.errors import SettingsError
-from shared.settings import ServiceSettings, env_name
+from shared.settings import ServiceSettings, env_name, require_in_production
 
 __all__ = ["Settings"]
 
@@ -59,11 +59,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                     raise ValueError("it must be positive")
             except ValueError as exc:
                 raise SettingsError(f"invalid setting {name} ({env_name(name)}): {exc}") from None
-        if not self.dev and not self.tokens_file:
-            raise SettingsError(
-                f"missing setting tokens_file ({env_name('tokens_file')}): production mode "
-                "has no built-in service tokens; give a token file or run with --dev"
-            )
+        require_in_production(self, "tokens_file", "built-in service tokens")
 
     @property
     def retention_s(self) -> float:
