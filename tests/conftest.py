@@ -11,6 +11,7 @@ import httpx
 import nats as nats_py
 import pytest
 
+from tests.support import ledger
 from tests.support.nats_source import NatsUnderTest, start_nats
 from tests.support.processes import ServiceProcess
 
@@ -24,6 +25,10 @@ def pytest_report_header(config):
 def pytest_terminal_summary(terminalreporter):
     if _SOURCE:
         terminalreporter.write_line(f"nats source used by this run: {_SOURCE[0]}")
+    if ledger.ENTRIES:
+        terminalreporter.write_line("no-loss ledger (records sent and received per scenario):")
+        for line in ledger.lines():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

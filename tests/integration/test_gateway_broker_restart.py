@@ -11,6 +11,7 @@ from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
 from shared.nats_link import ensure_stream
 from tests.support.nats_source import free_port
+from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -60,4 +61,5 @@ async def test_streams_survive_a_broker_kill_and_lose_nothing(broker, log_dir):
                 received += [r["seq"] for r in await stream.logs(rest, timeout=30)]
     finally:
         gateway.stop()
+    ledger.account("nats-server killed -9 and restarted under an open stream", sent, received)
     assert received == sent

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from shared.identities import DEV_JWT_SECRET, UserTokens
+from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -84,6 +85,7 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_for_a_client_resuming_o
     sent = await publisher.stop()
     received += await read_rest(gateways[0], channel, received[-1], sent)
     expected = [seq for seq in sent if seq > cursor]
+    ledger.account("gateway killed -9 mid-stream, resumed on another", expected, received)
     assert received == expected, f"sent {len(expected)}, received {len(received)}"
 
 
@@ -107,6 +109,7 @@ async def test_a_client_reconnecting_in_a_tight_loop_misses_and_repeats_nothing(
     sent = await publisher.stop()
     received += await read_rest(gateways[1], channel, last, sent)
     expected = [seq for seq in sent if seq > cursor]
+    ledger.account("client reconnecting in a tight loop (60 connections)", expected, received)
     assert received == expected, f"sent {len(expected)}, received {len(received)}"
     async with httpx.AsyncClient() as client:
         for gateway in gateways:  # every one of those connections was released
@@ -132,6 +135,7 @@ async def test_a_100k_replay_delivers_everything_once_without_stalling_live_read
             [fresh] = await live.logs(1, timeout=30)
             rest = await replay.logs(len(sent) - 1000, timeout=240)
     received = [r["seq"] for r in first + rest]
+    ledger.account("replay of 100k records beside a live reader", sent, received)
     assert received == sent, f"sent {len(sent)}, received {len(received)}"
     assert fresh["seq"] == live_seq
     assert fresh["seq"] > sent[-1]  # the live reader got it while the replay was under way

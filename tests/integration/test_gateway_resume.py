@@ -13,6 +13,7 @@ from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
 from shared.nats_link import ensure_stream
 from tests.support.nats_source import free_port
+from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -105,6 +106,7 @@ async def test_a_client_that_reconnects_to_another_gateway_misses_and_repeats_no
         if rest:
             received += [r["seq"] for r in await stream.logs(len(rest))]
     expected = [s for s in sent if s > first_cursor]
+    ledger.account("four cuts, alternating two gateways", expected, received)
     assert received == expected, f"sent {len(expected)}, received {len(received)}"
 
 

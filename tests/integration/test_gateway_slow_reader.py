@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from shared.identities import DEV_JWT_SECRET, UserTokens
+from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -81,6 +82,7 @@ async def test_a_stalled_reader_overflows_with_bounded_memory_and_resumes_withou
                            headers={"Last-Event-ID": str(received[-1])}) as stream:
         rest = await stream.logs(count - len(received), timeout=120)
     all_seqs = received + [r["seq"] for r in rest]
+    ledger.account("stalled reader under a 40 MB burst, overflow then resume", sent, all_seqs)
     assert all_seqs == sent, f"sent {len(sent)}, received {len(all_seqs)}"
 
 

@@ -9,6 +9,7 @@ import time
 import httpx
 import nats as nats_py
 
+from tests.support import ledger
 from tests.support.processes import ServiceProcess
 
 CHANNEL = "logs:etl:workspace123:shutdown"
@@ -47,6 +48,8 @@ async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(nats_serve
         code = await asyncio.to_thread(ingest.process.wait, 10)
     assert code is not None and time.monotonic() - started < 5
     stored = await _stored_ids(nats_server, unique_id)
+    ledger.account("ingest SIGTERM under load (acknowledged vs stored)",
+                   list(acknowledged.values()), [stored[i] for i in acknowledged if i in stored])
     missing = {i for i in acknowledged if i not in stored}
     assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged records missing"
     assert all(stored[i] == seq for i, seq in acknowledged.items())
