@@ -37,8 +37,6 @@ YIELD_EVERY = 256
 IDLE_STOP_S = 10.0
 # How long a rebuild waits for records the old follow already delivered to be fanned out.
 DRAIN_TIMEOUT_S = 2.0
-# After the follow fails (broker gone), wait this long before following again.
-REFOLLOW_WAIT_S = 0.5
 
 log = logging.getLogger("logstream.gateway.hub")
 
@@ -233,34 +231,12 @@ class Hub:
                 log.info("no connections; stopped following")
 
     async def _run(self, follow: Follow) -> None:
-        try:
-            while True:
-                for message in await follow.next_batch(YIELD_EVERY):
-                    self.fan_out(message)
-                await asyncio.sleep(0)  # let the writers send what this batch queued
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("follow failed (%s); following again from seq %d",
-                        type(exc).__name__, self.last_seq + 1)
-            asyncio.get_running_loop().call_later(REFOLLOW_WAIT_S, self._refollow)
-
-    def _refollow(self) -> None:
-        async def again() -> None:
-            async with self._lock:
-                wanted = frozenset(self._wanted)
-                await self._stop_follow()
-                if wanted:
-                    try:
-                        self._follow = await self._source.follow(covering_filters(wanted),
-                                                                 self.last_seq + 1)
-                    except Exception:
-                        asyncio.get_running_loop().call_later(REFOLLOW_WAIT_S, self._refollow)
-                        return
-                    self._following = wanted
-                    self._task = asyncio.create_task(self._run(self._follow))
-
-        asyncio.get_running_loop().create_task(again())
+        """Fan out what the follow delivers until cancelled. Broker restarts and gaps are the
+        ordered consumer's job: nats-py recreates it after the last seq it delivered."""
+        while True:
+            for message in await follow.next_batch(YIELD_EVERY):
+                self.fan_out(message)
+            await asyncio.sleep(0)  # let the writers send what this batch queued
 
     def fan_out(self, message: StoredMessage) -> None:
         """Push one stored record to every connection that wants it, encoded once."""
