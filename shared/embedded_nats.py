@@ -85,6 +85,11 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    def url_as(self, user_pass: tuple[str, str]) -> str:
+        """The URL with a user's credentials, e.g. ``url_as(DEV_NATS_PRODUCER)``."""
+        user, password = user_pass
+        return f"nats://{user}:{password}@{self.host}:{self.port}"
+
     def start(self, *, log_file=None, **popen_options) -> "EmbeddedNats":
         """Start and wait until it listens; ``RuntimeError`` naming the port if it cannot."""
         _check_port_free(self.host, self.port)

@@ -26,13 +26,8 @@ def broker(tmp_path_factory):
     server.stop()
 
 
-def url_as(server: EmbeddedNats, user_pass: tuple[str, str]) -> str:
-    user, password = user_pass
-    return f"nats://{user}:{password}@{server.host}:{server.port}"
-
-
 async def connect(server: EmbeddedNats, user_pass: tuple[str, str], **options):
-    return await nats.connect(url_as(server, user_pass), connect_timeout=2,
+    return await nats.connect(server.url_as(user_pass), connect_timeout=2,
                               max_reconnect_attempts=0, allow_reconnect=False, **options)
 
 

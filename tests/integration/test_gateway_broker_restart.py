@@ -20,8 +20,7 @@ CHANNEL = "logs:etl:workspace123:restart"
 
 
 async def publish(broker: EmbeddedNats, count: int, start: int) -> list[int]:
-    client = await nats_py.connect(broker.url.replace("nats://", "nats://%s:%s@" %
-                                                      DEV_NATS_SERVICE), connect_timeout=2)
+    client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2)
     js = client.jetstream()
     await ensure_stream(js, max_age_s=600, max_bytes=1 << 26, duplicate_window_s=60)
     seqs = []

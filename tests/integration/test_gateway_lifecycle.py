@@ -55,8 +55,7 @@ def own_broker(tmp_path):
 
 
 async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own_broker, log_dir):
-    client = await nats_py.connect(own_broker.url.replace("nats://", "nats://%s:%s@" %
-                                                          DEV_NATS_SERVICE))
+    client = await nats_py.connect(own_broker.url_as(DEV_NATS_SERVICE))
     await ensure_stream(client.jetstream(), max_age_s=60, max_bytes=1 << 20,
                         duplicate_window_s=60)
     await client.close()

@@ -152,8 +152,7 @@ async def test_since_in_the_future_replays_nothing_and_goes_live(gateways, js_wr
 
 async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(tmp_path, log_dir):
     broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
-    client = await nats_py.connect(broker.url.replace("nats://", "nats://%s:%s@" %
-                                                      DEV_NATS_SERVICE))
+    client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE))
     js = client.jetstream()
     await ensure_stream(js, max_age_s=600, max_bytes=1 << 24, duplicate_window_s=60)
     record = json.dumps({"channel": "logs:etl:workspace123:gap", "message": "m"}).encode()

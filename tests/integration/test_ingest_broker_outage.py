@@ -29,10 +29,6 @@ ANSWER_WITHIN_S = 6.0
 RECOVERY_S = 30.0
 
 
-def _url(server: EmbeddedNats, user_pass: tuple[str, str]) -> str:
-    return server.url.replace("nats://", "nats://{}:{}@".format(*user_pass), 1)
-
-
 @pytest.fixture
 def broker(tmp_path):
     server = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
@@ -48,7 +44,7 @@ def ingest(broker, log_dir):
 
 
 async def stored(broker, subjects: str) -> list[dict]:
-    nc = await nats_py.connect(_url(broker, DEV_NATS_SERVICE), connect_timeout=2,
+    nc = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
                                max_reconnect_attempts=1)
     try:
         js, found, seq = nc.jetstream(), [], 0
@@ -122,9 +118,9 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
 
 async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
         broker, ingest, unique_id):
-    nc = await nats_py.connect(_url(broker, DEV_NATS_SERVICE), connect_timeout=2,
+    nc = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
                                max_reconnect_attempts=1)
-    producer = await nats_py.connect(_url(broker, DEV_NATS_PRODUCER), connect_timeout=2,
+    producer = await nats_py.connect(broker.url_as(DEV_NATS_PRODUCER), connect_timeout=2,
                                      max_reconnect_attempts=1)
     js = nc.jetstream()
     body = {"channel": f"logs:etl:{unique_id}", "message": "m"}

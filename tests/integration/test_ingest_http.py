@@ -9,9 +9,8 @@ import json
 
 import httpx
 import pytest
-from nats.js.errors import NotFoundError
 
-from shared.nats_link import STREAM_NAME
+from tests.support.jetstream import stored
 from tests.support.processes import ServiceProcess
 
 PUBLISH = "/api/logs/publish"
@@ -40,18 +39,6 @@ async def client(ingest):
 @pytest.fixture
 def js(nc):
     return nc.jetstream()
-
-
-async def stored(js, subjects: str) -> list[tuple[int, str, dict]]:
-    """Every record stored under ``subjects`` (a NATS filter), read from the LOGS stream."""
-    found, seq = [], 0
-    while True:
-        try:
-            msg = await js.get_msg(STREAM_NAME, seq=seq + 1, subject=subjects, next=True)
-        except NotFoundError:
-            return found
-        found.append((msg.seq, msg.subject, json.loads(msg.data)))
-        seq = msg.seq
 
 
 def rec(channel: str, message: str = "hello", **extra) -> dict:

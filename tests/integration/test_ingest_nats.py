@@ -14,12 +14,12 @@ import json
 import httpx
 import nats as nats_py
 import pytest
-from nats.js.errors import NotFoundError
 
 from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
-from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT, STREAM_NAME
+from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT
 from tests.support.nats_source import free_port
+from tests.support.jetstream import stored
 from tests.support.processes import ServiceProcess
 
 ETL = {"Authorization": "Bearer l5-etl-token"}
@@ -30,10 +30,6 @@ MAX_RECORDS = 10
 # records with the ETL token), small enough that the 429 test exhausts it quickly.
 RATE = 20
 REPLY_TIMEOUT_S = 10
-
-
-def _url(server: EmbeddedNats, user_pass: tuple[str, str]) -> str:
-    return server.url.replace("nats://", "nats://{}:{}@".format(*user_pass), 1)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +64,7 @@ async def producer(broker, ingests):
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
-    client = await nats_py.connect(_url(broker, DEV_NATS_PRODUCER), connect_timeout=2,
+    client = await nats_py.connect(broker.url_as(DEV_NATS_PRODUCER), connect_timeout=2,
                                    max_reconnect_attempts=1, error_cb=on_error)
     client.errors = errors
     yield client
@@ -77,22 +73,10 @@ async def producer(broker, ingests):
 
 @pytest.fixture
 async def service_nc(broker):
-    client = await nats_py.connect(_url(broker, DEV_NATS_SERVICE), connect_timeout=2,
+    client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
                                    max_reconnect_attempts=1)
     yield client
     await client.close()
-
-
-async def stored(service_nc, subjects: str) -> list[tuple[int, str, dict]]:
-    js = service_nc.jetstream()
-    found, seq = [], 0
-    while True:
-        try:
-            msg = await js.get_msg(STREAM_NAME, seq=seq + 1, subject=subjects, next=True)
-        except NotFoundError:
-            return found
-        found.append((msg.seq, msg.subject, json.loads(msg.data)))
-        seq = msg.seq
 
 
 async def request(producer, body, headers=None) -> tuple[dict, dict]:
@@ -122,7 +106,7 @@ async def test_a_request_is_answered_202_with_seqs_once_stored(producer, service
     reply, _ = await request(producer, [rec(f"logs:etl:{unique_id}:wf", "a", level="ERROR"),
                                         rec(f"logs:etl:{unique_id}:wf", "b")], ETL)
     assert reply["status"] == 202 and reply["accepted"] == 2, reply
-    records = await stored(service_nc, f"logs.etl.{unique_id}.wf")
+    records = await stored(service_nc.jetstream(), f"logs.etl.{unique_id}.wf")
     assert [seq for seq, _, _ in records] == reply["seqs"]
     assert [(r["message"], r["level"], r["publisher"]) for _, _, r in records] == [
         ("a", "error", "l5-etl-token"), ("b", "info", "l5-etl-token")]
@@ -133,7 +117,7 @@ async def test_ndjson_is_accepted_with_a_content_type_header(producer, service_n
     reply, _ = await request(producer, body.encode(),
                              {**ETL, "Content-Type": "application/x-ndjson"})
     assert reply["status"] == 202, reply
-    assert len(await stored(service_nc, f"logs.etl.{unique_id}")) == 2
+    assert len(await stored(service_nc.jetstream(), f"logs.etl.{unique_id}")) == 2
 
 
 async def test_an_invalid_record_is_answered_400_naming_index_and_field(
@@ -142,7 +126,7 @@ async def test_an_invalid_record_is_answered_400_naming_index_and_field(
                                         rec(f"logs:etl:{unique_id}", level="loud")], ETL)
     assert reply["status"] == 400 and reply["error"] == "invalid_request"
     assert [(d["index"], d["field"]) for d in reply["details"]] == [(1, "level")]
-    assert await stored(service_nc, f"logs.etl.{unique_id}") == []
+    assert await stored(service_nc.jetstream(), f"logs.etl.{unique_id}") == []
 
 
 @pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer wrong"},
@@ -158,7 +142,7 @@ async def test_channels_outside_the_grants_are_answered_403_and_nothing_is_store
                                         rec(f"logs:analytics:{unique_id}")], ETL)
     assert reply["status"] == 403
     assert reply["details"] == [{"channel": f"logs:analytics:{unique_id}"}]
-    assert await stored(service_nc, f"logs.*.{unique_id}") == []
+    assert await stored(service_nc.jetstream(), f"logs.*.{unique_id}") == []
 
 
 async def test_a_body_over_the_limit_is_answered_413(producer, unique_id):
@@ -192,7 +176,7 @@ async def test_a_token_over_its_rate_is_answered_429_with_retry_after(
         accepted += reply["accepted"]
     assert reply["status"] == 429 and reply["error"] == "rate_limited"
     assert int(reply_headers["Retry-After"]) >= 1
-    assert len(await stored(service_nc, f"logs.analytics.{unique_id}")) == accepted
+    assert len(await stored(service_nc.jetstream(), f"logs.analytics.{unique_id}")) == accepted
 
 
 async def test_a_repeated_id_is_stored_once(producer, service_nc, unique_id):
@@ -200,7 +184,7 @@ async def test_a_repeated_id_is_stored_once(producer, service_nc, unique_id):
     first, _ = await request(producer, body, ETL)
     again, _ = await request(producer, body, ETL)
     assert first["status"] == again["status"] == 202 and first["seqs"] == again["seqs"]
-    assert len(await stored(service_nc, f"logs.etl.{unique_id}")) == 1
+    assert len(await stored(service_nc.jetstream(), f"logs.etl.{unique_id}")) == 1
 
 
 async def test_a_rejected_message_without_reply_subject_is_republished_with_its_reason(
@@ -229,7 +213,7 @@ async def test_an_accepted_message_without_reply_subject_is_stored_and_not_repor
                            headers=ETL)
     await producer.flush()
     deadline = asyncio.get_running_loop().time() + REPLY_TIMEOUT_S
-    while not await stored(service_nc, f"logs.etl.{unique_id}"):
+    while not await stored(service_nc.jetstream(), f"logs.etl.{unique_id}"):
         assert asyncio.get_running_loop().time() < deadline, "record never stored"
         await asyncio.sleep(0.05)
     assert rejected.pending_msgs == 0
@@ -249,7 +233,7 @@ async def test_the_queue_group_handles_each_message_once_across_instances(
         request(producer, rec(f"logs:platform:{unique_id}", f"q{i}"), PLATFORM)
         for i in range(sent)))
     assert all(reply["status"] == 202 for reply, _ in replies)
-    records = await stored(service_nc, f"logs.platform.{unique_id}")
+    records = await stored(service_nc.jetstream(), f"logs.platform.{unique_id}")
     assert sorted(r["message"] for _, _, r in records) == sorted(f"q{i}" for i in range(sent))
     handled = [after - earlier for after, earlier in zip(handled_by_each(), before)]
     assert sum(handled) == sent
@@ -265,4 +249,4 @@ async def test_the_producer_user_may_not_publish_to_log_subjects(producer, servi
         assert asyncio.get_running_loop().time() < deadline, "no permissions violation seen"
         await asyncio.sleep(0.02)
     assert "permissions violation" in str(producer.errors[0]).lower()
-    assert await stored(service_nc, f"logs.etl.{unique_id}") == []
+    assert await stored(service_nc.jetstream(), f"logs.etl.{unique_id}") == []

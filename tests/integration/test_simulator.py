@@ -212,7 +212,7 @@ async def test_wrong_nats_credentials_fail_fast_with_the_brokers_refusal(nats_se
 async def test_a_broker_without_ingest_fails_fast_naming_the_subject(tmp_path):
     broker = EmbeddedNats(port=free_port(), store_dir=tmp_path).start()
     try:
-        url = broker.url.replace("nats://", "nats://{}:{}@".format(*DEV_NATS_PRODUCER))
+        url = broker.url_as(DEV_NATS_PRODUCER)
         result = await simulate("burst", "10", "--via", "nats", "--nats-url", url)
     finally:
         broker.stop()
