@@ -1,4 +1,4 @@
-"""The ``logstream`` command: ``up``, one service alone, or the simulator.
+"""The ``logstream`` command: ``up``, one service alone, the simulator, or ``tail``.
 
 Each service command builds its settings from flags and ``LOGSTREAM_*`` variables, refuses to
 start on a bad value (naming it), and serves until SIGINT/SIGTERM.
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_flags(sub, importlib.import_module(module + ".settings").Settings)
     simulate = commands.add_parser("simulate", help="publish realistic ETL/FAAS/analytics logs")
     importlib.import_module("services.simulator.cli").add_arguments(simulate)
+    tail = commands.add_parser("tail", help="follow channels in the terminal (kubectl logs -f)")
+    importlib.import_module("logstream.tail").add_arguments(tail)
     return parser
 
 
@@ -64,4 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_one_service(args.command, flags)
     if args.command == "up":
         return importlib.import_module("logstream.up").run(args)
+    if args.command == "tail":
+        return importlib.import_module("logstream.tail").run(args)
     return importlib.import_module("services.simulator.cli").run(args)

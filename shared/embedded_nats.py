@@ -3,10 +3,15 @@
 ``logstream up`` and the test suite start it with JetStream and two NATS users: the services'
 user, and ``producer``, which may publish only to ``ingest.logs`` (and get replies), so that
 nobody but the services writes ``logs.>`` (CONTRACT section 5).
+
+``EmbeddedCluster`` runs several of them as one NATS cluster with clustered JetStream
+(``logstream up --cluster N``, CONTRACT section 10): each node has its own client port, route
+port, store and ``server_name``, and routes to every other node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -14,14 +19,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Sequence
+
+import nats
 
 from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
 from shared.nats_link import INGEST_SUBJECT
 
-__all__ = ["EmbeddedNats", "find_nats_server"]
+__all__ = ["CLUSTER_NAME", "EmbeddedCluster", "EmbeddedNats", "find_nats_server"]
 
 # nats-server accepts connections about 0.05 s after start; 10 s covers a loaded machine.
 START_TIMEOUT_S = 10.0
+CLUSTER_NAME = "logstream"
+# A fresh 3-node cluster elects its JetStream meta leader about 0.7 s after start; one that
+# restarts on an existing store waits out an election timeout first (about 5 s here).
+JETSTREAM_READY_TIMEOUT_S = 30.0
+# Each poll of a node that has no meta leader yet waits this long for an answer that never comes.
+JETSTREAM_POLL_S = 0.5
+# Between polls: "no responders" comes back at once, and a busy loop would slow the election.
+JETSTREAM_RETRY_S = 0.1
 
 
 def find_nats_server() -> str:
@@ -37,7 +53,8 @@ def find_nats_server() -> str:
     return found
 
 
-def _config(port: int, store_dir: Path, sync_always: bool, host: str) -> str:
+def _config(port: int, store_dir: Path, sync_always: bool, host: str, *,
+            server_name: str | None = None, cluster: dict | None = None) -> str:
     service_user, service_password = DEV_NATS_SERVICE
     producer_user, producer_password = DEV_NATS_PRODUCER
     jetstream = {"store_dir": str(store_dir)}
@@ -54,18 +71,33 @@ def _config(port: int, store_dir: Path, sync_always: bool, host: str) -> str:
             },
         },
     ]
-    # nats-server's config format accepts JSON syntax.
-    return json.dumps({
+    config = {
         "host": host,
         "port": port,
         "jetstream": jetstream,
         "authorization": {"users": users},
-    }, indent=2)
+    }
+    if server_name:  # clustered JetStream requires one, unique in the cluster
+        config["server_name"] = server_name
+    if cluster:
+        config["cluster"] = cluster
+    # nats-server's config format accepts JSON syntax.
+    return json.dumps(config, indent=2)
+
+
+def _route_host(host: str) -> str:
+    """Where a node reaches another's route port bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting: a listener already there would pass for our own server."""
-    with socket.socket() as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
@@ -74,12 +106,34 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 class EmbeddedNats:
+    """One ``nats-server``; with ``cluster_name`` and ``cluster_port``, a node of a cluster."""
+
     def __init__(self, *, port: int, store_dir: Path, sync_always: bool = False,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", cluster_name: str | None = None,
+                 cluster_port: int | None = None, routes: Sequence[str] = (),
+                 server_name: str | None = None) -> None:
+        if (cluster_name is None) != (cluster_port is None):
+            raise ValueError("a cluster node needs both cluster_name and cluster_port")
         self.port, self.host = port, host
         self.store_dir = Path(store_dir)
         self.sync_always = sync_always
+        self.cluster_name, self.cluster_port = cluster_name, cluster_port
+        self.routes = tuple(routes)
+        self.server_name = server_name
         self.process: subprocess.Popen | None = None
+
+    @property
+    def route_url(self) -> str | None:
+        """What other nodes put in their ``routes`` to reach this one."""
+        if self.cluster_port is None:
+            return None
+        return f"nats-route://{_route_host(self.host)}:{self.cluster_port}"
+
+    def _cluster_block(self) -> dict | None:
+        if self.cluster_name is None:
+            return None
+        return {"name": self.cluster_name, "host": self.host, "port": self.cluster_port,
+                "routes": list(self.routes)}
 
     @property
     def url(self) -> str:
@@ -93,10 +147,13 @@ class EmbeddedNats:
     def start(self, *, log_file=None, **popen_options) -> "EmbeddedNats":
         """Start and wait until it listens; ``RuntimeError`` naming the port if it cannot."""
         _check_port_free(self.host, self.port)
+        if self.cluster_port is not None:
+            _check_port_free(self.host, self.cluster_port)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
         config.write_text(_config(self.port, self.store_dir / "jetstream", self.sync_always,
-                                  self.host))
+                                  self.host, server_name=self.server_name,
+                                  cluster=self._cluster_block()))
         self.log_path = self.store_dir / "nats-server.log"
         output = log_file or open(self.log_path, "ab")
         self.process = subprocess.Popen([find_nats_server(), "-c", str(config)],
@@ -141,3 +198,107 @@ class EmbeddedNats:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class EmbeddedCluster:
+    """Several ``EmbeddedNats`` nodes forming one NATS cluster with clustered JetStream.
+
+    Node ``i`` (from 1) is named ``nats-i``, listens for clients on ``ports[i-1]`` and for
+    routes on ``cluster_ports[i-1]``, keeps its store in ``store_dir/nats-i``, and routes to
+    every other node. ``url`` lists every node, as a client's comma-separated server list.
+    """
+
+    def __init__(self, *, ports: Sequence[int], cluster_ports: Sequence[int], store_dir: Path,
+                 sync_always: bool = False, host: str = "127.0.0.1",
+                 name: str = CLUSTER_NAME) -> None:
+        if len(ports) != len(cluster_ports) or len(ports) < 2:
+            raise ValueError("a cluster needs two or more nodes, each with a port and a "
+                             "cluster port")
+        routes = [f"nats-route://{_route_host(host)}:{port}" for port in cluster_ports]
+        self.name, self.store_dir = name, Path(store_dir)
+        self.nodes = [
+            EmbeddedNats(port=port, store_dir=self.store_dir / f"nats-{index}",
+                         sync_always=sync_always, host=host, cluster_name=name,
+                         cluster_port=cluster_port, server_name=f"nats-{index}",
+                         routes=[route for route in routes if route != routes[index - 1]])
+            for index, (port, cluster_port) in enumerate(zip(ports, cluster_ports), start=1)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def url_as(self, user_pass: tuple[str, str]) -> str:
+        return ",".join(node.url_as(user_pass) for node in self.nodes)
+
+    def start(self, *, timeout: float = JETSTREAM_READY_TIMEOUT_S,
+              **popen_options) -> "EmbeddedCluster":
+        """Start every node (each logs in its store dir) and wait for clustered JetStream."""
+        try:
+            for node in self.nodes:
+                node.start(**popen_options)
+            self.wait_for_jetstream(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for_jetstream(self, timeout: float = JETSTREAM_READY_TIMEOUT_S, *,
+                           abandon: Callable[[], bool] = lambda: False) -> bool:
+        """Until every node answers ``$JS.API.INFO``, i.e. knows the JetStream meta leader.
+
+        True when ready; False if ``abandon()`` turned true first; ``RuntimeError`` if a started
+        node exits or ``timeout`` passes (naming the nodes that never answered).
+        """
+        return asyncio.run(self._wait_for_jetstream(timeout, abandon))
+
+    async def _wait_for_jetstream(self, timeout: float, abandon: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + timeout
+        waiting = list(self.nodes)
+        while waiting:
+            for node in self.nodes:
+                if node.process is not None and node.process.poll() is not None:
+                    raise RuntimeError(f"{node.server_name} is not running "
+                                       f"(port {node.port}): {node._last_log_line()}")
+            if abandon():
+                return False
+            if time.monotonic() > deadline:
+                names = ", ".join(node.server_name for node in waiting)
+                raise RuntimeError(f"JetStream had no meta leader within {timeout:g}s "
+                                   f"({names} never answered $JS.API.INFO)")
+            waiting = [node for node in waiting if not await _jetstream_answers(node)]
+            if waiting:
+                await asyncio.sleep(JETSTREAM_RETRY_S)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for node in self.nodes:  # all at once: one by one, the last ones lose quorum first
+            if node.process and node.process.poll() is None:
+                node.process.terminate()
+        for node in self.nodes:
+            node.stop(timeout)
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+async def _jetstream_answers(node: EmbeddedNats) -> bool:
+    """Whether this node's JetStream answers an account info request without an error."""
+
+    async def quiet(_exc: Exception) -> None:
+        pass
+
+    try:
+        client = await nats.connect(node.url_as(DEV_NATS_SERVICE), connect_timeout=1,
+                                    allow_reconnect=False, max_reconnect_attempts=0,
+                                    error_cb=quiet)
+    except (OSError, asyncio.TimeoutError, nats.errors.Error):
+        return False
+    try:
+        reply = await client.request("$JS.API.INFO", b"", timeout=JETSTREAM_POLL_S)
+        return "error" not in json.loads(reply.data)
+    except (asyncio.TimeoutError, nats.errors.Error, ValueError):
+        return False
+    finally:
+        await client.close()

@@ -48,9 +48,9 @@ async def test_streams_survive_a_broker_kill_and_lose_nothing(broker, log_dir):
             received += [r["seq"] for r in await stream.logs(5)]
             broker.kill()
             broker.start()
-            sent += await publish(broker, 20, 5)
+            sent += await publish(broker, 500, 5)
             try:
-                received += [r["seq"] for r in await stream.logs(20, timeout=30)]
+                received += [r["seq"] for r in await stream.logs(500, timeout=30)]
             except (EOFError, TimeoutError) as exc:
                 print("stream did not continue:", type(exc).__name__)
         if len(received) < len(sent):

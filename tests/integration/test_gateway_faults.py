@@ -82,6 +82,9 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_for_a_client_resuming_o
                 pass  # the connection died with the gateway
     finally:
         victim.kill()
+    async with asyncio.timeout(30):  # records keep coming while the client is away
+        while len(publisher.sent) < len(received) + 200:
+            await asyncio.sleep(0.01)
     sent = await publisher.stop()
     received += await read_rest(gateways[0], channel, received[-1], sent)
     expected = [seq for seq in sent if seq > cursor]
