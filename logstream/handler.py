@@ -91,17 +91,29 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _fit(fields: dict[str, Any]) -> dict[str, Any]:
-    """Shorten the largest values until ``fields`` encodes within the contract's limit."""
-    for _ in range(2 * len(fields) + 2):
+    """Shorten the largest values alike until ``fields`` encodes within the contract's limit."""
+    for _ in range(4):  # JSON escapes can leave it a little over: go again
         total = len(_ENCODE(fields))
         if total <= MAX_FIELDS_BYTES:
             return fields
         sizes = {key: len(_ENCODE(value)) for key, value in fields.items()}
-        key = max(sizes, key=sizes.get)
-        text = fields[key] if isinstance(fields[key], str) else repr(fields[key])
-        over = total - MAX_FIELDS_BYTES + _FIELDS_SLACK
-        fields[key] = shorten(text, max(64, sizes[key] - over))
+        budget = MAX_FIELDS_BYTES - _FIELDS_SLACK - (total - sum(sizes.values()))
+        cap = _fair_share(sorted(sizes.values()), budget)
+        for key, size in sizes.items():
+            if size > cap:
+                text = fields[key] if isinstance(fields[key], str) else repr(fields[key])
+                fields[key] = shorten(text, max(64, cap))
     return {"fields_dropped": f"the extras did not fit in {MAX_FIELDS_BYTES} bytes"}
+
+
+def _fair_share(ascending: list[int], budget: int) -> int:
+    """The largest cap with ``sum(min(size, cap)) <= budget``: small values stay whole."""
+    for index, size in enumerate(ascending):
+        share = budget // (len(ascending) - index)
+        if size > share:
+            return share
+        budget -= size
+    return ascending[-1] if ascending else budget
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:

@@ -214,7 +214,10 @@ class RecordPrinter:
         first, *rest = str(record.get("message", "")).split("\n")
         parts.append(first)
         blocks = [rest] if rest else []
-        for key, value in (record.get("fields") or {}).items():
+        fields = dict(record.get("fields") or {})
+        if isinstance(fields.get("stack"), str):
+            fields.pop("exception", None)  # the traceback's last line says the same
+        for key, value in fields.items():
             if isinstance(value, str) and "\n" in value:
                 blocks.append(([] if key == "stack" else [f"{key}:"]) + value.split("\n"))
             else:
