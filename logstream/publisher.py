@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import msgspec
 
-from services.simulator.transports import (
+from shared.ingest_client import (
     HttpTransport,
     NatsTransport,
     Reply,
@@ -382,7 +382,7 @@ class LogPublisher:
             if not isinstance(self._kind, str):
                 opened.append(self._kind)
             elif self._kind == "nats":
-                opened.append(await NatsTransport.connect(self.url))
+                opened.append(await NatsTransport.connect(self.url, name="logstream-publisher"))
             else:
                 opened.append(HttpTransport(self.url))
             self._batch_records = opened[0].max_batch_records

@@ -10,6 +10,7 @@ __all__ = [
     "embedded_nats",
     "errors",
     "identities",
+    "ingest_client",
     "nats_link",
     "records",
     "settings",

@@ -21,7 +21,7 @@ from shared.channels import DEFAULT_SERVICES, valid_segment
 from shared.identities import DEV_NATS_PRODUCER
 from services.simulator.runner import DEFAULT_RATE, Simulation, TokenBook, new_run_id
 from services.simulator.scenarios import Traffic
-from services.simulator.transports import TransportFailed, open_transport, redact_url
+from shared.ingest_client import TransportFailed, open_transport, redact_url
 
 __all__ = ["add_arguments", "run"]
 

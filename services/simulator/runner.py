@@ -29,7 +29,7 @@ from shared.records import format_time
 from services.simulator.catalog import LogEvent
 from services.simulator.scenarios import Traffic
 from services.simulator.tally import Tally
-from services.simulator.transports import Transport, TransportFailed
+from shared.ingest_client import Transport, TransportFailed
 
 __all__ = ["Batch", "Batcher", "RetryPolicy", "Simulation", "TokenBook", "new_run_id"]
 

@@ -17,7 +17,7 @@ import pytest
 from logstream import LogPublisher, LogstreamHandler
 from logstream.handler import level_of, shorten
 from logstream.publisher import _SENDER, PublishQueueFull
-from services.simulator.transports import Reply
+from shared.ingest_client import Reply
 from shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, decode_batch, validate_records
 from tests.unit.test_log_publisher import ScriptedIngest
 

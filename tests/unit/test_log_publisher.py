@@ -22,7 +22,7 @@ from logstream.publisher import (
     PublishQueueFull,
     PublisherClosed,
 )
-from services.simulator.transports import Reply, TransportFailed
+from shared.ingest_client import Reply, TransportFailed
 from shared.errors import LogstreamError
 
 CHANNEL = "logs:etl:workspace123:workflow456"

@@ -13,7 +13,7 @@ from collections import Counter
 from services.simulator.runner import Batcher, RetryPolicy, Simulation, TokenBook
 from services.simulator.scenarios import Traffic
 from services.simulator.tally import Tally
-from services.simulator.transports import Reply, TransportFailed
+from shared.ingest_client import Reply, TransportFailed
 
 FAST_RETRY = RetryPolicy(max_attempts=3, first_delay_s=0.01, max_delay_s=0.05)
 

@@ -153,7 +153,8 @@ class NatsTransport:
         self.max_batch_bytes = min(MAX_BODY_BYTES, nc.max_payload * 3 // 4)
 
     @classmethod
-    async def connect(cls, url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> "NatsTransport":
+    async def connect(cls, url: str, *, timeout: float = CONNECT_TIMEOUT_S,
+                      name: str = "logstream-simulator") -> "NatsTransport":
         """Connect as a producer or raise ``TransportFailed`` naming the URL: within
         ``timeout``, and at once when every server has refused a first attempt."""
         servers = [part.strip() for part in url.split(",") if part.strip()]
@@ -167,7 +168,7 @@ class NatsTransport:
                     refused_by_all.set()
 
         connecting = asyncio.ensure_future(nats.connect(
-            servers=servers, name="logstream-simulator", error_cb=remember,
+            servers=servers, name=name, error_cb=remember,
             connect_timeout=timeout, reconnect_time_wait=0.5, max_reconnect_attempts=-1))
         failing = asyncio.ensure_future(refused_by_all.wait())
         await asyncio.wait({connecting, failing}, timeout=timeout,
