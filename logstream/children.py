@@ -15,10 +15,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Child", "ConsoleEcho", "LOG_TAIL_LINES", "child_options", "notable"]
+__all__ = ["Child", "ConsoleEcho", "LOG_TAIL_LINES", "child_options", "notable",
+           "stop_together"]
 
 PR_SET_PDEATHSIG = 1
 # Enough of a failed child's log to show its traceback or the setting it refused.
@@ -26,6 +28,9 @@ LOG_TAIL_LINES = 25
 # Console lines that are not JSON are shown only when they look like trouble (nats-server's
 # [WRN] is left out: in dev mode it warns of the built-in plaintext passwords at every start).
 _TROUBLE_MARKS = ("Traceback", "Error", "error", "[ERR]", "[FTL]", "logstream ")
+# A cluster's nodes report each route they cannot reach yet (at start) or any more (a dead
+# node, which `up` itself reports once): routine there, and a flood on the console.
+_ROUTINE_MARKS = ("Error trying to connect to route",)
 _NOTABLE_LEVELS = ("warning", "error", "critical", "fatal")
 
 
@@ -78,6 +83,24 @@ class Child:
             return False
 
 
+def stop_together(children: list[Child], timeout: float) -> list[str]:
+    """SIGTERM to all at once, SIGKILL to those still running after ``timeout``; the names of
+    the killed. Each gets one SIGTERM: a second one tells uvicorn to skip its drain."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + max(timeout, 0.0)
+    killed = []
+    for child in children:
+        try:
+            child.process.wait(max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+            killed.append(child.name)
+    return killed
+
+
 class ConsoleEcho(threading.Thread):
     """Shows the children's warnings and errors on the console; full logs stay in the files."""
 
@@ -117,4 +140,6 @@ def notable(line: str) -> str | None:
     if isinstance(entry, dict):
         level = str(entry.get("level", "")).lower()
         return f"{level}: {entry.get('msg', '')}" if level in _NOTABLE_LEVELS else None
+    if any(mark in line for mark in _ROUTINE_MARKS):
+        return None
     return line if any(mark in line for mark in _TROUBLE_MARKS) else None

@@ -5,6 +5,13 @@ proxy, each its own process in dev mode as they are deployed, then the simulator
 to look; on Ctrl-C or SIGTERM stops every child in reverse order (simulator, proxy, gateway,
 ingest, broker) within 10 s.
 
+``--cluster N`` runs the shape of several machines (CONTRACT section 10): N embedded nodes
+forming one NATS cluster with clustered JetStream, the LOGS stream with N replicas, and N
+gateways behind the one proxy; every service is given every node's URL. One ingest: it is
+stateless and nothing local would spread HTTP publishes over several. While a majority of the
+nodes and one gateway still run, losing the others is reported and the stack carries on, as it
+would across machines; anything more stops it all.
+
 Each child runs in its own process group, so a terminal's Ctrl-C reaches only ``up``, which then
 stops them in that order instead of all at once; and on Linux each child is told to die with
 ``up`` (``PR_SET_PDEATHSIG``), so none survives even if ``up`` itself is killed outright.
@@ -27,8 +34,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from logstream.children import Child, ConsoleEcho, child_options
-from shared.embedded_nats import EmbeddedNats
+from logstream.children import Child, ConsoleEcho, child_options, stop_together
+from shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, DEV_USER_TOKEN_TTL_S, DEV_USERS, UserTokens
 
 __all__ = ["add_arguments", "run"]
@@ -48,7 +55,10 @@ POLL_S = 0.1
 DEMO_CHANNEL = "logs:etl:workspace123:workflow456"
 DEMO_USER = "user123"
 DEMO_SERVICE_TOKEN = "l5-etl-token"
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# JetStream keeps at most 5 replicas of a stream, and --cluster N gives LOGS N replicas.
+MAX_CLUSTER_NODES = 5
+# NATS's own convention for the route port, counting up from there for each node.
+DEFAULT_CLUSTER_PORT = 6222
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingest-port", type=_port, default=3001, help="ingest port")
     parser.add_argument("--gateway-port", type=_port, default=3002, help="gateway port")
     parser.add_argument("--proxy-port", type=_port, default=3000, help="proxy (Logs page) port")
+    parser.add_argument("--cluster", type=_cluster_size, default=None, metavar="N",
+                        help=f"run N (1-{MAX_CLUSTER_NODES}) NATS nodes as one JetStream "
+                             "cluster, the LOGS stream with N replicas, and N gateways behind "
+                             "the proxy; nodes and gateways take consecutive ports from "
+                             "--nats-port and --gateway-port. 3 survives the loss of one node; "
+                             "2 does not")
+    parser.add_argument("--cluster-port", type=_port, default=DEFAULT_CLUSTER_PORT,
+                        help="first route port of the --cluster nodes (one per node, counting "
+                             "up)")
     parser.add_argument("--sync-always", action="store_true",
                         help="the embedded broker fsyncs every write (slower, survives a "
                              "machine crash)")
@@ -80,6 +99,15 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port (1-65535)")
     return port
+
+
+def _cluster_size(text: str) -> int:
+    nodes = int(text)
+    if not 1 <= nodes <= MAX_CLUSTER_NODES:
+        raise argparse.ArgumentTypeError(
+            f"{text} nodes: JetStream keeps 1 to {MAX_CLUSTER_NODES} replicas of a stream, so "
+            f"--cluster takes 1 to {MAX_CLUSTER_NODES}")
+    return nodes
 
 
 def _rate(text: str) -> float:
@@ -101,6 +129,17 @@ class Plan:
     sync_always: bool
     simulator: bool
     rate: float
+    nodes: int = 1  # NATS nodes and gateways; more than one: an embedded cluster
+
+    @property
+    def clustered(self) -> bool:
+        return self.nodes > 1
+
+    def roles(self, service: str) -> list[str]:
+        """``nats`` or ``gateway``, or ``nats-1``, ``nats-2``, ... in a cluster."""
+        if not self.clustered:
+            return [service]
+        return [f"{service}-{index}" for index in range(1, self.nodes + 1)]
 
     @property
     def log_dir(self) -> Path:
@@ -120,21 +159,55 @@ class Plan:
 
     @property
     def broker_url(self) -> str:
-        return self.nats_url or f"nats://{self.url_host}:{self.ports['nats']}"
+        """The services' ``--nats-url``: every node's URL, comma-separated."""
+        return self.nats_url or ",".join(
+            f"nats://{self.url_host}:{self.ports[role]}" for role in self.roles("nats"))
+
+    @property
+    def gateway_urls(self) -> str:
+        """The proxy's ``--gateway-url``: every gateway, comma-separated."""
+        return ",".join(self.url(role) for role in self.roles("gateway"))
+
+
+class PlanRefused(Exception):
+    """Flags that contradict each other; the message says which, for a human."""
 
 
 def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
     nats_url = args.nats_url or environ.get("LOGSTREAM_NATS_URL") or None
-    ports = {"ingest": args.ingest_port, "gateway": args.gateway_port, "proxy": args.proxy_port}
-    if nats_url is None:
-        ports = {"nats": args.nats_port, **ports}
+    nodes = args.cluster or 1
+    if args.cluster is not None and nats_url:
+        given = "--nats-url" if args.nats_url else "LOGSTREAM_NATS_URL"
+        raise PlanRefused(f"--cluster starts its own NATS cluster; it cannot be combined with "
+                          f"{given} (drop one of them)")
+    ports = _port_plan(args, nodes, embedded=nats_url is None)
     if args.ephemeral:
         data_dir = Path(tempfile.mkdtemp(prefix="logstream-"))
     else:
         data_dir = (args.data_dir or Path.cwd() / DEFAULT_DATA_DIR).resolve()
     return Plan(host=args.host, ports=ports, nats_url=nats_url, data_dir=data_dir,
                 ephemeral=args.ephemeral, sync_always=args.sync_always,
-                simulator=args.simulator, rate=args.rate)
+                simulator=args.simulator, rate=args.rate, nodes=nodes)
+
+
+def _port_plan(args: argparse.Namespace, nodes: int, *, embedded: bool) -> dict[str, int]:
+    """Role -> port, in start order; a cluster's nodes and gateways count up from the flags."""
+    def numbered(flag: str, first: int, role: str | None = None, suffix: str = ""):
+        if nodes == 1:
+            return {flag: first}
+        last = first + nodes - 1
+        if last > 65535:
+            raise PlanRefused(f"--{flag}-port {first} with --cluster {nodes} needs ports up to "
+                              f"{last}, past 65535 (choose a lower --{flag}-port)")
+        return {f"{role or flag}-{i + 1}{suffix}": first + i for i in range(nodes)}
+
+    ports: dict[str, int] = {}
+    if embedded:
+        ports.update(numbered("nats", args.nats_port))
+        if nodes > 1:
+            ports.update(numbered("cluster", args.cluster_port, "nats", " routes"))
+    return {**ports, "ingest": args.ingest_port, **numbered("gateway", args.gateway_port),
+            "proxy": args.proxy_port}
 
 
 def find_port_conflict(host: str, ports: dict[str, int]) -> str | None:
@@ -200,12 +273,17 @@ class LocalStack:
             self.plan.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartFailed(f"cannot use data dir {self.plan.data_dir}: {exc}") from None
-        if self.plan.nats_url is None:
+        if self.plan.nats_url is None and self.plan.clustered:
+            self._start_cluster()
+        elif self.plan.nats_url is None:
             self._start_broker()
-        # All three load at once (most of their start is importing); ready in dependency
-        # order: ingest creates the LOGS stream the gateway reads, the proxy needs a gateway.
-        services = [self._spawn_service("ingest"), self._spawn_service("gateway"),
-                    self._spawn_service("proxy", "--gateway-url", self.plan.url("gateway"))]
+        # All load at once (most of their start is importing); ready in dependency order:
+        # ingest creates the LOGS stream the gateways read, the proxy needs a gateway.
+        replicas = ["--stream-replicas", str(self.plan.nodes)] if self.plan.clustered else []
+        services = [self._spawn_service("ingest", "ingest", *replicas)]
+        services += [self._spawn_service(role, "gateway") for role in self.plan.roles("gateway")]
+        services.append(self._spawn_service("proxy", "proxy",
+                                            "--gateway-url", self.plan.gateway_urls))
         for service in services:
             self._wait_ready(service)
         if self.plan.simulator:
@@ -228,11 +306,42 @@ class LocalStack:
         self.children.append(Child("nats", broker.process, log_path))
         _say(f"  nats       listening on {plan.broker_url} (store {plan.data_dir / 'nats'})")
 
-    def _spawn_service(self, name: str, *extra: str) -> Child:
-        command = [sys.executable, "-m", "logstream", name, "--dev", "--host", self.plan.host,
-                   "--port", str(self.plan.ports[name]), "--nats-url", self.plan.broker_url,
-                   *extra]
-        return self._spawn(name, command)
+    def _start_cluster(self) -> None:
+        plan, roles = self.plan, self.plan.roles("nats")
+        cluster = EmbeddedCluster(
+            ports=[plan.ports[role] for role in roles],
+            cluster_ports=[plan.ports[f"{role} routes"] for role in roles],
+            store_dir=plan.data_dir / "nats-cluster", sync_always=plan.sync_always,
+            host=plan.host)
+        for node in cluster.nodes:
+            log_path = plan.log_dir / f"{node.server_name}.log"
+            with open(log_path, "wb") as log_file:
+                try:
+                    node.start(log_file=log_file, **child_options())
+                except (RuntimeError, OSError) as exc:
+                    failed = Child(node.server_name, node.process, log_path) \
+                        if node.process else None
+                    raise StartFailed(f"{node.server_name} did not start: {exc}",
+                                      failed) from None
+            self.children.append(Child(node.server_name, node.process, log_path))
+            _say(f"  {node.server_name:<10} listening on {node.url} (routes on port "
+                 f"{node.cluster_port}, store {node.store_dir})")
+        try:
+            formed = cluster.wait_for_jetstream(
+                READY_TIMEOUT_S, abandon=lambda: self.stop_request.requested)
+        except RuntimeError as exc:
+            dead = next((c for c in self.children if c.process.poll() is not None), None)
+            raise StartFailed(f"the NATS cluster did not form: {exc}", dead) from None
+        if not formed:
+            raise Interrupted
+        _say(f"  JetStream  clustered over {plan.nodes} nodes "
+             f"({time.monotonic() - self.began:.1f}s)")
+
+    def _spawn_service(self, role: str, service: str, *extra: str) -> Child:
+        command = [sys.executable, "-m", "logstream", service, "--dev",
+                   "--host", self.plan.host, "--port", str(self.plan.ports[role]),
+                   "--nats-url", self.plan.broker_url, *extra]
+        return self._spawn(role, command)
 
     def _spawn(self, name: str, command: list[str]) -> Child:
         log_path = self.plan.log_dir / f"{name}.log"
@@ -261,16 +370,36 @@ class LocalStack:
                           f"(GET {url}/ready)", child)
 
     def watch(self) -> int:
-        """Until a stop is requested (0) or a child dies (1)."""
+        """Until a stop is requested (0) or a child dies that the stack cannot do without (1)."""
+        lost: set[str] = set()
         while not self.stop_request.requested:
             for child in self.children:
                 code = child.process.poll()
-                if code is not None:
+                if code is None or child.name in lost:
+                    continue
+                carrying_on = self._carries_on_without(child)
+                if carrying_on is None:
                     _complain(f"{child.name} exited with code {code}; stopping the others",
                               child)
                     return 1
+                lost.add(child.name)
+                _complain(f"{child.name} exited with code {code}; {carrying_on}")
             time.sleep(POLL_S)
         return 0
+
+    def _carries_on_without(self, child: Child) -> str | None:
+        """Why the stack can go on without this dead child, or None when it cannot."""
+        kind = _kind(child.name)
+        if not self.plan.clustered or kind not in ("nats", "gateway"):
+            return None
+        siblings = [other for other in self.children if _kind(other.name) == kind]
+        running = sum(other.process.poll() is None for other in siblings)
+        if kind == "nats" and running > len(siblings) // 2:
+            return (f"{running} of {len(siblings)} nodes still run, a JetStream quorum: "
+                    "carrying on")
+        if kind == "gateway" and running:
+            return f"{running} of {len(siblings)} gateways still serve the proxy: carrying on"
+        return None
 
     def stop(self) -> None:
         running = [child.name for child in reversed(self.children) if child.process.poll() is None]
@@ -278,11 +407,18 @@ class LocalStack:
             return
         _say("logstream up: stopping " + ", ".join(running))
         began = time.monotonic()
-        for child in reversed(self.children):
+        kinds = list(dict.fromkeys(_kind(child.name) for child in self.children))
+        for kind in reversed(kinds):  # each kind together: a cluster's nodes, its gateways
             budget = STOP_BUDGET_S - (time.monotonic() - began)
-            if not child.stop(min(CHILD_STOP_S, budget)):
-                _say(f"  {child.name} did not stop on SIGTERM in time; killed it")
+            same = [child for child in self.children if _kind(child.name) == kind]
+            for name in stop_together(same, min(CHILD_STOP_S, budget)):
+                _say(f"  {name} did not stop on SIGTERM in time; killed it")
         _say(f"logstream up: stopped in {time.monotonic() - began:.1f}s")
+
+
+def _kind(role: str) -> str:
+    """``gateway-2`` -> ``gateway``: what a child is, whichever of several it is."""
+    return role.rsplit("-", 1)[0] if role[-1:].isdigit() else role
 
 
 # A user's http_proxy must not route the readiness probes of local services.
@@ -300,7 +436,8 @@ def _answers_ready(url: str) -> bool:
 def banner(plan: Plan) -> str:
     token = UserTokens(DEV_JWT_SECRET).issue(DEMO_USER, DEV_USERS[DEMO_USER])
     workspace, workflow = DEMO_CHANNEL.split(":")[2:]
-    proxy, gateway, ingest = plan.url("proxy"), plan.url("gateway"), plan.url("ingest")
+    proxy, ingest = plan.url("proxy"), plan.url("ingest")
+    gateway = plan.url(plan.roles("gateway")[0])
     record = json.dumps({"channel": DEMO_CHANNEL, "message": "hello from curl"})
     where = f"{plan.data_dir}" + (" (ephemeral: removed at exit)" if plan.ephemeral else "")
     return "\n".join([
@@ -316,11 +453,23 @@ def banner(plan: Plan) -> str:
         "  Publish a record:",
         f"    curl -X POST {ingest}/api/logs/publish -H 'Authorization: Bearer "
         f"{DEMO_SERVICE_TOKEN}' -H 'Content-Type: application/json' -d '{record}'",
-        f"  Broker:      {plan.broker_url}",
+        *_broker_lines(plan),
         f"  Data dir:    {where}",
         f"  Logs:        {plan.log_dir}/<service>.log (warnings and errors also shown here)",
         "Ctrl-C to stop.",
     ])
+
+
+def _broker_lines(plan: Plan) -> list[str]:
+    if not plan.clustered or plan.nats_url:
+        return [f"  Broker:      {plan.broker_url}"]
+    lines = [f"  Broker:      NATS cluster {CLUSTER_NAME!r} of {plan.nodes} nodes, JetStream "
+             f"stream LOGS with {plan.nodes} replicas"]
+    lines += [f"    {role:<11}nats://{plan.url_host}:{plan.ports[role]} (routes on port "
+              f"{plan.ports[role + ' routes']})" for role in plan.roles("nats")]
+    lines.append(f"  Gateways:    {plan.nodes}, behind the proxy")
+    lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("gateway")]
+    return lines
 
 
 def _say(text: str) -> None:
@@ -335,7 +484,14 @@ def _complain(text: str, child: Child | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = make_plan(args)
+    try:
+        plan = make_plan(args)
+    except PlanRefused as exc:
+        _complain(str(exc))
+        return 2
+    if plan.nodes == 2:
+        _say("logstream up: note: 2 nodes are not fault tolerant (JetStream's quorum is 2 of "
+             "2); --cluster 3 survives the loss of one")
     stack = LocalStack(plan, StopRequest())
     echo = ConsoleEcho(stack.children)
     try:

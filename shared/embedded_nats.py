@@ -30,12 +30,15 @@ __all__ = ["CLUSTER_NAME", "EmbeddedCluster", "EmbeddedNats", "find_nats_server"
 
 # nats-server accepts connections about 0.05 s after start; 10 s covers a loaded machine.
 START_TIMEOUT_S = 10.0
+# Every node's cluster name: a node refuses routes from a cluster of another name.
 CLUSTER_NAME = "logstream"
 # A fresh 3-node cluster elects its JetStream meta leader about 0.7 s after start; one that
 # restarts on an existing store waits out an election timeout first (about 5 s here).
 JETSTREAM_READY_TIMEOUT_S = 30.0
 # Each poll of a node that has no meta leader yet waits this long for an answer that never comes.
 JETSTREAM_POLL_S = 0.5
+# A node reports a lost route's failed reconnects once per this many attempts (about a minute).
+ROUTE_ERROR_REPORTS = 60
 # Between polls: "no responders" comes back at once, and a busy loop would slow the election.
 JETSTREAM_RETRY_S = 0.1
 
@@ -81,17 +84,29 @@ def _config(port: int, store_dir: Path, sync_always: bool, host: str, *,
         config["server_name"] = server_name
     if cluster:
         config["cluster"] = cluster
+        # By default a node logs every failed attempt (one a second) to reach a dead peer.
+        config["reconnect_error_reports"] = ROUTE_ERROR_REPORTS
     # nats-server's config format accepts JSON syntax.
     return json.dumps(config, indent=2)
 
 
-def _route_host(host: str) -> str:
-    """Where a node reaches another's route port bound to ``host``."""
+def _route_bind(host: str) -> str:
+    """Where a node listens for routes when it serves clients on ``host``.
+
+    Routes carry every message and are not authenticated: the nodes of an embedded cluster
+    share one machine, so routes stay on loopback even when clients are served on every
+    interface.
+    """
     if host in ("", "0.0.0.0"):
         return "127.0.0.1"
     if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
+        return "::1"
+    return host
+
+
+def _route_url(host: str, port: int) -> str:
+    bind = _route_bind(host)
+    return f"nats-route://{f'[{bind}]' if ':' in bind else bind}:{port}"
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -127,13 +142,13 @@ class EmbeddedNats:
         """What other nodes put in their ``routes`` to reach this one."""
         if self.cluster_port is None:
             return None
-        return f"nats-route://{_route_host(self.host)}:{self.cluster_port}"
+        return _route_url(self.host, self.cluster_port)
 
     def _cluster_block(self) -> dict | None:
         if self.cluster_name is None:
             return None
-        return {"name": self.cluster_name, "host": self.host, "port": self.cluster_port,
-                "routes": list(self.routes)}
+        return {"name": self.cluster_name, "host": _route_bind(self.host),
+                "port": self.cluster_port, "routes": list(self.routes)}
 
     @property
     def url(self) -> str:
@@ -148,7 +163,7 @@ class EmbeddedNats:
         """Start and wait until it listens; ``RuntimeError`` naming the port if it cannot."""
         _check_port_free(self.host, self.port)
         if self.cluster_port is not None:
-            _check_port_free(self.host, self.cluster_port)
+            _check_port_free(_route_bind(self.host), self.cluster_port)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
         config.write_text(_config(self.port, self.store_dir / "jetstream", self.sync_always,
@@ -214,7 +229,7 @@ class EmbeddedCluster:
         if len(ports) != len(cluster_ports) or len(ports) < 2:
             raise ValueError("a cluster needs two or more nodes, each with a port and a "
                              "cluster port")
-        routes = [f"nats-route://{_route_host(host)}:{port}" for port in cluster_ports]
+        routes = [_route_url(host, port) for port in cluster_ports]
         self.name, self.store_dir = name, Path(store_dir)
         self.nodes = [
             EmbeddedNats(port=port, store_dir=self.store_dir / f"nats-{index}",
@@ -266,7 +281,8 @@ class EmbeddedCluster:
                 names = ", ".join(node.server_name for node in waiting)
                 raise RuntimeError(f"JetStream had no meta leader within {timeout:g}s "
                                    f"({names} never answered $JS.API.INFO)")
-            waiting = [node for node in waiting if not await _jetstream_answers(node)]
+            answers = await asyncio.gather(*(_jetstream_answers(node) for node in waiting))
+            waiting = [node for node, answered in zip(waiting, answers) if not answered]
             if waiting:
                 await asyncio.sleep(JETSTREAM_RETRY_S)
         return True
@@ -289,10 +305,11 @@ async def _jetstream_answers(node: EmbeddedNats) -> bool:
     async def quiet(_exc: Exception) -> None:
         pass
 
-    try:
-        client = await nats.connect(node.url_as(DEV_NATS_SERVICE), connect_timeout=1,
-                                    allow_reconnect=False, max_reconnect_attempts=0,
-                                    error_cb=quiet)
+    try:  # nats-py's own connect keeps retrying a refused port: bound it from outside
+        client = await asyncio.wait_for(
+            nats.connect(node.url_as(DEV_NATS_SERVICE), connect_timeout=JETSTREAM_POLL_S,
+                         allow_reconnect=False, max_reconnect_attempts=0, error_cb=quiet),
+            JETSTREAM_POLL_S * 2)
     except (OSError, asyncio.TimeoutError, nats.errors.Error):
         return False
     try:

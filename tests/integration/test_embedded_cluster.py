@@ -160,7 +160,7 @@ def test_waiting_for_jetstream_can_be_abandoned(tmp_path):
 
         def abandon() -> bool:
             asked.append(time.monotonic())
-            return len(asked) > 2
+            return len(asked) >= 2  # after one round of polls
 
         assert cluster.wait_for_jetstream(WAIT_S, abandon=abandon) is False
     finally:
@@ -177,3 +177,19 @@ def test_a_cluster_that_never_forms_times_out_naming_the_silent_nodes(tmp_path):
             cluster.wait_for_jetstream(1.0)
     finally:
         cluster.kill()
+
+
+def test_nodes_serving_every_interface_keep_their_unauthenticated_routes_on_loopback(tmp_path):
+    ports = distinct_free_ports(4)
+    cluster = EmbeddedCluster(ports=ports[:2], cluster_ports=ports[2:], store_dir=tmp_path,
+                              host="0.0.0.0")
+    try:
+        cluster.start()
+        configs = [json.loads((node.store_dir / "nats-server.conf").read_text())
+                   for node in cluster.nodes]
+    finally:
+        cluster.kill()
+
+    assert [config["host"] for config in configs] == ["0.0.0.0", "0.0.0.0"]
+    assert [config["cluster"]["host"] for config in configs] == ["127.0.0.1", "127.0.0.1"]
+    assert configs[0]["cluster"]["routes"] == [f"nats-route://127.0.0.1:{ports[3]}"]

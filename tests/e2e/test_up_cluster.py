@@ -1,0 +1,214 @@
+"""``logstream up --cluster 3`` as a user runs it: three NATS nodes in one JetStream cluster,
+the LOGS stream with three replicas, three gateways behind the proxy, real clients, and the
+loss of a node and a gateway while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+
+import httpx
+import nats as nats_py
+import pytest
+from httpx_sse import aconnect_sse
+
+from shared.identities import DEV_NATS_SERVICE
+from tests.e2e.test_up import assert_nothing_left, running  # noqa: F401 (a fixture)
+from tests.support.nats_source import free_port
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads the process tree from /proc")
+
+NODES = 3
+# Election of a new stream leader after a kill -9, and a reconnect to another node: a few
+# seconds here; generous for a busy 2-core machine.
+RECOVERY_TIMEOUT_S = 45.0
+READ_TIMEOUT_S = 30.0
+ETL_ROUTE = "/api/dapadmin/l5-etl/sse/logs/stream"
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_runs(*lengths: int) -> list[int]:
+    """The first port of each run of consecutive free ports, no two runs overlapping."""
+    taken: set[int] = set()
+    firsts: list[int] = []
+    for length in lengths:
+        for _ in range(200):
+            first = free_port()
+            run = set(range(first, first + length))
+            if first + length <= 65535 and not run & taken and all(map(_free, run)):
+                break
+        else:
+            pytest.fail(f"no {length} consecutive free ports found")
+        taken |= run
+        firsts.append(first)
+    return firsts
+
+
+def cluster_ports() -> dict[str, int]:
+    nats, routes, gateways, ingest, proxy = free_port_runs(NODES, NODES, NODES, 1, 1)
+    return {"nats": nats, "cluster": routes, "ingest": ingest, "gateway": gateways,
+            "proxy": proxy}
+
+
+def gateway_urls(up) -> list[str]:
+    return [f"http://127.0.0.1:{up.ports['gateway'] + i}" for i in range(NODES)]
+
+
+def nats_urls(up) -> list[str]:
+    user, password = DEV_NATS_SERVICE
+    return [f"nats://{user}:{password}@127.0.0.1:{up.ports['nats'] + i}" for i in range(NODES)]
+
+
+async def publish_until_stored(client: httpx.AsyncClient, up, channel: str, message: str) -> int:
+    """POST with an ``id`` until 202: a 503 while a new leader is elected is retried, stored
+    once (CONTRACT section 4)."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    record = {"channel": channel, "message": message, "id": f"{channel}/{message}"}
+    while True:
+        try:
+            response = await client.post(up.url("ingest") + "/api/logs/publish", json=record,
+                                         headers={"Authorization": "Bearer l5-etl-token"})
+            if response.status_code == 202:
+                return response.json()["seqs"][0]
+            assert response.status_code == 503, response.text
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{message!r} was never stored"
+        await asyncio.sleep(0.2)
+
+
+class Follower:
+    """One SSE stream, read in the background: its records arrive on ``records``."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, params: dict, token: str) -> None:
+        self.opened = asyncio.Event()
+        self.records: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._follow(client, url, params, token))
+
+    async def _follow(self, client, url: str, params: dict, token: str) -> None:
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+        headers = {"Authorization": f"Bearer {token}"}
+        while True:  # a 503: its gateway is reconnecting to another node; open it again
+            async with aconnect_sse(client, "GET", url, params=params,
+                                    headers=headers) as source:
+                if source.response.status_code == 503 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                    continue
+                assert source.response.status_code == 200, await source.response.aread()
+                async for event in source.aiter_sse():
+                    if event.event == "connected":
+                        self.opened.set()
+                    elif event.event == "log":
+                        self.records.put_nowait(json.loads(event.data))
+                return
+
+    async def wait_open(self) -> None:
+        await asyncio.wait_for(asyncio.shield(self.opened.wait()), READ_TIMEOUT_S)
+
+    async def next_message(self) -> str:
+        """The next record's message (the channel is the test's own: nothing else is on it)."""
+        getting = asyncio.ensure_future(self.records.get())
+        done, _ = await asyncio.wait({getting, self.task}, timeout=READ_TIMEOUT_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if getting not in done:
+            getting.cancel()
+            raise AssertionError(f"no record in time; the stream: {self.task}")
+        return getting.result()["message"]
+
+
+def proxy_follower(up, client, token: str, workflow: str) -> Follower:
+    return Follower(client, up.url("proxy") + ETL_ROUTE,
+                    {"workspace_id": "workspace123", "workflow_id": workflow}, token)
+
+
+def gateway_follower(url: str, client, token: str, workflow: str) -> Follower:
+    return Follower(client, url + "/api/logs/stream",
+                    {"channels": f"logs:etl:workspace123:{workflow}"}, token)
+
+
+async def settled_stream_info(up):
+    """LOGS as JetStream describes it, once it has a leader and every replica is current."""
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    client = await nats_py.connect(nats_urls(up), connect_timeout=2, max_reconnect_attempts=1)
+    try:
+        while True:
+            info = await client.jetstream(timeout=5).stream_info("LOGS")
+            replicas = info.cluster.replicas or []
+            if info.cluster.leader and len(replicas) == NODES - 1 and all(
+                    replica.current for replica in replicas):
+                return info
+            assert time.monotonic() < deadline, f"LOGS never settled: {info.cluster}"
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
+async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops_clean(
+        running, unique_id):
+    up = running("--cluster", str(NODES), "--ephemeral", "--no-simulator",
+                 ports=cluster_ports())
+    for index in range(NODES):
+        assert re.search(rf"nats-{index + 1} +nats://127\.0\.0\.1:{up.ports['nats'] + index} "
+                         rf"\(routes on port {up.ports['cluster'] + index}\)", up.output)
+        assert re.search(rf"gateway-{index + 1} +{gateway_urls(up)[index]}", up.output)
+    commands = list(up.children.values())
+    assert sum("nats-server" in cmd for cmd in commands) == NODES
+    assert sum(" gateway " in cmd for cmd in commands) == NODES
+    assert len(up.children) == 2 * NODES + 2, up.children  # and one ingest, one proxy
+    info = await settled_stream_info(up)
+    assert info.config.num_replicas == NODES  # ingest was given --stream-replicas 3
+    channel = f"logs:etl:workspace123:{unique_id}"
+    followers: list[Follower] = []
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=READ_TIMEOUT_S)) as client:
+        try:
+            token = (await client.get(up.url("proxy") + "/dev/token",
+                                      params={"user": "user123"})).json()["token"]
+            followers += [proxy_follower(up, client, token, unique_id)]
+            followers += [gateway_follower(url, client, token, unique_id)
+                          for url in gateway_urls(up)]
+            for follower in followers:
+                await follower.wait_open()
+            await publish_until_stored(client, up, channel, "one")
+            assert [await f.next_message() for f in followers] == ["one"] * (NODES + 1)
+
+            # The stream's leader node and the first gateway die; the rest carry on.
+            victims = [pid for pid, cmd in up.children.items()
+                       if f"nats-cluster/{info.cluster.leader}/" in cmd
+                       or f"--port {up.ports['gateway']} " in cmd]
+            assert len(victims) == 2, up.children
+            for victim in victims:
+                os.kill(victim.pid, signal.SIGKILL)
+            fresh = proxy_follower(up, client, token, unique_id)  # skips the dead gateway
+            followers.append(fresh)
+            await fresh.wait_open()
+            await publish_until_stored(client, up, channel, "two")
+
+            assert await fresh.next_message() == "two"
+            held_open = followers[2:NODES + 1]  # on the surviving gateways, since before
+            assert [await f.next_message() for f in held_open] == ["two"] * (NODES - 1)
+        finally:
+            for follower in followers:
+                follower.task.cancel()
+            await asyncio.gather(*(f.task for f in followers), return_exceptions=True)
+
+    assert up.process.poll() is None, up.output
+    assert f"{info.cluster.leader} exited with code -9; 2 of 3 nodes still run" in up.output
+    assert "gateway-1 exited with code -9; 2 of 3 gateways still serve" in up.output
+    assert up.stop(signal.SIGTERM) == 0
+    assert_nothing_left(up)
