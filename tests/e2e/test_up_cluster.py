@@ -19,7 +19,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from shared.identities import DEV_NATS_SERVICE
-from tests.e2e.test_up import assert_nothing_left, running  # noqa: F401 (a fixture)
+from tests.support.up_process import assert_nothing_left
 from tests.support.nats_source import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
