@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from logstream.children import Child, child_options, notable, stop_together
-from logstream.up import (LocalStack, Plan, PlanRefused, add_arguments, banner,
-                          find_port_conflict, make_plan, run)
+from logstream.up import LocalStack, banner, run
+from logstream.up_plan import Plan, PlanRefused, add_arguments, find_port_conflict, make_plan
 from shared.embedded_nats import EmbeddedNats
 from tests.support.nats_source import free_port
 
