@@ -22,11 +22,11 @@ import pytest
 from httpx_sse import connect_sse
 
 from shared.identities import DEV_NATS_SERVICE
+from tests.support.nats_source import distinct_free_ports
 from tests.support.up_process import (
     BANNER_TIMEOUT_S,
     Up,
     assert_nothing_left,
-    distinct_free_ports,
     listening,
     processes_mentioning,
 )

@@ -16,22 +16,13 @@ from shared.identities import DEV_NATS_SERVICE
 from shared.nats_link import STREAM_NAME, ensure_stream
 from tests.support import ledger
 from tests.support.jetstream import stored
-from tests.support.nats_source import free_port
+from tests.support.nats_source import distinct_free_ports, free_port
 
 # Generous bounds for a busy 2-core machine: a fresh cluster elects its meta leader in about
 # 1 s here, a stream leader after a kill -9 in a few seconds.
 WAIT_S = 30.0
 RECORDS_BEFORE_KILL = 100
 RECORDS_AFTER_KILL = 100
-
-
-def distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def three_nodes(store_dir) -> EmbeddedCluster:

@@ -18,22 +18,13 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.support.nats_source import free_port
+from tests.support.nats_source import distinct_free_ports
 
 # Four Python services import litestar/faststream on 2 cores: ~5 s healthy, far more when busy.
 BANNER_TIMEOUT_S = 90.0
 # CONTRACT: Ctrl-C or SIGTERM stops every child within 10 s; 2 s more for a loaded machine
 # to report it.
 STOP_TIMEOUT_S = 12.0
-
-
-def distinct_free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 class Up:
