@@ -33,6 +33,8 @@ from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes, status_
 __all__ = ["Settings", "create_app"]
 
 log = logging.getLogger("logstream.gateway")
+# How soon a recreated stream (its seqs starting over) is noticed: one cheap request per period.
+STREAM_CHECK_S = 2.0
 
 
 class GatewayState:
@@ -151,15 +153,27 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         gateway.hub = Hub(gateway.source, services=settings.service_names,
                           on_read=metrics.records_read.inc,
                           on_rebuild=metrics.follow_rebuilds.inc)
-        watcher = asyncio.create_task(_wake_on_drain(gateway, service.draining))
+        watchers = [asyncio.create_task(_wake_on_drain(gateway, service.draining)),
+                     asyncio.create_task(_watch_stream(gateway.hub))]
         try:
             yield
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             await gateway.hub.close()
             await gateway.link.close()
 
     return lifespan
+
+
+async def _watch_stream(hub: Hub) -> None:
+    """Look for a recreated LOGS stream every few seconds (see ``Hub.check_stream``)."""
+    while True:
+        try:
+            await hub.check_stream()
+        except Exception as exc:  # broker away, or no stream yet: look again later
+            log.debug("stream check: %s", exc)
+        await asyncio.sleep(STREAM_CHECK_S)
 
 
 async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None:

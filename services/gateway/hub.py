@@ -98,6 +98,7 @@ class Hub:
         self._lock = asyncio.Lock()
         self._idle_timer: asyncio.TimerHandle | None = None
         self.last_seq = 0
+        self._stream_identity: str | None = None
         self.delivered_total = 0
         self.read_total = 0
         self.started_at = time.monotonic()
@@ -272,6 +273,27 @@ class Hub:
             if pattern.matches(channel):
                 targets |= members
         return targets
+
+    async def check_stream(self) -> bool:
+        """Notice a recreated stream (e.g. a broker back with an empty store) and start over.
+
+        Its seqs begin again at 1, so the follow, which resumes after the last seq it saw,
+        would stay silent until the new stream passed that seq. Instead every connection is
+        cut to resume, and the hub follows the new stream from its tail. True on a reset.
+        """
+        identity, last = await self._source.identity()
+        known = self._stream_identity
+        self._stream_identity = identity
+        if known is None or (identity == known and last >= self.last_seq):
+            return False
+        log.warning("stream LOGS was recreated (last seq %d, was %d): connections resume",
+                    last, self.last_seq)
+        async with self._lock:
+            await self._stop_follow()
+            self.last_seq = 0
+        for sub in list(self._subs):
+            sub.outbox.cut()
+        return True
 
     async def close(self) -> None:
         if self._idle_timer is not None:

@@ -44,6 +44,12 @@ class Outbox:
         self.ready.set()
         return True
 
+    def cut(self) -> None:
+        """End the connection as if it fell behind: it sends what it holds, then `overflow`,
+        and the client resumes from its last id."""
+        self.overflowed = True
+        self.ready.set()
+
     def set_floor(self, floor: int) -> None:
         """From now on only frames after ``floor``; drop queued ones at or before it."""
         self.floor = floor

@@ -61,6 +61,7 @@ class Follow(Protocol):
 
 class LogSource(Protocol):
     async def last_seq(self) -> int: ...
+    async def identity(self) -> tuple[str, int]: ...
     async def bounds(self) -> tuple[int, int]: ...
     async def count_from(self, subjects: Sequence[str], start_seq: int,
                          start_time: datetime | None = None) -> int: ...
@@ -140,6 +141,15 @@ class NatsLogSource:
         except Exception as exc:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
         return info.state.last_seq
+
+    async def identity(self) -> tuple[str, int]:
+        """When the stream was created, and its last seq: a new creation time, or a last seq
+        that went backwards, means the stream was recreated and its seqs started over."""
+        try:
+            info = await self._js.stream_info(self.stream)
+        except Exception as exc:
+            raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        return str(info.created), info.state.last_seq
 
     async def bounds(self) -> tuple[int, int]:
         """The first and last seq still in the stream (first > last when it is empty)."""
@@ -255,6 +265,7 @@ class MemoryLogSource:
         self.changed = asyncio.Condition()
         self.follows_started = 0
         self.first_seq = 1  # records before it have "aged out"
+        self.created = 1
 
     async def publish(self, subject: str, data: bytes) -> int:
         async with self.changed:
@@ -265,6 +276,15 @@ class MemoryLogSource:
 
     async def last_seq(self) -> int:
         return len(self.messages)
+
+    async def identity(self) -> tuple[str, int]:
+        return str(self.created), len(self.messages)
+
+    def recreate(self) -> None:
+        """The stream is deleted and created again: seqs start over from 1."""
+        self.messages.clear()
+        self.first_seq = 1
+        self.created += 1
 
     async def bounds(self) -> tuple[int, int]:
         return self.first_seq, len(self.messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import nats as nats_py
 import pytest
@@ -62,3 +63,25 @@ async def test_streams_survive_a_broker_kill_and_lose_nothing(broker, log_dir):
         gateway.stop()
     ledger.account("nats-server killed -9 and restarted under an open stream", sent, received)
     assert received == sent
+
+
+async def test_a_broker_back_with_an_empty_store_does_not_silence_the_gateway(broker, log_dir):
+    old = await publish(broker, 5, 0)
+    gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
+    url = f"{gateway.url}/api/logs/stream?channels={CHANNEL}"
+    try:
+        async with open_stream(url, token=TOKEN) as stream:
+            await stream.next_of("connected")
+            broker.kill()
+            shutil.rmtree(broker.store_dir / "jetstream")  # the store is gone: seqs restart
+            broker.start()
+            await publish(broker, 2, 0)  # the new stream's seqs 1 and 2
+            await stream.next_of("overflow", timeout=30)  # told to resume
+        async with open_stream(url, token=TOKEN,
+                               headers={"Last-Event-ID": str(old[-1])}) as stream:
+            await stream.next_of("connected")
+            [seq] = await publish(broker, 1, 2)
+            [record] = await stream.logs(1, timeout=30)
+    finally:
+        gateway.stop()
+    assert record["seq"] == seq == 3

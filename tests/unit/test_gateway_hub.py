@@ -152,3 +152,20 @@ async def test_an_unsubscribed_connection_gets_nothing_more(hub):
     await asyncio.sleep(0)
     assert sub.outbox.size == 0
     assert hub.channel_counts() == {}
+
+
+async def test_a_recreated_stream_cuts_connections_to_resume_and_follows_the_new_one(hub):
+    old = subscription("logs:etl:ws1:a")
+    await hub.subscribe(old)
+    assert not await hub.check_stream()  # the first look only learns the stream
+    for _ in range(3):
+        await publish(hub.source, "logs:etl:ws1:a")
+    await frames_of(old, 3)
+    hub.source.recreate()  # seqs start over at 1
+    assert await hub.check_stream()
+    assert old.outbox.overflowed
+    hub.unsubscribe(old)
+    new = subscription("logs:etl:ws1:a")
+    await hub.subscribe(new)
+    seq = await publish(hub.source, "logs:etl:ws1:a")
+    assert seq == 1 and await frames_of(new, 1) == [1]
