@@ -46,9 +46,8 @@ CONNECT_TIMEOUT_S = 5.0
 # Reconnect waits: the server's ``retry:`` hint, doubled while failures repeat, up to this.
 MAX_RECONNECT_WAIT_S = 10.0
 DEFAULT_RETRY_MS = 2000
-# The proxy's Logs page carries its route table as JSON in this element.
-_PAGE_CONFIG = re.compile(
-    r'<script id="logstream-config" type="application/json">(.*?)</script>', re.S)
+# The proxy's route table (services/proxy/app.py ROUTES_PATH); a gateway answers it 404.
+PROXY_ROUTES_PATH = "/api/logs/routes"
 _PARAM = re.compile(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}")
 _COLORS = {"trace": "2", "debug": "2", "info": "32", "warn": "33", "error": "31", "fatal": "1;31"}
 
@@ -168,16 +167,15 @@ def plan_streams(base: str, channels: list[str], routes: list[dict] | None) -> l
 
 
 async def discover_routes(client: httpx.AsyncClient, base: str) -> list[dict] | None:
-    """The proxy's route table from its Logs page; None when ``base`` is not a proxy."""
+    """The proxy's route table (``GET /api/logs/routes``); None when ``base`` is not a proxy."""
     try:
-        page = await client.get(base + "/")
+        answer = await client.get(base + PROXY_ROUTES_PATH)
     except httpx.HTTPError as exc:
         raise TailError(f"cannot reach {base}: {_describe(exc)}") from None
-    found = _PAGE_CONFIG.search(page.text) if page.status_code == 200 else None
-    if found is None:
+    if answer.status_code != 200:
         return None
     try:
-        routes = json.loads(found.group(1)).get("routes")
+        routes = answer.json().get("routes")
     except (ValueError, AttributeError):
         return None
     return routes if isinstance(routes, list) else None

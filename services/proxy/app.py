@@ -43,6 +43,8 @@ __all__ = ["create_app"]
 _STATIC = Path(str(resources.files(__package__).joinpath("static")))
 # The page's placeholder for its configuration (routes, dev mode), filled in at start.
 _CONFIG_MARK = "__LOGSTREAM_CONFIG__"
+# Where clients such as `logstream tail` read the route table (also embedded in the page).
+ROUTES_PATH = "/api/logs/routes"
 # The page runs only its own script and talks only to its own origin.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -79,7 +81,7 @@ def create_app(settings: Settings) -> Litestar:
     metrics = ProxyMetrics(service.registry)
     pool = GatewayPool(settings.gateway_urls, metrics)
     proxy = _Proxy(settings, routes, service, pool, metrics)
-    handlers = [*service_routes(), _page_handler(proxy),
+    handlers = [*service_routes(), _page_handler(proxy), _routes_handler(proxy),
                 *(_stream_handler(route, proxy) for route in routes)]
     if settings.dev:
         handlers.append(_dev_token_handler(UserTokens(settings.user_token_secret)))
@@ -130,6 +132,17 @@ def _stream_handler(route: Route, proxy: _Proxy):
         "tail, level, q, and the Last-Event-ID header.",
         tags=["streams"],
     )(stream_logs)
+
+
+def _routes_handler(proxy: _Proxy):
+    table = {"routes": [route.describe() for route in proxy.routes]}
+
+    @get(ROUTES_PATH, sync_to_thread=False, tags=["routes"],
+         summary="The route table: each product route, its parameters and its channel")
+    def route_table() -> dict:
+        return table
+
+    return route_table
 
 
 def _page_handler(proxy: _Proxy):

@@ -35,7 +35,8 @@ __all__ = ["PACKAGED_ROUTES", "RESERVED_PATHS", "Route", "RouteTable", "load_rou
 # The Datashop routes shipped with the package; used when no routes_file is configured.
 PACKAGED_ROUTES = "routes.toml"
 # Paths the proxy serves itself; a configured route may not shadow them.
-RESERVED_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/dev/token"})
+RESERVED_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/dev/token",
+                            "/api/logs/routes"})
 _RESERVED_PREFIXES = ("/static/", "/schema")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", re.ASCII)
 # A URL path of plain segments: no query, fragment, placeholders or dot segments.

@@ -482,3 +482,10 @@ def test_a_bad_routes_file_stops_the_proxy_naming_routes_file(tmp_path, nats_ser
     finally:
         process.kill()
     assert "routes_file" in process.log() and str(routes) in process.log()
+
+
+def test_the_route_table_is_served_as_json_for_clients(stack):
+    table = httpx.get(f"{stack.proxy.url}/api/logs/routes").json()
+    paths = {route["path"] for route in table["routes"]}
+    assert "/api/dapadmin/l5-etl/sse/logs/stream" in paths and len(paths) == 4
+    assert httpx.get(f"{stack.gateway.url}/api/logs/routes").status_code == 404
