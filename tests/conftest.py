@@ -12,7 +12,8 @@ import nats as nats_py
 import pytest
 
 from tests.support import ledger
-from tests.support.nats_source import NatsUnderTest, start_nats
+from shared.embedded_nats import EmbeddedNats
+from tests.support.nats_source import NatsUnderTest, free_port, start_nats
 from tests.support.processes import ServiceProcess
 
 _SOURCE: list[str] = []
@@ -65,6 +66,15 @@ def stack(nats_server, log_dir) -> Stack:
     yield Stack(ingest, gateway, proxy, nats_server)
     for service in (proxy, gateway, ingest):
         service.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A nats-server of this test's own, which it may kill and bring back on the same port and
+    store (the session's broker is shared and must stay up)."""
+    broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""kill -9 the broker under open streams: after it returns, nothing acknowledged is lost."""
+"""kill -9 the own_broker under open streams: after it returns, nothing acknowledged is lost."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import json
 import shutil
 
 import nats as nats_py
-import pytest
 
 from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
 from shared.nats_link import ensure_stream
-from tests.support.nats_source import free_port
 from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
@@ -32,24 +30,17 @@ async def publish(broker: EmbeddedNats, count: int, start: int) -> list[int]:
     return seqs
 
 
-@pytest.fixture
-def broker(tmp_path):
-    own = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
-    yield own
-    own.stop()
-
-
-async def test_streams_survive_a_broker_kill_and_lose_nothing(broker, log_dir):
-    sent = await publish(broker, 5, 0)
-    gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
+async def test_streams_survive_a_broker_kill_and_lose_nothing(own_broker, log_dir):
+    sent = await publish(own_broker, 5, 0)
+    gateway = ServiceProcess("gateway", nats_url=own_broker.url, log_dir=log_dir).start()
     received: list[int] = []
     try:
         url = f"{gateway.url}/api/logs/stream?channels={CHANNEL}"
         async with open_stream(url, token=TOKEN, headers={"Last-Event-ID": "0"}) as stream:
             received += [r["seq"] for r in await stream.logs(5)]
-            broker.kill()
-            broker.start()
-            sent += await publish(broker, 500, 5)
+            own_broker.kill()
+            own_broker.start()
+            sent += await publish(own_broker, 500, 5)
             try:
                 received += [r["seq"] for r in await stream.logs(500, timeout=30)]
             except (EOFError, TimeoutError) as exc:
@@ -65,22 +56,22 @@ async def test_streams_survive_a_broker_kill_and_lose_nothing(broker, log_dir):
     assert received == sent
 
 
-async def test_a_broker_back_with_an_empty_store_does_not_silence_the_gateway(broker, log_dir):
-    old = await publish(broker, 5, 0)
-    gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
+async def test_a_broker_back_with_an_empty_store_does_not_silence_the_gateway(own_broker, log_dir):
+    old = await publish(own_broker, 5, 0)
+    gateway = ServiceProcess("gateway", nats_url=own_broker.url, log_dir=log_dir).start()
     url = f"{gateway.url}/api/logs/stream?channels={CHANNEL}"
     try:
         async with open_stream(url, token=TOKEN) as stream:
             await stream.next_of("connected")
-            broker.kill()
-            shutil.rmtree(broker.store_dir / "jetstream")  # the store is gone: seqs restart
-            broker.start()
-            await publish(broker, 2, 0)  # the new stream's seqs 1 and 2
+            own_broker.kill()
+            shutil.rmtree(own_broker.store_dir / "jetstream")  # the store is gone: seqs restart
+            own_broker.start()
+            await publish(own_broker, 2, 0)  # the new stream's seqs 1 and 2
             await stream.next_of("overflow", timeout=30)  # told to resume
         async with open_stream(url, token=TOKEN,
                                headers={"Last-Event-ID": str(old[-1])}) as stream:
             await stream.next_of("connected")
-            [seq] = await publish(broker, 1, 2)
+            [seq] = await publish(own_broker, 1, 2)
             [record] = await stream.logs(1, timeout=30)
     finally:
         gateway.stop()

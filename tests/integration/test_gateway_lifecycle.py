@@ -10,11 +10,9 @@ import httpx
 import nats as nats_py
 import pytest
 
-from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
 from shared.nats_link import ensure_stream
 from tests.integration.conftest import wait_until
-from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -44,14 +42,6 @@ async def test_sigterm_ends_open_streams_with_a_retry_hint_and_exits_quickly(
     assert any(line.startswith("retry: ") for line in rest)
     assert await asyncio.to_thread(gateway.process.wait, 10) is not None
     assert time.monotonic() - started < 5
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker of this test's own, which it may kill and bring back on the same port and store."""
-    broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
-    yield broker
-    broker.stop()
 
 
 async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own_broker, log_dir):

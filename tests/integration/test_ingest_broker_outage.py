@@ -18,7 +18,6 @@ from nats.js.errors import NotFoundError
 from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
 from shared.nats_link import INGEST_SUBJECT, STREAM_NAME
-from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 
 PUBLISH = "/api/logs/publish"
@@ -30,21 +29,14 @@ RECOVERY_S = 30.0
 
 
 @pytest.fixture
-def broker(tmp_path):
-    server = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ingest(broker, log_dir):
-    service = ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir).start()
+def ingest(own_broker, log_dir):
+    service = ServiceProcess("ingest", nats_url=own_broker.url, log_dir=log_dir).start()
     yield service
     service.stop()
 
 
-async def stored(broker, subjects: str) -> list[dict]:
-    nc = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
+async def stored(own_broker, subjects: str) -> list[dict]:
+    nc = await nats_py.connect(own_broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
                                max_reconnect_attempts=1)
     try:
         js, found, seq = nc.jetstream(), [], 0
@@ -71,7 +63,7 @@ async def poll(check, what: str, timeout: float = RECOVERY_S):
 
 
 async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_returns(
-        broker, ingest, unique_id):
+        own_broker, ingest, unique_id):
     channel = f"logs:etl:{unique_id}"
     retry = {"channel": channel, "message": "during", "id": f"retry-{unique_id}"}
     restarted: EmbeddedNats | None = None
@@ -81,7 +73,7 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
                                        headers=ETL)
             assert before.status_code == 202
 
-            broker.kill()
+            own_broker.kill()
             during = await client.post(PUBLISH, json=retry, headers=ETL)
             assert during.status_code == 503, during.text
             assert during.json()["error"] == "broker_unavailable"
@@ -94,7 +86,7 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
             still_down = await client.post(PUBLISH, json=retry, headers=ETL)
             assert still_down.status_code == 503
 
-            restarted = EmbeddedNats(port=broker.port, store_dir=broker.store_dir).start()
+            restarted = EmbeddedNats(port=own_broker.port, store_dir=own_broker.store_dir).start()
 
             async def accepted():
                 response = await client.post(PUBLISH, json=retry, headers=ETL)
@@ -107,7 +99,7 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
                 return (await client.get("/ready")).status_code == 200
 
             await poll(ready, "/ready turns 200 again")
-        records = await stored(broker, f"logs.etl.{unique_id}")
+        records = await stored(own_broker, f"logs.etl.{unique_id}")
         # The retried id is stored exactly once, however many 503s left it buffered meanwhile.
         assert [r["message"] for r in records] == ["before", "during"]
         assert records[1]["seq"] == after.json()["seqs"][0]
@@ -117,10 +109,10 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
 
 
 async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
-        broker, ingest, unique_id):
-    nc = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
+        own_broker, ingest, unique_id):
+    nc = await nats_py.connect(own_broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
                                max_reconnect_attempts=1)
-    producer = await nats_py.connect(broker.url_as(DEV_NATS_PRODUCER), connect_timeout=2,
+    producer = await nats_py.connect(own_broker.url_as(DEV_NATS_PRODUCER), connect_timeout=2,
                                      max_reconnect_attempts=1)
     js = nc.jetstream()
     body = {"channel": f"logs:etl:{unique_id}", "message": "m"}
@@ -151,7 +143,7 @@ async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
                 return (await client.post(PUBLISH, json=body, headers=ETL)).status_code == 202
 
             await poll(accepted, "publishing works again once the stream is recreated")
-        assert len(await stored(broker, f"logs.etl.{unique_id}")) == 1
+        assert len(await stored(own_broker, f"logs.etl.{unique_id}")) == 1
     finally:
         await producer.close()
         await nc.close()
