@@ -11,10 +11,8 @@ import httpx
 import nats as nats_py
 import pytest
 
-from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, UserTokens
 from tests.integration.conftest import wait_until
-from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream
 
@@ -117,8 +115,8 @@ async def test_the_proxy_relays_the_gateways_429_with_retry_after(stack, unique_
 
 
 async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_without_loss(
-        tmp_path, log_dir, unique_id):
-    broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
+        own_broker, log_dir, unique_id):
+    broker = own_broker
     ingest = ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir).start()
     gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
     proxy = ServiceProcess("proxy", nats_url=broker.url, log_dir=log_dir,
@@ -154,6 +152,5 @@ async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_withou
     finally:
         for service in services:
             service.stop()
-        broker.stop()
 
 

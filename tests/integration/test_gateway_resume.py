@@ -9,10 +9,8 @@ import httpx
 import nats as nats_py
 import pytest
 
-from shared.embedded_nats import EmbeddedNats
 from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
 from shared.nats_link import ensure_stream
-from tests.support.nats_source import free_port
 from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
@@ -150,8 +148,8 @@ async def test_since_in_the_future_replays_nothing_and_goes_live(gateways, js_wr
     assert record["seq"] == live
 
 
-async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(tmp_path, log_dir):
-    broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
+async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(own_broker, log_dir):
+    broker = own_broker
     client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE))
     js = client.jetstream()
     await ensure_stream(js, max_age_s=600, max_bytes=1 << 24, duplicate_window_s=60)
@@ -168,7 +166,6 @@ async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(tmp_path, lo
     finally:
         gateway.stop()
         await client.close()
-        broker.stop()
     assert json.loads(gap.data) == {"from": seqs[2], "to": seqs[5]}
     assert [r["seq"] for r in records] == seqs[6:]
 
