@@ -12,7 +12,7 @@
   network.
 - One background thread runs an asyncio loop that sends the queue in batches (up to 1,000
   records over HTTP, 250 over NATS, under 768 KiB), one request at a time, so one publisher's
-  records are stored in the order they were published.
+  records are stored in the order they were published (``logstream.sender``).
 - Every record carries an ``id`` (a uuid4 hex unless given). 429, 5xx and lost connections
   are retried with the same ids, after ``Retry-After`` when given, up to ``max_attempts``:
   ingest stores a retried record once.
@@ -34,9 +34,7 @@ Errors, all ``LogstreamError`` subclasses::
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import collections
 import contextlib
 import sys
 import threading
@@ -44,20 +42,15 @@ import time
 import uuid
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import msgspec
 
-from shared.ingest_client import (
-    HttpTransport,
-    NatsTransport,
-    Reply,
-    Transport,
-    TransportFailed,
-)
+from logstream.sender import BatchFailure, Outbox, Sender, in_sender_thread
 from shared.channels import DEFAULT_SERVICES
 from shared.errors import InvalidRequest, LogstreamError
 from shared.identities import DEV_NATS_PRODUCER
+from shared.ingest_client import Transport
 from shared.records import decode_batch, format_time, validate_records
 
 __all__ = [
@@ -84,11 +77,11 @@ DEFAULT_LINGER_S = 0.05
 # ingest or broker restart.
 DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 10.0
 # At interpreter exit, queued records get this long to be stored before they are given up.
 EXIT_FLUSH_S = 10.0
-# Statuses worth another try with the same ids: over budget, or not confirmed.
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# How long close() waits for the told-to-stop sender thread: ample for closing its transport;
+# the thread is a daemon, so one that hangs longer still does not keep the program alive.
+_STOP_JOIN_S = 5.0
 _VALIDATION_PUBLISHER = "local-check"
 
 
@@ -124,11 +117,12 @@ class PublishFailed(LogstreamError):
         super().__init__(text, details=details)
 
     @classmethod
-    def from_reply(cls, reply: Reply, records: int) -> "PublishFailed":
-        details = reply.body.get("details")
-        return cls(reply.message or "(no message)", status=reply.status,
-                   error=reply.error or "error", records=records,
-                   details=details if isinstance(details, list) else None)
+    def from_batches(cls, failures: Sequence[BatchFailure]) -> "PublishFailed":
+        """One error for every batch lost: the first one's answer, all of their records."""
+        first = failures[0]
+        return cls(first.message, status=first.status, error=first.error,
+                   records=sum(failure.records for failure in failures),
+                   details=first.details, more=len(failures) - 1)
 
 
 def _jsonable(value: Any) -> str:
@@ -151,6 +145,15 @@ def _timestamp(value: datetime | str | int | float | None) -> str | int:
     return value
 
 
+def _reporting_to(on_error: Callable[[PublishFailed], None] | None,
+                  ) -> Callable[[BatchFailure], None] | None:
+    """The sender's failure callback. It closes over ``on_error`` alone, not the publisher, so
+    the sender holds no reference back to the publisher other than its running thread's."""
+    if on_error is None:
+        return None
+    return lambda failure: on_error(PublishFailed.from_batches([failure]))
+
+
 class LogPublisher:
     """Queues records and sends them to ingest from a background thread; see the module doc."""
 
@@ -165,24 +168,14 @@ class LogPublisher:
         if isinstance(transport, str) and transport not in ("http", "nats"):
             raise ValueError(f"transport must be 'http' or 'nats' (given {transport!r})")
         self.url = url or (DEFAULT_NATS_URL if transport == "nats" else DEFAULT_HTTP_URL)
-        self._token, self._kind = token, transport
         self._max_queue, self._queue_timeout = max_queue, queue_timeout
-        self._linger_s, self._max_attempts, self._backoff_s = linger_s, max_attempts, backoff_s
-        self._services, self._on_error = frozenset(services), on_error
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._changed = threading.Condition()
-        self._queued = self._resolved = self.lost = self.retried = 0
-        self._failures: list[PublishFailed] = []
-        self._closed = self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
-        self._wake, self._urgent = asyncio.Event(), asyncio.Event()
-        # Until the transport is open: the HTTP limits, which the NATS ones are not above.
-        self._batch_records, self._batch_bytes = 1000, 768 * 1024
-        self._in_flight = 0
-
-    # -- the caller's side -------------------------------------------------------------------
+        self._services = frozenset(services)
+        self._outbox = Outbox()
+        self._sender = Sender(self._outbox, token=token, url=self.url, transport=transport,
+                              linger_s=linger_s, max_attempts=max_attempts,
+                              backoff_s=backoff_s, on_failure=_reporting_to(on_error))
+        self._closed = False
+        self._thread: threading.Thread | None = None  # the sender's, once a record starts it
 
     def publish(self, channel: str, message: str, level: str = "info", *,
                 source: str | None = None, timestamp: datetime | str | int | float | None = None,
@@ -204,20 +197,18 @@ class LogPublisher:
         """Wait until every record queued so far is stored; raise what went wrong meanwhile."""
         if in_sender_thread():
             raise RuntimeError("flush() from the publisher's own thread would wait for ever")
-        with self._changed:
-            target = self._queued
-            if self._resolved < target:
-                self._nudge(urgent=True)
-                done = self._changed.wait_for(lambda: self._resolved >= target, timeout)
+        outbox = self._outbox
+        with outbox.changed:
+            target = outbox.queued
+            if outbox.resolved < target:
+                self._sender.nudge(urgent=True)
+                done = outbox.changed.wait_for(lambda: outbox.resolved >= target, timeout)
                 if not done:
-                    waiting = target - self._resolved
+                    waiting = target - outbox.resolved
                     raise FlushTimeout(f"{waiting} record(s) still unconfirmed after {timeout:g}s")
-            failures, self._failures = self._failures, []
+            failures, outbox.failures = outbox.failures, []
         if failures:
-            first = failures[0]
-            raise PublishFailed(first.server_message, status=first.status, error=first.error,
-                                records=sum(f.records for f in failures),
-                                details=first.details, more=len(failures) - 1)
+            raise PublishFailed.from_batches(failures)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the background thread. Idempotent; later publishes raise."""
@@ -232,7 +223,17 @@ class LogPublisher:
     @property
     def pending(self) -> int:
         """Records queued or in flight, not yet answered."""
-        return self._queued - self._resolved
+        return self._outbox.pending
+
+    @property
+    def lost(self) -> int:
+        """Records ingest did not store (refused, out of attempts, or abandoned by close)."""
+        return self._outbox.lost
+
+    @property
+    def retried(self) -> int:
+        """Requests sent again after a 429, a 5xx or no answer."""
+        return self._sender.retried
 
     def __enter__(self) -> "LogPublisher":
         return self
@@ -258,171 +259,38 @@ class LogPublisher:
                                 details=exc.details) from None
 
     def _enqueue(self, encoded: bytes) -> None:
-        with self._changed:
+        outbox = self._outbox
+        with outbox.changed:
             if self._closed:
                 raise PublisherClosed("this LogPublisher is closed")
-            if len(self._queue) >= self._max_queue:
-                room = self._changed.wait_for(lambda: len(self._queue) < self._max_queue
-                                              or self._closed, self._queue_timeout)
+            if len(outbox.records) >= self._max_queue:
+                room = outbox.changed.wait_for(lambda: len(outbox.records) < self._max_queue
+                                               or self._closed, self._queue_timeout)
                 if not room or self._closed:
-                    raise PublishQueueFull(f"{len(self._queue)} records are waiting to be sent "
-                                           f"to {self.url}; this record was not queued")
-            self._queue.append(encoded)
-            self._queued += 1
-            size = len(self._queue)
+                    raise PublishQueueFull(f"{len(outbox.records)} records are waiting to be "
+                                           f"sent to {self.url}; this record was not queued")
+            outbox.records.append(encoded)
+            outbox.queued += 1
+            size = len(outbox.records)
             self._start()
-        if size == 1 or size == self._batch_records:
-            self._nudge(urgent=size > 1)
+        if size == 1 or size == self._sender.batch_records:
+            self._sender.nudge(urgent=size > 1)
 
     def _start(self) -> None:
-        if self._thread is not None:
-            return
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="logstream-publisher",
-                                        daemon=True)
-        self._thread.start()
-        _LIVE.add(self)
-
-    def _nudge(self, *, urgent: bool) -> None:
-        def wake() -> None:
-            self._wake.set()
-            if urgent:
-                self._urgent.set()
-
-        with contextlib.suppress(RuntimeError, AttributeError):  # not started, or stopped
-            self._loop.call_soon_threadsafe(wake)
-
-    def _stop(self, join_s: float = 5.0) -> None:
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
         if self._thread is None:
-            return
-        if self.pending:  # flush gave up: do not keep retrying for a publisher nobody uses
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(lambda: self._task and self._task.cancel())
-        self._nudge(urgent=True)
-        if not in_sender_thread():
-            self._thread.join(join_s)
+            self._thread = self._sender.start(owner=self)
+            _LIVE.add(self)
+
+    def _stop(self) -> None:
+        with self._outbox.changed:  # publish() calls waiting for room see _closed and give up
+            self._outbox.changed.notify_all()
+        self._sender.stop(_STOP_JOIN_S)
         _LIVE.discard(self)
 
-    # -- the sender thread -------------------------------------------------------------------
 
-    def _run(self) -> None:
-        _SENDER.active = True
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._task = self._loop.create_task(self._send_forever())
-            with contextlib.suppress(asyncio.CancelledError):
-                self._loop.run_until_complete(self._task)
-        finally:
-            self._loop.close()
-
-    async def _send_forever(self) -> None:
-        transport: list[Transport] = []
-        try:
-            while True:
-                await self._wake.wait()
-                if not self._urgent.is_set() and self._linger_s > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._linger_s):
-                            await self._urgent.wait()
-                self._wake.clear()
-                self._urgent.clear()
-                with contextlib.suppress(TransportFailed):  # its limits shape the batches
-                    await self._open(transport)
-                while batch := self._take():
-                    self._in_flight = len(batch)
-                    failure = await self._deliver(batch, transport)
-                    self._in_flight = 0
-                    self._resolve(len(batch), failure)
-                if self._stopping:
-                    return
-        finally:
-            given_up = self._abandon() + self._in_flight
-            if given_up:
-                self._resolve(given_up, PublishFailed(
-                    "the publisher was closed before ingest confirmed them", status=None,
-                    error="abandoned", records=given_up))
-            for opened in transport:
-                with contextlib.suppress(Exception):
-                    await opened.close()
-
-    def _take(self) -> list[bytes]:
-        with self._changed:
-            batch, size = [], 2
-            while self._queue and len(batch) < self._batch_records:
-                if batch and size + len(self._queue[0]) + 1 > self._batch_bytes:
-                    break
-                size += len(self._queue[0]) + 1
-                batch.append(self._queue.popleft())
-            self._changed.notify_all()
-            return batch
-
-    def _abandon(self) -> int:
-        """Records still queued when the sender stops (cancelled by a timed-out close)."""
-        with self._changed:
-            count = len(self._queue)
-            self._queue.clear()
-            return count
-
-    def _resolve(self, count: int, failure: PublishFailed | None) -> None:
-        with self._changed:
-            self._resolved += count
-            if failure is not None:
-                self.lost += failure.records
-                self._failures.append(failure)
-            self._changed.notify_all()
-        if failure is not None and self._on_error is not None:
-            with contextlib.suppress(Exception):  # a callback's bug must not stop the sender
-                self._on_error(failure)
-
-    async def _open(self, opened: list[Transport]) -> Transport:
-        if not opened:
-            if not isinstance(self._kind, str):
-                opened.append(self._kind)
-            elif self._kind == "nats":
-                opened.append(await NatsTransport.connect(self.url, name="logstream-publisher"))
-            else:
-                opened.append(HttpTransport(self.url))
-            self._batch_records = opened[0].max_batch_records
-            self._batch_bytes = opened[0].max_batch_bytes
-        return opened[0]
-
-    async def _deliver(self, batch: list[bytes], opened: list[Transport]) -> PublishFailed | None:
-        body = b"[" + b",".join(batch) + b"]"
-        for attempt in range(1, self._max_attempts + 1):
-            retry_after = None
-            try:
-                reply = await (await self._open(opened)).publish(self._token, body)
-            except TransportFailed as exc:
-                problem = PublishFailed(exc.message, status=None, error="no answer",
-                                        records=len(batch))
-            except Exception as exc:  # a bug must not kill the sender and hang every flush()
-                return PublishFailed(repr(exc), status=None, error="internal",
-                                     records=len(batch))
-            else:
-                if reply.status == 202:
-                    return None
-                problem = PublishFailed.from_reply(reply, len(batch))
-                if reply.status not in RETRYABLE:
-                    return problem
-                retry_after = reply.retry_after
-            if attempt == self._max_attempts:
-                return problem
-            self.retried += 1
-            await asyncio.sleep(min(retry_after if retry_after is not None
-                                    else self._backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
-        return None  # unreachable: the last attempt returned
-
-
+# Publishers with a running sender, for the flush at exit; weak, so this is not what keeps
+# them alive (their sender thread does, until close()).
 _LIVE: "weakref.WeakSet[LogPublisher]" = weakref.WeakSet()
-_SENDER = threading.local()
-
-
-def in_sender_thread() -> bool:
-    """True on any publisher's background thread (its HTTP and NATS clients log there)."""
-    return getattr(_SENDER, "active", False)
 
 
 @atexit.register
