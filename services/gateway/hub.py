@@ -281,13 +281,14 @@ class Hub:
         would stay silent until the new stream passed that seq. Instead every connection is
         cut to resume, and the hub follows the new stream from its tail. True on a reset.
         """
+        seen = self.last_seq  # before asking: records fanned out meanwhile are newer than it
         identity, last = await self._source.identity()
         known = self._stream_identity
         self._stream_identity = identity
-        if known is None or (identity == known and last >= self.last_seq):
+        if known is None or (identity == known and last >= seen):
             return False
-        log.warning("stream LOGS was recreated (last seq %d, was %d): connections resume",
-                    last, self.last_seq)
+        log.warning("stream LOGS was recreated (last seq %d, had seen %d): connections resume",
+                    last, seen)
         async with self._lock:
             await self._stop_follow()
             self.last_seq = 0

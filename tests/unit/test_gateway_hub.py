@@ -169,3 +169,21 @@ async def test_a_recreated_stream_cuts_connections_to_resume_and_follows_the_new
     await hub.subscribe(new)
     seq = await publish(hub.source, "logs:etl:ws1:a")
     assert seq == 1 and await frames_of(new, 1) == [1]
+
+
+async def test_records_fanned_out_during_the_stream_check_are_not_taken_for_a_reset(hub):
+    sub = subscription("logs:etl:ws1:a")
+    await hub.subscribe(sub)
+    assert not await hub.check_stream()
+    real_identity = hub.source.identity
+
+    async def identity_while_records_arrive():
+        answer = await real_identity()  # the stream's state as of the question...
+        for _ in range(3):  # ...then records arrive and are fanned out before the answer
+            await publish(hub.source, "logs:etl:ws1:a")
+        await frames_of(sub, 3)
+        return answer
+
+    hub.source.identity = identity_while_records_arrive
+    assert not await hub.check_stream()
+    assert not sub.outbox.overflowed
