@@ -43,6 +43,7 @@ __all__ = [
     "TokenRegistry",
     "UserIdentity",
     "UserTokens",
+    "bearer_token",
     "hash_secret",
 ]
 
@@ -65,6 +66,16 @@ DEV_NATS_PRODUCER = ("producer", "producer")
 # Dev user tokens live half a working day: long enough for a demo, short enough to expire.
 DEV_USER_TOKEN_TTL_S = 12 * 3600
 _JWT_ALGORITHM = "HS256"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; ``None`` for any other header or none."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def hash_secret(secret: str) -> str:

@@ -12,7 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
 from shared.errors import Forbidden, Unauthenticated
-from shared.identities import UserIdentity, UserTokens
+from shared.identities import UserIdentity, UserTokens, bearer_token
 
 __all__ = ["SESSION_COOKIE", "credential_of", "require_admin", "require_user"]
 
@@ -22,10 +22,10 @@ SESSION_COOKIE = "logstream_session"
 def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | None:
     header = connection.headers.get("authorization")
     if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(header)
+        if token is None:
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-        return token.strip()
+        return token
     cookie = connection.cookies.get(SESSION_COOKIE)
     if cookie:
         return cookie

@@ -18,11 +18,11 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 
 from shared.errors import LogstreamError, PayloadTooLarge
-from shared.identities import TokenRegistry
+from shared.identities import TokenRegistry, bearer_token
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 from services.ingest.metrics import HTTP, IngestMetrics
 from services.ingest.nats_ingest import NatsIngest
-from services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest, bearer_credential
+from services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
 from services.ingest.publisher import JetStreamPublisher
 from services.ingest.settings import Settings
 
@@ -83,7 +83,7 @@ def _declared_length(request: Request) -> int | None:
 )
 async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
     headers = request.headers
-    credential = bearer_credential(headers.get("authorization")) or headers.get(
+    credential = bearer_token(headers.get("authorization")) or headers.get(
         "x-service-token")
     return await pipeline.publish(IngestRequest(
         transport=HTTP,

@@ -22,12 +22,12 @@ from nats.aio.msg import Msg
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT, connect_options
 from shared.web import status_of
+from shared.identities import bearer_token
 from services.ingest.metrics import NATS, IngestMetrics
 from services.ingest.pipeline import (
     JSON,
     IngestPipeline,
     IngestRequest,
-    bearer_credential,
     body_in_memory,
 )
 from services.ingest.settings import Settings
@@ -148,7 +148,7 @@ class NatsIngest:
             transport=NATS,
             content_type=_header(headers, "Content-Type") or JSON,
             declared_length=len(msg.data),
-            credential=bearer_credential(_header(headers, "Authorization")),
+            credential=bearer_token(_header(headers, "Authorization")),
             read_body=body_in_memory(msg.data),
         )
         try:

@@ -30,7 +30,6 @@ __all__ = [
     "IngestPipeline",
     "IngestRequest",
     "RecordStore",
-    "bearer_credential",
     "body_in_memory",
     "media_type_of",
 ]
@@ -73,16 +72,6 @@ def media_type_of(content_type: str | None) -> str:
             f"content type {shown} is not accepted; send {JSON} or {NDJSON}"
         )
     return media_type
-
-
-def bearer_credential(authorization: str | None) -> str | None:
-    """The token of ``Authorization: Bearer <token>``, or ``None``."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
 
 
 class IngestPipeline:

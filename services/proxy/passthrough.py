@@ -27,6 +27,7 @@ from litestar.response import Stream
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.channels import Channel
+from shared.identities import bearer_token
 from shared.sse import SSE_HEADERS, sse_frame
 
 __all__ = [
@@ -143,10 +144,8 @@ class GatewayPool:
 
 
 def _credential(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.cookies.get(SESSION_COOKIE) or request.query_params.get("access_token")
+    return (bearer_token(request.headers.get("authorization"))
+            or request.cookies.get(SESSION_COOKIE) or request.query_params.get("access_token"))
 
 
 def _user_id(token: str | None) -> str | None:

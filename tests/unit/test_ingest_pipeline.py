@@ -22,7 +22,7 @@ from shared.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from shared.identities import TokenRegistry
+from shared.identities import TokenRegistry, bearer_token
 from shared.records import ValidRecord
 from shared.settings import load_settings
 from services.ingest.metrics import HTTP, NATS, IngestMetrics
@@ -30,7 +30,6 @@ from services.ingest.nats_ingest import REPORT_PAYLOAD_CHARS, rejection_report
 from services.ingest.pipeline import (
     IngestPipeline,
     IngestRequest,
-    bearer_credential,
     body_in_memory,
     media_type_of,
 )
@@ -187,7 +186,7 @@ async def test_an_unavailable_broker_is_counted_and_propagated():
     (None, None), ("", None),
 ])
 def test_only_bearer_authorization_carries_a_token(header, token):
-    assert bearer_credential(header) == token
+    assert bearer_token(header) == token
 
 
 def test_media_types_other_than_json_and_ndjson_are_unsupported():
