@@ -33,6 +33,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from shared.identities import DEV_JWT_SECRET, DEV_USERS, UserTokens
+from shared.ingest_client import describe_error
 
 __all__ = ["DEFAULT_URL", "RecordPrinter", "TokenSource", "add_arguments", "plan_streams", "run"]
 
@@ -171,7 +172,7 @@ async def discover_routes(client: httpx.AsyncClient, base: str) -> list[dict] | 
     try:
         answer = await client.get(base + PROXY_ROUTES_PATH)
     except httpx.HTTPError as exc:
-        raise TailError(f"cannot reach {base}: {_describe(exc)}") from None
+        raise TailError(f"cannot reach {base}: {describe_error(exc)}") from None
     if answer.status_code != 200:
         return None
     try:
@@ -251,8 +252,8 @@ async def follow(client: httpx.AsyncClient, spec: StreamSpec, args: argparse.Nam
                 ending = await _read(source, cursor, printer, spec)
         except httpx.TransportError as exc:
             if cursor.last is None and cursor.failures == 0:
-                raise TailError(f"cannot reach {spec.url}: {_describe(exc)}") from None
-            ending = f"connection lost ({_describe(exc)})"
+                raise TailError(f"cannot reach {spec.url}: {describe_error(exc)}") from None
+            ending = f"connection lost ({describe_error(exc)})"
         if ending == "auth-expired":
             if not tokens.refreshable:
                 raise TailError("the token expired; give a fresh --token (or use --token-file, "
@@ -360,8 +361,3 @@ def run(args: argparse.Namespace) -> int:
 
 def _note(text: str) -> None:
     print(f"logstream tail: {text}", file=sys.stderr, flush=True)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

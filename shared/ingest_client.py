@@ -29,6 +29,7 @@ __all__ = [
     "Reply",
     "Transport",
     "TransportFailed",
+    "describe_error",
     "open_transport",
     "redact_url",
 ]
@@ -128,13 +129,13 @@ class HttpTransport:
             response = await self._client.post(self.url, content=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise TransportFailed(f"cannot connect to ingest at {redact_url(self.url)}: "
-                                  f"{_describe(exc)}", unreachable=True) from None
+                                  f"{describe_error(exc)}", unreachable=True) from None
         except httpx.TimeoutException:
             raise TransportFailed(f"no answer from {redact_url(self.url)} within "
                                   f"{REQUEST_TIMEOUT_S:g} s", unreachable=False) from None
         except httpx.HTTPError as exc:
             raise TransportFailed(f"request to {redact_url(self.url)} failed: "
-                                  f"{_describe(exc)}", unreachable=False) from None
+                                  f"{describe_error(exc)}", unreachable=False) from None
         return Reply(response.status_code, _body_of(response.content),
                      _retry_after(response.headers.get("retry-after")))
 
@@ -163,7 +164,7 @@ class NatsTransport:
 
         async def remember(exc: Exception) -> None:
             if not refused_by_all.is_set():
-                problems.append(_describe(exc))
+                problems.append(describe_error(exc))
                 if len(problems) >= len(servers):
                     refused_by_all.set()
 
@@ -184,7 +185,7 @@ class NatsTransport:
         elif isinstance(outcome, asyncio.CancelledError):
             reason = f"no answer within {timeout:g} s"
         else:
-            reason = _describe(outcome)
+            reason = describe_error(outcome)
         raise TransportFailed(f"cannot reach NATS at {redact_url(url)}: {reason}",
                               unreachable=True)
 
@@ -201,7 +202,7 @@ class NatsTransport:
             raise TransportFailed(f"no reply on {INGEST_SUBJECT} within {REQUEST_TIMEOUT_S:g} s",
                                   unreachable=False) from None
         except nats.errors.Error as exc:
-            raise TransportFailed(f"NATS request on {INGEST_SUBJECT} failed: {_describe(exc)}",
+            raise TransportFailed(f"NATS request on {INGEST_SUBJECT} failed: {describe_error(exc)}",
                                   unreachable=False) from None
         body = _body_of(msg.data)
         status = body.get("status")
@@ -226,7 +227,8 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
     return next((v for k, v in (headers or {}).items() if k.lower() == lowered), None)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """An exception as a person reads it: its type, and its words when it has any."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
