@@ -14,6 +14,7 @@ import pytest
 
 from shared.identities import DEV_JWT_SECRET, UserTokens
 from tests.support import ledger
+from tests.support.metrics import metric_value
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -148,11 +149,8 @@ async def test_200_connections_on_one_channel_cost_one_nats_read_per_record(
         gateways, js_writer, unique_id):
     gateway, channel = gateways[1], f"logs:etl:workspace123:{unique_id}"
 
-    async def records_read() -> float:
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"{gateway.url}/metrics")).text
-        return next(float(line.split()[1]) for line in text.splitlines()
-                    if line.startswith("logstream_gateway_records_read_total"))
+    def records_read() -> float:
+        return metric_value(gateway.url, "logstream_gateway_records_read_total")
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as client:
@@ -168,7 +166,7 @@ async def test_200_connections_on_one_channel_cost_one_nats_read_per_record(
                 async with asyncio.timeout(30):
                     while not (await lines.__anext__()).startswith("data: "):
                         pass
-            before = await records_read()
+            before = records_read()
             sent = [await js_writer.put(channel, f"to all {i}") for i in range(5)]
             for _, lines in responses:
                 got = []
@@ -178,7 +176,7 @@ async def test_200_connections_on_one_channel_cost_one_nats_read_per_record(
                         if line.startswith("data: "):
                             got.append(json.loads(line[6:])["seq"])
                 assert got == sent
-            assert await records_read() - before == len(sent)
+            assert records_read() - before == len(sent)
         finally:
             for response, _ in responses:
                 await response.aclose()

@@ -12,6 +12,7 @@ import pytest
 
 from shared.identities import DEV_JWT_SECRET, UserTokens
 from tests.integration.conftest import wait_until
+from tests.support.metrics import metric_value
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream
 
@@ -234,12 +235,9 @@ async def test_stats_count_connections_users_and_channels(gateway, unique_id):
 async def test_a_record_is_read_from_nats_once_for_many_connections(gateway, js_writer,
                                                                     unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
-    metric = "logstream_gateway_records_read_total"
 
     def records_read() -> float:
-        text = httpx.get(f"{gateway.url}/metrics").text
-        return next(float(line.split()[1]) for line in text.splitlines()
-                    if line.startswith(metric))
+        return metric_value(gateway.url, "logstream_gateway_records_read_total")
 
     tokens = [user(f"fan-{unique_id}-{i}", ("workspace123",)) for i in range(40)]
     async with asyncio.timeout(60):
