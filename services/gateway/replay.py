@@ -36,18 +36,22 @@ class ReplayPlan:
 
 async def plan_replay(source: LogSource, request: StreamRequest, filters: Sequence[str],
                       end_seq: int) -> ReplayPlan | None:
-    """What to replay for ``request`` given live delivery starts after ``end_seq``."""
-    first, _ = await source.bounds()
+    """What to replay for ``request`` given live delivery starts after ``end_seq``.
+
+    A plain live connection asks the broker nothing more here: the common case stays cheap.
+    """
     if request.last_event_id is not None:
         start = request.last_event_id + 1
         if start > end_seq:
             return None
+        first, _ = await source.bounds()
         gap = (start, first - 1) if start < first else None
         return ReplayPlan(max(start, first), end_seq, gap=gap)
     if request.tail is None and request.since is None:
         return None
     if request.since is not None and request.since > datetime.now(timezone.utc):
         return None  # JetStream would start a future start time at its last record
+    first, _ = await source.bounds()
     start = first
     if request.tail is not None:
         start = await _tail_start(source, filters, request.tail, first, end_seq)
