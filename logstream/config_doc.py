@@ -1,11 +1,16 @@
 """The README's configuration tables, generated from the settings classes.
 
-    python -m logstream.config_doc      prints them; tests/unit/test_readme.py checks the README
+    python -m logstream.config_doc           prints them
+    python -m logstream.config_doc --write   rewrites them in README.md (from the repo root)
+
+tests/unit/test_readme.py checks that the README holds exactly these tables.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 from shared.settings import settings_table
 
@@ -22,5 +27,16 @@ def configuration_tables() -> str:
     return "\n".join(parts)
 
 
+def rewrite_readme(readme: Path) -> None:
+    """Replace everything from the first service's heading to the next ``## `` heading."""
+    text = readme.read_text()
+    start = text.index(f"#### {SERVICES[0]}\n")
+    end = text.index("\n## ", start)
+    readme.write_text(text[:start] + configuration_tables() + text[end:])
+
+
 if __name__ == "__main__":
-    print(configuration_tables(), end="")
+    if "--write" in sys.argv[1:]:
+        rewrite_readme(Path("README.md"))
+    else:
+        print(configuration_tables(), end="")

@@ -37,7 +37,8 @@ from logstream.up_plan import (
     make_plan,
 )
 from shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_USER_TOKEN_TTL_S, DEV_USERS, UserTokens
+from shared.identities import DEV_JWT_SECRET, DEV_USER_TOKEN_TTL_S, DEV_USERS
+from shared.user_tokens import UserTokens
 
 __all__ = ["add_arguments", "run"]
 

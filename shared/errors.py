@@ -38,10 +38,14 @@ class LogstreamError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str, *, details: list[Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: list[Any] | None = None, rule: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        # Which rule refused the request, for the audit log (``shared.audit``); the code if unset.
+        self.rule = rule or self.code
 
     def to_body(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, "details": self.details}
@@ -78,8 +82,9 @@ class UnsupportedMediaType(LogstreamError):
 class RateLimited(LogstreamError):
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int = 1, details: list[Any] | None = None):
-        super().__init__(message, details=details)
+    def __init__(self, message: str, *, retry_after: int = 1, details: list[Any] | None = None,
+                 rule: str | None = None):
+        super().__init__(message, details=details, rule=rule)
         self.retry_after = retry_after
 
 

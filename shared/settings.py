@@ -36,9 +36,10 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
     """What every service takes. Subclasses add their own fields and checks."""
 
     env: Annotated[
-        Literal["dev", "prod"],
-        Meta(description="dev: built-in identities and dev routes; prod: none, secrets required"),
-    ] = "prod"
+        Literal["dev", "production"],
+        Meta(description="dev: built-in identities and dev routes; production: none of them, "
+                         "and every secret is required"),
+    ] = "production"
     host: Annotated[str, Meta(description="address to bind")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535, description="port to bind")] = 0
     nats_url: Annotated[

@@ -25,7 +25,7 @@ from services.gateway.subjects import covering_filters
 from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
-from shared.identities import UserTokens
+from shared.user_tokens import UserTokens
 from shared.nats_link import NatsLink
 from shared.sse import SSE_HEADERS
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes, status_of

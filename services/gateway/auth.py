@@ -12,7 +12,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
 from shared.errors import Forbidden, Unauthenticated
-from shared.identities import UserIdentity, UserTokens, bearer_token
+from shared.identities import bearer_token
+from shared.user_tokens import UserIdentity, UserTokens
 
 __all__ = ["SESSION_COOKIE", "credential_of", "require_admin", "require_user"]
 

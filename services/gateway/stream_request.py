@@ -14,7 +14,7 @@ from litestar.connection import ASGIConnection
 from shared.channels import ChannelPattern, parse_pattern
 from shared.durations import parse_duration
 from shared.errors import Forbidden, InvalidChannel, InvalidRequest
-from shared.identities import UserIdentity
+from shared.user_tokens import UserIdentity
 from shared.records import LEVELS, level_rank, parse_rfc3339
 
 __all__ = ["MAX_TAIL", "StreamRequest", "authorise", "parse_stream_request"]

@@ -18,7 +18,8 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 
 from shared.errors import LogstreamError, PayloadTooLarge
-from shared.identities import TokenRegistry, bearer_token
+from shared.identities import bearer_token
+from shared.service_tokens import TokenRegistry
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 from services.ingest.metrics import HTTP, IngestMetrics
 from services.ingest.nats_ingest import NatsIngest

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, Protocol, Sequence
 import msgspec
 
 from shared.errors import Forbidden, LogstreamError, PayloadTooLarge, UnsupportedMediaType
-from shared.identities import ServiceToken, TokenRegistry
+from shared.service_tokens import ServiceToken, TokenRegistry
 from shared.records import ValidRecord, decode_batch, validate_records
 from shared.web import status_of
 from services.ingest.metrics import IngestMetrics

@@ -35,7 +35,8 @@ from services.proxy.passthrough import (
 from services.proxy.routes import Route, RouteTable, load_routes
 from services.proxy.settings import Settings
 from shared.errors import InvalidRequest, LogstreamError
-from shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS, UserTokens
+from shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
+from shared.user_tokens import UserTokens
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
 __all__ = ["create_app"]

@@ -11,7 +11,8 @@ import re
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET, UserTokens
+from shared.identities import DEV_JWT_SECRET
+from shared.user_tokens import UserTokens
 
 pytestmark = pytest.mark.browser
 

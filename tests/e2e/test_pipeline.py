@@ -11,7 +11,8 @@ import httpx
 import nats as nats_py
 import pytest
 
-from shared.identities import DEV_JWT_SECRET, UserTokens
+from shared.identities import DEV_JWT_SECRET
+from shared.user_tokens import UserTokens
 from tests.integration.conftest import wait_until
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream

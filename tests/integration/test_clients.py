@@ -24,7 +24,8 @@ from logstream import LogPublisher, LogstreamHandler
 from logstream.cli import main
 from logstream.publisher import PublishFailed
 from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
+from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.user_tokens import UserTokens
 from shared.nats_link import STREAM_NAME
 from tests.support import ledger
 from tests.support.jetstream import stored

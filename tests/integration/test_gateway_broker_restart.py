@@ -8,7 +8,8 @@ import shutil
 import nats as nats_py
 
 from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
+from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.user_tokens import UserTokens
 from shared.nats_link import ensure_stream
 from tests.support import ledger
 from tests.support.processes import ServiceProcess

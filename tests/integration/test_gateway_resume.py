@@ -9,7 +9,8 @@ import httpx
 import nats as nats_py
 import pytest
 
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens
+from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.user_tokens import UserTokens
 from shared.nats_link import ensure_stream
 from tests.support import ledger
 from tests.support.processes import ServiceProcess

@@ -22,7 +22,8 @@ from shared.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from shared.identities import TokenRegistry, bearer_token
+from shared.identities import bearer_token
+from shared.service_tokens import TokenRegistry
 from shared.records import ValidRecord
 from shared.settings import load_settings
 from services.ingest.metrics import HTTP, NATS, IngestMetrics

@@ -27,7 +27,7 @@ DEV = {"LOGSTREAM_ENV": "dev"}
 
 def test_defaults_apply_when_nothing_is_given():
     settings = load_settings(ServiceSettings, {})
-    assert (settings.env, settings.host, settings.nats_url) == ("prod", "127.0.0.1",
+    assert (settings.env, settings.host, settings.nats_url) == ("production", "127.0.0.1",
                                                                 "nats://127.0.0.1:4222")
     assert settings.service_names == {"etl", "faas", "analytics", "platform"}
 
@@ -165,8 +165,8 @@ def test_the_proxy_in_production_needs_no_secret_but_a_valid_gateway_url():
 
 @pytest.mark.parametrize(
     ("env", "query_token", "accepted"),
-    [("dev", "auto", True), ("prod", "auto", False), ("dev", "off", False),
-     ("prod", "on", True), ("dev", "on", True), ("prod", "off", False)],
+    [("dev", "auto", True), ("production", "auto", False), ("dev", "off", False),
+     ("production", "on", True), ("dev", "on", True), ("production", "off", False)],
 )
 def test_query_tokens_are_on_in_dev_and_off_in_production_unless_set(env, query_token, accepted):
     settings = load_settings(GatewaySettings, {

@@ -24,7 +24,8 @@ from logstream.tail import (
     plan_streams,
     route_match,
 )
-from shared.identities import DEV_JWT_SECRET, UserTokens
+from shared.identities import DEV_JWT_SECRET
+from shared.user_tokens import UserTokens
 from shared.sse import sse_frame
 
 CHANNEL = "logs:etl:workspace123:workflow456"
