@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.embedded_nats import EmbeddedNats  # noqa: E402
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE, UserTokens  # noqa: E402
+from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE  # noqa: E402
+from shared.user_tokens import UserTokens  # noqa: E402
 
 TOKEN = UserTokens(DEV_JWT_SECRET).issue("user123", ["workspace123"])
 
