@@ -139,7 +139,12 @@ def notable(line: str) -> str | None:
         entry = None
     if isinstance(entry, dict):
         level = str(entry.get("level", "")).lower()
-        return f"{level}: {entry.get('msg', '')}" if level in _NOTABLE_LEVELS else None
+        if level not in _NOTABLE_LEVELS:
+            return None
+        if entry.get("audit") == "denied":  # who was refused what, by which rule
+            return (f"{level}: denied {entry.get('who')} {entry.get('what')} "
+                    f"({entry.get('rule')})")
+        return f"{level}: {entry.get('msg', '')}"
     if any(mark in line for mark in _ROUTINE_MARKS):
         return None
     return line if any(mark in line for mark in _TROUBLE_MARKS) else None

@@ -120,7 +120,7 @@ class TokenSource:
                 return Path(self.path).read_text().strip()
             except OSError as exc:
                 raise TailError(f"cannot read --token-file {self.path}: {exc.strerror}")
-        return UserTokens(DEV_JWT_SECRET).issue(self.dev_user, DEV_USERS[self.dev_user])
+        return UserTokens(DEV_JWT_SECRET).issue_dev(self.dev_user)
 
 
 @dataclass(frozen=True)

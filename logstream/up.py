@@ -37,7 +37,8 @@ from logstream.up_plan import (
     make_plan,
 )
 from shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_USER_TOKEN_TTL_S, DEV_USERS
+from shared.identities import DEV_JWT_SECRET, DEV_NATS_PRODUCER, DEV_USER_TOKEN_TTL_S
+from shared.nats_link import INGEST_SUBJECT, inbox_prefix, redact_url
 from shared.user_tokens import UserTokens
 
 __all__ = ["add_arguments", "run"]
@@ -257,7 +258,7 @@ def _answers_ready(url: str) -> bool:
 
 
 def banner(plan: Plan) -> str:
-    token = UserTokens(DEV_JWT_SECRET).issue(DEMO_USER, DEV_USERS[DEMO_USER])
+    token = UserTokens(DEV_JWT_SECRET).issue_dev(DEMO_USER)
     workspace, workflow = DEMO_CHANNEL.split(":")[2:]
     proxy, ingest = plan.url("proxy"), plan.url("ingest")
     gateway = plan.url(plan.roles("gateway")[0])
@@ -284,15 +285,20 @@ def banner(plan: Plan) -> str:
 
 
 def _broker_lines(plan: Plan) -> list[str]:
-    if not plan.clustered or plan.nats_url:
-        return [f"  Broker:      {plan.broker_url}"]
+    if plan.nats_url:  # its own users: whatever credentials the URL carries
+        return [f"  Broker:      {redact_url(plan.broker_url)}"]
+    first_node = f"{plan.url_host}:{plan.ports[plan.roles('nats')[0]]}"
+    producer = [f"  NATS producers: nats://{':'.join(DEV_NATS_PRODUCER)}@{first_node}, inbox "
+                f"prefix {inbox_prefix('producer')} (may publish to {INGEST_SUBJECT} only)"]
+    if not plan.clustered:
+        return [f"  Broker:      {plan.broker_url}", *producer]
     lines = [f"  Broker:      NATS cluster {CLUSTER_NAME!r} of {plan.nodes} nodes, JetStream "
              f"stream LOGS with {plan.nodes} replicas"]
     lines += [f"    {role:<11}nats://{plan.url_host}:{plan.ports[role]} (routes on port "
               f"{plan.ports[role + ' routes']})" for role in plan.roles("nats")]
     lines.append(f"  Gateways:    {plan.nodes}, behind the proxy")
     lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("gateway")]
-    return lines
+    return lines + producer
 
 
 def _say(text: str) -> None:

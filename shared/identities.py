@@ -11,8 +11,10 @@ from shared.channels import WILDCARD
 
 __all__ = [
     "DEV_JWT_SECRET",
+    "DEV_NATS_GATEWAY",
+    "DEV_NATS_INGEST",
     "DEV_NATS_PRODUCER",
-    "DEV_NATS_SERVICE",
+    "DEV_NATS_USERS",
     "DEV_SERVICE_TOKENS",
     "DEV_USERS",
     "DEV_USER_TOKEN_TTL_S",
@@ -32,9 +34,17 @@ DEV_USERS: dict[str, tuple[str, ...]] = {
     "admin": (WILDCARD,),
 }
 DEV_JWT_SECRET = "logstream-dev-only-jwt-secret-never-use-in-production"
-# The embedded broker's NATS users: services connect as the first, producers as the second.
-DEV_NATS_SERVICE = ("logstream", "logstream-dev")
+# The embedded broker's NATS users (user, password), one per role, each allowed only what that
+# role does (shared.nats_permissions): ingest writes logs.>, the gateway reads the stream, a
+# producer may only publish to ingest.logs (CONTRACT section 5 names its password).
+DEV_NATS_INGEST = ("ingest", "ingest-dev")
+DEV_NATS_GATEWAY = ("gateway", "gateway-dev")
 DEV_NATS_PRODUCER = ("producer", "producer")
+DEV_NATS_USERS: dict[str, tuple[str, str]] = {
+    "ingest": DEV_NATS_INGEST,
+    "gateway": DEV_NATS_GATEWAY,
+    "producer": DEV_NATS_PRODUCER,
+}
 # Dev user tokens live half a working day: long enough for a demo, short enough to expire.
 DEV_USER_TOKEN_TTL_S = 12 * 3600
 

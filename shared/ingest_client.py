@@ -19,7 +19,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from shared.nats_link import INGEST_SUBJECT
+from shared.nats_link import INGEST_SUBJECT, inbox_prefix
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -169,7 +169,7 @@ class NatsTransport:
                     refused_by_all.set()
 
         connecting = asyncio.ensure_future(nats.connect(
-            servers=servers, name=name, error_cb=remember,
+            servers=servers, name=name, error_cb=remember, inbox_prefix=inbox_prefix("producer"),
             connect_timeout=timeout, reconnect_time_wait=0.5, max_reconnect_attempts=-1))
         failing = asyncio.ensure_future(refused_by_all.wait())
         await asyncio.wait({connecting, failing}, timeout=timeout,

@@ -1,15 +1,26 @@
-"""The services' link to NATS: a bounded first connect, endless reconnects, and the LOGS stream.
+"""The services' link to NATS: who it logs in as, a bounded first connect, endless reconnects,
+and the LOGS stream.
 
 A service must fail fast when the broker is not there at start (``connect_timeout``), but once
 it has connected it keeps reconnecting for ever, and reports its state so ``/ready`` can say
 503 while the link is down.
+
+Each service connects as its own NATS role (``ingest``, ``gateway``): in dev mode as that role's
+built-in user unless a login is given (credentials in the URL, user/password, a ``.creds`` file
+or an nkey seed file), and always with the role's own inbox prefix (``_INBOX_<role>``), so a
+broker can let each user subscribe to its own replies and deliveries and no one else's
+(shared.nats_permissions). A permissions violation the broker reports on a service's connection
+is one audit line (``rule="nats_permissions"``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlparse
 
 import nats
 from nats.aio.client import Client
@@ -17,8 +28,9 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from shared import audit
 from shared.errors import BrokerUnavailable
-from shared.identities import DEV_NATS_SERVICE
+from shared.identities import DEV_NATS_USERS
 from shared.settings import ServiceSettings
 
 __all__ = [
@@ -27,8 +39,14 @@ __all__ = [
     "REJECTED_SUBJECT",
     "STREAM_NAME",
     "NatsLink",
+    "broker_options",
     "connect_options",
     "ensure_stream",
+    "inbox_prefix",
+    "nats_login_name",
+    "permission_auditor",
+    "redact_url",
+    "role_of",
 ]
 
 STREAM_NAME = "LOGS"
@@ -39,15 +57,79 @@ REJECTED_SUBJECT = "ingest.rejected"
 RECONNECT_WAIT_S = 0.5
 # Publishes made while the link is down are buffered up to this much, then refused.
 PENDING_BYTES = 8 * 1024 * 1024
+# How nats-server words a refused PUB or SUB: 'Permissions Violation for Publish to "logs.x"'.
+# nats-py 2.16 lowercases that text before error_cb sees it, subject included, so an audit
+# line's ``what`` is the subject in lower case.
+_VIOLATION = re.compile(r"permissions violation for (\w+) to \"([^\"]*)\"", re.IGNORECASE)
 
 log = logging.getLogger("logstream.nats")
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+def inbox_prefix(role: str) -> str:
+    """A role's own inbox prefix: its replies and push deliveries come to ``<prefix>.>``."""
+    return f"_INBOX_{role}"
+
+
+def role_of(settings: ServiceSettings) -> str:
+    """The NATS role a service connects as: its Settings' ``nats_role``, else its package name
+    (``services.gateway.settings`` -> ``gateway``); empty for settings of no service."""
+    if settings.nats_role:
+        return settings.nats_role
+    parts = type(settings).__module__.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "services" else ""
+
+
+def _login(settings: ServiceSettings) -> dict[str, Any]:
+    """The one login ``settings.check`` allowed, as ``nats.connect`` keywords."""
+    if settings.nats_creds_file:
+        return {"user_credentials": settings.nats_creds_file}
+    if settings.nats_nkey_file:
+        return {"nkeys_seed": settings.nats_nkey_file}
+    if settings.nats_user:
+        return {"user": settings.nats_user, "password": settings.nats_password}
+    if any(urlparse(url).username for url in settings.nats_servers):
+        return {}  # the URL's own credentials
+    dev_user = DEV_NATS_USERS.get(role_of(settings)) if settings.dev else None
+    if dev_user:  # outside dev mode there is no default login
+        return {"user": dev_user[0], "password": dev_user[1]}
+    return {}
+
+
+def nats_login_name(settings: ServiceSettings) -> str:
+    """Who the broker sees, for audit lines: a user name, an nkey, or the creds file's name."""
+    login = _login(settings)
+    if "user" in login:
+        return login["user"]
+    if "nkeys_seed" in login:
+        return _public_nkey(login["nkeys_seed"])
+    if "user_credentials" in login:
+        return f"creds:{Path(login['user_credentials']).name}"
+    url_users = [urlparse(url).username for url in settings.nats_servers]
+    return next((user for user in url_users if user), "anonymous")
+
+
+def _public_nkey(seed_file: str) -> str:
+    try:
+        import nkeys
+
+        return nkeys.from_seed(Path(seed_file).read_bytes().strip()).public_key.decode()
+    except Exception:  # unreadable or not a seed: the connect itself will say so
+        return f"nkey:{Path(seed_file).name}"
+
+
+def redact_url(url: str) -> str:
+    """A server list fit for a log line: a password, or a token (``nats://TOKEN@host``), in it
+    replaced by ``***``."""
+    def mask(found: re.Match) -> str:
+        user, colon, _ = found.group(1).partition(":")
+        return f"//{user}:***@" if colon else "//***@"
+
+    return ",".join(re.sub(r"//([^@/]*)@", mask, part) for part in url.split(","))
 
 
 def connect_options(settings: ServiceSettings, *, name: str) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect`` (and FastStream's ``NatsBroker``)."""
-    user, password = settings.nats_user, settings.nats_password
-    if settings.dev and not user:
-        user, password = DEV_NATS_SERVICE
+    """Keyword arguments for ``nats.connect``: servers, login, inbox prefix, reconnects."""
     options: dict[str, Any] = {
         "servers": settings.nats_servers,
         "name": name,
@@ -55,10 +137,48 @@ def connect_options(settings: ServiceSettings, *, name: str) -> dict[str, Any]:
         "reconnect_time_wait": RECONNECT_WAIT_S,
         "max_reconnect_attempts": -1,
         "pending_size": PENDING_BYTES,
+        **_login(settings),
     }
-    if user:
-        options["user"], options["password"] = user, password
+    role = role_of(settings)
+    if role:
+        options["inbox_prefix"] = inbox_prefix(role)
     return options
+
+
+def broker_options(settings: ServiceSettings, *, name: str) -> dict[str, Any]:
+    """The same for FastStream's ``NatsBroker``: the login as its ``security=`` object, and an
+    error callback that audits permission violations."""
+    from faststream.nats.security import NatsCredentials, NatsNKey, NatsUserPassword
+
+    options = connect_options(settings, name=name)
+    if "user_credentials" in options:
+        options["security"] = NatsCredentials.from_file(options.pop("user_credentials"))
+    elif "nkeys_seed" in options:
+        options["security"] = NatsNKey.from_file(options.pop("nkeys_seed"))
+    elif "user" in options:
+        options["security"] = NatsUserPassword(options.pop("user"), options.pop("password"))
+    options["error_cb"] = permission_auditor(settings)
+    return options
+
+
+def permission_auditor(settings: ServiceSettings,
+                       then: ErrorCallback | None = None) -> ErrorCallback:
+    """An ``error_cb`` writing one audit line per permissions violation, then calling ``then``
+    (or logging the error at debug level)."""
+    who = f"nats:{nats_login_name(settings)}"
+
+    async def on_error(exc: Exception) -> None:
+        found = _VIOLATION.search(str(exc))
+        if found:
+            action, subject = found.groups()
+            audit.denied(who=who, what=subject, rule="nats_permissions", via="nats",
+                         reason=f"the broker refused {action.lower()} to {subject}")
+        if then is not None:
+            await then(exc)
+        else:
+            log.debug("nats: %s", exc)
+
+    return on_error
 
 
 class NatsLink:
@@ -91,7 +211,7 @@ class NatsLink:
             log.info("broker link back")
 
         options = connect_options(settings, name=name)
-        options.setdefault("error_cb", quiet_error)
+        options.setdefault("error_cb", permission_auditor(settings, quiet_error))
         options.setdefault("disconnected_cb", disconnected)
         options.setdefault("reconnected_cb", reconnected)
         options.update(callbacks)
@@ -103,8 +223,9 @@ class NatsLink:
             # A timeout hides why: name what the broker last said (e.g. Authorization Violation).
             reason = last_error[0] if last_error else exc
             raise BrokerUnavailable(
-                f"cannot reach NATS at {settings.nats_url} (nats_url, LOGSTREAM_NATS_URL; "
-                f"waited up to {settings.connect_timeout:g}s): {type(reason).__name__} {reason}"
+                f"cannot reach NATS at {redact_url(settings.nats_url)} as "
+                f"{nats_login_name(settings)} (nats_url, LOGSTREAM_NATS_URL; waited up to "
+                f"{settings.connect_timeout:g}s): {type(reason).__name__} {reason}"
             ) from None
         return cls(nc)
 

@@ -22,6 +22,7 @@ __all__ = [
     "LEVELS",
     "MAX_BATCH_RECORDS",
     "MAX_FIELDS_BYTES",
+    "MAX_FIELDS_DEPTH",
     "MAX_MESSAGE_BYTES",
     "PublishedRecord",
     "StoredRecord",
@@ -38,6 +39,9 @@ __all__ = [
 # CONTRACT section 3 limits. A message over 64 KiB is a document, not a log line.
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_FIELDS_BYTES = 16 * 1024
+# Nesting of ``fields``: real structured logs go a few levels deep. A bound far below Python's
+# recursion limit means no record that passed validation can fail to encode further on.
+MAX_FIELDS_DEPTH = 32
 MAX_SOURCE_CHARS = 128
 MAX_ID_CHARS = 128
 # CONTRACT section 4: a batch holds at most 1,000 records.
@@ -99,6 +103,17 @@ _NAMED_FIELD = re.compile(r"field `([^`]*)`")
 
 def decode_batch(body: bytes, media_type: str, *, max_records: int = MAX_BATCH_RECORDS):
     """Decode a request body into records, or raise with every problem named by index and field."""
+    try:
+        return _decode_batch(body, media_type, max_records)
+    except RecursionError:  # JSON nested hundreds deep: msgspec gives up, and so do we
+        raise InvalidRequest("body is nested too deeply to hold log records") from None
+    # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"body is not valid UTF-8 ({exc.reason}: byte "
+                             f"0x{exc.object[exc.start]:02x})") from None
+
+
+def _decode_batch(body: bytes, media_type: str, max_records: int):
     if media_type == "application/x-ndjson":
         lines = [line for line in body.split(b"\n") if line.strip()]
         _check_count(len(lines), max_records)
@@ -207,6 +222,8 @@ def _validate_one(record, publisher, services, received, received_at) -> ValidRe
     level = _LEVEL_ALIASES.get(record.level.lower(), record.level.lower())
     if level not in _LEVEL_RANK:
         raise _FieldProblem("level", f"level {record.level!r} is not one of {', '.join(LEVELS)}")
+    if record.fields is not None and _depth(record.fields) > MAX_FIELDS_DEPTH:
+        raise _FieldProblem("fields", f"fields nest deeper than {MAX_FIELDS_DEPTH} levels")
     if record.fields is not None and len(_ENCODER.encode(record.fields)) > MAX_FIELDS_BYTES:
         raise _FieldProblem("fields", f"fields encode to over {MAX_FIELDS_BYTES} bytes")
     timestamp = received_at if record.timestamp is None else _timestamp(record.timestamp)
@@ -222,6 +239,20 @@ def _validate_one(record, publisher, services, received, received_at) -> ValidRe
         id=record.id,
     )
     return ValidRecord(channel, stored)
+
+
+def _depth(value: Any) -> int:
+    """How deep objects and arrays nest in ``value``; iterative, and it stops past the limit."""
+    deepest, pending = 0, [(value, 1)]
+    while pending and deepest <= MAX_FIELDS_DEPTH:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _timestamp(value: str | int) -> str:

@@ -9,7 +9,9 @@ start instead of failing later. Nothing here reads the environment at import tim
 from __future__ import annotations
 
 import argparse
-from typing import Annotated, Any, Literal, Mapping, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar
+from urllib.parse import urlparse
 
 import msgspec
 from msgspec import Meta
@@ -46,9 +48,16 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
         str, Meta(min_length=1, description="NATS server URL(s), comma-separated")
     ] = "nats://127.0.0.1:4222"
     nats_user: Annotated[
-        str, Meta(description="NATS user (dev default: the embedded broker's service user)")
+        str, Meta(description="NATS user (dev default: the embedded broker's user of this "
+                              "service); or credentials in nats_url, or a creds/nkey file")
     ] = ""
-    nats_password: Annotated[str, Meta(description="NATS password")] = ""
+    nats_password: Annotated[str, Meta(description="NATS password of nats_user")] = ""
+    nats_creds_file: Annotated[
+        str, Meta(description="NATS .creds file (user JWT and nkey seed), instead of nats_user")
+    ] = ""
+    nats_nkey_file: Annotated[
+        str, Meta(description="NATS nkey seed file, instead of nats_user")
+    ] = ""
     connect_timeout: Annotated[
         float, Meta(gt=0, le=120, description="seconds a first broker connect may take")
     ] = 5.0
@@ -58,6 +67,10 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="stderr log level")
     ] = "info"
+
+    # Which NATS role the service connects as: its dev user and its inbox prefix
+    # (shared.nats_link). Unset, it is the service's package name (services.<role>.settings).
+    nats_role: ClassVar[str] = ""
 
     @property
     def dev(self) -> bool:
@@ -79,6 +92,26 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"invalid setting services ({env_name('services')}): {self.services!r} must be "
                 "a comma-separated list of channel segments"
             )
+        self._check_nats_login()
+
+    def _check_nats_login(self) -> None:
+        """At most one way to log in to NATS, and a credential file that is there."""
+        ways = [name for name in ("nats_user", "nats_creds_file", "nats_nkey_file")
+                if getattr(self, name)]
+        if any(urlparse(url).username for url in self.nats_servers):
+            ways.insert(0, "nats_url")  # nats://user:password@host carries its own login
+        if len(ways) > 1:
+            first, second = (f"{name} ({env_name(name)})" for name in ways[:2])
+            raise SettingsError(f"invalid settings: {first} and {second} are two ways to log "
+                                "in to NATS; give one")
+        if self.nats_password and not self.nats_user:
+            raise SettingsError(f"invalid setting nats_password ({env_name('nats_password')}): "
+                                f"it needs nats_user ({env_name('nats_user')})")
+        for name in ("nats_creds_file", "nats_nkey_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise SettingsError(f"invalid setting {name} ({env_name(name)}): no file at "
+                                    f"{path!r}")
 
 
 def require_in_production(settings: ServiceSettings, name: str, what: str) -> None:

@@ -1,15 +1,19 @@
 """The one Server-Sent Events frame encoder.
 
 Frames are bytes, built once and shared by every connection that receives them. ``id`` and
-``event`` lose CR, LF and NUL, so no value can inject a field (Mercure warns of this); ``data``
-is split on line breaks into one ``data:`` line each, as the SSE spec reads them back.
+``event`` lose every ASCII control character (CR, LF and NUL above all), so no value can inject
+a field (Mercure warns of this); ``data`` is split on line breaks into one ``data:`` line each,
+as the SSE spec reads them back, and loses NUL. Only CR and LF end a line in SSE; record JSON
+escapes both (and every other character below 0x20), so a record is one ``data:`` line.
 """
 
 from __future__ import annotations
 
 __all__ = ["HEARTBEAT", "SSE_HEADERS", "sse_frame"]
 
-_UNSAFE = {ord("\r"): None, ord("\n"): None, 0: None}
+# CR, LF and NUL would end a line or void an id; the other controls have no business in an id
+# or an event name either (ours are sequence numbers and fixed words).
+_UNSAFE = dict.fromkeys([*range(0x20), 0x7F])
 # Header set on every stream: no caching, and no buffering in nginx-style proxies.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 HEARTBEAT = b": hb\n\n"

@@ -11,7 +11,9 @@ import msgspec
 
 __all__ = ["JsonFormatter", "configure_logging", "uvicorn_log_config"]
 
-_ENCODER = msgspec.json.Encoder()
+# A value JSON cannot hold (a Path, an exception) is written as its str(): a log line, above all
+# an audit line, must never be lost to a "Logging error" because of one extra field.
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 

@@ -14,6 +14,7 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared import audit
 from shared.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -28,8 +29,10 @@ from shared.settings import ServiceSettings
 from shared.structured_logging import uvicorn_log_config
 
 __all__ = [
+    "AUDITED_STATUSES",
     "EXCEPTION_HANDLERS",
     "ServiceState",
+    "audit_denial",
     "error_response",
     "run_service",
     "service_routes",
@@ -45,6 +48,8 @@ _STATUS = (
     (RateLimited, 429),
     (BrokerUnavailable, 503),
 )
+# The statuses that are denials: each one leaves one line in the audit log (``shared.audit``).
+AUDITED_STATUSES = frozenset({401, 403, 429})
 # uvicorn's own backstop after SIGTERM: our streams close at once on the drain event; this only
 # bounds a handler that ignores it.
 GRACEFUL_SHUTDOWN_S = 5
@@ -66,18 +71,43 @@ def error_response(exc: LogstreamError) -> Response:
                     media_type=MediaType.JSON)
 
 
-def _logstream_error(_: Request, exc: LogstreamError) -> Response:
-    return error_response(exc)
+def _logstream_error(request: Request, exc: LogstreamError) -> Response:
+    response = error_response(exc)
+    if response.status_code in AUDITED_STATUSES:
+        audit_denial(request, rule=exc.rule, status=response.status_code, reason=exc.message)
+    return response
 
 
-def _http_error(_: Request, exc: HTTPException) -> Response:
+def _http_error(request: Request, exc: HTTPException) -> Response:
     code = "".join("_" + c.lower() if c.isupper() else c for c in type(exc).__name__).lstrip("_")
-    body: dict[str, Any] = {"error": code.removesuffix("_exception") or "http_error",
-                            "message": str(exc.detail), "details": []}
+    code = code.removesuffix("_exception") or "http_error"
+    body: dict[str, Any] = {"error": code, "message": str(exc.detail), "details": []}
     if getattr(exc, "extra", None):
         body["details"] = exc.extra if isinstance(exc.extra, list) else [exc.extra]
+    if exc.status_code in AUDITED_STATUSES:  # Litestar's own guards and middleware refuse too
+        audit_denial(request, rule=code, status=exc.status_code, reason=str(exc.detail))
     return Response(body, status_code=exc.status_code, headers=exc.headers or {},
                     media_type=MediaType.JSON)
+
+
+def audit_denial(request: Request, *, rule: str, status: int, reason: str) -> None:
+    """One audit line for a refused request: who (as a guard recorded it), method and path.
+
+    ``what`` is the path alone: the query string may carry ``access_token``. A failure to log
+    must never turn a 401 into a 500, so it is logged and swallowed.
+    """
+    try:
+        who = request.state.get("audit_who")
+        audit.denied(
+            who=str(who) if who else audit.ANONYMOUS,
+            what=f"{request.method} {request.url.path}",
+            rule=rule,
+            status=status,
+            remote=request.client.host if request.client else None,
+            reason=reason,
+        )
+    except Exception:  # noqa: BLE001 - the response matters more than its audit line
+        log.exception("could not write the audit line of a denial")
 
 
 def _unexpected(_: Request, exc: Exception) -> Response:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import nats as nats_py
 import pytest
 
 from tests.support import ledger
-from shared.embedded_nats import EmbeddedNats
-from tests.support.nats_source import NatsUnderTest, free_port, start_nats
+from tests.support.nats_source import NatsUnderTest, embedded_for_tests, free_port, start_nats
 from tests.support.processes import ServiceProcess
 
 _SOURCE: list[str] = []
@@ -71,8 +69,9 @@ def stack(nats_server, log_dir) -> Stack:
 @pytest.fixture
 def own_broker(tmp_path):
     """A nats-server of this test's own, which it may kill and bring back on the same port and
-    store (the session's broker is shared and must stay up)."""
-    broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
+    store (the session's broker is shared and must stay up). Its users are those of
+    ``logstream up`` plus the test superuser (``tests.support.nats_source``)."""
+    broker = embedded_for_tests(port=free_port(), store_dir=tmp_path / "nats").start()
     yield broker
     broker.stop()
 
@@ -85,8 +84,8 @@ def unique_id() -> str:
 
 @pytest.fixture
 async def nc(nats_server):
-    """A plain nats-py client as the services' user, for checking what reached the broker."""
-    client = await nats_py.connect(nats_server.service_url, connect_timeout=2,
-                                   max_reconnect_attempts=1)
+    """A plain nats-py client as the gateway's user (it reads the stream), for checking what
+    reached the broker."""
+    client = await nats_server.connect("gateway")
     yield client
     await client.close()

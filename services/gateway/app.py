@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.response import Stream
 
-from services.gateway.auth import require_admin, require_user
+from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
 from services.gateway.hub import Hub, Subscription
 from services.gateway.metrics import GatewayMetrics
@@ -25,7 +25,6 @@ from services.gateway.subjects import covering_filters
 from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
-from shared.user_tokens import UserTokens
 from shared.nats_link import NatsLink
 from shared.sse import SSE_HEADERS
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes, status_of
@@ -35,6 +34,10 @@ __all__ = ["Settings", "create_app"]
 log = logging.getLogger("logstream.gateway")
 # How soon a recreated stream (its seqs starting over) is noticed: one cheap request per period.
 STREAM_CHECK_S = 2.0
+# A client over its connection cap waits this long: about the time a closed tab takes to let go.
+CONNECTION_CAP_RETRY_S = 5
+# X-User-Id/X-Workspace-Id are logged, never trusted; a longer value is cut, not stored.
+MAX_CLAIMED_CHARS = 128
 
 
 class GatewayState:
@@ -72,7 +75,9 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
     authorise(user, wanted)
     if gateway.per_user[user.user_id] >= settings.max_connections_per_user:
         raise RateLimited(f"user {user.user_id!r} already has "
-                          f"{settings.max_connections_per_user} open streams", retry_after=5)
+                          f"{settings.max_connections_per_user} open streams; close one or "
+                          "retry later", retry_after=CONNECTION_CAP_RETRY_S,
+                          rule="connection_cap")
     if gateway.link is None or not gateway.link.connected:
         raise BrokerUnavailable("the broker is unavailable; retry shortly")
     sub = Subscription(uuid.uuid4().hex[:16], user.user_id, wanted.patterns,
@@ -96,8 +101,8 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
     log.info("stream opened", extra={
         "connection_id": sub.connection_id, "user_id": user.user_id,
         "channels": [str(p) for p in sub.patterns], "cursor": cursor,
-        "claimed_user": request.headers.get("x-user-id"),
-        "claimed_workspace": request.headers.get("x-workspace-id")})
+        "claimed_user": _claimed(request, "x-user-id"),
+        "claimed_workspace": _claimed(request, "x-workspace-id")})
 
     def on_end(reason: str) -> None:
         _release(gateway, user.user_id)
@@ -109,6 +114,11 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
                           request.app.state.service.draining, user.expires_at, on_end,
                           gateway.source, plan)
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _claimed(request: Request, header: str) -> str | None:
+    value = request.headers.get(header)
+    return value[:MAX_CLAIMED_CHARS] if value is not None else None
 
 
 def _release(gateway: GatewayState, user_id: str) -> None:
@@ -200,7 +210,7 @@ def create_app(settings: Settings) -> Litestar:
     app.state.service = service
     app.state.gateway = gateway
     app.state.settings = settings
-    app.state.user_tokens = UserTokens(settings.user_token_secret)
+    app.state.user_tokens = user_tokens_for(settings)
     return app
 
 

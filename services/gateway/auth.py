@@ -1,23 +1,45 @@
 """Who is asking: the user's credential, verified, and the guards built on it (CONTRACT 6).
 
 The credential comes from ``Authorization: Bearer``, else the ``logstream_session`` cookie,
-else (only where enabled: dev mode by default) the ``access_token`` query parameter. The
-identity comes from the verified token alone; ``X-User-Id``/``X-Workspace-Id`` are recorded by
-the stream handler, never trusted.
+else (dev mode only) the ``access_token`` query parameter. The identity comes from the verified
+token alone; ``X-User-Id``/``X-Workspace-Id`` are recorded by the stream handler, never
+trusted. Each guard records who asked (``connection.state.audit_who``) as soon as it knows, so
+a later denial's audit line names them (``shared.web``).
 """
 
 from __future__ import annotations
 
+import hmac
+
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
+from services.gateway.settings import Settings
 from shared.errors import Forbidden, Unauthenticated
 from shared.identities import bearer_token
-from shared.user_tokens import UserIdentity, UserTokens
+from shared.user_tokens import UserIdentity, UserTokens, read_public_key_file
 
-__all__ = ["SESSION_COOKIE", "credential_of", "require_admin", "require_user"]
+__all__ = [
+    "ADMIN_TOKEN_WHO",
+    "SESSION_COOKIE",
+    "credential_of",
+    "require_admin",
+    "require_user",
+    "user_tokens_for",
+]
 
 SESSION_COOKIE = "logstream_session"
+# How the audit log names a request that presented the configured admin token.
+ADMIN_TOKEN_WHO = "token:admin"
+
+
+def user_tokens_for(settings: Settings) -> UserTokens:
+    """The verifier the settings describe: a public key, else a secret (the dev one in dev)."""
+    key = read_public_key_file(settings.jwt_public_key_file) if settings.jwt_public_key_file \
+        else None
+    return UserTokens(settings.user_token_secret or None, key=key,
+                      audience=settings.jwt_audience or None,
+                      issuer=settings.jwt_issuer or None, leeway_s=settings.jwt_leeway)
 
 
 def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | None:
@@ -25,7 +47,8 @@ def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | No
     if header:
         token = bearer_token(header)
         if token is None:
-            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'",
+                                  rule="no_credential")
         return token
     cookie = connection.cookies.get(SESSION_COOKIE)
     if cookie:
@@ -35,28 +58,50 @@ def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | No
         if not query_tokens:
             raise Unauthenticated(
                 "access_token in the query is disabled here (URLs end up in logs); "
-                "send Authorization: Bearer or the logstream_session cookie"
+                "send the token in the Authorization: Bearer header or the "
+                f"{SESSION_COOKIE} cookie",
+                rule="query_token_disabled",
             )
         return query
     return None
 
 
-def identify(connection: ASGIConnection) -> UserIdentity:
-    state = connection.app.state
-    tokens: UserTokens = state.user_tokens
-    credential = credential_of(connection, query_tokens=state.settings.accepts_query_token)
-    return tokens.verify(credential)
+def _verified(connection: ASGIConnection, credential: str | None) -> UserIdentity:
+    tokens: UserTokens = connection.app.state.user_tokens
+    user = tokens.verify(credential)
+    connection.state.audit_who = f"user:{user.user_id}"
+    return user
+
+
+def _credential(connection: ASGIConnection) -> str | None:
+    settings: Settings = connection.app.state.settings
+    return credential_of(connection, query_tokens=settings.accepts_query_token)
 
 
 def require_user(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Guard: a verified user token; the identity is kept on the connection's state."""
-    connection.state.user = identify(connection)
+    connection.state.user = _verified(connection, _credential(connection))
+
+
+def _is_admin_token(credential: str, admin_token: str) -> bool:
+    # Constant time: how far a guess matches must not show in how long the answer takes.
+    return bool(admin_token) and hmac.compare_digest(credential.encode(), admin_token.encode())
 
 
 def require_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Guard: open in dev mode; elsewhere a user token whose workspaces are ``["*"]``."""
-    if connection.app.state.settings.dev:
+    """Guard: open in dev mode; elsewhere the admin token, or a user token with the admin role."""
+    settings: Settings = connection.app.state.settings
+    if settings.dev:
         return
-    user = identify(connection)
+    credential = _credential(connection)
+    if credential is None:
+        raise Unauthenticated("an admin credential is required (a user token with the admin "
+                              "role, or the admin token, as Authorization: Bearer)",
+                              rule="no_credential")
+    if _is_admin_token(credential, settings.admin_token):
+        connection.state.audit_who = ADMIN_TOKEN_WHO
+        return
+    user = _verified(connection, credential)
     if not user.is_admin:
-        raise Forbidden("the stats need an admin token (workspaces [\"*\"])")
+        raise Forbidden(f"user {user.user_id!r} lacks the admin role this route needs",
+                        rule="admin_only")

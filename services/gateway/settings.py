@@ -8,7 +8,8 @@ from msgspec import Meta
 
 from shared.errors import SettingsError
 from shared.identities import DEV_JWT_SECRET
-from shared.settings import ServiceSettings, env_name, require_in_production
+from shared.settings import ServiceSettings, env_name
+from shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file, secret_key
 
 __all__ = ["Settings"]
 
@@ -18,12 +19,35 @@ DEFAULT_HEARTBEAT_S = 15.0
 DEFAULT_RETRY_MS = 2000
 # A slow reader may hold this much queued output before it is cut off with `overflow`.
 DEFAULT_OUTBOX_BYTES = 1024 * 1024
+# The admin token is a bearer secret compared as typed: as long as a random 128-bit hex string
+# at least, so it cannot be guessed the way a password can.
+MIN_ADMIN_TOKEN_CHARS = 32
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True):
     port: Annotated[int, Meta(ge=0, le=65535, description="port to bind")] = 3002
     jwt_secret: Annotated[
-        str, Meta(description="HS256 secret of user tokens (required outside dev mode)")
+        str, Meta(description="HS256 secret of user tokens, 32 bytes or more (this or "
+                              "jwt_public_key_file is required outside dev mode)")
+    ] = ""
+    jwt_public_key_file: Annotated[
+        str, Meta(description="PEM public key (or certificate) of user tokens: RSA -> RS256, "
+                              "EC P-256 -> ES256 (instead of jwt_secret)")
+    ] = ""
+    jwt_audience: Annotated[
+        str, Meta(description="the `aud` user tokens must carry (unset: a token with an "
+                              "`aud` is refused)")
+    ] = ""
+    jwt_issuer: Annotated[
+        str, Meta(description="the `iss` user tokens must carry (unset: not checked)")
+    ] = ""
+    jwt_leeway: Annotated[
+        float, Meta(ge=0, le=300, description="seconds of clock skew allowed on exp/nbf/iat; "
+                                              "a stream ends this long after its token's exp")
+    ] = DEFAULT_LEEWAY_S
+    admin_token: Annotated[
+        str, Meta(description="bearer secret for /admin/logs/stats besides user tokens with "
+                              f"the admin role ({MIN_ADMIN_TOKEN_CHARS}+ characters)")
     ] = ""
     heartbeat: Annotated[
         float, Meta(gt=0, le=300, description="seconds between heartbeat comments")
@@ -41,7 +65,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         int, Meta(ge=4096, description="bytes queued for one connection before `overflow`")
     ] = DEFAULT_OUTBOX_BYTES
     query_token: Annotated[
-        str, Meta(description="accept ?access_token= (auto: only in dev mode; on; off)")
+        str, Meta(description="accept ?access_token= (auto: only in dev mode; on: dev mode "
+                              "only, URLs end up in logs; off)")
     ] = "auto"
 
     def check(self) -> None:
@@ -51,12 +76,41 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                 f"invalid setting query_token ({env_name('query_token')}): "
                 f"{self.query_token!r} is not one of auto, on, off"
             )
-        require_in_production(self, "jwt_secret", "default user-token secret")
+        if self.query_token == "on" and not self.dev:
+            raise SettingsError(
+                f"invalid setting query_token ({env_name('query_token')}): 'on' is for dev mode "
+                "only; production takes user tokens from the Authorization header or the "
+                "logstream_session cookie, never from URLs (they end up in access logs)"
+            )
+        self._check_user_token_key()
+        if self.admin_token and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"invalid setting admin_token ({env_name('admin_token')}): at least "
+                f"{MIN_ADMIN_TOKEN_CHARS} characters (given {len(self.admin_token)})"
+            )
+
+    def _check_user_token_key(self) -> None:
+        secret, key_file = "jwt_secret", "jwt_public_key_file"
+        names = f"{secret} ({env_name(secret)}) or {key_file} ({env_name(key_file)})"
+        if self.jwt_secret and self.jwt_public_key_file:
+            raise SettingsError(f"invalid settings: give one of {names}, not both")
+        if self.jwt_secret:
+            secret_key(self.jwt_secret)
+        elif self.jwt_public_key_file:
+            read_public_key_file(self.jwt_public_key_file)
+        elif not self.dev:
+            raise SettingsError(
+                f"missing setting {names}: production mode has no default user-token key; "
+                "give one or run with --dev"
+            )
 
     @property
     def user_token_secret(self) -> str:
-        return self.jwt_secret or DEV_JWT_SECRET
+        """The HS256 secret, if user tokens are checked with one (the dev secret in dev mode)."""
+        if self.jwt_public_key_file:
+            return ""
+        return self.jwt_secret or (DEV_JWT_SECRET if self.dev else "")
 
     @property
     def accepts_query_token(self) -> bool:
-        return self.query_token == "on" or (self.query_token == "auto" and self.dev)
+        return self.dev and self.query_token in ("auto", "on")

@@ -23,6 +23,10 @@ __all__ = ["MAX_TAIL", "StreamRequest", "authorise", "parse_stream_request"]
 MAX_TAIL = 10_000
 # A substring filter longer than this is not a search a person typed.
 MAX_QUERY_CHARS = 256
+# The longest channel the grammar allows: "logs" and three 64-character segments, with colons.
+MAX_CHANNEL_CHARS = len("logs") + 3 * (1 + 64)
+# A stream cursor is a JetStream sequence, an unsigned 64-bit integer: at most 20 digits.
+MAX_CURSOR_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,23 +40,34 @@ class StreamRequest:
 
 
 def _channels(connection: ASGIConnection, services, max_channels: int):
-    raw = [part.strip() for value in connection.query_params.getall("channels", [])
-           for part in value.split(",")]
-    names = [name for name in raw if name]
+    values = connection.query_params.getall("channels", [])
+    # Bounded before splitting: a flood of commas or repeats is refused, not parsed.
+    if len(values) > max_channels or sum(map(len, values)) > max_channels * (
+            MAX_CHANNEL_CHARS + 1):
+        raise InvalidRequest(f"too many or too long channels parameters; at most {max_channels} "
+                             f"channels of at most {MAX_CHANNEL_CHARS} characters",
+                             rule="channel_cap")
+    names = [name for name in (part.strip() for value in values for part in value.split(","))
+             if name]
     if not names:
         raise InvalidRequest("channels is required: ?channels=logs:<service>:<workspace>[:<id>]")
-    unique = list(dict.fromkeys(names))
-    if len(unique) > max_channels:
-        raise InvalidRequest(f"{len(unique)} channels requested; at most {max_channels}")
+    if len(names) > max_channels:
+        raise InvalidRequest(f"{len(names)} channels requested; at most {max_channels}",
+                             rule="channel_cap")
     patterns, details = [], []
-    for name in unique:
+    for name in dict.fromkeys(names):
         try:
             patterns.append(parse_pattern(name, services))
         except InvalidChannel as exc:
-            details.append({"channel": name[:200], "message": exc.message})
+            details.append({"channel": name[:MAX_CHANNEL_CHARS], "message": exc.message})
     if details:
         raise InvalidChannel(details[0]["message"], details=details)
     return tuple(patterns)
+
+
+def _digits(value: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²' and other scripts' digits."""
+    return value.isascii() and value.isdigit()
 
 
 def _cursor(connection: ASGIConnection) -> int | None:
@@ -60,8 +75,9 @@ def _cursor(connection: ASGIConnection) -> int | None:
         "last_event_id")
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
-        raise InvalidRequest(f"last_event_id {value[:40]!r} must be a record seq (an integer >= 0)")
+    if not _digits(value) or len(value) > MAX_CURSOR_DIGITS or int(value) >= 2**64:
+        raise InvalidRequest(f"last_event_id {value[:40]!r} must be a record seq (an integer "
+                             "from 0 to 2^64-1)")
     return int(value)
 
 
@@ -84,7 +100,7 @@ def _since(value: str | None) -> datetime | None:
 def _tail(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or int(value) > MAX_TAIL:
+    if not _digits(value) or len(value) > len(str(MAX_TAIL)) or int(value) > MAX_TAIL:
         raise InvalidRequest(f"tail {value[:40]!r} must be an integer from 0 to {MAX_TAIL}")
     return int(value)
 
@@ -116,6 +132,8 @@ def authorise(user: UserIdentity, request: StreamRequest) -> None:
     refused = [str(p) for p in request.patterns if not user.may_read(p)]
     if refused:
         raise Forbidden(
-            f"user {user.user_id!r} may not read {', '.join(refused)}",
+            f"user {user.user_id!r} may not read {', '.join(refused)}: each channel, and every "
+            "channel a '*' in it could match, must lie in the user's workspaces",
             details=[{"channel": channel} for channel in refused],
+            rule="workspace",
         )

@@ -3,22 +3,29 @@
 ``create_app(settings)`` wires the pieces; the lifespan connects to NATS (failing within
 ``connect_timeout`` when the broker is not there), makes sure the LOGS stream exists, starts
 the NATS consumer, and on shutdown lets in-flight publishes finish before the link closes.
+With a token file, SIGHUP reloads it without a restart (a bad file keeps the old tokens).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
+import signal
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import msgspec
 from litestar import Litestar, Request, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import LogstreamError, PayloadTooLarge
+from shared.errors import LogstreamError, PayloadTooLarge, SettingsError
 from shared.identities import bearer_token
+from shared.nats_link import redact_url
 from shared.service_tokens import TokenRegistry
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 from services.ingest.metrics import HTTP, IngestMetrics
@@ -27,9 +34,15 @@ from services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
 from services.ingest.publisher import JetStreamPublisher
 from services.ingest.settings import Settings
 
-__all__ = ["PUBLISH_PATH", "create_app"]
+__all__ = ["PUBLISH_PATH", "create_app", "reload_tokens"]
 
 PUBLISH_PATH = "/api/logs/publish"
+# How much more of a refused request's body is read (and dropped) before the connection is cut:
+# a client that writes its whole body before reading the answer needs the server to read it
+# all, or it sees a reset instead of the 413/401. 16 MiB or 5 s covers a confused client on a
+# LAN; an endless body is cut there instead of being read for ever.
+LINGER_BYTES = 16 * 1024 * 1024
+LINGER_S = 5.0
 _VERSION = "0.1.0"
 
 log = logging.getLogger("logstream.ingest")
@@ -47,9 +60,10 @@ _ERRORS = {
     400: "a record breaks the contract; details name the record index and field",
     401: "no service token, or one that does not verify",
     403: "the token may not publish to some channels; details list them; nothing was stored",
-    413: "body over the size limit, or too many records",
+    413: "body over the size limit, or more records than the batch limit or the token's "
+         "publish burst",
     415: "content type is neither application/json nor application/x-ndjson",
-    429: "the token is over its records/s budget; see Retry-After",
+    429: "the token is over its publish rate (records/s); see Retry-After",
     503: "NATS/JetStream did not confirm; the records may or may not be stored; see Retry-After",
 }
 
@@ -62,6 +76,57 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
     return bytes(body)
+
+
+def close_when_body_unread(app: ASGIApp) -> ASGIApp:
+    """Middleware: bound what a refused request's body may still cost.
+
+    A refusal sent before the body was read to its end (a 413 cut off mid-stream, a 401 before
+    the body) first reads and drops up to ``LINGER_BYTES`` / ``LINGER_S`` more of it, so that a
+    client that sends its whole body before reading (httpx, curl) finishes and sees the answer
+    rather than a reset; a body still arriving after that gets ``Connection: close`` and the
+    connection ends. Left alone, uvicorn would keep reading and dropping the rest of the body to
+    keep the connection alive: an endless chunked body would never stop."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        body_done = not _has_body(scope)
+
+        async def tracked_receive() -> Message:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def linger() -> None:
+            left = LINGER_BYTES
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LINGER_S):
+                    while not body_done and left > 0:
+                        left -= len((await tracked_receive()).get("body", b""))
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body_done:
+                if b"100-continue" not in dict(scope["headers"]).get(b"expect", b""):
+                    await linger()  # (a client waiting for 100 Continue has sent nothing)
+                if not body_done:
+                    headers = [*message.get("headers", []), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, tracked_receive, closing_send)
+
+    return middleware
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 def _declared_length(request: Request) -> int | None:
@@ -92,6 +157,7 @@ async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
         declared_length=_declared_length(request),
         credential=credential,
         read_body=lambda limit: _read_capped(request, limit),
+        identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
     ))
 
 
@@ -101,8 +167,36 @@ def _service_tokens(settings: Settings) -> TokenRegistry:
     return TokenRegistry.from_file(settings.tokens_file, settings.service_names)
 
 
-def _lifespan(settings: Settings, service: ServiceState, store: JetStreamPublisher,
-              consumer: NatsIngest):
+def reload_tokens(tokens: TokenRegistry, metrics: IngestMetrics) -> bool:
+    """Read the token file again (on SIGHUP); a file that does not load keeps the old tokens."""
+    try:
+        count = tokens.reload()
+    except SettingsError as exc:
+        metrics.token_reloads.labels("failed").inc()
+        log.error("service tokens not reloaded, still using the %d loaded before: %s",
+                  len(tokens), exc.message)
+        return False
+    metrics.token_reloads.labels("ok").inc()
+    metrics.tokens.set(count)
+    log.info("service tokens reloaded from %s: %d token(s)", tokens.source, count)
+    return True
+
+
+def _on_sighup(reload: Callable[[], object]) -> Callable[[], None]:
+    """Run ``reload`` on SIGHUP (uvicorn handles only SIGINT/SIGTERM); returns the undo."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (AttributeError, NotImplementedError, RuntimeError, ValueError) as exc:
+        # No SIGHUP (Windows), or not the main thread (an app served from a test thread).
+        log.warning("no SIGHUP reload of service tokens here: %s", exc)
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _lifespan(settings: Settings, service: ServiceState, tokens: TokenRegistry,
+              store: JetStreamPublisher, consumer: NatsIngest,
+              reload: Callable[[], object] | None):
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         try:
@@ -114,11 +208,15 @@ def _lifespan(settings: Settings, service: ServiceState, store: JetStreamPublish
             await consumer.stop()
             await store.stop()
             raise
-        log.info("ingest ready", extra={"nats_url": settings.nats_url,
-                                        "rate_limit": settings.rate_limit})
+        log.info("ingest ready", extra={
+            "nats_url": redact_url(settings.nats_url), "service_tokens": len(tokens),
+            "publish_rate": settings.publish_rate or None,
+            "publish_burst": settings.burst if settings.publish_rate else None})
+        undo_sighup = _on_sighup(reload) if reload is not None else (lambda: None)
         try:
             yield
         finally:
+            undo_sighup()
             service.draining.set()
             await consumer.stop()  # NATS messages in hand finish and get their replies
             await store.stop()  # then publishes still unconfirmed, then the link closes
@@ -139,13 +237,16 @@ def create_app(settings: Settings) -> Litestar:
 
     service = ServiceState("ingest", readiness)
     metrics = IngestMetrics(service.registry)
+    metrics.tokens.set(len(tokens))
+    reload = None if tokens.source is None else functools.partial(reload_tokens, tokens, metrics)
     pipeline = IngestPipeline(settings, tokens, store, metrics)
     consumer = NatsIngest(settings, pipeline, metrics)
     return Litestar(
         route_handlers=[publish_logs, *service_routes()],
         dependencies={"pipeline": Provide(lambda: pipeline, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[_lifespan(settings, service, store, consumer)],
+        middleware=[close_when_body_unread],
+        lifespan=[_lifespan(settings, service, tokens, store, consumer, reload)],
         state=State({"service": service}),
         openapi_config=OpenAPIConfig(title="Logstream ingest", version=_VERSION),
         logging_config=None,  # the CLI configured structured logging; keep Litestar off it

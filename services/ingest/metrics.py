@@ -6,7 +6,7 @@ what was stored, what was refused and why, and how long JetStream took to confir
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["HTTP", "NATS", "IngestMetrics"]
 
@@ -47,6 +47,16 @@ class IngestMetrics:
             "logstream_ingest_rejected_republished",
             "Rejected NATS messages without a reply subject, republished to ingest.rejected.",
             registry=registry,
+        )
+        self.tokens = Gauge(
+            "logstream_ingest_service_tokens",
+            "Service tokens currently accepted (after the last successful load).",
+            registry=registry,
+        )
+        self.token_reloads = Counter(
+            "logstream_ingest_token_reloads",
+            "Token file reloads (SIGHUP) by outcome: ok, or failed (the old tokens stay).",
+            ["outcome"], registry=registry,
         )
 
     def accepted(self, transport: str, records: int) -> None:

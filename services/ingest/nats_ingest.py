@@ -3,7 +3,8 @@
 Every ingest instance joins the queue group ``ingest``, so each message is handled once. A
 message goes through the same ``IngestPipeline`` as an HTTP request. With a reply subject the
 producer gets the HTTP body plus ``"status"``; without one, a refusal is counted and
-republished to ``ingest.rejected`` with its reason, so nothing disappears silently.
+republished to ``ingest.rejected`` with its reason, so nothing disappears silently. A denial
+(401, 403, 429) is also one audit line (``via="nats"``): no HTTP handler is there to write it.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any, Mapping
-from urllib.parse import urlparse
 
 import msgspec
 from faststream.nats import NatsBroker, NatsResponse
+from faststream.message import StreamMessage
 from faststream.nats.annotations import NatsMessage
-from faststream.nats.security import NatsUserPassword
 from nats.aio.msg import Msg
 
-from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
-from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT, connect_options
-from shared.web import status_of
+from shared import audit
+from shared.errors import BrokerUnavailable, Forbidden, LogstreamError, RateLimited
+from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT, broker_options
+from shared.nats_permissions import INGEST_QUEUE
+from shared.web import AUDITED_STATUSES, status_of
 from shared.identities import bearer_token
 from services.ingest.metrics import NATS, IngestMetrics
 from services.ingest.pipeline import (
@@ -32,9 +34,9 @@ from services.ingest.pipeline import (
 )
 from services.ingest.settings import Settings
 
-__all__ = ["QUEUE_GROUP", "NatsIngest", "rejection_report"]
+__all__ = ["QUEUE_GROUP", "NatsIngest", "audit_denial", "rejection_report"]
 
-QUEUE_GROUP = "ingest"
+QUEUE_GROUP = INGEST_QUEUE
 # Messages one instance handles at once: each mostly waits on a JetStream ack, so a few dozen
 # in flight keep the broker busy without letting one instance hoard the queue group's work.
 MAX_IN_FLIGHT = 32
@@ -43,6 +45,9 @@ MAX_IN_FLIGHT = 32
 REPORT_PAYLOAD_CHARS = 4096
 # At shutdown, messages already being handled get this long to finish and reply.
 STOP_TIMEOUT_S = 3.0
+# An audit line names at most this many refused channels: enough to see what was tried, and a
+# 1,000-record batch of distinct channels does not make a 200 KB log line.
+AUDIT_CHANNELS = 10
 _CONNECTION_NAME = "logstream-ingest-consumer"
 _ENCODER = msgspec.json.Encoder()
 
@@ -76,13 +81,38 @@ def rejection_report(reply: Mapping[str, Any], subject: str, payload: bytes) -> 
     })
 
 
-def _broker_options(settings: Settings) -> dict[str, Any]:
-    options = connect_options(settings, name=_CONNECTION_NAME)
-    user, password = options.pop("user", None), options.pop("password", None)
-    credentials_in_url = any(urlparse(url).username for url in options["servers"])
-    if user and not credentials_in_url:
-        options["security"] = NatsUserPassword(user, password or "")
-    return options
+async def _body_as_is(msg: StreamMessage[Any]) -> bytes:
+    """FastStream's own decoder runs ``json.loads`` on every body before the handler: work the
+    pipeline does again with msgspec, and a body nested deeper than the recursion limit raises
+    inside FastStream, which drops the message without a reply or a report. The handler reads
+    the raw message; the body is left as it came."""
+    return msg.body
+
+
+class _Caller:
+    """Who sent a message, once its token verified (``anonymous`` until then)."""
+
+    __slots__ = ("who",)
+
+    def __init__(self) -> None:
+        self.who = audit.ANONYMOUS
+
+    def identified(self, name: str) -> None:
+        self.who = f"token:{name}"
+
+
+def audit_denial(exc: LogstreamError, status: int, who: str) -> None:
+    """The audit line the HTTP exception handler writes for HTTP, written here for NATS: what
+    is the refused channels for a 403, else the subject."""
+    what = INGEST_SUBJECT
+    if isinstance(exc, Forbidden):
+        channels = [str(d["channel"]) for d in exc.details if isinstance(d, dict)
+                    and "channel" in d]
+        what = ",".join(channels[:AUDIT_CHANNELS])
+        if len(channels) > AUDIT_CHANNELS:
+            what += f" (+{len(channels) - AUDIT_CHANNELS} more)"
+    audit.denied(who=who, what=what or INGEST_SUBJECT, rule=exc.rule, status=status,
+                 via="nats", reason=exc.message)
 
 
 class NatsIngest:
@@ -93,14 +123,11 @@ class NatsIngest:
         self._settings = settings
         self._pipeline = pipeline
         self._metrics = metrics
+        self._broker = NatsBroker(**broker_options(settings, name=_CONNECTION_NAME), logger=None,
+                                  graceful_timeout=STOP_TIMEOUT_S)
 
-        async def quiet(*_: Any) -> None:  # the publisher's link already logs state changes
-            return None
-
-        self._broker = NatsBroker(**_broker_options(settings), logger=None,
-                                  graceful_timeout=STOP_TIMEOUT_S, error_cb=quiet)
-
-        @self._broker.subscriber(INGEST_SUBJECT, queue=QUEUE_GROUP, max_workers=MAX_IN_FLIGHT)
+        @self._broker.subscriber(INGEST_SUBJECT, queue=QUEUE_GROUP, max_workers=MAX_IN_FLIGHT,
+                                 decoder=_body_as_is)
         async def on_ingest(msg: NatsMessage) -> NatsResponse | None:
             return await self.handle(msg.raw_message)
 
@@ -144,17 +171,22 @@ class NatsIngest:
 
     async def _outcome(self, msg: Msg) -> tuple[dict[str, Any], Exception | None]:
         headers = msg.headers
+        caller = _Caller()
         request = IngestRequest(
             transport=NATS,
             content_type=_header(headers, "Content-Type") or JSON,
             declared_length=len(msg.data),
             credential=bearer_token(_header(headers, "Authorization")),
             read_body=body_in_memory(msg.data),
+            identified=caller.identified,
         )
         try:
             accepted = await self._pipeline.publish(request)
         except LogstreamError as exc:
-            return {**exc.to_body(), "status": status_of(exc)}, exc
+            status = status_of(exc)
+            if status in AUDITED_STATUSES:
+                audit_denial(exc, status, caller.who)
+            return {**exc.to_body(), "status": status}, exc
         except Exception as exc:
             log.exception("unhandled error on %s", INGEST_SUBJECT)
             return {"error": "internal", "message": "internal error", "details": [],

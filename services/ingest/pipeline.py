@@ -2,8 +2,9 @@
 
 A request passes, in this order: media type (415), declared size (413), credential (401), body
 read under the size cap (413), decoding (400, 413 for too many records), record validation
-(400), channel grants (403), the token's rate budget (429), then storage (503 unless JetStream
-confirms every record). Nothing is stored unless the whole batch passed every check before it.
+(400), channel grants (403), the token's rate budget (413 for a batch over the burst, 429),
+then storage (503 unless JetStream confirms every record). Nothing is stored unless the whole
+batch passed every check before it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Awaitable, Callable, Protocol, Sequence
 
 import msgspec
 
-from shared.errors import Forbidden, LogstreamError, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import (
+    BrokerUnavailable,
+    Forbidden,
+    LogstreamError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from shared.service_tokens import ServiceToken, TokenRegistry
 from shared.records import ValidRecord, decode_batch, validate_records
 from shared.web import status_of
@@ -61,6 +68,8 @@ class IngestRequest(msgspec.Struct, frozen=True, kw_only=True):
     declared_length: int | None
     credential: str | None
     read_body: BodyReader
+    # Told the token's name as soon as the credential verifies (for the audit's ``who``).
+    identified: Callable[[str], None] | None = None
 
 
 def media_type_of(content_type: str | None) -> str:
@@ -84,7 +93,8 @@ class IngestPipeline:
         self._tokens = tokens
         self._store = store
         self._metrics = metrics
-        self._limiter = RecordRateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self._limiter = (RecordRateLimiter(settings.publish_rate, settings.burst)
+                         if settings.publish_rate else None)
 
     async def publish(self, request: IngestRequest) -> Accepted:
         counted = [0]
@@ -107,17 +117,28 @@ class IngestPipeline:
                 f"body of {request.declared_length} bytes is over the limit of {limit} bytes"
             )
         token = self._tokens.verify(request.credential)
+        if request.identified is not None:
+            request.identified(token.name)
         body = await request.read_body(limit)
-        records = decode_batch(body, media_type, max_records=self._settings.max_batch_records)
-        counted[0] = len(records)
-        valid = validate_records(records, publisher=token.name, services=self._services)
+        valid = self._decode(body, media_type, token, counted)
         self._authorise(token, valid)
         if self._limiter is not None:
             self._limiter.take(token.name, len(valid))
         started = time.perf_counter()
-        seqs = await self._store.store(valid, token.name)
+        try:
+            seqs = await self._store.store(valid, token.name)
+        except BrokerUnavailable:
+            if self._limiter is not None:
+                self._limiter.give_back(token.name, len(valid))
+            raise
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
         return Accepted(accepted=len(seqs), seqs=seqs)
+
+    def _decode(self, body: bytes, media_type: str, token: ServiceToken,
+                counted: list[int]) -> list[ValidRecord]:
+        records = decode_batch(body, media_type, max_records=self._settings.max_batch_records)
+        counted[0] = len(records)
+        return validate_records(records, publisher=token.name, services=self._services)
 
     @staticmethod
     def _authorise(token: ServiceToken, valid: Sequence[ValidRecord]) -> None:
@@ -133,6 +154,7 @@ class IngestPipeline:
                 + (f" (and {len(channels) - 5} more)" if len(channels) > 5 else "")
                 + f"; its grants: {grants}; nothing was stored",
                 details=[{"channel": channel} for channel in channels],
+                rule="grant",
             )
 
 

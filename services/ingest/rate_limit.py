@@ -1,8 +1,12 @@
-"""A records-per-second budget per service token: a token bucket with a burst of twice the rate.
+"""A records-per-second budget per service token: a token bucket (rule ``publish_rate``).
 
-A batch larger than the burst is let through when the bucket is full and leaves the bucket in
-debt, so a producer with big batches is slowed to the same average rate instead of being
-refused for ever.
+Each token's bucket holds at most ``burst`` records and refills at ``rate`` records/s. A batch
+takes as many records as it holds, all or nothing. Past the budget: 429 with ``Retry-After``,
+the seconds until the bucket holds enough for that batch (at least 1).
+
+A batch larger than the burst could never pass, however long the producer waited, so it is not
+a 429 (which promises that a retry later succeeds): it is a 413 (rule ``publish_burst``), the
+status CONTRACT section 4 gives to "too many records", and the message says how many fit.
 """
 
 from __future__ import annotations
@@ -11,13 +15,9 @@ import math
 import time
 from typing import Callable
 
-from shared.errors import RateLimited
+from shared.errors import PayloadTooLarge, RateLimited
 
-__all__ = ["BURST_FACTOR", "RecordRateLimiter"]
-
-# Two seconds' worth of records may arrive at once: log traffic is bursty (a failing job logs a
-# stack of lines together) and a tight bucket would refuse ordinary bursts.
-BURST_FACTOR = 2
+__all__ = ["RecordRateLimiter"]
 
 
 class _Bucket:
@@ -28,29 +28,49 @@ class _Bucket:
 
 
 class RecordRateLimiter:
-    """``take(name, n)`` spends ``n`` records of ``name``'s budget or raises ``RateLimited``."""
+    """``take(name, n)`` spends ``n`` records of ``name``'s budget or raises.
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
+    One bucket per token name: the names come from the token file, so the buckets are bounded
+    by it, whatever producers send."""
+
+    def __init__(self, rate: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
         self.rate = float(rate)
-        self.burst = float(rate * BURST_FACTOR)
+        self.burst = int(burst)
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
     def take(self, name: str, records: int) -> None:
+        if records > self.burst:
+            raise PayloadTooLarge(
+                f"batch of {records} records exceeds the publish burst of {self.burst} records "
+                f"per token (LOGSTREAM_PUBLISH_BURST); send at most {self.burst} per request",
+                details=[{"records": records, "publish_burst": self.burst}],
+                rule="publish_burst",
+            )
         now = self._clock()
         bucket = self._buckets.get(name)
         if bucket is None:
-            bucket = self._buckets[name] = _Bucket(self.burst, now)
-        bucket.level = min(self.burst, bucket.level + (now - bucket.updated) * self.rate)
+            bucket = self._buckets[name] = _Bucket(float(self.burst), now)
+        bucket.level = min(float(self.burst), bucket.level + (now - bucket.updated) * self.rate)
         bucket.updated = now
-        needed = min(float(records), self.burst)
-        if bucket.level < needed:
-            wait = (needed - bucket.level) / self.rate
+        if bucket.level < records:
+            wait = (records - bucket.level) / self.rate
             raise RateLimited(
-                f"token {name!r} is over its budget of {self.rate:g} records/s "
-                f"(burst {self.burst:g}); retry in {wait:.1f}s",
+                f"token {name!r} is over its publish rate of {self.rate:g} records/s "
+                f"(burst {self.burst}); {records} record(s) fit again in {wait:.1f}s",
                 retry_after=max(1, math.ceil(wait)),
+                details=[{"token": name, "publish_rate": self.rate,
+                          "publish_burst": self.burst}],
+                rule="publish_rate",
             )
         bucket.level -= records
+
+    def give_back(self, name: str, records: int) -> None:
+        """Return what ``take`` spent on a batch the broker did not confirm (a 503): the
+        producer's retry of that batch should not find its budget spent by a failure."""
+        bucket = self._buckets.get(name)
+        if bucket is not None:
+            bucket.level = min(float(self.burst), bucket.level + records)

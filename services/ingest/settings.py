@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from msgspec import Meta
@@ -19,6 +20,14 @@ DEFAULT_RETENTION = "7d"
 DEFAULT_RETENTION_BYTES = 10 * 1024**3
 # CONTRACT section 3: the same id within 2 minutes is stored once.
 DEFAULT_DUPLICATE_WINDOW = "2m"
+# The default burst is this many seconds of publish_rate: log traffic comes in bursts (a failing
+# job logs a stack of lines at once) and a bucket of one second would refuse ordinary ones. It
+# is never below max_batch_records, so a full batch (the SDK sends up to 1,000 records at once)
+# can always pass once the bucket is full, and the average rate is still publish_rate.
+DEFAULT_BURST_SECONDS = 2
+# A bound that no producer reaches (ingest stores ~50k records/s) and keeps the bucket's
+# arithmetic in ordinary floats.
+MAX_PUBLISH_RATE = 10_000_000
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True):
@@ -47,8 +56,17 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     publish_timeout: Annotated[
         float, Meta(gt=0, le=60, description="seconds to wait for JetStream to confirm a batch")
     ] = 2.0
-    rate_limit: Annotated[
-        int, Meta(ge=0, description="records per second per service token (0: no limit)")
+    publish_rate: Annotated[
+        float, Meta(ge=0, le=MAX_PUBLISH_RATE,
+                    description="records per second each service token may publish, over "
+                                "HTTP and NATS together (0: no limit)")
+    ] = 0.0
+    publish_burst: Annotated[
+        int, Meta(ge=0, le=MAX_PUBLISH_RATE,
+                  description="token bucket size: the most records a token may publish at "
+                              "once; a larger batch is refused with 413 (0: the larger of "
+                              f"{DEFAULT_BURST_SECONDS} s of publish_rate and "
+                              "max_batch_records)")
     ] = 0
 
     def check(self) -> None:
@@ -60,6 +78,18 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
             except ValueError as exc:
                 raise SettingsError(f"invalid setting {name} ({env_name(name)}): {exc}") from None
         require_in_production(self, "tokens_file", "built-in service tokens")
+        if self.publish_burst and not self.publish_rate:
+            raise SettingsError(
+                f"invalid setting publish_burst ({env_name('publish_burst')}): it needs "
+                f"publish_rate ({env_name('publish_rate')}); without a rate there is no limit"
+            )
+
+    @property
+    def burst(self) -> int:
+        """Records a token may publish at once (meaningful only with a ``publish_rate``)."""
+        if self.publish_burst:
+            return self.publish_burst
+        return max(math.ceil(self.publish_rate * DEFAULT_BURST_SECONDS), self.max_batch_records)
 
     @property
     def retention_s(self) -> float:

@@ -3,7 +3,7 @@
 Routes come from the route table (``services.proxy.routes``); each one becomes a GET handler
 that builds its channel from the query and hands it to the pass-through. ``GET /`` serves the
 Logs page with the table embedded, and ``/static/`` its script and style, from the same origin
-so that the browser's ``EventSource`` carries the session cookie. Dev mode alone adds
+so that the page's ``fetch`` of a stream carries the session cookie. Dev mode alone adds
 ``GET /dev/token``.
 """
 
@@ -36,7 +36,7 @@ from services.proxy.routes import Route, RouteTable, load_routes
 from services.proxy.settings import Settings
 from shared.errors import InvalidRequest, LogstreamError
 from shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
-from shared.user_tokens import UserTokens
+from shared.user_tokens import DEV_USER_ROLES, UserTokens
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
 __all__ = ["create_app"]
@@ -177,10 +177,11 @@ def _dev_token_handler(tokens: UserTokens):
                                  + ", ".join(sorted(DEV_USERS)) + ")",
                                  details=[{"parameter": "user", "problem": "unknown"}])
         workspaces = DEV_USERS[user]
-        token = tokens.issue(user, workspaces)
+        token = tokens.issue_dev(user)
         cookie = Cookie(key=SESSION_COOKIE, value=token, path="/", httponly=True,
                         samesite="lax", max_age=int(DEV_USER_TOKEN_TTL_S))
         body = {"token": token, "user_id": user, "workspaces": list(workspaces),
+                "roles": list(DEV_USER_ROLES.get(user, ())),
                 "expires_in": int(DEV_USER_TOKEN_TTL_S)}
         return Response(body, media_type=MediaType.JSON, cookies=[cookie],
                         headers={"Cache-Control": "no-store"})

@@ -9,6 +9,7 @@ from msgspec import Meta
 from shared.errors import SettingsError
 from shared.identities import DEV_JWT_SECRET
 from shared.settings import ServiceSettings, env_name
+from shared.user_tokens import secret_key
 
 __all__ = ["Settings"]
 
@@ -22,7 +23,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         str, Meta(description="TOML route table (default: the packaged Datashop routes)")
     ] = ""
     jwt_secret: Annotated[
-        str, Meta(description="HS256 secret for dev tokens (dev mode only)")
+        str, Meta(description="HS256 secret for /dev/token (dev mode only; the proxy issues "
+                              "no token in production and ignores it there)")
     ] = ""
 
     def check(self) -> None:
@@ -33,6 +35,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                     f"invalid setting gateway_url ({env_name('gateway_url')}): {url!r} "
                     "must start with http:// or https://"
                 )
+        if self.dev and self.jwt_secret:
+            secret_key(self.jwt_secret)  # too short a secret stops the proxy, naming it
 
     @property
     def gateway_urls(self) -> list[str]:
@@ -40,4 +44,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
 
     @property
     def user_token_secret(self) -> str:
+        """The secret /dev/token signs with; none outside dev mode, where that route is absent."""
+        if not self.dev:
+            return ""
         return self.jwt_secret or DEV_JWT_SECRET

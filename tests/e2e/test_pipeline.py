@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import nats as nats_py
 import pytest
 
 from shared.identities import DEV_JWT_SECRET
@@ -43,7 +42,7 @@ async def test_a_record_published_over_http_reaches_the_proxy_route(stack, uniqu
 
 async def test_a_record_published_over_nats_reaches_the_proxy_route(stack, unique_id):
     url = f"{stack.proxy.url}{FAAS_ROUTE}?workspace_id=workspace123&function_id={unique_id}"
-    producer = await nats_py.connect(stack.nats.producer_url, connect_timeout=2)
+    producer = await stack.nats.connect("producer")
     try:
         async with open_stream(url, token=stack.user_token()) as stream:
             await stream.next_of("connected")

@@ -17,12 +17,11 @@ import sys
 import time
 
 import httpx
-import nats as nats_py
 import pytest
 from httpx_sse import connect_sse
 
-from shared.identities import DEV_NATS_SERVICE
-from tests.support.nats_source import distinct_free_ports
+from shared.nats_permissions import dev_users
+from tests.support.nats_source import connect_as, distinct_free_ports
 from tests.support.up_process import (
     BANNER_TIMEOUT_S,
     Up,
@@ -117,9 +116,8 @@ async def test_ctrl_c_stops_everything_and_stored_logs_survive_a_restart(running
     assert_nothing_left(first)
 
     second = running("--data-dir", str(store), "--no-simulator", ports=first.ports)
-    user, password = DEV_NATS_SERVICE
-    nc = await nats_py.connect(f"nats://{user}:{password}@127.0.0.1:{second.ports['nats']}",
-                               connect_timeout=5, max_reconnect_attempts=1)
+    nc = await connect_as(f"nats://127.0.0.1:{second.ports['nats']}", "gateway",
+                          connect_timeout=5)
     try:
         stored = await nc.jetstream().get_msg("LOGS", seq)
     finally:
@@ -128,6 +126,8 @@ async def test_ctrl_c_stops_everything_and_stored_logs_survive_a_restart(running
     assert stored.subject == f"logs.etl.workspace123.{unique_id}"
     assert json.loads(stored.data)["message"] == f"kept {unique_id}"
     assert second.stop() == 0
+    broker = json.loads((store / "nats" / "nats-server.conf").read_text())
+    assert broker["authorization"]["users"] == dev_users()  # one user per role, no superuser
 
 
 def test_simulator_records_arrive_and_killing_up_outright_leaves_no_child(running, tmp_path):

@@ -14,13 +14,11 @@ import sys
 import time
 
 import httpx
-import nats as nats_py
 import pytest
 from httpx_sse import aconnect_sse
 
-from shared.identities import DEV_NATS_SERVICE
 from tests.support.up_process import assert_nothing_left
-from tests.support.nats_source import free_port
+from tests.support.nats_source import connect_as, free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads the process tree from /proc")
@@ -69,9 +67,8 @@ def gateway_urls(up) -> list[str]:
     return [f"http://127.0.0.1:{up.ports['gateway'] + i}" for i in range(NODES)]
 
 
-def nats_urls(up) -> list[str]:
-    user, password = DEV_NATS_SERVICE
-    return [f"nats://{user}:{password}@127.0.0.1:{up.ports['nats'] + i}" for i in range(NODES)]
+def nats_url(up) -> str:
+    return ",".join(f"nats://127.0.0.1:{up.ports['nats'] + i}" for i in range(NODES))
 
 
 async def publish_until_stored(client: httpx.AsyncClient, up, channel: str, message: str) -> int:
@@ -144,7 +141,7 @@ def gateway_follower(url: str, client, token: str, workflow: str) -> Follower:
 async def settled_stream_info(up):
     """LOGS as JetStream describes it, once it has a leader and every replica is current."""
     deadline = time.monotonic() + READ_TIMEOUT_S
-    client = await nats_py.connect(nats_urls(up), connect_timeout=2, max_reconnect_attempts=1)
+    client = await connect_as(nats_url(up), "gateway")  # `up`'s own user that reads LOGS
     try:
         while True:
             info = await client.jetstream(timeout=5).stream_info("LOGS")

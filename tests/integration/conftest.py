@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import nats as nats_py
 import pytest
 
 from shared.nats_link import ensure_stream
@@ -13,8 +12,9 @@ from shared.nats_link import ensure_stream
 
 @pytest.fixture(scope="session")
 async def js_writer(nats_server):
-    """Writes records to the LOGS stream as ingest would (for tests of the reading side)."""
-    client = await nats_py.connect(nats_server.service_url, connect_timeout=2)
+    """Writes records to the LOGS stream as ingest would, and as its NATS user (for tests of
+    the reading side)."""
+    client = await nats_server.connect("ingest", max_reconnect_attempts=60)
     js = client.jetstream()
     await ensure_stream(js, max_age_s=3600, max_bytes=1 << 30, duplicate_window_s=120)
 

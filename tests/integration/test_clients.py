@@ -17,19 +17,17 @@ import sys
 import threading
 import time
 
-import nats as nats_py
 import pytest
 
 from logstream import LogPublisher, LogstreamHandler
 from logstream.cli import main
 from logstream.publisher import PublishFailed
-from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.identities import DEV_JWT_SECRET
 from shared.user_tokens import UserTokens
 from shared.nats_link import STREAM_NAME
 from tests.support import ledger
 from tests.support.jetstream import stored
-from tests.support.nats_source import free_port
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -110,7 +108,7 @@ async def test_an_unreachable_ingest_fails_after_its_attempts_without_a_status(u
 @pytest.fixture
 def lone_ingest(tmp_path, log_dir):
     """An ingest on its own nats-server, whose stream the test may delete."""
-    broker = EmbeddedNats(port=free_port(), store_dir=tmp_path / "nats").start()
+    broker = embedded_for_tests(port=free_port(), store_dir=tmp_path / "nats").start()
     service = ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir).start()
     yield broker, service
     service.stop()
@@ -119,8 +117,7 @@ def lone_ingest(tmp_path, log_dir):
 
 async def test_flush_rides_out_a_503_retrying_with_the_same_ids(lone_ingest, unique_id):
     broker, ingest = lone_ingest
-    nc = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
-                               max_reconnect_attempts=1)
+    nc = await connect_as(broker.url, "admin")  # only an operator may delete the stream
     try:
         await nc.jetstream().delete_stream(STREAM_NAME)  # ingest answers 503, then recreates it
     finally:
@@ -129,8 +126,7 @@ async def test_flush_rides_out_a_503_retrying_with_the_same_ids(lone_ingest, uni
     ids = [publisher.publish(f"logs:etl:{unique_id}", f"m{n}") for n in range(3)]
     await asyncio.to_thread(publisher.close, FLUSH_WITHIN_S)
     assert publisher.retried >= 1 and publisher.lost == 0
-    nc = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
-                               max_reconnect_attempts=1)
+    nc = await connect_as(broker.url, "gateway")
     try:
         records = await stored(nc.jetstream(), f"logs.etl.{unique_id}")
     finally:

@@ -12,11 +12,11 @@ import nats
 import pytest
 
 from shared.embedded_nats import EmbeddedCluster, EmbeddedNats
-from shared.identities import DEV_NATS_SERVICE
 from shared.nats_link import STREAM_NAME, ensure_stream
+from shared.nats_permissions import dev_users
 from tests.support import ledger
 from tests.support.jetstream import stored
-from tests.support.nats_source import distinct_free_ports, free_port
+from tests.support.nats_source import connect_as, distinct_free_ports, free_port
 
 # Generous bounds for a busy 2-core machine: a fresh cluster elects its meta leader in about
 # 1 s here, a stream leader after a kill -9 in a few seconds.
@@ -37,10 +37,9 @@ def cluster(tmp_path):
     running.kill()
 
 
-async def connect(cluster: EmbeddedCluster):
-    return await nats.connect(cluster.url_as(DEV_NATS_SERVICE).split(","), connect_timeout=2,
-                              reconnect_time_wait=0.2, max_reconnect_attempts=-1,
-                              error_cb=_ignore)
+async def connect(cluster: EmbeddedCluster, role: str):
+    return await connect_as(cluster.url, role, reconnect_time_wait=0.2,
+                            max_reconnect_attempts=-1, error_cb=_ignore)
 
 
 async def _ignore(_exc: Exception) -> None:
@@ -72,12 +71,13 @@ def test_every_node_routes_to_the_others_with_its_own_name_and_store(cluster):
         assert config["cluster"]["port"] == node.cluster_port
         assert set(config["cluster"]["routes"]) == others
         assert config["jetstream"]["store_dir"] == str(node.store_dir / "jetstream")
+        assert config["authorization"]["users"] == dev_users()  # `up`'s users, no superuser
     assert cluster.url == ",".join(f"nats://127.0.0.1:{node.port}" for node in cluster.nodes)
 
 
 async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node_is_killed(
         cluster):
-    client = await connect(cluster)
+    client = await connect(cluster, "ingest")
     try:
         js = client.jetstream(timeout=5)
         config = await ensure_stream(js, max_age_s=3600, max_bytes=1 << 30,
@@ -95,7 +95,7 @@ async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node
                  for i in range(RECORDS_BEFORE_KILL, RECORDS_BEFORE_KILL + RECORDS_AFTER_KILL)]
     finally:
         await client.close()
-    reader = await connect(cluster)  # a new client: the dead node is in its list, skipped
+    reader = await connect(cluster, "gateway")  # new client: the dead node is listed, skipped
     try:
         records = await stored(reader.jetstream(timeout=5), "logs.>")
     finally:

@@ -1,4 +1,7 @@
-"""shared.embedded_nats against a real nats-server: JetStream, its users, start and stop."""
+"""shared.embedded_nats against a real nats-server: JetStream, its users, start and stop.
+
+What each user may and may not do in detail: tests/integration/test_broker_permissions.py.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import nats
 import pytest
 
 from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
+from shared.identities import DEV_NATS_PRODUCER
 from shared.nats_link import INGEST_SUBJECT
-from tests.support.nats_source import free_port
+from tests.support.nats_source import client_options, embedded_for_tests, free_port, url_as
 
 # Generous bounds for a busy 2-core machine; every wait below ends on an event well before.
 WAIT_S = 5.0
@@ -20,15 +23,16 @@ WAIT_S = 5.0
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    server = EmbeddedNats(port=free_port(), store_dir=tmp_path_factory.mktemp("embedded"))
+    server = embedded_for_tests(port=free_port(), store_dir=tmp_path_factory.mktemp("embedded"))
     server.start()
     yield server
     server.stop()
 
 
-async def connect(server: EmbeddedNats, user_pass: tuple[str, str], **options):
-    return await nats.connect(server.url_as(user_pass), connect_timeout=2,
-                              max_reconnect_attempts=0, allow_reconnect=False, **options)
+async def connect(server: EmbeddedNats, role: str, **options):
+    return await nats.connect(url_as(server.url, role), connect_timeout=2,
+                              max_reconnect_attempts=0, allow_reconnect=False,
+                              **client_options(role), **options)
 
 
 async def settle(client) -> None:
@@ -44,7 +48,16 @@ async def settle(client) -> None:
 
 @pytest.fixture
 async def service_nc(broker):
-    client = await connect(broker, DEV_NATS_SERVICE)
+    """The ingest user: the one that consumes ingest.logs (in its queue group)."""
+    client = await connect(broker, "ingest")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def admin_nc(broker):
+    """The test superuser, for what no role may do (a stream of its own, plain subscriptions)."""
+    client = await connect(broker, "admin")
     yield client
     await client.close()
 
@@ -57,7 +70,7 @@ async def producer(broker):
     async def on_error(exc: Exception) -> None:
         errors.put_nowait(exc)
 
-    client = await connect(broker, DEV_NATS_PRODUCER, error_cb=on_error)
+    client = await connect(broker, "producer", error_cb=on_error)
     client.errors = errors
     yield client
     await client.close()
@@ -70,8 +83,8 @@ def test_the_embedded_server_listens_on_the_port_it_was_given(broker):
         assert sock.recv(4).startswith(b"INFO")
 
 
-async def test_jetstream_stores_a_published_message(service_nc):
-    js = service_nc.jetstream(timeout=WAIT_S)
+async def test_jetstream_stores_a_published_message(admin_nc):
+    js = admin_nc.jetstream(timeout=WAIT_S)
     name = "T" + uuid.uuid4().hex[:10].upper()
     await js.add_stream(name=name, subjects=[f"{name.lower()}.>"])
     first = await js.publish(f"{name.lower()}.a", b"one")
@@ -83,7 +96,7 @@ async def test_jetstream_stores_a_published_message(service_nc):
 
 
 async def test_the_producer_may_publish_to_ingest_logs(service_nc, producer):
-    sub = await service_nc.subscribe(INGEST_SUBJECT)
+    sub = await service_nc.subscribe(INGEST_SUBJECT, queue="ingest")
     await settle(service_nc)
     await producer.publish(INGEST_SUBJECT, b'{"channel": "logs:etl:ws1", "message": "m"}')
     message = await sub.next_msg(timeout=WAIT_S)
@@ -96,22 +109,22 @@ async def test_the_producer_may_request_on_ingest_logs_and_receive_the_reply(ser
     async def answer(message) -> None:
         await message.respond(b'{"status": 202}')
 
-    sub = await service_nc.subscribe(INGEST_SUBJECT, cb=answer)
+    sub = await service_nc.subscribe(INGEST_SUBJECT, queue="ingest", cb=answer)
     await settle(service_nc)
     reply = await producer.request(INGEST_SUBJECT, b"{}", timeout=WAIT_S)
     assert reply.data == b'{"status": 202}'
     await sub.unsubscribe()
 
 
-async def test_a_producer_publish_to_a_log_subject_is_a_permissions_violation(service_nc,
+async def test_a_producer_publish_to_a_log_subject_is_a_permissions_violation(admin_nc,
                                                                                producer):
     seen: asyncio.Queue = asyncio.Queue()
 
     async def record(message) -> None:
         seen.put_nowait(message.subject)
 
-    subs = [await service_nc.subscribe(s, cb=record) for s in ("logs.x", INGEST_SUBJECT)]
-    await settle(service_nc)
+    subs = [await admin_nc.subscribe(s, cb=record) for s in ("logs.x", INGEST_SUBJECT)]
+    await settle(admin_nc)
     await producer.publish("logs.x", b"forged")
     # The server handles one connection's messages in order: once this marker arrives, a
     # forged message that got through would already have been delivered before it.
@@ -133,7 +146,8 @@ async def test_the_producer_may_not_subscribe_to_log_subjects(producer):
 
 async def test_a_wrong_nats_password_is_refused(broker):
     with pytest.raises(nats.errors.Error, match="(?i)authorization"):
-        await connect(broker, (DEV_NATS_PRODUCER[0], "wrong"))
+        await nats.connect(broker.url_as((DEV_NATS_PRODUCER[0], "wrong")), connect_timeout=2,
+                           max_reconnect_attempts=0, allow_reconnect=False)
 
 
 def test_stop_ends_the_process_and_frees_the_port(tmp_path):

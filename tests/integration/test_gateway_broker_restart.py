@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import nats as nats_py
-
 from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.identities import DEV_JWT_SECRET
 from shared.user_tokens import UserTokens
 from shared.nats_link import ensure_stream
 from tests.support import ledger
+from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -20,7 +19,7 @@ CHANNEL = "logs:etl:workspace123:restart"
 
 
 async def publish(broker: EmbeddedNats, count: int, start: int) -> list[int]:
-    client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2)
+    client = await connect_as(broker.url, "ingest")
     js = client.jetstream()
     await ensure_stream(js, max_age_s=600, max_bytes=1 << 26, duplicate_window_s=60)
     seqs = []

@@ -7,21 +7,21 @@ import asyncio
 import time
 
 import httpx
-import nats as nats_py
 import pytest
 
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.identities import DEV_JWT_SECRET
 from shared.user_tokens import UserTokens
 from shared.nats_link import ensure_stream
 from tests.integration.conftest import wait_until
+from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
 PROD_SECRET = "a-production-secret-of-enough-length-for-hs256"
 
 
-def token(secret=DEV_JWT_SECRET, name="user123", workspaces=("workspace123",)) -> str:
-    return UserTokens(secret).issue(name, workspaces)
+def token(secret=DEV_JWT_SECRET, name="user123", workspaces=("workspace123",), roles=()) -> str:
+    return UserTokens(secret).issue(name, workspaces, roles=roles)
 
 
 async def test_sigterm_ends_open_streams_with_a_retry_hint_and_exits_quickly(
@@ -46,7 +46,7 @@ async def test_sigterm_ends_open_streams_with_a_retry_hint_and_exits_quickly(
 
 
 async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own_broker, log_dir):
-    client = await nats_py.connect(own_broker.url_as(DEV_NATS_SERVICE))
+    client = await connect_as(own_broker.url, "ingest")
     await ensure_stream(client.jetstream(), max_age_s=60, max_bytes=1 << 20,
                         duplicate_window_s=60)
     await client.close()
@@ -70,7 +70,7 @@ async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own
 
 @pytest.fixture(scope="module")
 def prod_gateway(nats_server, log_dir):
-    service = ServiceProcess("gateway", nats_url=nats_server.service_url, log_dir=log_dir,
+    service = ServiceProcess("gateway", nats_url=nats_server.url_as("gateway"), log_dir=log_dir,
                              dev=False, args=["--jwt-secret", PROD_SECRET])
     yield service.start()
     service.stop()
@@ -101,7 +101,8 @@ def test_production_stats_need_an_admin_token(prod_gateway, who, status):
     headers = {}
     if who:
         workspaces = ("*",) if who == "admin" else ("workspace123",)
-        headers["Authorization"] = f"Bearer {token(PROD_SECRET, who, workspaces)}"
+        roles = ("admin",) if who == "admin" else ()
+        headers["Authorization"] = f"Bearer {token(PROD_SECRET, who, workspaces, roles)}"
     assert httpx.get(f"{prod_gateway.url}/admin/logs/stats", headers=headers).status_code == status
 
 

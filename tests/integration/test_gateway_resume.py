@@ -6,13 +6,13 @@ import asyncio
 import json
 
 import httpx
-import nats as nats_py
 import pytest
 
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_SERVICE
+from shared.identities import DEV_JWT_SECRET
 from shared.user_tokens import UserTokens
 from shared.nats_link import ensure_stream
 from tests.support import ledger
+from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 
@@ -151,12 +151,14 @@ async def test_since_in_the_future_replays_nothing_and_goes_live(gateways, js_wr
 
 async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(own_broker, log_dir):
     broker = own_broker
-    client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE))
+    client = await connect_as(broker.url, "ingest")
     js = client.jetstream()
     await ensure_stream(js, max_age_s=600, max_bytes=1 << 24, duplicate_window_s=60)
     record = json.dumps({"channel": "logs:etl:workspace123:gap", "message": "m"}).encode()
     seqs = [(await js.publish("logs.etl.workspace123.gap", record)).seq for _ in range(10)]
-    await js.purge_stream("LOGS", seq=seqs[6])  # seqs[0..5] age out
+    admin = await connect_as(broker.url, "admin")  # no service may purge: only an operator
+    await admin.jetstream().purge_stream("LOGS", seq=seqs[6])  # seqs[0..5] age out
+    await admin.close()
     gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
     try:
         async with open_stream(f"{gateway.url}/api/logs/stream?channels="

@@ -11,13 +11,12 @@ import json
 import time
 
 import httpx
-import nats as nats_py
 import pytest
 from nats.js.errors import NotFoundError
 
 from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
 from shared.nats_link import INGEST_SUBJECT, STREAM_NAME
+from tests.support.nats_source import connect_as, embedded_for_tests
 from tests.support.processes import ServiceProcess
 
 PUBLISH = "/api/logs/publish"
@@ -36,8 +35,7 @@ def ingest(own_broker, log_dir):
 
 
 async def stored(own_broker, subjects: str) -> list[dict]:
-    nc = await nats_py.connect(own_broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
-                               max_reconnect_attempts=1)
+    nc = await connect_as(own_broker.url, "gateway")
     try:
         js, found, seq = nc.jetstream(), [], 0
         while True:
@@ -86,7 +84,8 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
             still_down = await client.post(PUBLISH, json=retry, headers=ETL)
             assert still_down.status_code == 503
 
-            restarted = EmbeddedNats(port=own_broker.port, store_dir=own_broker.store_dir).start()
+            restarted = embedded_for_tests(port=own_broker.port,
+                                           store_dir=own_broker.store_dir).start()
 
             async def accepted():
                 response = await client.post(PUBLISH, json=retry, headers=ETL)
@@ -110,10 +109,8 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
 
 async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
         own_broker, ingest, unique_id):
-    nc = await nats_py.connect(own_broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
-                               max_reconnect_attempts=1)
-    producer = await nats_py.connect(own_broker.url_as(DEV_NATS_PRODUCER), connect_timeout=2,
-                                     max_reconnect_attempts=1)
+    nc = await connect_as(own_broker.url, "admin")  # deletes the stream, as only an operator may
+    producer = await connect_as(own_broker.url, "producer")
     js = nc.jetstream()
     body = {"channel": f"logs:etl:{unique_id}", "message": "m"}
 

@@ -17,15 +17,17 @@ PUBLISH = "/api/logs/publish"
 ETL = {"Authorization": "Bearer l5-etl-token"}
 
 
-# Each token's budget here: far above what the other tests publish, and a burst (2 x RATE)
-# that one full batch of 1,000 records overdraws, so the next request is refused for seconds.
+# Each token's budget here: far above what the other tests publish. The burst defaults to one
+# full batch (1,000 records, more than 2 x RATE), so one full batch empties the bucket and a
+# second batch of HALF_BATCH needs seconds of refill: the 429 test does not race the clock.
 RATE = 100
+HALF_BATCH = 500
 
 
 @pytest.fixture(scope="module")
 def ingest(nats_server, log_dir):
     service = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--rate-limit", str(RATE)]).start()
+                             args=["--publish-rate", str(RATE)]).start()
     yield service
     service.stop()
 
@@ -262,10 +264,12 @@ async def test_a_token_over_its_rate_gets_a_429_with_retry_after_and_nothing_is_
     platform = {"Authorization": "Bearer platform-token"}  # no other test spends its budget
     batch = [rec(f"logs:platform:{unique_id}", f"m{i}") for i in range(1000)]
     assert (await client.post(PUBLISH, json=batch, headers=platform)).status_code == 202
-    response = await client.post(PUBLISH, json=rec(f"logs:platform:{unique_id}", "over"),
-                                 headers=platform)
+    response = await client.post(PUBLISH, json=batch[:HALF_BATCH], headers=platform)
     assert response.status_code == 429, response.text
-    assert response.json()["error"] == "rate_limited"
-    assert int(response.headers["Retry-After"]) >= 1
+    body = response.json()
+    assert body["error"] == "rate_limited"
+    assert "'platform-token'" in body["message"] and f"{RATE} records/s" in body["message"]
+    # Seconds until HALF_BATCH records fit again: at most HALF_BATCH / RATE, at least 1.
+    assert 1 <= int(response.headers["Retry-After"]) <= HALF_BATCH // RATE
     records = await stored(js, f"logs.platform.{unique_id}")
-    assert len(records) == 1000 and "over" not in {r["message"] for _, _, r in records}
+    assert len(records) == 1000

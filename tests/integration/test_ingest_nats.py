@@ -1,9 +1,10 @@
 """Ingest over NATS (``ingest.logs``) against real ingest processes and a real nats-server.
 
-This module runs its own nats-server (configured like the embedded one: service and producer
-users) so that its two ingest processes are the only members of the ``ingest`` queue group:
+This module runs its own nats-server (configured like the embedded one: a user per role) so
+that its two ingest processes are the only members of the ``ingest`` queue group:
 the suite's shared NATS may carry other ingest processes with other settings. Producers
-connect as the ``producer`` NATS user, as real ones do.
+connect as the ``producer`` NATS user, as real ones do; the stream is read as ``gateway``, and
+``ingest.rejected``, which no service reads, as the test superuser (an operator's tool).
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import asyncio
 import json
 
 import httpx
-import nats as nats_py
 import pytest
 
-from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
 from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT
-from tests.support.nats_source import free_port
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.jetstream import stored
 from tests.support.processes import ServiceProcess
 
@@ -34,7 +32,8 @@ REPLY_TIMEOUT_S = 10
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    server = EmbeddedNats(port=free_port(), store_dir=tmp_path_factory.mktemp("nats-ingest"))
+    server = embedded_for_tests(port=free_port(),
+                                store_dir=tmp_path_factory.mktemp("nats-ingest"))
     server.start()
     yield server
     server.stop()
@@ -43,7 +42,7 @@ def broker(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ingests(broker, log_dir):
     args = ["--max-body-bytes", str(MAX_BODY), "--max-batch-records", str(MAX_RECORDS),
-            "--rate-limit", str(RATE)]
+            "--publish-rate", str(RATE)]
     services = [ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir, args=args)
                 for _ in range(2)]
     for service in services:  # start both, then wait: the imports overlap
@@ -64,8 +63,7 @@ async def producer(broker, ingests):
     async def on_error(exc: Exception) -> None:
         errors.append(exc)
 
-    client = await nats_py.connect(broker.url_as(DEV_NATS_PRODUCER), connect_timeout=2,
-                                   max_reconnect_attempts=1, error_cb=on_error)
+    client = await connect_as(broker.url, "producer", error_cb=on_error)
     client.errors = errors
     yield client
     await client.close()
@@ -73,8 +71,16 @@ async def producer(broker, ingests):
 
 @pytest.fixture
 async def service_nc(broker):
-    client = await nats_py.connect(broker.url_as(DEV_NATS_SERVICE), connect_timeout=2,
-                                   max_reconnect_attempts=1)
+    """Reads the stream, as the gateway's user."""
+    client = await connect_as(broker.url, "gateway")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def operator(broker):
+    """Watches ingest.rejected: no service user may, an operator's tool does."""
+    client = await connect_as(broker.url, "admin")
     yield client
     await client.close()
 
@@ -188,10 +194,10 @@ async def test_a_repeated_id_is_stored_once(producer, service_nc, unique_id):
 
 
 async def test_a_rejected_message_without_reply_subject_is_republished_with_its_reason(
-        producer, service_nc, ingests, unique_id):
+        producer, operator, ingests, unique_id):
     before = metric_sum(ingests, "logstream_ingest_rejected_republished_total")
-    rejected = await service_nc.subscribe(REJECTED_SUBJECT)
-    await service_nc.flush()
+    rejected = await operator.subscribe(REJECTED_SUBJECT)
+    await operator.flush()
     payload = json.dumps(rec(f"logs:faas:{unique_id}")).encode()
     await producer.publish(INGEST_SUBJECT, payload, headers=ETL)
     await producer.flush()
@@ -206,9 +212,9 @@ async def test_a_rejected_message_without_reply_subject_is_republished_with_its_
 
 
 async def test_an_accepted_message_without_reply_subject_is_stored_and_not_reported(
-        producer, service_nc, unique_id):
-    rejected = await service_nc.subscribe(REJECTED_SUBJECT)
-    await service_nc.flush()
+        producer, service_nc, operator, unique_id):
+    rejected = await operator.subscribe(REJECTED_SUBJECT)
+    await operator.flush()
     await producer.publish(INGEST_SUBJECT, json.dumps(rec(f"logs:etl:{unique_id}")).encode(),
                            headers=ETL)
     await producer.flush()

@@ -56,9 +56,9 @@ async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(nats_serve
 
 
 async def _stored_ids(nats_server, unique_id: str) -> dict[str, int]:
-    client = await nats_py.connect(nats_server.service_url)
+    client = await nats_server.connect("gateway")
     js = client.jetstream()
-    sub = await js.subscribe(CHANNEL.replace(":", "."), ordered_consumer=True,
+    sub = await js.subscribe(CHANNEL.replace(":", "."), stream="LOGS", ordered_consumer=True,
                              deliver_policy=nats_py.js.api.DeliverPolicy.ALL)
     ids: dict[str, int] = {}
     try:

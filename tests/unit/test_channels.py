@@ -237,3 +237,86 @@ def test_a_bad_grant_is_rejected_naming_the_problem(text, named):
         parse_grant(text)
     assert named in caught.value.message
     assert caught.value.message.startswith("grant")
+
+
+# Subjects: no byte of user input reaches NATS except through the grammar (CONTRACT 2, 6).
+
+_SUBJECT_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SEGMENT_NAMES = ("service", "workspace", "resource")
+
+
+def _segments_of(subject: str) -> list[str]:
+    tokens = subject.split(".")
+    assert tokens[0] == "logs" and len(tokens) in (3, 4), subject
+    return tokens[1:]
+
+
+@property_test
+@given(st.one_of(structured_text, near_valid_text, st.text(), st.text(alphabet=TRICKY_CHARS)))
+@example("logs:etl:ws1:*")
+@example("logs:*:*:*")
+@example("logs:etl:ws1:>")
+@example("logs:etl:ws1:a*")
+@example("logs:etl:ws1:\x00")
+def test_any_pattern_that_parses_maps_to_a_subject_of_safe_segments_or_whole_stars(text):
+    try:
+        pattern = parse_pattern(text)
+    except InvalidChannel:
+        return
+    subject = to_subject(pattern)
+    assert ">" not in subject and " " not in subject
+    assert not any(ord(char) < 0x20 or ord(char) == 0x7F for char in subject)
+    for segment in _segments_of(subject):
+        assert segment == "*" or _SUBJECT_SEGMENT.fullmatch(segment), subject
+
+
+@property_test
+@given(st.one_of(structured_text, near_valid_text, st.text(alphabet=TRICKY_CHARS)))
+def test_any_channel_that_parses_maps_to_a_subject_without_a_wildcard(text):
+    try:
+        channel = parse_channel(text)
+    except InvalidChannel:
+        return
+    segments = _segments_of(to_subject(channel))
+    assert all(_SUBJECT_SEGMENT.fullmatch(segment) for segment in segments)
+
+
+def _shown(part: str) -> str:
+    """The part as an error message quotes it (``repr``, long ones cut short)."""
+    shown = repr(part)
+    return shown if len(shown) <= 80 else shown[:77]
+
+
+# A segment that breaks the grammar and holds no ':' (else it would be two segments).
+bad_segments = st.text(alphabet=TRICKY_CHARS.replace(":", ""), max_size=70).filter(
+    lambda text: not _SUBJECT_SEGMENT.fullmatch(text)
+)
+
+
+@property_test
+@given(services, valid_segments, valid_segments, st.integers(0, 2), bad_segments,
+       st.booleans())
+@example("etl", "ws1", "wf1", 1, "ws.1", True)
+@example("etl", "ws1", "wf1", 2, "wf>", True)
+@example("etl", "ws1", "wf1", 1, "a" * 65, False)
+@example("etl", "ws1", "wf1", 0, "", False)
+def test_a_channel_with_one_bad_segment_is_refused_naming_that_segment(
+    service, workspace, resource, position, bad, with_resource
+):
+    parts = [service, workspace, resource] if with_resource else [service, workspace]
+    position = min(position, len(parts) - 1)
+    parts[position] = bad
+    text = ":".join(["logs", *parts])
+    with pytest.raises(InvalidChannel) as caught:
+        parse_channel(text)
+    message = caught.value.message
+    assert f"{_SEGMENT_NAMES[position]} segment" in message, message
+    assert _shown(bad) in message, message
+
+
+@property_test
+@given(valid_segments.filter(lambda name: name not in DEFAULT_SERVICES), valid_segments)
+def test_a_channel_of_an_unknown_service_is_refused_naming_the_service(service, workspace):
+    with pytest.raises(InvalidChannel) as caught:
+        parse_channel(f"logs:{service}:{workspace}")
+    assert f"unknown service {service!r}" in caught.value.message

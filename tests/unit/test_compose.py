@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from logstream.cli import SERVICES, build_parser
-from shared.identities import DEV_NATS_PRODUCER, DEV_NATS_SERVICE
-from shared.nats_link import INGEST_SUBJECT
+from shared.identities import DEV_NATS_USERS
+from shared.nats_link import INGEST_SUBJECT, connect_options, role_of
+from shared.nats_permissions import dev_users
 from shared.settings import ENV_PREFIX, env_name, load_settings
 
 yaml = pytest.importorskip("yaml")  # PyYAML comes with uvicorn[standard]
@@ -118,20 +119,47 @@ def test_nats_is_pinned_with_jetstream_on_a_volume(compose):
     assert any(volume.endswith(":" + store) for volume in nats["volumes"])
 
 
-def test_nats_users_match_the_embedded_brokers_dev_identities(compose):
+def _nats_config(compose: dict) -> dict:
+    """The config file the NATS container is started with, read as nats-server reads it."""
     nats = compose["services"]["nats"]
     command = nats["command"]
     target = command[command.index("-c") + 1]
     source = next(c["source"] for c in nats["configs"] if c["target"] == target)
-    users = {u["user"]: u for u in json.loads(compose["configs"][source]["content"])[
-        "authorization"]["users"]}
+    text = (REPO / compose["configs"][source]["file"]).read_text()
+    return json.loads("\n".join(line for line in text.splitlines()
+                                if not line.lstrip().startswith("#")))
 
-    service_user, service_password = DEV_NATS_SERVICE
-    producer_user, producer_password = DEV_NATS_PRODUCER
-    assert users[service_user]["password"] == service_password
-    assert "permissions" not in users[service_user]
-    assert users[producer_user]["password"] == producer_password
-    assert users[producer_user]["permissions"]["publish"]["allow"] == [INGEST_SUBJECT]
+
+def test_the_nats_config_is_a_file_in_the_repo_mounted_into_the_container(compose):
+    source = compose["services"]["nats"]["configs"][0]["source"]
+    path = REPO / compose["configs"][source]["file"]
+    assert path.is_file() and path.is_relative_to(REPO / "deploy")
+
+
+def test_nats_users_are_exactly_the_embedded_brokers_users_and_permissions(compose):
+    """Same users, passwords and permissions as `logstream up`; no user may do everything."""
+    users = _nats_config(compose)["authorization"]["users"]
+    assert users == dev_users()
+    assert all("permissions" in user for user in users)
+    producer = next(user for user in users if user["user"] == DEV_NATS_USERS["producer"][0])
+    assert producer["permissions"]["publish"]["allow"] == [INGEST_SUBJECT]
+
+
+def test_each_service_logs_in_to_nats_as_its_own_user_with_its_own_inbox(compose):
+    for name in _services_with_settings(compose):
+        service = compose["services"][name]
+        environment = {key: str(value) for key, value in service["environment"].items()}
+        settings = load_settings(_settings_class(service), environment)
+        role = role_of(settings)
+        if service["command"][0] == "proxy":
+            assert "LOGSTREAM_NATS_USER" not in environment  # the proxy never uses NATS
+            continue
+        assert role == service["command"][0], name
+        user, password = DEV_NATS_USERS[role]
+        assert (environment["LOGSTREAM_NATS_USER"],
+                environment["LOGSTREAM_NATS_PASSWORD"]) == (user, password), name
+        options = connect_options(settings, name=name)
+        assert (options["user"], options["inbox_prefix"]) == (user, f"_INBOX_{role}"), name
 
 
 def test_dockerfile_installs_the_package_and_runs_as_a_non_root_user():

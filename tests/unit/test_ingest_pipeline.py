@@ -19,11 +19,12 @@ from shared.errors import (
     InvalidRequest,
     PayloadTooLarge,
     RateLimited,
+    SettingsError,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from shared.identities import bearer_token
-from shared.service_tokens import TokenRegistry
+from shared.service_tokens import TokenRegistry, hash_secret
 from shared.records import ValidRecord
 from shared.settings import load_settings
 from services.ingest.metrics import HTTP, NATS, IngestMetrics
@@ -165,12 +166,91 @@ async def test_channels_outside_the_grants_are_forbidden_listed_once_and_nothing
 
 
 async def test_a_token_over_its_rate_is_limited_and_nothing_is_stored():
-    harness = Harness(rate_limit=2)
+    harness = Harness(publish_rate=2, publish_burst=4)
     await harness.publish([record()] * 4)
     with pytest.raises(RateLimited) as caught:
         await harness.publish(record())
-    assert caught.value.retry_after >= 1
+    assert caught.value.retry_after >= 1 and caught.value.rule == "publish_rate"
+    assert "'l5-etl-token'" in caught.value.message and "2 records/s" in caught.value.message
     assert len(harness.store.batches) == 1
+
+
+async def test_a_batch_larger_than_the_burst_is_too_large_even_on_a_full_bucket():
+    harness = Harness(publish_rate=2, publish_burst=4)
+    with pytest.raises(PayloadTooLarge) as caught:
+        await harness.publish([record()] * 5)
+    assert caught.value.rule == "publish_burst" and "burst of 4" in caught.value.message
+    assert harness.store.batches == []
+    await harness.publish([record()] * 4)  # the refused batch spent nothing
+
+
+async def test_a_batch_the_broker_did_not_confirm_gives_its_budget_back():
+    harness = Harness(publish_rate=1, publish_burst=3)
+    harness.store.fail = BrokerUnavailable("down")
+    with pytest.raises(BrokerUnavailable):
+        await harness.publish([record()] * 3)
+    harness.store.fail = None
+    assert (await harness.publish([record()] * 3)).accepted == 3  # the retry finds it whole
+
+
+async def test_without_a_publish_rate_there_is_no_limit():
+    harness = Harness()
+    for _ in range(3):
+        await harness.publish([record()] * 1000)
+    assert len(harness.store.batches) == 3
+
+
+async def test_the_caller_is_told_the_token_name_once_it_verifies_and_not_before():
+    harness = Harness()
+    seen: list[str] = []
+    raw = json.dumps(record()).encode()
+
+    def request(token):
+        return IngestRequest(transport=HTTP, content_type="application/json",
+                             declared_length=None, credential=token,
+                             read_body=body_in_memory(raw), identified=seen.append)
+
+    with pytest.raises(Unauthenticated):
+        await harness.pipeline.publish(request("wrong"))
+    assert seen == []
+    await harness.pipeline.publish(request(ETL_TOKEN))
+    assert seen == [ETL_TOKEN]
+
+
+@pytest.mark.parametrize(("token", "rule"), [(None, "no_credential"), ("", "no_credential"),
+                                             ("wrong", "token_invalid")])
+async def test_a_credential_refusal_names_its_rule(token, rule):
+    with pytest.raises(Unauthenticated) as caught:
+        await Harness().publish(record(), token=token)
+    assert caught.value.rule == rule
+
+
+async def test_a_grant_refusal_names_its_rule():
+    with pytest.raises(Forbidden) as caught:
+        await Harness().publish(record("logs:faas:ws1"))
+    assert caught.value.rule == "grant"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+async def test_a_body_that_is_not_utf8_is_a_400_not_a_crash(content_type):
+    harness = Harness()
+    with pytest.raises(InvalidRequest, match="UTF-8"):
+        await harness.publish(b'{"channel": "logs:etl:ws1", "message": "caf\xe9"}',
+                              content_type=content_type)
+    assert harness.store.batches == []
+
+
+async def test_a_token_from_a_file_publishes_under_its_name_not_its_secret(tmp_path):
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [
+        {"name": "billing-prod", "sha256": hash_secret("s3cret-value"), "grants": ["logs:etl"]}]}))
+    harness = Harness()
+    harness.pipeline = IngestPipeline(harness.settings, TokenRegistry.from_file(path),
+                                      harness.store, IngestMetrics(CollectorRegistry()))
+    await harness.publish(record(), token="s3cret-value")
+    [(stored, publisher)] = harness.store.batches
+    assert publisher == "billing-prod" and stored[0].record.publisher == "billing-prod"
+    assert "s3cret-value" not in msgspec.json.encode(stored[0].record).decode()
 
 
 async def test_an_unavailable_broker_is_counted_and_propagated():
@@ -208,9 +288,9 @@ class FakeClock:
         return self.now
 
 
-def test_the_rate_limiter_allows_a_burst_of_twice_the_rate_then_refills():
+def test_the_rate_limiter_allows_its_burst_then_refills_at_the_rate():
     clock = FakeClock()
-    limiter = RecordRateLimiter(5, clock=clock)
+    limiter = RecordRateLimiter(5, 10, clock=clock)
     limiter.take("a", 10)
     with pytest.raises(RateLimited):
         limiter.take("a", 1)
@@ -219,14 +299,67 @@ def test_the_rate_limiter_allows_a_burst_of_twice_the_rate_then_refills():
     limiter.take("a", 1)
 
 
-def test_a_batch_larger_than_the_burst_passes_on_a_full_bucket_and_leaves_debt():
+def test_the_bucket_never_holds_more_than_the_burst():
     clock = FakeClock()
-    limiter = RecordRateLimiter(5, clock=clock)
-    limiter.take("a", 25)
-    clock.now += 2.0  # refilled 10, still 5 in debt
-    with pytest.raises(RateLimited) as caught:
+    limiter = RecordRateLimiter(5, 10, clock=clock)
+    limiter.take("a", 1)
+    clock.now += 3600
+    limiter.take("a", 10)
+    with pytest.raises(RateLimited):
         limiter.take("a", 1)
-    assert caught.value.retry_after == 2
+
+
+@pytest.mark.parametrize(("asked", "retry_after"), [
+    (1, 1),   # 0.2 s away: still at least one second
+    (10, 2),  # 2 s away exactly
+    (6, 2),   # 1.2 s away, rounded up
+])
+def test_retry_after_is_the_whole_seconds_until_the_batch_fits(asked, retry_after):
+    clock = FakeClock()
+    limiter = RecordRateLimiter(5, 10, clock=clock)
+    limiter.take("a", 10)
+    with pytest.raises(RateLimited) as caught:
+        limiter.take("a", asked)
+    assert caught.value.retry_after == retry_after
+    assert caught.value.details == [{"token": "a", "publish_rate": 5.0, "publish_burst": 10}]
+
+
+def test_a_batch_larger_than_the_burst_can_never_pass_and_spends_nothing():
+    clock = FakeClock()
+    limiter = RecordRateLimiter(5, 10, clock=clock)
+    with pytest.raises(PayloadTooLarge) as caught:
+        limiter.take("a", 11)
+    assert caught.value.rule == "publish_burst"
+    assert caught.value.details == [{"records": 11, "publish_burst": 10}]
+    limiter.take("a", 10)
+
+
+def test_a_budget_given_back_is_capped_at_the_burst():
+    clock = FakeClock()
+    limiter = RecordRateLimiter(5, 10, clock=clock)
+    limiter.take("a", 4)
+    limiter.give_back("a", 40)
+    limiter.take("a", 10)
+    with pytest.raises(RateLimited):
+        limiter.take("a", 1)
+    limiter.give_back("never-seen", 3)  # no bucket yet: nothing to give back
+
+
+def test_the_burst_defaults_to_two_seconds_of_rate_but_never_below_a_full_batch():
+    def burst(**overrides) -> int:
+        return load_settings(Settings, {}, env="dev", **overrides).burst
+
+    assert burst(publish_rate=2000) == 4000
+    assert burst(publish_rate=0.5) == 1000
+    assert burst(publish_rate=10, max_batch_records=50) == 50
+    assert burst(publish_rate=10, publish_burst=7) == 7
+
+
+def test_a_burst_without_a_rate_is_refused_at_start_naming_both_settings():
+    with pytest.raises(SettingsError) as caught:
+        load_settings(Settings, {"LOGSTREAM_PUBLISH_BURST": "50"}, env="dev")
+    assert "LOGSTREAM_PUBLISH_BURST" in caught.value.message
+    assert "LOGSTREAM_PUBLISH_RATE" in caught.value.message
 
 
 def test_a_rejection_report_carries_the_reason_and_a_truncated_payload():

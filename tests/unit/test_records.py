@@ -12,6 +12,7 @@ from shared.channels import Channel
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.records import (
     MAX_FIELDS_BYTES,
+    MAX_FIELDS_DEPTH,
     MAX_MESSAGE_BYTES,
     PublishedRecord,
     decode_batch,
@@ -116,6 +117,24 @@ def test_a_number_too_large_for_a_float_is_invalid_not_a_crash(media):
     raw = b'{"channel": "logs:etl:ws1", "message": "m", "fields": {"n": 1e999}}'
     with pytest.raises(InvalidRequest, match="Number out of range"):
         decode_batch(raw, media)
+
+
+@pytest.mark.parametrize("media", [JSON, NDJSON])
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000,
+    b'{"a":' * 20_000,
+    b'{"channel": "logs:etl:ws1", "message": "m", "fields": ' + b'{"a":' * 20_000,
+    b'{"channel": "logs:etl:ws1", "message": "m", "fields": {"a": ' + b"[" * 20_000,
+])
+def test_json_nested_past_the_decoder_s_limit_is_invalid_not_a_crash(raw, media):
+    with pytest.raises(InvalidRequest):
+        decode_batch(raw, media)
+
+
+def test_fields_nested_past_the_decoder_s_limit_are_said_to_be_nested_too_deeply():
+    raw = b'{"channel": "logs:etl:ws1", "message": "m", "fields": ' + b'{"a":' * 20_000
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        decode_batch(raw, JSON)
 
 
 @pytest.mark.parametrize("raw", [b"42", b'"text"', b"null", b"true"])
@@ -288,6 +307,24 @@ def test_fields_over_16_kib_encoded_are_rejected():
     assert detail["field"] == "fields" and "16384 bytes" in detail["message"]
 
 
+def _nested(depth: int) -> dict:
+    """``fields`` whose objects and arrays nest ``depth`` levels deep (itself the first)."""
+    value: object = 1
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"k": value}
+    return {"k": value}
+
+
+def test_fields_nested_as_deep_as_the_limit_are_accepted():
+    assert one(fields=_nested(MAX_FIELDS_DEPTH)).fields == _nested(MAX_FIELDS_DEPTH)
+
+
+@pytest.mark.parametrize("depth", [MAX_FIELDS_DEPTH + 1, 500])
+def test_fields_nested_deeper_than_the_limit_are_rejected(depth):
+    detail = problem_of(fields=_nested(depth))
+    assert detail["field"] == "fields" and f"deeper than {MAX_FIELDS_DEPTH}" in detail["message"]
+
+
 @pytest.mark.parametrize("fields", [[1, 2], "text", 3])
 def test_fields_that_are_not_an_object_are_rejected(fields):
     assert problem_of(fields=fields)["field"] == "fields"
@@ -351,3 +388,23 @@ def test_delivered_json_puts_seq_first_and_keeps_the_stored_record_intact():
     assert decoded == json.loads(encoded)
     assert msgspec.json.decode(encoded, type=type(stored)) == stored
     assert json.loads(encoded)["channel"] == CHANNEL
+
+
+_INJECTION = '\n\nevent: log\ndata: {"forged":1}\n\r\n\r\u0000\u2028\x1c\x85'
+
+
+def test_line_breaks_and_nul_in_every_text_field_are_kept_and_escaped_in_the_stored_json():
+    stored = one(message=_INJECTION, source=_INJECTION, id="i" + _INJECTION,
+                 fields={_INJECTION: [_INJECTION, {"k": _INJECTION}]})
+    encoded = encode_stored(stored)
+    assert not any(byte in encoded for byte in (b"\n", b"\r", b"\x00", b"\x1c"))
+    decoded = json.loads(delivered_json(7, encoded))
+    assert decoded["message"] == decoded["source"] == _INJECTION
+    assert decoded["id"] == "i" + _INJECTION
+    assert decoded["fields"] == {_INJECTION: [_INJECTION, {"k": _INJECTION}]}
+
+
+@pytest.mark.parametrize("field", ["channel", "level", "timestamp"])
+def test_a_line_break_in_a_checked_field_is_rejected(field):
+    value = {"channel": CHANNEL, "level": "info", "timestamp": "2026-01-31T12:00:00Z"}[field]
+    assert problem_of(**{field: value + "\n"})["field"] == field

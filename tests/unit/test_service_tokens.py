@@ -8,7 +8,8 @@ import pytest
 
 from shared.channels import Channel
 from shared.errors import SettingsError, Unauthenticated
-from shared.service_tokens import TokenRegistry, hash_secret
+from shared import service_tokens
+from shared.service_tokens import MAX_SECRET_CHARS, TokenRegistry, hash_secret
 
 # Service tokens
 
@@ -112,6 +113,10 @@ def _entry(**overrides) -> dict:
         ("grant3.json", json.dumps({"tokens": [_entry(grants=["logs:etl:a:b:c"])]}),
          "1 to 3 segments"),
         ("extra.json", json.dumps({"tokens": [_entry(admin=True)]}), "admin"),
+        ("colon.json", json.dumps({"tokens": [_entry(name="a:b")]}), "name"),
+        ("newline.json", json.dumps({"tokens": [_entry(name="a\nb")]}), "name"),
+        ("space.json", json.dumps({"tokens": [_entry(name="a b")]}), "name"),
+        ("long.json", json.dumps({"tokens": [_entry(name="n" * 129)]}), "name"),
         ("twice.json", json.dumps({"tokens": [_entry(), _entry(name="u")]}),
          "token 'u' has the same sha256 as token 't'"),
     ],
@@ -132,3 +137,102 @@ def test_a_missing_token_file_is_a_settings_error_naming_the_file(tmp_path):
         TokenRegistry.from_file(path)
 
 
+
+# Verification rules and constant-time comparison
+
+
+@pytest.mark.parametrize(("secret", "rule"), [(None, "no_credential"), ("", "no_credential"),
+                                              ("nope", "token_invalid")])
+def test_a_refused_service_token_names_the_rule_that_refused_it(secret, rule):
+    with pytest.raises(Unauthenticated) as caught:
+        TokenRegistry.dev().verify(secret)
+    assert caught.value.rule == rule
+
+
+def test_an_absurdly_long_token_is_refused_without_being_hashed(monkeypatch):
+    registry, hashed = TokenRegistry.dev(), []
+    monkeypatch.setattr(service_tokens, "_digest", lambda s: hashed.append(s) or b"")
+    with pytest.raises(Unauthenticated) as caught:
+        registry.verify("x" * (MAX_SECRET_CHARS + 1))
+    assert caught.value.rule == "token_invalid" and hashed == []
+    assert str(MAX_SECRET_CHARS) in caught.value.message
+
+
+@pytest.mark.parametrize("secret", ["\ud800", "caf\u00e9", "\x00\r\n", " "])
+def test_an_odd_token_is_just_not_valid(secret):
+    with pytest.raises(Unauthenticated, match="not valid"):
+        TokenRegistry.dev().verify(secret)
+
+
+@pytest.mark.parametrize("secret", ["l5-etl-token", "platform-token", "nope"])
+def test_every_known_digest_is_compared_whichever_token_matches(monkeypatch, secret):
+    compared = []
+
+    def compare_digest(a, b):
+        compared.append((a, b))
+        return a == b
+
+    monkeypatch.setattr(service_tokens.hmac, "compare_digest", compare_digest)
+    registry = TokenRegistry.dev()
+    try:
+        registry.verify(secret)
+    except Unauthenticated:
+        pass
+    assert len(compared) == len(registry) == 4  # no early exit on a match
+    assert {b for _, b in compared} == {bytes.fromhex(hash_secret(secret))}
+
+
+def test_the_registry_holds_digests_never_secrets():
+    registry = TokenRegistry.dev()
+    held = repr([(digest, token.grants) for digest, token in registry._entries])
+    for secret in ("l5-etl-token", "faas-token"):
+        assert secret not in held and secret.encode() not in b"".join(
+            digest for digest, _ in registry._entries)
+
+
+def test_one_name_may_hold_two_secrets_while_a_secret_is_rotated(tmp_path):
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [_entry(name="etl", sha256=hash_secret("old")),
+                                           _entry(name="etl", sha256=hash_secret("new"))]}))
+    registry = TokenRegistry.from_file(path)
+    assert registry.verify("old").name == registry.verify("new").name == "etl"
+
+
+# Reloading the token file (ingest does on SIGHUP)
+
+
+def _write(path, *secrets: str) -> None:
+    path.write_text(json.dumps({"tokens": [
+        _entry(name=f"name-{secret}", sha256=hash_secret(secret)) for secret in secrets]}))
+
+
+def test_a_reload_replaces_the_tokens_with_the_files_new_ones(tmp_path):
+    path = tmp_path / "tokens.json"
+    _write(path, "a")
+    registry = TokenRegistry.from_file(path)
+    _write(path, "b", "c")
+    assert registry.reload() == 2 and len(registry) == 2
+    assert registry.verify("b").name == "name-b"
+    with pytest.raises(Unauthenticated):
+        registry.verify("a")
+
+
+@pytest.mark.parametrize("broken", ['{"tokens": [', json.dumps({"tokens": [_entry(sha256="z")]}),
+                                    None])
+def test_a_reload_of_a_bad_or_missing_file_keeps_the_old_tokens(tmp_path, broken):
+    path = tmp_path / "tokens.json"
+    _write(path, "a")
+    registry = TokenRegistry.from_file(path)
+    if broken is None:
+        path.unlink()
+    else:
+        path.write_text(broken)
+    with pytest.raises(SettingsError) as caught:
+        registry.reload()
+    assert str(path) in caught.value.message and "tokens_file" in caught.value.message
+    assert registry.verify("a").name == "name-a" and len(registry) == 1
+
+
+def test_a_registry_without_a_file_cannot_reload():
+    with pytest.raises(SettingsError, match="no file"):
+        TokenRegistry.dev().reload()

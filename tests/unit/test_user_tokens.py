@@ -1,22 +1,70 @@
-"""shared.user_tokens against CONTRACT section 8: user tokens and who may read what."""
+"""shared.user_tokens against CONTRACT section 8: user tokens, their keys, and who may read what.
+
+Every way in is tried with a token built to break one rule: another algorithm, another key,
+algorithm confusion, a wrong audience or issuer, an expired or not-yet-valid token, bad claims.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from shared.channels import parse_pattern
 from shared.errors import SettingsError, Unauthenticated
 from shared.identities import DEV_JWT_SECRET, DEV_USERS
-from shared.user_tokens import UserIdentity, UserTokens
+from shared.user_tokens import (
+    DEFAULT_LEEWAY_S,
+    MIN_SECRET_BYTES,
+    UserIdentity,
+    UserTokens,
+    public_key_from_pem,
+    read_public_key_file,
+)
 
 # 64 bytes or more, so PyJWT warns of a short HMAC key for neither HS256 nor HS512.
 SECRET = "unit-test-secret-" * 4
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+OTHER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-# User tokens
+def public_pem(private_key) -> bytes:
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _claims(**overrides) -> dict:
+    return {"sub": "user123", "workspaces": ["workspace123"], "exp": int(time.time()) + 600,
+            **overrides}
+
+
+def refusal(tokens: UserTokens, token: str) -> Unauthenticated:
+    with pytest.raises(Unauthenticated) as caught:
+        tokens.verify(token)
+    return caught.value
+
+
+def forge_hs256(claims: dict, key: bytes) -> str:
+    """An HS256 token whose HMAC key is ``key``: what an attacker builds from a public PEM."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = (part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "."
+                     + part(json.dumps(claims).encode()))
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + part(signature)
+
+
+# User tokens with a shared secret
 
 
 def test_an_issued_user_token_verifies_to_its_user_and_workspaces():
@@ -25,7 +73,10 @@ def test_an_issued_user_token_verifies_to_its_user_and_workspaces():
     identity = tokens.verify(tokens.issue("user123", ["workspace123", "ws2"], ttl_s=600))
     assert identity.user_id == "user123"
     assert identity.workspaces == frozenset({"workspace123", "ws2"})
-    assert before + 590 <= identity.expires_at <= time.time() + 610
+    assert identity.roles == frozenset() and not identity.is_admin
+    # The gateway accepts it until exp plus the leeway, and ends its streams then.
+    assert before + 600 + DEFAULT_LEEWAY_S - 1 <= identity.expires_at
+    assert identity.expires_at <= time.time() + 600 + DEFAULT_LEEWAY_S
 
 
 def test_the_dev_users_are_the_contract_users():
@@ -33,38 +84,74 @@ def test_the_dev_users_are_the_contract_users():
                          "admin": ("*",)}
 
 
+def test_the_dev_admin_token_carries_the_admin_role_and_the_others_none():
+    tokens = UserTokens(DEV_JWT_SECRET)
+    admin = tokens.verify(tokens.issue_dev("admin"))
+    assert admin.is_admin and admin.reads_every_workspace
+    user = tokens.verify(tokens.issue_dev("user123"))
+    assert not user.is_admin and user.workspaces == {"workspace123"}
+
+
 def test_an_expired_user_token_is_unauthenticated_and_says_it_expired():
     tokens = UserTokens(SECRET)
-    with pytest.raises(Unauthenticated, match="expired"):
-        tokens.verify(tokens.issue("user123", ["workspace123"], ttl_s=-60))
+    error = refusal(tokens, tokens.issue("user123", ["workspace123"], ttl_s=-60))
+    assert "expired" in error.message and error.rule == "jwt_expired"
+
+
+def test_a_token_expired_within_the_leeway_is_accepted_until_the_leeway_runs_out():
+    exp = int(time.time()) - 3
+    token = jwt.encode(_claims(exp=exp), SECRET, algorithm="HS256")
+    identity = UserTokens(SECRET, leeway_s=30).verify(token)
+    assert identity.expires_at == exp + 30
+    assert refusal(UserTokens(SECRET, leeway_s=1), token).rule == "jwt_expired"
+
+
+def test_a_token_not_valid_yet_is_refused_beyond_the_leeway_only():
+    token = jwt.encode(_claims(nbf=int(time.time()) + 20), SECRET, algorithm="HS256")
+    error = refusal(UserTokens(SECRET, leeway_s=5), token)
+    assert "not valid yet" in error.message and error.rule == "jwt_invalid"
+    assert UserTokens(SECRET, leeway_s=60).verify(token).user_id == "user123"
+
+
+def test_a_token_issued_in_the_future_is_refused():
+    token = jwt.encode(_claims(iat=int(time.time()) + 600), SECRET, algorithm="HS256")
+    assert refusal(UserTokens(SECRET), token).rule == "jwt_invalid"
+
+
+def test_a_user_token_without_an_expiry_is_refused():
+    claims = _claims()
+    del claims["exp"]
+    error = refusal(UserTokens(SECRET), jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert "'exp'" in error.message and error.rule == "jwt_invalid"
 
 
 def test_a_user_token_signed_with_another_secret_is_unauthenticated():
     token = UserTokens("another-secret-" * 4).issue("u", ["w"])
-    with pytest.raises(Unauthenticated, match="not valid"):
-        UserTokens(SECRET).verify(token)
+    error = refusal(UserTokens(SECRET), token)
+    assert "not valid" in error.message and error.rule == "jwt_invalid"
 
 
 def test_a_dev_token_is_refused_by_a_gateway_with_a_production_secret():
     with pytest.raises(Unauthenticated):
-        UserTokens(SECRET).verify(UserTokens(DEV_JWT_SECRET).issue("admin", ["*"]))
-
-
-def _claims(**overrides) -> dict:
-    return {"sub": "user123", "workspaces": ["workspace123"], "exp": int(time.time()) + 600,
-            **overrides}
+        UserTokens(SECRET).verify(UserTokens(DEV_JWT_SECRET).issue_dev("admin"))
 
 
 def test_a_user_token_with_the_none_algorithm_is_unauthenticated():
-    token = jwt.encode(_claims(workspaces=["*"]), None, algorithm="none")
-    with pytest.raises(Unauthenticated, match="not valid"):
-        UserTokens(SECRET).verify(token)
+    token = jwt.encode(_claims(workspaces=["*"], roles=["admin"]), None, algorithm="none")
+    assert refusal(UserTokens(SECRET), token).rule == "jwt_invalid"
+    assert refusal(UserTokens(key=public_key_from_pem(public_pem(RSA_KEY))), token).rule \
+        == "jwt_invalid"
 
 
-def test_a_user_token_with_another_hmac_algorithm_is_unauthenticated():
-    token = jwt.encode(_claims(), SECRET, algorithm="HS512")
-    with pytest.raises(Unauthenticated, match="not valid"):
-        UserTokens(SECRET).verify(token)
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_a_user_token_with_another_hmac_algorithm_is_unauthenticated(algorithm):
+    token = jwt.encode(_claims(), SECRET, algorithm=algorithm)
+    assert "not valid" in refusal(UserTokens(SECRET), token).message
+
+
+def test_an_rs256_token_is_refused_where_only_a_secret_is_configured():
+    token = jwt.encode(_claims(), RSA_KEY, algorithm="RS256")
+    assert refusal(UserTokens(SECRET), token).rule == "jwt_invalid"
 
 
 @pytest.mark.parametrize("workspaces", [None, "workspace123", [1, 2], {"a": 1}])
@@ -85,21 +172,183 @@ def test_a_user_token_without_a_subject_is_unauthenticated():
         UserTokens(SECRET).verify(jwt.encode(claims, SECRET, algorithm="HS256"))
 
 
+@pytest.mark.parametrize("subject", ["", "x" * 257, 42])
+def test_an_empty_overlong_or_non_string_subject_is_unauthenticated(subject):
+    token = jwt.encode(_claims(sub=subject), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated, match="(?i)sub"):
+        UserTokens(SECRET).verify(token)
+
+
 @pytest.mark.parametrize("token", [None, ""])
 def test_a_missing_user_token_is_unauthenticated(token):
-    with pytest.raises(Unauthenticated, match="user token is required"):
-        UserTokens(SECRET).verify(token)
+    error = refusal(UserTokens(SECRET), token)
+    assert "user token is required" in error.message and error.rule == "no_credential"
 
 
-@pytest.mark.parametrize("token", ["garbage", "a.b.c", "l5-etl-token"])
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "l5-etl-token", "e30.e30.", "..."])
 def test_a_user_token_that_is_not_a_jwt_is_unauthenticated(token):
-    with pytest.raises(Unauthenticated, match="not valid"):
-        UserTokens(SECRET).verify(token)
+    assert "not valid" in refusal(UserTokens(SECRET), token).message
 
 
 def test_an_empty_user_token_secret_is_a_settings_error():
     with pytest.raises(SettingsError, match="jwt_secret"):
         UserTokens("")
+
+
+def test_a_user_token_secret_shorter_than_32_bytes_is_a_settings_error():
+    with pytest.raises(SettingsError, match="jwt_secret.*LOGSTREAM_JWT_SECRET.*32 bytes"):
+        UserTokens("s" * (MIN_SECRET_BYTES - 1))
+
+
+# Audience and issuer
+
+
+def test_a_configured_audience_and_issuer_are_required_and_must_match():
+    tokens = UserTokens(SECRET, audience="logstream", issuer="https://idp.example")
+    assert tokens.verify(tokens.issue("u", ["w"])).user_id == "u"
+    cases = {
+        "jwt_audience": [_claims(aud="other", iss="https://idp.example"),
+                         _claims(iss="https://idp.example")],
+        "jwt_issuer": [_claims(aud="logstream", iss="https://evil.example"),
+                       _claims(aud="logstream")],
+    }
+    for rule, claims_list in cases.items():
+        for claims in claims_list:
+            error = refusal(tokens, jwt.encode(claims, SECRET, algorithm="HS256"))
+            assert error.rule == rule, claims
+
+
+def test_a_token_for_some_audience_is_refused_where_none_is_configured():
+    token = jwt.encode(_claims(aud="another-service"), SECRET, algorithm="HS256")
+    error = refusal(UserTokens(SECRET), token)
+    assert "audience" in error.message and error.rule == "jwt_audience"
+
+
+def test_any_issuer_is_accepted_where_none_is_configured():
+    token = jwt.encode(_claims(iss="https://anyone.example"), SECRET, algorithm="HS256")
+    assert UserTokens(SECRET).verify(token).user_id == "user123"
+
+
+# Public keys
+
+
+def test_an_rsa_public_key_verifies_rs256_tokens():
+    tokens = UserTokens(key=public_key_from_pem(public_pem(RSA_KEY)))
+    assert tokens.algorithm == "RS256"
+    identity = tokens.verify(jwt.encode(_claims(roles=["admin"]), RSA_KEY, algorithm="RS256"))
+    assert identity.user_id == "user123" and identity.is_admin
+
+
+def test_an_ec_p256_public_key_verifies_es256_tokens():
+    tokens = UserTokens(key=public_key_from_pem(public_pem(EC_KEY)))
+    assert tokens.algorithm == "ES256"
+    assert tokens.verify(jwt.encode(_claims(), EC_KEY, algorithm="ES256")).user_id == "user123"
+
+
+@pytest.mark.parametrize("pem_of", ["rsa", "ec"])
+def test_an_hs256_token_signed_with_the_public_pem_is_refused(pem_of):
+    """Algorithm confusion: the public key is public, so it must never work as an HMAC secret."""
+    pem = public_pem(RSA_KEY if pem_of == "rsa" else EC_KEY)
+    tokens = UserTokens(key=public_key_from_pem(pem))
+    claims = _claims(workspaces=["*"], roles=["admin"])
+    for key in (pem, pem.strip(), pem.decode().replace("\n", "\r\n").encode()):
+        assert refusal(tokens, forge_hs256(claims, key)).rule == "jwt_invalid"
+
+
+@pytest.mark.parametrize(("signer", "algorithm"), [
+    (OTHER_RSA_KEY, "RS256"),  # right algorithm, wrong key
+    (RSA_KEY, "RS384"),  # right key, an algorithm outside the allow-list
+    (RSA_KEY, "PS256"),
+    (EC_KEY, "ES256"),
+])
+def test_an_rsa_gateway_refuses_every_other_signature(signer, algorithm):
+    tokens = UserTokens(key=public_key_from_pem(public_pem(RSA_KEY)))
+    assert refusal(tokens, jwt.encode(_claims(), signer, algorithm=algorithm)).rule \
+        == "jwt_invalid"
+
+
+@pytest.mark.parametrize(("signer", "algorithm"), [
+    (OTHER_EC_KEY, "ES256"), (RSA_KEY, "RS256"), (SECRET, "HS256"),
+])
+def test_an_ec_gateway_refuses_every_other_signature(signer, algorithm):
+    tokens = UserTokens(key=public_key_from_pem(public_pem(EC_KEY)))
+    assert refusal(tokens, jwt.encode(_claims(), signer, algorithm=algorithm)).rule \
+        == "jwt_invalid"
+
+
+def test_a_public_key_cannot_issue_tokens():
+    with pytest.raises(SettingsError, match="cannot issue"):
+        UserTokens(key=public_key_from_pem(public_pem(RSA_KEY))).issue("u", ["w"])
+
+
+def test_a_secret_and_a_public_key_together_are_a_settings_error():
+    with pytest.raises(SettingsError, match="jwt_secret.*jwt_public_key_file.*not both"):
+        UserTokens(SECRET, key=public_key_from_pem(public_pem(RSA_KEY)))
+
+
+@pytest.mark.parametrize(("pem", "problem"), [
+    (b"not a key", "not a PEM public key"),
+    (b"", "not a PEM public key"),
+    (RSA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           serialization.NoEncryption()), "not a PEM public key"),
+    (public_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "2048 bits"),
+    (public_pem(ec.generate_private_key(ec.SECP384R1())), "P-256"),
+    (public_pem(ed25519.Ed25519PrivateKey.generate()), "not supported"),
+])
+def test_an_unusable_public_key_is_a_settings_error_naming_the_setting(pem, problem):
+    with pytest.raises(SettingsError) as caught:
+        public_key_from_pem(pem)
+    assert "jwt_public_key_file (LOGSTREAM_JWT_PUBLIC_KEY_FILE)" in caught.value.message
+    assert problem in caught.value.message
+
+
+def test_a_missing_public_key_file_is_a_settings_error_naming_the_file(tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        read_public_key_file(str(tmp_path / "absent.pem"))
+    assert "LOGSTREAM_JWT_PUBLIC_KEY_FILE" in caught.value.message
+    assert "absent.pem" in caught.value.message
+
+
+def test_a_public_key_file_may_hold_a_certificate(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(RSA_KEY.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(RSA_KEY, hashes.SHA256()))
+    path = tmp_path / "idp.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tokens = UserTokens(key=read_public_key_file(str(path)))
+    assert tokens.verify(jwt.encode(_claims(), RSA_KEY, algorithm="RS256")).user_id == "user123"
+
+
+# Roles
+
+
+@pytest.mark.parametrize(("claims", "admin"), [
+    ({"roles": ["viewer", "admin"]}, True),
+    ({"roles": "admin"}, True),
+    ({"role": "admin"}, True),
+    ({"roles": ["viewer"]}, False),
+    ({"roles": []}, False),
+    ({"role": "administrator"}, False),
+    ({"workspaces": ["*"]}, False),  # reading every workspace is not administering
+])
+def test_the_admin_role_comes_from_roles_or_role_and_nothing_else(claims, admin):
+    identity = UserTokens(SECRET).verify(jwt.encode(_claims(**claims), SECRET, algorithm="HS256"))
+    assert identity.is_admin is admin
+
+
+@pytest.mark.parametrize("claims", [{"roles": {"admin": True}}, {"roles": ["admin", 1]},
+                                    {"role": ["admin"]}])
+def test_a_malformed_role_claim_is_unauthenticated(claims):
+    error = refusal(UserTokens(SECRET), jwt.encode(_claims(**claims), SECRET, algorithm="HS256"))
+    assert "role" in error.message and error.rule == "jwt_invalid"
 
 
 # Who may read what
@@ -116,17 +365,25 @@ def test_an_empty_user_token_secret_is_a_settings_error():
         ("logs:etl:workspace456", False),
         ("logs:etl:workspace1234", False),
         ("logs:etl:*", False),
+        ("logs:etl:*:*", False),
         ("logs:*:*:*", False),
+        ("logs:*:*:wf1", False),
     ],
 )
 def test_a_user_reads_exactly_their_own_workspaces(pattern, allowed):
     user = UserIdentity("user123", frozenset({"workspace123"}))
-    assert not user.is_admin
+    assert not user.reads_every_workspace
     assert user.may_read(parse_pattern(pattern)) is allowed
 
 
-@pytest.mark.parametrize("pattern", ["logs:etl:*", "logs:*:*:*", "logs:faas:anyone:fn"])
-def test_an_admin_reads_every_workspace(pattern):
-    admin = UserTokens(SECRET).verify(UserTokens(SECRET).issue("admin", ["*"]))
-    assert admin.is_admin
-    assert admin.may_read(parse_pattern(pattern))
+def test_a_user_may_not_name_a_workspace_called_star_to_read_everything():
+    user = UserIdentity("user123", frozenset({"workspace123"}))
+    assert not user.may_read(parse_pattern("logs:etl:*:wf1"))
+
+
+@pytest.mark.parametrize("pattern", ["logs:etl:*", "logs:etl:*:*", "logs:*:*:*",
+                                     "logs:faas:anyone:fn"])
+def test_a_user_of_every_workspace_reads_every_channel(pattern):
+    reader = UserTokens(SECRET).verify(UserTokens(SECRET).issue("reader", ["*"]))
+    assert reader.reads_every_workspace and not reader.is_admin
+    assert reader.may_read(parse_pattern(pattern))

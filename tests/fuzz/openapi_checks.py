@@ -1,0 +1,54 @@
+"""What every fuzzed response is held to, and the bounds of every OpenAPI fuzz run.
+
+A response is never a 5xx (503 would mean NATS is down, and it is up), and it conforms to the
+operation's document where the document speaks: its content type and body schema for a
+documented status, and its status itself where the operation documents its errors at all.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+__all__ = ["FUZZ", "checks_for", "fuzz_operation"]
+
+# Bounded (the whole fuzz folder runs in about a minute on 2 cores) and reproducible: the same
+# examples on every run, so CI never fails on a case nobody can replay.
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                           HealthCheck.data_too_large],
+)
+
+
+def checks_for(operation) -> list:
+    checks = [not_a_server_error, content_type_conformance, response_schema_conformance,
+              response_headers_conformance]
+    if any(code.startswith("4") for code in operation.responses.status_codes):
+        checks.append(status_code_conformance)
+    return checks
+
+
+def fuzz_operation(operation, mode, *, base_url: str, headers: dict[str, str],
+                   statuses: set[int], max_examples: int = FUZZ.max_examples) -> None:
+    """Send generated requests (``FUZZ``-bounded) with ``headers`` added; every response must
+    pass ``checks_for(operation)`` and have one of ``statuses``."""
+    checks = checks_for(operation)
+
+    @settings(FUZZ, max_examples=max_examples)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:
+        response = case.call_and_validate(base_url=base_url, headers=headers, checks=checks,
+                                          timeout=10)
+        assert response.status_code in statuses, (response.status_code, response.text[:500])
+
+    run()

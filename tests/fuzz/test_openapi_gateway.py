@@ -1,0 +1,102 @@
+"""schemathesis against the running gateway's OpenAPI document (CONTRACT 6, 9).
+
+The stream never ends by itself, so a stream case is sent with httpx in streaming mode: a 200
+is checked for its event-stream type and its opening ``retry:`` frame, then closed; any other
+answer is read and validated by schemathesis against the document.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from schemathesis import GenerationMode
+
+from shared.identities import DEV_JWT_SECRET
+from shared.user_tokens import UserTokens
+from tests.fuzz.contract_openapi import STREAM, TEST_LOGS, fetch_document
+from tests.fuzz.openapi_checks import FUZZ, checks_for, fuzz_operation
+
+TOKENS = UserTokens(DEV_JWT_SECRET)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# Who sends the generated requests, and how many each: mostly a reader of every workspace,
+# whose valid requests open a stream.
+SENDERS = {
+    "reader-of-every-workspace": (_bearer(TOKENS.issue("fuzz-reader", ["*"])), 25),
+    "user-of-one-workspace": (_bearer(TOKENS.issue("user123", ["workspace123"])), 8),  # 403
+    "no-token": ({}, 5),
+    "expired-token": (_bearer(TOKENS.issue("fuzz-late", ["*"], ttl_s=-3600)), 4),
+    "forged-token": (_bearer(UserTokens("a-different-secret-of-32-bytes-or-more").issue(
+        "admin", ["*"])), 4),
+    "basic-auth": ({"Authorization": "Basic ZnV6ejpmdXp6"}, 4),
+}
+# CONTRACT 6: answers before the stream opens (503 only when NATS is down: it is up here).
+STREAM_STATUSES = {200, 400, 401, 403, 429}
+FUZZED = {("GET", STREAM), ("GET", "/admin/logs/stats"), ("GET", "/health"), ("GET", "/ready"),
+          ("GET", "/metrics"), ("POST", TEST_LOGS)}
+
+
+def _open_and_close(case, base_url: str, auth: dict[str, str]) -> httpx.Response:
+    """Send a stream case; a 200 is checked and closed after its first frame, else read."""
+    sent = case.as_transport_kwargs(base_url=base_url)
+    headers = {**sent["headers"], **auth}
+    with httpx.Client(timeout=httpx.Timeout(10, read=10)) as client:
+        with client.stream(sent["method"], sent["url"], params=sent.get("params"),
+                           headers=headers, cookies=sent.get("cookies")) as response:
+            if response.status_code != 200:
+                response.read()
+                return response
+            assert response.headers["content-type"].startswith("text/event-stream")
+            first = b""
+            for chunk in response.iter_raw():
+                first += chunk
+                if b"\n\n" in first:
+                    break
+            assert first.startswith(b"retry: ") and b"event: connected\n" in first, first
+            return response
+
+
+@pytest.mark.parametrize("sender", SENDERS)
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                         ids=["positive", "negative"])
+def test_stream_requests_open_a_stream_or_are_refused_as_documented(stack, gateway_schema,
+                                                                    mode, sender):
+    operation = gateway_schema[STREAM]["GET"]
+    checks = checks_for(operation)
+    headers, examples = SENDERS[sender]
+
+    @settings(FUZZ, max_examples=examples)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:
+        response = _open_and_close(case, stack.gateway.url, headers)
+        assert response.status_code in STREAM_STATUSES, (response.status_code, response.text)
+        if response.status_code != 200:
+            assert set(response.json()) == {"error", "message", "details"}
+            case.validate_response(response, checks=checks)
+
+    run()
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                         ids=["positive", "negative"])
+def test_the_dev_test_record_route_answers_as_documented(stack, gateway_schema, mode):
+    fuzz_operation(gateway_schema[TEST_LOGS]["POST"], mode, base_url=stack.gateway.url,
+                   headers={}, statuses={202, 400}, max_examples=15)
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/admin/logs/stats"])
+def test_service_routes_answer_200_as_documented(stack, gateway_schema, path):
+    fuzz_operation(gateway_schema[path]["GET"], GenerationMode.POSITIVE,
+                   base_url=stack.gateway.url, headers={}, statuses={200})
+
+
+def test_every_operation_of_the_gateway_document_is_fuzzed(stack):
+    document = fetch_document(stack.gateway.url)
+    operations = {(method.upper(), path) for path, item in document["paths"].items()
+                  for method in item}
+    assert operations == FUZZED
