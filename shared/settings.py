@@ -175,21 +175,34 @@ def load_settings(
     try:
         settings = msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_explain(str(exc), raw)) from None
+        raise SettingsError(_explain(str(exc), raw, cls)) from None
     settings.check()
     return settings
 
 
-def _explain(text: str, raw: Mapping[str, Any]) -> str:
+def _explain(text: str, raw: Mapping[str, Any], cls: type[ServiceSettings]) -> str:
     problem, _, where = text.partition(" - at `$.")
     field = where.rstrip("`").split(".")[0].split("[")[0]
     if not field:
         return f"invalid settings: {problem}"
     value = raw.get(field)
+    choices = _choices(cls, field)
+    if choices:
+        problem = f"it must be one of {', '.join(choices)}"
     return (
         f"invalid setting {field} ({env_name(field)} / {flag_name(field)}): "
         f"{problem} (given {value!r})"
     )
+
+
+def _choices(cls: type[ServiceSettings], field: str) -> list[str]:
+    """The allowed values of a ``Literal`` setting; empty for any other kind."""
+    for item in msgspec.inspect.type_info(cls).fields:
+        kind = item.type
+        kind = getattr(kind, "type", kind)  # through Annotated/Meta
+        if item.name == field and isinstance(kind, msgspec.inspect.LiteralType):
+            return [str(value) for value in kind.values]
+    return []
 
 
 def settings_table(cls: type[ServiceSettings]) -> str:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+import msgspec
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
@@ -34,6 +35,7 @@ __all__ = [
     "ServiceState",
     "audit_denial",
     "error_response",
+    "limit_request_headers",
     "run_service",
     "service_routes",
     "status_of",
@@ -50,6 +52,10 @@ _STATUS = (
 )
 # The statuses that are denials: each one leaves one line in the audit log (``shared.audit``).
 AUDITED_STATUSES = frozenset({401, 403, 429})
+# Request headers, all together: a browser sends 1-4 KiB, a JWT in a header and a cookie a few
+# KiB more; 32 KiB leaves room and stops a client that streams megabytes of headers.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_COUNT = 100
 # uvicorn's own backstop after SIGTERM: our streams close at once on the drain event; this only
 # bounds a handler that ignores it.
 GRACEFUL_SHUTDOWN_S = 5
@@ -171,10 +177,36 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def limit_request_headers(app: Any, max_bytes: int = MAX_HEADER_BYTES,
+                          max_count: int = MAX_HEADER_COUNT) -> Any:
+    """ASGI wrapper: a request whose headers exceed ``max_bytes`` in all, or ``max_count`` in
+    number, gets a 431 in the JSON error shape before any handler runs (uvicorn's httptools
+    parser sets no limit of its own)."""
+
+    async def guarded(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) for name, value in headers)
+            if size > max_bytes or len(headers) > max_count:
+                body = msgspec.json.encode({
+                    "error": "request_headers_too_large",
+                    "message": f"request headers too large: {len(headers)} headers, {size} "
+                               f"bytes (at most {max_count} headers, {max_bytes} bytes)",
+                    "details": []})
+                await send({"type": "http.response.start", "status": 431, "headers": [
+                    (b"content-type", b"application/json"), (b"connection", b"close"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; returns the process exit code."""
     config = uvicorn.Config(
-        app,
+        limit_request_headers(app),
         host=settings.host,
         port=settings.port,
         log_config=uvicorn_log_config(name, settings.log_level),

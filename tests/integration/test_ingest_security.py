@@ -254,10 +254,11 @@ async def test_control_and_subject_characters_in_a_channel_are_a_400(
 # Credentials
 
 
+# Longer than any token (4,096), shorter than all the headers a request may carry (32 KiB).
 ABSURD = [
-    pytest.param({"Authorization": "Bearer " + "a" * 100_000}, "token_invalid", id="bearer-100k"),
-    pytest.param({"X-Service-Token": "a" * 100_000}, "token_invalid", id="x-service-token-100k"),
-    pytest.param({"Authorization": "x" * 100_000}, "no_credential", id="no-scheme-100k"),
+    pytest.param({"Authorization": "Bearer " + "a" * 20_000}, "token_invalid", id="bearer-20k"),
+    pytest.param({"X-Service-Token": "a" * 20_000}, "token_invalid", id="x-service-token-20k"),
+    pytest.param({"Authorization": "x" * 20_000}, "no_credential", id="no-scheme-20k"),
     pytest.param({"Authorization": "Bearer " + ETL_SECRET + "0"}, "token_invalid",
                  id="secret-plus-a-byte"),
     pytest.param({"Authorization": "Bearer " + ETL_SECRET[:-1]}, "token_invalid",
@@ -276,6 +277,19 @@ async def test_an_absurd_or_near_miss_credential_is_a_clear_401_audited_and_noth
     assert response.json()["error"] == "unauthenticated" and response.json()["message"]
     line = audit.await_line(status=401)
     assert (line["who"], line["rule"], line["via"]) == ("anonymous", rule, "http")
+    assert await nothing_stored(js, unique_id)
+
+
+@pytest.mark.parametrize("headers", [
+    pytest.param({"Authorization": "Bearer " + "a" * 100_000}, id="one-100k-header"),
+    pytest.param({f"X-Pad-{i}": "x" for i in range(150)}, id="150-headers"),
+])
+async def test_headers_past_32k_or_100_headers_are_a_431_before_any_handler(
+        client, js, unique_id, headers):
+    response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers=headers)
+    assert response.status_code == 431
+    assert response.json()["error"] == "request_headers_too_large"
+    assert "at most 100 headers, 32768 bytes" in response.json()["message"]
     assert await nothing_stored(js, unique_id)
 
 

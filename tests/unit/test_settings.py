@@ -194,3 +194,13 @@ def test_settings_are_frozen():
     settings = load_settings(ServiceSettings, {})
     with pytest.raises(AttributeError):
         settings.port = 1
+
+
+@pytest.mark.parametrize(("variable", "value", "choices"), [
+    ("LOGSTREAM_ENV", "prod", "dev, production"),
+    ("LOGSTREAM_LOG_LEVEL", "loud", "debug, error, info, warning"),
+])
+def test_a_value_outside_a_settings_choices_is_refused_listing_them(variable, value, choices):
+    with pytest.raises(SettingsError) as refused:
+        load_settings(ProxySettings, {variable: value})
+    assert f"it must be one of {choices} (given {value!r})" in refused.value.message
