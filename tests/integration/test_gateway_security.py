@@ -526,3 +526,12 @@ def test_a_production_gateway_without_a_usable_key_exits_naming_the_setting(
     for text in STARTUP_REFUSALS[case][1]:
         assert text in log
     assert SECRET not in log
+
+
+@pytest.mark.parametrize("service", ["gateway", "proxy"])
+def test_headers_past_32k_are_a_431_on_the_gateway_and_the_proxy_too(stack, service):
+    url = getattr(stack, service).url + "/health"
+    response = httpx.get(url, headers={"Authorization": "Bearer " + "a" * 40_000})
+    assert response.status_code == 431
+    assert response.json()["error"] == "request_headers_too_large"
+    assert httpx.get(url).status_code == 200  # a normal request right after is served
