@@ -164,6 +164,7 @@ class LogsPage:
     async def wait_state(self, state: str) -> None:
         from playwright.async_api import expect
         await expect(self.status).to_have_attribute("data-state", state)
+        await expect(self.status).to_have_text(state)
 
     async def wait_rows(self, seqs: list[int]) -> None:
         """Until every seq in ``seqs`` has a row."""

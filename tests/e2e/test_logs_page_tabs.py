@@ -48,7 +48,7 @@ async def test_two_tabs_share_one_stream_and_the_second_takes_over_when_the_firs
     assert await second.seqs() == shared
     stats = await gateway_stats()  # both tabs are CONNECTED and show the rows
     assert stats["channels"][channel] == 1  # over one connection
-    await expect(second.status).to_contain_text("shared with another tab")
+    await expect(second.tab.locator("#status-detail")).to_contain_text("shared with another tab")
     await screenshot(second.tab, "follower-tab")
 
     await first.tab.close()
