@@ -158,10 +158,12 @@ def test_an_expired_token_is_401(gateway):
 
 
 def test_a_token_signed_with_another_secret_is_401(gateway):
-    token = jwt.encode({"sub": "user123", "workspaces": ["*"]}, "guess", algorithm="HS256")
+    claims = {"sub": "user123", "workspaces": ["*"], "exp": int(time.time()) + 600}
+    token = jwt.encode(claims, "a-guess-long-enough-for-hs256-keys!", algorithm="HS256")
     response = httpx.get(stream_url(gateway, "logs:etl:workspace123"),
                          headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
+    assert "signature" in response.json()["message"].lower()
 
 
 @pytest.mark.parametrize("query,names", [
