@@ -13,6 +13,16 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.response import Stream
 
+from services.gateway.api_doc import (
+    STATS_RESPONSES,
+    STREAM_RESPONSES,
+    STREAM_SECURITY,
+    TEST_RECORD_RESPONSES,
+    StreamOperation,
+    TestRecordOperation,
+    openapi_config,
+    stream_schemas,
+)
 from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
 from services.gateway.hub import Hub, Subscription
@@ -24,6 +34,7 @@ from services.gateway.source import NatsLogSource
 from services.gateway.subjects import covering_filters
 from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
+from shared.api_doc import complete_document
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from shared.nats_link import NatsLink
 from shared.sse import SSE_HEADERS
@@ -58,7 +69,9 @@ class GatewayState:
         return True, "ok"
 
 
-@get("/api/logs/stream", guards=[require_user])
+@get("/api/logs/stream", guards=[require_user], summary="Stream log records (SSE)",
+     tags=["stream"], responses=STREAM_RESPONSES, security=STREAM_SECURITY,
+     operation_class=StreamOperation)  # declares the query and headers it reads by itself
 async def stream(request: Request) -> Stream:
     gateway: GatewayState = request.app.state.gateway
     try:
@@ -127,7 +140,9 @@ def _release(gateway: GatewayState, user_id: str) -> None:
         del gateway.per_user[user_id]
 
 
-@get("/admin/logs/stats", guards=[require_admin], sync_to_thread=False)
+@get("/admin/logs/stats", guards=[require_admin], sync_to_thread=False, tags=["admin"],
+     summary="Connection and delivery counters", responses=STATS_RESPONSES,
+     security=[{"adminBearer": []}])
 def stats(request: Request) -> dict[str, Any]:
     gateway: GatewayState = request.app.state.gateway
     hub = gateway.hub
@@ -144,7 +159,8 @@ def stats(request: Request) -> dict[str, Any]:
     }
 
 
-@post("/test/logs", status_code=202)
+@post("/test/logs", status_code=202, tags=["dev"], summary="Publish a test record (dev mode only)",
+      responses=TEST_RECORD_RESPONSES, operation_class=TestRecordOperation)
 async def test_logs(request: Request) -> Response:
     """Dev mode only: publish one test record through ingest (section 4 rules apply)."""
     gateway: GatewayState = request.app.state.gateway
@@ -204,9 +220,11 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=routes,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[_lifespan(gateway, service)],
+        openapi_config=openapi_config(settings.dev),
         debug=False,
         logging_config=None,
     )
+    complete_document(app, stream_schemas(settings.service_names, settings.max_channels))
     app.state.service = service
     app.state.gateway = gateway
     app.state.settings = settings

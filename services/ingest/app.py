@@ -14,20 +14,27 @@ import functools
 import logging
 import signal
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
-import msgspec
 from litestar import Litestar, Request, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api_doc import complete_document
 from shared.errors import LogstreamError, PayloadTooLarge, SettingsError
 from shared.identities import bearer_token
 from shared.nats_link import redact_url
 from shared.service_tokens import TokenRegistry
 from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
+from services.ingest.api_doc import (
+    PUBLISH_RESPONSES,
+    PUBLISH_SECURITY,
+    PublishOperation,
+    openapi_config,
+    record_schemas,
+)
+from services.ingest.asyncapi_doc import asyncapi_routes
 from services.ingest.metrics import HTTP, IngestMetrics
 from services.ingest.nats_ingest import NatsIngest
 from services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
@@ -43,29 +50,8 @@ PUBLISH_PATH = "/api/logs/publish"
 # LAN; an endless body is cut there instead of being read for ever.
 LINGER_BYTES = 16 * 1024 * 1024
 LINGER_S = 5.0
-_VERSION = "0.1.0"
 
 log = logging.getLogger("logstream.ingest")
-
-
-class ErrorBody(msgspec.Struct):
-    """Every refusal: a machine code, a sentence for a human, and details."""
-
-    error: str
-    message: str
-    details: list[Any]
-
-
-_ERRORS = {
-    400: "a record breaks the contract; details name the record index and field",
-    401: "no service token, or one that does not verify",
-    403: "the token may not publish to some channels; details list them; nothing was stored",
-    413: "body over the size limit, or more records than the batch limit or the token's "
-         "publish burst",
-    415: "content type is neither application/json nor application/x-ndjson",
-    429: "the token is over its publish rate (records/s); see Retry-After",
-    503: "NATS/JetStream did not confirm; the records may or may not be stored; see Retry-After",
-}
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -144,8 +130,11 @@ def _declared_length(request: Request) -> int | None:
     description="One record (JSON object), an array of records, or NDJSON lines. All or "
     "nothing: 202 only once JetStream has stored every record. Credential: "
     "`Authorization: Bearer <token>` or `X-Service-Token`.",
-    responses={status: ResponseSpec(data_container=ErrorBody, description=text)
-               for status, text in _ERRORS.items()},
+    tags=["publish"],
+    response_description="Every record is stored; `seqs` are their stream sequences, in order",
+    responses=PUBLISH_RESPONSES,
+    security=PUBLISH_SECURITY,
+    operation_class=PublishOperation,  # declares the body this handler reads by itself
 )
 async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
     headers = request.headers
@@ -241,13 +230,16 @@ def create_app(settings: Settings) -> Litestar:
     reload = None if tokens.source is None else functools.partial(reload_tokens, tokens, metrics)
     pipeline = IngestPipeline(settings, tokens, store, metrics)
     consumer = NatsIngest(settings, pipeline, metrics)
-    return Litestar(
-        route_handlers=[publish_logs, *service_routes()],
+    app = Litestar(
+        route_handlers=[publish_logs, *service_routes(), *asyncapi_routes(consumer.broker,
+                                                                          settings)],
         dependencies={"pipeline": Provide(lambda: pipeline, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[close_when_body_unread],
         lifespan=[_lifespan(settings, service, tokens, store, consumer, reload)],
         state=State({"service": service}),
-        openapi_config=OpenAPIConfig(title="Logstream ingest", version=_VERSION),
+        openapi_config=openapi_config(),
         logging_config=None,  # the CLI configured structured logging; keep Litestar off it
     )
+    complete_document(app, record_schemas(settings.service_names, settings.max_batch_records))
+    return app

@@ -126,10 +126,22 @@ class NatsIngest:
         self._broker = NatsBroker(**broker_options(settings, name=_CONNECTION_NAME), logger=None,
                                   graceful_timeout=STOP_TIMEOUT_S)
 
+        # The titles and descriptions are for the AsyncAPI document (services.ingest.asyncapi_doc).
+        self._rejected = self._broker.publisher(
+            REJECTED_SUBJECT, title=REJECTED_SUBJECT,
+            description="A message refused without a reply subject: the refusal and the start "
+                        "of the payload, so that nothing disappears silently.")
+
         @self._broker.subscriber(INGEST_SUBJECT, queue=QUEUE_GROUP, max_workers=MAX_IN_FLIGHT,
-                                 decoder=_body_as_is)
+                                 decoder=_body_as_is, title=INGEST_SUBJECT,
+                                 description="Log records to store, with the HTTP rules.")
         async def on_ingest(msg: NatsMessage) -> NatsResponse | None:
             return await self.handle(msg.raw_message)
+
+    @property
+    def broker(self) -> NatsBroker:
+        """The FastStream broker: its subscriber and publisher make the AsyncAPI document."""
+        return self._broker
 
     @property
     def connected(self) -> bool:
@@ -198,7 +210,6 @@ class NatsIngest:
         log.info("rejected message on %s without reply subject: %s %s",
                  msg.subject, reply["status"], reply["message"])
         try:
-            await self._broker.publish(rejection_report(reply, msg.subject, msg.data),
-                                       REJECTED_SUBJECT)
+            await self._rejected.publish(rejection_report(reply, msg.subject, msg.data))
         except Exception as exc:  # counted and logged above; the broker is likely down
             log.warning("could not republish to %s: %s", REJECTED_SUBJECT, exc)

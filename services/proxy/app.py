@@ -21,10 +21,18 @@ import httpx
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import CacheControlHeader, Cookie
-from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
 
-from logstream import __version__
+from services.gateway.api_doc import STREAM_SECURITY
+from shared.api_doc import complete_document
+from services.proxy.api_doc import (
+    DEV_TOKEN_RESPONSES,
+    ROUTES_RESPONSES,
+    STREAM_RESPONSES,
+    DevTokenOperation,
+    openapi_config,
+    stream_operation,
+)
 from services.proxy.passthrough import (
     SESSION_COOKIE,
     GatewayPool,
@@ -92,9 +100,10 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=handlers,
         exception_handlers={UnknownDevUser: _not_found, **EXCEPTION_HANDLERS},
         lifespan=[_lifespan(proxy)],
-        openapi_config=OpenAPIConfig(title="Logstream proxy", version=__version__),
+        openapi_config=openapi_config(settings.dev),
         logging_config=None,  # keep the process's JSON logging (shared.structured_logging)
     )
+    complete_document(app, {})
     app.state.service = service
     app.state.proxy = proxy
     return app
@@ -132,13 +141,16 @@ def _stream_handler(route: Route, proxy: _Proxy):
         f"Required query parameters: {params}. Also passed through: last_event_id, since, "
         "tail, level, q, and the Last-Event-ID header.",
         tags=["streams"],
+        responses=STREAM_RESPONSES,
+        security=STREAM_SECURITY,
+        operation_class=stream_operation(route),  # the route's parameters and pass-through
     )(stream_logs)
 
 
 def _routes_handler(proxy: _Proxy):
     table = {"routes": [route.describe() for route in proxy.routes]}
 
-    @get(ROUTES_PATH, sync_to_thread=False, tags=["routes"],
+    @get(ROUTES_PATH, sync_to_thread=False, tags=["routes"], responses=ROUTES_RESPONSES,
          summary="The route table: each product route, its parameters and its channel")
     def route_table() -> dict:
         return table
@@ -164,8 +176,8 @@ def _page_handler(proxy: _Proxy):
 
 
 def _dev_token_handler(tokens: UserTokens):
-    @get("/dev/token", sync_to_thread=False, tags=["dev"],
-         summary="Issue a dev user token (dev mode only)")
+    @get("/dev/token", sync_to_thread=False, tags=["dev"], responses=DEV_TOKEN_RESPONSES,
+         summary="Issue a dev user token (dev mode only)", operation_class=DevTokenOperation)
     def dev_token(user: str | None = None) -> Response:
         """Returns ``{"token": ...}`` for a built-in dev user and sets the session cookie."""
         if not user:

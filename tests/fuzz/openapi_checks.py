@@ -7,6 +7,7 @@ documented status, and its status itself where the operation documents its error
 
 from __future__ import annotations
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -16,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-__all__ = ["FUZZ", "checks_for", "fuzz_operation"]
+__all__ = ["FUZZ", "checks_for", "fuzz_operation", "open_and_close"]
 
 # Bounded (the whole fuzz folder runs in about a minute on 2 cores) and reproducible: the same
 # examples on every run, so CI never fails on a case nobody can replay.
@@ -52,3 +53,24 @@ def fuzz_operation(operation, mode, *, base_url: str, headers: dict[str, str],
         assert response.status_code in statuses, (response.status_code, response.text[:500])
 
     run()
+
+
+def open_and_close(case, base_url: str, auth: dict[str, str]) -> httpx.Response:
+    """Send a stream case with ``auth`` added: a 200 is checked for its event-stream type and
+    its opening frames (``retry:``, ``event: connected``), then closed; anything else is read."""
+    sent = case.as_transport_kwargs(base_url=base_url)
+    headers = {**sent["headers"], **auth}
+    with httpx.Client(timeout=httpx.Timeout(10, read=10)) as client:
+        with client.stream(sent["method"], sent["url"], params=sent.get("params"),
+                           headers=headers, cookies=sent.get("cookies")) as response:
+            if response.status_code != 200:
+                response.read()
+                return response
+            assert response.headers["content-type"].startswith("text/event-stream")
+            first = b""
+            for chunk in response.iter_raw():
+                first += chunk
+                if b"\n\n" in first:
+                    break
+            assert first.startswith(b"retry: ") and b"event: connected\n" in first, first
+            return response

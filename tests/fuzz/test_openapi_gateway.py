@@ -1,13 +1,12 @@
 """schemathesis against the running gateway's OpenAPI document (CONTRACT 6, 9).
 
-The stream never ends by itself, so a stream case is sent with httpx in streaming mode: a 200
-is checked for its event-stream type and its opening ``retry:`` frame, then closed; any other
+The stream never ends by itself, so a stream case is sent by ``open_and_close``: a 200 is
+checked for its event-stream type and its opening ``retry:`` frame, then closed; any other
 answer is read and validated by schemathesis against the document.
 """
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from schemathesis import GenerationMode
@@ -15,7 +14,7 @@ from schemathesis import GenerationMode
 from shared.identities import DEV_JWT_SECRET
 from shared.user_tokens import UserTokens
 from tests.fuzz.contract_openapi import STREAM, TEST_LOGS, fetch_document
-from tests.fuzz.openapi_checks import FUZZ, checks_for, fuzz_operation
+from tests.fuzz.openapi_checks import FUZZ, checks_for, fuzz_operation, open_and_close
 
 TOKENS = UserTokens(DEV_JWT_SECRET)
 
@@ -41,26 +40,6 @@ FUZZED = {("GET", STREAM), ("GET", "/admin/logs/stats"), ("GET", "/health"), ("G
           ("GET", "/metrics"), ("POST", TEST_LOGS)}
 
 
-def _open_and_close(case, base_url: str, auth: dict[str, str]) -> httpx.Response:
-    """Send a stream case; a 200 is checked and closed after its first frame, else read."""
-    sent = case.as_transport_kwargs(base_url=base_url)
-    headers = {**sent["headers"], **auth}
-    with httpx.Client(timeout=httpx.Timeout(10, read=10)) as client:
-        with client.stream(sent["method"], sent["url"], params=sent.get("params"),
-                           headers=headers, cookies=sent.get("cookies")) as response:
-            if response.status_code != 200:
-                response.read()
-                return response
-            assert response.headers["content-type"].startswith("text/event-stream")
-            first = b""
-            for chunk in response.iter_raw():
-                first += chunk
-                if b"\n\n" in first:
-                    break
-            assert first.startswith(b"retry: ") and b"event: connected\n" in first, first
-            return response
-
-
 @pytest.mark.parametrize("sender", SENDERS)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                          ids=["positive", "negative"])
@@ -73,7 +52,7 @@ def test_stream_requests_open_a_stream_or_are_refused_as_documented(stack, gatew
     @settings(FUZZ, max_examples=examples)
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
-        response = _open_and_close(case, stack.gateway.url, headers)
+        response = open_and_close(case, stack.gateway.url, headers)
         assert response.status_code in STREAM_STATUSES, (response.status_code, response.text)
         if response.status_code != 200:
             assert set(response.json()) == {"error", "message", "details"}
