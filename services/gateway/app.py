@@ -34,6 +34,7 @@ from services.gateway.source import NatsLogSource
 from services.gateway.subjects import covering_filters
 from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
+from services.gateway.ticker import Ticker
 from shared.api_doc import complete_document
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from shared.nats_link import NatsLink
@@ -179,8 +180,10 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         gateway.hub = Hub(gateway.source, services=settings.service_names,
                           on_read=metrics.records_read.inc,
                           on_rebuild=metrics.follow_rebuilds.inc)
+        ticker = Ticker(settings.heartbeat, lambda: gateway.hub.subscriptions)
         watchers = [asyncio.create_task(_wake_on_drain(gateway, service.draining)),
-                     asyncio.create_task(_watch_stream(gateway.hub))]
+                     asyncio.create_task(_watch_stream(gateway.hub)),
+                     asyncio.create_task(ticker.run())]
         try:
             yield
         finally:

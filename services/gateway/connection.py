@@ -8,6 +8,7 @@ cursor), or a ``retry:`` hint when the gateway drains for shutdown.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from services.gateway.hub import Hub, Subscription
 from services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
 from services.gateway.source import LogSource
 from services.gateway.subjects import covering_filters
+from services.gateway.ticker import tick_period
 from shared.sse import HEARTBEAT, sse_frame
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
@@ -79,19 +81,20 @@ class StreamWriter:
                     end = ConnectionEnd.REPLAY_STALLED
                     yield sse_frame(retry=DRAIN_RETRY_MS, comment="replay stalled; resume")
                     return
+            # Woken by the hub (records), the ticker (heartbeat or expiry due) or the drain.
+            early = tick_period(self.heartbeat_s)
+            expiry = math.inf
+            if self.expires_at is not None:
+                expiry = time.monotonic() + (self.expires_at - time.time())
+            last_write = time.monotonic()
             while True:
-                timeout = self.heartbeat_s
-                if self.expires_at is not None:
-                    timeout = max(0.0, min(timeout, self.expires_at - time.time()))
+                self.sub.wake_at = min(last_write + self.heartbeat_s - early, expiry)
                 if not outbox.ready.is_set() and not self.draining.is_set():
-                    try:
-                        async with asyncio.timeout(timeout):
-                            await outbox.ready.wait()
-                    except TimeoutError:
-                        pass
+                    await outbox.ready.wait()
                 chunk, _, _ = outbox.take()
                 if chunk:
                     yield chunk
+                    last_write = time.monotonic()
                 if outbox.overflowed:
                     end = ConnectionEnd.OVERFLOW
                     yield sse_frame(event="overflow", data=_ENCODE(
@@ -101,13 +104,15 @@ class StreamWriter:
                     end = ConnectionEnd.DRAINING
                     yield sse_frame(retry=DRAIN_RETRY_MS, comment="gateway shutting down")
                     return
-                if self.expires_at is not None and time.time() >= self.expires_at:
+                now = time.monotonic()
+                if now >= expiry:
                     end = ConnectionEnd.AUTH_EXPIRED
                     yield sse_frame(event="auth-expired", data=_ENCODE(
                         {"reason": "the user token expired; reconnect with a fresh token"}))
                     return
-                if not chunk:
+                if not chunk and now >= last_write + self.heartbeat_s - early:
                     yield HEARTBEAT
+                    last_write = now
         finally:
             self.hub.unsubscribe(self.sub)
             self.on_end(end)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ class Subscription:
     min_level: int = 0
     query: str | None = None
     subjects: frozenset[str] = field(init=False)
+    # When (time.monotonic()) the writer wants waking even without records: its next heartbeat
+    # or its token's expiry. Looked at by ``services.gateway.ticker``.
+    wake_at: float = field(init=False, default=math.inf)
 
     def __post_init__(self) -> None:
         self.subjects = frozenset(to_subject(p) for p in self.patterns)

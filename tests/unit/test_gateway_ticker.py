@@ -1,0 +1,49 @@
+"""services.gateway.ticker: one clock wakes the connections whose heartbeat or expiry is due."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from services.gateway.hub import Subscription
+from services.gateway.outbox import Outbox
+from services.gateway.ticker import Ticker, tick_period
+from shared.channels import parse_pattern
+
+
+def sub(wake_at: float) -> Subscription:
+    made = Subscription(f"c{wake_at}", "u", (parse_pattern("logs:etl:ws"),), Outbox(4096))
+    made.wake_at = wake_at
+    return made
+
+
+@pytest.mark.parametrize(("heartbeat", "period"), [(15.0, 1.0), (4.0, 1.0), (2.0, 0.5),
+                                                   (0.5, 0.125)])
+def test_the_ticker_looks_four_times_per_heartbeat_and_at_least_every_second(heartbeat, period):
+    assert tick_period(heartbeat) == period
+
+
+def test_only_connections_whose_time_has_come_are_woken():
+    due, exactly_due, later, never = sub(9.0), sub(10.0), sub(10.5), sub(math.inf)
+    ticker = Ticker(15.0, lambda: [due, exactly_due, later, never])
+    assert ticker.wake_due(now=10.0) == 2
+    assert due.outbox.ready.is_set() and exactly_due.outbox.ready.is_set()
+    assert not later.outbox.ready.is_set() and not never.outbox.ready.is_set()
+
+
+def test_a_new_connection_is_not_woken_before_its_writer_asks():
+    assert sub(math.inf).wake_at == math.inf == Subscription(
+        "c", "u", (parse_pattern("logs:etl:ws"),), Outbox(4096)).wake_at
+
+
+async def test_the_running_ticker_wakes_a_due_connection_within_a_period():
+    waiting = sub(0.0)  # due since the clock began
+    ticker = Ticker(0.2, lambda: [waiting])
+    running = asyncio.create_task(ticker.run())
+    try:
+        async with asyncio.timeout(5):
+            await waiting.outbox.ready.wait()
+    finally:
+        running.cancel()
