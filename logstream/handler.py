@@ -23,7 +23,11 @@ Each ``LogRecord`` becomes one record:
   error is) and the largest extras are shortened.
 
 ``emit`` never raises: problems go to ``handleError`` (stderr), and a full queue counts the
-record in ``dropped``, reporting once per overflow. Records logged on a publisher's
+record in ``dropped``, reporting once per overflow (the policy when full: the new record is
+dropped, those queued are kept). The handler's own publisher retries a batch until it is
+stored: an absent or broken ingest is one line on stderr when it stops answering and one when
+it answers again, never one per record, and the records logged meanwhile wait in the queue.
+Records logged on a publisher's
 thread (its HTTP or NATS client) are not published, so handlers cannot feed on each other.
 ``flush()`` waits until every record is stored; ``close()`` flushes and, when the handler made
 its own publisher, closes it.
@@ -39,7 +43,8 @@ from typing import Any, Iterable
 
 import msgspec
 
-from logstream.publisher import LogPublisher, PublishQueueFull, in_sender_thread
+from logstream.publisher import (LogPublisher, PublishFailed, PublishQueueFull,
+                                 in_sender_thread)
 from shared.channels import DEFAULT_SERVICES, parse_channel
 from shared.errors import InvalidChannel, LogstreamError
 from shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, format_time
@@ -147,10 +152,20 @@ class LogstreamHandler(logging.Handler):
             if not token:
                 raise ValueError("token is required (or pass publisher=)")
             publisher = LogPublisher(token=token, url=url, transport=transport,
-                                     services=services)
+                                     services=services, max_attempts=None,
+                                     on_outage=self._report_outage)
         self.publisher = publisher
         self.dropped = 0
         self._overflowing = False
+
+    def _report_outage(self, problem: PublishFailed | None) -> None:
+        where = f"LogstreamHandler({self.channel}): ingest at {self.publisher.url}"
+        if problem is None:
+            _report(f"{where} answers again; sending the records kept meanwhile")
+        else:
+            why = f"{problem.status or problem.error}: {problem.server_message}"
+            _report(f"{where} is not answering ({why}); records are kept and sent when it "
+                    f"is back")
 
     def emit(self, record: logging.LogRecord) -> None:
         if in_sender_thread():

@@ -15,7 +15,11 @@
   records are stored in the order they were published (``logstream.sender``).
 - Every record carries an ``id`` (a uuid4 hex unless given). 429, 5xx and lost connections
   are retried with the same ids, after ``Retry-After`` when given, up to ``max_attempts``:
-  ingest stores a retried record once.
+  ingest stores a retried record once. ``max_attempts=None`` retries until stored or closed;
+  ``on_outage`` hears once when ingest stops answering (a ``PublishFailed``) and once (None)
+  when it answers again.
+- From asyncio: ``publish()`` never waits, so call it as it is; ``await aflush()`` /
+  ``aclose()`` (or ``async with``) wait for the answers on a worker thread, not the loop.
 - A batch refused for good (400, 401, 403, 413, or out of attempts) is dropped and remembered:
   the next ``flush()`` or ``close()`` raises ``PublishFailed`` with the status, the server's
   code, message and details, and how many records were lost; ``on_error`` hears of it at once.
@@ -34,6 +38,7 @@ Errors, all ``LogstreamError`` subclasses::
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import sys
@@ -154,15 +159,23 @@ def _reporting_to(on_error: Callable[[PublishFailed], None] | None,
     return lambda failure: on_error(PublishFailed.from_batches([failure]))
 
 
+def _outage_to(on_outage: Callable[[PublishFailed | None], None] | None,
+               ) -> Callable[[BatchFailure | None], None] | None:
+    if on_outage is None:
+        return None
+    return lambda failure: on_outage(failure and PublishFailed.from_batches([failure]))
+
+
 class LogPublisher:
     """Queues records and sends them to ingest from a background thread; see the module doc."""
 
     def __init__(self, *, token: str, url: str | None = None,
                  transport: str | Transport = "http", max_queue: int = DEFAULT_MAX_QUEUE,
                  queue_timeout: float | None = 0.0, linger_s: float = DEFAULT_LINGER_S,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_s: float = DEFAULT_BACKOFF_S,
-                 services: Iterable[str] = DEFAULT_SERVICES,
-                 on_error: Callable[[PublishFailed], None] | None = None) -> None:
+                 max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+                 backoff_s: float = DEFAULT_BACKOFF_S, services: Iterable[str] = DEFAULT_SERVICES,
+                 on_error: Callable[[PublishFailed], None] | None = None,
+                 on_outage: Callable[[PublishFailed | None], None] | None = None) -> None:
         if not token:
             raise ValueError("token is required (a service token, e.g. l5-etl-token in dev)")
         if isinstance(transport, str) and transport not in ("http", "nats"):
@@ -173,7 +186,8 @@ class LogPublisher:
         self._outbox = Outbox()
         self._sender = Sender(self._outbox, token=token, url=self.url, transport=transport,
                               linger_s=linger_s, max_attempts=max_attempts,
-                              backoff_s=backoff_s, on_failure=_reporting_to(on_error))
+                              backoff_s=backoff_s, on_failure=_reporting_to(on_error),
+                              on_outage=_outage_to(on_outage))
         self._closed = False
         self._thread: threading.Thread | None = None  # the sender's, once a record starts it
 
@@ -219,6 +233,19 @@ class LogPublisher:
             self.flush(timeout)
         finally:
             self._stop()
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        """``flush()`` for asyncio code: waits on a worker thread, the loop keeps running."""
+        await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self.close, timeout)
+
+    async def __aenter__(self) -> "LogPublisher":
+        return self
+
+    async def __aexit__(self, kind, value, traceback) -> None:
+        await asyncio.to_thread(self.__exit__, kind, value, traceback)
 
     @property
     def pending(self) -> int:

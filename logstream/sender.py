@@ -9,7 +9,9 @@ here, on a thread of its own that runs an asyncio loop:
   records are stored in the order they were published.
 - 429, 5xx and lost connections are retried with the same body (so the same ids: ingest
   stores a retried record once), after ``Retry-After`` when given, else with doubling
-  backoff, up to ``max_attempts``.
+  backoff, up to ``max_attempts`` (None: until stored or the publisher is closed).
+- ``on_outage`` hears of an outage once, at its first unanswered or 5xx attempt, with a
+  ``BatchFailure`` saying what happened, and once more (with None) when a batch is stored again.
 - Every batch ends answered: stored, or a ``BatchFailure`` that the ``Outbox`` keeps for the
   next ``flush()`` and ``on_failure`` hears of at once. That is what wakes ``flush()``.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import threading
 from typing import Any, Callable
 
@@ -116,11 +119,13 @@ class Sender:
     """The background thread and asyncio loop that send an ``Outbox`` to ingest."""
 
     def __init__(self, outbox: Outbox, *, token: str, url: str, transport: str | Transport,
-                 linger_s: float, max_attempts: int, backoff_s: float,
-                 on_failure: Callable[[BatchFailure], None] | None) -> None:
+                 linger_s: float, max_attempts: int | None, backoff_s: float,
+                 on_failure: Callable[[BatchFailure], None] | None,
+                 on_outage: Callable[[BatchFailure | None], None] | None = None) -> None:
         self._outbox, self._token, self._url, self._kind = outbox, token, url, transport
         self._linger_s, self._max_attempts, self._backoff_s = linger_s, max_attempts, backoff_s
-        self._on_failure = on_failure
+        self._on_failure, self._on_outage = on_failure, on_outage
+        self.in_outage = False
         self.retried = 0
         self.batch_records, self._batch_bytes = _FIRST_BATCH_RECORDS, _FIRST_BATCH_BYTES
         self._transport: Transport | None = None
@@ -236,7 +241,7 @@ class Sender:
 
     async def _deliver(self, batch: list[bytes]) -> BatchFailure | None:
         body = b"[" + b",".join(batch) + b"]"
-        for attempt in range(1, self._max_attempts + 1):
+        for attempt in itertools.count(1):
             retry_after = None
             try:
                 reply = await (await self._open()).publish(self._token, body)
@@ -248,14 +253,32 @@ class Sender:
                                     records=len(batch))
             else:
                 if reply.status == 202:
+                    self._outage(None)
                     return None
                 problem = BatchFailure.from_reply(reply, len(batch))
                 if reply.status not in RETRYABLE:
                     return problem
                 retry_after = reply.retry_after
+            if reply_is_outage(problem):
+                self._outage(problem)
             if attempt == self._max_attempts:
                 return problem
             self.retried += 1
             await asyncio.sleep(min(retry_after if retry_after is not None
-                                    else self._backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
-        return None  # unreachable: the last attempt returned
+                                    else self._backoff_s * 2 ** min(attempt - 1, 16),
+                                    MAX_BACKOFF_S))
+        return None  # unreachable: the loop only ends by returning
+
+    def _outage(self, problem: BatchFailure | None) -> None:
+        """Tell ``on_outage`` when ingest stops answering, and when it answers again: once each."""
+        if (problem is not None) == self.in_outage:
+            return
+        self.in_outage = problem is not None
+        if self._on_outage is not None:
+            with contextlib.suppress(Exception):  # a callback's bug must not stop the sender
+                self._on_outage(problem)
+
+
+def reply_is_outage(problem: BatchFailure) -> bool:
+    """No answer, or ingest (or its broker) down; a 429 is ingest working as meant."""
+    return problem.status is None or problem.status >= 500

@@ -209,3 +209,46 @@ async def test_the_page_follows_a_dark_color_scheme(new_context, logs_page, publ
     assert background == "rgb(13, 17, 23)"
     await logs.row(seqs[3]).locator(".row-line").click()
     await screenshot(page, "dark-scheme")
+
+
+async def test_a_level_in_the_url_is_asked_of_the_server_so_lower_records_never_arrive(
+        page, logs_page, publish, unique_id):
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url)
+            if "/sse/logs/stream" in request.url else None)
+    channel = f"logs:etl:workspace123:{unique_id}"
+    logs = await logs_page(page, **etl_query(unique_id), level="error")
+    await expect(page.get_by_test_id("level-filter")).to_have_value("error")
+    await logs.connect()
+    await logs.wait_state("CONNECTED")
+    assert streams and all("level=error" in url for url in streams), streams
+    info, error = await publish([{"channel": channel, "level": "info", "message": "all good"},
+                                 {"channel": channel, "level": "error", "message": "disk full"}])
+    await logs.wait_rows([error])
+    # Records arrive in seq order, so the info one (published first) would be here by now:
+    # it is not in the page at all, not even as a hidden row.
+    assert await logs.seqs() == [error]
+    assert "level=error" in page.url  # the address keeps the filter for a reload or a link
+
+    # Widening the level while connected filters in the page at once and keeps the stream;
+    # Connect then asks the server for the new level: a fresh list with the history.
+    await page.get_by_test_id("level-filter").select_option("")
+    await logs.connect()
+    await logs.wait_rows([info, error])
+    assert "level=" not in streams[-1], streams
+
+
+async def test_a_search_in_the_url_is_asked_of_the_server_as_q(page, logs_page, publish,
+                                                               unique_id):
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url)
+            if "/sse/logs/stream" in request.url else None)
+    channel = f"logs:etl:workspace123:{unique_id}"
+    logs = await logs_page(page, **etl_query(unique_id), q="Disk")
+    await logs.connect()
+    await logs.wait_state("CONNECTED")
+    assert streams and all("q=Disk" in url for url in streams), streams
+    _, disk = await publish([{"channel": channel, "level": "error", "message": "cpu hot"},
+                             {"channel": channel, "level": "error", "message": "disk full"}])
+    await logs.wait_rows([disk])  # case-insensitive on the server, like the page's search
+    assert await logs.seqs() == [disk]

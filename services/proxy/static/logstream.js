@@ -7,6 +7,11 @@
 // The page's configuration (routes, dev mode, dev users) is the JSON the proxy puts in
 // #logstream-config. Query: ?service=etl&workspace_id=...&workflow_id=... fills the form;
 // &connect=1 connects at once; &max_rows=N bounds the list; &level= and &q= preset the filters.
+//
+// Filters: the level and search in force when the stream connects go to the server as level=
+// and q= (its q matches the message only), so records they exclude never cross the wire.
+// Changing them while connected filters the rows already here at once, in the page, without a
+// reconnect; the next Connect asks the server for the new ones (a new list, like a new channel).
 
 import { ConnectionState } from './logs-sse-client.js';
 import { DEFAULT_MAX_RECORDS, LogsSubscription, loadSavedSubscription } from './logs-subscription.js';
@@ -117,28 +122,42 @@ function readTarget() {
   return target;
 }
 
+/** The server-side filters for a new stream: the level and search as they are now. */
+function currentFilters() {
+  const filters = {};
+  if (ui.level.value) filters.level = ui.level.value;
+  if (ui.search.value.trim()) filters.q = ui.search.value.trim();
+  return filters;
+}
+
+const keyOf = (target, filters) =>
+  `${target.channel}|${credentialsMode()}|${new URLSearchParams(filters)}`;
+
 function connect() {
   const target = readTarget();
   if (!target) return;
   hideError();
-  const key = `${target.channel}|${credentialsMode()}`;
+  const filters = currentFilters();
+  const key = keyOf(target, filters);
   if (sub && sub.key === key) {
     if (sub.active) sub.reconnect(); else sub.start();
     return;
   }
   if (sub) sub.dispose();
   view.clear();
-  sub = subscribe(target, key);
-  const address = new URLSearchParams({ service: target.route.name, ...target.values });
+  sub = subscribe(target, key, filters);
+  const address = new URLSearchParams({ service: target.route.name, ...target.values, ...filters });
   if (query.has('max_rows')) address.set('max_rows', String(maxRows));
   history.replaceState(null, '', `${location.pathname}?${address}`);
   sub.start();
 }
 
-function subscribe(target, key) {
+function subscribe(target, key, filters) {
+  const url = new URL(target.url, location.href);
+  for (const [name, value] of Object.entries(filters)) url.searchParams.set(name, value);
   const subscription = new LogsSubscription({
-    url: target.url, key, history: HISTORY, maxRecords: maxRows, credentials: credentialsMode(),
-    renewCredential, meta: { service: target.route.name, values: target.values } });
+    url: url.href, key, history: HISTORY, maxRecords: maxRows, credentials: credentialsMode(),
+    renewCredential, meta: { service: target.route.name, values: target.values, filters } });
   if (subscription.records.length) {
     view.append(subscription.records);
     view.notice(`Reloaded: ${subscription.records.length} earlier records kept; ` +
@@ -281,7 +300,8 @@ async function main() {
   await setupIdentity();
   const target = resume ? readTarget() : null;
   if (target) {
-    sub = subscribe(target, `${target.channel}|${credentialsMode()}`);
+    const filters = saved.meta.filters || {};  // the stream resumes as it was asked for
+    sub = subscribe(target, keyOf(target, filters), filters);
     if (saved.active) sub.start();
   } else if (query.get('connect') === '1') {
     connect();
