@@ -22,9 +22,10 @@ Each ``LogRecord`` becomes one record:
   Over the 16 KiB that ``fields`` may take, the stack keeps its head and its end (where the
   error is) and the largest extras are shortened.
 
-``emit`` never raises: problems go to ``handleError`` (stderr), and a full queue counts the
-record in ``dropped``, reporting once per overflow (the policy when full: the new record is
-dropped, those queued are kept). The handler's own publisher retries a batch until it is
+``emit`` never raises or waits: problems go to ``handleError`` (stderr). When the queue is full
+(100,000 records by default) the oldest queued record is dropped to make room (the
+publisher's ``drop_oldest`` policy) and counted in ``dropped``, reported once per overflow; a
+shared publisher with the ``block`` or ``raise`` policy drops the new record instead. The handler's own publisher retries a batch until it is
 stored: an absent or broken ingest is one line on stderr when it stops answering and one when
 it answers again, never one per record, and the records logged meanwhile wait in the queue.
 Records logged on a publisher's
@@ -155,8 +156,13 @@ class LogstreamHandler(logging.Handler):
                                      services=services, max_attempts=None,
                                      on_outage=self._report_outage)
         self.publisher = publisher
-        self.dropped = 0
+        self._refused = 0  # records a shared "block"/"raise" publisher would not queue
         self._overflowing = False
+
+    @property
+    def dropped(self) -> int:
+        """Records given up because the queue was full."""
+        return self._refused + getattr(self.publisher, "dropped", 0)
 
     def _report_outage(self, problem: PublishFailed | None) -> None:
         where = f"LogstreamHandler({self.channel}): ingest at {self.publisher.url}"
@@ -172,19 +178,28 @@ class LogstreamHandler(logging.Handler):
             return  # a publisher's own HTTP/NATS client logging: publishing it would loop
         try:
             message = shorten(record.getMessage(), MAX_MESSAGE_BYTES)
+            dropped_before = self.dropped
             self.publisher.publish(
                 self.channel, message, level_of(record.levelno), source=record.name[:128],
                 timestamp=format_time_of(record), fields=fields_of(record))
-            self._overflowing = False
-        except PublishQueueFull:
-            self.dropped += 1
-            if not self._overflowing:
-                self._overflowing = True
-                self.handleError(record)
+            if self.dropped > dropped_before:
+                self._overflow(f"the queue is full: the oldest records are being dropped "
+                               f"({self.dropped} so far)")
+            else:
+                self._overflowing = False
+        except PublishQueueFull as exc:
+            self._refused += 1
+            self._overflow(exc.message)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    def _overflow(self, why: str) -> None:
+        """Report a full queue once per overflow, not once per record."""
+        if not self._overflowing:
+            self._overflowing = True
+            _report(f"LogstreamHandler({self.channel}): {why}")
 
     def flush(self) -> None:
         try:

@@ -23,14 +23,17 @@
 - A batch refused for good (400, 401, 403, 413, or out of attempts) is dropped and remembered:
   the next ``flush()`` or ``close()`` raises ``PublishFailed`` with the status, the server's
   code, message and details, and how many records were lost; ``on_error`` hears of it at once.
-- The queue holds at most ``max_queue`` records. When it is full, ``publish()`` waits up to
-  ``queue_timeout`` seconds for room (0, the default: not at all; ``None``: as long as it
-  takes) and then raises ``PublishQueueFull``; the record is not queued.
+- The queue holds at most ``max_queue`` records. What happens when it is full is the
+  ``when_full`` policy: ``"drop_oldest"`` (the default: ``publish()`` never raises or waits
+  for room; the oldest queued record is discarded and counted in ``dropped``), ``"block"``
+  (wait up to ``queue_timeout`` seconds for room, ``None``: as long as it takes, then raise
+  ``PublishQueueFull``), or ``"raise"`` (``PublishQueueFull`` at once; the record is not
+  queued).
 
 Errors, all ``LogstreamError`` subclasses::
 
     InvalidRecord      (also ValueError)    publish(): the record breaks the contract
-    PublishQueueFull                        publish(): no room in the queue
+    PublishQueueFull                        publish(): no room ("block" or "raise" policy)
     PublisherClosed    (also RuntimeError)  publish() after close()
     PublishFailed                           flush()/close(): records ingest did not store
     FlushTimeout       (also TimeoutError)  flush()/close(): not all answered in time
@@ -75,6 +78,8 @@ DEFAULT_NATS_URL = "nats://{}:{}@127.0.0.1:4222".format(*DEV_NATS_PRODUCER)
 # 100k records of a few hundred bytes is tens of MB: room for a minute-long ingest outage at a
 # busy service's rate, without letting a dead ingest eat the application's memory.
 DEFAULT_MAX_QUEUE = 100_000
+# What publish() does when the queue is full (see the module doc).
+WHEN_FULL = ("drop_oldest", "block", "raise")
 # How long a lone record waits for company before it is sent: short enough to look live on
 # the Logs page, long enough that a burst of lines goes out as one request.
 DEFAULT_LINGER_S = 0.05
@@ -171,7 +176,8 @@ class LogPublisher:
 
     def __init__(self, *, token: str, url: str | None = None,
                  transport: str | Transport = "http", max_queue: int = DEFAULT_MAX_QUEUE,
-                 queue_timeout: float | None = 0.0, linger_s: float = DEFAULT_LINGER_S,
+                 when_full: str = "drop_oldest", queue_timeout: float | None = None,
+                 linger_s: float = DEFAULT_LINGER_S,
                  max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
                  backoff_s: float = DEFAULT_BACKOFF_S, services: Iterable[str] = DEFAULT_SERVICES,
                  on_error: Callable[[PublishFailed], None] | None = None,
@@ -181,7 +187,12 @@ class LogPublisher:
         if isinstance(transport, str) and transport not in ("http", "nats"):
             raise ValueError(f"transport must be 'http' or 'nats' (given {transport!r})")
         self.url = url or (DEFAULT_NATS_URL if transport == "nats" else DEFAULT_HTTP_URL)
+        if when_full not in WHEN_FULL:
+            raise ValueError(f"when_full must be one of {', '.join(WHEN_FULL)} "
+                             f"(given {when_full!r})")
         self._max_queue, self._queue_timeout = max_queue, queue_timeout
+        self._when_full = when_full
+        self.dropped = 0  # records discarded by the "drop_oldest" policy
         self._services = frozenset(services)
         self._outbox = Outbox()
         self._sender = Sender(self._outbox, token=token, url=self.url, transport=transport,
@@ -291,17 +302,31 @@ class LogPublisher:
             if self._closed:
                 raise PublisherClosed("this LogPublisher is closed")
             if len(outbox.records) >= self._max_queue:
-                room = outbox.changed.wait_for(lambda: len(outbox.records) < self._max_queue
-                                               or self._closed, self._queue_timeout)
-                if not room or self._closed:
-                    raise PublishQueueFull(f"{len(outbox.records)} records are waiting to be "
-                                           f"sent to {self.url}; this record was not queued")
+                self._make_room(outbox)
             outbox.records.append(encoded)
             outbox.queued += 1
             size = len(outbox.records)
             self._start()
         if size == 1 or size == self._sender.batch_records:
             self._sender.nudge(urgent=size > 1)
+
+    def _make_room(self, outbox: Outbox) -> None:
+        """The ``when_full`` policy, with ``outbox.changed`` held and the queue full."""
+        if self._when_full == "drop_oldest":
+            while len(outbox.records) >= self._max_queue:
+                outbox.records.popleft()
+                outbox.resolved += 1  # answered, as far as flush() is concerned: given up
+                self.dropped += 1
+            outbox.changed.notify_all()
+            return
+        timeout = self._queue_timeout if self._when_full == "block" else 0.0
+        room = outbox.changed.wait_for(lambda: len(outbox.records) < self._max_queue
+                                       or self._closed, timeout)
+        if self._closed:
+            raise PublisherClosed("this LogPublisher is closed")
+        if not room:
+            raise PublishQueueFull(f"{len(outbox.records)} records are waiting to be "
+                                   f"sent to {self.url}; this record was not queued")
 
     def _start(self) -> None:
         if self._thread is None:

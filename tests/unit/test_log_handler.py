@@ -189,6 +189,34 @@ def test_a_full_queue_drops_records_counts_them_and_reports_once(capsys):
     assert capsys.readouterr().err.count("queue full again") == 1
 
 
+class DroppingPublisher(RecordingPublisher):
+    """A publisher whose queue is full under the drop_oldest policy: each publish drops one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        self.full = True
+
+    def publish(self, channel, message, level="info", **keywords) -> str:
+        self.dropped += self.full
+        return super().publish(channel, message, level, **keywords)
+
+
+def test_oldest_records_dropped_by_the_publisher_are_counted_and_reported_once(capsys):
+    dropping = DroppingPublisher()
+    handler = LogstreamHandler(CHANNEL, publisher=dropping)
+    record = logging.LogRecord("etl", logging.INFO, __file__, 1, "m", (), None)
+    for _ in range(5):
+        handler.handle(record)  # never raises, never waits
+    assert handler.dropped == 5 and len(dropping.records) == 5  # the new ones are kept
+    assert capsys.readouterr().err.count("the oldest records are being dropped") == 1
+    dropping.full = False
+    handler.handle(record)
+    dropping.full = True
+    handler.handle(record)
+    assert capsys.readouterr().err.count("the oldest records are being dropped") == 1
+
+
 def test_records_logged_on_a_publishers_thread_are_not_published():
     recorder = RecordingPublisher()
     handler = LogstreamHandler(CHANNEL, publisher=recorder)

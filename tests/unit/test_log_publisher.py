@@ -265,10 +265,24 @@ def test_every_record_is_stamped_at_publish_time_and_odd_values_travel_as_repr()
     assert abs((datetime.now(timezone.utc) - stamped).total_seconds()) < 60
 
 
-def test_a_full_queue_refuses_at_once_by_default():
+def test_a_full_queue_drops_the_oldest_by_default_never_raising_and_counts_them():
     ingest = ScriptedIngest()
     ingest.release.clear()
-    logs = publisher(ingest, max_queue=5)
+    logs = publisher(ingest, max_queue=3)
+    logs.publish(CHANNEL, "m0")
+    wait_until(lambda: ingest.arrived == 1, "the first record is taken")
+    for n in range(1, 8):  # m1..m7 into a queue of 3: m1..m4 make room for the newest
+        logs.publish(CHANNEL, f"m{n}")
+    assert logs.dropped == 4
+    ingest.release.set()
+    logs.close()  # flush() does not wait for the dropped ones
+    assert ingest.messages == ["m0", "m5", "m6", "m7"]
+
+
+def test_the_raise_policy_refuses_at_once_when_full():
+    ingest = ScriptedIngest()
+    ingest.release.clear()
+    logs = publisher(ingest, max_queue=5, when_full="raise")
     for n in range(6):  # the first is taken by the held request, five wait in the queue
         logs.publish(CHANNEL, f"m{n}")
         if n == 0:
@@ -283,7 +297,7 @@ def test_a_full_queue_refuses_at_once_by_default():
 def test_a_full_queue_waits_for_room_within_queue_timeout():
     ingest = ScriptedIngest()
     ingest.release.clear()
-    logs = publisher(ingest, max_queue=1, queue_timeout=DEADLINE_S)
+    logs = publisher(ingest, max_queue=1, when_full="block", queue_timeout=DEADLINE_S)
     logs.publish(CHANNEL, "m0")
     wait_until(lambda: ingest.arrived == 1, "the first record is taken")
     logs.publish(CHANNEL, "m1")
@@ -291,6 +305,11 @@ def test_a_full_queue_waits_for_room_within_queue_timeout():
     logs.publish(CHANNEL, "m2")  # blocks until the sender takes m1
     logs.close()
     assert ingest.messages == ["m0", "m1", "m2"]
+
+
+def test_an_unknown_full_queue_policy_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="drop_oldest, block, raise"):
+        publisher(ScriptedIngest(), when_full="grow")
 
 
 def test_publish_after_close_raises():
