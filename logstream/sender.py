@@ -9,7 +9,7 @@ here, on a thread of its own that runs an asyncio loop:
   records are stored in the order they were published.
 - 429, 5xx and lost connections are retried with the same body (so the same ids: ingest
   stores a retried record once), after ``Retry-After`` when given, else with doubling
-  backoff, up to ``max_attempts`` (None: until stored or the publisher is closed).
+  backoff and jitter, up to ``max_attempts`` (None: until stored or the publisher is closed).
 - ``on_outage`` hears of an outage once, at its first unanswered or 5xx attempt, with a
   ``BatchFailure`` saying what happened, and once more (with None) when a batch is stored again.
 - Every batch ends answered: stored, or a ``BatchFailure`` that the ``Outbox`` keeps for the
@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import random
 import threading
 from typing import Any, Callable
 
@@ -32,11 +33,24 @@ import msgspec
 
 from shared.ingest_client import HttpTransport, NatsTransport, Reply, Transport, TransportFailed
 
-__all__ = ["BatchFailure", "Outbox", "Sender", "in_sender_thread"]
+__all__ = ["BatchFailure", "Outbox", "Sender", "in_sender_thread", "retry_delay"]
 
 # The longest wait between attempts, even when Retry-After asks for more: one answer should
 # not hold a flush() for minutes.
 MAX_BACKOFF_S = 10.0
+# Random spread added to every wait, so producers that failed together do not retry together.
+JITTER = 0.5
+
+
+def retry_delay(attempt: int, backoff_s: float, retry_after: float | None,
+                rand: Callable[[], float] = random.random) -> float:
+    """Seconds before attempt ``attempt + 1``: ``Retry-After`` when the server gave one, else
+    ``backoff_s`` doubled per attempt; either way capped at ``MAX_BACKOFF_S`` and stretched by
+    up to ``JITTER`` (never shortened: a ``Retry-After`` is a floor)."""
+    base = retry_after if retry_after is not None else backoff_s * 2 ** min(attempt - 1, 16)
+    return min(base, MAX_BACKOFF_S) * (1 + JITTER * rand())
+
+
 # Statuses worth another try with the same ids: over budget, or not confirmed.
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 # Until the transport is open: the HTTP limits, which the NATS ones are not above.
@@ -264,9 +278,7 @@ class Sender:
             if attempt == self._max_attempts:
                 return problem
             self.retried += 1
-            await asyncio.sleep(min(retry_after if retry_after is not None
-                                    else self._backoff_s * 2 ** min(attempt - 1, 16),
-                                    MAX_BACKOFF_S))
+            await asyncio.sleep(retry_delay(attempt, self._backoff_s, retry_after))
         return None  # unreachable: the loop only ends by returning
 
     def _outage(self, problem: BatchFailure | None) -> None:

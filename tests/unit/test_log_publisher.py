@@ -22,6 +22,7 @@ from logstream.publisher import (
     PublishQueueFull,
     PublisherClosed,
 )
+from logstream.sender import retry_delay
 from shared.ingest_client import Reply, TransportFailed
 from shared.errors import LogstreamError
 
@@ -366,3 +367,17 @@ def test_transport_and_token_are_checked_when_built():
         LogPublisher(token="")
     assert LogPublisher(token="t", transport="nats").url.startswith("nats://producer:")
     assert LogPublisher(token="t").url == "http://127.0.0.1:3001"
+
+
+@pytest.mark.parametrize(("attempt", "retry_after", "low", "high"), [
+    (1, None, 0.1, 0.15), (3, None, 0.4, 0.6), (40, None, 10.0, 15.0),  # doubled, then capped
+    (1, 2.0, 2.0, 3.0), (5, 30.0, 10.0, 15.0),  # Retry-After is a floor, up to the cap
+])
+def test_a_retry_waits_the_backoff_or_retry_after_stretched_by_jitter(attempt, retry_after,
+                                                                      low, high):
+    assert retry_delay(attempt, 0.1, retry_after, rand=lambda: 0.0) == pytest.approx(low)
+    assert retry_delay(attempt, 0.1, retry_after, rand=lambda: 1.0) == pytest.approx(high)
+
+
+def test_producers_that_failed_together_do_not_retry_together():
+    assert len({round(retry_delay(2, 0.5, None), 6) for _ in range(20)}) > 1
