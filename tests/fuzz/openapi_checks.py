@@ -55,6 +55,28 @@ def fuzz_operation(operation, mode, *, base_url: str, headers: dict[str, str],
     run()
 
 
+# What a stream request may answer: the stream, or one of its documented refusals.
+STREAM_STATUSES = {200, 400, 401, 403, 429}
+
+
+def fuzz_stream(operation, mode, *, base_url: str, headers: dict[str, str],
+                max_examples: int) -> None:
+    """Generated stream requests with ``headers`` added: each opens a stream (closed after its
+    opening frames) or is refused in the error shape, as the operation documents."""
+    checks = checks_for(operation)
+
+    @settings(FUZZ, max_examples=max_examples)
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:
+        response = open_and_close(case, base_url, headers)
+        assert response.status_code in STREAM_STATUSES, (response.status_code, response.text)
+        if response.status_code != 200:
+            assert set(response.json()) == {"error", "message", "details"}
+            case.validate_response(response, checks=checks)
+
+    run()
+
+
 def open_and_close(case, base_url: str, auth: dict[str, str]) -> httpx.Response:
     """Send a stream case with ``auth`` added: a 200 is checked for its event-stream type and
     its opening frames (``retry:``, ``event: connected``), then closed; anything else is read."""

@@ -19,6 +19,7 @@
 // 'error' {status, code, message, details} when it gives up (the state is then DISCONNECTED).
 
 import { SseParser } from './sse-parser.js';
+import { Emitter } from './emitter.js';
 
 export const ConnectionState = Object.freeze({
   CONNECTING: 'CONNECTING',
@@ -84,7 +85,7 @@ function toSeq(id) {
   return typeof id === 'string' && SEQ.test(id) ? Number(id) : null;
 }
 
-export class LogsSseClient {
+export class LogsSseClient extends Emitter {
   /**
    * @param {object} options
    * @param {string} options.url  the stream URL (a proxy route with its query, or the gateway's)
@@ -96,6 +97,7 @@ export class LogsSseClient {
    *        asked once on 401 or `auth-expired` (again only after a healthy connection)
    */
   constructor(options) {
+    super('logs client');
     this._url = options.url;
     this._history = options.history || null;
     this._headers = options.headers || null;
@@ -105,7 +107,6 @@ export class LogsSseClient {
     this._stallMs = options.stallMs || DEFAULT_STALL_MS;
     this._env = options.environment || globalThis;
     this._fetch = options.fetch || ((...args) => globalThis.fetch(...args));
-    this._listeners = new Map();
     this.state = ConnectionState.DISCONNECTED;
     this.detail = '';
     this.error = null;
@@ -117,18 +118,6 @@ export class LogsSseClient {
     this._wake = null;
     this._onOnline = () => this._wakeUp();
     this._onOffline = () => this._abort('offline');
-  }
-
-  on(type, listener) {
-    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-    this._listeners.get(type).add(listener);
-    return () => this._listeners.get(type).delete(listener);
-  }
-
-  _emit(type, detail) {
-    for (const listener of this._listeners.get(type) || []) {
-      try { listener(detail); } catch (error) { console.error('logs client listener', error); }
-    }
   }
 
   get running() { return this._running; }

@@ -17,6 +17,7 @@
 // last records: a reload shows those rows again and resumes from the cursor, which fills in
 // what was published while the page was away.
 
+import { Emitter } from './emitter.js';
 import { ConnectionState, LogsSseClient } from './logs-sse-client.js';
 
 // Records kept in memory (and so the longest list a page can show): a long run's tail, while
@@ -55,7 +56,7 @@ export function loadSavedSubscription(storage = defaultStorage(),
   }
 }
 
-export class LogsSubscription {
+export class LogsSubscription extends Emitter {
   /**
    * @param {object} options  those of LogsSseClient (url, history, headers, credentials,
    *   renewCredential, backoff, stallMs), plus: key (what tabs share; default the url),
@@ -63,6 +64,7 @@ export class LogsSubscription {
    *   meta (anything JSON the page wants back after a reload), share (default true).
    */
   constructor(options) {
+    super('logs subscription');
     this.options = options;
     this.url = options.url;
     this.key = options.key || options.url;
@@ -76,7 +78,6 @@ export class LogsSubscription {
     this._share = options.share !== false && Boolean(this._env.navigator?.locks)
       && typeof this._env.BroadcastChannel === 'function';
     this._tab = Math.random().toString(36).slice(2, 10);
-    this._listeners = new Map();
     this.records = [];
     this.lastEventId = null;
     this.state = ConnectionState.DISCONNECTED;
@@ -93,18 +94,6 @@ export class LogsSubscription {
     }
     this._lastSeq = Math.max(seqOf(this.lastEventId), ...this.records.map((r) => seqOf(r.seq)));
     this._onPageHide = () => this._saveNow();
-  }
-
-  on(type, listener) {
-    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-    this._listeners.get(type).add(listener);
-    return () => this._listeners.get(type).delete(listener);
-  }
-
-  _emit(type, detail) {
-    for (const listener of this._listeners.get(type) || []) {
-      try { listener(detail); } catch (error) { console.error('logs subscription listener', error); }
-    }
   }
 
   start() {
