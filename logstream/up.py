@@ -6,11 +6,11 @@ to look; on Ctrl-C or SIGTERM stops every child in reverse order (simulator, pro
 ingest, broker) within 10 s.
 
 ``--cluster N`` runs the shape of several machines (CONTRACT section 10): N embedded nodes
-forming one NATS cluster with clustered JetStream, the LOGS stream with N replicas, and N
-gateways behind the one proxy; every service is given every node's URL. One ingest: it is
-stateless and nothing local would spread HTTP publishes over several. While a majority of the
-nodes and one gateway still run, losing the others is reported and the stack carries on, as it
-would across machines; anything more stops it all.
+forming one NATS cluster with clustered JetStream, the LOGS stream with N replicas, two ingests
+(``--ingest-port`` and ten above it: a client spreads its publishes over both) and two gateways
+behind the one proxy; every service is given every node's URL. While a majority of the nodes,
+one ingest and one gateway still run, losing the others is reported and the stack carries on,
+as it would across machines; anything more stops it all.
 
 Each child runs in its own process group, so a terminal's Ctrl-C reaches only ``up``, which then
 stops them in that order instead of all at once; and on Linux each child is told to die with
@@ -102,18 +102,24 @@ class LocalStack:
         elif self.plan.nats_url is None:
             self._start_broker()
         # All load at once (most of their start is importing); ready in dependency order:
-        # ingest creates the LOGS stream the gateways read, the proxy needs a gateway.
+        # ingest creates the LOGS stream the gateways read, the proxy needs a gateway. A second
+        # ingest starts once the first is ready: two creating a replicated stream at once on a
+        # cluster that has just formed can time out, and an ingest exits on that.
         replicas = ["--stream-replicas", str(self.plan.nodes)] if self.plan.clustered else []
-        services = [self._spawn_service("ingest", "ingest", *replicas)]
+        first_ingest, *more_ingests = self.plan.roles("ingest")
+        services = [self._spawn_service(first_ingest, "ingest", *replicas)]
         services += [self._spawn_service(role, "gateway") for role in self.plan.roles("gateway")]
         services.append(self._spawn_service("proxy", "proxy",
                                             "--gateway-url", self.plan.gateway_urls))
-        for service in services:
+        self._wait_ready(services[0])
+        services += [self._spawn_service(role, "ingest", *replicas) for role in more_ingests]
+        for service in services[1:]:
             self._wait_ready(service)
         if self.plan.simulator:
             self._spawn("simulator", [
                 sys.executable, "-m", "logstream", "simulate", "continuous", "0",
-                "--rate", f"{self.plan.rate:g}", "--ingest-url", self.plan.url("ingest")])
+                "--rate", f"{self.plan.rate:g}",
+                "--ingest-url", self.plan.url(self.plan.roles("ingest")[0])])
 
     def _start_broker(self) -> None:
         plan, log_path = self.plan, self.plan.log_dir / "nats.log"
@@ -214,7 +220,7 @@ class LocalStack:
     def _carries_on_without(self, child: Child) -> str | None:
         """Why the stack can go on without this dead child, or None when it cannot."""
         kind = _kind(child.name)
-        if not self.plan.clustered or kind not in ("nats", "gateway"):
+        if not self.plan.clustered or kind not in ("nats", "ingest", "gateway"):
             return None
         siblings = [other for other in self.children if _kind(other.name) == kind]
         running = sum(other.process.poll() is None for other in siblings)
@@ -223,6 +229,8 @@ class LocalStack:
                     "carrying on")
         if kind == "gateway" and running:
             return f"{running} of {len(siblings)} gateways still serve the proxy: carrying on"
+        if kind == "ingest" and running:
+            return f"{running} of {len(siblings)} ingests still take publishes: carrying on"
         return None
 
     def stop(self) -> None:
@@ -260,7 +268,7 @@ def _answers_ready(url: str) -> bool:
 def banner(plan: Plan) -> str:
     token = UserTokens(DEV_JWT_SECRET).issue_dev(DEMO_USER)
     workspace, workflow = DEMO_CHANNEL.split(":")[2:]
-    proxy, ingest = plan.url("proxy"), plan.url("ingest")
+    proxy, ingest = plan.url("proxy"), plan.url(plan.roles("ingest")[0])
     gateway = plan.url(plan.roles("gateway")[0])
     record = json.dumps({"channel": DEMO_CHANNEL, "message": "hello from curl"})
     where = f"{plan.data_dir}" + (" (ephemeral: removed at exit)" if plan.ephemeral else "")
@@ -296,7 +304,10 @@ def _broker_lines(plan: Plan) -> list[str]:
              f"stream LOGS with {plan.nodes} replicas"]
     lines += [f"    {role:<11}nats://{plan.url_host}:{plan.ports[role]} (routes on port "
               f"{plan.ports[role + ' routes']})" for role in plan.roles("nats")]
-    lines.append(f"  Gateways:    {plan.nodes}, behind the proxy")
+    lines.append(f"  Ingests:     {plan.copies('ingest')} (publish to either; a client "
+                 "retries on the other)")
+    lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("ingest")]
+    lines.append(f"  Gateways:    {plan.copies('gateway')}, behind the proxy")
     lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("gateway")]
     return lines + producer
 

@@ -23,6 +23,12 @@ DEFAULT_DATA_DIR = ".logstream"
 MAX_CLUSTER_NODES = 5
 # NATS's own convention for the route port, counting up from there for each node.
 DEFAULT_CLUSTER_PORT = 6222
+# --cluster runs two of each stateless service whatever the node count: one may die and the
+# other carries on; they hold no state, so there is nothing to gain from one per node.
+CLUSTER_SERVICE_COPIES = 2
+# The second ingest listens this far above --ingest-port (3001 -> 3011): the ports just above
+# 3001 are the gateways' (3002, 3003, ...), counting up from --gateway-port.
+INGEST_PORT_STEP = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-port", type=_port, default=3000, help="proxy (Logs page) port")
     parser.add_argument("--cluster", type=_cluster_size, default=None, metavar="N",
                         help=f"run N (1-{MAX_CLUSTER_NODES}) NATS nodes as one JetStream "
-                             "cluster, the LOGS stream with N replicas, and N gateways behind "
-                             "the proxy; nodes and gateways take consecutive ports from "
+                             "cluster, the LOGS stream with N replicas, two ingests (on "
+                             f"--ingest-port and {INGEST_PORT_STEP} above it) and two gateways "
+                             "behind the proxy; nodes and gateways take consecutive ports from "
                              "--nats-port and --gateway-port. 3 survives the loss of one node; "
                              "2 does not")
     parser.add_argument("--cluster-port", type=_port, default=DEFAULT_CLUSTER_PORT,
@@ -93,17 +100,23 @@ class Plan:
     sync_always: bool
     simulator: bool
     rate: float
-    nodes: int = 1  # NATS nodes and gateways; more than one: an embedded cluster
+    nodes: int = 1  # NATS nodes; more than one: an embedded cluster
 
     @property
     def clustered(self) -> bool:
         return self.nodes > 1
 
+    def copies(self, service: str) -> int:
+        """How many of ``nats``, ``ingest`` or ``gateway`` run: one each unless clustered."""
+        if not self.clustered:
+            return 1
+        return self.nodes if service == "nats" else CLUSTER_SERVICE_COPIES
+
     def roles(self, service: str) -> list[str]:
-        """``nats`` or ``gateway``, or ``nats-1``, ``nats-2``, ... in a cluster."""
+        """``nats``, ``ingest`` or ``gateway``, or ``nats-1``, ``nats-2``, ... in a cluster."""
         if not self.clustered:
             return [service]
-        return [f"{service}-{index}" for index in range(1, self.nodes + 1)]
+        return [f"{service}-{index}" for index in range(1, self.copies(service) + 1)]
 
     @property
     def log_dir(self) -> Path:
@@ -126,6 +139,11 @@ class Plan:
         """The services' ``--nats-url``: every node's URL, comma-separated."""
         return self.nats_url or ",".join(
             f"nats://{self.url_host}:{self.ports[role]}" for role in self.roles("nats"))
+
+    @property
+    def ingest_urls(self) -> str:
+        """Every ingest, comma-separated (what a client spreads its publishes over)."""
+        return ",".join(self.url(role) for role in self.roles("ingest"))
 
     @property
     def gateway_urls(self) -> str:
@@ -155,23 +173,27 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
 
 
 def _port_plan(args: argparse.Namespace, nodes: int, *, embedded: bool) -> dict[str, int]:
-    """Role -> port, in start order; a cluster's nodes and gateways count up from the flags."""
-    def numbered(flag: str, first: int, role: str | None = None, suffix: str = ""):
+    """Role -> port, in start order; a cluster's nodes and gateways count up from the flags,
+    its second ingest is ``INGEST_PORT_STEP`` above the first."""
+    copies = CLUSTER_SERVICE_COPIES if nodes > 1 else 1
+
+    def numbered(flag: str, first: int, count: int, role: str | None = None,
+                 suffix: str = "", step: int = 1) -> dict[str, int]:
         if nodes == 1:
             return {flag: first}
-        last = first + nodes - 1
+        last = first + (count - 1) * step
         if last > 65535:
             raise PlanRefused(f"--{flag}-port {first} with --cluster {nodes} needs ports up to "
                               f"{last}, past 65535 (choose a lower --{flag}-port)")
-        return {f"{role or flag}-{i + 1}{suffix}": first + i for i in range(nodes)}
+        return {f"{role or flag}-{i + 1}{suffix}": first + i * step for i in range(count)}
 
     ports: dict[str, int] = {}
     if embedded:
-        ports.update(numbered("nats", args.nats_port))
+        ports.update(numbered("nats", args.nats_port, nodes))
         if nodes > 1:
-            ports.update(numbered("cluster", args.cluster_port, "nats", " routes"))
-    return {**ports, "ingest": args.ingest_port, **numbered("gateway", args.gateway_port),
-            "proxy": args.proxy_port}
+            ports.update(numbered("cluster", args.cluster_port, nodes, "nats", " routes"))
+    return {**ports, **numbered("ingest", args.ingest_port, copies, step=INGEST_PORT_STEP),
+            **numbered("gateway", args.gateway_port, copies), "proxy": args.proxy_port}
 
 
 def find_port_conflict(host: str, ports: dict[str, int]) -> str | None:

@@ -1,6 +1,6 @@
 """``logstream up --cluster 3`` as a user runs it: three NATS nodes in one JetStream cluster,
-the LOGS stream with three replicas, three gateways behind the proxy, real clients, and the
-loss of a node and a gateway while it runs."""
+the LOGS stream with three replicas, two ingests, two gateways behind the proxy, real clients,
+and the loss of a node and a gateway while it runs."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads the process tree from /proc")
 
 NODES = 3
+# Ingests and gateways: two of each, whatever the node count (logstream.up_plan).
+COPIES = 2
+# The second ingest's port above the first (logstream.up_plan.INGEST_PORT_STEP).
+INGEST_STEP = 10
 # Election of a new stream leader after a kill -9, and a reconnect to another node: a few
 # seconds here; generous for a busy 2-core machine.
 RECOVERY_TIMEOUT_S = 45.0
@@ -58,27 +62,34 @@ def free_port_runs(*lengths: int) -> list[int]:
 
 
 def cluster_ports() -> dict[str, int]:
-    nats, routes, gateways, ingest, proxy = free_port_runs(NODES, NODES, NODES, 1, 1)
+    # The ingest run covers both ingests' ports and the unused ones between them.
+    nats, routes, gateways, ingest, proxy = free_port_runs(NODES, NODES, COPIES,
+                                                            INGEST_STEP + 1, 1)
     return {"nats": nats, "cluster": routes, "ingest": ingest, "gateway": gateways,
             "proxy": proxy}
 
 
 def gateway_urls(up) -> list[str]:
-    return [f"http://127.0.0.1:{up.ports['gateway'] + i}" for i in range(NODES)]
+    return [f"http://127.0.0.1:{up.ports['gateway'] + i}" for i in range(COPIES)]
+
+
+def ingest_urls(up) -> list[str]:
+    return [f"http://127.0.0.1:{up.ports['ingest'] + i * INGEST_STEP}" for i in range(COPIES)]
 
 
 def nats_url(up) -> str:
     return ",".join(f"nats://127.0.0.1:{up.ports['nats'] + i}" for i in range(NODES))
 
 
-async def publish_until_stored(client: httpx.AsyncClient, up, channel: str, message: str) -> int:
+async def publish_until_stored(client: httpx.AsyncClient, ingest: str, channel: str,
+                               message: str) -> int:
     """POST with an ``id`` until 202: a 503 while a new leader is elected is retried, stored
     once (CONTRACT section 4)."""
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     record = {"channel": channel, "message": message, "id": f"{channel}/{message}"}
     while True:
         try:
-            response = await client.post(up.url("ingest") + "/api/logs/publish", json=record,
+            response = await client.post(ingest + "/api/logs/publish", json=record,
                                          headers={"Authorization": "Bearer l5-etl-token"})
             if response.status_code == 202:
                 return response.json()["seqs"][0]
@@ -162,11 +173,14 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
     for index in range(NODES):
         assert re.search(rf"nats-{index + 1} +nats://127\.0\.0\.1:{up.ports['nats'] + index} "
                          rf"\(routes on port {up.ports['cluster'] + index}\)", up.output)
+    for index in range(COPIES):
         assert re.search(rf"gateway-{index + 1} +{gateway_urls(up)[index]}", up.output)
+        assert re.search(rf"ingest-{index + 1} +{ingest_urls(up)[index]}", up.output)
     commands = list(up.children.values())
     assert sum("nats-server" in cmd for cmd in commands) == NODES
-    assert sum(" gateway " in cmd for cmd in commands) == NODES
-    assert len(up.children) == 2 * NODES + 2, up.children  # and one ingest, one proxy
+    assert sum(" gateway " in cmd for cmd in commands) == COPIES
+    assert sum(" ingest " in cmd for cmd in commands) == COPIES
+    assert len(up.children) == NODES + 2 * COPIES + 1, up.children  # and one proxy
     info = await settled_stream_info(up)
     assert info.config.num_replicas == NODES  # ingest was given --stream-replicas 3
     channel = f"logs:etl:workspace123:{unique_id}"
@@ -181,8 +195,12 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
                           for url in gateway_urls(up)]
             for follower in followers:
                 await follower.wait_open()
-            await publish_until_stored(client, up, channel, "one")
-            assert [await f.next_message() for f in followers] == ["one"] * (NODES + 1)
+            first, second = ingest_urls(up)
+            seqs = [await publish_until_stored(client, first, channel, "one"),
+                    await publish_until_stored(client, second, channel, "one and a half")]
+            assert seqs[0] < seqs[1]  # both ingests store into the one replicated stream
+            for follower in followers:
+                assert [await follower.next_message() for _ in seqs] == ["one", "one and a half"]
 
             # The stream's leader node and the first gateway die; the rest carry on.
             victims = [pid for pid, cmd in up.children.items()
@@ -194,11 +212,11 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
             fresh = proxy_follower(up, client, token, unique_id)  # skips the dead gateway
             followers.append(fresh)
             await fresh.wait_open()
-            await publish_until_stored(client, up, channel, "two")
+            await publish_until_stored(client, second, channel, "two")
 
             assert await fresh.next_message() == "two"
-            held_open = followers[2:NODES + 1]  # on the surviving gateways, since before
-            assert [await f.next_message() for f in held_open] == ["two"] * (NODES - 1)
+            held_open = followers[2:COPIES + 1]  # on the surviving gateway, since before
+            assert [await f.next_message() for f in held_open] == ["two"] * (COPIES - 1)
         finally:
             for follower in followers:
                 follower.task.cancel()
@@ -206,6 +224,6 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
 
     assert up.process.poll() is None, up.output
     assert f"{info.cluster.leader} exited with code -9; 2 of 3 nodes still run" in up.output
-    assert "gateway-1 exited with code -9; 2 of 3 gateways still serve" in up.output
+    assert "gateway-1 exited with code -9; 1 of 2 gateways still serve" in up.output
     assert up.stop(signal.SIGTERM) == 0
     assert_nothing_left(up)

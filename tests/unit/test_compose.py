@@ -23,6 +23,10 @@ yaml = pytest.importorskip("yaml")  # PyYAML comes with uvicorn[standard]
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("ingest", "gateway-a", "gateway-b", "proxy", "simulator")
+# The `cluster` profile: three NATS nodes, two ingests, two gateways, a proxy (DEPLOY.md).
+CLUSTER_NODES = ("nats-1", "nats-2", "nats-3")
+CLUSTER_APP_SERVICES = ("cluster-ingest-a", "cluster-ingest-b", "cluster-gateway-a",
+                        "cluster-gateway-b", "cluster-proxy")
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +39,31 @@ def _settings_class(compose_service: dict):
     return importlib.import_module(SERVICES[command] + ".settings").Settings
 
 
-def _services_with_settings(compose: dict) -> list[str]:
-    return [name for name in APP_SERVICES if compose["services"][name]["command"][0] in SERVICES]
+def _services_with_settings(compose: dict, names=APP_SERVICES + CLUSTER_APP_SERVICES
+                            ) -> list[str]:
+    return [name for name in names if compose["services"][name]["command"][0] in SERVICES]
+
+
+def _environment(service: dict) -> dict[str, str]:
+    return {key: str(value) for key, value in service["environment"].items()}
 
 
 def test_compose_has_nats_ingest_two_gateways_proxy_and_simulator(compose):
-    assert set(compose["services"]) == {"nats", *APP_SERVICES}
+    unprofiled = {name for name, service in compose["services"].items()
+                  if "profiles" not in service}
+    assert unprofiled == {"nats", *APP_SERVICES}
     commands = [compose["services"][name]["command"][0] for name in APP_SERVICES]
     assert commands == ["ingest", "gateway", "gateway", "proxy", "simulate"]
 
 
 def test_every_app_service_is_built_from_the_dockerfile(compose):
-    for name in APP_SERVICES:
+    for name in APP_SERVICES + CLUSTER_APP_SERVICES:
         assert compose["services"][name]["build"] == ".", name
 
 
 def test_every_command_is_one_the_logstream_cli_accepts(compose):
     parser = build_parser()
-    for name in APP_SERVICES:
+    for name in APP_SERVICES + CLUSTER_APP_SERVICES:
         command = compose["services"][name]["command"]
         try:
             parser.parse_args(command)
@@ -64,7 +75,7 @@ def test_every_logstream_variable_is_a_real_setting_and_loads(compose):
     for name in _services_with_settings(compose):
         service = compose["services"][name]
         settings_cls = _settings_class(service)
-        environment = {key: str(value) for key, value in service["environment"].items()}
+        environment = _environment(service)
         known = {env_name(field) for field in settings_cls.__struct_fields__}
 
         unknown = [key for key in environment if key.startswith(ENV_PREFIX) and key not in known]
@@ -96,7 +107,7 @@ def test_the_proxy_spreads_over_both_gateways(compose):
 
 def test_services_reach_nats_and_ingest_by_their_compose_names(compose):
     services = compose["services"]
-    for name in _services_with_settings(compose):
+    for name in _services_with_settings(compose, APP_SERVICES):
         assert services[name]["environment"]["LOGSTREAM_NATS_URL"] == "nats://nats:4222"
     simulator = services["simulator"]["command"]
     assert simulator[simulator.index("--ingest-url") + 1] == (
@@ -148,7 +159,7 @@ def test_nats_users_are_exactly_the_embedded_brokers_users_and_permissions(compo
 def test_each_service_logs_in_to_nats_as_its_own_user_with_its_own_inbox(compose):
     for name in _services_with_settings(compose):
         service = compose["services"][name]
-        environment = {key: str(value) for key, value in service["environment"].items()}
+        environment = _environment(service)
         settings = load_settings(_settings_class(service), environment)
         role = role_of(settings)
         if service["command"][0] == "proxy":
@@ -180,3 +191,78 @@ def test_docker_context_holds_every_package_the_build_installs():
     for package in ("logstream", "shared", "services"):
         assert f"!{package}" in ignored, package
         assert f"COPY {package} " in dockerfile, package
+
+
+# --- the `cluster` profile -------------------------------------------------------------------
+
+
+def _flag(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_the_cluster_profile_has_three_nodes_two_ingests_two_gateways_and_a_proxy(compose):
+    services = compose["services"]
+    in_profile = {name for name, service in services.items()
+                  if "cluster" in service.get("profiles", [])}
+    assert in_profile == {*CLUSTER_NODES, *CLUSTER_APP_SERVICES}
+    commands = [services[name]["command"][0] for name in CLUSTER_APP_SERVICES]
+    assert commands == ["ingest", "ingest", "gateway", "gateway", "proxy"]
+
+
+def test_every_cluster_service_has_a_health_check(compose):
+    for name in (*CLUSTER_NODES, *CLUSTER_APP_SERVICES):
+        assert compose["services"][name]["healthcheck"]["test"][0] == "CMD", name
+
+
+def test_the_cluster_depends_only_on_itself_and_waits_for_health(compose):
+    services, members = compose["services"], {*CLUSTER_NODES, *CLUSTER_APP_SERVICES}
+    for name in CLUSTER_APP_SERVICES:
+        depends_on = services[name]["depends_on"]
+        assert set(depends_on) <= members, name
+        assert all(d["condition"] == "service_healthy" for d in depends_on.values()), name
+    assert "cluster-ingest-a" in services["cluster-ingest-b"]["depends_on"]  # one creates LOGS
+
+
+def test_the_nats_nodes_are_pinned_named_and_route_to_each_other(compose):
+    services = compose["services"]
+    nodes = [services[name] for name in CLUSTER_NODES]
+    assert {node["image"] for node in nodes} == {services["nats"]["image"]}  # one pinned tag
+    route_ports = {_flag(node["command"], "--cluster").rsplit(":", 1)[1] for node in nodes}
+    (route_port,) = route_ports
+    routes = {f"nats-route://{name}:{route_port}" for name in CLUSTER_NODES}
+    volumes = set()
+    for name, node in zip(CLUSTER_NODES, nodes):
+        command = node["command"]
+        assert "-js" in command and _flag(command, "--name") == name, name
+        assert _flag(command, "--cluster_name") == "logstream", name
+        assert set(_flag(command, "--routes").split(",")) == routes, name
+        store = _flag(command, "-sd")
+        (volume,) = [v for v in node["volumes"] if v.endswith(":" + store)]
+        volumes.add(volume.split(":")[0])
+        assert volume.split(":")[0] in compose["volumes"], name
+        assert node["configs"] == services["nats"]["configs"], name  # the same role users
+    assert len(volumes) == len(CLUSTER_NODES)  # each node its own store
+
+
+def test_cluster_services_list_every_node_and_ingest_keeps_three_replicas(compose):
+    services = compose["services"]
+    node_urls = {f"nats://{name}:4222" for name in CLUSTER_NODES}  # nats-server's default port
+    for name in _services_with_settings(compose, CLUSTER_APP_SERVICES):
+        environment = _environment(services[name])
+        assert set(environment["LOGSTREAM_NATS_URL"].split(",")) == node_urls, name
+        if services[name]["command"][0] == "ingest":
+            settings = load_settings(_settings_class(services[name]), environment)
+            assert settings.stream_replicas == len(CLUSTER_NODES), name
+
+
+def test_the_cluster_proxy_spreads_over_both_cluster_gateways(compose):
+    services = compose["services"]
+    urls = services["cluster-proxy"]["environment"]["LOGSTREAM_GATEWAY_URL"].split(",")
+    assert urls == [f"http://{name}:{services[name]['environment']['LOGSTREAM_PORT']}"
+                    for name in ("cluster-gateway-a", "cluster-gateway-b")]
+
+
+def test_no_two_services_publish_the_same_host_port(compose):
+    published = [str(mapping).rsplit(":", 1)[0] for service in compose["services"].values()
+                 for mapping in service.get("ports", [])]
+    assert len(published) == len(set(published))

@@ -138,7 +138,7 @@ def test_a_cluster_of_three_takes_consecutive_ports_for_nodes_routes_and_gateway
     assert plan.ports == {
         "nats-1": 4222, "nats-2": 4223, "nats-3": 4224,
         "nats-1 routes": 6222, "nats-2 routes": 6223, "nats-3 routes": 6224,
-        "ingest": 3001, "gateway-1": 3002, "gateway-2": 3003, "gateway-3": 3004, "proxy": 3000,
+        "ingest-1": 3001, "ingest-2": 3011, "gateway-1": 3002, "gateway-2": 3003, "proxy": 3000,
     }
     assert plan.nodes == 3 and plan.clustered
 
@@ -149,9 +149,10 @@ def test_every_service_is_given_every_node_and_the_proxy_every_gateway():
 
     assert plan.broker_url == ("nats://127.0.0.1:5000,nats://127.0.0.1:5001,"
                                "nats://127.0.0.1:5002")
-    assert plan.gateway_urls == ("http://127.0.0.1:8000,http://127.0.0.1:8001,"
-                                 "http://127.0.0.1:8002")
+    assert plan.gateway_urls == "http://127.0.0.1:8000,http://127.0.0.1:8001"
+    assert plan.ingest_urls == "http://127.0.0.1:3001,http://127.0.0.1:3011"
     assert plan.roles("nats") == ["nats-1", "nats-2", "nats-3"]
+    assert plan.roles("ingest") == ["ingest-1", "ingest-2"]
 
 
 def test_a_cluster_of_one_is_the_single_node_shape():
@@ -188,9 +189,9 @@ def test_up_refuses_a_cluster_with_a_broker_url_before_starting_anything(capsys)
 
 
 def test_a_cluster_whose_ports_would_pass_65535_is_refused_naming_the_flag():
-    with pytest.raises(PlanRefused, match="--gateway-port 65534 with --cluster 3 needs ports "
+    with pytest.raises(PlanRefused, match="--nats-port 65534 with --cluster 3 needs ports "
                                           "up to 65536"):
-        make_plan(_args("--cluster", "3", "--gateway-port", "65534"), environ={})
+        make_plan(_args("--cluster", "3", "--nats-port", "65534"), environ={})
 
 
 def test_a_taken_route_port_is_reported_with_its_node():
@@ -222,7 +223,9 @@ def test_the_cluster_banner_lists_every_node_and_every_gateway():
     for index in range(3):
         assert f"nats-{index + 1}     nats://127.0.0.1:{4222 + index} (routes on port " \
                f"{6222 + index})" in text
+    for index in range(2):
         assert f"gateway-{index + 1}  http://127.0.0.1:{3002 + index}" in text
+        assert f"ingest-{index + 1}   http://127.0.0.1:{3001 + 10 * index}" in text
     assert "curl -N 'http://127.0.0.1:3002/api/logs/stream?" in text
 
 
@@ -268,8 +271,18 @@ def test_a_two_node_cluster_cannot_lose_a_node():
     assert stack._carries_on_without(stack.children[0]) is None
 
 
-@pytest.mark.parametrize("name", ["ingest", "proxy", "simulator"])
-def test_a_cluster_cannot_do_without_its_one_ingest_proxy_or_simulator(name):
+def test_a_cluster_carries_on_without_an_ingest_while_another_takes_publishes():
+    plan = make_plan(_args("--cluster", "3"), environ={})
+    one_lost = _stack(plan, **{"ingest-1": -9, "ingest-2": None})
+    both_lost = _stack(plan, **{"ingest-1": -9, "ingest-2": -9})
+
+    assert "1 of 2 ingests still take publishes" in one_lost._carries_on_without(
+        one_lost.children[0])
+    assert both_lost._carries_on_without(both_lost.children[0]) is None
+
+
+@pytest.mark.parametrize("name", ["proxy", "simulator"])
+def test_a_cluster_cannot_do_without_its_one_proxy_or_simulator(name):
     plan = make_plan(_args("--cluster", "3"), environ={})
     stack = _stack(plan, **{name: 1})
 
