@@ -23,7 +23,7 @@ from shared.nats_link import STREAM_NAME, NatsLink, ensure_stream
 from shared.records import ValidRecord, encode_stored
 from services.ingest.settings import Settings
 
-__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id"]
+__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "until_answered"]
 
 # At shutdown, publishes already handed to JetStream get this long to be confirmed before the
 # link closes: well inside uvicorn's graceful window, longer than any healthy confirmation.
@@ -32,6 +32,14 @@ DRAIN_TIMEOUT_S = 3.0
 # every 0.5 s, so by then it is back or still genuinely down.
 RETRY_AFTER_S = 2
 _CONNECTION_NAME = "logstream-ingest"
+# At start, how long JetStream may take to answer the stream set-up: a cluster that has just
+# formed (several ingests starting together, as Kubernetes starts them) has no meta leader for
+# a few seconds and times out or answers "unavailable" meanwhile.
+STREAM_SETUP_S = 30.0
+STREAM_SETUP_RETRY_S = 1.0
+# JetStream answers that mean "not yet", not "no".
+_NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError)
 
 log = logging.getLogger("logstream.ingest")
 
@@ -63,7 +71,7 @@ class JetStreamPublisher:
         """Connect within ``connect_timeout`` (else ``BrokerUnavailable``) and ensure the stream."""
         self._link = await NatsLink.connect(self._settings, name=_CONNECTION_NAME,
                                             reconnected_cb=self._reconnected)
-        await self._ensure_stream()
+        await until_answered(self._ensure_stream, what="the LOGS stream set-up")
 
     async def _ensure_stream(self) -> None:
         settings = self._settings
@@ -150,3 +158,19 @@ class JetStreamPublisher:
             task.cancel()
         await self._link.close()
         self._link = None
+
+
+async def until_answered(attempt, *, what: str, within_s: float = STREAM_SETUP_S,
+                         pause_s: float = STREAM_SETUP_RETRY_S):
+    """``await attempt()`` again while JetStream answers "not yet" (see ``_NOT_YET``), for at
+    most ``within_s``; the last "not yet" is raised when the time is up, anything else at once."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return await attempt()
+        except _NOT_YET as exc:
+            if time.monotonic() + pause_s >= deadline:
+                raise
+            log.warning("%s: JetStream not ready yet (%s); trying again", what,
+                        type(exc).__name__)
+            await asyncio.sleep(pause_s)
