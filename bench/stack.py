@@ -6,11 +6,8 @@ Started the way the test suite starts them (``shared.embedded_nats.EmbeddedNats`
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
-
-import httpx
 
 from bench.credentials import user_token
 from bench.publishers import IngestHttpPublisher, JetStreamPublisher
@@ -51,7 +48,7 @@ class LogstreamStack:
     def _service(self, name: str, args: list[str]) -> ServiceProcess:
         service = ServiceProcess(name, nats_url=self.broker.url, log_dir=self.workdir,
                                  args=[*_QUIET, *args]).start()
-        _wait_ready(service)
+        service.wait_ready(READY_TIMEOUT_S)
         return service
 
     def stop(self) -> None:
@@ -59,18 +56,6 @@ class LogstreamStack:
             if service is not None:
                 service.stop()
         self.broker.stop()
-
-
-def _wait_ready(service: ServiceProcess) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(service.url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{service.service} on {service.port} not ready:\n{service.log()}")
 
 
 class LogstreamSystem:

@@ -51,18 +51,26 @@ class ServiceProcess:
         return self
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until ``/health`` answers 200: the process serves."""
+        self._wait_for("/health", "healthy", timeout)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until ``/ready`` answers 200: what the service depends on answers too."""
+        self._wait_for("/ready", "ready", timeout)
+
+    def _wait_for(self, path: str, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.service} exited with {self.process.returncode}:\n"
                                    + self.log())
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"{self.service} not healthy within {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"{self.service} not {what} within {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         try:
