@@ -32,6 +32,7 @@ from shared.structured_logging import uvicorn_log_config
 __all__ = [
     "AUDITED_STATUSES",
     "EXCEPTION_HANDLERS",
+    "RAW_SEND_KEY",
     "ServiceState",
     "audit_denial",
     "error_response",
@@ -54,6 +55,9 @@ _STATUS = (
 AUDITED_STATUSES = frozenset({401, 403, 429})
 # Request headers, all together: a browser sends 1-4 KiB, a JWT in a header and a cookie a few
 # KiB more; 32 KiB leaves room and stops a client that streams megabytes of headers.
+# Where the outermost ASGI wrapper leaves the server's own ``send`` in the scope (see
+# services.gateway.direct).
+RAW_SEND_KEY = "logstream.raw_send"
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
 # uvicorn's own backstop after SIGTERM: our streams close at once on the drain event; this only
@@ -185,6 +189,9 @@ def limit_request_headers(app: Any, max_bytes: int = MAX_HEADER_BYTES,
 
     async def guarded(scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
+            # The server's own send, for a stream that writes to its socket directly
+            # (services.gateway.direct); the app's send is wrapped by Litestar's middleware.
+            scope[RAW_SEND_KEY] = send
             headers = scope["headers"]
             size = sum(len(name) + len(value) for name, value in headers)
             if size > max_bytes or len(headers) > max_count:

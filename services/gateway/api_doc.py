@@ -72,6 +72,7 @@ class GatewayStats(msgspec.Struct):
     """What ``GET /admin/logs/stats`` reports about this gateway instance."""
 
     connections: int
+    direct_connections: int  # caught up: the hub writes their records straight to the socket
     users: int
     channels: dict[str, int]
     delivered_total: int

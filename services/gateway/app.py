@@ -25,6 +25,7 @@ from services.gateway.api_doc import (
 )
 from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
+from services.gateway.direct import RAW_SEND_KEY
 from services.gateway.hub import Hub, Subscription
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
@@ -126,7 +127,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
 
     writer = StreamWriter(gateway.hub, sub, cursor, settings.retry_ms, settings.heartbeat,
                           request.app.state.service.draining, user.expires_at, on_end,
-                          gateway.source, plan)
+                          gateway.source, plan, request.scope.get(RAW_SEND_KEY))
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -149,6 +150,8 @@ def stats(request: Request) -> dict[str, Any]:
     hub = gateway.hub
     return {
         "connections": len(hub.subscriptions) if hub else 0,
+        # Connections whose records the hub writes straight to the socket (caught up).
+        "direct_connections": sum(s.sink is not None for s in hub.subscriptions) if hub else 0,
         "users": len(gateway.per_user),
         "channels": hub.channel_counts() if hub else {},
         "delivered_total": hub.delivered_total if hub else 0,

@@ -15,6 +15,7 @@ from typing import AsyncIterator, Callable
 
 import msgspec
 
+from services.gateway.direct import DirectSink
 from services.gateway.hub import Hub, Subscription
 from services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
 from services.gateway.source import LogSource
@@ -49,6 +50,9 @@ class StreamWriter:
     on_end: Callable[[str], None]
     source: LogSource | None = None
     replay: ReplayPlan | None = None
+    # The server's own ``send`` (``direct.RAW_SEND_KEY``): lets a caught-up connection take
+    # records straight to its socket. None: every record goes through the outbox.
+    raw_send: Callable | None = None
 
     def opening(self) -> bytes:
         connected = _ENCODE({
@@ -67,9 +71,68 @@ class StreamWriter:
         async for chunk in replay_chunks(self.source, filters, self.replay, self.sub):
             yield chunk
 
+    def _go_direct(self) -> None:
+        """Caught up (the outbox is empty and every frame before it written): from now on the
+        hub writes this connection's records to its socket (``services.gateway.direct``)."""
+        outbox = self.sub.outbox
+        if outbox.overflowed or self.draining.is_set():
+            return
+        if outbox.floor is None or self.hub.last_seq < outbox.floor:
+            return  # the hub is still fanning out records this connection must not get: the
+            # outbox drops them (its floor); the next record it takes wakes us to try again
+        self.sub.sink = DirectSink.attach(self.raw_send, self.sub.outbox.limit)
+        if self.sub.sink is None:
+            self.raw_send = None  # not this server, or not this response: keep the outbox
+
+    async def _live(self) -> AsyncIterator[bytes | str]:
+        """After the opening and any replay: records (through the outbox until the hub writes
+        them directly), heartbeats, and the final frame. Yields the end's reason last, a str."""
+        sub, outbox = self.sub, self.sub.outbox
+        # Woken by the hub (outbox records), the ticker (heartbeat or expiry due), the drain,
+        # or a refused direct write.
+        early = tick_period(self.heartbeat_s)
+        expiry = math.inf
+        if self.expires_at is not None:
+            expiry = time.monotonic() + (self.expires_at - time.time())
+        last_write = time.monotonic()
+        while True:
+            if sub.sink is None and self.raw_send is not None and not outbox.size:
+                self._go_direct()
+            last_write = max(last_write, sub.written_at)
+            sub.wake_at = min(last_write + self.heartbeat_s - early, expiry)
+            if not outbox.ready.is_set() and not self.draining.is_set():
+                await outbox.ready.wait()
+            if sub.gone:
+                yield ConnectionEnd.CLIENT_LEFT
+                return
+            chunk, _, _ = outbox.take()
+            if chunk:
+                yield chunk
+                last_write = time.monotonic()
+            now = time.monotonic()
+            last_write = max(last_write, sub.written_at)
+            if outbox.overflowed or self.draining.is_set() or now >= expiry:
+                sub.sink = None  # the final frame must be the last thing written
+            if outbox.overflowed:
+                yield sse_frame(event="overflow", data=_ENCODE(
+                    {"reason": "the client fell behind; reconnect with Last-Event-ID"}))
+                yield ConnectionEnd.OVERFLOW
+                return
+            if self.draining.is_set():
+                yield sse_frame(retry=DRAIN_RETRY_MS, comment="gateway shutting down")
+                yield ConnectionEnd.DRAINING
+                return
+            if now >= expiry:
+                yield sse_frame(event="auth-expired", data=_ENCODE(
+                    {"reason": "the user token expired; reconnect with a fresh token"}))
+                yield ConnectionEnd.AUTH_EXPIRED
+                return
+            if not chunk and now >= last_write + self.heartbeat_s - early:
+                yield HEARTBEAT
+                last_write = now
+
     async def frames(self) -> AsyncIterator[bytes]:
         """The body of the response; its ``finally`` releases the subscription."""
-        outbox = self.sub.outbox
         end = ConnectionEnd.CLIENT_LEFT
         try:
             yield self.opening()
@@ -81,38 +144,12 @@ class StreamWriter:
                     end = ConnectionEnd.REPLAY_STALLED
                     yield sse_frame(retry=DRAIN_RETRY_MS, comment="replay stalled; resume")
                     return
-            # Woken by the hub (records), the ticker (heartbeat or expiry due) or the drain.
-            early = tick_period(self.heartbeat_s)
-            expiry = math.inf
-            if self.expires_at is not None:
-                expiry = time.monotonic() + (self.expires_at - time.time())
-            last_write = time.monotonic()
-            while True:
-                self.sub.wake_at = min(last_write + self.heartbeat_s - early, expiry)
-                if not outbox.ready.is_set() and not self.draining.is_set():
-                    await outbox.ready.wait()
-                chunk, _, _ = outbox.take()
-                if chunk:
-                    yield chunk
-                    last_write = time.monotonic()
-                if outbox.overflowed:
-                    end = ConnectionEnd.OVERFLOW
-                    yield sse_frame(event="overflow", data=_ENCODE(
-                        {"reason": "the client fell behind; reconnect with Last-Event-ID"}))
+            async for piece in self._live():
+                if isinstance(piece, str):
+                    end = piece
                     return
-                if self.draining.is_set():
-                    end = ConnectionEnd.DRAINING
-                    yield sse_frame(retry=DRAIN_RETRY_MS, comment="gateway shutting down")
-                    return
-                now = time.monotonic()
-                if now >= expiry:
-                    end = ConnectionEnd.AUTH_EXPIRED
-                    yield sse_frame(event="auth-expired", data=_ENCODE(
-                        {"reason": "the user token expired; reconnect with a fresh token"}))
-                    return
-                if not chunk and now >= last_write + self.heartbeat_s - early:
-                    yield HEARTBEAT
-                    last_write = now
+                yield piece
         finally:
+            self.sub.sink = None  # before the server's closing chunk: nothing may follow it
             self.hub.unsubscribe(self.sub)
             self.on_end(end)

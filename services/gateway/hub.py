@@ -20,6 +20,7 @@ from typing import Callable
 
 import msgspec
 
+from services.gateway.direct import Coalescer, DirectSink
 from services.gateway.outbox import Outbox
 from services.gateway.subjects import covering_filters
 from services.gateway.source import Follow, LogSource, StoredMessage
@@ -69,6 +70,12 @@ class Subscription:
     # When (time.monotonic()) the writer wants waking even without records: its next heartbeat
     # or its token's expiry. Looked at by ``services.gateway.ticker``.
     wake_at: float = field(init=False, default=math.inf)
+    # Once caught up, records go straight to the socket (``services.gateway.direct``): the
+    # sink, the frames of the current read batch, and when the hub last wrote.
+    sink: DirectSink | None = field(init=False, default=None)
+    pending: list[bytes] = field(init=False, default_factory=list)
+    written_at: float = field(init=False, default=0.0)
+    gone: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.subjects = frozenset(to_subject(p) for p in self.patterns)
@@ -78,6 +85,21 @@ class Subscription:
     @property
     def filtered(self) -> bool:
         return self.min_level > 0 or bool(self.query)
+
+    def lost_sink(self, *, gone: bool) -> None:
+        """A direct write was refused: the client left, or it fell behind (``overflow``)."""
+        if gone:
+            self.sink = None
+            self.gone = True
+            self.outbox.ready.set()
+        else:
+            self.cut()
+
+    def cut(self) -> None:
+        """End the connection with ``overflow`` (the client resumes from its last id); nothing
+        more is written to its socket directly, so that frame is the last."""
+        self.sink = None
+        self.outbox.cut()
 
     def accepts(self, view: _FilterView) -> bool:
         if level_rank(view.level) < self.min_level:
@@ -104,6 +126,7 @@ class Hub:
         self.last_seq = 0
         self._stream_identity: str | None = None
         self.delivered_total = 0
+        self._direct = Coalescer()
         self.read_total = 0
         self.started_at = time.monotonic()
 
@@ -184,6 +207,9 @@ class Hub:
             start = await self._restart_point(wanted)
             await self._stop_follow()
             self._follow = await self._source.follow(covering_filters(wanted), start)
+            # Nothing before the follow's start is its business, even if the ordered consumer,
+            # recreated after a broker restart before it delivered anything, starts over at 1.
+            self.last_seq = max(self.last_seq, start - 1)
             self._following = wanted
             self._task = asyncio.create_task(self._run(self._follow), name="hub-follow")
             self._on_rebuild()
@@ -241,10 +267,12 @@ class Hub:
         while True:
             for message in await follow.next_batch(YIELD_EVERY):
                 self.fan_out(message)
+            self._direct.flush()  # one write per caught-up connection for the whole batch
             await asyncio.sleep(0)  # let the writers send what this batch queued
 
     def fan_out(self, message: StoredMessage) -> None:
-        """Push one stored record to every connection that wants it, encoded once."""
+        """Push one stored record to every connection that wants it, encoded once: into its
+        outbox, or, for a caught-up connection, into the batch written to its socket."""
         seq = message.seq
         if seq <= self.last_seq:
             return  # a rebuilt follow may overlap the old one by design; never deliver twice
@@ -261,7 +289,10 @@ class Hub:
                 view = view or _FILTER_VIEW.decode(message.data)
                 if not sub.accepts(view):
                     continue
-            if sub.outbox.push(seq, frame):
+            if sub.sink is not None:
+                self._direct.add(sub, frame)
+                self.delivered_total += 1
+            elif sub.outbox.push(seq, frame):
                 self.delivered_total += 1
 
     def _targets(self, subject: str) -> set[Subscription]:
@@ -297,7 +328,7 @@ class Hub:
             await self._stop_follow()
             self.last_seq = 0
         for sub in list(self._subs):
-            sub.outbox.cut()
+            sub.cut()
         return True
 
     async def close(self) -> None:

@@ -1,0 +1,124 @@
+"""Writing a caught-up connection's records straight to its socket, with no task wake.
+
+Through the ASGI path every record costs each connection a task wake, a generator step and a
+trip through Litestar's and uvicorn's ``send`` (about 35 us per delivery in
+bench/gateway-profile.txt), and the thousandth browser on a channel waited for the 999 before
+it. A connection that has caught up (its opening frames, replay and outbox all written) instead
+hands the hub a ``DirectSink``: the hub joins the frames of one read batch, frames them once as
+an HTTP/1.1 chunk, and writes the same bytes to every such connection's transport. The
+connection's writer task stays for what is rare: heartbeats, token expiry, the drain and the
+final frame, all of which it sends through ``send`` as before (one thread, so every write lands
+in order).
+
+The transport comes from uvicorn's httptools protocol (``RequestResponseCycle.transport``, via
+the raw ``send`` that ``shared.web`` leaves in the scope); under any other server, or before the
+response is under way in chunked encoding, ``attach`` answers None and the connection keeps the
+outbox path. The transport's write buffer is the outbox: past the connection's byte limit the
+write is refused and the connection ends with ``overflow``, as a full outbox does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from shared.web import RAW_SEND_KEY
+
+__all__ = ["Coalescer", "DirectSink", "RAW_SEND_KEY", "chunk"]
+
+# The one protocol whose body writes we mirror byte for byte (``RequestResponseCycle.send``):
+# chunked encoding as ``%x\r\n<body>\r\n``, and no state of its own to keep in step.
+_CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
+
+
+def chunk(body: bytes) -> bytes:
+    """``body`` as one HTTP/1.1 chunk, exactly as uvicorn frames a body message."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+class DirectSink:
+    __slots__ = ("_cycle", "_transport", "_limit")
+
+    def __init__(self, cycle: Any, transport: Any, limit: int) -> None:
+        self._cycle, self._transport, self._limit = cycle, transport, limit
+
+    @classmethod
+    def attach(cls, raw_send: Callable | None, limit: int) -> DirectSink | None:
+        """A sink on the connection behind ``raw_send``, or None where writes cannot bypass
+        ``send`` (another server, no chunked body under way, a closing connection)."""
+        cycle = getattr(raw_send, "__self__", None)
+        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+            return None
+        transport = getattr(cycle, "transport", None)
+        if (transport is None or cycle.scope["method"] != "GET" or not cycle.response_started
+                or cycle.chunked_encoding is not True
+                or cycle.response_complete or cycle.disconnected or transport.is_closing()):
+            return None
+        return cls(cycle, transport, limit)
+
+    @property
+    def gone(self) -> bool:
+        """The client went away (uvicorn saw the connection close)."""
+        return self._cycle.disconnected or self._transport.is_closing()
+
+    def write(self, data: bytes) -> bool:
+        """Write one framed chunk; False (nothing written) if the client is gone or the bytes it
+        has not read yet would pass the limit."""
+        transport = self._transport
+        if self._cycle.disconnected or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() + len(data) > self._limit:
+            return False
+        transport.write(data)
+        return True
+
+
+class Coalescer:
+    """Frames bound for direct sinks, gathered over one read batch and written once per
+    connection: a connection on one channel gets every frame of the batch in one ``write``,
+    and connections that get the same frames share the same chunk bytes."""
+
+    __slots__ = ("_dirty", "_handle", "written")
+
+    def __init__(self) -> None:
+        self._dirty: list = []  # subscriptions with pending frames, in first-frame order
+        self._handle: asyncio.Handle | None = None
+        self.written = 0  # chunks written (for tests and stats)
+
+    def add(self, sub: Any, frame: bytes) -> None:
+        """Queue ``frame`` for ``sub`` (which has a sink); written at the next ``flush``, which
+        runs by itself on the next loop turn if nobody calls it sooner."""
+        pending = sub.pending
+        if not pending:
+            self._dirty.append(sub)
+            if self._handle is None:
+                self._handle = asyncio.get_running_loop().call_soon(self.flush)
+        pending.append(frame)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        dirty, self._dirty = self._dirty, []
+        if not dirty:
+            return
+        now = time.monotonic()
+        # Keyed by the frames' ids: every frame named by a key stays alive (in a pending list)
+        # until its connection is written, and no frame is created meanwhile, so ids are unique.
+        shared: dict[tuple[int, ...], bytes] = {}
+        for sub in dirty:
+            frames, sub.pending = sub.pending, []
+            sink = sub.sink
+            if sink is None:
+                continue  # the writer took the connection back to end it: it ends, and resumes
+            key = tuple(map(id, frames))
+            data = shared.get(key)
+            if data is None:
+                data = shared[key] = chunk(frames[0] if len(frames) == 1 else b"".join(frames))
+            if sink.write(data):
+                sub.written_at = now
+                self.written += 1
+            else:
+                sub.sink = None
+                sub.lost_sink(gone=sink.gone)
