@@ -1,9 +1,10 @@
 """Storing accepted records in JetStream: the only writer of ``logs.>``.
 
-A batch is handed to JetStream with ``publish_async`` (one future per record) and confirmed
-together under one deadline, so a 202 means every record was acknowledged and a broker that
-does not answer costs at most ``publish_timeout``. The link's state is checked first: a broker
-that is down answers 503 at once instead of making producers wait.
+A batch is written to the connection in one go (``BatchWriter``: one buffer of ``PUB``/``HPUB``
+lines, acks matched by reply subject) and confirmed together under one deadline, so a 202 means
+every record was acknowledged and a broker that does not answer costs at most
+``publish_timeout``. The link's state is checked first: a broker that is down answers 503 at
+once instead of making producers wait.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from typing import Sequence
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import PubAck
-
 from shared.channels import to_subject
 from shared.errors import BrokerUnavailable
 from shared.nats_link import STREAM_NAME, NatsLink, ensure_stream
 from shared.records import ValidRecord, encode_stored
+from services.ingest.batch_writer import BatchWriter, OutMessage, msg_id_header
 from services.ingest.settings import Settings
 
-__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "until_answered"]
+__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "out_messages", "until_answered"]
 
 # At shutdown, publishes already handed to JetStream get this long to be confirmed before the
 # link closes: well inside uvicorn's graceful window, longer than any healthy confirmation.
@@ -44,14 +44,24 @@ _NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
 log = logging.getLogger("logstream.ingest")
 
 
-def _left(deadline: float) -> float:
-    """Seconds until ``deadline``, at least a millisecond: a spent deadline still times out."""
-    return max(deadline - time.monotonic(), 0.001)
-
-
 def message_id(publisher: str, record_id: str) -> str:
     """``Nats-Msg-Id``: scoped to the token's name so one producer cannot suppress another's."""
     return f"{publisher}:{record_id}"
+
+
+def out_messages(records: Sequence[ValidRecord], publisher: str) -> list[OutMessage]:
+    """The batch as JetStream messages: subject, ``Nats-Msg-Id`` header when the record has an
+    ``id``, stored JSON; each channel's subject is made once per batch."""
+    subjects: dict[str, bytes] = {}
+    messages = []
+    for valid in records:
+        record = valid.record
+        subject = subjects.get(record.channel)
+        if subject is None:
+            subject = subjects[record.channel] = to_subject(valid.channel).encode()
+        header = None if record.id is None else msg_id_header(message_id(publisher, record.id))
+        messages.append(OutMessage(subject, header, encode_stored(record)))
+    return messages
 
 
 class JetStreamPublisher:
@@ -60,6 +70,7 @@ class JetStreamPublisher:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._link: NatsLink | None = None
+        self._writer: BatchWriter | None = None
         self._timeout = settings.publish_timeout
         self._tasks: set[asyncio.Task] = set()
 
@@ -71,6 +82,8 @@ class JetStreamPublisher:
         """Connect within ``connect_timeout`` (else ``BrokerUnavailable``) and ensure the stream."""
         self._link = await NatsLink.connect(self._settings, name=_CONNECTION_NAME,
                                             reconnected_cb=self._reconnected)
+        self._writer = BatchWriter(self._link.nc)
+        await self._writer.start()
         await until_answered(self._ensure_stream, what="the LOGS stream set-up")
 
     async def _ensure_stream(self) -> None:
@@ -107,12 +120,9 @@ class JetStreamPublisher:
         if not self.connected:
             raise BrokerUnavailable("NATS is unavailable; nothing was stored",
                                     retry_after=RETRY_AFTER_S)
-        deadline = time.monotonic() + self._timeout
-        futures: list[asyncio.Future[PubAck]] = []
         try:
-            await self._hand_over(records, publisher, deadline, futures)
-            acks = await asyncio.wait_for(asyncio.gather(*futures), _left(deadline))
-        except (asyncio.TimeoutError, nats.js.errors.TooManyStalledMsgsError):
+            return await self._writer.write(out_messages(records, publisher), self._timeout)
+        except asyncio.TimeoutError:
             raise BrokerUnavailable(
                 f"JetStream did not confirm {len(records)} record(s) within {self._timeout:g}s; "
                 "they may or may not be stored (retry with the same ids)",
@@ -126,38 +136,21 @@ class JetStreamPublisher:
                 "partly stored (retry with the same ids)",
                 retry_after=RETRY_AFTER_S,
             ) from None
-        finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()
-        return [ack.seq for ack in acks]
-
-    async def _hand_over(self, records: Sequence[ValidRecord], publisher: str, deadline: float,
-                         futures: list[asyncio.Future[PubAck]]) -> None:
-        """Send the whole batch without waiting for acks; each ack arrives on its future."""
-        js = self._link.js
-        for valid in records:
-            headers = None
-            if valid.record.id is not None:
-                headers = {"Nats-Msg-Id": message_id(publisher, valid.record.id)}
-            futures.append(await js.publish_async(
-                to_subject(valid.channel), encode_stored(valid.record), headers=headers,
-                wait_stall=_left(deadline),
-            ))
 
     async def stop(self) -> None:
         """Let handed-over publishes be confirmed (bounded), then close the link."""
         if self._link is None:
             return
-        try:
-            await asyncio.wait_for(self._link.js.publish_async_completed(), DRAIN_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            log.warning("closing with %d unconfirmed publishes",
-                        self._link.js.publish_async_pending())
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(self._writer.drained(), DRAIN_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("closing with %d unconfirmed batches", self._writer.pending)
         for task in list(self._tasks):
             task.cancel()
         await self._link.close()
         self._link = None
+        self._writer = None
 
 
 async def until_answered(attempt, *, what: str, within_s: float = STREAM_SETUP_S,

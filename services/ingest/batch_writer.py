@@ -1,0 +1,213 @@
+"""Writing a whole batch of messages to JetStream in one go, and matching its acks by reply.
+
+nats-py's ``publish_async`` costs a future, a semaphore, a NUID, a header dict and a protocol
+encode per message, and its ack handler a ``json.loads``: about 60 us per record, most of an
+ingest core. Here a batch is one ``bytes`` of ``PUB``/``HPUB`` lines handed to the connection's
+write buffer at once; every message's reply subject is ``<inbox>.<batch>.<index>`` under one
+wildcard subscription on the connection's own inbox prefix (the ingest NATS user may subscribe
+there and nowhere else), so an ack finds its batch and its place with a split and a dict
+lookup. A batch is confirmed when every one of its messages is; a late ack of a batch given up
+on is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+__all__ = ["BatchWriter", "OutMessage", "msg_id_header"]
+
+# What JetStream answers a publish with; the other fields (stream, domain) are not needed.
+_JS_STATUS = "Status"
+# nats-server's answer when nothing listens on a subject: no stream covers it.
+_NO_RESPONDERS = "503"
+_NO_RESPONDERS_LINE = b"NATS/1.0 503"
+# Header values are trimmed and CR/LF become spaces, as nats-py does for its own headers: a
+# record id can never end the header line or inject a protocol command.
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_ACK = msgspec.json.Decoder(_PubAck)
+
+
+def _api_error(error: dict[str, Any]) -> Exception:
+    """nats-py's ``APIError.from_error`` returns some errors and raises others (503, 500)."""
+    try:
+        return nats.js.errors.APIError.from_error(error)
+    except nats.js.errors.Error as exc:
+        return exc
+    except Exception:  # an error object without the fields nats-py expects
+        return nats.errors.Error(f"JetStream refused the message: {error!r:.200}")
+
+
+class OutMessage(msgspec.Struct, array_like=True):
+    """One message of a batch: subject, optional header block (``msg_id_header``), payload."""
+
+    subject: bytes
+    header: bytes | None
+    payload: bytes
+
+
+def msg_id_header(msg_id: str) -> bytes:
+    """The ``HPUB`` header block carrying ``Nats-Msg-Id`` (JetStream's deduplication key)."""
+    value = msg_id.strip()
+    if "\r" in value or "\n" in value:  # (translate is slow; ids almost never need it)
+        value = value.translate(_NEWLINES)
+    return b"NATS/1.0\r\nNats-Msg-Id: " + value.encode() + b"\r\n\r\n"
+
+
+class _Batch:
+    """The acks of one batch as they arrive: seqs in message order, and the first error."""
+
+    __slots__ = ("done", "missing", "seqs")
+
+    def __init__(self, size: int) -> None:
+        self.seqs = [0] * size
+        self.missing = size
+        self.done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+
+    def acked(self, index: int, data: bytes, headers: bytes | None) -> None:
+        if self.done.done():
+            return
+        if headers and not data and headers.startswith(_NO_RESPONDERS_LINE):
+            self.done.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            ack = _ACK.decode(data)
+        except msgspec.DecodeError:
+            self.done.set_exception(nats.errors.Error(f"unreadable JetStream ack {data[:80]!r}"))
+            return
+        if ack.error is not None:
+            self.done.set_exception(_api_error(ack.error))
+            return
+        if self.seqs[index] == 0:
+            self.seqs[index] = ack.seq
+            self.missing -= 1
+            if self.missing == 0:
+                self.done.set_result(self.seqs)
+
+
+class BatchWriter:
+    """Writes batches on one nats-py connection; ``start`` once connected, ``drained`` at stop."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._reply_prefix = b""
+        self._batches: dict[int, _Batch] = {}
+        self._next_batch = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        """Batches handed to the connection and not yet confirmed or given up on."""
+        return len(self._batches)
+
+    async def start(self) -> None:
+        inbox = self._nc.new_inbox()  # under the connection's inbox prefix (_INBOX_ingest)
+        self._prefix = inbox + "."
+        self._reply_prefix = self._prefix.encode()
+        sub = await self._nc.subscribe(inbox + ".*.*", cb=self._on_ack)
+        self._take_acks_first(sub._id)
+
+    def _take_acks_first(self, sid: int) -> None:
+        """Acks straight from nats-py's protocol parser: its ``_process_msg`` builds a ``Msg``,
+        parses its headers and queues it for the subscription's task, about 8 us per ack; this
+        writer needs only the subject's tail and the JSON. Other subscriptions are untouched;
+        a nats-py without ``_process_msg`` keeps the ordinary callback (``_on_ack``)."""
+        original = getattr(self._nc, "_process_msg", None)
+        if original is None:
+            return
+        offset = len(self._reply_prefix)
+
+        async def process_msg(msg_sid: int, subject: bytes, reply: bytes, data: bytes,
+                              headers: bytes | None) -> None:
+            if msg_sid != sid:
+                await original(msg_sid, subject, reply, data, headers)
+            else:
+                self._acked(subject[offset:], data, headers)
+
+        self._nc._process_msg = process_msg
+
+    async def _on_ack(self, msg: Msg) -> None:
+        raw_headers = None
+        if msg.headers and msg.headers.get(_JS_STATUS) == _NO_RESPONDERS:
+            raw_headers = b"NATS/1.0 503\r\n\r\n"
+        self._acked(msg.subject[len(self._prefix):].encode(), msg.data, raw_headers)
+
+    def _acked(self, token: bytes, data: bytes, headers: bytes | None) -> None:
+        """``token`` is ``<batch>.<index>``; ``headers`` the raw header block, if any."""
+        batch_id, _, index = token.partition(b".")
+        try:
+            batch = self._batches.get(int(batch_id))
+            if batch is not None:
+                batch.acked(int(index), data, headers)
+        except (ValueError, IndexError):
+            return  # not a reply to anything this writer sent
+
+    async def write(self, messages: Sequence[OutMessage], timeout: float) -> list[int]:
+        """Send every message and wait up to ``timeout`` for all their acks: the stream
+        sequences in message order. ``asyncio.TimeoutError`` when JetStream did not confirm
+        them all in time; ``nats.errors.Error`` when the connection or JetStream refused."""
+        nc = self._nc
+        if nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        batch_id = self._next_batch
+        self._next_batch += 1
+        command = self._commands(messages, b"%s%d." % (self._reply_prefix, batch_id))
+        batch = _Batch(len(messages))
+        self._batches[batch_id] = batch
+        self._idle.clear()
+        try:
+            await self._send(command, len(messages))
+            return await asyncio.wait_for(batch.done, timeout)
+        finally:
+            del self._batches[batch_id]
+            if not self._batches:
+                self._idle.set()
+
+    def _commands(self, messages: Sequence[OutMessage], reply: bytes) -> bytes:
+        """The batch's ``PUB``/``HPUB`` protocol lines, as nats-py would write them one by one."""
+        limit = self._nc.max_payload
+        parts = []
+        for index, message in enumerate(messages):
+            payload, header = message.payload, message.header
+            if len(payload) > limit:
+                raise nats.errors.MaxPayloadError
+            if header is None:
+                parts.append(b"PUB %s %s%d %d\r\n%s\r\n" % (
+                    message.subject, reply, index, len(payload), payload))
+            else:
+                parts.append(b"HPUB %s %s%d %d %d\r\n%s%s\r\n" % (
+                    message.subject, reply, index, len(header), len(header) + len(payload),
+                    header, payload))
+        return b"".join(parts)
+
+    async def _send(self, command: bytes, count: int) -> None:
+        """Into the connection's write buffer, then kick its flusher (nats-py internals, as
+        ``Client._send_publish`` does for one message)."""
+        nc = self._nc
+        nc.stats["out_msgs"] += count
+        nc.stats["out_bytes"] += len(command)
+        await nc._send_command(command)
+        if nc._flush_queue is not None and nc._flush_queue.empty():
+            await nc._flush_pending()
+
+    async def drained(self) -> None:
+        """Returns once no batch is waiting for acks."""
+        await self._idle.wait()
