@@ -25,7 +25,6 @@ from services.gateway.api_doc import (
 )
 from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
-from services.gateway.direct import RAW_SEND_KEY
 from services.gateway.hub import Hub, Subscription
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
@@ -40,7 +39,7 @@ from shared.api_doc import complete_document
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from shared.nats_link import NatsLink
 from shared.sse import SSE_HEADERS
-from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes, status_of
+from shared.web import EXCEPTION_HANDLERS, RAW_SEND_KEY, ServiceState, service_routes, status_of
 
 __all__ = ["Settings", "create_app"]
 

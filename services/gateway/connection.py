@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 
 import msgspec
 
-from services.gateway.direct import DirectSink
+from shared.direct_write import DirectSink
 from services.gateway.hub import Hub, Subscription
 from services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
 from services.gateway.source import LogSource

@@ -20,11 +20,12 @@ from typing import Callable
 
 import msgspec
 
-from services.gateway.direct import Coalescer, DirectSink
+from services.gateway.direct import Coalescer
 from services.gateway.outbox import Outbox
 from services.gateway.subjects import covering_filters
 from services.gateway.source import Follow, LogSource, StoredMessage
 from shared.channels import ChannelPattern, channel_of_subject, from_subject, to_subject
+from shared.direct_write import DirectSink
 from shared.errors import InvalidChannel
 from shared.records import delivered_json, level_rank
 from shared.sse import sse_frame

@@ -36,6 +36,7 @@ from services.proxy.api_doc import (
 from services.proxy.passthrough import (
     SESSION_COOKIE,
     GatewayPool,
+    OpenRelays,
     ProxyMetrics,
     new_http_client,
     open_stream,
@@ -78,6 +79,7 @@ class _Proxy:
     service: ServiceState
     pool: GatewayPool
     metrics: ProxyMetrics
+    relays: OpenRelays
     client: httpx.AsyncClient | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -87,9 +89,10 @@ def create_app(settings: Settings) -> Litestar:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     routes = load_routes(settings.routes_file, settings.service_names)
     service = ServiceState("proxy", readiness=lambda: pool.readiness())
-    metrics = ProxyMetrics(service.registry)
+    relays = OpenRelays(service.draining)
+    metrics = ProxyMetrics(service.registry, relays.relayed_bytes)
     pool = GatewayPool(settings.gateway_urls, metrics)
-    proxy = _Proxy(settings, routes, service, pool, metrics)
+    proxy = _Proxy(settings, routes, service, pool, metrics, relays)
     handlers = [*service_routes(), _page_handler(proxy), _routes_handler(proxy),
                 *(_stream_handler(route, proxy) for route in routes)]
     if settings.dev:
@@ -114,6 +117,7 @@ def _lifespan(proxy: _Proxy):
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         proxy.client = new_http_client()
         proxy.tasks.append(asyncio.create_task(proxy.pool.watch(proxy.client)))
+        proxy.tasks.append(asyncio.create_task(proxy.relays.watch()))
         try:
             yield
         finally:
@@ -129,8 +133,8 @@ def _stream_handler(route: Route, proxy: _Proxy):
     async def stream_logs(request: Request) -> Response:
         query = {name: request.query_params.getall(name, []) for name in route.params}
         channel = route.channel_for(query)
-        return await open_stream(proxy.client, proxy.pool, request, channel, route=route.name,
-                                 draining=proxy.service.draining, metrics=proxy.metrics)
+        return await open_stream(proxy.pool, request, channel, route=route.name,
+                                 relays=proxy.relays, metrics=proxy.metrics)
 
     params = ", ".join(route.params)
     return get(

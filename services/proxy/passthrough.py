@@ -2,10 +2,12 @@
 
 The proxy never decodes the stream. It opens ``GET {gateway}/api/logs/stream?channels=...``
 with the browser's credential (and ``X-User-Id``/``X-Workspace-Id``, which the gateway records
-but never trusts), then relays the upstream's raw chunks as they arrive. When the browser goes
-away, Litestar cancels the relay and its ``finally`` closes the upstream response at once, so
-the gateway sees the disconnect too. An upstream refusal (4xx/5xx before the stream opens) is
-relayed with its status, JSON body and ``Retry-After``; no reachable gateway is a 502.
+but never trusts) on a connection of its own (``services.proxy.upstream``), then relays the
+body bytes as they arrive (``services.proxy.relay``). When the browser goes away, the relay
+closes that connection at once, so the gateway sees the disconnect too. An upstream refusal
+(4xx/5xx before the stream opens) is relayed with its status, JSON body, ``Retry-After`` and
+``WWW-Authenticate``; no reachable gateway is a 502. The shared httpx client serves only the
+health checks.
 """
 
 from __future__ import annotations
@@ -15,23 +17,29 @@ import itertools
 import logging
 import re
 import time
-from typing import AsyncIterator, Sequence
+from typing import Callable, Sequence
 
-import anyio
 import httpx
 import jwt
 import msgspec
 from litestar import MediaType, Request, Response
-from litestar.background_tasks import BackgroundTask
-from litestar.response import Stream
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+from services.proxy.relay import OpenRelays, StreamRelay
+from services.proxy.upstream import (
+    CONNECT_TIMEOUT_S,
+    GatewayStream,
+    GatewayUnreachable,
+    open_gateway_stream,
+)
 from shared.channels import Channel
 from shared.identities import bearer_token
-from shared.sse import SSE_HEADERS, sse_frame
 
 __all__ = [
     "HEALTH_INTERVAL_S",
+    "OpenRelays",
     "SESSION_COOKIE",
     "GatewayPool",
     "ProxyMetrics",
@@ -52,13 +60,8 @@ HEALTH_INTERVAL_S = 1.0
 HEALTH_TIMEOUT_S = 1.0
 # Answers older than this (the checker is stuck) no longer count as healthy.
 HEALTH_STALE_S = 5 * HEALTH_INTERVAL_S
-# A gateway that does not accept a TCP connection within 2 s is treated as down; a stream
-# itself has no read timeout (the gateway's heartbeats keep it alive).
-CONNECT_TIMEOUT_S = 2.0
 # An error body is a small JSON object; anything longer is cut rather than buffered.
 MAX_ERROR_BODY = 64 * 1024
-# Sent when the proxy drains (SIGTERM): the gateway's default reconnect delay.
-DRAIN_RETRY_MS = 2000
 # How long the browser should wait before retrying after a 502.
 BAD_GATEWAY_RETRY_S = 2
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,128}", re.ASCII)
@@ -67,7 +70,7 @@ log = logging.getLogger("logstream.proxy")
 
 
 def new_http_client() -> httpx.AsyncClient:
-    """One client per app: no pool cap (streams are long-lived), no read timeout, no env proxy."""
+    """One client per app, for the health checks: no pool cap, no read timeout, no env proxy."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(connect=CONNECT_TIMEOUT_S, read=None, write=10.0, pool=None),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
@@ -76,15 +79,29 @@ def new_http_client() -> httpx.AsyncClient:
     )
 
 
+class _RelayedBytes(Collector):
+    """``logstream_proxy_relayed_bytes_total``, read from the relays at each scrape."""
+
+    _NAME, _HELP = "logstream_proxy_relayed_bytes", "bytes copied from gateways to clients"
+
+    def __init__(self, total: Callable[[], int]) -> None:
+        self._total = total
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self._NAME, self._HELP)]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self._NAME, self._HELP, value=self._total())]
+
+
 class ProxyMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, relayed_bytes: Callable[[], int]) -> None:
         self.streams_open = Gauge("logstream_proxy_streams_open", "streams being relayed",
                                   ["route"], registry=registry)
         self.requests = Counter("logstream_proxy_stream_requests_total",
                                 "stream requests by route and answered status",
                                 ["route", "status"], registry=registry)
-        self.relayed_bytes = Counter("logstream_proxy_relayed_bytes_total",
-                                     "bytes copied from gateways to clients", registry=registry)
+        registry.register(_RelayedBytes(relayed_bytes))
         self.gateway_up = Gauge("logstream_proxy_gateway_up",
                                 "1 when the gateway answered its last health check",
                                 ["gateway"], registry=registry)
@@ -181,30 +198,26 @@ def _upstream_request(base: str, request: Request, channel: Channel) -> httpx.Re
     if request.client:
         headers["X-Forwarded-For"] = request.client.host
     # A Request built here (not by client.build_request) never picks up the shared client's
-    # cookie jar, so one user's cookies cannot leak into another user's upstream request.
+    # cookie jar, so one user's cookies cannot leak into another user's upstream request (and
+    # it is sent on a connection of its own, not through that client at all).
     return httpx.Request("GET", base + STREAM_PATH, params=params, headers=headers)
 
 
-async def open_stream(client: httpx.AsyncClient, pool: GatewayPool, request: Request,
-                      channel: Channel, *, route: str, draining: asyncio.Event,
-                      metrics: ProxyMetrics) -> Response:
+async def open_stream(pool: GatewayPool, request: Request, channel: Channel, *, route: str,
+                      relays: OpenRelays, metrics: ProxyMetrics) -> Response:
     """Open the channel's stream on a gateway and answer with it (or with the refusal)."""
     for base in pool.candidates():
         try:
-            upstream = await client.send(_upstream_request(base, request, channel), stream=True)
-        except httpx.TransportError as exc:
+            upstream = await open_gateway_stream(_upstream_request(base, request, channel))
+        except GatewayUnreachable as exc:
             pool.mark(base, False)
-            log.warning("gateway unreachable", extra={"gateway": base, "problem": repr(exc)})
+            log.warning("gateway unreachable", extra={"gateway": base, "problem": str(exc)})
             continue
-        metrics.requests.labels(route, str(upstream.status_code)).inc()
-        if upstream.status_code != 200:
+        metrics.requests.labels(route, str(upstream.status)).inc()
+        if upstream.status != 200:
             return await _relay_refusal(upstream)
-        headers = {**SSE_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
-        relay = _relay(upstream, draining, metrics, route, str(channel))
-        # The relay's `finally` closes the upstream; if the client is gone before the relay
-        # ever starts, that `finally` never runs, and this background close still does it.
-        return Stream(relay, status_code=200, headers=headers, media_type="text/event-stream",
-                      background=BackgroundTask(upstream.aclose))
+        return StreamRelay(upstream, relays, open_gauge=metrics.streams_open.labels(route),
+                           route=route, channel=str(channel))
     metrics.requests.labels(route, "502").inc()
     return bad_gateway()
 
@@ -216,72 +229,24 @@ def bad_gateway() -> Response:
                     headers={"Retry-After": str(BAD_GATEWAY_RETRY_S)})
 
 
-async def _relay_refusal(upstream: httpx.Response) -> Response:
-    body = b""
+async def _relay_refusal(upstream: GatewayStream) -> Response:
     try:
-        async for chunk in upstream.aiter_bytes():
-            body += chunk
-            if len(body) >= MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
-        pass
+        body = await upstream.read_body(MAX_ERROR_BODY)
     finally:
-        with anyio.CancelScope(shield=True):
-            await upstream.aclose()
+        upstream.close()
     try:
         content = msgspec.json.decode(body)
         if not isinstance(content, dict):
             raise ValueError("not an object")
     except (msgspec.DecodeError, ValueError):
         content = {"error": "upstream_error", "details": [],
-                   "message": body[:500].decode(errors="replace") or upstream.reason_phrase}
-    headers = {name: upstream.headers[name] for name in ("retry-after", "www-authenticate")
-               if name in upstream.headers}
-    return Response(content, status_code=upstream.status_code, headers=headers,
+                   "message": body[:500].decode(errors="replace")
+                   or upstream.reason.decode(errors="replace")}
+    headers = {}
+    for name in ("retry-after", "www-authenticate"):
+        values = [value.decode("latin-1") for key, value in upstream.headers
+                  if key == name.encode()]
+        if values:
+            headers[name] = ", ".join(values)
+    return Response(content, status_code=upstream.status, headers=headers,
                     media_type=MediaType.JSON)
-
-
-async def _relay(upstream: httpx.Response, draining: asyncio.Event, metrics: ProxyMetrics,
-                 route: str, channel: str) -> AsyncIterator[bytes]:
-    """Yield the upstream's raw chunks until it ends, the proxy drains, or the client leaves."""
-    chunks = upstream.aiter_raw()
-    drained = asyncio.ensure_future(draining.wait())
-    pending: asyncio.Future | None = None
-    at_frame_end, relayed, started = True, 0, time.monotonic()
-    metrics.streams_open.labels(route).inc()
-    try:
-        while True:
-            pending = asyncio.ensure_future(anext(chunks))
-            await asyncio.wait((pending, drained), return_when=asyncio.FIRST_COMPLETED)
-            if not pending.done():
-                # Draining: a final retry hint, unless we are mid-frame (then just end: a
-                # reader drops an unfinished event).
-                if at_frame_end:
-                    yield sse_frame(retry=DRAIN_RETRY_MS)
-                return
-            try:
-                chunk = pending.result()
-            except StopAsyncIteration:
-                return
-            except httpx.HTTPError as exc:
-                log.info("gateway stream ended", extra={"problem": repr(exc)})
-                return
-            pending = None
-            at_frame_end = chunk.endswith(b"\n\n")
-            relayed += len(chunk)
-            metrics.relayed_bytes.inc(len(chunk))
-            yield chunk
-    finally:
-        metrics.streams_open.labels(route).dec()
-        log.info("stream relayed", extra={"route": route, "channel": channel, "bytes": relayed,
-                                          "seconds": round(time.monotonic() - started, 3)})
-        # Our awaits here run while Litestar cancels us: shield them, or the upstream stays open.
-        with anyio.CancelScope(shield=True):
-            drained.cancel()
-            if pending is not None:
-                if not pending.done():
-                    pending.cancel()
-                    await asyncio.wait((pending,))
-                if not pending.cancelled():
-                    pending.exception()  # retrieved, so asyncio does not warn about it
-            await upstream.aclose()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from services.gateway.direct import Coalescer, DirectSink, chunk
+from services.gateway.direct import Coalescer
+from shared.direct_write import DirectSink, chunk
 from services.gateway.hub import Hub, Subscription
 from services.gateway.outbox import Outbox
 from services.gateway.source import MemoryLogSource

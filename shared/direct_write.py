@@ -1,0 +1,67 @@
+"""Writing HTTP/1.1 chunks straight to a response's socket, past the ASGI ``send``.
+
+A stream that writes often (the gateway to a caught-up browser, the proxy relaying a gateway)
+pays for every ``send`` a trip through Litestar's and uvicorn's layers and, for a generator
+body, a task wake. Under uvicorn's httptools protocol the connection's transport is reachable
+from the server's own ``send`` (``RequestResponseCycle.transport``, which the outermost wrapper
+in ``shared.web`` leaves in the scope under ``RAW_SEND_KEY``). Once the response is under way in
+chunked encoding, a ``DirectSink`` writes chunks framed exactly as uvicorn frames a body
+message, and refuses a write when the client is gone or the bytes it has not read pass a limit.
+Under any other server ``attach`` answers None and the caller keeps ``send``.
+
+The caller owns the order: everything it sent through ``send`` before attaching is already on
+the transport (same thread), and it must stop writing directly before it sends the last body
+message (the terminating chunk).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+__all__ = ["DirectSink", "chunk"]
+
+# The one protocol whose body writes we mirror byte for byte (``RequestResponseCycle.send``):
+# chunked encoding as ``%x\r\n<body>\r\n``, and no state of its own to keep in step.
+_CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
+
+
+def chunk(body: bytes) -> bytes:
+    """``body`` as one HTTP/1.1 chunk, exactly as uvicorn frames a body message."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+class DirectSink:
+    __slots__ = ("_cycle", "_transport", "_limit")
+
+    def __init__(self, cycle: Any, transport: Any, limit: int) -> None:
+        self._cycle, self._transport, self._limit = cycle, transport, limit
+
+    @classmethod
+    def attach(cls, raw_send: Callable | None, limit: int) -> DirectSink | None:
+        """A sink on the connection behind ``raw_send``, or None where writes cannot bypass
+        ``send`` (another server, no chunked body under way, a closing connection)."""
+        cycle = getattr(raw_send, "__self__", None)
+        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+            return None
+        transport = getattr(cycle, "transport", None)
+        if (transport is None or cycle.scope["method"] != "GET" or not cycle.response_started
+                or cycle.chunked_encoding is not True
+                or cycle.response_complete or cycle.disconnected or transport.is_closing()):
+            return None
+        return cls(cycle, transport, limit)
+
+    @property
+    def gone(self) -> bool:
+        """The client went away (uvicorn saw the connection close)."""
+        return self._cycle.disconnected or self._transport.is_closing()
+
+    def write(self, data: bytes) -> bool:
+        """Write one framed chunk; False (nothing written) if the client is gone or the bytes it
+        has not read yet would pass the limit."""
+        transport = self._transport
+        if self._cycle.disconnected or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() + len(data) > self._limit:
+            return False
+        transport.write(data)
+        return True
