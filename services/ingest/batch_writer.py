@@ -13,7 +13,7 @@ on is dropped.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import msgspec
 import nats.errors
@@ -21,7 +21,10 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-__all__ = ["BatchWriter", "OutMessage", "msg_id_header"]
+from services.ingest.ack_parser import install_ack_parser
+
+__all__ = ["MSG_ID_HEAD", "MSG_ID_TAIL", "BatchWriter", "Commands", "OutMessage",
+           "msg_id_header", "msg_id_value"]
 
 # What JetStream answers a publish with; the other fields (stream, domain) are not needed.
 _JS_STATUS = "Status"
@@ -31,6 +34,14 @@ _NO_RESPONDERS_LINE = b"NATS/1.0 503"
 # Header values are trimmed and CR/LF become spaces, as nats-py does for its own headers: a
 # record id can never end the header line or inject a protocol command.
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+# A header block holding only Nats-Msg-Id: these bytes, the value, then MSG_ID_TAIL.
+MSG_ID_HEAD = b"NATS/1.0\r\nNats-Msg-Id: "
+MSG_ID_TAIL = b"\r\n\r\n"
+
+
+# Makes a batch's PUB/HPUB lines from the reply subject prefix (the index follows it) and the
+# broker's max_payload (a longer payload raises ``nats.errors.MaxPayloadError``).
+Commands = Callable[[bytes, int], bytes]
 
 
 class _PubAck(msgspec.Struct):
@@ -40,6 +51,7 @@ class _PubAck(msgspec.Struct):
 
 
 _ACK = msgspec.json.Decoder(_PubAck)
+_ACKS = msgspec.json.Decoder(list[_PubAck])
 
 
 def _api_error(error: dict[str, Any]) -> Exception:
@@ -62,10 +74,14 @@ class OutMessage(msgspec.Struct, array_like=True):
 
 def msg_id_header(msg_id: str) -> bytes:
     """The ``HPUB`` header block carrying ``Nats-Msg-Id`` (JetStream's deduplication key)."""
-    value = msg_id.strip()
-    if "\r" in value or "\n" in value:  # (translate is slow; ids almost never need it)
-        value = value.translate(_NEWLINES)
-    return b"NATS/1.0\r\nNats-Msg-Id: " + value.encode() + b"\r\n\r\n"
+    return MSG_ID_HEAD + msg_id_value(msg_id.strip()) + MSG_ID_TAIL
+
+
+def msg_id_value(text: str) -> bytes:
+    """``text`` (already stripped) as a header value: CR and LF become spaces."""
+    if "\r" in text or "\n" in text:  # (translate is slow; ids almost never need it)
+        text = text.translate(_NEWLINES)
+    return text.encode()
 
 
 class _Batch:
@@ -89,14 +105,20 @@ class _Batch:
         except msgspec.DecodeError:
             self.done.set_exception(nats.errors.Error(f"unreadable JetStream ack {data[:80]!r}"))
             return
+        self.take(index, ack)
+
+    def take(self, index: int, ack: _PubAck) -> None:
+        """One decoded ack (``index`` may be out of range: ``IndexError``)."""
         if ack.error is not None:
-            self.done.set_exception(_api_error(ack.error))
+            if not self.done.done():
+                self.done.set_exception(_api_error(ack.error))
             return
-        if self.seqs[index] == 0:
-            self.seqs[index] = ack.seq
+        seqs = self.seqs
+        if seqs[index] == 0:
+            seqs[index] = ack.seq
             self.missing -= 1
-            if self.missing == 0:
-                self.done.set_result(self.seqs)
+            if self.missing == 0 and not self.done.done():
+                self.done.set_result(seqs)
 
 
 class BatchWriter:
@@ -122,6 +144,7 @@ class BatchWriter:
         self._reply_prefix = self._prefix.encode()
         sub = await self._nc.subscribe(inbox + ".*.*", cb=self._on_ack)
         self._take_acks_first(sub._id)
+        install_ack_parser(self._nc, sub._id, self._reply_prefix, self._on_acks)
 
     def _take_acks_first(self, sid: int) -> None:
         """Acks straight from nats-py's protocol parser: its ``_process_msg`` builds a ``Msg``,
@@ -148,6 +171,26 @@ class BatchWriter:
             raw_headers = b"NATS/1.0 503\r\n\r\n"
         self._acked(msg.subject[len(self._prefix):].encode(), msg.data, raw_headers)
 
+    def _on_acks(self, acks: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
+        """Acks read by the ``AckParser``: (batch, index, size, JSON), decoded in one go."""
+        try:
+            decoded = _ACKS.decode(b"[" + b",".join([ack[3] for ack in acks]) + b"]")
+        except msgspec.DecodeError:
+            decoded = None
+        if decoded is None or len(decoded) != len(acks):  # one is not an ack: each on its own
+            for batch_id, index, _, data in acks:
+                self._acked(b"%s.%s" % (batch_id, index), data, None)
+            return
+        batches, last_id, batch = self._batches, None, None
+        for (batch_id, index, _, _), ack in zip(acks, decoded):
+            if batch_id != last_id:
+                last_id, batch = batch_id, batches.get(int(batch_id))
+            if batch is not None:
+                try:
+                    batch.take(int(index), ack)
+                except IndexError:
+                    continue  # not a reply to anything this writer sent
+
     def _acked(self, token: bytes, data: bytes, headers: bytes | None) -> None:
         """``token`` is ``<batch>.<index>``; ``headers`` the raw header block, if any."""
         batch_id, _, index = token.partition(b".")
@@ -162,6 +205,12 @@ class BatchWriter:
         """Send every message and wait up to ``timeout`` for all their acks: the stream
         sequences in message order. ``asyncio.TimeoutError`` when JetStream did not confirm
         them all in time; ``nats.errors.Error`` when the connection or JetStream refused."""
+        return await self.write_commands(
+            len(messages), lambda reply, _: self._commands(messages, reply), timeout)
+
+    async def write_commands(self, count: int, commands: Commands, timeout: float) -> list[int]:
+        """``write`` for a batch of ``count`` messages whose protocol lines ``commands`` makes
+        (what ``_commands`` would make, reply subjects included); as ``write`` otherwise."""
         nc = self._nc
         if nc.is_closed:
             raise nats.errors.ConnectionClosedError
@@ -169,12 +218,12 @@ class BatchWriter:
             raise nats.errors.ConnectionDrainingError
         batch_id = self._next_batch
         self._next_batch += 1
-        command = self._commands(messages, b"%s%d." % (self._reply_prefix, batch_id))
-        batch = _Batch(len(messages))
+        command = commands(b"%s%d." % (self._reply_prefix, batch_id), nc.max_payload)
+        batch = _Batch(count)
         self._batches[batch_id] = batch
         self._idle.clear()
         try:
-            await self._send(command, len(messages))
+            await self._send(command, count)
             return await asyncio.wait_for(batch.done, timeout)
         finally:
             del self._batches[batch_id]

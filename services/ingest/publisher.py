@@ -19,11 +19,20 @@ import nats.js.errors
 from shared.channels import to_subject
 from shared.errors import BrokerUnavailable
 from shared.nats_link import STREAM_NAME, NatsLink, ensure_stream
-from shared.records import ValidRecord, encode_stored
-from services.ingest.batch_writer import BatchWriter, OutMessage, msg_id_header
+from shared.records import ValidRecord, encode_stored, stored_encoder
+from services.ingest.batch_writer import (
+    MSG_ID_HEAD,
+    MSG_ID_TAIL,
+    BatchWriter,
+    Commands,
+    OutMessage,
+    msg_id_header,
+    msg_id_value,
+)
 from services.ingest.settings import Settings
 
-__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "out_messages", "until_answered"]
+__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "out_messages",
+           "record_commands", "until_answered"]
 
 # At shutdown, publishes already handed to JetStream get this long to be confirmed before the
 # link closes: well inside uvicorn's graceful window, longer than any healthy confirmation.
@@ -42,6 +51,7 @@ _NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
             nats.js.errors.ServiceUnavailableError)
 
 log = logging.getLogger("logstream.ingest")
+_encode = stored_encoder()
 
 
 def message_id(publisher: str, record_id: str) -> str:
@@ -62,6 +72,42 @@ def out_messages(records: Sequence[ValidRecord], publisher: str) -> list[OutMess
         header = None if record.id is None else msg_id_header(message_id(publisher, record.id))
         messages.append(OutMessage(subject, header, encode_stored(record)))
     return messages
+
+
+def record_commands(records: Sequence[ValidRecord], publisher: str) -> Commands:
+    """The batch's protocol lines for ``BatchWriter.write_commands``: the same bytes as
+    ``BatchWriter._commands(out_messages(records, publisher), reply)`` in one pass, without a
+    message object or a header block per record (about a third of the cost)."""
+    # message_id(...).strip() is the publisher part left-stripped and the id right-stripped:
+    # the ':' between them is not whitespace.
+    header_head = MSG_ID_HEAD + msg_id_value(message_id(publisher.lstrip(), ""))
+    header_size = len(header_head) + len(MSG_ID_TAIL)
+
+    def commands(reply: bytes, max_payload: int) -> bytes:
+        heads: dict[str, tuple[bytes, bytes]] = {}  # channel -> PUB and HPUB up to the index
+        parts = []
+        for index, valid in enumerate(records):
+            record = valid.record
+            head = heads.get(record.channel)
+            if head is None:
+                subject = to_subject(valid.channel).encode()
+                head = heads[record.channel] = (b"PUB %s %s" % (subject, reply),
+                                                b"HPUB %s %s" % (subject, reply))
+            payload = _encode(record)
+            if len(payload) > max_payload:
+                raise nats.errors.MaxPayloadError
+            if record.id is None:
+                parts.append(b"%s%d %d\r\n%s\r\n" % (head[0], index, len(payload), payload))
+                continue
+            value = record.id.rstrip()
+            value = (value.encode() if "\r" not in value and "\n" not in value
+                     else msg_id_value(value))
+            size = header_size + len(value)
+            parts.append(b"%s%d %d %d\r\n%s%s\r\n\r\n%s\r\n" % (  # \r\n\r\n: MSG_ID_TAIL
+                head[1], index, size, size + len(payload), header_head, value, payload))
+        return b"".join(parts)
+
+    return commands
 
 
 class JetStreamPublisher:
@@ -121,7 +167,8 @@ class JetStreamPublisher:
             raise BrokerUnavailable("NATS is unavailable; nothing was stored",
                                     retry_after=RETRY_AFTER_S)
         try:
-            return await self._writer.write(out_messages(records, publisher), self._timeout)
+            return await self._writer.write_commands(
+                len(records), record_commands(records, publisher), self._timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable(
                 f"JetStream did not confirm {len(records)} record(s) within {self._timeout:g}s; "
