@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["DirectSink", "chunk"]
+__all__ = ["DirectSink", "chunk", "disconnect_probe"]
 
 # The one protocol whose body writes we mirror byte for byte (``RequestResponseCycle.send``):
 # chunked encoding as ``%x\r\n<body>\r\n``, and no state of its own to keep in step.
@@ -65,3 +65,14 @@ class DirectSink:
             return False
         transport.write(data)
         return True
+
+
+def disconnect_probe(raw_send: Callable | None) -> Callable[[], bool] | None:
+    """A cheap "has the client gone?" for the response behind ``raw_send`` (uvicorn's httptools
+    protocol sets ``disconnected`` when the connection closes), or None under another server.
+    uvicorn's ``send`` does nothing once the client is gone, so a stream that does not wait on
+    ``receive`` must ask."""
+    cycle = getattr(raw_send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+        return None
+    return lambda: cycle.disconnected

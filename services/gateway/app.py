@@ -31,11 +31,13 @@ from services.gateway.outbox import Outbox
 from services.gateway.replay import plan_replay
 from services.gateway.settings import Settings
 from services.gateway.source import NatsLogSource
+from services.gateway.sse_answer import SseAnswer
 from services.gateway.subjects import covering_filters
 from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
 from services.gateway.ticker import Ticker
 from shared.api_doc import complete_document
+from shared.direct_write import disconnect_probe
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from shared.nats_link import NatsLink
 from shared.sse import SSE_HEADERS
@@ -73,7 +75,7 @@ class GatewayState:
 @get("/api/logs/stream", guards=[require_user], summary="Stream log records (SSE)",
      tags=["stream"], responses=STREAM_RESPONSES, security=STREAM_SECURITY,
      operation_class=StreamOperation)  # declares the query and headers it reads by itself
-async def stream(request: Request) -> Stream:
+async def stream(request: Request) -> Response:
     gateway: GatewayState = request.app.state.gateway
     try:
         return await _open_stream(request, gateway)
@@ -82,7 +84,7 @@ async def stream(request: Request) -> Stream:
         raise
 
 
-async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
+async def _open_stream(request: Request, gateway: GatewayState) -> Response:
     settings, user = gateway.settings, request.state.user
     wanted = parse_stream_request(request, services=settings.service_names,
                                   max_channels=settings.max_channels)
@@ -124,9 +126,14 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Stream:
         gateway.metrics.streams_ended.labels(reason).inc()
         log.info("stream ended", extra={"connection_id": sub.connection_id, "reason": reason})
 
+    raw_send = request.scope.get(RAW_SEND_KEY)
     writer = StreamWriter(gateway.hub, sub, cursor, settings.retry_ms, settings.heartbeat,
                           request.app.state.service.draining, user.expires_at, on_end,
-                          gateway.source, plan, request.scope.get(RAW_SEND_KEY))
+                          gateway.source, plan, raw_send)
+    gone = disconnect_probe(raw_send)
+    if gone is not None:
+        sub.client_gone = gone
+        return SseAnswer(writer.frames(), gone)
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 

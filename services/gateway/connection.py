@@ -38,7 +38,7 @@ class ConnectionEnd:
     REPLAY_STALLED = "replay-stalled"
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamWriter:
     hub: Hub
     sub: Subscription

@@ -57,7 +57,7 @@ def encode_record(message: StoredMessage) -> bytes:
     return sse_frame(id=message.seq, event="log", data=delivered_json(message.seq, message.data))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
     """One connection's interest: its channels, optional filters, and its outbox."""
 
@@ -77,6 +77,10 @@ class Subscription:
     pending: list[bytes] = field(init=False, default_factory=list)
     written_at: float = field(init=False, default=0.0)
     gone: bool = field(init=False, default=False)
+    # Has the client left? (``shared.direct_write.disconnect_probe``; None: the server says so
+    # through ``receive`` instead.) Asked by the ticker: a quiet stream writes nothing that
+    # could fail.
+    client_gone: Callable[[], bool] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.subjects = frozenset(to_subject(p) for p in self.patterns)

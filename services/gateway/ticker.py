@@ -35,12 +35,17 @@ class Ticker:
         self._subscriptions = subscriptions
 
     def wake_due(self, now: float | None = None) -> int:
-        """Wake every connection whose ``wake_at`` has come; returns how many."""
+        """Wake every connection whose ``wake_at`` has come, or whose client has left; returns
+        how many."""
         now = time.monotonic() if now is None else now
         woken = 0
         for sub in self._subscriptions():
             if sub.wake_at <= now:
                 sub.outbox.ready.set()
+                woken += 1
+            elif sub.client_gone is not None and not sub.gone and sub.client_gone():
+                # A quiet connection's client left: nothing else would tell its writer.
+                sub.lost_sink(gone=True)
                 woken += 1
         return woken
 

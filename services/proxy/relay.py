@@ -6,7 +6,7 @@ the connection's ``send`` and ``receive``; it sends the answer head, then copies
 
 - push (the usual one, under uvicorn's httptools server): each read from the gateway is
   written to the client's socket from inside ``data_received``, as one HTTP/1.1 chunk, through
-  the gateway's ``DirectSink`` (``services.gateway.direct``). No task wakes, no ``send`` per
+  a ``DirectSink`` (``shared.direct_write``). No task wakes, no ``send`` per
   read: the proxy's cost per read is a parse and a write.
 - pull: the relay task waits for body bytes and sends everything buffered as one ``send``.
   It takes over while the client is behind (a direct write would pass ``PUSH_BACKLOG_LIMIT``:

@@ -47,3 +47,14 @@ async def test_the_running_ticker_wakes_a_due_connection_within_a_period():
             await waiting.outbox.ready.wait()
     finally:
         running.cancel()
+
+
+def test_a_quiet_connection_whose_client_left_is_woken_to_end_and_no_other():
+    left, staying, unknown = sub(math.inf), sub(math.inf), sub(math.inf)
+    left.client_gone, staying.client_gone = (lambda: True), (lambda: False)
+    ticker = Ticker(15.0, lambda: [left, staying, unknown])
+    assert ticker.wake_due(now=10.0) == 1
+    assert left.gone and left.outbox.ready.is_set() and not left.outbox.overflowed
+    assert not staying.gone and not staying.outbox.ready.is_set()
+    assert not unknown.gone and not unknown.outbox.ready.is_set()
+    assert ticker.wake_due(now=11.0) == 0  # woken once

@@ -1,0 +1,44 @@
+"""The stream's answer under uvicorn: its own ASGI app, one task per connection.
+
+Litestar's ``Stream`` runs every body in an anyio task group with a second task waiting on
+``receive`` for the client to leave: two tasks, a task group, a cancel scope and an Event per
+connection, most of an idle connection's memory (bench/RESULTS.md, case 3). Under uvicorn the
+gateway knows otherwise that a client left: a direct write is refused (``DirectSink.gone``, which
+the ticker also looks at for quiet connections), and after every ``send`` the connection's
+``disconnected`` flag is read. So the answer sends its head and its frames from the handler's own
+task. Under any other server the gateway keeps ``Stream``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Callable
+
+from litestar import Response
+
+from shared.sse import SSE_HEADERS
+
+__all__ = ["SseAnswer"]
+
+_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"),
+         *((name.lower().encode(), value.encode()) for name, value in SSE_HEADERS.items())]
+
+
+class SseAnswer(Response):
+    def __init__(self, frames: AsyncIterator[bytes], gone: Callable[[], bool]) -> None:
+        super().__init__(content=None, status_code=200, media_type="text/event-stream")
+        self._frames, self._gone = frames, gone
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> SseAnswer:
+        return self  # this answer is its own ASGI app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        frames = self._frames
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _HEAD})
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if self._gone():
+                    break
+        finally:
+            await frames.aclose()  # its `finally` releases the subscription before the end
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
