@@ -25,6 +25,7 @@ __all__ = [
     "MAX_FIELDS_DEPTH",
     "MAX_MESSAGE_BYTES",
     "PublishedRecord",
+    "RecordProblem",
     "StoredRecord",
     "ValidRecord",
     "decode_batch",
@@ -32,6 +33,7 @@ __all__ = [
     "encode_stored",
     "format_time",
     "level_rank",
+    "normalised",
     "parse_rfc3339",
     "stored_encoder",
     "validate_records",
@@ -202,14 +204,16 @@ def validate_records(
     for index, record in enumerate(records):
         try:
             valid.append(_validate_one(record, publisher, services, received_at, channels))
-        except _FieldProblem as problem:
+        except RecordProblem as problem:
             details.append({"index": index, "field": problem.field, "message": problem.message})
     if details:
         raise InvalidRequest(_summary(details), details=details)
     return valid
 
 
-class _FieldProblem(Exception):
+class RecordProblem(Exception):
+    """One record's problem: the field it lies in and what is wrong, for the 400's details."""
+
     def __init__(self, field: str, message: str) -> None:
         self.field, self.message = field, message
 
@@ -229,7 +233,7 @@ def _channel_of(name: str, services: frozenset[str],
         except InvalidChannel as exc:
             known = channels[name] = exc
     if isinstance(known, InvalidChannel):
-        raise _FieldProblem("channel", known.message)
+        raise RecordProblem("channel", known.message)
     return known
 
 
@@ -237,33 +241,38 @@ def _validate_one(record: PublishedRecord, publisher: str, services: frozenset[s
                   received_at: str,
                   channels: dict[str, tuple[Channel, str] | InvalidChannel]) -> ValidRecord:
     channel, name = _channel_of(record.channel, services, channels)
-    message = record.message
-    if len(message) > _SURELY_SHORT_CHARS and len(message.encode()) > MAX_MESSAGE_BYTES:
-        raise _FieldProblem("message", f"message is over {MAX_MESSAGE_BYTES} bytes")
-    level = record.level
-    if level not in _LEVEL_RANK:  # (the usual case is already a level's own name)
-        level = _LEVEL_ALIASES.get(level.lower(), level.lower())
-        if level not in _LEVEL_RANK:
-            raise _FieldProblem("level",
-                                f"level {record.level!r} is not one of {', '.join(LEVELS)}")
-    fields = record.fields
-    if fields is not None:
-        if _depth(fields) > MAX_FIELDS_DEPTH:
-            raise _FieldProblem("fields", f"fields nest deeper than {MAX_FIELDS_DEPTH} levels")
-        if len(_ENCODER.encode(fields)) > MAX_FIELDS_BYTES:
-            raise _FieldProblem("fields", f"fields encode to over {MAX_FIELDS_BYTES} bytes")
-    timestamp = received_at if record.timestamp is None else _timestamp(record.timestamp)
+    level, timestamp = normalised(record.level, record.message, record.fields,
+                                  record.timestamp, received_at)
     return ValidRecord(channel, StoredRecord(
         channel=name,
         level=level,
-        message=message,
+        message=record.message,
         timestamp=timestamp,
         received_at=received_at,
         publisher=publisher,
         source=record.source,
-        fields=fields,
+        fields=record.fields,
         id=record.id,
     ))
+
+
+def normalised(level: str, message: str, fields: dict[str, Any] | None,
+               timestamp: str | int | None, received_at: str) -> tuple[str, str]:
+    """Every check of a record but its channel's (message size, level, fields, timestamp):
+    the level and timestamp as stored; ``RecordProblem`` naming the field otherwise."""
+    if len(message) > _SURELY_SHORT_CHARS and len(message.encode()) > MAX_MESSAGE_BYTES:
+        raise RecordProblem("message", f"message is over {MAX_MESSAGE_BYTES} bytes")
+    if level not in _LEVEL_RANK:  # (the usual case is already a level's own name)
+        named = _LEVEL_ALIASES.get(level.lower(), level.lower())
+        if named not in _LEVEL_RANK:
+            raise RecordProblem("level", f"level {level!r} is not one of {', '.join(LEVELS)}")
+        level = named
+    if fields is not None:
+        if _depth(fields) > MAX_FIELDS_DEPTH:
+            raise RecordProblem("fields", f"fields nest deeper than {MAX_FIELDS_DEPTH} levels")
+        if len(_ENCODER.encode(fields)) > MAX_FIELDS_BYTES:
+            raise RecordProblem("fields", f"fields encode to over {MAX_FIELDS_BYTES} bytes")
+    return level, received_at if timestamp is None else _timestamp(timestamp)
 
 
 def _depth(value: Any) -> int:
@@ -283,13 +292,13 @@ def _depth(value: Any) -> int:
 def _timestamp(value: str | int) -> str:
     if isinstance(value, int):
         if not 0 <= value <= _MAX_EPOCH_MS:
-            raise _FieldProblem("timestamp", f"epoch milliseconds {value} are out of range")
+            raise RecordProblem("timestamp", f"epoch milliseconds {value} are out of range")
         # Integer arithmetic: a float division would blur the milliseconds of distant dates.
         return format_time(_EPOCH + timedelta(milliseconds=value))
     try:
         return format_time(parse_rfc3339(value))
     except ValueError as exc:
-        raise _FieldProblem("timestamp", f"timestamp {exc} nor epoch milliseconds") from None
+        raise RecordProblem("timestamp", f"timestamp {exc} nor epoch milliseconds") from None
 
 
 def parse_rfc3339(value: str) -> datetime:

@@ -27,6 +27,7 @@ from shared.web import status_of
 from services.ingest.metrics import IngestMetrics
 from services.ingest.rate_limit import RecordRateLimiter
 from services.ingest.settings import Settings
+from services.ingest.valid_batch import ValidBatch, decode_valid
 
 __all__ = [
     "JSON",
@@ -135,8 +136,14 @@ class IngestPipeline:
         return Accepted(accepted=len(seqs), seqs=seqs)
 
     def _decode(self, body: bytes, media_type: str, token: ServiceToken,
-                counted: list[int]) -> list[ValidRecord]:
-        records = decode_batch(body, media_type, max_records=self._settings.max_batch_records)
+                counted: list[int]) -> Sequence[ValidRecord]:
+        limit = self._settings.max_batch_records
+        valid = decode_valid(body, media_type, publisher=token.name, services=self._services,
+                             max_records=limit)
+        if valid is not None:
+            counted[0] = len(valid)
+            return valid
+        records = decode_batch(body, media_type, max_records=limit)  # (raises, names problems)
         counted[0] = len(records)
         return validate_records(records, publisher=token.name, services=self._services)
 
@@ -144,11 +151,12 @@ class IngestPipeline:
     def _authorise(token: ServiceToken, valid: Sequence[ValidRecord]) -> None:
         allowed: dict[str, bool] = {}  # a batch names few channels: each is checked once
         refused: dict[str, None] = {}
-        for item in valid:
-            name = item.record.channel  # str(item.channel)
+        named = (valid.channels.items() if isinstance(valid, ValidBatch)  # (in record order)
+                 else ((item.record.channel, item.channel) for item in valid))
+        for name, channel in named:  # name: str(channel)
             verdict = allowed.get(name)
             if verdict is None:
-                verdict = allowed[name] = token.may_publish(item.channel)
+                verdict = allowed[name] = token.may_publish(channel)
             if not verdict:
                 refused.setdefault(name)
         if refused:

@@ -29,7 +29,9 @@ from services.ingest.batch_writer import (
     msg_id_header,
     msg_id_value,
 )
+from services.ingest.batch_commands import draft_commands
 from services.ingest.settings import Settings
+from services.ingest.valid_batch import ValidBatch
 
 __all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "out_messages",
            "record_commands", "until_answered"]
@@ -82,6 +84,11 @@ def record_commands(records: Sequence[ValidRecord], publisher: str) -> Commands:
     # the ':' between them is not whitespace.
     header_head = MSG_ID_HEAD + msg_id_value(message_id(publisher.lstrip(), ""))
     header_size = len(header_head) + len(MSG_ID_TAIL)
+    if isinstance(records, ValidBatch):
+        fast = draft_commands(records, header_head)
+        if fast is not None:
+            return fast
+        records = list(records)
 
     def commands(reply: bytes, max_payload: int) -> bytes:
         heads: dict[str, tuple[bytes, bytes]] = {}  # channel -> PUB and HPUB up to the index
