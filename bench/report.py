@@ -210,6 +210,9 @@ def render(results: Results) -> str:
         "",
         *summary(results),
         "",
+        "What limits each figure, what was tried, and the design behind them: bench/README.md, "
+        "\"What makes it fast, and what limits it\".",
+        "",
         *fanout_section(results),
         "",
         *latency_section(results.latency),
