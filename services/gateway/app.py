@@ -25,7 +25,8 @@ from services.gateway.api_doc import (
 )
 from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
-from services.gateway.hub import Hub, Subscription
+from services.gateway.hub import Hub
+from services.gateway.subscription import Subscription
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
 from services.gateway.replay import plan_replay

@@ -16,7 +16,8 @@ from typing import AsyncIterator, Callable
 import msgspec
 
 from shared.direct_write import DirectSink
-from services.gateway.hub import Hub, Subscription
+from services.gateway.hub import Hub
+from services.gateway.subscription import Subscription
 from services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
 from services.gateway.source import LogSource
 from services.gateway.subjects import covering_filters

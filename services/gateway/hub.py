@@ -5,32 +5,27 @@ so a record crosses from NATS to this process once however many browsers watch i
 connection sees records in stream order. When a connection needs subjects outside the union,
 the follow is rebuilt with the larger union from a point that loses nothing for the
 connections already here (``_restart_point``). Each record is encoded into its SSE frame once
-and the same bytes are pushed to every interested connection's bounded ``Outbox``.
+and the same bytes go to every interested connection: into its bounded ``Outbox`` while it
+catches up, then, with the rest of the read batch, straight to its socket
+(``services.gateway.direct``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Callable
 
-import msgspec
-
 from services.gateway.direct import Coalescer
-from services.gateway.outbox import Outbox
 from services.gateway.subjects import covering_filters
+from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 from services.gateway.source import Follow, LogSource, StoredMessage
-from shared.channels import ChannelPattern, channel_of_subject, from_subject, to_subject
-from shared.direct_write import DirectSink
+from shared.channels import ChannelPattern, channel_of_subject, from_subject
 from shared.errors import InvalidChannel
-from shared.records import delivered_json, level_rank
-from shared.sse import sse_frame
 
-__all__ = ["Hub", "Subscription", "encode_record"]
+__all__ = ["Hub"]
 
 # Give the loop to the SSE writers after at most this many records, so a flood cannot starve
 # them.
@@ -42,74 +37,6 @@ IDLE_STOP_S = 10.0
 DRAIN_TIMEOUT_S = 2.0
 
 log = logging.getLogger("logstream.gateway.hub")
-
-
-class _FilterView(msgspec.Struct):
-    level: str = "info"
-    message: str = ""
-
-
-_FILTER_VIEW = msgspec.json.Decoder(_FilterView)
-
-
-def encode_record(message: StoredMessage) -> bytes:
-    """A stored record's SSE frame: built once, the same bytes for every connection."""
-    return sse_frame(id=message.seq, event="log", data=delivered_json(message.seq, message.data))
-
-
-@dataclass(eq=False, slots=True)
-class Subscription:
-    """One connection's interest: its channels, optional filters, and its outbox."""
-
-    connection_id: str
-    user_id: str
-    patterns: tuple[ChannelPattern, ...]
-    outbox: Outbox
-    min_level: int = 0
-    query: str | None = None
-    subjects: frozenset[str] = field(init=False)
-    # When (time.monotonic()) the writer wants waking even without records: its next heartbeat
-    # or its token's expiry. Looked at by ``services.gateway.ticker``.
-    wake_at: float = field(init=False, default=math.inf)
-    # Once caught up, records go straight to the socket (``services.gateway.direct``): the
-    # sink, the frames of the current read batch, and when the hub last wrote.
-    sink: DirectSink | None = field(init=False, default=None)
-    pending: list[bytes] = field(init=False, default_factory=list)
-    written_at: float = field(init=False, default=0.0)
-    gone: bool = field(init=False, default=False)
-    # Has the client left? (``shared.direct_write.disconnect_probe``; None: the server says so
-    # through ``receive`` instead.) Asked by the ticker: a quiet stream writes nothing that
-    # could fail.
-    client_gone: Callable[[], bool] | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.subjects = frozenset(to_subject(p) for p in self.patterns)
-        if self.query is not None:
-            self.query = self.query.lower()
-
-    @property
-    def filtered(self) -> bool:
-        return self.min_level > 0 or bool(self.query)
-
-    def lost_sink(self, *, gone: bool) -> None:
-        """A direct write was refused: the client left, or it fell behind (``overflow``)."""
-        if gone:
-            self.sink = None
-            self.gone = True
-            self.outbox.ready.set()
-        else:
-            self.cut()
-
-    def cut(self) -> None:
-        """End the connection with ``overflow`` (the client resumes from its last id); nothing
-        more is written to its socket directly, so that frame is the last."""
-        self.sink = None
-        self.outbox.cut()
-
-    def accepts(self, view: _FilterView) -> bool:
-        if level_rank(view.level) < self.min_level:
-            return False
-        return not self.query or self.query in view.message.lower()
 
 
 class Hub:
@@ -291,7 +218,7 @@ class Hub:
         view = None
         for sub in targets:
             if sub.filtered:
-                view = view or _FILTER_VIEW.decode(message.data)
+                view = view or FILTER_VIEW.decode(message.data)
                 if not sub.accepts(view):
                     continue
             if sub.sink is not None:

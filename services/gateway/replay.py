@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import AsyncIterator, Sequence
 
-from services.gateway.hub import Subscription, encode_record, _FILTER_VIEW
+from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 from services.gateway.source import LogSource
 from services.gateway.stream_request import StreamRequest
 
@@ -114,7 +114,7 @@ async def replay_chunks(source: LogSource, filters: Sequence[str], plan: ReplayP
                     remaining = 0
                     break
                 remaining -= 1
-                if not sub.filtered or sub.accepts(_FILTER_VIEW.decode(message.data)):
+                if not sub.filtered or sub.accepts(FILTER_VIEW.decode(message.data)):
                     frames.append(encode_record(message))
             if frames:
                 yield b"".join(frames)

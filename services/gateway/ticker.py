@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Callable, Iterable
 
-from services.gateway.hub import Subscription
+from services.gateway.subscription import Subscription
 
 __all__ = ["Ticker", "tick_period"]
 

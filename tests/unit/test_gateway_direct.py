@@ -8,7 +8,8 @@ import json
 
 from services.gateway.direct import Coalescer
 from shared.direct_write import DirectSink, chunk
-from services.gateway.hub import Hub, Subscription
+from services.gateway.hub import Hub
+from services.gateway.subscription import Subscription
 from services.gateway.outbox import Outbox
 from services.gateway.source import MemoryLogSource
 from shared.channels import DEFAULT_SERVICES, parse_pattern

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from services.gateway.hub import Hub, Subscription
+from services.gateway.hub import Hub
+from services.gateway.subscription import Subscription
 from services.gateway.outbox import Outbox
 from services.gateway.source import MemoryLogSource
 from shared.channels import DEFAULT_SERVICES, parse_pattern

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from services.gateway.hub import Subscription
+from services.gateway.subscription import Subscription
 from services.gateway.outbox import Outbox
 from services.gateway.ticker import Ticker, tick_period
 from shared.channels import parse_pattern

@@ -1,0 +1,87 @@
+"""One connection's interest in the log, as the hub sees it: its channels, its filters, where
+its records go (its outbox, or straight to its socket once caught up), and when its writer
+wants waking."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgspec
+
+from services.gateway.outbox import Outbox
+from services.gateway.source import StoredMessage
+from shared.channels import ChannelPattern, to_subject
+from shared.direct_write import DirectSink
+from shared.records import delivered_json, level_rank
+from shared.sse import sse_frame
+
+__all__ = ["FILTER_VIEW", "Subscription", "encode_record"]
+
+
+class FilterView(msgspec.Struct):
+    level: str = "info"
+    message: str = ""
+
+
+FILTER_VIEW = msgspec.json.Decoder(FilterView)
+
+
+def encode_record(message: StoredMessage) -> bytes:
+    """A stored record's SSE frame: built once, the same bytes for every connection."""
+    return sse_frame(id=message.seq, event="log", data=delivered_json(message.seq, message.data))
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One connection's interest: its channels, optional filters, and its outbox."""
+
+    connection_id: str
+    user_id: str
+    patterns: tuple[ChannelPattern, ...]
+    outbox: Outbox
+    min_level: int = 0
+    query: str | None = None
+    subjects: frozenset[str] = field(init=False)
+    filtered: bool = field(init=False)  # a plain attribute: read per record per connection
+    # When (time.monotonic()) the writer wants waking even without records: its next heartbeat
+    # or its token's expiry. Looked at by ``services.gateway.ticker``.
+    wake_at: float = field(init=False, default=math.inf)
+    # Once caught up, records go straight to the socket (``services.gateway.direct``): the
+    # sink, the frames of the current read batch, and when the hub last wrote.
+    sink: DirectSink | None = field(init=False, default=None)
+    pending: list[bytes] = field(init=False, default_factory=list)
+    written_at: float = field(init=False, default=0.0)
+    gone: bool = field(init=False, default=False)
+    # Has the client left? (``shared.direct_write.disconnect_probe``; None: the server says so
+    # through ``receive`` instead.) Asked by the ticker: a quiet stream writes nothing that
+    # could fail.
+    client_gone: Callable[[], bool] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.subjects = frozenset(to_subject(p) for p in self.patterns)
+        if self.query is not None:
+            self.query = self.query.lower()
+        self.filtered = self.min_level > 0 or bool(self.query)
+
+
+    def lost_sink(self, *, gone: bool) -> None:
+        """A direct write was refused: the client left, or it fell behind (``overflow``)."""
+        if gone:
+            self.sink = None
+            self.gone = True
+            self.outbox.ready.set()
+        else:
+            self.cut()
+
+    def cut(self) -> None:
+        """End the connection with ``overflow`` (the client resumes from its last id); nothing
+        more is written to its socket directly, so that frame is the last."""
+        self.sink = None
+        self.outbox.cut()
+
+    def accepts(self, view: FilterView) -> bool:
+        if level_rank(view.level) < self.min_level:
+            return False
+        return not self.query or self.query in view.message.lower()
