@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Any, Iterable
 
 import msgspec
 from msgspec import Meta
@@ -24,6 +24,7 @@ __all__ = [
     "MAX_FIELDS_BYTES",
     "MAX_FIELDS_DEPTH",
     "MAX_MESSAGE_BYTES",
+    "SURELY_SHORT_CHARS",
     "PublishedRecord",
     "RecordProblem",
     "StoredRecord",
@@ -35,7 +36,6 @@ __all__ = [
     "level_rank",
     "normalised",
     "parse_rfc3339",
-    "stored_encoder",
     "validate_records",
 ]
 
@@ -220,7 +220,7 @@ class RecordProblem(Exception):
 
 # A message of at most this many characters fits MAX_MESSAGE_BYTES whatever they are (UTF-8
 # spends at most 4 bytes on one): only longer ones are encoded to be measured.
-_SURELY_SHORT_CHARS = MAX_MESSAGE_BYTES // 4
+SURELY_SHORT_CHARS = MAX_MESSAGE_BYTES // 4
 
 
 def _channel_of(name: str, services: frozenset[str],
@@ -260,7 +260,7 @@ def normalised(level: str, message: str, fields: dict[str, Any] | None,
                timestamp: str | int | None, received_at: str) -> tuple[str, str]:
     """Every check of a record but its channel's (message size, level, fields, timestamp):
     the level and timestamp as stored; ``RecordProblem`` naming the field otherwise."""
-    if len(message) > _SURELY_SHORT_CHARS and len(message.encode()) > MAX_MESSAGE_BYTES:
+    if len(message) > SURELY_SHORT_CHARS and len(message.encode()) > MAX_MESSAGE_BYTES:
         raise RecordProblem("message", f"message is over {MAX_MESSAGE_BYTES} bytes")
     if level not in _LEVEL_RANK:  # (the usual case is already a level's own name)
         named = _LEVEL_ALIASES.get(level.lower(), level.lower())
@@ -326,11 +326,6 @@ def level_rank(level: str) -> int:
 
 def encode_stored(record: StoredRecord) -> bytes:
     return _ENCODER.encode(record)
-
-
-def stored_encoder() -> Callable[[StoredRecord], bytes]:
-    """``encode_stored`` without its Python call: for loops over thousands of records."""
-    return _ENCODER.encode
 
 
 def delivered_json(seq: int, stored: bytes) -> bytes:

@@ -1,11 +1,11 @@
 """A ``ValidBatch``'s ``PUB``/``HPUB`` lines with no Python bytecode per record.
 
-``record_commands`` formats each record's line with ``bytes %``: about 1 us per record, most of
+``pub_commands`` formats each record's line with ``bytes %``: about 1 us per record, most of
 it turning three integers into digits. Here every per-record step is a ``map`` in C (encode,
 lengths, sums, digits looked up in a table) and the lines are one ``b"".join`` of the pieces,
 interleaved by ``zip``. The usual batch qualifies: every record with an ``id`` (or none with
-one), ids without CR or LF, sizes within the digit tables. Any other batch gets ``None`` and
-``record_commands``' general loop.
+one), ids without CR or LF. Any other batch gets ``None`` and ``pub_commands``; so do the lines
+of a batch with a size past the digit tables.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import msgspec
 import nats.errors
 
 from shared.channels import to_subject
-from services.ingest.batch_writer import MSG_ID_TAIL, Commands
+from services.ingest.batch_writer import MSG_ID_TAIL, Commands, OutMessage, pub_commands
 from services.ingest.valid_batch import ValidBatch
 
 __all__ = ["draft_commands"]
@@ -34,7 +34,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def draft_commands(batch: ValidBatch, header_head: bytes) -> Commands | None:
-    """The batch's lines as ``record_commands`` writes them (``header_head``: the header block
+    """The batch's lines as ``pub_commands`` writes them (``header_head``: the header block
     up to the id), or ``None`` when the batch is not the usual kind."""
     drafts = batch.drafts
     ids = list(map(_ID, drafts))
@@ -60,12 +60,11 @@ def draft_commands(batch: ValidBatch, header_head: bytes) -> Commands | None:
             return b"".join(chain.from_iterable(zip(
                 map(head_of, names), _SPACED, map(_DIGITS.__getitem__, sizes), repeat(_CRLF),
                 payloads, repeat(_CRLF))))
-        except IndexError:  # a size past the tables: format them
-            if with_ids:
-                return _hpub_formatted(map(head_of, names), ids, header_head, sizes, payloads)
-            return b"".join([b"%s%d %d\r\n%s\r\n" % (head, index, size, payload)
-                             for index, (head, size, payload)
-                             in enumerate(zip(map(head_of, names), sizes, payloads))])
+        except IndexError:  # a size past the tables: the general formatting
+            headers = ([header_head + value + MSG_ID_TAIL for value in _id_values(ids)]
+                       if with_ids else repeat(None))
+            return pub_commands(list(map(OutMessage, map(subjects.__getitem__, names), headers,
+                                         payloads)), reply, max_payload)
 
     return commands
 
@@ -75,23 +74,16 @@ def _has_newline(ids: list[str]) -> bool:
     return "\r" in joined or "\n" in joined
 
 
+def _id_values(ids: list[str]) -> list[bytes]:
+    """Header values of ids without CR or LF (``msg_id_value`` of the right-stripped id)."""
+    return list(map(str.encode, map(str.rstrip, ids)))
+
+
 def _hpub_lines(heads, ids: list[str], header_head: bytes, sizes: list[int],
                 payloads: list[bytes]) -> bytes:
-    values = list(map(str.encode, map(str.rstrip, ids)))
+    values = _id_values(ids)
     header_sizes = list(map((len(header_head) + len(MSG_ID_TAIL)).__add__, map(len, values)))
     totals = map(add, header_sizes, sizes)
     return b"".join(chain.from_iterable(zip(
         heads, _SPACED, map(_SPACED.__getitem__, header_sizes), map(_DIGITS.__getitem__, totals),
         repeat(_CRLF + header_head), values, repeat(MSG_ID_TAIL), payloads, repeat(_CRLF))))
-
-
-def _hpub_formatted(heads, ids: list[str], header_head: bytes, sizes: list[int],
-                    payloads: list[bytes]) -> bytes:
-    base = len(header_head) + len(MSG_ID_TAIL)
-    parts = []
-    for index, (head, record_id, size, payload) in enumerate(zip(heads, ids, sizes, payloads)):
-        value = record_id.rstrip().encode()
-        header_size = base + len(value)
-        parts.append(b"%s%d %d %d\r\n%s%s\r\n\r\n%s\r\n" % (
-            head, index, header_size, header_size + size, header_head, value, payload))
-    return b"".join(parts)

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from services.ingest.ack_parser import install_ack_parser
 
 __all__ = ["MSG_ID_HEAD", "MSG_ID_TAIL", "BatchWriter", "Commands", "OutMessage",
-           "msg_id_header", "msg_id_value"]
+           "msg_id_header", "msg_id_value", "pub_commands"]
 
 # What JetStream answers a publish with; the other fields (stream, domain) are not needed.
 _JS_STATUS = "Status"
@@ -82,6 +82,24 @@ def msg_id_value(text: str) -> bytes:
     if "\r" in text or "\n" in text:  # (translate is slow; ids almost never need it)
         text = text.translate(_NEWLINES)
     return text.encode()
+
+
+def pub_commands(messages: Sequence[OutMessage], reply: bytes, max_payload: int) -> bytes:
+    """The batch's ``PUB``/``HPUB`` protocol lines, as nats-py would write them one by one, each
+    with the reply subject ``<reply><index>``; ``MaxPayloadError`` if a payload is too large."""
+    parts = []
+    for index, message in enumerate(messages):
+        payload, header = message.payload, message.header
+        if len(payload) > max_payload:
+            raise nats.errors.MaxPayloadError
+        if header is None:
+            parts.append(b"PUB %s %s%d %d\r\n%s\r\n" % (
+                message.subject, reply, index, len(payload), payload))
+        else:
+            parts.append(b"HPUB %s %s%d %d %d\r\n%s%s\r\n" % (
+                message.subject, reply, index, len(header), len(header) + len(payload),
+                header, payload))
+    return b"".join(parts)
 
 
 class _Batch:
@@ -231,21 +249,7 @@ class BatchWriter:
                 self._idle.set()
 
     def _commands(self, messages: Sequence[OutMessage], reply: bytes) -> bytes:
-        """The batch's ``PUB``/``HPUB`` protocol lines, as nats-py would write them one by one."""
-        limit = self._nc.max_payload
-        parts = []
-        for index, message in enumerate(messages):
-            payload, header = message.payload, message.header
-            if len(payload) > limit:
-                raise nats.errors.MaxPayloadError
-            if header is None:
-                parts.append(b"PUB %s %s%d %d\r\n%s\r\n" % (
-                    message.subject, reply, index, len(payload), payload))
-            else:
-                parts.append(b"HPUB %s %s%d %d %d\r\n%s%s\r\n" % (
-                    message.subject, reply, index, len(header), len(header) + len(payload),
-                    header, payload))
-        return b"".join(parts)
+        return pub_commands(messages, reply, self._nc.max_payload)
 
     async def _send(self, command: bytes, count: int) -> None:
         """Into the connection's write buffer, then kick its flusher (nats-py internals, as

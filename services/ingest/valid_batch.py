@@ -27,6 +27,7 @@ from shared.records import (
     MAX_ID_CHARS,
     MAX_MESSAGE_BYTES,
     MAX_SOURCE_CHARS,
+    SURELY_SHORT_CHARS,
     RecordProblem,
     StoredRecord,
     ValidRecord,
@@ -36,8 +37,6 @@ from shared.records import (
 
 __all__ = ["Draft", "ValidBatch", "decode_valid"]
 
-# Characters any message may have without measuring its UTF-8 bytes (4 bytes at most each).
-_SURELY_SHORT_CHARS = MAX_MESSAGE_BYTES // 4
 _LEVEL_SET = frozenset(LEVELS)
 _CHANNEL = attrgetter("channel")
 _LEVEL = attrgetter("level")
@@ -139,7 +138,7 @@ def _normalise(drafts: list[Draft], publisher: str, received_at: str) -> bool:
     usual = (timestamps.count(None) == len(timestamps)
              and _LEVEL_SET.issuperset(map(_LEVEL, drafts))
              and not any(map(_FIELDS, drafts))  # ({} is valid as it is)
-             and max(map(len, map(_MESSAGE, drafts))) <= _SURELY_SHORT_CHARS)
+             and max(map(len, map(_MESSAGE, drafts))) <= SURELY_SHORT_CHARS)
     if usual:  # no timestamp, a level's own name, no fields, a short message: nothing to check
         for draft in drafts:
             draft.timestamp = draft.received_at = received_at
