@@ -40,8 +40,8 @@ class DirectSink:
     def attach(cls, raw_send: Callable | None, limit: int) -> DirectSink | None:
         """A sink on the connection behind ``raw_send``, or None where writes cannot bypass
         ``send`` (another server, no chunked body under way, a closing connection)."""
-        cycle = getattr(raw_send, "__self__", None)
-        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+        cycle = _uvicorn_cycle(raw_send)
+        if cycle is None:
             return None
         transport = getattr(cycle, "transport", None)
         if (transport is None or cycle.scope["method"] != "GET" or not cycle.response_started
@@ -72,7 +72,15 @@ def disconnect_probe(raw_send: Callable | None) -> Callable[[], bool] | None:
     protocol sets ``disconnected`` when the connection closes), or None under another server.
     uvicorn's ``send`` does nothing once the client is gone, so a stream that does not wait on
     ``receive`` must ask."""
+    cycle = _uvicorn_cycle(raw_send)
+    if cycle is None:
+        return None
+    return lambda: cycle.disconnected
+
+
+def _uvicorn_cycle(raw_send: Callable | None) -> Any:
+    """The httptools ``RequestResponseCycle`` whose bound ``send`` this is, or None."""
     cycle = getattr(raw_send, "__self__", None)
     if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
         return None
-    return lambda: cycle.disconnected
+    return cycle

@@ -9,7 +9,7 @@ escapes both (and every other character below 0x20), so a record is one ``data:`
 
 from __future__ import annotations
 
-__all__ = ["HEARTBEAT", "SSE_HEADERS", "sse_frame"]
+__all__ = ["HEARTBEAT", "SSE_HEADERS", "SSE_START_HEADERS", "sse_frame"]
 
 # CR, LF and NUL would end a line or void an id; the other controls have no business in an id
 # or an event name either (ours are sequence numbers and fixed words).
@@ -17,6 +17,11 @@ _UNSAFE = dict.fromkeys([*range(0x20), 0x7F])
 # Header set on every stream: no caching, and no buffering in nginx-style proxies.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 HEARTBEAT = b": hb\n\n"
+# The same, as the raw header list of an ASGI ``http.response.start`` (for a stream answered
+# without Litestar's ``Stream``), with the content type Litestar would send.
+SSE_START_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                     *((name.lower().encode(), value.encode())
+                       for name, value in SSE_HEADERS.items())]
 
 
 def _field(value: object) -> str:

@@ -15,12 +15,9 @@ from typing import Any, AsyncIterator, Callable
 
 from litestar import Response
 
-from shared.sse import SSE_HEADERS
+from shared.sse import SSE_START_HEADERS
 
 __all__ = ["SseAnswer"]
-
-_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"),
-         *((name.lower().encode(), value.encode()) for name, value in SSE_HEADERS.items())]
 
 
 class SseAnswer(Response):
@@ -34,7 +31,7 @@ class SseAnswer(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         frames = self._frames
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _HEAD})
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_START_HEADERS})
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 if self._gone():

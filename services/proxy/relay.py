@@ -31,7 +31,7 @@ from prometheus_client import Gauge
 
 from shared.direct_write import DirectSink, chunk
 from services.proxy.upstream import GatewayStream
-from shared.sse import SSE_HEADERS, sse_frame
+from shared.sse import SSE_START_HEADERS, sse_frame
 from shared.web import RAW_SEND_KEY
 
 __all__ = ["DRAIN_RETRY_MS", "OpenRelays", "StreamRelay", "complete_frames"]
@@ -43,9 +43,6 @@ DRAIN_RETRY_MS = 2000
 # its ``send`` would wait too.
 PUSH_BACKLOG_LIMIT = 64 * 1024
 FRAME_END = b"\n\n"
-_START_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                  *((name.lower().encode(), value.encode()) for name, value in
-                    SSE_HEADERS.items())]
 
 log = logging.getLogger("logstream.proxy")
 
@@ -123,7 +120,7 @@ class StreamRelay(Response):
         started = time.monotonic()
         try:
             await send({"type": "http.response.start", "status": 200,
-                        "headers": _START_HEADERS})
+                        "headers": SSE_START_HEADERS})
             self._sink = DirectSink.attach(scope.get(RAW_SEND_KEY), PUSH_BACKLOG_LIMIT)
             await self._copy(send)
         finally:
