@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["DirectSink", "chunk", "disconnect_probe"]
+__all__ = ["DirectSink", "chunk", "disconnect_probe", "on_client_gone"]
 
 # The one protocol whose body writes we mirror byte for byte (``RequestResponseCycle.send``):
 # chunked encoding as ``%x\r\n<body>\r\n``, and no state of its own to keep in step.
@@ -76,6 +76,38 @@ def disconnect_probe(raw_send: Callable | None) -> Callable[[], bool] | None:
     if cycle is None:
         return None
     return lambda: cycle.disconnected
+
+
+def on_client_gone(raw_send: Callable | None,
+                   callback: Callable[[], None]) -> Callable[[], None] | None:
+    """Call ``callback`` the moment the client's connection closes (the protocol's
+    ``connection_lost``), so a stream lets go of what it holds at once instead of at the next
+    probe. Returns the function that undoes it (call it when the response ends: a kept-alive
+    connection serves other requests), or None under another server."""
+    cycle = _uvicorn_cycle(raw_send)
+    transport = getattr(cycle, "transport", None)
+    if transport is None or transport.is_closing():
+        return None
+    protocol = transport.get_protocol()
+    before = protocol.connection_lost
+    own = protocol.__dict__.get("connection_lost")  # another stream's hook, or None
+
+    def connection_lost(exc: Exception | None) -> None:
+        try:
+            before(exc)
+        finally:
+            callback()
+
+    protocol.connection_lost = connection_lost
+
+    def undo() -> None:
+        if protocol.__dict__.get("connection_lost") is connection_lost:
+            if own is None:
+                del protocol.connection_lost
+            else:
+                protocol.connection_lost = own
+
+    return undo
 
 
 def _uvicorn_cycle(raw_send: Callable | None) -> Any:

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from shared import audit
@@ -35,6 +35,8 @@ from shared.settings import ServiceSettings
 
 __all__ = [
     "INGEST_SUBJECT",
+    "LIVE_PREFIX",
+    "LIVE_SUBJECTS",
     "LOGS_SUBJECTS",
     "REJECTED_SUBJECT",
     "STREAM_NAME",
@@ -51,6 +53,11 @@ __all__ = [
 
 STREAM_NAME = "LOGS"
 LOGS_SUBJECTS = "logs.>"
+# The stream republishes every record it stores under this prefix (``live.logs.etl.ws1.wf1``),
+# with its seq and the previous seq on its subject in headers: gateways subscribe to exactly
+# the subjects their connections watch (services.gateway.live). Only the broker publishes here.
+LIVE_PREFIX = "live"
+LIVE_SUBJECTS = f"{LIVE_PREFIX}.{LOGS_SUBJECTS}"
 INGEST_SUBJECT = "ingest.logs"
 REJECTED_SUBJECT = "ingest.rejected"
 # Reconnect quickly: a broker restart should cost a browser a second, not a minute.
@@ -187,6 +194,7 @@ class NatsLink:
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=5)
+        self._disconnect_listeners: list[Callable[[], None]] = []
 
     @classmethod
     async def connect(cls, settings: ServiceSettings, *, name: str, **callbacks: Any):
@@ -203,7 +211,11 @@ class NatsLink:
                 refused.set()  # retrying will not change the broker's mind: fail now
             log.debug("nats: %s", exc)
 
+        listeners: list[Callable[[], None]] = []
+
         async def disconnected() -> None:
+            for listener in listeners:
+                listener()
             if not nc.is_closed and not nc.is_draining:
                 log.warning("broker link down; reconnecting")
 
@@ -227,7 +239,14 @@ class NatsLink:
                 f"{nats_login_name(settings)} (nats_url, LOGSTREAM_NATS_URL; waited up to "
                 f"{settings.connect_timeout:g}s): {type(reason).__name__} {reason}"
             ) from None
-        return cls(nc)
+        link = cls(nc)
+        link._disconnect_listeners = listeners
+        return link
+
+    def on_disconnect(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` each time the link drops (before it reconnects): whatever the broker
+        sent meanwhile is lost to this connection's subscriptions."""
+        self._disconnect_listeners.append(listener)
 
     @property
     def connected(self) -> bool:
@@ -266,7 +285,8 @@ async def ensure_stream(
     replicas: int = 1,
     name: str = STREAM_NAME,
 ) -> StreamConfig:
-    """Create the LOGS stream, or bring an existing one's retention in line with the settings."""
+    """Create the LOGS stream, or bring an existing one's retention (and its live republish,
+    which gateways read) in line with the settings."""
     config = StreamConfig(
         name=name,
         subjects=[LOGS_SUBJECTS],
@@ -277,6 +297,7 @@ async def ensure_stream(
         duplicate_window=duplicate_window_s,
         num_replicas=replicas,
         allow_direct=True,
+        republish=RePublish(src=LOGS_SUBJECTS, dest=LIVE_SUBJECTS),
     )
     try:
         await js.stream_info(name)

@@ -11,7 +11,8 @@ gateway's stream deliveries and every other client's replies.
   records it stored) and ``ingest.rejected``; create, update and look at the LOGS stream; answer
   requests (``allow_responses``: a reply may go only to a request it received).
 - ``gateway``: read LOGS: look at it and its messages, create, inspect and delete the ephemeral
-  consumers that follow it, answer their flow control. In dev mode also request on
+  consumers that follow it, answer their flow control; subscribe to the records the stream
+  republishes (``live.logs.>``), by subject. In dev mode also request on
   ``ingest.logs`` (``POST /test/logs`` goes through ingest like any producer).
 
 Nobody here may delete or purge the stream, create a durable consumer, or touch another stream.
@@ -24,6 +25,7 @@ from typing import Any, Mapping, Sequence
 from shared.identities import DEV_NATS_USERS
 from shared.nats_link import (
     INGEST_SUBJECT,
+    LIVE_SUBJECTS,
     LOGS_SUBJECTS,
     REJECTED_SUBJECT,
     STREAM_NAME,
@@ -74,7 +76,9 @@ def role_permissions(role: str, *, stream: str = STREAM_NAME, dev: bool = True) 
         ]
         if dev:
             publish.append(INGEST_SUBJECT)
-        return {"publish": {"allow": publish}, "subscribe": {"allow": [own_inbox]}}
+        # LIVE_SUBJECTS: the records the stream republishes, by the subjects its streams watch
+        return {"publish": {"allow": publish},
+                "subscribe": {"allow": [LIVE_SUBJECTS, own_inbox]}}
     raise ValueError(f"no NATS role {role!r} (one of {', '.join(ROLES)})")
 
 

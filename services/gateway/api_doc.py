@@ -68,6 +68,15 @@ It ends with `event: overflow` (the client fell behind: reconnect with `Last-Eve
 when the gateway shuts down."""
 
 
+class BrokerRequests(msgspec.Struct):
+    """What the gateway asked the broker for since it started."""
+
+    subscribes: int  # subscriptions to a new channel or wildcard
+    settles: int  # stream-info requests that fixed new subscriptions' starting points
+    catch_ups: int  # reads from the stream after live records may have been missed
+    repairs: int  # records found missing on their subject's sequence chain, read back
+
+
 class GatewayStats(msgspec.Struct):
     """What ``GET /admin/logs/stats`` reports about this gateway instance."""
 
@@ -79,7 +88,8 @@ class GatewayStats(msgspec.Struct):
     read_total: int
     last_seq: int
     buffered: int
-    following: list[str]
+    interests: int  # subject patterns this gateway subscribes to on the broker
+    broker: BrokerRequests
     uptime_s: float
 
 

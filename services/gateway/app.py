@@ -26,6 +26,7 @@ from services.gateway.api_doc import (
 from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
 from services.gateway.hub import Hub
+from services.gateway.live import NatsLiveFeed
 from services.gateway.subscription import Subscription
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.outbox import Outbox
@@ -38,7 +39,7 @@ from services.gateway.stream_request import authorise, parse_stream_request
 from services.gateway.test_route import publish_test_record
 from services.gateway.ticker import Ticker
 from shared.api_doc import complete_document
-from shared.direct_write import disconnect_probe
+from shared.direct_write import disconnect_probe, on_client_gone
 from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from shared.nats_link import NatsLink
 from shared.sse import SSE_HEADERS
@@ -49,6 +50,8 @@ __all__ = ["Settings", "create_app"]
 log = logging.getLogger("logstream.gateway")
 # How soon a recreated stream (its seqs starting over) is noticed: one cheap request per period.
 STREAM_CHECK_S = 2.0
+# How often the loop's lateness is sampled (logstream_gateway_loop_lag_seconds).
+LOOP_LAG_SAMPLE_S = 0.1
 # A client over its connection cap waits this long: about the time a closed tab takes to let go.
 CONNECTION_CAP_RETRY_S = 5
 # X-User-Id/X-Workspace-Id are logged, never trusted; a longer value is cut, not stored.
@@ -134,7 +137,9 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
     gone = disconnect_probe(raw_send)
     if gone is not None:
         sub.client_gone = gone
-        return SseAnswer(writer.frames(), gone)
+        # A client that leaves lets go of its slot, subscription and fan-out share at once.
+        let_go = on_client_gone(raw_send, lambda: sub.lost_sink(gone=True))
+        return SseAnswer(writer.frames(), gone, let_go)
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -165,7 +170,13 @@ def stats(request: Request) -> dict[str, Any]:
         "read_total": hub.read_total if hub else 0,
         "last_seq": hub.last_seq if hub else 0,
         "buffered": hub.buffered if hub else 0,
-        "following": sorted(hub.following) if hub else [],
+        # Subject patterns this gateway asks the broker for (channels and wildcards watched now
+        # or a moment ago), and what it asked: see services.gateway.hub.
+        "interests": hub.interests if hub else 0,
+        "broker": {"subscribes": hub.subscribes if hub else 0,
+                   "settles": hub.settles if hub else 0,
+                   "catch_ups": hub.catch_ups if hub else 0,
+                   "repairs": hub.repairs if hub else 0},
         "uptime_s": round(time.monotonic() - gateway.started, 3),
     }
 
@@ -187,12 +198,14 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         gateway.link = await NatsLink.connect(settings, name="logstream-gateway")
         metrics = gateway.metrics
         gateway.source = NatsLogSource(gateway.link.js)
-        gateway.hub = Hub(gateway.source, services=settings.service_names,
-                          on_read=metrics.records_read.inc,
-                          on_rebuild=metrics.follow_rebuilds.inc)
+        live = NatsLiveFeed(gateway.link.nc)
+        gateway.link.on_disconnect(live.missed)
+        gateway.hub = Hub(gateway.source, live, on_read=metrics.records_read.inc)
+        metrics.watch(gateway.hub)
         ticker = Ticker(settings.heartbeat, lambda: gateway.hub.subscriptions)
         watchers = [asyncio.create_task(_wake_on_drain(gateway, service.draining)),
                      asyncio.create_task(_watch_stream(gateway.hub)),
+                     asyncio.create_task(_watch_loop_lag(metrics)),
                      asyncio.create_task(ticker.run())]
         try:
             yield
@@ -213,6 +226,16 @@ async def _watch_stream(hub: Hub) -> None:
         except Exception as exc:  # broker away, or no stream yet: look again later
             log.debug("stream check: %s", exc)
         await asyncio.sleep(STREAM_CHECK_S)
+
+
+async def _watch_loop_lag(metrics: GatewayMetrics) -> None:
+    """How late a timer fires: a stall of the loop (bookkeeping, a burst of work) delays every
+    connection by as much, so operators and the bench can see it."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LOOP_LAG_SAMPLE_S)
+        metrics.loop_lag.observe(max(0.0, loop.time() - asked - LOOP_LAG_SAMPLE_S))
 
 
 async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None:

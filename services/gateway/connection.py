@@ -78,9 +78,10 @@ class StreamWriter:
         outbox = self.sub.outbox
         if outbox.overflowed or self.draining.is_set():
             return
-        if outbox.floor is None or self.hub.last_seq < outbox.floor:
-            return  # the hub is still fanning out records this connection must not get: the
-            # outbox drops them (its floor); the next record it takes wakes us to try again
+        if outbox.floor is None:
+            return  # still subscribing
+        # Records the hub still fans out at or before the cursor are dropped on either path
+        # (the outbox's floor, ``Subscription.last_sent``).
         self.sub.sink = DirectSink.attach(self.raw_send, self.sub.outbox.limit)
         if self.sub.sink is None:
             self.raw_send = None  # not this server, or not this response: keep the outbox
@@ -115,7 +116,9 @@ class StreamWriter:
             if outbox.overflowed or self.draining.is_set() or now >= expiry:
                 sub.sink = None  # the final frame must be the last thing written
             if outbox.overflowed:
-                yield sse_frame(event="overflow", data=_ENCODE(
+                # ``rewind``: the hub found a record this connection missed, older than what
+                # it was sent since; its id takes the client back to just before it.
+                yield sse_frame(id=sub.rewind, event="overflow", data=_ENCODE(
                     {"reason": "the client fell behind; reconnect with Last-Event-ID"}))
                 yield ConnectionEnd.OVERFLOW
                 return

@@ -1,13 +1,27 @@
-"""The hub: one ordered read of the log per gateway process, fanned out to every connection.
+"""The hub: a gateway process reads the records its connections watch, once, and fans them out.
 
-The hub follows the union of the subjects its connections want with a single ordered consumer,
-so a record crosses from NATS to this process once however many browsers watch it, and every
-connection sees records in stream order. When a connection needs subjects outside the union,
-the follow is rebuilt with the larger union from a point that loses nothing for the
-connections already here (``_restart_point``). Each record is encoded into its SSE frame once
-and the same bytes go to every interested connection: into its bounded ``Outbox`` while it
-catches up, then, with the rest of the read batch, straight to its socket
-(``services.gateway.direct``).
+Interest lives on the broker. For every subject pattern some connection wants (a channel, or a
+workspace wildcard) the hub holds one ``Interest`` and one core-NATS subscription to the
+records the stream republishes on it (``services.gateway.live``), so NATS sends this process
+only those records, once, however many connections watch them. A connection whose patterns the
+hub already follows costs no broker round trip: its cursor is where the hub's reading stands.
+A new pattern costs one subscription line and one stream-info request, shared by every new
+pattern of the moment; nothing else is rebuilt, so the cost of a connect does not grow with
+the channels already open.
+
+Records arrive in stream order and the hub takes each once (``last_seq``), so every connection
+sees increasing seqs. Nothing is lost on the way:
+- the link dropped, or the live buffer filled (``MISSED``): the hub reads what it may have
+  missed from the stream with an ordered consumer, from ``last_seq`` on, then goes on live
+  (``_catch_up``);
+- a record says the one before it on its subject (``previous``) is one the hub never took: the
+  hub reads the missing ones from the stream before it (``_repair``). A connection that was
+  already sent a later record of another subject ends with ``overflow`` and an ``id`` before
+  the missing record, and resumes from there.
+
+Each record is encoded into its SSE frame once and the same bytes go to every interested
+connection: into its bounded ``Outbox`` while it catches up, then, with the rest of the read
+batch, straight to its socket (``services.gateway.direct``).
 """
 
 from __future__ import annotations
@@ -16,95 +30,186 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Callable
+from itertools import product
+from typing import Callable, Iterable
 
 from services.gateway.direct import Coalescer
-from services.gateway.subjects import covering_filters
+from services.gateway.live import MISSED, LiveFeed
+from services.gateway.subjects import MAX_FILTERS, covering_filters
 from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
-from services.gateway.source import Follow, LogSource, StoredMessage
-from shared.channels import ChannelPattern, channel_of_subject, from_subject
-from shared.errors import InvalidChannel
+from services.gateway.source import LogSource, StoredMessage
+from shared.errors import BrokerUnavailable
+from shared.nats_link import LOGS_SUBJECTS
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "Interest"]
 
 # Give the loop to the SSE writers after at most this many records, so a flood cannot starve
 # them.
 YIELD_EVERY = 256
-# Keep following for a while after the last connection left: reconnects are common and a
-# rebuild costs a consumer creation.
-IDLE_STOP_S = 10.0
-# How long a rebuild waits for records the old follow already delivered to be fanned out.
-DRAIN_TIMEOUT_S = 2.0
+# A pattern nobody watches any more keeps its subscription this long: a reload or a reconnect
+# comes back to it without a broker round trip, and a short linger reads little extra.
+RELEASE_AFTER_S = 2.0
+# A catch-up with nothing to read for this long asks the broker whether it is done.
+CATCH_UP_IDLE_S = 0.1
+# After a failed catch-up (the broker is away) try again this often.
+CATCH_UP_RETRY_S = 0.5
+# A repair that gets nothing for this long gives up: its connections resume instead.
+REPAIR_TIMEOUT_S = 5.0
 
 log = logging.getLogger("logstream.gateway.hub")
+_NO_ONE: frozenset[Subscription] = frozenset()
+
+
+class Interest:
+    """One subject pattern this gateway subscribes to, and the connections that want it."""
+
+    __slots__ = ("pattern", "wild", "subs", "since", "known", "subscribed", "release")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.wild = "*" in pattern.split(".")
+        self.subs: set[Subscription] = set()
+        # The stream's last seq once the broker surely had the subscription: every later record
+        # of the pattern comes live. None until then.
+        self.since: int | None = None
+        # Per subject, the last seq the hub took of it: the next one's ``previous`` must not be
+        # later (else a record was missed).
+        self.known: dict[str, int] = {}
+        self.subscribed = False
+        self.release: asyncio.TimerHandle | None = None
+
+
+def _generalisations(subject: str) -> Iterable[str]:
+    """The wildcard patterns that match ``subject``: each segment after ``logs`` may be ``*``."""
+    head, *rest = subject.split(".")
+    for choice in product((False, True), repeat=len(rest)):
+        if any(choice):
+            yield ".".join([head, *("*" if star else t for star, t in zip(choice, rest))])
 
 
 class Hub:
-    def __init__(self, source: LogSource, *, services: frozenset[str],
-                 on_read: Callable[[], None] = lambda: None,
-                 on_rebuild: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, source: LogSource, live: LiveFeed, *,
+                 on_read: Callable[[], None] = lambda: None) -> None:
         self._source = source
-        self._services = services
-        self._on_read, self._on_rebuild = on_read, on_rebuild
+        self._live = live
+        self._on_read = on_read
         self._subs: set[Subscription] = set()
-        self._exact: dict[str, set[Subscription]] = {}
-        self._wild: dict[ChannelPattern, set[Subscription]] = {}
-        self._wanted: Counter[str] = Counter()
-        self._following: frozenset[str] = frozenset()
-        self._follow: Follow | None = None
+        self._interest: dict[str, Interest] = {}
+        self._wild = 0  # interests with a wildcard: only then look for them per record
+        self._unsettled: list[Interest] = []
+        self._settling: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
-        self._lock = asyncio.Lock()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._chores: set[asyncio.Task] = set()
         self.last_seq = 0
         self._stream_identity: str | None = None
-        self.delivered_total = 0
         self._direct = Coalescer()
+        self.delivered_total = 0
         self.read_total = 0
+        # What the broker was asked, for stats and tests: subscription lines and stream-info
+        # rounds for new patterns, catch-ups after a loss, repairs of a missed record.
+        self.subscribes = 0
+        self.settles = 0
+        self.catch_ups = 0
+        self.repairs = 0
         self.started_at = time.monotonic()
 
     # -- connections ---------------------------------------------------------------------
 
     async def subscribe(self, sub: Subscription) -> int:
         """Register ``sub`` and return its cursor: it gets every record after that seq."""
-        self._add(sub)
+        interests = self._add(sub)
         try:
-            await self._ensure(sub.subjects)
-            cursor = await self._source.last_seq()
+            for interest in interests:
+                if not interest.subscribed:
+                    interest.subscribed = True
+                    try:
+                        await self._live.add(interest.pattern)
+                    except BaseException:
+                        interest.subscribed = False
+                        raise
+                    self.subscribes += 1
+                    self._unsettled.append(interest)
+            await self._settle(interests)
         except BaseException:
             self.unsubscribe(sub)
             raise
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="hub-live")
+        cursor = max(self.last_seq, *(interest.since for interest in interests))
         sub.outbox.set_floor(cursor)
+        sub.last_sent = max(sub.last_sent, cursor)  # records up to it are not this one's
         return cursor
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub not in self._subs:
             return
         self._subs.discard(sub)
-        for pattern in sub.patterns:
-            index = self._exact if pattern.is_exact else self._wild
-            key = str(pattern) if pattern.is_exact else pattern
-            members = index.get(key)
-            if members is not None:
-                members.discard(sub)
-                if not members:
-                    del index[key]
-        self._wanted.subtract(sub.subjects)
-        self._wanted = +self._wanted
-        if not self._subs and self._idle_timer is None:
-            loop = asyncio.get_running_loop()
-            self._idle_timer = loop.call_later(IDLE_STOP_S, self._stop_when_idle)
+        loop = asyncio.get_running_loop()
+        for pattern in sub.subjects:
+            interest = self._interest.get(pattern)
+            if interest is None:
+                continue
+            interest.subs.discard(sub)
+            if not interest.subs and interest.release is None:
+                interest.release = loop.call_later(RELEASE_AFTER_S, self._release, interest)
 
-    def _add(self, sub: Subscription) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+    def _add(self, sub: Subscription) -> list[Interest]:
         self._subs.add(sub)
-        for pattern in sub.patterns:
-            if pattern.is_exact:
-                self._exact.setdefault(str(pattern), set()).add(sub)
-            else:
-                self._wild.setdefault(pattern, set()).add(sub)
-        self._wanted.update(sub.subjects)
+        interests = []
+        for pattern in sub.subjects:
+            interest = self._interest.get(pattern)
+            if interest is None:
+                interest = self._interest[pattern] = Interest(pattern)
+                self._wild += interest.wild
+            elif interest.release is not None:
+                interest.release.cancel()
+                interest.release = None
+            interest.subs.add(sub)
+            interests.append(interest)
+        return interests
+
+    def _release(self, interest: Interest) -> None:
+        interest.release = None
+        if interest.subs or self._interest.get(interest.pattern) is not interest:
+            return
+        del self._interest[interest.pattern]
+        self._wild -= interest.wild
+        if interest in self._unsettled:
+            self._unsettled.remove(interest)
+        if interest.subscribed:
+            self._chore(self._live.remove(interest.pattern))
+
+    def _chore(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _settle(self, interests: list[Interest]) -> None:
+        """Wait until each of ``interests`` knows from which seq on the broker sends it all.
+
+        One stream-info request, sent after the subscriptions were written, settles every
+        pattern added before it: the broker handles one connection's lines in order, so a
+        record stored after it answered matches the subscription."""
+        while any(interest.since is None for interest in interests):
+            if self._settling is None:
+                self._settling = asyncio.ensure_future(self._settle_round())
+            await asyncio.shield(self._settling)
+
+    async def _settle_round(self) -> None:
+        batch, self._unsettled = self._unsettled, []
+        try:
+            if not batch:
+                await asyncio.sleep(0)  # a subscription line still being written
+                return
+            last = await self._source.last_seq()
+        except BaseException:
+            self._unsettled[:0] = batch
+            raise
+        finally:
+            self._settling = None
+        self.settles += 1
+        for interest in batch:
+            interest.since = last
 
     # -- stats ---------------------------------------------------------------------------
 
@@ -113,13 +218,14 @@ class Hub:
         return frozenset(self._subs)
 
     @property
-    def following(self) -> frozenset[str]:
-        return self._following
+    def interests(self) -> int:
+        """Subject patterns this gateway subscribes to (lingering ones included)."""
+        return len(self._interest)
 
     @property
     def buffered(self) -> int:
-        """Records NATS delivered to this process that the hub has not fanned out yet."""
-        return self._follow.buffered() if self._follow is not None else 0
+        """Live records the broker sent that the hub has not fanned out yet."""
+        return self._live.buffered()
 
     def channel_counts(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -127,126 +233,182 @@ class Hub:
             counts.update(str(p) for p in sub.patterns)
         return dict(counts)
 
-    # -- the follow ----------------------------------------------------------------------
+    # -- reading -------------------------------------------------------------------------
 
-    async def _ensure(self, subjects: frozenset[str]) -> None:
-        if subjects <= self._following and self._task is not None:
-            return
-        async with self._lock:
-            if subjects <= self._following and self._task is not None:
-                return
-            wanted = frozenset(self._wanted) | subjects
-            start = await self._restart_point(wanted)
-            await self._stop_follow()
-            self._follow = await self._source.follow(covering_filters(wanted), start)
-            # Nothing before the follow's start is its business, even if the ordered consumer,
-            # recreated after a broker restart before it delivered anything, starts over at 1.
-            self.last_seq = max(self.last_seq, start - 1)
-            self._following = wanted
-            self._task = asyncio.create_task(self._run(self._follow), name="hub-follow")
-            self._on_rebuild()
-            log.info("following %d subjects from seq %d", len(wanted), start)
-
-    async def _restart_point(self, wanted: frozenset[str]) -> int:
-        """The first seq of a new follow that loses nothing for the connections already here.
-
-        Connections that stay need every record after the last one fanned out (``last_seq``).
-        If the old follow has nothing pending, no such record exists up to the stream's last
-        seq ``tail`` (read before asking), so the new follow may start after ``tail``: a quiet
-        gateway does not re-read the stream from the last record it happened to see.
-        """
-        tail = await self._source.last_seq()
-        continuing = self._following & frozenset(self._wanted)
-        if self._follow is None or not continuing:
-            return max(tail, self.last_seq) + 1
-        try:
-            position = await self._follow.position()
-        except Exception:
-            return self.last_seq + 1
-        if position.pending:
-            return self.last_seq + 1
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while self._follow.buffered() and time.monotonic() < deadline:
-            await asyncio.sleep(0.001)  # the follow task is fanning out what arrived
-        if self._follow.buffered():
-            return self.last_seq + 1
-        return max(tail, self.last_seq) + 1
-
-    async def _stop_follow(self) -> None:
-        task, follow = self._task, self._follow
-        self._task = self._follow = None
-        self._following = frozenset()
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if follow is not None:
-            await follow.close()
-
-    def _stop_when_idle(self) -> None:
-        self._idle_timer = None
-        if not self._subs:
-            asyncio.get_running_loop().create_task(self._stop_idle())
-
-    async def _stop_idle(self) -> None:
-        async with self._lock:
-            if not self._subs:
-                await self._stop_follow()
-                log.info("no connections; stopped following")
-
-    async def _run(self, follow: Follow) -> None:
-        """Fan out what the follow delivers until cancelled. Broker restarts and gaps are the
-        ordered consumer's job: nats-py recreates it after the last seq it delivered."""
+    async def _run(self) -> None:
+        """Fan out live records until cancelled; catch up or repair where some were missed."""
         while True:
-            for message in await follow.next_batch(YIELD_EVERY):
+            for message in await self._live.next_batch(YIELD_EVERY):
+                if message is MISSED:
+                    self._direct.flush()
+                    await self._catch_up()
+                    continue
+                missing_after = self._note(message)
+                if missing_after is not None:
+                    self._direct.flush()
+                    await self._repair(message.subject, missing_after, message.previous)
                 self.fan_out(message)
             self._direct.flush()  # one write per caught-up connection for the whole batch
             await asyncio.sleep(0)  # let the writers send what this batch queued
+
+    def _interests_of(self, subject: str) -> list[Interest]:
+        found = []
+        interest = self._interest.get(subject)
+        if interest is not None:
+            found.append(interest)
+        if self._wild:
+            for pattern in _generalisations(subject):
+                interest = self._interest.get(pattern)
+                if interest is not None:
+                    found.append(interest)
+        return found
+
+    def _note(self, message: StoredMessage) -> int | None:
+        """Track the last seq taken per subject; if ``message`` says one before it was never
+        taken, the seq after which records are missing."""
+        if message.seq <= self.last_seq:
+            return None
+        missing_after = None
+        subject, previous = message.subject, message.previous
+        for interest in self._interests_of(subject):
+            known = interest.known
+            if previous is not None and interest.since is not None:
+                floor = max(known.get(subject, 0), interest.since)
+                if previous > floor:
+                    missing_after = floor if missing_after is None else min(missing_after, floor)
+            known[subject] = message.seq
+        return missing_after
+
+    def _targets(self, subject: str) -> set[Subscription] | frozenset[Subscription]:
+        interest = self._interest.get(subject)
+        targets = interest.subs if interest is not None else _NO_ONE
+        if self._wild:
+            extra = [found.subs for pattern in _generalisations(subject)
+                     if (found := self._interest.get(pattern)) is not None and found.subs]
+            if extra:
+                targets = set(targets).union(*extra)
+        return targets
 
     def fan_out(self, message: StoredMessage) -> None:
         """Push one stored record to every connection that wants it, encoded once: into its
         outbox, or, for a caught-up connection, into the batch written to its socket."""
         seq = message.seq
         if seq <= self.last_seq:
-            return  # a rebuilt follow may overlap the old one by design; never deliver twice
+            return  # a second matching pattern, or a catch-up overlapping live: never twice
         self.last_seq = seq
         self.read_total += 1
         self._on_read()
         targets = self._targets(message.subject)
-        if not targets:
-            return
+        if targets:
+            self._deliver(message, targets, late=False)
+
+    def _deliver(self, message: StoredMessage, targets: Iterable[Subscription], *,
+                 late: bool) -> None:
+        seq = message.seq
         frame = encode_record(message)
         view = None
         for sub in targets:
+            if seq <= sub.last_sent:
+                if not late:
+                    continue  # at or before its cursor: still in flight when it connected
+                floor = sub.outbox.floor
+                if floor is None or seq > floor:
+                    sub.cut(rewind=seq - 1)  # it has later records already: resume from here
+                continue
             if sub.filtered:
                 view = view or FILTER_VIEW.decode(message.data)
                 if not sub.accepts(view):
                     continue
             if sub.sink is not None:
                 self._direct.add(sub, frame)
-                self.delivered_total += 1
-            elif sub.outbox.push(seq, frame):
-                self.delivered_total += 1
+            elif not sub.outbox.push(seq, frame):
+                continue
+            sub.last_sent = seq
+            self.delivered_total += 1
 
-    def _targets(self, subject: str) -> set[Subscription]:
-        exact = self._exact.get(channel_of_subject(subject))
-        if not self._wild:
-            return exact or set()
+    async def _catch_up(self) -> None:
+        """Records may have been missed after ``last_seq`` (the link dropped, or the live buffer
+        filled): read them from the stream in order, then go on live where its buffer starts."""
+        self.catch_ups += 1
+        while True:
+            patterns = list(self._interest)
+            if not patterns:
+                return
+            owed = [i.since for i in self._interest.values() if i.since is not None]
+            start = max(self.last_seq, min(owed, default=self.last_seq)) + 1
+            filters = (covering_filters(patterns) if len(patterns) <= MAX_FILTERS
+                       else [LOGS_SUBJECTS])
+            log.warning("live records may have been missed after seq %d: catching up", start - 1)
+            try:
+                follow = await self._source.follow(filters, start)
+            except BrokerUnavailable:
+                await asyncio.sleep(CATCH_UP_RETRY_S)
+                continue
+            try:
+                await self._read_until_live(follow)
+                return
+            except Exception as exc:  # the broker went away mid-way: start again from here
+                log.warning("catch-up interrupted: %s", exc)
+                await asyncio.sleep(CATCH_UP_RETRY_S)
+            finally:
+                await follow.close()
+
+    async def _read_until_live(self, follow) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(CATCH_UP_IDLE_S):
+                    batch = await follow.next_batch(YIELD_EVERY)
+            except TimeoutError:
+                position = await follow.position()
+                if not position.pending and not follow.buffered():
+                    return  # all stored so far is read; what comes next comes live
+                continue
+            for message in batch:
+                self._note(message)
+                self.fan_out(message)
+            self._direct.flush()
+            first_live = self._live.first_seq()
+            if first_live is not None and self.last_seq >= first_live - 1:
+                return  # the live buffer carries on from here
+            await asyncio.sleep(0)
+
+    async def _repair(self, subject: str, after: int, upto: int) -> None:
+        """Records of ``subject`` in (after, upto] never came live: read them from the stream
+        and give them to the connections that still can take them in order."""
+        self.repairs += 1
+        log.warning("records of %s after seq %d never came live: reading them", subject, after)
         try:
-            channel = from_subject(subject, self._services)
-        except InvalidChannel:  # a service this gateway is not configured for
-            return exact or set()
-        targets = set(exact or ())
-        for pattern, members in self._wild.items():
-            if pattern.matches(channel):
-                targets |= members
-        return targets
+            follow = await self._source.follow([subject], after + 1)
+        except BrokerUnavailable:
+            self._cut(subject)
+            return
+        try:
+            async with asyncio.timeout(REPAIR_TIMEOUT_S):
+                while True:
+                    for message in await follow.next_batch(YIELD_EVERY):
+                        if message.seq > upto:
+                            return
+                        targets = self._targets(subject)
+                        if targets:
+                            self._deliver(message, targets, late=True)
+                        if message.seq == upto:
+                            return
+        except TimeoutError:
+            self._cut(subject)  # they resume, and the replay says what aged out
+        finally:
+            self._direct.flush()
+            await follow.close()
+
+    def _cut(self, subject: str) -> None:
+        for sub in self._targets(subject):
+            sub.cut()
 
     async def check_stream(self) -> bool:
         """Notice a recreated stream (e.g. a broker back with an empty store) and start over.
 
-        Its seqs begin again at 1, so the follow, which resumes after the last seq it saw,
-        would stay silent until the new stream passed that seq. Instead every connection is
-        cut to resume, and the hub follows the new stream from its tail. True on a reset.
+        Its seqs begin again at 1, so records would be taken for ones already fanned out.
+        Instead every connection is cut to resume, and the hub goes on from the new stream's
+        last seq. True on a reset.
         """
         seen = self.last_seq  # before asking: records fanned out meanwhile are newer than it
         identity, last = await self._source.identity()
@@ -256,15 +418,20 @@ class Hub:
             return False
         log.warning("stream LOGS was recreated (last seq %d, had seen %d): connections resume",
                     last, seen)
-        async with self._lock:
-            await self._stop_follow()
-            self.last_seq = 0
+        self.last_seq = last
+        for interest in self._interest.values():
+            interest.known.clear()
+            if interest.since is not None:
+                interest.since = last
         for sub in list(self._subs):
             sub.cut()
         return True
 
     async def close(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        async with self._lock:
-            await self._stop_follow()
+        for interest in self._interest.values():
+            if interest.release is not None:
+                interest.release.cancel()
+        tasks = [task for task in (self._task, *self._chores) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -42,6 +42,9 @@ class StoredMessage:
     seq: int
     subject: str
     data: bytes
+    # Live records only (``services.gateway.live``): the seq of the record before this one on
+    # the same subject (0: none), which lets the hub notice a record it never got.
+    previous: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,12 +269,15 @@ class MemoryLogSource:
         self.follows_started = 0
         self.first_seq = 1  # records before it have "aged out"
         self.created = 1
+        self.live_feeds: list = []  # MemoryLiveFeed: told of every record stored
 
     async def publish(self, subject: str, data: bytes) -> int:
         async with self.changed:
             message = StoredMessage(len(self.messages) + 1, subject, data)
             self.messages.append(message)
             self.changed.notify_all()
+        for feed in self.live_feeds:
+            feed.stored(message)
         return message.seq
 
     async def last_seq(self) -> int:

@@ -21,9 +21,10 @@ __all__ = ["SseAnswer"]
 
 
 class SseAnswer(Response):
-    def __init__(self, frames: AsyncIterator[bytes], gone: Callable[[], bool]) -> None:
+    def __init__(self, frames: AsyncIterator[bytes], gone: Callable[[], bool],
+                 ended: Callable[[], None] | None = None) -> None:
         super().__init__(content=None, status_code=200, media_type="text/event-stream")
-        self._frames, self._gone = frames, gone
+        self._frames, self._gone, self._ended = frames, gone, ended
 
     def to_asgi_response(self, *args: Any, **kwargs: Any) -> SseAnswer:
         return self  # this answer is its own ASGI app
@@ -38,4 +39,6 @@ class SseAnswer(Response):
                     break
         finally:
             await frames.aclose()  # its `finally` releases the subscription before the end
+            if self._ended is not None:
+                self._ended()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -54,6 +54,10 @@ class Subscription:
     pending: list[bytes] = field(init=False, default_factory=list)
     written_at: float = field(init=False, default=0.0)
     gone: bool = field(init=False, default=False)
+    # The seq of the last record given to this connection (outbox or socket), and, when the hub
+    # ends it to resend a record it missed, the id it resumes after (``Hub._repair``).
+    last_sent: int = field(init=False, default=0)
+    rewind: int | None = field(init=False, default=None)
     # Has the client left? (``shared.direct_write.disconnect_probe``; None: the server says so
     # through ``receive`` instead.) Asked by the ticker: a quiet stream writes nothing that
     # could fail.
@@ -75,10 +79,12 @@ class Subscription:
         else:
             self.cut()
 
-    def cut(self) -> None:
-        """End the connection with ``overflow`` (the client resumes from its last id); nothing
-        more is written to its socket directly, so that frame is the last."""
+    def cut(self, *, rewind: int | None = None) -> None:
+        """End the connection with ``overflow`` (the client resumes from its last id, or from
+        ``rewind``); nothing more is written to its socket directly, so that frame is the last."""
         self.sink = None
+        if rewind is not None:
+            self.rewind = rewind if self.rewind is None else min(self.rewind, rewind)
         self.outbox.cut()
 
     def accepts(self, view: FilterView) -> bool:

@@ -137,7 +137,8 @@ async def test_a_user_doing_what_its_role_does_not_do_is_a_permissions_violation
 async def test_a_producer_sees_nothing_of_a_live_stream_on_inboxes_logs_or_the_api(
         broker, stack, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
-    watched = ["_INBOX.>", "_INBOX_gateway.>", "_INBOX_ingest.>", "logs.>", "$JS.API.>"]
+    watched = ["_INBOX.>", "_INBOX_gateway.>", "_INBOX_ingest.>", "logs.>", "live.logs.>",
+               "$JS.API.>"]
     violations, leaked = Violations(), []
     seen_by_operator: dict[str, list[bytes]] = {subject: [] for subject in watched}
 
@@ -174,7 +175,7 @@ async def test_a_producer_sees_nothing_of_a_live_stream_on_inboxes_logs_or_the_a
     # nats-py lowercases the server's error text, subject included
     assert all(any(f'"{subject.lower()}"' in error for error in refused) for subject in watched)
     assert leaked == []
-    for subject in ("_INBOX_gateway.>", "logs.>"):  # the record went by on these
+    for subject in ("live.logs.>", "logs.>"):  # the record went by on these
         assert any(unique_id.encode() in data for data in seen_by_operator[subject]), subject
 
 

@@ -11,6 +11,7 @@ from shared.direct_write import DirectSink, chunk
 from services.gateway.hub import Hub
 from services.gateway.subscription import Subscription
 from services.gateway.outbox import Outbox
+from services.gateway.live import MemoryLiveFeed
 from services.gateway.source import MemoryLogSource
 from shared.channels import DEFAULT_SERVICES, parse_pattern
 
@@ -123,7 +124,9 @@ def test_attach_answers_none_for_a_server_whose_send_is_not_uvicorns():
 def test_the_hub_writes_caught_up_connections_directly_and_filters_them_too():
     async def scenario():
         source = MemoryLogSource()
-        hub = Hub(source, services=DEFAULT_SERVICES)
+        live = MemoryLiveFeed()
+        source.live_feeds.append(live)
+        hub = Hub(source, live)
         plain, t_plain = caught_up("logs:etl:ws")
         errors, t_errors = caught_up("logs:etl:ws", min_level=3)
         for sub in (plain, errors):

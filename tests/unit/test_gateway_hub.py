@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
 import pytest
 
 from services.gateway.hub import Hub
+from services.gateway.live import MemoryLiveFeed
 from services.gateway.subscription import Subscription
 from services.gateway.outbox import Outbox
 from services.gateway.source import MemoryLogSource
@@ -29,6 +31,18 @@ def subscription(*channels: str, limit: int = 1 << 20, **kw) -> Subscription:
     return Subscription("c" + str(id(patterns)), "u", patterns, Outbox(limit), **kw)
 
 
+def count_calls(obj, name: str):
+    """Count calls of ``obj.name`` from now on; returns a function that reads the count."""
+    real, calls = getattr(obj, name), [0]
+
+    async def counted(*args, **kwargs):
+        calls[0] += 1
+        return await real(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return lambda: calls[0]
+
+
 async def frames_of(sub: Subscription, count: int) -> list[int]:
     """Seqs of the next ``count`` frames queued for ``sub`` (waits on its outbox, bounded)."""
     seqs: list[int] = []
@@ -44,8 +58,10 @@ async def frames_of(sub: Subscription, count: int) -> list[int]:
 @pytest.fixture
 async def hub():
     source = MemoryLogSource()
-    hub = Hub(source, services=DEFAULT_SERVICES)
-    hub.source = source
+    live = MemoryLiveFeed()
+    source.live_feeds.append(live)
+    hub = Hub(source, live)
+    hub.source, hub.live = source, live
     yield hub
     await hub.close()
 
@@ -95,7 +111,7 @@ async def test_a_wildcard_segment_matches_every_channel_in_it(hub):
     assert await frames_of(sub, 2) == [a, b]
 
 
-async def test_a_rebuild_for_a_new_channel_loses_nothing_for_connections_already_here(hub):
+async def test_new_channels_while_records_flow_lose_nothing_and_rebuild_nothing(hub):
     first = subscription("logs:etl:ws1:a")
     await hub.subscribe(first)
     sent = []
@@ -110,19 +126,144 @@ async def test_a_rebuild_for_a_new_channel_loses_nothing_for_connections_already
         await hub.subscribe(subscription(f"logs:faas:ws1:f{index}"))
     await publisher
     assert await frames_of(first, 200) == sent
-    assert hub.source.follows_started >= 2
+    assert hub.source.follows_started == 0  # live records come by interest: no consumer
 
 
-async def test_a_quiet_gateway_starts_a_new_follow_at_the_stream_tail(hub):
-    sub = subscription("logs:etl:ws1:quiet")
+async def test_a_connect_on_a_channel_already_followed_asks_the_broker_nothing(hub):
+    await hub.subscribe(subscription("logs:etl:ws1:a"))
+    asked = count_calls(hub.source, "last_seq")
+    before = (hub.subscribes, hub.settles)
+    for _ in range(5):
+        await hub.subscribe(subscription("logs:etl:ws1:a"))
+    assert asked() == 0
+    assert (hub.subscribes, hub.settles) == before
+
+
+async def test_a_new_channel_costs_one_subscription_and_one_stream_info(hub):
+    for index in range(3):
+        await hub.subscribe(subscription(f"logs:etl:ws1:a{index}"))
+    asked = count_calls(hub.source, "last_seq")
+    before = (hub.subscribes, hub.settles)
+    await hub.subscribe(subscription("logs:etl:ws9:new"))
+    assert asked() == 1
+    assert (hub.subscribes - before[0], hub.settles - before[1]) == (1, 1)
+
+
+async def test_new_channels_opened_together_share_one_stream_info(hub):
+    asked = count_calls(hub.source, "last_seq")
+    subs = [subscription(f"logs:etl:ws{i}:wf{i}") for i in range(50)]
+    await asyncio.gather(*(hub.subscribe(sub) for sub in subs))
+    assert hub.subscribes == 50
+    assert asked() <= 2  # the first asks alone; everyone who came meanwhile shares the next
+
+
+async def test_the_work_of_a_connect_does_not_grow_with_the_channels_already_open(hub):
+    async def calls_to_open(channel: str) -> int:
+        sub = subscription(channel)
+        calls = 0
+
+        def count(frame, event, arg):
+            nonlocal calls
+            calls += event == "call"
+
+        sys.setprofile(count)
+        try:
+            await hub.subscribe(sub)
+        finally:
+            sys.setprofile(None)
+        hub.unsubscribe(sub)
+        return calls
+
+    for index in range(10):
+        await hub.subscribe(subscription(f"logs:etl:ws{index % 5}:wf{index}"))
+    few_new, few_covered = (await calls_to_open("logs:etl:wsx:new1"),
+                            await calls_to_open("logs:etl:ws1:wf1"))
+    for index in range(10, 3000):
+        await hub.subscribe(subscription(f"logs:etl:ws{index % 500}:wf{index}"))
+    many_new, many_covered = (await calls_to_open("logs:etl:wsx:new2"),
+                              await calls_to_open("logs:etl:ws1:wf1"))
+    assert many_new == few_new
+    assert many_covered == few_covered
+
+
+async def test_a_pattern_nobody_watches_is_released_after_a_moment(hub, monkeypatch):
+    monkeypatch.setattr("services.gateway.hub.RELEASE_AFTER_S", 0.01)
+    sub = subscription("logs:etl:ws1:a")
     await hub.subscribe(sub)
-    for _ in range(100):
-        await publish(hub.source, "logs:etl:ws1:busy")
-    busy = subscription("logs:etl:ws1:busy")
-    cursor = await hub.subscribe(busy)
-    assert cursor == 100
-    await asyncio.sleep(0)  # let the new follow run: it must not replay the 100 old records
-    assert hub.read_total == 0
+    assert "logs.etl.ws1.a" in hub.live.patterns
+    hub.unsubscribe(sub)
+    async with asyncio.timeout(5):
+        while "logs.etl.ws1.a" in hub.live.patterns:
+            await asyncio.sleep(0.005)
+    assert hub.interests == 0
+
+
+async def test_a_pattern_watched_again_before_its_release_keeps_its_subscription(hub):
+    sub = subscription("logs:etl:ws1:a")
+    await hub.subscribe(sub)
+    hub.unsubscribe(sub)
+    again = subscription("logs:etl:ws1:a")
+    await hub.subscribe(again)
+    assert hub.subscribes == 1
+    seq = await publish(hub.source, "logs:etl:ws1:a")
+    assert await frames_of(again, 1) == [seq]
+
+
+async def test_a_record_missed_on_the_way_is_read_from_the_stream_in_its_place(hub):
+    sub = subscription("logs:etl:ws1:a")
+    await hub.subscribe(sub)
+    first = await publish(hub.source, "logs:etl:ws1:a")
+    hub.live.drop_next = 2  # lost without a word, as a broken route would
+    sent = [first] + [await publish(hub.source, "logs:etl:ws1:a") for _ in range(4)]
+    assert await frames_of(sub, 5) == sent
+    assert hub.repairs == 1
+    assert not sub.outbox.overflowed
+
+
+async def test_a_missed_record_older_than_what_a_connection_has_resumes_it_from_there(hub):
+    both = subscription("logs:etl:ws1:a", "logs:etl:ws1:b")
+    only_a = subscription("logs:etl:ws1:a")
+    await hub.subscribe(both)
+    await hub.subscribe(only_a)
+    hub.live.drop_next = 1
+    missed = await publish(hub.source, "logs:etl:ws1:a")
+    later_b = await publish(hub.source, "logs:etl:ws1:b")
+    await frames_of(both, 1)  # b arrives, and says nothing of a
+    revealing = await publish(hub.source, "logs:etl:ws1:a")
+    assert await frames_of(only_a, 2) == [missed, revealing]
+    async with asyncio.timeout(5):
+        while not both.outbox.overflowed:
+            await asyncio.sleep(0)
+    assert both.rewind == missed - 1 < later_b
+
+
+async def test_after_the_link_drops_the_hub_catches_up_from_the_stream_in_order(hub):
+    a, b = subscription("logs:etl:ws1:a"), subscription("logs:faas:ws2:b", "logs:etl:ws1:a")
+    await hub.subscribe(a)
+    await hub.subscribe(b)
+    sent = [await publish(hub.source, "logs:etl:ws1:a")]
+    await frames_of(a, 1)
+    hub.live.drop_next = 1_000  # the link is down: nothing reaches the gateway...
+    down = [await publish(hub.source, c) for c in ["logs:faas:ws2:b", "logs:etl:ws1:a"] * 5]
+    hub.live.drop_next = 0
+    hub.live.missed()  # ...and it says so
+    up = [await publish(hub.source, c) for c in ["logs:etl:ws1:a", "logs:faas:ws2:b"] * 5]
+    sent += down + up
+    expected_a = [s for s in sent if hub.source.messages[s - 1].subject == "logs.etl.ws1.a"]
+    assert await frames_of(a, len(expected_a) - 1) == expected_a[1:]
+    assert await frames_of(b, len(sent)) == sent
+    assert hub.catch_ups == 1 and hub.repairs == 0
+
+
+async def test_a_full_live_buffer_is_read_from_the_stream_instead(hub):
+    small = MemoryLiveFeed(limit=10)
+    hub.source.live_feeds[:] = [small]
+    hub._live = hub.live = small
+    sub = subscription("logs:etl:ws1:a")
+    await hub.subscribe(sub)
+    sent = [await publish(hub.source, "logs:etl:ws1:a") for _ in range(100)]
+    assert await frames_of(sub, 100) == sent
+    assert hub.catch_ups >= 1
 
 
 async def test_level_and_substring_filters_apply_before_queueing(hub):
