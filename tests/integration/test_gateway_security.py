@@ -226,13 +226,13 @@ async def test_after_auth_expired_a_fresh_token_and_the_cursor_get_exactly_what_
         gateways, js_writer, unique_id):
     channel = f"logs:etl:{unique_id}:resume"
     url = stream_url(gateways.hs, channel)
-    async with open_stream(url, token=TOKENS.issue("resumer", [unique_id], ttl_s=1)) as stream:
+    async with open_stream(url, token=TOKENS.issue(f"resumer-{unique_id}", [unique_id], ttl_s=1)) as stream:
         await stream.next_of("connected")
         seen = await js_writer.put(channel, "before expiry")
         [record] = await stream.logs(1)
         await stream.next_of("auth-expired", timeout=DEADLINE_S)
     meanwhile = [await js_writer.put(channel, f"meanwhile {i}") for i in range(3)]
-    fresh = TOKENS.issue("resumer", [unique_id])
+    fresh = TOKENS.issue(f"resumer-{unique_id}", [unique_id])
     async with open_stream(url, token=fresh, headers={"Last-Event-ID": str(seen)}) as stream:
         assert int((await stream.next_of("connected")).id) == seen
         replayed = await stream.logs(3)
@@ -308,7 +308,7 @@ async def test_a_wildcard_stream_gets_its_matching_channels_and_none_other(
     ws = unique_id
     matching = [c.format(ws=ws) for c in matching]
     other = [c.format(ws=ws) for c in other]
-    reader = TOKENS.issue("wild", [ws, ws + "x", "x" + ws])  # the others are readable too
+    reader = TOKENS.issue(f"wild-{unique_id}", [ws, ws + "x", "x" + ws])  # the others are readable too
     async with open_stream(stream_url(gateways.hs, pattern.format(ws=ws)), token=reader) as stream:
         await stream.next_of("connected")
         for channel in other:
@@ -342,7 +342,7 @@ def test_a_wildcard_reaching_outside_the_users_workspaces_is_403_listing_each(ga
     ws = unique_id
     asked = [f"logs:etl:{ws}:*", "logs:etl:*:*", f"logs:*:other{ws}:*", "logs:*:*",
              f"logs:etl:{ws}", "logs:etl:*:wf1", "logs:*:*:*"]
-    answer = refused(stream_url(gateways.hs, *asked), headers=bearer(TOKENS.issue("u", [ws])))
+    answer = refused(stream_url(gateways.hs, *asked), headers=bearer(TOKENS.issue(f"u-{ws}", [ws])))
     assert answer.status_code == 403
     denied = ["logs:etl:*:*", f"logs:*:other{ws}:*", "logs:*:*", "logs:etl:*:wf1", "logs:*:*:*"]
     assert answer.json()["details"] == [{"channel": channel} for channel in denied]
@@ -403,7 +403,7 @@ async def test_clients_that_vanish_at_once_do_not_keep_their_slots(gateways, uni
 
 
 def test_twenty_channels_are_allowed_and_twenty_one_are_400(gateways, unique_id):
-    token = TOKENS.issue("many", [unique_id])
+    token = TOKENS.issue(f"many-{unique_id}", [unique_id])
     names = [f"logs:etl:{unique_id}:w{i}" for i in range(21)]
     with httpx.stream("GET", stream_url(gateways.hs, *names[:20]), headers=bearer(token),
                       timeout=DEADLINE_S) as ok:
@@ -433,7 +433,7 @@ def test_a_malformed_channel_is_400_and_echoes_no_control_character(gateways, un
                                                                    channel, says):
     answer = refused(f"{gateways.hs.url}/api/logs/stream",
                      params={"channels": channel.format(ws=unique_id)},
-                     headers=bearer(TOKENS.issue("u", [unique_id])))
+                     headers=bearer(TOKENS.issue(f"u-{unique_id}", [unique_id])))
     assert answer.status_code == 400
     message = answer.json()["message"]
     assert says in message
@@ -442,7 +442,7 @@ def test_a_malformed_channel_is_400_and_echoes_no_control_character(gateways, un
 
 def test_a_64_character_segment_is_allowed(gateways, unique_id):
     url = stream_url(gateways.hs, f"logs:etl:{unique_id}:" + "r" * 64)
-    with httpx.stream("GET", url, headers=bearer(TOKENS.issue("u", [unique_id])),
+    with httpx.stream("GET", url, headers=bearer(TOKENS.issue(f"u-{unique_id}", [unique_id])),
                       timeout=DEADLINE_S) as answer:
         assert answer.status_code == 200
 

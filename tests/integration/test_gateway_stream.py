@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import httpx
 import jwt
@@ -28,7 +29,10 @@ def gateway(nats_server, log_dir, js_writer):
     service.stop()
 
 
-def user(name="user123", workspaces=("workspace123",), **claims) -> str:
+def user(name: str | None = None, workspaces=("workspace123",), **claims) -> str:
+    """A token for ``name``, by default a user of its own: the gateway's per-user cap is 3 here,
+    and no test may depend on how soon another test's streams were let go."""
+    name = name or f"reader-{uuid.uuid4().hex[:12]}"
     if claims:
         return jwt.encode({"sub": name, "workspaces": list(workspaces), **claims},
                           DEV_JWT_SECRET, algorithm="HS256")
@@ -42,7 +46,7 @@ def stream_url(gateway, *channels: str) -> str:
 async def test_a_stream_opens_with_retry_and_connected_then_delivers_records(
         gateway, js_writer, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
-    async with open_stream(stream_url(gateway, channel), token=user()) as stream:
+    async with open_stream(stream_url(gateway, channel), token=user("user123")) as stream:
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         assert stream.response.headers["cache-control"] == "no-cache"
         assert stream.response.headers["x-accel-buffering"] == "no"
