@@ -50,6 +50,8 @@ __all__ = ["Settings", "create_app"]
 log = logging.getLogger("logstream.gateway")
 # How soon a recreated stream (its seqs starting over) is noticed: one cheap request per period.
 STREAM_CHECK_S = 2.0
+NO_REPUBLISH = ("stream LOGS does not republish its records on live.logs.> (it was made by an "
+                "older ingest): start an ingest of this version, which adds it")
 # How often the loop's lateness is sampled (logstream_gateway_loop_lag_seconds).
 LOOP_LAG_SAMPLE_S = 0.1
 # A client over its connection cap waits this long: about the time a closed tab takes to let go.
@@ -73,6 +75,8 @@ class GatewayState:
             return False, "starting"
         if not self.link.connected:
             return False, "NATS link down"
+        if self.source is not None and self.source.republishes is False:
+            return False, NO_REPUBLISH
         return True, "ok"
 
 
@@ -204,7 +208,7 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         metrics.watch(gateway.hub)
         ticker = Ticker(settings.heartbeat, lambda: gateway.hub.subscriptions)
         watchers = [asyncio.create_task(_wake_on_drain(gateway, service.draining)),
-                     asyncio.create_task(_watch_stream(gateway.hub)),
+                     asyncio.create_task(_watch_stream(gateway.hub, gateway.source)),
                      asyncio.create_task(_watch_loop_lag(metrics)),
                      asyncio.create_task(ticker.run())]
         try:
@@ -218,13 +222,17 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
     return lifespan
 
 
-async def _watch_stream(hub: Hub) -> None:
+async def _watch_stream(hub: Hub, source: NatsLogSource) -> None:
     """Look for a recreated LOGS stream every few seconds (see ``Hub.check_stream``)."""
+    warned = False
     while True:
         try:
             await hub.check_stream()
         except Exception as exc:  # broker away, or no stream yet: look again later
             log.debug("stream check: %s", exc)
+        if source.republishes is False and not warned:
+            log.error(NO_REPUBLISH)
+        warned = source.republishes is False
         await asyncio.sleep(STREAM_CHECK_S)
 
 

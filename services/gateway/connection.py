@@ -69,7 +69,8 @@ class StreamWriter:
             first, last = self.replay.gap
             yield sse_frame(event="gap", data=_ENCODE({"from": first, "to": last}))
         filters = covering_filters(self.sub.subjects)
-        async for chunk in replay_chunks(self.source, filters, self.replay, self.sub):
+        async for chunk in replay_chunks(self.source, filters, self.replay, self.sub,
+                                         self.hub.count_read):
             yield chunk
 
     def _go_direct(self) -> None:

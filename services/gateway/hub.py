@@ -89,7 +89,7 @@ def _generalisations(subject: str) -> Iterable[str]:
 
 class Hub:
     def __init__(self, source: LogSource, live: LiveFeed, *,
-                 on_read: Callable[[], None] = lambda: None) -> None:
+                 on_read: Callable[[int], None] = lambda count: None) -> None:
         self._source = source
         self._live = live
         self._on_read = on_read
@@ -279,6 +279,12 @@ class Hub:
             known[subject] = message.seq
         return missing_after
 
+    def count_read(self, count: int) -> None:
+        """Records taken from NATS outside the live path (a connection's replay): the read
+        cost operators see counts every record, live or replayed."""
+        self.read_total += count
+        self._on_read(count)
+
     def _targets(self, subject: str) -> set[Subscription] | frozenset[Subscription]:
         interest = self._interest.get(subject)
         targets = interest.subs if interest is not None else _NO_ONE
@@ -297,7 +303,7 @@ class Hub:
             return  # a second matching pattern, or a catch-up overlapping live: never twice
         self.last_seq = seq
         self.read_total += 1
-        self._on_read()
+        self._on_read(1)
         targets = self._targets(message.subject)
         if targets:
             self._deliver(message, targets, late=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 from services.gateway.source import LogSource
@@ -89,7 +89,9 @@ class ReplayStalled(Exception):
 
 
 async def replay_chunks(source: LogSource, filters: Sequence[str], plan: ReplayPlan,
-                        sub: Subscription) -> AsyncIterator[bytes]:
+                        sub: Subscription,
+                        on_read: Callable[[int], None] = lambda count: None,
+                        ) -> AsyncIterator[bytes]:
     """Encoded frames for ``plan`` (with ``sub``'s filters applied), a chunk at a time.
 
     The number of records to read is counted first (records after ``end_seq`` counted before
@@ -108,6 +110,7 @@ async def replay_chunks(source: LogSource, filters: Sequence[str], plan: ReplayP
                     batch = await follow.next_batch(min(CHUNK_FRAMES, remaining))
             except TimeoutError:
                 raise ReplayStalled(f"replay stalled with {remaining} records to go") from None
+            on_read(len(batch))
             frames = []
             for message in batch:
                 if message.seq > plan.end_seq:

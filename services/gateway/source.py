@@ -21,7 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from shared.errors import BrokerUnavailable
-from shared.nats_link import STREAM_NAME
+from shared.nats_link import LIVE_SUBJECTS, STREAM_NAME
 
 __all__ = ["FollowPosition", "LogSource", "MemoryLogSource", "NatsLogSource", "StoredMessage"]
 
@@ -135,6 +135,10 @@ class NatsLogSource:
     def __init__(self, js: JetStreamContext, stream: str = STREAM_NAME) -> None:
         self._js = js
         self.stream = stream
+        # Does the stream republish its records where the gateway reads them live? (None: not
+        # looked yet.) A stream an older ingest made has no republish until an ingest of this
+        # version starts (shared.nats_link.ensure_stream).
+        self.republishes: bool | None = None
 
     async def last_seq(self) -> int:
         try:
@@ -152,6 +156,8 @@ class NatsLogSource:
             info = await self._js.stream_info(self.stream)
         except Exception as exc:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        republish = info.config.republish
+        self.republishes = republish is not None and republish.dest == LIVE_SUBJECTS
         return str(info.created), info.state.last_seq
 
     async def bounds(self) -> tuple[int, int]:

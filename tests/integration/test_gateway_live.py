@@ -311,3 +311,58 @@ async def test_a_channel_two_gateways_serve_reaches_both_and_resumes_on_either(
                    sent + more, got_two)
     assert got_one == sent
     assert got_two == sent + more
+
+
+async def test_a_gateway_on_a_stream_without_live_republish_is_not_ready_and_says_why(
+        own_broker, log_dir):
+    admin = await connect_as(own_broker.url, "admin")
+    js = admin.jetstream()
+    await js.add_stream(name=STREAM_NAME, subjects=["logs.>"])  # as an older ingest left it
+    gateway = ServiceProcess("gateway", nats_url=own_broker.url, log_dir=log_dir)
+    await asyncio.to_thread(gateway.start)
+    try:
+        async with httpx.AsyncClient() as client:
+            async with asyncio.timeout(DEADLINE_S):
+                while (answer := await client.get(f"{gateway.url}/ready")).status_code == 200:
+                    await asyncio.sleep(0.05)
+            assert answer.status_code == 503
+            assert "republish" in answer.text
+            await ensure_stream(js, max_age_s=60, max_bytes=1 << 20, duplicate_window_s=10)
+            async with asyncio.timeout(DEADLINE_S):  # an ingest of this version started
+                while (await client.get(f"{gateway.url}/ready")).status_code != 200:
+                    await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        await admin.close()
+
+
+async def test_a_user_at_the_cap_who_reloads_is_let_back_in_at_once(nats_server, log_dir,
+                                                                   js_writer, unique_id):
+    """The old stream's slot is free as soon as the gateway has seen its socket close: the
+    reload's request, sent after that, finds it free (no waiting for a probe or a heartbeat)."""
+    gateway = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
+                             args=["--max-connections-per-user", "1", "--heartbeat", "60"])
+    await asyncio.to_thread(gateway.start)
+    token = UserTokens(DEV_JWT_SECRET).issue(f"reloader-{unique_id}", ["workspace123"])
+    path = f"/api/logs/stream?channels=logs:etl:workspace123:{unique_id}"
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Authorization: Bearer {token}\r\n\r\n").encode()
+    try:
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            writer.write(request)
+            async with asyncio.timeout(DEADLINE_S):
+                head = b""
+                while b"event: connected" not in head:
+                    data = await reader.read(4096)
+                    assert data, head
+                    head += data
+                assert head.startswith(b"HTTP/1.1 200"), head[:200]
+                writer.write_eof()  # the tab closes...
+                while await reader.read(4096):  # ...and the gateway has seen it go
+                    pass
+            writer.close()
+            async with open_stream(f"{gateway.url}{path}", token=token) as again:  # reload
+                assert (await again.next()).event == "connected"
+    finally:
+        await asyncio.to_thread(gateway.stop)
