@@ -1,13 +1,11 @@
 """The hub: a gateway process reads the records its connections watch, once, and fans them out.
 
 Interest lives on the broker. For every subject pattern some connection wants (a channel, or a
-workspace wildcard) the hub holds one ``Interest`` and one core-NATS subscription to the
-records the stream republishes on it (``services.gateway.live``), so NATS sends this process
-only those records, once, however many connections watch them. A connection whose patterns the
-hub already follows costs no broker round trip: its cursor is where the hub's reading stands.
-A new pattern costs one subscription line and one stream-info request, shared by every new
-pattern of the moment; nothing else is rebuilt, so the cost of a connect does not grow with
-the channels already open.
+workspace wildcard) the hub holds one core-NATS subscription to the records the stream
+republishes on it (``services.gateway.interest``, ``services.gateway.live``), so NATS sends this
+process only those records, once, however many connections watch them. A connection whose
+patterns the hub already follows costs no broker round trip: its cursor is where the hub's
+reading stands.
 
 Records arrive in stream order and the hub takes each once (``last_seq``), so every connection
 sees increasing seqs. Nothing is lost on the way:
@@ -30,10 +28,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from itertools import product
 from typing import Callable, Iterable
 
 from services.gateway.direct import Coalescer
+from services.gateway.interest import InterestTable
 from services.gateway.live import MISSED, LiveFeed
 from services.gateway.subjects import MAX_FILTERS, covering_filters
 from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
@@ -41,14 +39,11 @@ from services.gateway.source import LogSource, StoredMessage
 from shared.errors import BrokerUnavailable
 from shared.nats_link import LOGS_SUBJECTS
 
-__all__ = ["Hub", "Interest"]
+__all__ = ["Hub"]
 
 # Give the loop to the SSE writers after at most this many records, so a flood cannot starve
 # them.
 YIELD_EVERY = 256
-# A pattern nobody watches any more keeps its subscription this long: a reload or a reconnect
-# comes back to it without a broker round trip, and a short linger reads little extra.
-RELEASE_AFTER_S = 2.0
 # A catch-up with nothing to read for this long asks the broker whether it is done.
 CATCH_UP_IDLE_S = 0.1
 # After a failed catch-up (the broker is away) try again this often.
@@ -57,34 +52,6 @@ CATCH_UP_RETRY_S = 0.5
 REPAIR_TIMEOUT_S = 5.0
 
 log = logging.getLogger("logstream.gateway.hub")
-_NO_ONE: frozenset[Subscription] = frozenset()
-
-
-class Interest:
-    """One subject pattern this gateway subscribes to, and the connections that want it."""
-
-    __slots__ = ("pattern", "wild", "subs", "since", "known", "subscribed", "release")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.wild = "*" in pattern.split(".")
-        self.subs: set[Subscription] = set()
-        # The stream's last seq once the broker surely had the subscription: every later record
-        # of the pattern comes live. None until then.
-        self.since: int | None = None
-        # Per subject, the last seq the hub took of it: the next one's ``previous`` must not be
-        # later (else a record was missed).
-        self.known: dict[str, int] = {}
-        self.subscribed = False
-        self.release: asyncio.TimerHandle | None = None
-
-
-def _generalisations(subject: str) -> Iterable[str]:
-    """The wildcard patterns that match ``subject``: each segment after ``logs`` may be ``*``."""
-    head, *rest = subject.split(".")
-    for choice in product((False, True), repeat=len(rest)):
-        if any(choice):
-            yield ".".join([head, *("*" if star else t for star, t in zip(choice, rest))])
 
 
 class Hub:
@@ -94,21 +61,15 @@ class Hub:
         self._live = live
         self._on_read = on_read
         self._subs: set[Subscription] = set()
-        self._interest: dict[str, Interest] = {}
-        self._wild = 0  # interests with a wildcard: only then look for them per record
-        self._unsettled: list[Interest] = []
-        self._settling: asyncio.Future | None = None
+        self._interests = InterestTable(source, live)
         self._task: asyncio.Task | None = None
-        self._chores: set[asyncio.Task] = set()
         self.last_seq = 0
         self._stream_identity: str | None = None
         self._direct = Coalescer()
         self.delivered_total = 0
         self.read_total = 0
-        # What the broker was asked, for stats and tests: subscription lines and stream-info
-        # rounds for new patterns, catch-ups after a loss, repairs of a missed record.
-        self.subscribes = 0
-        self.settles = 0
+        # What the broker was asked besides subscriptions (``subscribes``, ``settles``):
+        # catch-ups after a loss, repairs of a missed record.
         self.catch_ups = 0
         self.repairs = 0
         self.started_at = time.monotonic()
@@ -117,21 +78,11 @@ class Hub:
 
     async def subscribe(self, sub: Subscription) -> int:
         """Register ``sub`` and return its cursor: it gets every record after that seq."""
-        interests = self._add(sub)
+        self._subs.add(sub)
         try:
-            for interest in interests:
-                if not interest.subscribed:
-                    interest.subscribed = True
-                    try:
-                        await self._live.add(interest.pattern)
-                    except BaseException:
-                        interest.subscribed = False
-                        raise
-                    self.subscribes += 1
-                    self._unsettled.append(interest)
-            await self._settle(interests)
+            interests = await self._interests.add(sub)
         except BaseException:
-            self.unsubscribe(sub)
+            self._subs.discard(sub)
             raise
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="hub-live")
@@ -141,75 +92,9 @@ class Hub:
         return cursor
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if sub not in self._subs:
-            return
-        self._subs.discard(sub)
-        loop = asyncio.get_running_loop()
-        for pattern in sub.subjects:
-            interest = self._interest.get(pattern)
-            if interest is None:
-                continue
-            interest.subs.discard(sub)
-            if not interest.subs and interest.release is None:
-                interest.release = loop.call_later(RELEASE_AFTER_S, self._release, interest)
-
-    def _add(self, sub: Subscription) -> list[Interest]:
-        self._subs.add(sub)
-        interests = []
-        for pattern in sub.subjects:
-            interest = self._interest.get(pattern)
-            if interest is None:
-                interest = self._interest[pattern] = Interest(pattern)
-                self._wild += interest.wild
-            elif interest.release is not None:
-                interest.release.cancel()
-                interest.release = None
-            interest.subs.add(sub)
-            interests.append(interest)
-        return interests
-
-    def _release(self, interest: Interest) -> None:
-        interest.release = None
-        if interest.subs or self._interest.get(interest.pattern) is not interest:
-            return
-        del self._interest[interest.pattern]
-        self._wild -= interest.wild
-        if interest in self._unsettled:
-            self._unsettled.remove(interest)
-        if interest.subscribed:
-            self._chore(self._live.remove(interest.pattern))
-
-    def _chore(self, work) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
-
-    async def _settle(self, interests: list[Interest]) -> None:
-        """Wait until each of ``interests`` knows from which seq on the broker sends it all.
-
-        One stream-info request, sent after the subscriptions were written, settles every
-        pattern added before it: the broker handles one connection's lines in order, so a
-        record stored after it answered matches the subscription."""
-        while any(interest.since is None for interest in interests):
-            if self._settling is None:
-                self._settling = asyncio.ensure_future(self._settle_round())
-            await asyncio.shield(self._settling)
-
-    async def _settle_round(self) -> None:
-        batch, self._unsettled = self._unsettled, []
-        try:
-            if not batch:
-                await asyncio.sleep(0)  # a subscription line still being written
-                return
-            last = await self._source.last_seq()
-        except BaseException:
-            self._unsettled[:0] = batch
-            raise
-        finally:
-            self._settling = None
-        self.settles += 1
-        for interest in batch:
-            interest.since = last
+        if sub in self._subs:
+            self._subs.discard(sub)
+            self._interests.drop(sub)
 
     # -- stats ---------------------------------------------------------------------------
 
@@ -220,7 +105,15 @@ class Hub:
     @property
     def interests(self) -> int:
         """Subject patterns this gateway subscribes to (lingering ones included)."""
-        return len(self._interest)
+        return len(self._interests)
+
+    @property
+    def subscribes(self) -> int:
+        return self._interests.subscribes
+
+    @property
+    def settles(self) -> int:
+        return self._interests.settles
 
     @property
     def buffered(self) -> int:
@@ -238,62 +131,37 @@ class Hub:
     async def _run(self) -> None:
         """Fan out live records until cancelled; catch up or repair where some were missed."""
         while True:
-            for message in await self._live.next_batch(YIELD_EVERY):
-                if message is MISSED:
-                    self._direct.flush()
-                    await self._catch_up()
-                    continue
-                missing_after = self._note(message)
-                if missing_after is not None:
-                    self._direct.flush()
-                    await self._repair(message.subject, missing_after, message.previous)
-                self.fan_out(message)
+            try:
+                await self._take(await self._live.next_batch(YIELD_EVERY))
+            except Exception:  # a bug must not silence every stream: read back what it skipped
+                log.exception("live fan-out failed; catching up from the stream")
+                self._live.missed()
             self._direct.flush()  # one write per caught-up connection for the whole batch
             await asyncio.sleep(0)  # let the writers send what this batch queued
 
-    def _interests_of(self, subject: str) -> list[Interest]:
-        found = []
-        interest = self._interest.get(subject)
-        if interest is not None:
-            found.append(interest)
-        if self._wild:
-            for pattern in _generalisations(subject):
-                interest = self._interest.get(pattern)
-                if interest is not None:
-                    found.append(interest)
-        return found
+    async def _take(self, batch: list[StoredMessage | None]) -> None:
+        for message in batch:
+            if message is MISSED:
+                self._direct.flush()
+                await self._catch_up()
+                continue
+            missing_after = self._note(message)
+            if missing_after is not None:
+                self._direct.flush()
+                await self._repair(message.subject, missing_after, message.previous)
+            self.fan_out(message)
 
     def _note(self, message: StoredMessage) -> int | None:
-        """Track the last seq taken per subject; if ``message`` says one before it was never
-        taken, the seq after which records are missing."""
+        """None, or the seq after which records of ``message``'s subject never came."""
         if message.seq <= self.last_seq:
             return None
-        missing_after = None
-        subject, previous = message.subject, message.previous
-        for interest in self._interests_of(subject):
-            known = interest.known
-            if previous is not None and interest.since is not None:
-                floor = max(known.get(subject, 0), interest.since)
-                if previous > floor:
-                    missing_after = floor if missing_after is None else min(missing_after, floor)
-            known[subject] = message.seq
-        return missing_after
+        return self._interests.note(message)
 
     def count_read(self, count: int) -> None:
         """Records taken from NATS outside the live path (a connection's replay): the read
         cost operators see counts every record, live or replayed."""
         self.read_total += count
         self._on_read(count)
-
-    def _targets(self, subject: str) -> set[Subscription] | frozenset[Subscription]:
-        interest = self._interest.get(subject)
-        targets = interest.subs if interest is not None else _NO_ONE
-        if self._wild:
-            extra = [found.subs for pattern in _generalisations(subject)
-                     if (found := self._interest.get(pattern)) is not None and found.subs]
-            if extra:
-                targets = set(targets).union(*extra)
-        return targets
 
     def fan_out(self, message: StoredMessage) -> None:
         """Push one stored record to every connection that wants it, encoded once: into its
@@ -304,7 +172,7 @@ class Hub:
         self.last_seq = seq
         self.read_total += 1
         self._on_read(1)
-        targets = self._targets(message.subject)
+        targets = self._interests.targets(message.subject)
         if targets:
             self._deliver(message, targets, late=False)
 
@@ -337,11 +205,10 @@ class Hub:
         filled): read them from the stream in order, then go on live where its buffer starts."""
         self.catch_ups += 1
         while True:
-            patterns = list(self._interest)
+            patterns = self._interests.patterns()
             if not patterns:
                 return
-            owed = [i.since for i in self._interest.values() if i.since is not None]
-            start = max(self.last_seq, min(owed, default=self.last_seq)) + 1
+            start = max(self.last_seq, self._interests.owed_after(self.last_seq)) + 1
             filters = (covering_filters(patterns) if len(patterns) <= MAX_FILTERS
                        else [LOGS_SUBJECTS])
             log.warning("live records may have been missed after seq %d: catching up", start - 1)
@@ -394,7 +261,7 @@ class Hub:
                     for message in await follow.next_batch(YIELD_EVERY):
                         if message.seq > upto:
                             return
-                        targets = self._targets(subject)
+                        targets = self._interests.targets(subject)
                         if targets:
                             self._deliver(message, targets, late=True)
                         if message.seq == upto:
@@ -406,7 +273,7 @@ class Hub:
             await follow.close()
 
     def _cut(self, subject: str) -> None:
-        for sub in self._targets(subject):
+        for sub in self._interests.targets(subject):
             sub.cut()
 
     async def check_stream(self) -> bool:
@@ -425,19 +292,13 @@ class Hub:
         log.warning("stream LOGS was recreated (last seq %d, had seen %d): connections resume",
                     last, seen)
         self.last_seq = last
-        for interest in self._interest.values():
-            interest.known.clear()
-            if interest.since is not None:
-                interest.since = last
+        self._interests.restart(last)
         for sub in list(self._subs):
             sub.cut()
         return True
 
     async def close(self) -> None:
-        for interest in self._interest.values():
-            if interest.release is not None:
-                interest.release.cancel()
-        tasks = [task for task in (self._task, *self._chores) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._interests.close()

@@ -187,7 +187,7 @@ async def test_the_work_of_a_connect_does_not_grow_with_the_channels_already_ope
 
 
 async def test_a_pattern_nobody_watches_is_released_after_a_moment(hub, monkeypatch):
-    monkeypatch.setattr("services.gateway.hub.RELEASE_AFTER_S", 0.01)
+    monkeypatch.setattr("services.gateway.interest.RELEASE_AFTER_S", 0.01)
     sub = subscription("logs:etl:ws1:a")
     await hub.subscribe(sub)
     assert "logs.etl.ws1.a" in hub.live.patterns
@@ -255,15 +255,18 @@ async def test_after_the_link_drops_the_hub_catches_up_from_the_stream_in_order(
     assert hub.catch_ups == 1 and hub.repairs == 0
 
 
-async def test_a_full_live_buffer_is_read_from_the_stream_instead(hub):
-    small = MemoryLiveFeed(limit=10)
-    hub.source.live_feeds[:] = [small]
-    hub._live = hub.live = small
-    sub = subscription("logs:etl:ws1:a")
-    await hub.subscribe(sub)
-    sent = [await publish(hub.source, "logs:etl:ws1:a") for _ in range(100)]
-    assert await frames_of(sub, 100) == sent
-    assert hub.catch_ups >= 1
+async def test_a_full_live_buffer_is_read_from_the_stream_instead():
+    source, small = MemoryLogSource(), MemoryLiveFeed(limit=10)
+    source.live_feeds.append(small)
+    hub = Hub(source, small)
+    try:
+        sub = subscription("logs:etl:ws1:a")
+        await hub.subscribe(sub)
+        sent = [await publish(source, "logs:etl:ws1:a") for _ in range(100)]
+        assert await frames_of(sub, 100) == sent
+        assert hub.catch_ups >= 1
+    finally:
+        await hub.close()
 
 
 async def test_level_and_substring_filters_apply_before_queueing(hub):
