@@ -15,8 +15,9 @@ puts ``MISSED`` in the batch where the loss happened, and the hub catches up fro
 ``NatsLiveFeed`` is the real one. nats-py gives every subscription with a callback its own task
 and queue, so records of different subjects would be handed over out of order, and 10,000
 subscriptions would be 10,000 tasks. Instead each subscription is made without a callback and its
-pending queue is this feed's one buffer (``_Inbox``): one queue, one reader, arrival order. That
-one line (``sub._pending_queue``) is the only nats-py internal this module relies on;
+pending queue is this feed's one buffer (``_Inbox``): one queue, one reader, arrival order. Those
+two attributes (``_pending_queue``, ``_message_iterator``) are the only nats-py internals this
+module relies on;
 ``tests/integration/test_gateway_live.py`` checks it against a real server.
 """
 
@@ -130,7 +131,10 @@ class NatsLiveFeed:
         if pattern in self._subs:
             return
         sub = await self._nc.subscribe(f"{LIVE_PREFIX}.{pattern}", pending_bytes_limit=0)
-        sub._pending_queue = self._inbox  # the one seam into nats-py: see the module docstring
+        # The one seam into nats-py (see the module docstring): records go to the shared inbox,
+        # and the subscription's own queue and iterator (about 3 KiB) are let go.
+        sub._pending_queue = self._inbox
+        sub._message_iterator = None
         self._subs[pattern] = sub
 
     async def remove(self, pattern: str) -> None:
