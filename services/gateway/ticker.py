@@ -18,13 +18,15 @@ from services.gateway.subscription import Subscription
 
 __all__ = ["Ticker", "tick_period"]
 
-# A second is fine-grained enough for 15 s heartbeats and for token expiry.
-MAX_TICK_S = 1.0
+# Often enough that the heartbeats falling due are woken a few at a time: a tick a second woke
+# a fifteenth of all quiet streams in one loop turn, which every other stream waited for; a
+# scan of 10,000 connections costs under a millisecond.
+MAX_TICK_S = 0.25
 
 
 def tick_period(heartbeat_s: float) -> float:
-    """How often the ticker looks: a quarter of the heartbeat, at most a second. A writer asks
-    to be woken one period early, so a heartbeat never comes later than ``heartbeat_s``."""
+    """How often the ticker looks: a quarter of the heartbeat, at most ``MAX_TICK_S``. A writer
+    asks to be woken one period early, so a heartbeat never comes later than ``heartbeat_s``."""
     return min(MAX_TICK_S, heartbeat_s / 4)
 
 
