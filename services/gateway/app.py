@@ -25,6 +25,7 @@ from services.gateway.api_doc import (
 )
 from services.gateway.auth import require_admin, require_user, user_tokens_for
 from services.gateway.connection import StreamWriter
+from services.gateway.gc_policy import keep_collections_short
 from services.gateway.hub import Hub
 from services.gateway.live import NatsLiveFeed
 from services.gateway.subscription import Subscription
@@ -210,6 +211,7 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         watchers = [asyncio.create_task(_wake_on_drain(gateway, service.draining)),
                      asyncio.create_task(_watch_stream(gateway.hub, gateway.source)),
                      asyncio.create_task(_watch_loop_lag(metrics)),
+                     asyncio.create_task(keep_collections_short()),
                      asyncio.create_task(ticker.run())]
         try:
             yield
