@@ -85,7 +85,22 @@ class NatsWire:
             else:
                 parts.append(b"PUB %s %s.%s %d\r\n%s\r\n" % (subject_b, inbox_b, token,
                                                             len(payload), payload))
-        self._writer.write(b"".join(parts))
+        return await self._sent(batch, b"".join(parts))
+
+    async def request_each(self, requests: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """Like ``request_many``, each ``(subject, payload)`` to its own subject (no headers)."""
+        batch = _Batch(len(requests))
+        parts = []
+        inbox_b = self._inbox.encode()
+        for index, (subject, payload) in enumerate(requests):
+            token = b"%d" % next(self._tokens)
+            self._waiting[token] = (batch, index)
+            parts.append(b"PUB %s %s.%s %d\r\n%s\r\n" % (subject, inbox_b, token, len(payload),
+                                                        payload))
+        return await self._sent(batch, b"".join(parts))
+
+    async def _sent(self, batch: _Batch, blob: bytes) -> list[bytes | None]:
+        self._writer.write(blob)
         try:
             await asyncio.wait_for(batch.done.wait(), REPLY_TIMEOUT_S)
         except asyncio.TimeoutError:

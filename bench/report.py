@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.cases.fanout import P99_LIMIT_MS, step_problem
-from bench.report_sections import (flood_section, ingest_section, latency_section,
-                                   memory_section, profile_section, replay_section)
+from bench.report_sections import (channels_section, flood_section, ingest_section,
+                                   latency_section, memory_section, profile_section,
+                                   replay_section)
 
 __all__ = ["Results", "render"]
 
@@ -30,6 +31,7 @@ class Results:
     flood: list = field(default_factory=list)
     replay: object = None
     profile: object = None
+    channels: list = field(default_factory=list)
     plot: str = ""
     errors: dict = field(default_factory=dict)
     duration_s: float = 0.0
@@ -226,6 +228,8 @@ def render(results: Results) -> str:
         *replay_section(results.replay),
         "",
         *profile_section(results.profile),
+        "",
+        *channels_section(results.channels, results.settings),
     ]
     if results.errors:
         lines += ["", "## Cases that did not complete", ""]

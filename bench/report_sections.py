@@ -1,11 +1,11 @@
-"""The per-case sections of bench/RESULTS.md (cases 2 to 6 and the profile)."""
+"""The per-case sections of bench/RESULTS.md (cases 2 to 7 and the profile)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["flood_section", "ingest_section", "latency_section", "memory_section",
-           "profile_section", "replay_section"]
+__all__ = ["channels_section", "flood_section", "ingest_section", "latency_section",
+           "memory_section", "profile_section", "replay_section"]
 
 # Rows of the profile tables.
 PROFILE_ROWS = 15
@@ -136,4 +136,165 @@ def profile_section(profile) -> list[str]:
              if not any(part in name for part in _PLUMBING)]
     for name, count in shown[:PROFILE_ROWS]:
         lines.append(f"| `{name}` | {count / total:.1%} |")
+    return lines
+
+
+# Issue 9's targets for the channels case.
+COLD_OPEN_TARGET_S = 10.0
+REOPEN_P99_TARGET_MS = 50.0
+CHURN_P99_TARGET_MS = 20.0
+READ_RATIO_TARGET = 1.2
+
+
+def _ms(value: float) -> str:
+    if value == float("inf"):
+        return "not connected"
+    return "n/a" if value != value else f"{value:.1f}"  # NaN: no samples
+
+
+def _met(ok: bool | None) -> str:
+    return "" if ok is None else (" (met)" if ok else " (**missed**)")
+
+
+def _phase_rows(runs, name: str) -> list[str]:
+    phases = [getattr(run, name) for run in runs]
+
+    def row(label: str, value) -> str:
+        return f"| {label} | " + " | ".join(value(p) if p else "not run" for p in phases) + " |"
+
+    rows = [
+        row(f"{name}: records accepted / s", lambda p: f"{p.accepted / p.duration_s:,.0f}"),
+        row(f"{name}: streams counted", lambda p: f"{p.streams:,}"),
+        row(f"{name}: delivered / expected", lambda p: f"{p.delivered:,} / {p.expected:,}"),
+        row(f"{name}: lost, repeated (streams short, over)",
+            lambda p: f"{p.lost:,}, {p.repeated:,} ({p.short:,}, {p.over:,})"),
+        row(f"{name}: streams cut (with `overflow`)", lambda p: f"{p.cut} ({p.overflow})"),
+        row(f"{name}: delivery p50 / p99 (ms)", lambda p: f"{_ms(p.p50)} / {_ms(p.p99)}"),
+        row(f"{name}: loop lag, samples > 10 ms of all (worst bucket)",
+            lambda p: f"{p.lag.over_10ms} of {p.lag.samples} ({p.lag.worst})" if p.lag
+            else "n/a"),
+        row(f"{name}: gateway catch-ups, repairs (interests at the end)",
+            lambda p: f"{p.broker['catch_ups']:.0f}, {p.broker['repairs']:.0f} "
+            f"({p.broker['interests']:,.0f})" if p.broker else "n/a"),
+        row(f"{name}: CPU seconds in the {phases[0].duration_s if phases[0] else 0:g} s window",
+            lambda p: ", ".join(f"{n} {s:.1f}" for n, s in p.cpu_s.items())),
+        row(f"{name}: load average at start", lambda p: p.load.split()[0]),
+    ]
+    return rows
+
+
+def channels_section(runs, settings: dict) -> list[str]:
+    head = "## 7. Many channels (issue 9)"
+    single = [run for run in runs if not run.system.startswith("Logstream 4")]
+    if not single:
+        return [head, "", "Not run."]
+    streams = settings.get("channels_streams", 0)
+    lines = [head, "",
+             f"{streams:,} streams on {streams:,} distinct channels `logs:etl:ws<i % 2000>:wf<i>`"
+             ", opened from cold (a fresh stack of its own for Logstream: a new broker, four new "
+             "gateways; the first serves the one-gateway phases) with at most "
+             "200 requests in flight from two client processes; connect latency is from "
+             "sending the GET to reading `event: connected` (Nchan: the response head), and at "
+             "the cold open it includes waiting behind the other requests in flight. Then "
+             f"{settings.get('channels_rate', 0):,.0f} records/s round-robin over the channels "
+             f"for {settings.get('channels_s')} s (steady), and the same again while "
+             f"{settings.get('channels_churn', 0):g} streams/s close and reopen on channels never "
+             "seen before (`logs:etl:churn<k % 2000>:x<k>`), each living about a second "
+             "(churn): the figures of the churn window are of the streams that stayed open, "
+             "which receive the whole load. Each counted stream must receive exactly the "
+             "records accepted on its channel (JetStream acknowledged them; Nchan answered "
+             "2xx): lost and repeated are summed per stream. Logstream is published to straight "
+             "into JetStream as the ingest NATS user, Nchan through its publisher location. "
+             "Loop lag: the gateway's `logstream_gateway_loop_lag_seconds` bucket deltas over "
+             "the publishing window (a 100 ms timer, sampled every 0.1 s).", "",
+             "| | " + " | ".join(run.system for run in single) + " |",
+             "|---" * (len(single) + 1) + "|"]
+
+    def row(label: str, value) -> str:
+        return f"| {label} | " + " | ".join(value(run) for run in single) + " |"
+
+    lines.append(row("cold open: streams connected", lambda r: f"{r.cold.ready:,} of "
+                     f"{r.cold.streams:,}" if r.cold else "not run"))
+    lines.append(row(f"cold open: seconds until all connected (target <= "
+                     f"{COLD_OPEN_TARGET_S:g} s)", lambda r: (
+                         f"{r.cold.seconds:.2f}" if r.cold and r.cold.seconds is not None
+                         else f"did not complete in {r.cold.timeout_s:g} s" if r.cold
+                         else "not run")))
+    lines.append(row("cold open: connect p50 / p99 (ms)", lambda r: (
+        f"{_ms(r.cold.p50)} / {_ms(r.cold.p99)}" if r.cold else "not run")))
+    lines += _phase_rows(single, "steady")
+    lines.append(row("churn: reopens connected (closed by the client before they connected)",
+                     lambda r: f"{r.churn.reopen.ready:,} of {r.churn.reopen.streams:,} "
+                     f"({r.churn.reopen.abandoned:,})" if r.churn and r.churn.reopen
+                     else "not run"))
+    lines.append(row(f"churn: reopen connect p50 / p99 (ms; never connected = infinitely "
+                     f"late; target p99 <= {REOPEN_P99_TARGET_MS:g})", lambda r: (
+                         f"{_ms(r.churn.reopen.p50)} / {_ms(r.churn.reopen.p99)}"
+                         if r.churn and r.churn.reopen else "not run")))
+    lines += _phase_rows(single, "churn")
+    lines.append(row(f"churn p99 / steady p99 (target <= 2, and churn p99 <= "
+                     f"{CHURN_P99_TARGET_MS:g} ms)", lambda r: (
+                         f"{r.churn.p99 / r.steady.p99:.2f}" if r.churn and r.steady
+                         and r.steady.p99 > 0 else "n/a")))
+    lines.append(row("server log lines warning or worse", lambda r: f"{r.log_lines:,}"))
+    lines += ["", "Targets (Logstream 1 gateway):", ""]
+    lines += _targets(single[0])
+    lines += _split_lines(runs, single[0])
+    for run in runs:
+        if run.problems:
+            lines += [""] + [f"- {run.system}: {problem}" for problem in run.problems]
+        if run.log_examples:
+            lines += ["", f"{run.system}: {run.log_lines:,} log lines warning or worse, e.g.:",
+                      ""] + [f"    {text}" for text in run.log_examples]
+    return lines
+
+
+def _targets(run) -> list[str]:
+    cold, steady, churn = run.cold, run.steady, run.churn
+    out = []
+    if cold:
+        ok = cold.seconds is not None and cold.seconds <= COLD_OPEN_TARGET_S
+        out.append(f"- all {cold.streams:,} connected within {COLD_OPEN_TARGET_S:g} s"
+                   f"{_met(ok)}")
+    if churn and churn.reopen:
+        ok = churn.reopen.ready == churn.reopen.streams and (
+            churn.reopen.p99 <= REOPEN_P99_TARGET_MS)
+        out.append(f"- reopen connect p99 <= {REOPEN_P99_TARGET_MS:g} ms{_met(ok)}")
+    if churn and steady:
+        ok = churn.p99 <= CHURN_P99_TARGET_MS and churn.p99 <= 2 * steady.p99
+        out.append(f"- churn delivery p99 <= {CHURN_P99_TARGET_MS:g} ms and within 2x of "
+                   f"steady{_met(ok)}")
+        ok = churn.lost == 0 and churn.repeated == 0 and churn.cut == 0
+        out.append(f"- nothing lost, repeated or cut on the streams that stayed open{_met(ok)}")
+    return out or ["- not measured"]
+
+
+def _split_lines(runs, single) -> list[str]:
+    split = next((run for run in runs if run.system.startswith("Logstream 4")), None)
+    if split is None or split.steady is None:
+        problems = "; ".join(split.problems) if split else "not run"
+        return ["", f"Four gateways: {problems}."]
+    phase = split.steady
+    lines = ["", f"Four gateways: the same {split.streams:,} channels dealt over four gateway "
+             "processes by a stable hash of the workspace (crc32 % 4), the same load for "
+             f"{phase.duration_s:g} s (opened in "
+             f"{split.cold.seconds:.2f} s; delivery p50 {_ms(phase.p50)} ms, p99 "
+             f"{_ms(phase.p99)} ms; lost {phase.lost:,}, repeated {phase.repeated:,}, cut "
+             f"{phase.cut}). Read = the delta of `logstream_gateway_records_read_total`; wanted "
+             "= records accepted on the channels of the gateway's streams (target read/wanted "
+             f"<= {READ_RATIO_TARGET:g} plus a small fixed overhead).", "",
+             "| gateway | streams | records read | records wanted | read / wanted | CPU s |",
+             "|---|---|---|---|---|---|"]
+    for number, (held, read, wanted, cpu) in enumerate(phase.gateways, 1):
+        ratio = read / wanted if wanted else float("nan")
+        lines.append(f"| {number} | {held:,} | {read:,.0f} | {wanted:,} | {ratio:.2f}"
+                     f"{_met(ratio <= READ_RATIO_TARGET)} | {cpu:.2f} |")
+    total = sum(cpu for *_, cpu in phase.gateways)
+    one = single.steady.cpu_s.get("gateway 1") if single.steady else None
+    lines.append(f"| all four | {sum(g[0] for g in phase.gateways):,} | "
+                 f"{sum(g[1] for g in phase.gateways):,.0f} | "
+                 f"{sum(g[2] for g in phase.gateways):,} | | {total:.2f} |")
+    if one:
+        lines += ["", f"One gateway, the same load (steady window): {one:.2f} CPU s; the four "
+                  f"together {total:.2f} ({total / one:.2f}x)."]
     return lines

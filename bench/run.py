@@ -1,12 +1,14 @@
-"""Logstream's benchmark, side by side with nginx + Nchan in the same run (issue 6).
+"""Logstream's benchmark, side by side with nginx + Nchan in the same run (issues 6 and 9).
 
-    python bench/run.py            # every case, ~5 min; writes bench/RESULTS.md + fanout.png
-    python bench/run.py --quick    # a smoke run under a minute, written to a temp dir
+    python bench/run.py            # every case, ~7 min; writes bench/RESULTS.md + fanout.png
+    python bench/run.py --quick    # a smoke run, written to a temp dir
     python bench/run.py --cases fanout,profile --rates 20,50,100
+    python bench/run.py --cases channels --out /tmp/channels
 
 Starts its own systems on free loopback ports: an embedded nats-server, ingest and two
 gateways (dev mode, separate processes), and nginx + Nchan with one and with two workers, each
-with its own config in a temp dir. See bench/README.md for what each case measures.
+with its own config in a temp dir; the channels case starts a stack of its own with four
+gateways. See bench/README.md for what each case measures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cases.channels import channels_case  # noqa: E402
 from bench.cases.fanout import fanout_ramp  # noqa: E402
 from bench.cases.flood import flood_case  # noqa: E402
 from bench.cases.ingest import ingest_case  # noqa: E402
@@ -40,23 +43,26 @@ from bench.stack import LogstreamStack, LogstreamSystem  # noqa: E402
 from shared.embedded_nats import find_nats_server  # noqa: E402
 from tests.support.nats_source import free_port  # noqa: E402
 
-CASES = ("fanout", "latency", "memory", "ingest", "flood", "replay", "profile")
+CASES = ("fanout", "latency", "memory", "ingest", "flood", "replay", "profile", "channels")
 BENCH_DIR = Path(__file__).resolve().parent
 FULL = dict(subscribers=1000, rates="1,2,5,10,20,50,100,150,200,300,400,600,800,1200,1600",
             step_s=5.0, latency_s=10.0, memory_connections=5000, ingest_s=8.0,
             flood_rate=50_000.0, flood_s=5.0, flood_subscribers=1, replay_records=100_000,
-            profile_s=10.0)
+            profile_s=10.0, channels_streams=10_000, channels_rate=5_000.0,
+            channels_churn=100.0, channels_s=10.0, channels_open_timeout=120.0)
 # Below this rate a 1,000-stream gateway idles too much for py-spy to say where time goes.
 PROFILE_MIN_RATE = 10.0
 QUICK = dict(subscribers=200, rates="50,150", step_s=1.0, latency_s=1.0,
              memory_connections=300, ingest_s=0.75, flood_rate=5_000.0, flood_s=1.0,
-             flood_subscribers=1, replay_records=3_000, profile_s=2.0)
+             flood_subscribers=1, replay_records=3_000, profile_s=2.0, channels_streams=1_000,
+             channels_rate=500.0, channels_churn=20.0, channels_s=3.0,
+             channels_open_timeout=60.0)
 
 
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python bench/run.py",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (~1 min)")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated subset of {', '.join(CASES)}")
     parser.add_argument("--no-nchan", action="store_true", help="Logstream only (no ratios)")
@@ -127,6 +133,9 @@ async def run_cases(args, results: Results, workdir: Path, tools) -> None:
                 pick(one, n1), args.flood_subscribers, args.flood_rate, args.flood_s)),
             "replay": lambda: _set(results, "replay", replay_case(one, args.replay_records)),
             "profile": lambda: _profile(args, results, one, workdir),
+            # A stack of its own: four fresh gateways, no channel seen before.
+            "channels": lambda: _set(results, "channels", channels_case(
+                LogstreamStack, workdir, nchans[0] if nchans else None, args)),
         }
         for case in args.cases:
             print(f"== {case} (load average {load_average()})", flush=True)
