@@ -21,6 +21,7 @@ import time
 from array import array
 from collections import Counter, deque
 
+from bench.load import stop_workers
 from bench.messages import MARK, stamp_at
 
 __all__ = ["ChannelPool", "CONNECTED"]
@@ -321,12 +322,4 @@ class ChannelPool:
         self._all("close_all")
 
     def shutdown(self) -> None:
-        for pipe in self._pipes:
-            try:
-                pipe.send(("exit",))
-            except OSError:
-                pass
-        for proc in self._procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+        stop_workers(self._pipes, self._procs)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from bench.messages import MARK, stamp_at
 
-__all__ = ["PoolReport", "SubscriberPool"]
+__all__ = ["PoolReport", "SubscriberPool", "stop_workers"]
 
 # Below glibc's mmap threshold (128 KiB): a larger recv buffer costs an mmap per call.
 _RECV_BYTES = 64 * 1024
@@ -275,12 +275,17 @@ class SubscriberPool:
         self._all("close_all")
 
     def shutdown(self) -> None:
-        for pipe in self._pipes:
-            try:
-                pipe.send(("exit",))
-            except OSError:
-                pass
-        for proc in self._procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+        stop_workers(self._pipes, self._procs)
+
+
+def stop_workers(pipes: list, procs: list) -> None:
+    """Ask each worker process to exit; kill one that has not within 5 s."""
+    for pipe in pipes:
+        try:
+            pipe.send(("exit",))
+        except OSError:
+            pass
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()

@@ -117,10 +117,30 @@ class _Inbox:
         return 0
 
 
-class NatsLiveFeed:
-    def __init__(self, nc: Client, *, limit: int = LIVE_BUFFER) -> None:
-        self._nc = nc
+class _BufferedFeed:
+    """What both feeds share: the one buffer the hub reads, and the mark of a loss."""
+
+    def __init__(self, limit: int) -> None:
         self._buffer = _Buffer(limit)
+
+    def missed(self) -> None:
+        """Records stored from here on may never have reached us (the link dropped)."""
+        self._buffer.put(MISSED)
+
+    async def next_batch(self, limit: int) -> list[StoredMessage | None]:
+        return await self._buffer.take(limit)
+
+    def first_seq(self) -> int | None:
+        return self._buffer.first_seq()
+
+    def buffered(self) -> int:
+        return len(self._buffer.items)
+
+
+class NatsLiveFeed(_BufferedFeed):
+    def __init__(self, nc: Client, *, limit: int = LIVE_BUFFER) -> None:
+        super().__init__(limit)
+        self._nc = nc
         self._inbox = _Inbox(self._buffer)
         self._subs: dict[str, object] = {}
 
@@ -146,26 +166,13 @@ class NatsLiveFeed:
         except Exception:  # closed link: the broker dropped the interest with the connection
             pass
 
-    def missed(self) -> None:
-        """The link dropped: records stored meanwhile never reached us."""
-        self._buffer.put(MISSED)
 
-    async def next_batch(self, limit: int) -> list[StoredMessage | None]:
-        return await self._buffer.take(limit)
-
-    def first_seq(self) -> int | None:
-        return self._buffer.first_seq()
-
-    def buffered(self) -> int:
-        return len(self._buffer.items)
-
-
-class MemoryLiveFeed:
+class MemoryLiveFeed(_BufferedFeed):
     """The same over ``MemoryLogSource``, for unit tests: ``drop_next`` loses records on the way
     (as a broken link would, without saying so), ``missed`` says so."""
 
     def __init__(self, limit: int = LIVE_BUFFER) -> None:
-        self._buffer = _Buffer(limit)
+        super().__init__(limit)
         self.patterns: dict[str, int] = {}
         self._previous: dict[str, int] = {}
         self.drop_next = 0
@@ -188,15 +195,3 @@ class MemoryLiveFeed:
 
     async def remove(self, pattern: str) -> None:
         self.patterns.pop(pattern, None)
-
-    def missed(self) -> None:
-        self._buffer.put(MISSED)
-
-    async def next_batch(self, limit: int) -> list[StoredMessage | None]:
-        return await self._buffer.take(limit)
-
-    def first_seq(self) -> int | None:
-        return self._buffer.first_seq()
-
-    def buffered(self) -> int:
-        return len(self._buffer.items)
