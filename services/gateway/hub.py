@@ -259,6 +259,7 @@ class Hub:
             async with asyncio.timeout(REPAIR_TIMEOUT_S):
                 while True:
                     for message in await follow.next_batch(YIELD_EVERY):
+                        self.count_read(1)
                         if message.seq > upto:
                             return
                         targets = self._interests.targets(subject)
