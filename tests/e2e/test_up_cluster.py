@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
 from tests.support.up_process import assert_nothing_left
-from tests.support.nats_source import connect_as, free_port
+from tests.support.nats_source import connect_as
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads the process tree from /proc")
@@ -33,6 +35,9 @@ INGEST_STEP = 10
 RECOVERY_TIMEOUT_S = 45.0
 READ_TIMEOUT_S = 30.0
 ETL_ROUTE = "/api/dapadmin/l5-etl/sse/logs/stream"
+# Where runs of consecutive ports are looked for (up to the ephemeral range): above the
+# well-known and most registered service ports.
+PORT_RUNS_FROM = 20000
 
 
 def _free(port: int) -> bool:
@@ -44,13 +49,26 @@ def _free(port: int) -> bool:
             return False
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the OS hands out for outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_runs(*lengths: int) -> list[int]:
-    """The first port of each run of consecutive free ports, no two runs overlapping."""
+    """The first port of each run of consecutive free ports, no two runs overlapping.
+
+    Runs are taken below the ephemeral range: there a busy machine's outgoing connections (a
+    benchmark beside the suite holds thousands) neither fill the run nor take a port of it
+    between this check and the server's bind."""
     taken: set[int] = set()
     firsts: list[int] = []
+    low = _ephemeral_low()
     for length in lengths:
         for _ in range(200):
-            first = free_port()
+            first = random.randrange(PORT_RUNS_FROM, max(PORT_RUNS_FROM + 1, low - length))
             run = set(range(first, first + length))
             if first + length <= 65535 and not run & taken and all(map(_free, run)):
                 break
