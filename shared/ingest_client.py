@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -19,7 +18,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from shared.nats_link import INGEST_SUBJECT, inbox_prefix
+from shared.nats_link import INGEST_SUBJECT, inbox_prefix, redact_url
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -81,15 +80,6 @@ class Transport(Protocol):
     async def publish(self, token: str, body: bytes) -> Reply: ...
 
     async def close(self) -> None: ...
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, fit for a message or a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _body_of(content: bytes) -> dict[str, Any]:

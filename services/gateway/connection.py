@@ -51,7 +51,7 @@ class StreamWriter:
     on_end: Callable[[str], None]
     source: LogSource | None = None
     replay: ReplayPlan | None = None
-    # The server's own ``send`` (``direct.RAW_SEND_KEY``): lets a caught-up connection take
+    # The server's own ``send`` (``shared.web.RAW_SEND_KEY``): lets a caught-up connection take
     # records straight to its socket. None: every record goes through the outbox.
     raw_send: Callable | None = None
 

@@ -12,8 +12,8 @@ in order).
 
 The transport comes from uvicorn's httptools protocol (``RequestResponseCycle.transport``, via
 the raw ``send`` that ``shared.web`` leaves in the scope); under any other server, or before the
-response is under way in chunked encoding, ``attach`` answers None and the connection keeps the
-outbox path. The transport's write buffer is the outbox: past the connection's byte limit the
+response is under way in chunked encoding, ``shared.direct_write.DirectSink.attach`` answers None
+and the connection keeps the outbox path. The transport's write buffer is the outbox: past the connection's byte limit the
 write is refused and the connection ends with ``overflow``, as a full outbox does.
 """
 

@@ -3,7 +3,8 @@
 ``LogSource`` is what the hub needs from JetStream: the stream's last sequence, and an ordered
 follow of some subjects from a sequence on. ``NatsLogSource`` is the real one (one ordered push
 consumer per follow); ``MemoryLogSource`` is the in-memory one for unit tests of hub logic. The
-same contract tests run against both (``tests/integration/test_gateway_source.py``).
+hub's tests run on the in-memory one (``tests/unit/test_gateway_hub.py``), and the real one is
+driven against nats-server by the gateway's integration tests.
 """
 
 from __future__ import annotations
@@ -231,7 +232,6 @@ def subject_matches(pattern: str, subject: str) -> bool:
 class _MemoryFollow:
     def __init__(self, source: "MemoryLogSource", subjects: Sequence[str], start_seq: int):
         self._source, self._subjects, self._next = source, list(subjects), max(start_seq, 1)
-        self._closed = False
 
     def _matches(self, message: StoredMessage) -> bool:
         return any(subject_matches(p, message.subject) for p in self._subjects)
@@ -261,7 +261,6 @@ class _MemoryFollow:
         return 0
 
     async def close(self) -> None:
-        self._closed = True
         async with self._source.changed:
             self._source.changed.notify_all()
 
@@ -300,9 +299,6 @@ class MemoryLogSource:
 
     async def bounds(self) -> tuple[int, int]:
         return self.first_seq, len(self.messages)
-
-    def age_out(self, before_seq: int) -> None:
-        self.first_seq = before_seq
 
     async def count_from(self, subjects: Sequence[str], start_seq: int,
                          start_time: datetime | None = None) -> int:
