@@ -185,8 +185,8 @@ class NatsLogSource:
             mem_storage=True,
         )
         try:
-            info = await self._js._jsm.add_consumer(self.stream, config=config)
-            await self._js._jsm.delete_consumer(self.stream, info.name)
+            info = await self._js.add_consumer(self.stream, config=config)
+            await self._js.delete_consumer(self.stream, info.name)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise BrokerUnavailable(f"could not count records: {exc}") from None
         return info.num_pending or 0
