@@ -17,14 +17,13 @@ subscription (every later record of the pattern comes live). The ``InterestTable
 from __future__ import annotations
 
 import asyncio
-from itertools import product
-from typing import Iterable
 
 from services.gateway.live import LiveFeed
 from services.gateway.source import LogSource, StoredMessage
+from services.gateway.subjects import generalisations
 from services.gateway.subscription import Subscription
 
-__all__ = ["Interest", "InterestTable", "RELEASE_AFTER_S", "generalisations"]
+__all__ = ["Interest", "InterestTable", "RELEASE_AFTER_S"]
 
 # A pattern nobody watches any more keeps its subscription this long: a reload or a reconnect
 # comes back to it without a broker round trip, and a short linger reads little extra.
@@ -49,14 +48,6 @@ class Interest:
         self.known: dict[str, int] = {}
         self.subscribed = False
         self.release: asyncio.TimerHandle | None = None
-
-
-def generalisations(subject: str) -> Iterable[str]:
-    """The wildcard patterns that match ``subject``: each segment after ``logs`` may be ``*``."""
-    head, *rest = subject.split(".")
-    for choice in product((False, True), repeat=len(rest)):
-        if any(choice):
-            yield ".".join([head, *("*" if star else t for star, t in zip(choice, rest))])
 
 
 class InterestTable:

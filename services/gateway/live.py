@@ -173,7 +173,7 @@ class MemoryLiveFeed(_BufferedFeed):
 
     def __init__(self, limit: int = LIVE_BUFFER) -> None:
         super().__init__(limit)
-        self.patterns: dict[str, int] = {}
+        self.patterns: set[str] = set()
         self._previous: dict[str, int] = {}
         self.drop_next = 0
 
@@ -190,8 +190,7 @@ class MemoryLiveFeed(_BufferedFeed):
                 self._buffer.put(live)
 
     async def add(self, pattern: str) -> None:
-        self.patterns.setdefault(pattern, 0)
-        self.patterns[pattern] += 1
+        self.patterns.add(pattern)
 
     async def remove(self, pattern: str) -> None:
-        self.patterns.pop(pattern, None)
+        self.patterns.discard(pattern)

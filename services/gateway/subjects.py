@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["MAX_FILTERS", "covering_filters", "covers", "overlaps"]
+__all__ = ["MAX_FILTERS", "covering_filters", "covers", "generalisations", "overlaps"]
 
 # Above this many filters, collapse per workspace, then to everything: consumer creation time
 # grows with the filter count and a rebuild happens on the request path.
@@ -45,8 +45,9 @@ def _join(x: str, y: str) -> str:
     return ".".join(s if s == t else "*" for s, t in zip(x.split("."), y.split(".")))
 
 
-def _generalisations(subject: str) -> Iterable[str]:
-    """``subject`` with each non-empty set of its segments (after ``logs``) made ``*``."""
+def generalisations(subject: str) -> Iterable[str]:
+    """``subject`` with each non-empty set of its segments (after ``logs``) made ``*``: the
+    wildcard patterns that match it."""
     head, *rest = subject.split(".")
     for mask in range(1, 1 << len(rest)):
         yield ".".join([head, *("*" if mask >> i & 1 else t for i, t in enumerate(rest))])
@@ -55,7 +56,7 @@ def _generalisations(subject: str) -> Iterable[str]:
 def _without_covered(items: set[str]) -> set[str]:
     if "logs.>" in items:
         return {"logs.>"}
-    return {s for s in items if not any(g != s and g in items for g in _generalisations(s))}
+    return {s for s in items if not any(g != s and g in items for g in generalisations(s))}
 
 
 def _disjoint(subjects: Iterable[str]) -> list[str]:

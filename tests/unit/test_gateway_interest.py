@@ -3,7 +3,8 @@ sequence chain that shows a record never arrived."""
 
 from __future__ import annotations
 
-from services.gateway.interest import InterestTable, generalisations
+from services.gateway.interest import InterestTable
+from services.gateway.subjects import generalisations
 from services.gateway.live import MemoryLiveFeed
 from services.gateway.outbox import Outbox
 from services.gateway.source import MemoryLogSource, StoredMessage
