@@ -14,14 +14,13 @@ message's send time is parsed (a few thousand messages/s in all), bytes read as 
 from __future__ import annotations
 
 import heapq
-import multiprocessing
 import select
 import socket
 import time
 from array import array
 from collections import Counter, deque
 
-from bench.load import stop_workers
+from bench.load import WorkerProcesses
 from bench.messages import MARK, stamp_at
 
 __all__ = ["ChannelPool", "CONNECTED"]
@@ -245,7 +244,7 @@ def _worker_main(pipe, in_flight: int) -> None:
     _Worker(pipe, in_flight).run()
 
 
-class ChannelPool:
+class ChannelPool(WorkerProcesses):
     """``workers`` subscriber processes; stream ``key`` lives in worker ``key % workers``.
 
     An item is ``(key, host, port, request bytes, marker)``: the stream counts as connected
@@ -254,23 +253,7 @@ class ChannelPool:
     """
 
     def __init__(self, workers: int = 2, in_flight: int = 100) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pipes, self._procs = [], []
-        for _ in range(workers):
-            parent, child = context.Pipe()
-            proc = context.Process(target=_worker_main, args=(child, in_flight), daemon=True)
-            proc.start()
-            self._pipes.append(parent)
-            self._procs.append(proc)
-
-    @property
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self._procs]
-
-    def _all(self, *command) -> list:
-        for pipe in self._pipes:
-            pipe.send(command)
-        return [pipe.recv() for pipe in self._pipes]
+        super().__init__(_worker_main, [(in_flight,)] * workers)
 
     def _dealt(self, command: str, entries: list, key_of) -> None:
         shares: list[list] = [[] for _ in self._pipes]
@@ -320,6 +303,3 @@ class ChannelPool:
 
     def close_all(self) -> None:
         self._all("close_all")
-
-    def shutdown(self) -> None:
-        stop_workers(self._pipes, self._procs)

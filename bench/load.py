@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from bench.messages import MARK, stamp_at
 
-__all__ = ["PoolReport", "SubscriberPool", "stop_workers"]
+__all__ = ["PoolReport", "SubscriberPool", "WorkerProcesses"]
 
 # Below glibc's mmap threshold (128 KiB): a larger recv buffer costs an mmap per call.
 _RECV_BYTES = 64 * 1024
@@ -204,20 +204,16 @@ class PoolReport:
         return sum(self.cpu_shares)
 
 
-class SubscriberPool:
-    """``reactive`` latency-measuring workers and ``bulk`` counting workers (module docstring).
+class WorkerProcesses:
+    """Worker processes (spawned), each answering commands sent down its pipe: the plumbing both
+    subscriber pools share."""
 
-    Stream ``i`` goes to target ``i % len(targets)``; one stream in ``sample_every`` of each
-    target goes to a reactive worker, the rest to bulk workers, round-robin within each kind.
-    """
-
-    def __init__(self, *, reactive: int = 1, bulk: int = 2, coalesce_s: float = 0.02) -> None:
+    def __init__(self, target, args_per_worker: list[tuple]) -> None:
         context = multiprocessing.get_context("spawn")
-        self._pipes, self._procs, self._reactive = [], [], reactive
-        for index in range(reactive + bulk):
+        self._pipes, self._procs = [], []
+        for args in args_per_worker:
             parent, child = context.Pipe()
-            proc = context.Process(target=_worker_main,
-                                   args=(child, index < reactive, coalesce_s), daemon=True)
+            proc = context.Process(target=target, args=(child, *args), daemon=True)
             proc.start()
             self._pipes.append(parent)
             self._procs.append(proc)
@@ -230,6 +226,31 @@ class SubscriberPool:
         for pipe in self._pipes:
             pipe.send(command)
         return [pipe.recv() for pipe in self._pipes]
+
+    def shutdown(self) -> None:
+        """Ask each worker process to exit; kill one that has not within 5 s."""
+        for pipe in self._pipes:
+            try:
+                pipe.send(("exit",))
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+
+
+class SubscriberPool(WorkerProcesses):
+    """``reactive`` latency-measuring workers and ``bulk`` counting workers (module docstring).
+
+    Stream ``i`` goes to target ``i % len(targets)``; one stream in ``sample_every`` of each
+    target goes to a reactive worker, the rest to bulk workers, round-robin within each kind.
+    """
+
+    def __init__(self, *, reactive: int = 1, bulk: int = 2, coalesce_s: float = 0.02) -> None:
+        super().__init__(_worker_main, [(index < reactive, coalesce_s)
+                                        for index in range(reactive + bulk)])
+        self._reactive = reactive
 
     def open(self, targets: list[tuple[str, int, bytes]], count: int, *, sample_every: int = 1,
              wave: int = 100, timeout: float = 120.0) -> tuple[int, Counter]:
@@ -273,19 +294,3 @@ class SubscriberPool:
 
     def close_connections(self) -> None:
         self._all("close_all")
-
-    def shutdown(self) -> None:
-        stop_workers(self._pipes, self._procs)
-
-
-def stop_workers(pipes: list, procs: list) -> None:
-    """Ask each worker process to exit; kill one that has not within 5 s."""
-    for pipe in pipes:
-        try:
-            pipe.send(("exit",))
-        except OSError:
-            pass
-    for proc in procs:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
