@@ -22,9 +22,9 @@ from bench.http_wire import HttpWire
 from bench.messages import message, stored_record_factory
 from bench.nats_wire import NatsWire
 from bench.publishers import _Wires
-from shared.channels import parse_channel, to_subject
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.channels import parse_channel, to_subject
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 
 __all__ = ["WORKSPACES", "ChannelsJetStream", "ChannelsNchan", "LagSummary",
            "LogstreamChannels", "NchanChannels", "Scrape", "channel_of", "lag_between",

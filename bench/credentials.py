@@ -7,17 +7,17 @@ inbox prefix. If the dev NATS users change again, this block is the one place to
 
 from __future__ import annotations
 
-from shared.identities import DEV_JWT_SECRET
-from shared.identities import DEV_NATS_PRODUCER as NATS_PRODUCER
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.identities import DEV_NATS_PRODUCER as NATS_PRODUCER
+from logstream.shared.user_tokens import UserTokens
 
-try:  # one NATS user per role (shared.nats_permissions), each with its own reply inbox
-    from shared.identities import DEV_NATS_INGEST as JETSTREAM_WRITER
-    from shared.nats_link import inbox_prefix
+try:  # one NATS user per role (logstream.shared.nats_permissions), each with its own reply inbox
+    from logstream.shared.identities import DEV_NATS_INGEST as JETSTREAM_WRITER
+    from logstream.shared.nats_names import inbox_prefix
 
     WRITER_INBOX, PRODUCER_INBOX = inbox_prefix("ingest"), inbox_prefix("producer")
 except ImportError:  # before the split: one services user, replies anywhere under _INBOX
-    from shared.identities import DEV_NATS_SERVICE as JETSTREAM_WRITER
+    from logstream.shared.identities import DEV_NATS_SERVICE as JETSTREAM_WRITER
 
     WRITER_INBOX = PRODUCER_INBOX = "_INBOX"
 

@@ -12,7 +12,7 @@ import time
 import msgspec
 
 from bench.credentials import WORKSPACE
-from shared.records import PublishedRecord, StoredRecord, encode_stored
+from logstream.shared.records import PublishedRecord, StoredRecord, encode_stored
 
 __all__ = ["MARK", "MESSAGE_BYTES", "STAMP_END", "STAMP_START", "bench_channel", "message",
            "published_records", "stamp_at", "stored_record_factory"]
@@ -48,7 +48,7 @@ def bench_channel(name: str) -> str:
 def stored_record_factory(channel: str):
     """``seq -> bytes``: the JSON ingest would store for a record carrying ``message(seq)``.
 
-    Encoded once through ``shared.records``; each message is spliced into the same bytes.
+    Encoded once through ``logstream.shared.records``; each message is spliced into the same bytes.
     """
     template = encode_stored(StoredRecord(
         channel=channel, level="info", message=_PLACEHOLDER, timestamp="2026-01-01T00:00:00Z",

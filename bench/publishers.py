@@ -15,7 +15,7 @@ from bench.credentials import JETSTREAM_WRITER, SERVICE_TOKEN, WRITER_INBOX
 from bench.http_wire import HttpWire, post_request
 from bench.messages import message, published_records, stored_record_factory
 from bench.nats_wire import NatsWire
-from shared.channels import parse_channel, to_subject
+from logstream.shared.channels import parse_channel, to_subject
 
 __all__ = ["IngestHttpPublisher", "JetStreamPublisher", "NchanPublisher", "Paced", "pace"]
 

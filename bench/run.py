@@ -40,7 +40,7 @@ from bench.plot import plot_fanout  # noqa: E402
 from bench.profile import find_py_spy, profile_fanout  # noqa: E402
 from bench.report import Results, render  # noqa: E402
 from bench.stack import LogstreamStack, LogstreamSystem  # noqa: E402
-from shared.embedded_nats import find_nats_server  # noqa: E402
+from logstream.shared.embedded_nats import find_nats_server  # noqa: E402
 from tests.support.nats_source import free_port  # noqa: E402
 
 CASES = ("fanout", "latency", "memory", "ingest", "flood", "replay", "profile", "channels")

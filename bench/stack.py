@@ -1,6 +1,6 @@
 """The Logstream side: an embedded nats-server, ingest and N gateways, as separate processes.
 
-Started the way the test suite starts them (``shared.embedded_nats.EmbeddedNats`` and
+Started the way the test suite starts them (``logstream.shared.embedded_nats.EmbeddedNats`` and
 ``tests.support.processes.ServiceProcess``), in dev mode, on free ports, logging to a temp dir.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from bench.credentials import user_token
 from bench.publishers import IngestHttpPublisher, JetStreamPublisher
-from shared.channels import parse_channel, to_subject
-from shared.embedded_nats import EmbeddedNats
+from logstream.shared.channels import parse_channel, to_subject
+from logstream.shared.embedded_nats import EmbeddedNats
 from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 

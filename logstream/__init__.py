@@ -2,17 +2,34 @@
 
 The client library: ``from logstream import LogPublisher, LogstreamHandler`` (imported on
 first use, so the ``logstream`` command does not pay for what it does not run).
+
+``logstream`` is the one import root. The services and the code they share live in the repo's
+top ``services/`` and ``shared/`` folders; ``logstream/services`` and ``logstream/shared`` are
+links to them, so a checkout, an editor, the type checker and the wheel all see one package:
+``logstream.services.gateway``, ``logstream.shared.channels``.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
-__version__ = "0.1.0"
 __all__ = ["LogPublisher", "LogstreamHandler", "__version__"]
 
 _LAZY = {"LogPublisher": "logstream.publisher", "LogstreamHandler": "logstream.handler"}
+
+
+def _version() -> str:
+    for distribution in ("logstream", "logstream-client"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "0+unknown"  # a source checkout nobody installed
+
+
+__version__ = _version()
 
 
 def __getattr__(name: str) -> Any:

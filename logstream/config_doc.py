@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from shared.settings import settings_table
+from logstream.shared.settings import settings_table
 
 __all__ = ["configuration_tables"]
 

@@ -46,9 +46,9 @@ import msgspec
 
 from logstream.publisher import (LogPublisher, PublishFailed, PublishQueueFull,
                                  in_sender_thread)
-from shared.channels import DEFAULT_SERVICES, parse_channel
-from shared.errors import InvalidChannel, LogstreamError
-from shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, format_time
+from logstream.shared.channels import DEFAULT_SERVICES, parse_channel
+from logstream.shared.errors import InvalidChannel, LogstreamError
+from logstream.shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, format_time
 
 __all__ = ["FLUSH_TIMEOUT_S", "LogstreamHandler", "fields_of", "json_safe", "level_of", "shorten"]
 

@@ -7,7 +7,7 @@
     # leaving the block flushed: every record is stored, or PublishFailed said why not
 
 - ``publish()`` checks the record where it is called, with the rules ingest applies
-  (``shared.records``), and raises ``InvalidRecord`` (a ``ValueError``) for a bad channel, level,
+  (``logstream.shared.records``), and raises ``InvalidRecord`` (a ``ValueError``) for a bad channel, level,
   timestamp or size. Then it queues the record and returns its ``id``; it never waits on the
   network.
 - One background thread runs an asyncio loop that sends the queue in batches (up to 1,000
@@ -55,11 +55,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import msgspec
 
 from logstream.sender import BatchFailure, Outbox, Sender, in_sender_thread
-from shared.channels import DEFAULT_SERVICES
-from shared.errors import InvalidRequest, LogstreamError
-from shared.identities import DEV_NATS_PRODUCER
-from shared.ingest_client import Transport
-from shared.records import decode_batch, format_time, validate_records
+from logstream.shared.channels import DEFAULT_SERVICES
+from logstream.shared.errors import InvalidRequest, LogstreamError
+from logstream.shared.identities import DEV_NATS_PRODUCER
+from logstream.shared.ingest_client import Transport
+from logstream.shared.records import decode_batch, format_time, validate_records
 
 __all__ = [
     "DEFAULT_HTTP_URL",

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from shared.ingest_client import HttpTransport, NatsTransport, Reply, Transport, TransportFailed
+from logstream.shared.ingest_client import HttpTransport, NatsTransport, Reply, Transport, TransportFailed
 
 __all__ = ["BatchFailure", "Outbox", "Sender", "in_sender_thread", "retry_delay"]
 

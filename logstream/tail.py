@@ -32,9 +32,9 @@ from typing import Any, Mapping
 import httpx
 from httpx_sse import aconnect_sse
 
-from shared.identities import DEV_JWT_SECRET, DEV_USERS
-from shared.user_tokens import UserTokens
-from shared.ingest_client import describe_error
+from logstream.shared.identities import DEV_JWT_SECRET, DEV_USERS
+from logstream.shared.user_tokens import UserTokens
+from logstream.shared.ingest_client import describe_error
 
 __all__ = ["DEFAULT_URL", "RecordPrinter", "TokenSource", "add_arguments", "plan_streams", "run"]
 

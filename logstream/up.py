@@ -36,10 +36,10 @@ from logstream.up_plan import (
     find_port_conflict,
     make_plan,
 )
-from shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
-from shared.identities import DEV_JWT_SECRET, DEV_NATS_PRODUCER, DEV_USER_TOKEN_TTL_S
-from shared.nats_link import INGEST_SUBJECT, inbox_prefix, redact_url
-from shared.user_tokens import UserTokens
+from logstream.shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
+from logstream.shared.identities import DEV_JWT_SECRET, DEV_NATS_PRODUCER, DEV_USER_TOKEN_TTL_S
+from logstream.shared.nats_names import INGEST_SUBJECT, inbox_prefix, redact_url
+from logstream.shared.user_tokens import UserTokens
 
 __all__ = ["add_arguments", "run"]
 

@@ -1,6 +1,6 @@
 """Logstream's shared core: channels, records, identities, settings, errors, the NATS link.
 
-Import from the submodules (``from shared.channels import parse_channel``); this package states
+Import from the submodules (``from logstream.shared.channels import parse_channel``); this package states
 which of them are public.
 """
 

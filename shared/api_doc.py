@@ -3,23 +3,25 @@ level and channel rules as JSON Schema, and the finishing touches Litestar canno
 
 Litestar replaces a configured ``components.schemas`` with the schemas it generated itself, so
 ``complete_document`` adds a service's own component schemas to the built document once the app
-exists, and documents the 503 of ``GET /ready`` (``shared.web``).
+exists, and documents the 503 of ``GET /ready`` (``logstream.shared.web``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib import metadata
 from typing import Any, Iterable
 
 import msgspec
 from litestar import Litestar
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse
 
-from shared.records import LEVELS
+from logstream.shared.records import LEVELS
 
 __all__ = [
     "RETRY_AFTER",
     "SCHEMAS",
+    "VERSION",
     "WWW_AUTHENTICATE",
     "ErrorBody",
     "add_response_headers",
@@ -30,6 +32,17 @@ __all__ = [
 ]
 
 SCHEMAS = "#/components/schemas/"
+
+
+def _installed_version() -> str:
+    try:
+        return metadata.version("logstream")
+    except metadata.PackageNotFoundError:  # a source checkout nobody installed
+        return "0+unknown"
+
+
+# The version every service's API document states: the installed distribution's.
+VERSION = _installed_version()
 _SEGMENT = "[A-Za-z0-9_-]{1,64}"
 
 
@@ -82,7 +95,7 @@ def complete_document(app: Litestar, schemas: dict[str, Any]) -> None:
 
 
 def document_readiness(paths: dict[str, Any] | None) -> None:
-    """``GET /ready`` (``shared.web``) answers 503, with the same body, while it is not ready."""
+    """``GET /ready`` (``logstream.shared.web``) answers 503, with the same body, while it is not ready."""
     item = (paths or {}).get("/ready")
     if item is None or item.get is None or item.get.responses is None:
         return

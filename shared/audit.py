@@ -6,7 +6,7 @@ or channel, never a URL with its query string (``access_token`` may ride there).
 line of defence, anything shaped like a JWT and any ``access_token=`` value is masked, and
 every field is cut to a bounded length, so a hostile path cannot flood the log.
 
-A line, as ``shared.structured_logging`` writes it::
+A line, as ``logstream.shared.structured_logging`` writes it::
 
     {"ts": "...", "level": "warning", "service": "gateway", "logger": "logstream.audit",
      "msg": "denied", "audit": "denied", "who": "user:user123",

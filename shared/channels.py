@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from shared.errors import InvalidChannel
+from logstream.shared.errors import InvalidChannel
 
 __all__ = [
     "DEFAULT_SERVICES",

@@ -4,7 +4,7 @@ A stream that writes often (the gateway to a caught-up browser, the proxy relayi
 pays for every ``send`` a trip through Litestar's and uvicorn's layers and, for a generator
 body, a task wake. Under uvicorn's httptools protocol the connection's transport is reachable
 from the server's own ``send`` (``RequestResponseCycle.transport``, which the outermost wrapper
-in ``shared.web`` leaves in the scope under ``RAW_SEND_KEY``). Once the response is under way in
+in ``logstream.shared.web`` leaves in the scope under ``RAW_SEND_KEY``). Once the response is under way in
 chunked encoding, a ``DirectSink`` writes chunks framed exactly as uvicorn frames a body
 message, and refuses a write when the client is gone or the bytes it has not read pass a limit.
 Under any other server ``attach`` answers None and the caller keeps ``send``.

@@ -2,7 +2,7 @@
 
 ``logstream up`` and the test suite start it with JetStream and one NATS user per role
 (``producer``, ``ingest``, ``gateway``), each allowed only what that role does
-(``shared.nats_permissions``): a producer may publish only to ``ingest.logs`` and get its
+(``logstream.shared.nats_permissions``): a producer may publish only to ``ingest.logs`` and get its
 replies, so nobody but ingest writes ``logs.>`` (CONTRACT section 5). There is no user that
 may do everything; tests that need one pass it in ``extra_users``.
 
@@ -25,9 +25,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import nats
 
-from shared.identities import DEV_NATS_INGEST
-from shared.nats_link import inbox_prefix
-from shared.nats_permissions import dev_users
+from logstream.shared.identities import DEV_NATS_INGEST
+from logstream.shared.nats_names import inbox_prefix
+from logstream.shared.nats_permissions import dev_users
 
 __all__ = ["CLUSTER_NAME", "EmbeddedCluster", "EmbeddedNats", "find_nats_server"]
 

@@ -1,7 +1,7 @@
 """The one exception tree of Logstream.
 
 Every failure a caller can act on is a subclass of ``LogstreamError``. HTTP status codes are
-chosen at the route layer (``shared.web``), never here::
+chosen at the route layer (``logstream.shared.web``), never here::
 
     LogstreamError
     ├── SettingsError            a setting is missing or invalid (service refuses to start)
@@ -44,7 +44,7 @@ class LogstreamError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or []
-        # Which rule refused the request, for the audit log (``shared.audit``); the code if unset.
+        # Which rule refused the request, for the audit log (``logstream.shared.audit``); the code if unset.
         self.rule = rule or self.code
 
     def to_body(self) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """Dev-mode identities (CONTRACT section 8) and the one parser of ``Authorization: Bearer``.
 
-Service tokens live in ``shared.service_tokens``, user tokens in ``shared.user_tokens``.
+Service tokens live in ``logstream.shared.service_tokens``, user tokens in ``logstream.shared.user_tokens``.
 Dev mode has built-in, deterministic identities so that every process started in dev mode, by
   ``logstream up`` or by hand, accepts the same tokens. They never exist outside dev mode.
 """
 
 from __future__ import annotations
 
-from shared.channels import WILDCARD
+from logstream.shared.channels import WILDCARD
 
 __all__ = [
     "DEV_JWT_SECRET",
@@ -35,7 +35,7 @@ DEV_USERS: dict[str, tuple[str, ...]] = {
 }
 DEV_JWT_SECRET = "logstream-dev-only-jwt-secret-never-use-in-production"
 # The embedded broker's NATS users (user, password), one per role, each allowed only what that
-# role does (shared.nats_permissions): ingest writes logs.>, the gateway reads the stream, a
+# role does (logstream.shared.nats_permissions): ingest writes logs.>, the gateway reads the stream, a
 # producer may only publish to ingest.logs (CONTRACT section 5 names its password).
 DEV_NATS_INGEST = ("ingest", "ingest-dev")
 DEV_NATS_GATEWAY = ("gateway", "gateway-dev")

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import msgspec
-import nats
-import nats.errors
-from nats.aio.client import Client
 
-from shared.nats_link import INGEST_SUBJECT, inbox_prefix, redact_url
+from logstream.shared.nats_names import INGEST_SUBJECT, inbox_prefix, redact_url
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -133,6 +134,17 @@ class HttpTransport:
         await self._client.aclose()
 
 
+def _nats() -> ModuleType:
+    """nats-py, which only this transport needs (the client installs it with its ``nats`` extra)."""
+    try:
+        import nats
+        import nats.errors
+    except ImportError:
+        raise TransportFailed("the NATS transport needs nats-py: "
+                              "pip install 'logstream-client[nats]'", unreachable=True) from None
+    return nats
+
+
 class NatsTransport:
     name = "nats"
     max_batch_records = 250  # several smaller requests in flight spread over ingest instances
@@ -158,6 +170,7 @@ class NatsTransport:
                 if len(problems) >= len(servers):
                     refused_by_all.set()
 
+        nats = _nats()
         connecting = asyncio.ensure_future(nats.connect(
             servers=servers, name=name, error_cb=remember, inbox_prefix=inbox_prefix("producer"),
             connect_timeout=timeout, reconnect_time_wait=0.5, max_reconnect_attempts=-1))
@@ -181,6 +194,7 @@ class NatsTransport:
 
     async def publish(self, token: str, body: bytes) -> Reply:
         headers = {"Authorization": f"Bearer {token}"}
+        nats = _nats()
         try:
             msg = await self._nc.request(INGEST_SUBJECT, body, timeout=REQUEST_TIMEOUT_S,
                                          headers=headers)

@@ -9,7 +9,7 @@ Each service connects as its own NATS role (``ingest``, ``gateway``): in dev mod
 built-in user unless a login is given (credentials in the URL, user/password, a ``.creds`` file
 or an nkey seed file), and always with the role's own inbox prefix (``_INBOX_<role>``), so a
 broker can let each user subscribe to its own replies and deliveries and no one else's
-(shared.nats_permissions). A permissions violation the broker reports on a service's connection
+(logstream.shared.nats_permissions). A permissions violation the broker reports on a service's connection
 is one audit line (``rule="nats_permissions"``).
 """
 
@@ -28,38 +28,22 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from shared import audit
-from shared.errors import BrokerUnavailable
-from shared.identities import DEV_NATS_USERS
-from shared.settings import ServiceSettings
+from logstream.shared import audit
+from logstream.shared.errors import BrokerUnavailable
+from logstream.shared.identities import DEV_NATS_USERS
+from logstream.shared.nats_names import LOGS_SUBJECTS, LIVE_SUBJECTS, STREAM_NAME, inbox_prefix, redact_url
+from logstream.shared.settings import ServiceSettings
 
 __all__ = [
-    "INGEST_SUBJECT",
-    "LIVE_PREFIX",
-    "LIVE_SUBJECTS",
-    "LOGS_SUBJECTS",
-    "REJECTED_SUBJECT",
-    "STREAM_NAME",
     "NatsLink",
     "broker_options",
     "connect_options",
     "ensure_stream",
-    "inbox_prefix",
     "nats_login_name",
     "permission_auditor",
-    "redact_url",
     "role_of",
 ]
 
-STREAM_NAME = "LOGS"
-LOGS_SUBJECTS = "logs.>"
-# The stream republishes every record it stores under this prefix (``live.logs.etl.ws1.wf1``),
-# with its seq and the previous seq on its subject in headers: gateways subscribe to exactly
-# the subjects their connections watch (services.gateway.live). Only the broker publishes here.
-LIVE_PREFIX = "live"
-LIVE_SUBJECTS = f"{LIVE_PREFIX}.{LOGS_SUBJECTS}"
-INGEST_SUBJECT = "ingest.logs"
-REJECTED_SUBJECT = "ingest.rejected"
 # Reconnect quickly: a broker restart should cost a browser a second, not a minute.
 RECONNECT_WAIT_S = 0.5
 # Publishes made while the link is down are buffered up to this much, then refused.
@@ -73,18 +57,14 @@ log = logging.getLogger("logstream.nats")
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 
 
-def inbox_prefix(role: str) -> str:
-    """A role's own inbox prefix: its replies and push deliveries come to ``<prefix>.>``."""
-    return f"_INBOX_{role}"
-
 
 def role_of(settings: ServiceSettings) -> str:
     """The NATS role a service connects as: its Settings' ``nats_role``, else its package name
-    (``services.gateway.settings`` -> ``gateway``); empty for settings of no service."""
+    (``logstream.services.gateway.settings`` -> ``gateway``); empty for settings of no service."""
     if settings.nats_role:
         return settings.nats_role
     parts = type(settings).__module__.split(".")
-    return parts[1] if len(parts) == 3 and parts[0] == "services" else ""
+    return parts[2] if len(parts) == 4 and parts[:2] == ["logstream", "services"] else ""
 
 
 def _login(settings: ServiceSettings) -> dict[str, Any]:
@@ -124,15 +104,6 @@ def _public_nkey(seed_file: str) -> str:
     except Exception:  # unreadable or not a seed: the connect itself will say so
         return f"nkey:{Path(seed_file).name}"
 
-
-def redact_url(url: str) -> str:
-    """A server list fit for a log line: a password, or a token (``nats://TOKEN@host``), in it
-    replaced by ``***``."""
-    def mask(found: re.Match) -> str:
-        user, colon, _ = found.group(1).partition(":")
-        return f"//{user}:***@" if colon else "//***@"
-
-    return ",".join(re.sub(r"//([^@/]*)@", mask, part) for part in url.split(","))
 
 
 def connect_options(settings: ServiceSettings, *, name: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 ``logstream up``'s embedded broker, the compose file's NATS and SECURITY.md's production mapping
 all take their users from here. Each role may publish and subscribe to what it uses and nothing
 else, and subscribes to replies and deliveries only under its own inbox prefix
-(``shared.nats_link.inbox_prefix``): a producer allowed ``_INBOX.>`` would receive the
+(``logstream.shared.nats_link.inbox_prefix``): a producer allowed ``_INBOX.>`` would receive the
 gateway's stream deliveries and every other client's replies.
 
 - ``producer``: publish ``ingest.logs``; receive ingest's replies.
@@ -22,15 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from shared.identities import DEV_NATS_USERS
-from shared.nats_link import (
-    INGEST_SUBJECT,
-    LIVE_SUBJECTS,
-    LOGS_SUBJECTS,
-    REJECTED_SUBJECT,
-    STREAM_NAME,
-    inbox_prefix,
-)
+from logstream.shared.identities import DEV_NATS_USERS
+from logstream.shared.nats_names import INGEST_SUBJECT, LIVE_SUBJECTS, LOGS_SUBJECTS, REJECTED_SUBJECT, STREAM_NAME, inbox_prefix
 
 __all__ = ["INGEST_QUEUE", "ROLES", "dev_users", "role_permissions"]
 

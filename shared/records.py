@@ -15,8 +15,8 @@ from typing import Annotated, Any, Iterable
 import msgspec
 from msgspec import Meta
 
-from shared.channels import DEFAULT_SERVICES, Channel, parse_channel
-from shared.errors import InvalidChannel, InvalidRequest, PayloadTooLarge
+from logstream.shared.channels import DEFAULT_SERVICES, Channel, parse_channel
+from logstream.shared.errors import InvalidChannel, InvalidRequest, PayloadTooLarge
 
 __all__ = [
     "LEVELS",

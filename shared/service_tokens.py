@@ -27,9 +27,9 @@ from typing import Annotated, Iterable
 import msgspec
 from msgspec import Meta
 
-from shared.channels import DEFAULT_SERVICES, Channel, ChannelGrant, parse_grant
-from shared.errors import InvalidChannel, SettingsError, Unauthenticated
-from shared.identities import DEV_SERVICE_TOKENS
+from logstream.shared.channels import DEFAULT_SERVICES, Channel, ChannelGrant, parse_grant
+from logstream.shared.errors import InvalidChannel, SettingsError, Unauthenticated
+from logstream.shared.identities import DEV_SERVICE_TOKENS
 
 __all__ = ["MAX_SECRET_CHARS", "ServiceToken", "TokenRegistry", "hash_secret"]
 

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import msgspec
 from msgspec import Meta
 
-from shared.channels import DEFAULT_SERVICES, valid_segment
-from shared.errors import SettingsError
+from logstream.shared.channels import DEFAULT_SERVICES, valid_segment
+from logstream.shared.errors import SettingsError
 
 __all__ = [
     "ENV_PREFIX",
@@ -69,7 +69,7 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = "info"
 
     # Which NATS role the service connects as: its dev user and its inbox prefix
-    # (shared.nats_link). Unset, it is the service's package name (services.<role>.settings).
+    # (logstream.shared.nats_link). Unset, it is the service's package name (logstream.services.<role>.settings).
     nats_role: ClassVar[str] = ""
 
     @property

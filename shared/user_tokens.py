@@ -23,9 +23,9 @@ from typing import Any, Iterable
 
 import jwt
 
-from shared.channels import WILDCARD, ChannelPattern
-from shared.errors import SettingsError, Unauthenticated
-from shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
+from logstream.shared.channels import WILDCARD, ChannelPattern
+from logstream.shared.errors import SettingsError, Unauthenticated
+from logstream.shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
 
 __all__ = [
     "ADMIN_ROLE",

@@ -15,8 +15,8 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared import audit
-from shared.errors import (
+from logstream.shared import audit
+from logstream.shared.errors import (
     BrokerUnavailable,
     Forbidden,
     InvalidRequest,
@@ -26,8 +26,8 @@ from shared.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from shared.settings import ServiceSettings
-from shared.structured_logging import uvicorn_log_config
+from logstream.shared.settings import ServiceSettings
+from logstream.shared.structured_logging import uvicorn_log_config
 
 __all__ = [
     "AUDITED_STATUSES",
@@ -51,12 +51,12 @@ _STATUS = (
     (RateLimited, 429),
     (BrokerUnavailable, 503),
 )
-# The statuses that are denials: each one leaves one line in the audit log (``shared.audit``).
+# The statuses that are denials: each one leaves one line in the audit log (``logstream.shared.audit``).
 AUDITED_STATUSES = frozenset({401, 403, 429})
 # Request headers, all together: a browser sends 1-4 KiB, a JWT in a header and a cookie a few
 # KiB more; 32 KiB leaves room and stops a client that streams megabytes of headers.
 # Where the outermost ASGI wrapper leaves the server's own ``send`` in the scope (see
-# services.gateway.direct).
+# logstream.services.gateway.direct).
 RAW_SEND_KEY = "logstream.raw_send"
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
@@ -190,7 +190,7 @@ def limit_request_headers(app: Any, max_bytes: int = MAX_HEADER_BYTES,
     async def guarded(scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
             # The server's own send, for a stream that writes to its socket directly
-            # (services.gateway.direct); the app's send is wrapped by Litestar's middleware.
+            # (logstream.services.gateway.direct); the app's send is wrapped by Litestar's middleware.
             scope[RAW_SEND_KEY] = send
             headers = scope["headers"]
             size = sum(len(name) + len(value) for name, value in headers)

@@ -20,7 +20,7 @@ from bench.http_wire import HttpWire, post_request
 from bench.machine import CpuClock, load_average
 from bench.messages import bench_channel, published_records
 from bench.nats_wire import NatsWire
-from shared.nats_link import INGEST_SUBJECT
+from logstream.shared.nats_names import INGEST_SUBJECT
 
 __all__ = ["IngestResult", "ingest_case"]
 

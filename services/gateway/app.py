@@ -13,38 +13,37 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.response import Stream
 
-from services.gateway.api_doc import (
+from logstream.services.gateway.api_doc import (
     STATS_RESPONSES,
-    STREAM_RESPONSES,
-    STREAM_SECURITY,
     TEST_RECORD_RESPONSES,
     StreamOperation,
     TestRecordOperation,
     openapi_config,
     stream_schemas,
 )
-from services.gateway.auth import require_admin, require_user, user_tokens_for
-from services.gateway.connection import StreamWriter
-from services.gateway.gc_policy import keep_collections_short
-from services.gateway.hub import Hub
-from services.gateway.live import NatsLiveFeed
-from services.gateway.subscription import Subscription
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.outbox import Outbox
-from services.gateway.replay import plan_replay
-from services.gateway.settings import Settings
-from services.gateway.source import NatsLogSource
-from services.gateway.sse_answer import SseAnswer
-from services.gateway.subjects import covering_filters
-from services.gateway.stream_request import authorise, parse_stream_request
-from services.gateway.test_route import publish_test_record
-from services.gateway.ticker import Ticker
-from shared.api_doc import complete_document
-from shared.direct_write import disconnect_probe, on_client_gone
-from shared.errors import BrokerUnavailable, LogstreamError, RateLimited
-from shared.nats_link import NatsLink
-from shared.sse import SSE_HEADERS
-from shared.web import EXCEPTION_HANDLERS, RAW_SEND_KEY, ServiceState, service_routes, status_of
+from logstream.shared.stream_doc import STREAM_RESPONSES, STREAM_SECURITY
+from logstream.services.gateway.auth import require_admin, require_user, user_tokens_for
+from logstream.services.gateway.connection import StreamWriter
+from logstream.services.gateway.gc_policy import keep_collections_short
+from logstream.services.gateway.hub import Hub
+from logstream.services.gateway.live import NatsLiveFeed
+from logstream.services.gateway.subscription import Subscription
+from logstream.services.gateway.metrics import GatewayMetrics
+from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.replay import plan_replay
+from logstream.services.gateway.settings import Settings
+from logstream.services.gateway.source import NatsLogSource
+from logstream.services.gateway.sse_answer import SseAnswer
+from logstream.services.gateway.subjects import covering_filters
+from logstream.services.gateway.stream_request import authorise, parse_stream_request
+from logstream.services.gateway.test_route import publish_test_record
+from logstream.services.gateway.ticker import Ticker
+from logstream.shared.api_doc import complete_document
+from logstream.shared.direct_write import disconnect_probe, on_client_gone
+from logstream.shared.errors import BrokerUnavailable, LogstreamError, RateLimited
+from logstream.shared.nats_link import NatsLink
+from logstream.shared.sse import SSE_HEADERS
+from logstream.shared.web import EXCEPTION_HANDLERS, RAW_SEND_KEY, ServiceState, service_routes, status_of
 
 __all__ = ["Settings", "create_app"]
 
@@ -176,7 +175,7 @@ def stats(request: Request) -> dict[str, Any]:
         "last_seq": hub.last_seq if hub else 0,
         "buffered": hub.buffered if hub else 0,
         # Subject patterns this gateway asks the broker for (channels and wildcards watched now
-        # or a moment ago), and what it asked: see services.gateway.hub.
+        # or a moment ago), and what it asked: see logstream.services.gateway.hub.
         "interests": hub.interests if hub else 0,
         "broker": {"subscribes": hub.subscribes if hub else 0,
                    "settles": hub.settles if hub else 0,

@@ -4,7 +4,7 @@ The credential comes from ``Authorization: Bearer``, else the ``logstream_sessio
 else (dev mode only) the ``access_token`` query parameter. The identity comes from the verified
 token alone; ``X-User-Id``/``X-Workspace-Id`` are recorded by the stream handler, never
 trusted. Each guard records who asked (``connection.state.audit_who``) as soon as it knows, so
-a later denial's audit line names them (``shared.web``).
+a later denial's audit line names them (``logstream.shared.web``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import hmac
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from services.gateway.settings import Settings
-from shared.errors import Forbidden, Unauthenticated
-from shared.identities import bearer_token
-from shared.user_tokens import UserIdentity, UserTokens, read_public_key_file
+from logstream.services.gateway.settings import Settings
+from logstream.shared.errors import Forbidden, Unauthenticated
+from logstream.shared.identities import bearer_token
+from logstream.shared.user_tokens import UserIdentity, UserTokens, read_public_key_file
 
 __all__ = [
     "ADMIN_TOKEN_WHO",

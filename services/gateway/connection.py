@@ -15,14 +15,14 @@ from typing import AsyncIterator, Callable
 
 import msgspec
 
-from shared.direct_write import DirectSink
-from services.gateway.hub import Hub
-from services.gateway.subscription import Subscription
-from services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
-from services.gateway.source import LogSource
-from services.gateway.subjects import covering_filters
-from services.gateway.ticker import tick_period
-from shared.sse import HEARTBEAT, sse_frame
+from logstream.shared.direct_write import DirectSink
+from logstream.services.gateway.hub import Hub
+from logstream.services.gateway.subscription import Subscription
+from logstream.services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
+from logstream.services.gateway.source import LogSource
+from logstream.services.gateway.subjects import covering_filters
+from logstream.services.gateway.ticker import tick_period
+from logstream.shared.sse import HEARTBEAT, sse_frame
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
 
@@ -51,7 +51,7 @@ class StreamWriter:
     on_end: Callable[[str], None]
     source: LogSource | None = None
     replay: ReplayPlan | None = None
-    # The server's own ``send`` (``shared.web.RAW_SEND_KEY``): lets a caught-up connection take
+    # The server's own ``send`` (``logstream.shared.web.RAW_SEND_KEY``): lets a caught-up connection take
     # records straight to its socket. None: every record goes through the outbox.
     raw_send: Callable | None = None
 
@@ -75,7 +75,7 @@ class StreamWriter:
 
     def _go_direct(self) -> None:
         """Caught up (the outbox is empty and every frame before it written): from now on the
-        hub writes this connection's records to its socket (``services.gateway.direct``)."""
+        hub writes this connection's records to its socket (``logstream.services.gateway.direct``)."""
         outbox = self.sub.outbox
         if outbox.overflowed or self.draining.is_set():
             return

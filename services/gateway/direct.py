@@ -11,8 +11,8 @@ final frame, all of which it sends through ``send`` as before (one thread, so ev
 in order).
 
 The transport comes from uvicorn's httptools protocol (``RequestResponseCycle.transport``, via
-the raw ``send`` that ``shared.web`` leaves in the scope); under any other server, or before the
-response is under way in chunked encoding, ``shared.direct_write.DirectSink.attach`` answers None
+the raw ``send`` that ``logstream.shared.web`` leaves in the scope); under any other server, or before the
+response is under way in chunked encoding, ``logstream.shared.direct_write.DirectSink.attach`` answers None
 and the connection keeps the outbox path. The transport's write buffer is the outbox: past the connection's byte limit the
 write is refused and the connection ends with ``overflow``, as a full outbox does.
 """
@@ -23,7 +23,7 @@ import asyncio
 import time
 from typing import Any
 
-from shared.direct_write import chunk
+from logstream.shared.direct_write import chunk
 
 __all__ = ["Coalescer"]
 

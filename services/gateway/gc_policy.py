@@ -9,7 +9,7 @@ means every few thousand connects.
 After each full collection the survivors (mostly the open streams' objects, which live as long
 as their streams) are frozen: moved out of the collector's sight, so the next full collection
 walks only what was created since. A stream's objects are freed by reference counting when it
-ends (the gateway breaks the one cycle a request made, ``shared.web.limit_request_headers``), so
+ends (the gateway breaks the one cycle a request made, ``logstream.shared.web.limit_request_headers``), so
 freezing them costs nothing. Cyclic garbage frozen by chance would never be collected, so once
 per ``THAW_EVERY_S`` everything is unfrozen and the next full collection looks at all of it.
 """

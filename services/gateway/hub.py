@@ -2,7 +2,7 @@
 
 Interest lives on the broker. For every subject pattern some connection wants (a channel, or a
 workspace wildcard) the hub holds one core-NATS subscription to the records the stream
-republishes on it (``services.gateway.interest``, ``services.gateway.live``), so NATS sends this
+republishes on it (``logstream.services.gateway.interest``, ``logstream.services.gateway.live``), so NATS sends this
 process only those records, once, however many connections watch them. A connection whose
 patterns the hub already follows costs no broker round trip: its cursor is where the hub's
 reading stands.
@@ -19,7 +19,7 @@ sees increasing seqs. Nothing is lost on the way:
 
 Each record is encoded into its SSE frame once and the same bytes go to every interested
 connection: into its bounded ``Outbox`` while it catches up, then, with the rest of the read
-batch, straight to its socket (``services.gateway.direct``).
+batch, straight to its socket (``logstream.services.gateway.direct``).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import time
 from collections import Counter
 from typing import Callable, Iterable
 
-from services.gateway.direct import Coalescer
-from services.gateway.interest import InterestTable
-from services.gateway.live import MISSED, LiveFeed
-from services.gateway.subjects import MAX_FILTERS, covering_filters
-from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
-from services.gateway.source import LogSource, StoredMessage
-from shared.errors import BrokerUnavailable
-from shared.nats_link import LOGS_SUBJECTS
+from logstream.services.gateway.direct import Coalescer
+from logstream.services.gateway.interest import InterestTable
+from logstream.services.gateway.live import MISSED, LiveFeed
+from logstream.services.gateway.subjects import MAX_FILTERS, covering_filters
+from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
+from logstream.services.gateway.source import LogSource, StoredMessage
+from logstream.shared.errors import BrokerUnavailable
+from logstream.shared.nats_names import LOGS_SUBJECTS
 
 __all__ = ["Hub"]
 

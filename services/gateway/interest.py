@@ -2,7 +2,7 @@
 
 Each pattern (a channel's subject, or a wildcard such as ``logs.etl.ws1.*``) that some stream
 wants has one ``Interest``: the streams that want it, the live subscription
-(``services.gateway.live``), and ``since``, the stream's last seq once the broker surely had the
+(``logstream.services.gateway.live``), and ``since``, the stream's last seq once the broker surely had the
 subscription (every later record of the pattern comes live). The ``InterestTable`` keeps them:
 
 - adding a stream whose patterns are all followed already asks the broker nothing; a new
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 
-from services.gateway.live import LiveFeed
-from services.gateway.source import LogSource, StoredMessage
-from services.gateway.subjects import generalisations
-from services.gateway.subscription import Subscription
+from logstream.services.gateway.live import LiveFeed
+from logstream.services.gateway.source import LogSource, StoredMessage
+from logstream.services.gateway.subjects import generalisations
+from logstream.services.gateway.subscription import Subscription
 
 __all__ = ["Interest", "InterestTable", "RELEASE_AFTER_S"]
 

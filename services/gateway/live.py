@@ -1,6 +1,6 @@
 """Live records by interest: the broker sends a gateway the records of the subjects it asks for.
 
-The LOGS stream republishes every record it stores on core NATS (``shared.nats_link.LIVE_PREFIX``
+The LOGS stream republishes every record it stores on core NATS (``logstream.shared.nats_link.LIVE_PREFIX``
 + its subject, JetStream ``RePublish``) with headers naming its stream sequence and the previous
 sequence on the same subject. A gateway subscribes to exactly the subjects (or workspace
 wildcards) its connections want, so NATS routes it only those records, and subscribing or
@@ -30,8 +30,8 @@ from typing import Protocol
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.gateway.source import StoredMessage, subject_matches
-from shared.nats_link import LIVE_PREFIX
+from logstream.services.gateway.source import StoredMessage, subject_matches
+from logstream.shared.nats_names import LIVE_PREFIX
 
 __all__ = ["LIVE_BUFFER", "MISSED", "LiveFeed", "MemoryLiveFeed", "NatsLiveFeed"]
 

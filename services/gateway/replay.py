@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable, Sequence
 
-from services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
-from services.gateway.source import LogSource
-from services.gateway.stream_request import StreamRequest
+from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
+from logstream.services.gateway.source import LogSource
+from logstream.services.gateway.stream_request import StreamRequest
 
 __all__ = ["ReplayPlan", "ReplayStalled", "plan_replay", "replay_chunks"]
 

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from msgspec import Meta
 
-from shared.errors import SettingsError
-from shared.identities import DEV_JWT_SECRET
-from shared.settings import ServiceSettings, env_name
-from shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file, secret_key
+from logstream.shared.errors import SettingsError
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.settings import ServiceSettings, env_name
+from logstream.shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file, secret_key
 
 __all__ = ["Settings"]
 

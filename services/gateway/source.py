@@ -21,8 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from shared.errors import BrokerUnavailable
-from shared.nats_link import LIVE_SUBJECTS, STREAM_NAME
+from logstream.shared.errors import BrokerUnavailable
+from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
 
 __all__ = ["FollowPosition", "LogSource", "MemoryLogSource", "NatsLogSource", "StoredMessage"]
 
@@ -43,7 +43,7 @@ class StoredMessage:
     seq: int
     subject: str
     data: bytes
-    # Live records only (``services.gateway.live``): the seq of the record before this one on
+    # Live records only (``logstream.services.gateway.live``): the seq of the record before this one on
     # the same subject (0: none), which lets the hub notice a record it never got.
     previous: int | None = None
 
@@ -138,7 +138,7 @@ class NatsLogSource:
         self.stream = stream
         # Does the stream republish its records where the gateway reads them live? (None: not
         # looked yet.) A stream an older ingest made has no republish until an ingest of this
-        # version starts (shared.nats_link.ensure_stream).
+        # version starts (logstream.shared.nats_link.ensure_stream).
         self.republishes: bool | None = None
 
     async def last_seq(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable
 
 from litestar import Response
 
-from shared.sse import SSE_START_HEADERS
+from logstream.shared.sse import SSE_START_HEADERS
 
 __all__ = ["SseAnswer"]
 

@@ -11,22 +11,15 @@ from datetime import datetime, timedelta, timezone
 
 from litestar.connection import ASGIConnection
 
-from shared.channels import ChannelPattern, parse_pattern
-from shared.durations import parse_duration
-from shared.errors import Forbidden, InvalidChannel, InvalidRequest
-from shared.user_tokens import UserIdentity
-from shared.records import LEVELS, level_rank, parse_rfc3339
+from logstream.shared.channels import ChannelPattern, parse_pattern
+from logstream.shared.durations import parse_duration
+from logstream.shared.errors import Forbidden, InvalidChannel, InvalidRequest
+from logstream.shared.user_tokens import UserIdentity
+from logstream.shared.records import LEVELS, level_rank, parse_rfc3339
+from logstream.shared.stream_doc import MAX_CHANNEL_CHARS, MAX_CURSOR_DIGITS, MAX_QUERY_CHARS, MAX_TAIL
 
-__all__ = ["MAX_TAIL", "StreamRequest", "authorise", "parse_stream_request"]
+__all__ = ["StreamRequest", "authorise", "parse_stream_request"]
 
-# History on connect is for catching up a screen, not for bulk export.
-MAX_TAIL = 10_000
-# A substring filter longer than this is not a search a person typed.
-MAX_QUERY_CHARS = 256
-# The longest channel the grammar allows: "logs" and three 64-character segments, with colons.
-MAX_CHANNEL_CHARS = len("logs") + 3 * (1 + 64)
-# A stream cursor is a JetStream sequence, an unsigned 64-bit integer: at most 20 digits.
-MAX_CURSOR_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)

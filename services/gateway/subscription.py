@@ -10,12 +10,12 @@ from typing import Callable
 
 import msgspec
 
-from services.gateway.outbox import Outbox
-from services.gateway.source import StoredMessage
-from shared.channels import ChannelPattern, to_subject
-from shared.direct_write import DirectSink
-from shared.records import delivered_json, level_rank
-from shared.sse import sse_frame
+from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.source import StoredMessage
+from logstream.shared.channels import ChannelPattern, to_subject
+from logstream.shared.direct_write import DirectSink
+from logstream.shared.records import delivered_json, level_rank
+from logstream.shared.sse import sse_frame
 
 __all__ = ["FILTER_VIEW", "Subscription", "encode_record"]
 
@@ -46,9 +46,9 @@ class Subscription:
     subjects: frozenset[str] = field(init=False)
     filtered: bool = field(init=False)  # a plain attribute: read per record per connection
     # When (time.monotonic()) the writer wants waking even without records: its next heartbeat
-    # or its token's expiry. Looked at by ``services.gateway.ticker``.
+    # or its token's expiry. Looked at by ``logstream.services.gateway.ticker``.
     wake_at: float = field(init=False, default=math.inf)
-    # Once caught up, records go straight to the socket (``services.gateway.direct``): the
+    # Once caught up, records go straight to the socket (``logstream.services.gateway.direct``): the
     # sink, the frames of the current read batch, and when the hub last wrote.
     sink: DirectSink | None = field(init=False, default=None)
     pending: list[bytes] = field(init=False, default_factory=list)
@@ -58,7 +58,7 @@ class Subscription:
     # ends it to resend a record it missed, the id it resumes after (``Hub._repair``).
     last_sent: int = field(init=False, default=0)
     rewind: int | None = field(init=False, default=None)
-    # Has the client left? (``shared.direct_write.disconnect_probe``; None: the server says so
+    # Has the client left? (``logstream.shared.direct_write.disconnect_probe``; None: the server says so
     # through ``receive`` instead.) Asked by the ticker: a quiet stream writes nothing that
     # could fail.
     client_gone: Callable[[], bool] | None = field(init=False, default=None)

@@ -13,11 +13,12 @@ from typing import Any
 import msgspec
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
-from shared.channels import parse_channel
-from shared.errors import BrokerUnavailable, InvalidChannel, InvalidRequest
-from shared.identities import DEV_SERVICE_TOKENS
-from shared.nats_link import INGEST_SUBJECT, NatsLink
-from shared.settings import ServiceSettings
+from logstream.shared.channels import parse_channel
+from logstream.shared.errors import BrokerUnavailable, InvalidChannel, InvalidRequest
+from logstream.shared.identities import DEV_SERVICE_TOKENS
+from logstream.shared.nats_names import INGEST_SUBJECT
+from logstream.shared.nats_link import NatsLink
+from logstream.shared.settings import ServiceSettings
 
 __all__ = ["SEED_CHANNEL", "publish_test_record"]
 

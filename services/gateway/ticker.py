@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Callable, Iterable
 
-from services.gateway.subscription import Subscription
+from logstream.services.gateway.subscription import Subscription
 
 __all__ = ["Ticker", "tick_period"]
 

@@ -5,13 +5,13 @@ so Litestar sees no ``data`` parameter and would document no input at all. ``Pub
 the handler's ``operation_class``, declares the two body formats and the headers of the answers;
 the statuses and their bodies are ordinary ``ResponseSpec``s (``PUBLISH_RESPONSES``).
 
-The record schema is msgspec's own JSON Schema of ``shared.records.PublishedRecord``, sharpened
+The record schema is msgspec's own JSON Schema of ``logstream.shared.records.PublishedRecord``, sharpened
 where the type alone cannot say the rule (the channel grammar, the level names, the timestamp
 range). It depends on the settings (configured services, batch limit), and Litestar replaces a
 configured ``components.schemas`` with the schemas it generated itself, so ``complete_document``
 adds the record schemas to the built document once the app exists.
 
-The error shape, refusal headers and ``complete_document`` are ``shared.api_doc``'s.
+The error shape, refusal headers and ``complete_document`` are ``logstream.shared.api_doc``'s.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from logstream import __version__
-from shared.api_doc import (
+from logstream.shared.api_doc import (
+    VERSION,
     SCHEMAS,
     ErrorBody,
     add_response_headers,
     channel_regex,
     level_schema,
 )
-from shared.records import MAX_FIELDS_BYTES, MAX_FIELDS_DEPTH, PublishedRecord
+from logstream.shared.records import MAX_FIELDS_BYTES, MAX_FIELDS_DEPTH, PublishedRecord
 
 __all__ = [
     "PUBLISH_RESPONSES",
@@ -139,7 +139,7 @@ def record_schemas(services: Iterable[str], max_batch_records: int) -> dict[str,
 
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
-        title="Logstream ingest", version=__version__,
+        title="Logstream ingest", version=VERSION,
         description="Publish log records over HTTP. The same rules apply over NATS on subject "
         "`ingest.logs`: see the AsyncAPI document at `/schema/asyncapi.json`.",
         components=Components(security_schemes=SECURITY_SCHEMES))

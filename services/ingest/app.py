@@ -21,25 +21,25 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api_doc import complete_document
-from shared.errors import LogstreamError, PayloadTooLarge, SettingsError
-from shared.identities import bearer_token
-from shared.nats_link import redact_url
-from shared.service_tokens import TokenRegistry
-from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
-from services.ingest.api_doc import (
+from logstream.shared.api_doc import complete_document
+from logstream.shared.errors import LogstreamError, PayloadTooLarge, SettingsError
+from logstream.shared.identities import bearer_token
+from logstream.shared.nats_names import redact_url
+from logstream.shared.service_tokens import TokenRegistry
+from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
+from logstream.services.ingest.api_doc import (
     PUBLISH_RESPONSES,
     PUBLISH_SECURITY,
     PublishOperation,
     openapi_config,
     record_schemas,
 )
-from services.ingest.asyncapi_doc import asyncapi_routes
-from services.ingest.metrics import HTTP, IngestMetrics
-from services.ingest.nats_ingest import NatsIngest
-from services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
-from services.ingest.publisher import JetStreamPublisher
-from services.ingest.settings import Settings
+from logstream.services.ingest.asyncapi_doc import asyncapi_routes
+from logstream.services.ingest.metrics import HTTP, IngestMetrics
+from logstream.services.ingest.nats_ingest import NatsIngest
+from logstream.services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
+from logstream.services.ingest.publisher import JetStreamPublisher
+from logstream.services.ingest.settings import Settings
 
 __all__ = ["PUBLISH_PATH", "create_app", "reload_tokens"]
 

@@ -20,11 +20,11 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 from litestar import MediaType, Response, get
 
-from logstream import __version__
-from services.ingest.api_doc import SCHEMAS, record_schemas
-from services.ingest.nats_ingest import QUEUE_GROUP
-from services.ingest.settings import Settings
-from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT
+from logstream.services.ingest.api_doc import SCHEMAS, record_schemas
+from logstream.services.ingest.nats_ingest import QUEUE_GROUP
+from logstream.services.ingest.settings import Settings
+from logstream.shared.api_doc import VERSION
+from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 
 __all__ = ["ASYNCAPI_PATH", "IngestAccepted", "IngestRefusal", "RejectionReport",
            "asyncapi_document", "asyncapi_routes"]
@@ -157,7 +157,7 @@ def _fill(document: dict[str, Any], settings: Settings) -> None:
 def asyncapi_document(broker: NatsBroker, settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of ``broker``'s ingest subscriber and publisher."""
     document = AsyncAPI(
-        broker, title="Logstream ingest over NATS", version=__version__,
+        broker, title="Logstream ingest over NATS", version=VERSION,
         description=f"Publish log records on NATS subject `{INGEST_SUBJECT}` with the same "
         "rules as `POST /api/logs/publish` (see `/schema/openapi.json`). Ingest instances "
         "share the subject in one queue group; a request (a message with a reply subject) is "

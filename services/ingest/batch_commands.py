@@ -16,9 +16,9 @@ from operator import add, attrgetter
 import msgspec
 import nats.errors
 
-from shared.channels import to_subject
-from services.ingest.batch_writer import MSG_ID_TAIL, Commands, OutMessage, pub_commands
-from services.ingest.valid_batch import ValidBatch
+from logstream.shared.channels import to_subject
+from logstream.services.ingest.batch_writer import MSG_ID_TAIL, Commands, OutMessage, pub_commands
+from logstream.services.ingest.valid_batch import ValidBatch
 
 __all__ = ["draft_commands"]
 

@@ -21,7 +21,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.ingest.ack_parser import install_ack_parser
+from logstream.services.ingest.ack_parser import install_ack_parser
 
 __all__ = ["MSG_ID_HEAD", "MSG_ID_TAIL", "BatchWriter", "Commands", "OutMessage",
            "msg_id_header", "msg_id_value", "pub_commands"]

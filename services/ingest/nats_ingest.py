@@ -19,20 +19,21 @@ from faststream.message import StreamMessage
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 
-from shared import audit
-from shared.errors import BrokerUnavailable, Forbidden, LogstreamError, RateLimited
-from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT, broker_options
-from shared.nats_permissions import INGEST_QUEUE
-from shared.web import AUDITED_STATUSES, status_of
-from shared.identities import bearer_token
-from services.ingest.metrics import NATS, IngestMetrics
-from services.ingest.pipeline import (
+from logstream.shared import audit
+from logstream.shared.errors import BrokerUnavailable, Forbidden, LogstreamError, RateLimited
+from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
+from logstream.shared.nats_link import broker_options
+from logstream.shared.nats_permissions import INGEST_QUEUE
+from logstream.shared.web import AUDITED_STATUSES, status_of
+from logstream.shared.identities import bearer_token
+from logstream.services.ingest.metrics import NATS, IngestMetrics
+from logstream.services.ingest.pipeline import (
     JSON,
     IngestPipeline,
     IngestRequest,
     body_in_memory,
 )
-from services.ingest.settings import Settings
+from logstream.services.ingest.settings import Settings
 
 __all__ = ["QUEUE_GROUP", "NatsIngest", "audit_denial", "rejection_report"]
 
@@ -126,7 +127,7 @@ class NatsIngest:
         self._broker = NatsBroker(**broker_options(settings, name=_CONNECTION_NAME), logger=None,
                                   graceful_timeout=STOP_TIMEOUT_S)
 
-        # The titles and descriptions are for the AsyncAPI document (services.ingest.asyncapi_doc).
+        # The titles and descriptions are for the AsyncAPI document (logstream.services.ingest.asyncapi_doc).
         self._rejected = self._broker.publisher(
             REJECTED_SUBJECT, title=REJECTED_SUBJECT,
             description="A message refused without a reply subject: the refusal and the start "

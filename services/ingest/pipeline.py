@@ -14,20 +14,20 @@ from typing import Awaitable, Callable, Protocol, Sequence
 
 import msgspec
 
-from shared.errors import (
+from logstream.shared.errors import (
     BrokerUnavailable,
     Forbidden,
     LogstreamError,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from shared.service_tokens import ServiceToken, TokenRegistry
-from shared.records import ValidRecord, decode_batch, validate_records
-from shared.web import status_of
-from services.ingest.metrics import IngestMetrics
-from services.ingest.rate_limit import RecordRateLimiter
-from services.ingest.settings import Settings
-from services.ingest.valid_batch import ValidBatch, decode_valid
+from logstream.shared.service_tokens import ServiceToken, TokenRegistry
+from logstream.shared.records import ValidRecord, decode_batch, validate_records
+from logstream.shared.web import status_of
+from logstream.services.ingest.metrics import IngestMetrics
+from logstream.services.ingest.rate_limit import RecordRateLimiter
+from logstream.services.ingest.settings import Settings
+from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
 
 __all__ = [
     "JSON",

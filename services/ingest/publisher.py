@@ -17,11 +17,12 @@ from typing import Sequence
 
 import nats.errors
 import nats.js.errors
-from shared.channels import to_subject
-from shared.errors import BrokerUnavailable
-from shared.nats_link import STREAM_NAME, NatsLink, ensure_stream
-from shared.records import ValidRecord, encode_stored
-from services.ingest.batch_writer import (
+from logstream.shared.channels import to_subject
+from logstream.shared.errors import BrokerUnavailable
+from logstream.shared.nats_names import STREAM_NAME
+from logstream.shared.nats_link import NatsLink, ensure_stream
+from logstream.shared.records import ValidRecord, encode_stored
+from logstream.services.ingest.batch_writer import (
     MSG_ID_HEAD,
     BatchWriter,
     Commands,
@@ -30,9 +31,9 @@ from services.ingest.batch_writer import (
     msg_id_value,
     pub_commands,
 )
-from services.ingest.batch_commands import draft_commands
-from services.ingest.settings import Settings
-from services.ingest.valid_batch import ValidBatch
+from logstream.services.ingest.batch_commands import draft_commands
+from logstream.services.ingest.settings import Settings
+from logstream.services.ingest.valid_batch import ValidBatch
 
 __all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "out_messages",
            "record_commands", "until_answered"]

@@ -15,7 +15,7 @@ import math
 import time
 from typing import Callable
 
-from shared.errors import PayloadTooLarge, RateLimited
+from logstream.shared.errors import PayloadTooLarge, RateLimited
 
 __all__ = ["RecordRateLimiter"]
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from msgspec import Meta
 
-from shared.durations import parse_duration
-from shared.errors import SettingsError
-from shared.settings import ServiceSettings, env_name, require_in_production
+from logstream.shared.durations import parse_duration
+from logstream.shared.errors import SettingsError
+from logstream.shared.settings import ServiceSettings, env_name, require_in_production
 
 __all__ = ["Settings"]
 

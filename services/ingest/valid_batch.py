@@ -19,9 +19,9 @@ from typing import Annotated, Any, Iterable, Sequence
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from shared.channels import Channel, parse_channel
-from shared.errors import InvalidChannel
-from shared.records import (
+from logstream.shared.channels import Channel, parse_channel
+from logstream.shared.errors import InvalidChannel
+from logstream.shared.records import (
     LEVELS,
     MAX_BATCH_RECORDS,
     MAX_ID_CHARS,

@@ -1,6 +1,6 @@
 """The proxy's OpenAPI document: its product routes, the route table and the dev login.
 
-Each product route reads its query through the route table (``services.proxy.routes``), so
+Each product route reads its query through the route table (``logstream.services.proxy.routes``), so
 Litestar sees no parameter: ``stream_operation(route)`` makes the route's ``operation_class``,
 which declares the route's own parameters (one channel segment each) and what is passed
 through to the gateway (the gateway's stream parameters but ``channels``). The answers are the
@@ -16,17 +16,16 @@ import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, OpenAPIHeader, Operation, Parameter
 
-from logstream import __version__
-from services.gateway.api_doc import (
+from logstream.shared.api_doc import VERSION, RETRY_AFTER, ErrorBody
+from logstream.shared.stream_doc import (
     CHANNELS,
     SECURITY_SCHEMES,
     STREAM_PARAMETERS,
     STREAM_RESPONSES as GATEWAY_STREAM_RESPONSES,
     document_stream_answers,
 )
-from shared.api_doc import RETRY_AFTER, ErrorBody
-from services.proxy.routes import Route
-from shared.identities import DEV_USERS
+from logstream.services.proxy.routes import Route
+from logstream.shared.identities import DEV_USERS
 
 __all__ = [
     "DEV_TOKEN_RESPONSES",
@@ -135,7 +134,7 @@ def openapi_config(dev: bool) -> OpenAPIConfig:
     schemes: dict[str, Any] = {name: scheme for name, scheme in SECURITY_SCHEMES.items()
                                if name != "adminBearer"}
     return OpenAPIConfig(
-        title="Logstream proxy", version=__version__,
+        title="Logstream proxy", version=VERSION,
         description="The product routes: each one streams one channel from a gateway."
         + (" Dev mode: `GET /dev/token` logs a dev user in." if dev else ""),
         components=Components(security_schemes=schemes))

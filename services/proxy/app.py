@@ -1,6 +1,6 @@
 """The proxy service (CONTRACT section 7): Datashop-style routes, the Logs page, dev tokens.
 
-Routes come from the route table (``services.proxy.routes``); each one becomes a GET handler
+Routes come from the route table (``logstream.services.proxy.routes``); each one becomes a GET handler
 that builds its channel from the query and hands it to the pass-through. ``GET /`` serves the
 Logs page with the table embedded, and ``/static/`` its script and style, from the same origin
 so that the page's ``fetch`` of a stream carries the session cookie. Dev mode alone adds
@@ -23,9 +23,9 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.static_files import create_static_files_router
 
-from services.gateway.api_doc import STREAM_SECURITY
-from shared.api_doc import complete_document
-from services.proxy.api_doc import (
+from logstream.shared.stream_doc import STREAM_SECURITY
+from logstream.shared.api_doc import complete_document
+from logstream.services.proxy.api_doc import (
     DEV_TOKEN_RESPONSES,
     ROUTES_RESPONSES,
     STREAM_RESPONSES,
@@ -33,7 +33,7 @@ from services.proxy.api_doc import (
     openapi_config,
     stream_operation,
 )
-from services.proxy.passthrough import (
+from logstream.services.proxy.passthrough import (
     SESSION_COOKIE,
     GatewayPool,
     OpenRelays,
@@ -41,12 +41,12 @@ from services.proxy.passthrough import (
     new_http_client,
     open_stream,
 )
-from services.proxy.routes import Route, RouteTable, load_routes
-from services.proxy.settings import Settings
-from shared.errors import InvalidRequest, LogstreamError
-from shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
-from shared.user_tokens import DEV_USER_ROLES, UserTokens
-from shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
+from logstream.services.proxy.routes import Route, RouteTable, load_routes
+from logstream.services.proxy.settings import Settings
+from logstream.shared.errors import InvalidRequest, LogstreamError
+from logstream.shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
+from logstream.shared.user_tokens import DEV_USER_ROLES, UserTokens
+from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
 __all__ = ["create_app"]
 
@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={UnknownDevUser: _not_found, **EXCEPTION_HANDLERS},
         lifespan=[_lifespan(proxy)],
         openapi_config=openapi_config(settings.dev),
-        logging_config=None,  # keep the process's JSON logging (shared.structured_logging)
+        logging_config=None,  # keep the process's JSON logging (logstream.shared.structured_logging)
     )
     complete_document(app, {})
     app.state.service = service

@@ -2,8 +2,8 @@
 
 The proxy never decodes the stream. It opens ``GET {gateway}/api/logs/stream?channels=...``
 with the browser's credential (and ``X-User-Id``/``X-Workspace-Id``, which the gateway records
-but never trusts) on a connection of its own (``services.proxy.upstream``), then relays the
-body bytes as they arrive (``services.proxy.relay``). When the browser goes away, the relay
+but never trusts) on a connection of its own (``logstream.services.proxy.upstream``), then relays the
+body bytes as they arrive (``logstream.services.proxy.relay``). When the browser goes away, the relay
 closes that connection at once, so the gateway sees the disconnect too. An upstream refusal
 (4xx/5xx before the stream opens) is relayed with its status, JSON body, ``Retry-After`` and
 ``WWW-Authenticate``; no reachable gateway is a 502. The shared httpx client serves only the
@@ -27,15 +27,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from services.proxy.relay import OpenRelays, StreamRelay
-from services.proxy.upstream import (
+from logstream.services.proxy.relay import OpenRelays, StreamRelay
+from logstream.services.proxy.upstream import (
     CONNECT_TIMEOUT_S,
     GatewayStream,
     GatewayUnreachable,
     open_gateway_stream,
 )
-from shared.channels import Channel
-from shared.identities import bearer_token
+from logstream.shared.channels import Channel
+from logstream.shared.identities import bearer_token
 
 __all__ = [
     "HEALTH_INTERVAL_S",

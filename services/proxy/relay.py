@@ -6,7 +6,7 @@ the connection's ``send`` and ``receive``; it sends the answer head, then copies
 
 - push (the usual one, under uvicorn's httptools server): each read from the gateway is
   written to the client's socket from inside ``data_received``, as one HTTP/1.1 chunk, through
-  a ``DirectSink`` (``shared.direct_write``). No task wakes, no ``send`` per
+  a ``DirectSink`` (``logstream.shared.direct_write``). No task wakes, no ``send`` per
   read: the proxy's cost per read is a parse and a write.
 - pull: the relay task waits for body bytes and sends everything buffered as one ``send``.
   It takes over while the client is behind (a direct write would pass ``PUSH_BACKLOG_LIMIT``:
@@ -29,10 +29,10 @@ from typing import Any
 from litestar import Response
 from prometheus_client import Gauge
 
-from shared.direct_write import DirectSink, chunk
-from services.proxy.upstream import GatewayStream
-from shared.sse import SSE_START_HEADERS, sse_frame
-from shared.web import RAW_SEND_KEY
+from logstream.shared.direct_write import DirectSink, chunk
+from logstream.services.proxy.upstream import GatewayStream
+from logstream.shared.sse import SSE_START_HEADERS, sse_frame
+from logstream.shared.web import RAW_SEND_KEY
 
 __all__ = ["DRAIN_RETRY_MS", "OpenRelays", "StreamRelay", "complete_frames"]
 

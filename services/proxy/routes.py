@@ -26,9 +26,9 @@ from typing import Annotated, Iterable, Mapping, Sequence
 import msgspec
 from msgspec import Meta
 
-from shared.channels import DEFAULT_SERVICES, PREFIX, Channel, parse_channel, valid_segment
-from shared.errors import InvalidChannel, InvalidRequest, SettingsError
-from shared.settings import env_name
+from logstream.shared.channels import DEFAULT_SERVICES, PREFIX, Channel, parse_channel, valid_segment
+from logstream.shared.errors import InvalidChannel, InvalidRequest, SettingsError
+from logstream.shared.settings import env_name
 
 __all__ = ["PACKAGED_ROUTES", "RESERVED_PATHS", "Route", "RouteTable", "load_routes"]
 

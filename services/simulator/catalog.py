@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import msgspec
 
-from shared.channels import Channel
-from shared.records import PublishedRecord
+from logstream.shared.channels import Channel
+from logstream.shared.records import PublishedRecord
 
 __all__ = [
     "DEFAULT_CATALOG",

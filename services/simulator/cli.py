@@ -17,11 +17,11 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping
 
-from shared.channels import DEFAULT_SERVICES, valid_segment
-from shared.identities import DEV_NATS_PRODUCER
-from services.simulator.runner import DEFAULT_RATE, Simulation, TokenBook, new_run_id
-from services.simulator.scenarios import Traffic
-from shared.ingest_client import TransportFailed, open_transport, redact_url
+from logstream.shared.channels import DEFAULT_SERVICES, valid_segment
+from logstream.shared.identities import DEV_NATS_PRODUCER
+from logstream.services.simulator.runner import DEFAULT_RATE, Simulation, TokenBook, new_run_id
+from logstream.services.simulator.scenarios import Traffic
+from logstream.shared.ingest_client import TransportFailed, open_transport, redact_url
 
 __all__ = ["add_arguments", "run"]
 

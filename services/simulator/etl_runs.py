@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from typing import Iterator
 
-from services.simulator.catalog import Emit, LogEvent, WorkflowSpec, emitter, short_id
-from services.simulator.tracebacks import etl_fault
+from logstream.services.simulator.catalog import Emit, LogEvent, WorkflowSpec, emitter, short_id
+from logstream.services.simulator.tracebacks import etl_fault
 
 __all__ = ["ETL_FAILURE_RATE", "etl_runs"]
 

@@ -23,13 +23,13 @@ from typing import AsyncIterator
 
 import msgspec
 
-from shared.channels import parse_grant
-from shared.identities import DEV_SERVICE_TOKENS
-from shared.records import format_time
-from services.simulator.catalog import LogEvent
-from services.simulator.scenarios import Traffic
-from services.simulator.tally import Tally
-from shared.ingest_client import Transport, TransportFailed
+from logstream.shared.channels import parse_grant
+from logstream.shared.identities import DEV_SERVICE_TOKENS
+from logstream.shared.records import format_time
+from logstream.services.simulator.catalog import LogEvent
+from logstream.services.simulator.scenarios import Traffic
+from logstream.services.simulator.tally import Tally
+from logstream.shared.ingest_client import Transport, TransportFailed
 
 __all__ = ["Batch", "Batcher", "RetryPolicy", "Simulation", "TokenBook", "new_run_id"]
 

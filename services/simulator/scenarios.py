@@ -18,10 +18,10 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from shared.channels import DEFAULT_SERVICES, Channel
-from services.simulator.catalog import DEFAULT_CATALOG, SEED_CHANNEL, Catalog, LogEvent
-from services.simulator.etl_runs import etl_runs
-from services.simulator.workloads import analytics_jobs, faas_invocations, platform_events
+from logstream.shared.channels import DEFAULT_SERVICES, Channel
+from logstream.services.simulator.catalog import DEFAULT_CATALOG, SEED_CHANNEL, Catalog, LogEvent
+from logstream.services.simulator.etl_runs import etl_runs
+from logstream.services.simulator.workloads import analytics_jobs, faas_invocations, platform_events
 
 __all__ = ["SEED_CHANNEL", "LogEvent", "Traffic"]
 

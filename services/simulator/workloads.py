@@ -16,9 +16,9 @@ import random
 import uuid
 from typing import Iterator
 
-from shared.channels import Channel
-from services.simulator.catalog import AnalyticsSpec, FunctionSpec, LogEvent, emitter, short_id
-from services.simulator.tracebacks import analytics_fault, faas_fault
+from logstream.shared.channels import Channel
+from logstream.services.simulator.catalog import AnalyticsSpec, FunctionSpec, LogEvent, emitter, short_id
+from logstream.services.simulator.tracebacks import analytics_fault, faas_fault
 
 __all__ = ["analytics_jobs", "faas_invocations", "platform_events"]
 

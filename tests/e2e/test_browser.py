@@ -11,8 +11,8 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 
 pytestmark = pytest.mark.browser
 

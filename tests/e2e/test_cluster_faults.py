@@ -20,10 +20,10 @@ import nats
 import pytest
 from httpx_sse import aconnect_sse
 
-from shared.embedded_nats import EmbeddedCluster
-from shared.identities import DEV_JWT_SECRET
-from shared.nats_link import STREAM_NAME
-from shared.user_tokens import UserTokens
+from logstream.shared.embedded_nats import EmbeddedCluster
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.nats_names import STREAM_NAME
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.nats_source import connect_as, distinct_free_ports
 from tests.support.processes import ServiceProcess

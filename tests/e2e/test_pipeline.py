@@ -10,8 +10,8 @@ import json
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.integration.conftest import wait_until
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream

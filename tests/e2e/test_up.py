@@ -20,7 +20,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from shared.nats_permissions import dev_users
+from logstream.shared.nats_permissions import dev_users
 from tests.support.nats_source import connect_as, distinct_free_ports
 from tests.support.up_process import (
     BANNER_TIMEOUT_S,

@@ -1,6 +1,6 @@
 """A Server-Sent Events reader written from the WHATWG spec (9.2.6), for checking our frames.
 
-Deliberately independent of ``shared.sse`` and of httpx-sse: a line ends at CRLF, CR or LF
+Deliberately independent of ``logstream.shared.sse`` and of httpx-sse: a line ends at CRLF, CR or LF
 (nothing else), a blank line dispatches the event, ``data`` lines join with LF, an ``id``
 holding NUL is ignored, and an event whose data buffer is empty is not dispatched.
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from schemathesis import GenerationMode
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.fuzz.contract_openapi import fetch_document
 from tests.fuzz.openapi_checks import fuzz_operation, fuzz_stream
 

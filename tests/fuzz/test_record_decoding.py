@@ -1,6 +1,6 @@
-"""Fuzzing shared.records: whatever a producer sends, decoding ends in a record or a 4xx error.
+"""Fuzzing logstream.shared.records: whatever a producer sends, decoding ends in a record or a 4xx error.
 
-Ingest turns ``InvalidRequest`` into 400 and ``PayloadTooLarge`` into 413 (``shared.web``);
+Ingest turns ``InvalidRequest`` into 400 and ``PayloadTooLarge`` into 413 (``logstream.shared.web``);
 any other exception out of decoding or validation would be a 500, so none may escape.
 """
 
@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.records import (
+from logstream.shared.errors import InvalidRequest, PayloadTooLarge
+from logstream.shared.records import (
     MAX_FIELDS_DEPTH,
     PublishedRecord,
     decode_batch,

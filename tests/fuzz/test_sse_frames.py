@@ -1,4 +1,4 @@
-"""Fuzzing shared.sse and the record frames built on it, read back by a spec reader.
+"""Fuzzing logstream.shared.sse and the record frames built on it, read back by a spec reader.
 
 Whatever a record holds (CR, LF, NUL, U+2028, a forged ``event:`` line), its frame is one
 ``event: log`` whose data is the record's JSON, and the frame cannot start another event.
@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shared.records import decode_batch, delivered_json, encode_stored, validate_records
-from shared.sse import sse_frame
+from logstream.shared.records import decode_batch, delivered_json, encode_stored, validate_records
+from logstream.shared.sse import sse_frame
 from tests.fuzz.sse_spec import SpecReader
 
 # Bounded and reproducible: the same examples on every run (CI).

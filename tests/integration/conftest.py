@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.nats_link import ensure_stream
+from logstream.shared.nats_link import ensure_stream
 
 
 @pytest.fixture(scope="session")

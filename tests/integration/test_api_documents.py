@@ -21,7 +21,7 @@ import schemathesis
 import yaml
 from faststream.specification.asyncapi.v3_0_0.schema import ApplicationSchema
 
-from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT
+from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 
 PUBLISH = "/api/logs/publish"
 STREAM = "/api/logs/stream"

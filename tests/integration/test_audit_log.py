@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.integration.conftest import wait_until
 from tests.support.processes import ServiceProcess
 

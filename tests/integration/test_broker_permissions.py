@@ -25,25 +25,16 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from logstream.children import notable
-from services.gateway.settings import Settings as GatewaySettings
-from services.ingest.settings import Settings as IngestSettings
-from shared.embedded_nats import find_nats_server
-from shared.errors import BrokerUnavailable, SettingsError
-from shared.identities import DEV_JWT_SECRET
-from shared.nats_link import (
-    INGEST_SUBJECT,
-    REJECTED_SUBJECT,
-    STREAM_NAME,
-    NatsLink,
-    broker_options,
-    connect_options,
-    ensure_stream,
-    redact_url,
-    role_of,
-)
-from shared.nats_permissions import role_permissions
-from shared.settings import ServiceSettings, load_settings
-from shared.user_tokens import UserTokens
+from logstream.services.gateway.settings import Settings as GatewaySettings
+from logstream.services.ingest.settings import Settings as IngestSettings
+from logstream.shared.embedded_nats import find_nats_server
+from logstream.shared.errors import BrokerUnavailable, SettingsError
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT, STREAM_NAME, redact_url
+from logstream.shared.nats_link import NatsLink, broker_options, connect_options, ensure_stream, role_of
+from logstream.shared.nats_permissions import role_permissions
+from logstream.shared.settings import ServiceSettings, load_settings
+from logstream.shared.user_tokens import UserTokens
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess

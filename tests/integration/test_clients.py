@@ -22,9 +22,9 @@ import pytest
 from logstream import LogPublisher, LogstreamHandler
 from logstream.cli import main
 from logstream.publisher import PublishFailed
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
-from shared.nats_link import STREAM_NAME
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
+from logstream.shared.nats_names import STREAM_NAME
 from tests.support import ledger
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port

@@ -1,4 +1,4 @@
-"""shared.embedded_nats.EmbeddedCluster against real nats-server processes: one NATS cluster
+"""logstream.shared.embedded_nats.EmbeddedCluster against real nats-server processes: one NATS cluster
 with clustered JetStream, a replicated LOGS stream, and the loss of a node."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import time
 import nats
 import pytest
 
-from shared.embedded_nats import EmbeddedCluster, EmbeddedNats
-from shared.nats_link import STREAM_NAME, ensure_stream
-from shared.nats_permissions import dev_users
+from logstream.shared.embedded_nats import EmbeddedCluster, EmbeddedNats
+from logstream.shared.nats_names import STREAM_NAME
+from logstream.shared.nats_link import ensure_stream
+from logstream.shared.nats_permissions import dev_users
 from tests.support import ledger
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, distinct_free_ports, free_port

@@ -1,4 +1,4 @@
-"""shared.embedded_nats against a real nats-server: JetStream, its users, start and stop.
+"""logstream.shared.embedded_nats against a real nats-server: JetStream, its users, start and stop.
 
 What each user may and may not do in detail: tests/integration/test_broker_permissions.py.
 """
@@ -12,9 +12,9 @@ import uuid
 import nats
 import pytest
 
-from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_PRODUCER
-from shared.nats_link import INGEST_SUBJECT
+from logstream.shared.embedded_nats import EmbeddedNats
+from logstream.shared.identities import DEV_NATS_PRODUCER
+from logstream.shared.nats_names import INGEST_SUBJECT
 from tests.support.nats_source import client_options, embedded_for_tests, free_port, url_as
 
 # Generous bounds for a busy 2-core machine; every wait below ends on an event well before.

@@ -1,4 +1,4 @@
-"""Caught-up connections get their records written straight to the socket (services.gateway.direct).
+"""Caught-up connections get their records written straight to the socket (logstream.services.gateway.direct).
 
 What a reader notices: every record once and in order whatever mix of filters and channels
 shares a read batch, the HTTP framing stays valid (the keep-alive connection serves the next
@@ -14,8 +14,8 @@ import httpx
 import jwt
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.integration.conftest import wait_until
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream

@@ -12,8 +12,8 @@ import json
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.metrics import metric_value
 from tests.support.processes import ServiceProcess

@@ -1,4 +1,4 @@
-"""Live records by interest (services.gateway.live, the hub) against a real nats-server.
+"""Live records by interest (logstream.services.gateway.live, the hub) against a real nats-server.
 
 The feed alone first (order, seqs, one copy per matching pattern, permissions), then gateway
 processes: a gateway reads only what its streams watch, a connect on a channel it already
@@ -15,10 +15,11 @@ import httpx
 import nats.errors
 import pytest
 
-from services.gateway.live import MISSED, NatsLiveFeed
-from shared.identities import DEV_JWT_SECRET
-from shared.nats_link import LIVE_SUBJECTS, STREAM_NAME, ensure_stream
-from shared.user_tokens import UserTokens
+from logstream.services.gateway.live import MISSED, NatsLiveFeed
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
+from logstream.shared.nats_link import ensure_stream
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.metrics import metric_value
 from tests.support.nats_source import connect_as

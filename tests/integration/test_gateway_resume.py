@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
-from shared.nats_link import ensure_stream
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
+from logstream.shared.nats_link import ensure_stream
 from tests.support import ledger
 from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream

@@ -11,8 +11,8 @@ import httpx
 import jwt
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.integration.conftest import wait_until
 from tests.support.metrics import metric_value
 from tests.support.processes import ServiceProcess

@@ -1,4 +1,4 @@
-"""Ingest's batch writer (services.ingest.batch_writer) against a real nats-server.
+"""Ingest's batch writer (logstream.services.ingest.batch_writer) against a real nats-server.
 
 A batch is written to the connection in one go and its acks are matched by reply subject;
 what matters is what JetStream really holds afterwards: every record, in order, once per id,
@@ -14,9 +14,9 @@ import signal
 import httpx
 import pytest
 
-from services.ingest.batch_writer import BatchWriter, OutMessage, msg_id_header
-from services.ingest.publisher import message_id
-from shared.nats_link import REJECTED_SUBJECT, STREAM_NAME, inbox_prefix
+from logstream.services.ingest.batch_writer import BatchWriter, OutMessage, msg_id_header
+from logstream.services.ingest.publisher import message_id
+from logstream.shared.nats_names import REJECTED_SUBJECT, STREAM_NAME, inbox_prefix
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from nats.js.errors import NotFoundError
 
-from shared.embedded_nats import EmbeddedNats
-from shared.nats_link import INGEST_SUBJECT, STREAM_NAME
+from logstream.shared.embedded_nats import EmbeddedNats
+from logstream.shared.nats_names import INGEST_SUBJECT, STREAM_NAME
 from tests.support.nats_source import connect_as, embedded_for_tests
 from tests.support.processes import ServiceProcess
 

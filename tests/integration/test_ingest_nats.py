@@ -15,7 +15,7 @@ import json
 import httpx
 import pytest
 
-from shared.nats_link import INGEST_SUBJECT, REJECTED_SUBJECT
+from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.jetstream import stored
 from tests.support.processes import ServiceProcess

@@ -16,9 +16,9 @@ import os
 import httpx
 import pytest
 
-from shared.identities import DEV_NATS_INGEST
-from shared.nats_link import INGEST_SUBJECT, STREAM_NAME
-from services.ingest.app import LINGER_BYTES
+from logstream.shared.identities import DEV_NATS_INGEST
+from logstream.shared.nats_names import INGEST_SUBJECT, STREAM_NAME
+from logstream.services.ingest.app import LINGER_BYTES
 from tests.integration.conftest import wait_until
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port

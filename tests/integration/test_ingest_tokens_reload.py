@@ -15,7 +15,7 @@ import signal
 import httpx
 import pytest
 
-from shared.identities import DEV_NATS_INGEST
+from logstream.shared.identities import DEV_NATS_INGEST
 from tests.integration.conftest import wait_until
 from tests.support.jetstream import stored
 from tests.support.processes import ServiceProcess

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shared.embedded_nats import EmbeddedNats
+from logstream.shared.embedded_nats import EmbeddedNats
 from tests.support.nats_source import connect_as, free_port, start_nats
 
 # The Docker probe fails in about 0.2 s and nats-server listens about 0.05 s after start; this

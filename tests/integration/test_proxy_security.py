@@ -12,8 +12,8 @@ import json
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET, DEV_USERS
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET, DEV_USERS
+from logstream.shared.user_tokens import UserTokens
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream
 

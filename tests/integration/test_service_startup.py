@@ -19,7 +19,7 @@ import time
 import httpx
 import pytest
 
-from shared.identities import DEV_NATS_INGEST
+from logstream.shared.identities import DEV_NATS_INGEST
 from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_PRODUCER
-from shared.nats_link import STREAM_NAME
+from logstream.shared.embedded_nats import EmbeddedNats
+from logstream.shared.identities import DEV_NATS_PRODUCER
+from logstream.shared.nats_names import STREAM_NAME
 from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
 

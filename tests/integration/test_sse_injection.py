@@ -14,8 +14,8 @@ import json
 import httpx
 import pytest
 
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
 from tests.fuzz.sse_spec import SpecEvent, SpecReader
 from tests.support.sse_client import open_stream
 

@@ -6,7 +6,7 @@ import json
 
 from nats.js.errors import NotFoundError
 
-from shared.nats_link import STREAM_NAME
+from logstream.shared.nats_names import STREAM_NAME
 
 
 async def stored(js, subjects: str) -> list[tuple[int, str, dict]]:

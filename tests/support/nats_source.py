@@ -24,9 +24,9 @@ from pathlib import Path
 
 import nats
 
-from shared.embedded_nats import EmbeddedNats
-from shared.identities import DEV_NATS_USERS
-from shared.nats_link import inbox_prefix
+from logstream.shared.embedded_nats import EmbeddedNats
+from logstream.shared.identities import DEV_NATS_USERS
+from logstream.shared.nats_names import inbox_prefix
 
 # A pinned NATS image with JetStream: `latest` would change under the suite.
 NATS_IMAGE = "nats:2.10.22"

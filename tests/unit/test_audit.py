@@ -1,4 +1,4 @@
-"""shared.audit and the denial lines shared.web writes for every 401, 403 and 429."""
+"""logstream.shared.audit and the denial lines logstream.shared.web writes for every 401, 403 and 429."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.testing import TestClient
 
-from shared import audit
-from shared.errors import Forbidden, InvalidRequest, RateLimited, Unauthenticated
-from shared.structured_logging import JsonFormatter
-from shared.web import EXCEPTION_HANDLERS
+from logstream.shared import audit
+from logstream.shared.errors import Forbidden, InvalidRequest, RateLimited, Unauthenticated
+from logstream.shared.structured_logging import JsonFormatter
+from logstream.shared.web import EXCEPTION_HANDLERS
 
 A_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyMTIzIn0.c2lnbmF0dXJl"
 

@@ -1,4 +1,4 @@
-"""shared.channels against CONTRACT section 2: the grammar, subjects, patterns and grants."""
+"""logstream.shared.channels against CONTRACT section 2: the grammar, subjects, patterns and grants."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shared.channels import (
+from logstream.shared.channels import (
     DEFAULT_SERVICES,
     Channel,
     channel_of_subject,
@@ -19,9 +19,9 @@ from shared.channels import (
     parse_pattern,
     to_subject,
 )
-from shared.errors import InvalidChannel
+from logstream.shared.errors import InvalidChannel
 
-# The grammar written out again from CONTRACT section 2, independently of shared.channels.
+# The grammar written out again from CONTRACT section 2, independently of logstream.shared.channels.
 _CONTRACT_SEGMENT = "[A-Za-z0-9_-]{1,64}"
 _CONTRACT_GRAMMAR = re.compile(
     rf"logs:(?:etl|faas|analytics|platform):{_CONTRACT_SEGMENT}(?::{_CONTRACT_SEGMENT})?"

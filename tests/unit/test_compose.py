@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from logstream.cli import SERVICES, build_parser
-from shared.identities import DEV_NATS_USERS
-from shared.nats_link import INGEST_SUBJECT, connect_options, role_of
-from shared.nats_permissions import dev_users
-from shared.settings import ENV_PREFIX, env_name, load_settings
+from logstream.shared.identities import DEV_NATS_USERS
+from logstream.shared.nats_names import INGEST_SUBJECT
+from logstream.shared.nats_link import connect_options, role_of
+from logstream.shared.nats_permissions import dev_users
+from logstream.shared.settings import ENV_PREFIX, env_name, load_settings
 
 yaml = pytest.importorskip("yaml")  # PyYAML comes with uvicorn[standard]
 

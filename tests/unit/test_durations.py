@@ -1,4 +1,4 @@
-"""shared.durations: the ``30s`` / ``10m`` / ``2h`` / ``7d`` forms of settings and ``since``."""
+"""logstream.shared.durations: the ``30s`` / ``10m`` / ``2h`` / ``7d`` forms of settings and ``since``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.durations import parse_duration
+from logstream.shared.durations import parse_duration
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""services.gateway.auth: the credential, the guards, and the verifier the settings choose.
+"""logstream.services.gateway.auth: the credential, the guards, and the verifier the settings choose.
 
 The guards run inside a small Litestar app (``litestar.testing``; no stream is opened here), whose
 error handler reports the rule that refused and who the guard recorded for the audit log.
@@ -15,19 +15,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from litestar import Litestar, Request, Response, get
 from litestar.testing import TestClient
 
-from services.gateway.auth import (
+from logstream.services.gateway.auth import (
     ADMIN_TOKEN_WHO,
     SESSION_COOKIE,
     require_admin,
     require_user,
     user_tokens_for,
 )
-from services.gateway.settings import Settings
-from shared.errors import LogstreamError, SettingsError
-from shared.identities import DEV_JWT_SECRET
-from shared.settings import load_settings
-from shared.user_tokens import UserTokens
-from shared.web import status_of
+from logstream.services.gateway.settings import Settings
+from logstream.shared.errors import LogstreamError, SettingsError
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.settings import load_settings
+from logstream.shared.user_tokens import UserTokens
+from logstream.shared.web import status_of
 
 SECRET = "gateway-auth-unit-test-secret-" * 2
 ADMIN_TOKEN = "admin-token-for-the-unit-tests-0123456789"

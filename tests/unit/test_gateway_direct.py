@@ -1,4 +1,4 @@
-"""Direct writes to caught-up connections (services.gateway.direct), against an in-memory
+"""Direct writes to caught-up connections (logstream.services.gateway.direct), against an in-memory
 transport standing in for uvicorn's: framing, coalescing, the byte limit, a client gone."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-from services.gateway.direct import Coalescer
-from shared.direct_write import DirectSink, chunk
-from services.gateway.hub import Hub
-from services.gateway.subscription import Subscription
-from services.gateway.outbox import Outbox
-from services.gateway.live import MemoryLiveFeed
-from services.gateway.source import MemoryLogSource
-from shared.channels import DEFAULT_SERVICES, parse_pattern
+from logstream.services.gateway.direct import Coalescer
+from logstream.shared.direct_write import DirectSink, chunk
+from logstream.services.gateway.hub import Hub
+from logstream.services.gateway.subscription import Subscription
+from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.live import MemoryLiveFeed
+from logstream.services.gateway.source import MemoryLogSource
+from logstream.shared.channels import DEFAULT_SERVICES, parse_pattern
 
 
 class Transport:

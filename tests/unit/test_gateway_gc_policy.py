@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from services.gateway import gc_policy
+from logstream.services.gateway import gc_policy
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from services.gateway.hub import Hub
-from services.gateway.live import MemoryLiveFeed
-from services.gateway.subscription import Subscription
-from services.gateway.outbox import Outbox
-from services.gateway.source import MemoryLogSource
-from shared.channels import DEFAULT_SERVICES, parse_pattern
+from logstream.services.gateway.hub import Hub
+from logstream.services.gateway.live import MemoryLiveFeed
+from logstream.services.gateway.subscription import Subscription
+from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.source import MemoryLogSource
+from logstream.shared.channels import DEFAULT_SERVICES, parse_pattern
 
 
 
@@ -187,7 +187,7 @@ async def test_the_work_of_a_connect_does_not_grow_with_the_channels_already_ope
 
 
 async def test_a_pattern_nobody_watches_is_released_after_a_moment(hub, monkeypatch):
-    monkeypatch.setattr("services.gateway.interest.RELEASE_AFTER_S", 0.01)
+    monkeypatch.setattr("logstream.services.gateway.interest.RELEASE_AFTER_S", 0.01)
     sub = subscription("logs:etl:ws1:a")
     await hub.subscribe(sub)
     assert "logs.etl.ws1.a" in hub.live.patterns

@@ -3,13 +3,13 @@ sequence chain that shows a record never arrived."""
 
 from __future__ import annotations
 
-from services.gateway.interest import InterestTable
-from services.gateway.subjects import generalisations
-from services.gateway.live import MemoryLiveFeed
-from services.gateway.outbox import Outbox
-from services.gateway.source import MemoryLogSource, StoredMessage
-from services.gateway.subscription import Subscription
-from shared.channels import parse_pattern
+from logstream.services.gateway.interest import InterestTable
+from logstream.services.gateway.subjects import generalisations
+from logstream.services.gateway.live import MemoryLiveFeed
+from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.source import MemoryLogSource, StoredMessage
+from logstream.services.gateway.subscription import Subscription
+from logstream.shared.channels import parse_pattern
 
 
 def subscription(*channels: str) -> Subscription:

@@ -1,6 +1,6 @@
 """A connection's outbox: bytes-bounded, floor-aware, one chunk per take."""
 
-from services.gateway.outbox import Outbox
+from logstream.services.gateway.outbox import Outbox
 
 
 def test_frames_are_taken_together_as_one_chunk():

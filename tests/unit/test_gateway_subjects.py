@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from services.gateway.subjects import MAX_FILTERS, covering_filters, covers, overlaps
+from logstream.services.gateway.subjects import MAX_FILTERS, covering_filters, covers, overlaps
 
 TOKENS = st.sampled_from(["a", "b", "c", "*"])
 SUBJECTS = st.builds(lambda parts: ".".join(["logs", *parts]),

@@ -1,4 +1,4 @@
-"""services.gateway.ticker: one clock wakes the connections whose heartbeat or expiry is due."""
+"""logstream.services.gateway.ticker: one clock wakes the connections whose heartbeat or expiry is due."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from services.gateway.subscription import Subscription
-from services.gateway.outbox import Outbox
-from services.gateway.ticker import Ticker, tick_period
-from shared.channels import parse_pattern
+from logstream.services.gateway.subscription import Subscription
+from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.ticker import Ticker, tick_period
+from logstream.shared.channels import parse_pattern
 
 
 def sub(wake_at: float) -> Subscription:

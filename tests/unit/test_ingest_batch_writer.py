@@ -10,9 +10,9 @@ import nats.js.errors
 import pytest
 from nats.protocol.command import hpub_cmd, pub_cmd
 
-from services.ingest.batch_writer import BatchWriter, OutMessage, _Batch, msg_id_header
-from services.ingest.publisher import message_id, out_messages
-from shared.records import validate_records, PublishedRecord
+from logstream.services.ingest.batch_writer import BatchWriter, OutMessage, _Batch, msg_id_header
+from logstream.services.ingest.publisher import message_id, out_messages
+from logstream.shared.records import validate_records, PublishedRecord
 
 
 class _Connection:

@@ -1,10 +1,10 @@
-"""shared.ingest_client: what the SDK's transports say when ingest cannot be reached."""
+"""logstream.shared.ingest_client: what the SDK's transports say when ingest cannot be reached."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.ingest_client import NatsTransport, TransportFailed
+from logstream.shared.ingest_client import NatsTransport, TransportFailed
 from tests.support.nats_source import free_port
 
 

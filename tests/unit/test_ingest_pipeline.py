@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from shared.errors import (
+from logstream.shared.errors import (
     BrokerUnavailable,
     Forbidden,
     InvalidRequest,
@@ -23,21 +23,21 @@ from shared.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from shared.identities import bearer_token
-from shared.service_tokens import TokenRegistry, hash_secret
-from shared.records import ValidRecord
-from shared.settings import load_settings
-from services.ingest.metrics import HTTP, NATS, IngestMetrics
-from services.ingest.nats_ingest import REPORT_PAYLOAD_CHARS, rejection_report
-from services.ingest.pipeline import (
+from logstream.shared.identities import bearer_token
+from logstream.shared.service_tokens import TokenRegistry, hash_secret
+from logstream.shared.records import ValidRecord
+from logstream.shared.settings import load_settings
+from logstream.services.ingest.metrics import HTTP, NATS, IngestMetrics
+from logstream.services.ingest.nats_ingest import REPORT_PAYLOAD_CHARS, rejection_report
+from logstream.services.ingest.pipeline import (
     IngestPipeline,
     IngestRequest,
     body_in_memory,
     media_type_of,
 )
-from services.ingest.publisher import message_id
-from services.ingest.rate_limit import RecordRateLimiter
-from services.ingest.settings import Settings
+from logstream.services.ingest.publisher import message_id
+from logstream.services.ingest.rate_limit import RecordRateLimiter
+from logstream.services.ingest.settings import Settings
 
 ETL_TOKEN = "l5-etl-token"
 

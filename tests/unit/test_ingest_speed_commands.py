@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import nats.errors
 import pytest
 
-from services.ingest.batch_writer import BatchWriter
-from services.ingest.publisher import out_messages, record_commands
-from shared.records import PublishedRecord, validate_records
+from logstream.services.ingest.batch_writer import BatchWriter
+from logstream.services.ingest.publisher import out_messages, record_commands
+from logstream.shared.records import PublishedRecord, validate_records
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 REPLY = b"_INBOX_ingest.abc.7."

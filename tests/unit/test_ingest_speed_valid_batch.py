@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 import nats.errors
 import pytest
 
-from services.ingest.batch_commands import _encode
-from services.ingest.publisher import record_commands
-from services.ingest.valid_batch import ValidBatch, decode_valid
-from shared.records import decode_batch, encode_stored, validate_records
+from logstream.services.ingest.batch_commands import _encode
+from logstream.services.ingest.publisher import record_commands
+from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
+from logstream.shared.records import decode_batch, encode_stored, validate_records
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 JSON = "application/json"

@@ -1,4 +1,4 @@
-"""services.ingest.publisher.until_answered: an ingest starting beside a cluster that has just
+"""logstream.services.ingest.publisher.until_answered: an ingest starting beside a cluster that has just
 formed waits for JetStream instead of exiting (Kubernetes starts ingests together)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from services.ingest.publisher import until_answered
+from logstream.services.ingest.publisher import until_answered
 
 
 class Flaky:

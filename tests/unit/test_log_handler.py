@@ -18,8 +18,8 @@ from logstream import LogPublisher, LogstreamHandler
 from logstream.handler import level_of, shorten
 from logstream.publisher import PublishQueueFull
 from logstream.sender import _SENDER
-from shared.ingest_client import Reply
-from shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, decode_batch, validate_records
+from logstream.shared.ingest_client import Reply
+from logstream.shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, decode_batch, validate_records
 from tests.unit.test_log_publisher import ScriptedIngest
 
 CHANNEL = "logs:etl:workspace123:workflow456"

@@ -23,8 +23,8 @@ from logstream.publisher import (
     PublisherClosed,
 )
 from logstream.sender import retry_delay
-from shared.ingest_client import Reply, TransportFailed
-from shared.errors import LogstreamError
+from logstream.shared.ingest_client import Reply, TransportFailed
+from logstream.shared.errors import LogstreamError
 
 CHANNEL = "logs:etl:workspace123:workflow456"
 # Only bounds a failing test: a passing one returns as soon as the double has answered.

@@ -1,10 +1,10 @@
-"""Where a draining relay may end: ``services.proxy.relay.complete_frames``."""
+"""Where a draining relay may end: ``logstream.services.proxy.relay.complete_frames``."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.proxy.relay import FRAME_END, complete_frames
+from logstream.services.proxy.relay import FRAME_END, complete_frames
 
 FRAME = b"id: 1\nevent: log\ndata: {}\n\n"
 

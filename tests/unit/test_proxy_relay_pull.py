@@ -10,8 +10,8 @@ import contextlib
 import httpx
 from prometheus_client import CollectorRegistry, Gauge
 
-from services.proxy.relay import OpenRelays, StreamRelay
-from services.proxy.upstream import open_gateway_stream
+from logstream.services.proxy.relay import OpenRelays, StreamRelay
+from logstream.services.proxy.upstream import open_gateway_stream
 
 DEADLINE_S = 10.0
 HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"

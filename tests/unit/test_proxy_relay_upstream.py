@@ -1,4 +1,4 @@
-"""``services.proxy.upstream``: one gateway request on a plain asyncio connection.
+"""``logstream.services.proxy.upstream``: one gateway request on a plain asyncio connection.
 
 The "gateway" here is an asyncio server in the test's own loop that writes scripted bytes, so
 the parser sees real socket reads split wherever the script splits them.
@@ -12,7 +12,7 @@ import contextlib
 import httpx
 import pytest
 
-from services.proxy.upstream import GatewayUnreachable, open_gateway_stream
+from logstream.services.proxy.upstream import GatewayUnreachable, open_gateway_stream
 from tests.support.nats_source import free_port
 
 DEADLINE_S = 10.0

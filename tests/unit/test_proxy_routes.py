@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.proxy.routes import load_routes, parse_routes
-from shared.channels import Channel
-from shared.errors import InvalidRequest, SettingsError
+from logstream.services.proxy.routes import load_routes, parse_routes
+from logstream.shared.channels import Channel
+from logstream.shared.errors import InvalidRequest, SettingsError
 
 ETL = "/api/dapadmin/l5-etl/sse/logs/stream"
 FAAS = "/api/dapadmin/faas/sse/logs/stream"

@@ -1,4 +1,4 @@
-"""shared.records against CONTRACT section 3 (the record) and section 4 (batches)."""
+"""logstream.shared.records against CONTRACT section 3 (the record) and section 4 (batches)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import msgspec
 import pytest
 
-from shared.channels import Channel
-from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.records import (
+from logstream.shared.channels import Channel
+from logstream.shared.errors import InvalidRequest, PayloadTooLarge
+from logstream.shared.records import (
     MAX_FIELDS_BYTES,
     MAX_FIELDS_DEPTH,
     MAX_MESSAGE_BYTES,

@@ -1,4 +1,4 @@
-"""shared.service_tokens against CONTRACT section 8: service tokens and their grants."""
+"""logstream.shared.service_tokens against CONTRACT section 8: service tokens and their grants."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from shared.channels import Channel
-from shared.errors import SettingsError, Unauthenticated
-from shared import service_tokens
-from shared.service_tokens import MAX_SECRET_CHARS, TokenRegistry, hash_secret
+from logstream.shared.channels import Channel
+from logstream.shared.errors import SettingsError, Unauthenticated
+from logstream.shared import service_tokens
+from logstream.shared.service_tokens import MAX_SECRET_CHARS, TokenRegistry, hash_secret
 
 # Service tokens
 

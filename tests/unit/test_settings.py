@@ -1,4 +1,4 @@
-"""shared.settings and the services' Settings: flags, variables, defaults, and loud failures."""
+"""logstream.shared.settings and the services' Settings: flags, variables, defaults, and loud failures."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import argparse
 import msgspec
 import pytest
 
-from services.gateway.settings import Settings as GatewaySettings
-from services.ingest.settings import Settings as IngestSettings
-from services.proxy.settings import Settings as ProxySettings
-from shared.errors import SettingsError
-from shared.identities import DEV_JWT_SECRET
-from shared.settings import (
+from logstream.services.gateway.settings import Settings as GatewaySettings
+from logstream.services.ingest.settings import Settings as IngestSettings
+from logstream.services.proxy.settings import Settings as ProxySettings
+from logstream.shared.errors import SettingsError
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.settings import (
     ServiceSettings,
     add_flags,
     env_name,

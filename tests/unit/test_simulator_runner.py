@@ -10,10 +10,10 @@ import asyncio
 import json
 from collections import Counter
 
-from services.simulator.runner import Batcher, RetryPolicy, Simulation, TokenBook
-from services.simulator.scenarios import Traffic
-from services.simulator.tally import Tally
-from shared.ingest_client import Reply, TransportFailed
+from logstream.services.simulator.runner import Batcher, RetryPolicy, Simulation, TokenBook
+from logstream.services.simulator.scenarios import Traffic
+from logstream.services.simulator.tally import Tally
+from logstream.shared.ingest_client import Reply, TransportFailed
 
 FAST_RETRY = RetryPolicy(max_attempts=3, first_delay_s=0.01, max_delay_s=0.05)
 

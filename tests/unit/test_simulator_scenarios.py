@@ -8,12 +8,12 @@ from collections import Counter, defaultdict
 import msgspec
 import pytest
 
-from shared.channels import parse_channel
-from shared.records import decode_batch, validate_records
-from services.simulator.catalog import DEFAULT_CATALOG, SEED_CHANNEL
-from services.simulator.etl_runs import etl_runs
-from services.simulator.scenarios import Traffic
-from services.simulator.workloads import analytics_jobs, faas_invocations, platform_events
+from logstream.shared.channels import parse_channel
+from logstream.shared.records import decode_batch, validate_records
+from logstream.services.simulator.catalog import DEFAULT_CATALOG, SEED_CHANNEL
+from logstream.services.simulator.etl_runs import etl_runs
+from logstream.services.simulator.scenarios import Traffic
+from logstream.services.simulator.workloads import analytics_jobs, faas_invocations, platform_events
 
 _ENCODE = msgspec.json.Encoder()
 

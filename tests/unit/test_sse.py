@@ -1,8 +1,8 @@
-"""shared.sse: the one Server-Sent Events frame encoder."""
+"""logstream.shared.sse: the one Server-Sent Events frame encoder."""
 
 from __future__ import annotations
 
-from shared.sse import HEARTBEAT, SSE_HEADERS, sse_frame
+from logstream.shared.sse import HEARTBEAT, SSE_HEADERS, sse_frame
 
 
 def _lines(frame: bytes) -> list[bytes]:

@@ -24,9 +24,9 @@ from logstream.tail import (
     plan_streams,
     route_match,
 )
-from shared.identities import DEV_JWT_SECRET
-from shared.user_tokens import UserTokens
-from shared.sse import sse_frame
+from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.user_tokens import UserTokens
+from logstream.shared.sse import sse_frame
 
 CHANNEL = "logs:etl:workspace123:workflow456"
 ROUTES = [

@@ -17,7 +17,7 @@ import pytest
 from logstream.children import Child, child_options, notable, stop_together
 from logstream.up import LocalStack, banner, run
 from logstream.up_plan import Plan, PlanRefused, add_arguments, find_port_conflict, make_plan
-from shared.embedded_nats import EmbeddedNats
+from logstream.shared.embedded_nats import EmbeddedNats
 from tests.support.nats_source import free_port
 
 

@@ -1,4 +1,4 @@
-"""shared.user_tokens against CONTRACT section 8: user tokens, their keys, and who may read what.
+"""logstream.shared.user_tokens against CONTRACT section 8: user tokens, their keys, and who may read what.
 
 Every way in is tried with a token built to break one rule: another algorithm, another key,
 algorithm confusion, a wrong audience or issuer, an expired or not-yet-valid token, bad claims.
@@ -17,10 +17,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from shared.channels import parse_pattern
-from shared.errors import SettingsError, Unauthenticated
-from shared.identities import DEV_JWT_SECRET, DEV_USERS
-from shared.user_tokens import (
+from logstream.shared.channels import parse_pattern
+from logstream.shared.errors import SettingsError, Unauthenticated
+from logstream.shared.identities import DEV_JWT_SECRET, DEV_USERS
+from logstream.shared.user_tokens import (
     DEFAULT_LEEWAY_S,
     MIN_SECRET_BYTES,
     UserIdentity,

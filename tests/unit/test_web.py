@@ -1,8 +1,8 @@
-"""shared.web's ASGI wrapper: the raw send it lends a request does not outlive the request."""
+"""logstream.shared.web's ASGI wrapper: the raw send it lends a request does not outlive the request."""
 
 from __future__ import annotations
 
-from shared.web import RAW_SEND_KEY, limit_request_headers
+from logstream.shared.web import RAW_SEND_KEY, limit_request_headers
 
 
 class Cycle:
