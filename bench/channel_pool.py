@@ -23,7 +23,7 @@ from collections import Counter, deque
 from bench.load import WorkerProcesses
 from bench.messages import MARK, stamp_at
 
-__all__ = ["ChannelPool", "CONNECTED"]
+__all__ = ["CONNECTED", "ChannelPool"]
 
 # What the gateway's first frame says: its time is the stream's connect time.
 CONNECTED = b"event: connected"
@@ -34,8 +34,20 @@ _IDLE_POLL_S = 0.05
 
 
 class _Conn:
-    __slots__ = ("sock", "key", "marker", "state", "pending", "count", "tail", "sent_ns",
-                 "ready_ms", "overflow", "cut", "abandoned")
+    __slots__ = (
+        "abandoned",
+        "count",
+        "cut",
+        "key",
+        "marker",
+        "overflow",
+        "pending",
+        "ready_ms",
+        "sent_ns",
+        "sock",
+        "state",
+        "tail",
+    )
 
     def __init__(self, sock: socket.socket, key: int, marker: bytes | None) -> None:
         self.sock, self.key, self.marker = sock, key, marker
@@ -73,8 +85,7 @@ class _Worker:
             self._start_opens()
             timeout = _IDLE_POLL_S
             if self.schedule:
-                timeout = max(0.0, min(timeout, (self.schedule[0][0] - time.monotonic_ns())
-                                       / 1e9))
+                timeout = max(0.0, min(timeout, (self.schedule[0][0] - time.monotonic_ns()) / 1e9))
             events = self.epoll.poll(timeout, len(self.conns) + 2)
             now = time.monotonic_ns()
             for fd, _ in events:
@@ -177,8 +188,8 @@ class _Worker:
             start = self._opening(fd, conn, bytes(view[:size]), now)
             if start < 0:
                 return
-        found = buffer.count(MARK, start, size) + (conn.tail + view[start:start + 2]).count(MARK)
-        conn.tail = bytes(view[size - 2:size])
+        found = buffer.count(MARK, start, size) + (conn.tail + view[start : start + 2]).count(MARK)
+        conn.tail = bytes(view[size - 2 : size])
         if found:
             conn.count += found
             if len(self.latency) < _MAX_SAMPLES:
@@ -212,7 +223,7 @@ class _Worker:
         if conn.marker is not None:
             at = joined.find(conn.marker, body)
             if at < 0:
-                conn.pending = joined[max(body, len(joined) - len(conn.marker)):]
+                conn.pending = joined[max(body, len(joined) - len(conn.marker)) :]
                 return -1
             body = at + len(conn.marker)
         conn.state, conn.pending = 2, b""
@@ -225,19 +236,26 @@ class _Worker:
 
     def status(self) -> dict:
         ready = sum(conn.state == 2 for conn in self.by_key.values())
-        return {"ready": ready, "waiting": len(self.queue) + self.connecting,
-                "scheduled": len(self.schedule), "failed": dict(self.failed),
-                "last_ready_ns": self.last_ready_ns,
-                "received": sum(conn.count for conn in self.by_key.values())}
+        return {
+            "ready": ready,
+            "waiting": len(self.queue) + self.connecting,
+            "scheduled": len(self.schedule),
+            "failed": dict(self.failed),
+            "last_ready_ns": self.last_ready_ns,
+            "received": sum(conn.count for conn in self.by_key.values()),
+        }
 
     def report(self) -> dict:
         conns = self.by_key.values()
-        return {"counts": {c.key: c.count for c in conns},
-                "ready_ms": {c.key: c.ready_ms for c in conns if c.ready_ms >= 0},
-                "cut": [c.key for c in conns if c.cut],
-                "abandoned": [c.key for c in conns if c.abandoned],
-                "overflow": [c.key for c in conns if c.overflow],
-                "failed": dict(self.failed), "latency": self.latency.tobytes()}
+        return {
+            "counts": {c.key: c.count for c in conns},
+            "ready_ms": {c.key: c.ready_ms for c in conns if c.ready_ms >= 0},
+            "cut": [c.key for c in conns if c.cut],
+            "abandoned": [c.key for c in conns if c.abandoned],
+            "overflow": [c.key for c in conns if c.overflow],
+            "failed": dict(self.failed),
+            "latency": self.latency.tobytes(),
+        }
 
 
 def _worker_main(pipe, in_flight: int) -> None:
@@ -271,12 +289,17 @@ class ChannelPool(WorkerProcesses):
     def plan(self, entries: list) -> None:
         """Churn entries ``(due ns, "close", key)`` / ``(due ns, "open", item)``, each run by
         the worker that holds (or will hold) the stream, at its due time."""
-        self._dealt("plan", entries,
-                    lambda entry: entry[2] if entry[1] == "close" else entry[2][0])
+        self._dealt("plan", entries, lambda entry: entry[2] if entry[1] == "close" else entry[2][0])
 
     def status(self) -> dict:
-        total = {"ready": 0, "waiting": 0, "scheduled": 0, "failed": Counter(),
-                 "last_ready_ns": 0, "received": 0}
+        total = {
+            "ready": 0,
+            "waiting": 0,
+            "scheduled": 0,
+            "failed": Counter(),
+            "last_ready_ns": 0,
+            "received": 0,
+        }
         for part in self._all("status"):
             for name in ("ready", "waiting", "scheduled", "received"):
                 total[name] += part[name]
@@ -290,8 +313,15 @@ class ChannelPool(WorkerProcesses):
     def report(self) -> dict:
         """Every stream's count and connect time (ms), the keys cut by the server, closed
         unconnected (``abandoned``) and sent ``overflow``, failures, delivery latencies (ms)."""
-        total = {"counts": {}, "ready_ms": {}, "cut": set(), "overflow": set(),
-                 "abandoned": set(), "failed": Counter(), "latency_ms": array("d")}
+        total = {
+            "counts": {},
+            "ready_ms": {},
+            "cut": set(),
+            "overflow": set(),
+            "abandoned": set(),
+            "failed": Counter(),
+            "latency_ms": array("d"),
+        }
         for part in self._all("report"):
             total["counts"].update(part["counts"])
             total["ready_ms"].update(part["ready_ms"])

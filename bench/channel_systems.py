@@ -26,9 +26,19 @@ from logstream.shared.channels import parse_channel, to_subject
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
 
-__all__ = ["WORKSPACES", "ChannelsJetStream", "ChannelsNchan", "LagSummary",
-           "LogstreamChannels", "NchanChannels", "Scrape", "channel_of", "lag_between",
-           "log_problems", "scrape"]
+__all__ = [
+    "WORKSPACES",
+    "ChannelsJetStream",
+    "ChannelsNchan",
+    "LagSummary",
+    "LogstreamChannels",
+    "NchanChannels",
+    "Scrape",
+    "channel_of",
+    "lag_between",
+    "log_problems",
+    "scrape",
+]
 
 # The channels' workspaces: ws0 .. ws1999.
 WORKSPACES = 2000
@@ -55,16 +65,23 @@ class LogstreamChannels:
         self.stack, self.gateways = stack, gateways
         self.name = f"Logstream {len(gateways)} gateway" + ("s" if len(gateways) > 1 else "")
         token = UserTokens(DEV_JWT_SECRET).issue("bench", ["*"])  # "*": every workspace
-        self._head = (f"HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                      "Accept: text/event-stream\r\n\r\n")
+        self._head = (
+            f"HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        )
 
     def gateway_of(self, channel: str) -> int:
         return zlib.crc32(_workspace(channel).encode()) % len(self.gateways)
 
     def item(self, key: int, channel: str) -> tuple:
         port = self.gateways[self.gateway_of(channel)].port
-        return (key, "127.0.0.1", port,
-                f"GET /api/logs/stream?channels={channel} {self._head}".encode(), self.marker)
+        return (
+            key,
+            "127.0.0.1",
+            port,
+            f"GET /api/logs/stream?channels={channel} {self._head}".encode(),
+            self.marker,
+        )
 
     def pids(self) -> dict[str, list[int]]:
         groups = {f"gateway {i + 1}": [g.process.pid] for i, g in enumerate(self.gateways)}
@@ -125,13 +142,14 @@ class ChannelsJetStream(_Accepted):
         self._records = [stored_record_factory(c) for c in channels]
 
     @classmethod
-    async def connect(cls, nats_url: str, channels: list[str]) -> "ChannelsJetStream":
+    async def connect(cls, nats_url: str, channels: list[str]) -> ChannelsJetStream:
         return cls(await NatsWire.connect(nats_url, JETSTREAM_WRITER, WRITER_INBOX), channels)
 
     async def publish(self, first_seq: int, count: int) -> int:
         n, seqs = len(self.channels), range(first_seq, first_seq + count)
         replies = await self._wire.request_each(
-            [(self._subjects[seq % n], self._records[seq % n](seq)) for seq in seqs])
+            [(self._subjects[seq % n], self._records[seq % n](seq)) for seq in seqs]
+        )
         return self._count(seqs, [bool(r) and b'"error"' not in r for r in replies])
 
     async def close(self) -> None:
@@ -148,15 +166,15 @@ class ChannelsNchan(_Accepted):
         self.statuses: dict[int, int] = {}
 
     @classmethod
-    async def connect(cls, nchan, channels: list[str]) -> "ChannelsNchan":
-        wires = [await HttpWire.connect("127.0.0.1", nchan.port)
-                 for _ in range(NCHAN_CONNECTIONS)]
+    async def connect(cls, nchan, channels: list[str]) -> ChannelsNchan:
+        wires = [await HttpWire.connect("127.0.0.1", nchan.port) for _ in range(NCHAN_CONNECTIONS)]
         return cls(nchan, wires, channels)
 
     async def publish(self, first_seq: int, count: int) -> int:
         n, seqs = len(self.channels), range(first_seq, first_seq + count)
-        answers = await self._wires.pipeline([
-            self._nchan.publish_request(self.channels[seq % n], message(seq)) for seq in seqs])
+        answers = await self._wires.pipeline(
+            [self._nchan.publish_request(self.channels[seq % n], message(seq)) for seq in seqs]
+        )
         for status, _ in answers:
             self.statuses[status] = self.statuses.get(status, 0) + 1
         return self._count(seqs, [200 <= status < 300 for status, _ in answers])
@@ -171,8 +189,11 @@ _SAMPLE = re.compile(r'^(logstream_gateway_\w+?)(?:\{le="([^"]+)"\})? ([0-9.e+-]
 _READ = "logstream_gateway_records_read_total"
 _LAG = "logstream_gateway_loop_lag_seconds_bucket"
 # Gauges of the hub's broker work (gateways since issue 9; None when absent).
-_GAUGES = {"logstream_gateway_catch_ups": "catch_ups", "logstream_gateway_repairs": "repairs",
-           "logstream_gateway_interests": "interests"}
+_GAUGES = {
+    "logstream_gateway_catch_ups": "catch_ups",
+    "logstream_gateway_repairs": "repairs",
+    "logstream_gateway_interests": "interests",
+}
 
 
 class Scrape:

@@ -21,8 +21,16 @@ except ImportError:  # before the split: one services user, replies anywhere und
 
     WRITER_INBOX = PRODUCER_INBOX = "_INBOX"
 
-__all__ = ["JETSTREAM_WRITER", "NATS_PRODUCER", "PRODUCER_INBOX", "SERVICE_TOKEN", "WORKSPACE",
-           "WRITER_INBOX", "nats_url_as", "user_token"]
+__all__ = [
+    "JETSTREAM_WRITER",
+    "NATS_PRODUCER",
+    "PRODUCER_INBOX",
+    "SERVICE_TOKEN",
+    "WORKSPACE",
+    "WRITER_INBOX",
+    "nats_url_as",
+    "user_token",
+]
 
 # A dev-mode service token granted `logs:etl` (CONTRACT section 8).
 SERVICE_TOKEN = "l5-etl-token"

@@ -13,8 +13,9 @@ __all__ = ["HttpWire", "post_request"]
 
 def post_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 _READ_BYTES = 256 * 1024
@@ -38,7 +39,7 @@ def _response_at(buffer: bytes, start: int) -> tuple[tuple[int, bytes], int] | N
     end = head_end + 4 + length
     if end > len(buffer):
         return None
-    return (int(head[9:12]), buffer[head_end + 4:end]), end
+    return (int(head[9:12]), buffer[head_end + 4 : end]), end
 
 
 class HttpWire:
@@ -49,7 +50,7 @@ class HttpWire:
         self._left = b""  # bytes read past the last response answered
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> "HttpWire":
+    async def connect(cls, host: str, port: int) -> HttpWire:
         wire = cls(host, port)
         await wire._open()
         return wire

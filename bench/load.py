@@ -33,7 +33,7 @@ _OVERFLOW = b"event: overflow"
 
 
 class _Conn:
-    __slots__ = ("sock", "ready", "head", "count", "tail")
+    __slots__ = ("count", "head", "ready", "sock", "tail")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -73,7 +73,7 @@ class _Worker:
     def open(self, targets: list[tuple[str, int, bytes]], wave: int, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         for start in range(0, len(targets), wave):
-            batch = [self._connect(*target) for target in targets[start:start + wave]]
+            batch = [self._connect(*target) for target in targets[start : start + wave]]
             while any(c and not c.ready and c.sock.fileno() in self.conns for c in batch):
                 if time.monotonic() > deadline:
                     break
@@ -120,9 +120,10 @@ class _Worker:
                 start = self._headers(fd, conn, bytes(view[:size]))
                 if start < 0:
                     continue
-            found = buffer.count(MARK, start, size) + (conn.tail + view[start:start + 2]).count(
-                MARK)
-            conn.tail = bytes(view[size - 2:size])
+            found = buffer.count(MARK, start, size) + (conn.tail + view[start : start + 2]).count(
+                MARK
+            )
+            conn.tail = bytes(view[size - 2 : size])
             conn.count += found
             if found and self.sampled and len(self.latency) < _MAX_SAMPLES:
                 self._sample(bytes(view[start:size]), now)
@@ -162,12 +163,19 @@ class _Worker:
 
     def report(self, with_latency: bool = True) -> dict:
         counts = [conn.count for conn in self.opened]
-        return {"received": sum(counts), "min": min(counts, default=0),
-                "max": max(counts, default=0), "connections": len(self.opened),
-                "live": len(self.conns), "closed": self.closed, "overflows": self.overflows,
-                "failed": dict(self.failed),
-                "latency": self.latency.tobytes() if with_latency else b"",
-                "cpu_s": _cpu() - self.cpu_mark, "wall_s": time.monotonic() - self.wall_mark}
+        return {
+            "received": sum(counts),
+            "min": min(counts, default=0),
+            "max": max(counts, default=0),
+            "connections": len(self.opened),
+            "live": len(self.conns),
+            "closed": self.closed,
+            "overflows": self.overflows,
+            "failed": dict(self.failed),
+            "latency": self.latency.tobytes() if with_latency else b"",
+            "cpu_s": _cpu() - self.cpu_mark,
+            "wall_s": time.monotonic() - self.wall_mark,
+        }
 
     def close_all(self) -> int:
         for fd, conn in list(self.conns.items()):
@@ -248,12 +256,20 @@ class SubscriberPool(WorkerProcesses):
     """
 
     def __init__(self, *, reactive: int = 1, bulk: int = 2, coalesce_s: float = 0.02) -> None:
-        super().__init__(_worker_main, [(index < reactive, coalesce_s)
-                                        for index in range(reactive + bulk)])
+        super().__init__(
+            _worker_main, [(index < reactive, coalesce_s) for index in range(reactive + bulk)]
+        )
         self._reactive = reactive
 
-    def open(self, targets: list[tuple[str, int, bytes]], count: int, *, sample_every: int = 1,
-             wave: int = 100, timeout: float = 120.0) -> tuple[int, Counter]:
+    def open(
+        self,
+        targets: list[tuple[str, int, bytes]],
+        count: int,
+        *,
+        sample_every: int = 1,
+        wave: int = 100,
+        timeout: float = 120.0,
+    ) -> tuple[int, Counter]:
         """Open ``count`` streams; (how many answered 200, failures by reason)."""
         shares: list[list] = [[] for _ in self._procs]
         reactive = range(self._reactive) or range(len(self._procs))
@@ -281,8 +297,9 @@ class SubscriberPool(WorkerProcesses):
             total.received += part["received"]
             if part["connections"]:
                 low = part["min"]
-                total.min_per_connection = (low if total.min_per_connection < 0
-                                            else min(low, total.min_per_connection))
+                total.min_per_connection = (
+                    low if total.min_per_connection < 0 else min(low, total.min_per_connection)
+                )
             total.max_per_connection = max(total.max_per_connection, part["max"])
             for name in ("connections", "live", "closed", "overflows"):
                 setattr(total, name, getattr(total, name) + part[name])

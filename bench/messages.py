@@ -14,8 +14,17 @@ import msgspec
 from bench.credentials import WORKSPACE
 from logstream.shared.records import PublishedRecord, StoredRecord, encode_stored
 
-__all__ = ["MARK", "MESSAGE_BYTES", "STAMP_END", "STAMP_START", "bench_channel", "message",
-           "published_records", "stamp_at", "stored_record_factory"]
+__all__ = [
+    "MARK",
+    "MESSAGE_BYTES",
+    "STAMP_END",
+    "STAMP_START",
+    "bench_channel",
+    "message",
+    "published_records",
+    "stamp_at",
+    "stored_record_factory",
+]
 
 MARK = b"BM|"
 # The issue's workload: 200-byte messages.
@@ -28,7 +37,7 @@ _PLACEHOLDER = "\x00MESSAGE\x00"
 
 def message(seq: int) -> bytes:
     head = b"BM|%010d|%019d|" % (seq, time.monotonic_ns())
-    return head + _PAD[:MESSAGE_BYTES - len(head)]
+    return head + _PAD[: MESSAGE_BYTES - len(head)]
 
 
 def stamp_at(data: bytes, index: int) -> int | None:
@@ -36,7 +45,7 @@ def stamp_at(data: bytes, index: int) -> int | None:
     if index + STAMP_END > len(data):
         return None
     try:
-        return int(data[index + STAMP_START:index + STAMP_END])
+        return int(data[index + STAMP_START : index + STAMP_END])
     except ValueError:
         return None
 
@@ -50,15 +59,25 @@ def stored_record_factory(channel: str):
 
     Encoded once through ``logstream.shared.records``; each message is spliced into the same bytes.
     """
-    template = encode_stored(StoredRecord(
-        channel=channel, level="info", message=_PLACEHOLDER, timestamp="2026-01-01T00:00:00Z",
-        received_at="2026-01-01T00:00:00Z", publisher="bench"))
+    template = encode_stored(
+        StoredRecord(
+            channel=channel,
+            level="info",
+            message=_PLACEHOLDER,
+            timestamp="2026-01-01T00:00:00Z",
+            received_at="2026-01-01T00:00:00Z",
+            publisher="bench",
+        )
+    )
     head, _, tail = template.partition(msgspec.json.encode(_PLACEHOLDER)[1:-1])
     return lambda seq: head + message(seq) + tail
 
 
 def published_records(channel: str, first_seq: int, count: int, tag: str) -> bytes:
     """A JSON array of records as a producer publishes them (each with an idempotency id)."""
-    return msgspec.json.encode([
-        PublishedRecord(channel=channel, message=message(seq).decode(), id=f"{tag}-{seq}")
-        for seq in range(first_seq, first_seq + count)])
+    return msgspec.json.encode(
+        [
+            PublishedRecord(channel=channel, message=message(seq).decode(), id=f"{tag}-{seq}")
+            for seq in range(first_seq, first_seq + count)
+        ]
+    )

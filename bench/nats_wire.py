@@ -27,7 +27,7 @@ def _status_body(message: bytes, header_bytes: int) -> bytes:
 
 
 class _Batch:
-    __slots__ = ("replies", "remaining", "done")
+    __slots__ = ("done", "remaining", "replies")
 
     def __init__(self, size: int) -> None:
         self.replies: list[bytes | None] = [None] * size
@@ -36,8 +36,9 @@ class _Batch:
 
 
 class NatsWire:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 inbox: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inbox: str
+    ) -> None:
         self._reader, self._writer = reader, writer
         self._inbox = inbox
         self._tokens = itertools.count()
@@ -51,11 +52,19 @@ class NatsWire:
         reader, writer = await asyncio.open_connection(address.hostname, address.port)
         await reader.readline()  # INFO
         inbox = f"{inbox_prefix}.bench{os.getpid()}x{id(writer):x}"
-        options = {"user": user_pass[0], "pass": user_pass[1], "verbose": False,
-                   "pedantic": False, "headers": True, "no_responders": True, "protocol": 1,
-                   "name": "logstream-bench"}
-        writer.write(b"CONNECT %s\r\nSUB %s.* 1\r\nPING\r\n"
-                     % (json.dumps(options).encode(), inbox.encode()))
+        options = {
+            "user": user_pass[0],
+            "pass": user_pass[1],
+            "verbose": False,
+            "pedantic": False,
+            "headers": True,
+            "no_responders": True,
+            "protocol": 1,
+            "name": "logstream-bench",
+        }
+        writer.write(
+            b"CONNECT %s\r\nSUB %s.* 1\r\nPING\r\n" % (json.dumps(options).encode(), inbox.encode())
+        )
         while True:
             line = await asyncio.wait_for(reader.readline(), 10)
             if line.startswith(b"-ERR") or not line:
@@ -64,27 +73,40 @@ class NatsWire:
             if line.startswith(b"PONG"):
                 return cls(reader, writer, inbox)
 
-    async def request_many(self, subject: str, payloads: list[bytes],
-                           headers: dict[str, str] | None = None) -> list[bytes | None]:
+    async def request_many(
+        self, subject: str, payloads: list[bytes], headers: dict[str, str] | None = None
+    ) -> list[bytes | None]:
         """Send every payload as a request to ``subject`` in one write; their replies, in order
         (``None`` for a request that got no reply within ``REPLY_TIMEOUT_S``)."""
         batch = _Batch(len(payloads))
         head = b""
         if headers:
-            head = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                    + "\r\n").encode()
+            head = (
+                "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+            ).encode()
         parts = []
         subject_b, inbox_b = subject.encode(), self._inbox.encode()
         for index, payload in enumerate(payloads):
             token = b"%d" % next(self._tokens)
             self._waiting[token] = (batch, index)
             if head:
-                parts.append(b"HPUB %s %s.%s %d %d\r\n%s%s\r\n" % (
-                    subject_b, inbox_b, token, len(head), len(head) + len(payload), head,
-                    payload))
+                parts.append(
+                    b"HPUB %s %s.%s %d %d\r\n%s%s\r\n"
+                    % (
+                        subject_b,
+                        inbox_b,
+                        token,
+                        len(head),
+                        len(head) + len(payload),
+                        head,
+                        payload,
+                    )
+                )
             else:
-                parts.append(b"PUB %s %s.%s %d\r\n%s\r\n" % (subject_b, inbox_b, token,
-                                                            len(payload), payload))
+                parts.append(
+                    b"PUB %s %s.%s %d\r\n%s\r\n"
+                    % (subject_b, inbox_b, token, len(payload), payload)
+                )
         return await self._sent(batch, b"".join(parts))
 
     async def request_each(self, requests: list[tuple[bytes, bytes]]) -> list[bytes | None]:
@@ -95,15 +117,16 @@ class NatsWire:
         for index, (subject, payload) in enumerate(requests):
             token = b"%d" % next(self._tokens)
             self._waiting[token] = (batch, index)
-            parts.append(b"PUB %s %s.%s %d\r\n%s\r\n" % (subject, inbox_b, token, len(payload),
-                                                        payload))
+            parts.append(
+                b"PUB %s %s.%s %d\r\n%s\r\n" % (subject, inbox_b, token, len(payload), payload)
+            )
         return await self._sent(batch, b"".join(parts))
 
     async def _sent(self, batch: _Batch, blob: bytes) -> list[bytes | None]:
         self._writer.write(blob)
         try:
             await asyncio.wait_for(batch.done.wait(), REPLY_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         if self.error:
             raise ConnectionError(self.error)
@@ -138,7 +161,7 @@ class NatsWire:
                     stop = end + 2 + int(fields[-1])
                     if stop + 2 > len(buffer):
                         break  # the payload is not all here yet
-                    body = buffer[end + 2:stop]
+                    body = buffer[end + 2 : stop]
                     if fields[0] == b"HMSG":
                         body = _status_body(body, int(fields[-2]))
                     self._answer(fields[1], body)

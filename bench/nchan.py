@@ -68,19 +68,21 @@ http {{
 def find_nginx_nchan() -> tuple[str | None, str | None, str]:
     """(nginx binary, nchan module, what is missing: '' when both are there)."""
     nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
-    module = next((f"{d}/{_MODULE}" for d in _MODULE_DIRS if os.path.exists(f"{d}/{_MODULE}")),
-                  None)
-    missing = [name for name, found in (("nginx", nginx), ("libnginx-mod-nchan", module))
-               if not found]
+        (p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None
+    )
+    module = next(
+        (f"{d}/{_MODULE}" for d in _MODULE_DIRS if os.path.exists(f"{d}/{_MODULE}")), None
+    )
+    missing = [
+        name for name, found in (("nginx", nginx), ("libnginx-mod-nchan", module)) if not found
+    ]
     return nginx, module, " and ".join(missing)
 
 
 def install_nginx_nchan() -> None:
     if os.geteuid() != 0:
         raise SystemExit("--install-nchan needs root; run: sudo " + " ".join(APT_COMMAND))
-    subprocess.run(APT_COMMAND, check=True, env={**os.environ,
-                                                 "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(APT_COMMAND, check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
 class Nchan:
@@ -95,17 +97,31 @@ class Nchan:
     def name(self) -> str:
         return f"Nchan {self.workers} worker" + ("s" if self.workers > 1 else "")
 
-    def start(self) -> "Nchan":
+    def start(self) -> Nchan:
         (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
         config = self.dir / "nginx.conf"
         # As root the workers would switch to `nobody`, who cannot write our temp dir.
         user = "user root;" if os.geteuid() == 0 else ""
-        config.write_text(_CONFIG.format(module=self.module, user=user, workers=self.workers,
-                                         dir=self.dir, port=self.port))
+        config.write_text(
+            _CONFIG.format(
+                module=self.module, user=user, workers=self.workers, dir=self.dir, port=self.port
+            )
+        )
         self.process = subprocess.Popen(
-            [self.nginx, "-p", str(self.dir), "-e", str(self.dir / "error.log"),
-             "-c", str(config), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "wb"))
+            [
+                self.nginx,
+                "-p",
+                str(self.dir),
+                "-e",
+                str(self.dir / "error.log"),
+                "-c",
+                str(config),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "stderr.log", "wb"),
+        )
         self._wait_listening()
         return self
 
@@ -113,8 +129,10 @@ class Nchan:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}: "
-                                   + (self.dir / "stderr.log").read_text()[-2000:])
+                raise RuntimeError(
+                    f"nginx exited with {self.process.returncode}: "
+                    + (self.dir / "stderr.log").read_text()[-2000:]
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     if len(self.worker_pids()) == self.workers:
@@ -132,12 +150,16 @@ class Nchan:
         return self.worker_pids()
 
     def subscribe_request(self, channel: str) -> bytes:
-        return (f"GET /sub?id={channel} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Accept: text/event-stream\r\n\r\n").encode()
+        return (
+            f"GET /sub?id={channel} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        ).encode()
 
     def publish_request(self, channel: str, body: bytes) -> bytes:
-        return (b"POST /pub?id=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (channel.encode(), len(body), body))
+        return (
+            b"POST /pub?id=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (channel.encode(), len(body), body)
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cases.fanout import FANOUT_SAMPLE_EVERY, BULK_COALESCE_S, open_streams
+from bench.cases.fanout import BULK_COALESCE_S, FANOUT_SAMPLE_EVERY, open_streams
 from bench.load import SubscriberPool
 from bench.messages import bench_channel
 from bench.window import Window, measure_window
@@ -74,8 +74,15 @@ def summarise(raw: str, seconds: float) -> Profile:
     return profile
 
 
-async def profile_fanout(system, py_spy: str, subscribers: int, rate: float, seconds: float,
-                         client_processes: int, out: Path) -> Profile:
+async def profile_fanout(
+    system,
+    py_spy: str,
+    subscribers: int,
+    rate: float,
+    seconds: float,
+    client_processes: int,
+    out: Path,
+) -> Profile:
     """One fan-out window at ``rate`` on a fresh channel with py-spy on the first gateway."""
     pool = SubscriberPool(reactive=1, bulk=client_processes, coalesce_s=BULK_COALESCE_S)
     channel = bench_channel("profile-" + uuid.uuid4().hex[:8])
@@ -85,9 +92,22 @@ async def profile_fanout(system, py_spy: str, subscribers: int, rate: float, sec
         publisher = await system.publisher(channel)
         pid = system.server_pids()["gateway"][0]
         spy = await asyncio.create_subprocess_exec(
-            py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-            "--rate", str(SAMPLE_RATE_HZ), "--nonblocking", "--format", "raw", "-o", str(out),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            str(SAMPLE_RATE_HZ),
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         window = await measure_window(system, pool, publisher, rate, seconds, subscribers, 0)
         _, errors = await spy.communicate()
         if spy.returncode != 0:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from bench.credentials import JETSTREAM_WRITER, SERVICE_TOKEN, WRITER_INBOX
 from bench.http_wire import HttpWire, post_request
@@ -46,8 +46,12 @@ class Paced:
         return self.accepted < BEHIND_SHARE * self.offered_rate * self.duration_s
 
 
-async def pace(publish: Callable[[int, int], Awaitable[int]], rate: float, duration_s: float,
-               first_seq: int = 0) -> Paced:
+async def pace(
+    publish: Callable[[int, int], Awaitable[int]],
+    rate: float,
+    duration_s: float,
+    first_seq: int = 0,
+) -> Paced:
     """Offer ``rate`` messages/s for ``duration_s``: each tick sends what is due by then, with
     up to ``IN_FLIGHT`` calls unanswered; what is still unanswered at the end is awaited."""
     total = int(rate * duration_s)
@@ -100,14 +104,17 @@ class NchanPublisher:
         self.statuses: dict[int, int] = {}
 
     @classmethod
-    async def connect(cls, nchan, channel: str, connections: int = 8) -> "NchanPublisher":
+    async def connect(cls, nchan, channel: str, connections: int = 8) -> NchanPublisher:
         wires = [await HttpWire.connect("127.0.0.1", nchan.port) for _ in range(connections)]
         return cls(nchan, channel, wires)
 
     async def publish(self, first_seq: int, count: int) -> int:
-        answers = await self._wires.pipeline([
-            self._nchan.publish_request(self._channel, message(seq))
-            for seq in range(first_seq, first_seq + count)])
+        answers = await self._wires.pipeline(
+            [
+                self._nchan.publish_request(self._channel, message(seq))
+                for seq in range(first_seq, first_seq + count)
+            ]
+        )
         accepted = 0
         for status, _ in answers:
             self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -129,12 +136,13 @@ class JetStreamPublisher:
         self.errors = 0
 
     @classmethod
-    async def connect(cls, nats_url: str, channel: str) -> "JetStreamPublisher":
+    async def connect(cls, nats_url: str, channel: str) -> JetStreamPublisher:
         return cls(await NatsWire.connect(nats_url, JETSTREAM_WRITER, WRITER_INBOX), channel)
 
     async def publish(self, first_seq: int, count: int) -> int:
         replies = await self._wire.request_many(
-            self._subject, [self._record(seq) for seq in range(first_seq, first_seq + count)])
+            self._subject, [self._record(seq) for seq in range(first_seq, first_seq + count)]
+        )
         good = [reply for reply in replies if reply and b'"error"' not in reply]
         self.errors += len(replies) - len(good)
         if good:  # PubAck {"stream":"LOGS","seq":N}: only the ends are parsed
@@ -158,16 +166,26 @@ class IngestHttpPublisher:
         self.statuses: dict[int, int] = {}
 
     @classmethod
-    async def connect(cls, port: int, channel: str, tag: str,
-                      connections: int = 4) -> "IngestHttpPublisher":
+    async def connect(
+        cls, port: int, channel: str, tag: str, connections: int = 4
+    ) -> IngestHttpPublisher:
         wires = [await HttpWire.connect("127.0.0.1", port) for _ in range(connections)]
         return cls(wires, channel, tag)
 
     async def publish(self, first_seq: int, count: int) -> int:
         body = published_records(self._channel, first_seq, count, self._tag)
-        [(status, _)] = await self._wire.pipeline([post_request(
-            "/api/logs/publish", body, {"Authorization": f"Bearer {SERVICE_TOKEN}",
-                                        "Content-Type": "application/json"})])
+        [(status, _)] = await self._wire.pipeline(
+            [
+                post_request(
+                    "/api/logs/publish",
+                    body,
+                    {
+                        "Authorization": f"Bearer {SERVICE_TOKEN}",
+                        "Content-Type": "application/json",
+                    },
+                )
+            ]
+        )
         self.statuses[status] = self.statuses.get(status, 0) + 1
         return count if status == 202 else 0
 

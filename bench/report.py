@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.cases.fanout import P99_LIMIT_MS, step_problem
-from bench.report_sections import (channels_section, flood_section, ingest_section,
-                                   latency_section, memory_section, profile_section,
-                                   replay_section)
+from bench.report_sections import (
+    channels_section,
+    flood_section,
+    ingest_section,
+    latency_section,
+    memory_section,
+    profile_section,
+    replay_section,
+)
 
 __all__ = ["Results", "render"]
 
@@ -58,37 +64,51 @@ def _verdict(met: bool | None) -> str:
 
 
 def summary(results: Results) -> list[str]:
-    rows = ["| target (issue 6) | Logstream | Nchan | Logstream / Nchan | verdict |",
-            "|---|---|---|---|---|"]
-    for ours, theirs in (("Logstream 1 gateway", "Nchan 1 worker"),
-                         ("Logstream 2 gateways", "Nchan 2 workers")):
+    rows = [
+        "| target (issue 6) | Logstream | Nchan | Logstream / Nchan | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for ours, theirs in (
+        ("Logstream 1 gateway", "Nchan 1 worker"),
+        ("Logstream 2 gateways", "Nchan 2 workers"),
+    ):
         mine, other = _best_rate(results, ours), _best_rate(results, theirs)
         met = None if mine is None or other is None else mine >= other
-        rows.append(f"| fan-out, {ours} >= {theirs} (deliveries/s) | {_num(mine)} | "
-                    f"{_num(other)} | {_ratio(mine, other)} | {_verdict(met)} |")
+        rows.append(
+            f"| fan-out, {ours} >= {theirs} (deliveries/s) | {_num(mine)} | "
+            f"{_num(other)} | {_ratio(mine, other)} | {_verdict(met)} |"
+        )
     rows += _efficiency_rows(results)
     ours_mem = _by_name(results.memory, "Logstream 1 gateway")
     nchan_mem = _by_name(results.memory, "Nchan 1 worker")
     kib = ours_mem.per_connection / 1024 if ours_mem else None
-    rows.append(f"| idle memory <= {IDLE_KIB_TARGET} KiB per connection | {_num(kib, 1)} | "
-                f"{_num(nchan_mem.per_connection / 1024 if nchan_mem else None, 1)} | "
-                f"{_ratio(kib, nchan_mem.per_connection / 1024 if nchan_mem else None)} | "
-                f"{_verdict(None if kib is None else kib <= IDLE_KIB_TARGET)} |")
+    rows.append(
+        f"| idle memory <= {IDLE_KIB_TARGET} KiB per connection | {_num(kib, 1)} | "
+        f"{_num(nchan_mem.per_connection / 1024 if nchan_mem else None, 1)} | "
+        f"{_ratio(kib, nchan_mem.per_connection / 1024 if nchan_mem else None)} | "
+        f"{_verdict(None if kib is None else kib <= IDLE_KIB_TARGET)} |"
+    )
     batches = results.ingest[0].rate if results.ingest else None
-    rows.append(f"| ingest >= {INGEST_TARGET:,} records/s, HTTP batches | {_num(batches)} | - "
-                f"| - | {_verdict(None if batches is None else batches >= INGEST_TARGET)} |")
+    rows.append(
+        f"| ingest >= {INGEST_TARGET:,} records/s, HTTP batches | {_num(batches)} | - "
+        f"| - | {_verdict(None if batches is None else batches >= INGEST_TARGET)} |"
+    )
     ours_lat = _by_name(results.latency, "Logstream 1 gateway, via HTTP ingest")
     nchan_lat = _by_name(results.latency, "Nchan 1 worker")
-    rows.append(f"| p99 <= {P99_TARGET_MS:g} ms, 100 streams x 500 msgs/s, via ingest (ms) | "
-                f"{_num(ours_lat and ours_lat.p99, 2)} | {_num(nchan_lat and nchan_lat.p99, 2)}"
-                f" | {_ratio(ours_lat and ours_lat.p99, nchan_lat and nchan_lat.p99)} | "
-                f"{_verdict(None if ours_lat is None else ours_lat.p99 <= P99_TARGET_MS)} |")
+    rows.append(
+        f"| p99 <= {P99_TARGET_MS:g} ms, 100 streams x 500 msgs/s, via ingest (ms) | "
+        f"{_num(ours_lat and ours_lat.p99, 2)} | {_num(nchan_lat and nchan_lat.p99, 2)}"
+        f" | {_ratio(ours_lat and ours_lat.p99, nchan_lat and nchan_lat.p99)} | "
+        f"{_verdict(None if ours_lat is None else ours_lat.p99 <= P99_TARGET_MS)} |"
+    )
     ours_flood = _by_name(results.flood, "Logstream 1 gateway")
     nchan_flood = _by_name(results.flood, "Nchan 1 worker")
     loss = (ours_flood.lost + ours_flood.report.closed) if ours_flood else None
-    rows.append(f"| zero loss at one channel flooded (messages lost) | {_num(loss)} | "
-                f"{_num(nchan_flood.lost if nchan_flood else None)} | - | "
-                f"{_verdict(None if loss is None else loss == 0)} |")
+    rows.append(
+        f"| zero loss at one channel flooded (messages lost) | {_num(loss)} | "
+        f"{_num(nchan_flood.lost if nchan_flood else None)} | - | "
+        f"{_verdict(None if loss is None else loss == 0)} |"
+    )
     return rows
 
 
@@ -96,15 +116,21 @@ def _efficiency_rows(results: Results) -> list[str]:
     """Deliveries per CPU-second of the serving processes: a ratio that holds up on a busy
     machine, and one that exists even when no Logstream step passed."""
     rows = []
-    for ours, theirs in (("Logstream 1 gateway", "Nchan 1 worker"),
-                         ("Logstream 2 gateways", "Nchan 2 workers")):
-        mine, other = _efficiency(_by_name(results.fanout, ours)), _efficiency(
-            _by_name(results.fanout, theirs))
+    for ours, theirs in (
+        ("Logstream 1 gateway", "Nchan 1 worker"),
+        ("Logstream 2 gateways", "Nchan 2 workers"),
+    ):
+        mine, other = (
+            _efficiency(_by_name(results.fanout, ours)),
+            _efficiency(_by_name(results.fanout, theirs)),
+        )
         if mine or other:
             ours_rate, their_rate = mine and mine[0], other and other[0]
-            rows.append(f"| fan-out efficiency, {ours} vs {theirs} (deliveries per CPU-second "
-                        f"of the serving processes) | {_num(ours_rate)} | {_num(their_rate)} | "
-                        f"{_ratio(ours_rate, their_rate)} | (no target; for the levers) |")
+            rows.append(
+                f"| fan-out efficiency, {ours} vs {theirs} (deliveries per CPU-second "
+                f"of the serving processes) | {_num(ours_rate)} | {_num(their_rate)} | "
+                f"{_ratio(ours_rate, their_rate)} | (no target; for the levers) |"
+            )
     return rows
 
 
@@ -141,7 +167,7 @@ def fanout_section(results: Results) -> list[str]:
         "processes on two ports, streams dealt alternately (no proxy). Nchan: POSTs to its "
         "publisher location over 8 keep-alive connections; two workers share one port with "
         "`reuseport`. A step that failed on p99 alone (nothing lost) was measured once more "
-        "and the second result counts (\"2nd try\" below). Client: one reactive process reads "
+        'and the second result counts ("2nd try" below). Client: one reactive process reads '
         "one stream in 25 as soon as bytes arrive and gives the latencies; bulk processes poll "
         "the others every 50 ms and only count (bench/README.md).",
         "",
@@ -150,16 +176,23 @@ def fanout_section(results: Results) -> list[str]:
     ]
     for run in results.fanout:
         best = run.best
-        lines.append(f"| {run.system} | {_num(best and best.sustained_rate)} | "
-                     f"{_num(best and best.rate)} | {_num(best and best.p99, 1)} | "
-                     f"{run.failure or 'end of ramp'} |")
+        lines.append(
+            f"| {run.system} | {_num(best and best.sustained_rate)} | "
+            f"{_num(best and best.rate)} | {_num(best and best.p99, 1)} | "
+            f"{run.failure or 'end of ramp'} |"
+        )
     if results.plot:
         lines += ["", f"![delivered events/s against offered rate]({results.plot})"]
-    lines += ["", "Every step (CPU as a share of one core over the publishing window; client ="
-              " all subscriber processes, max = the busiest one):", "",
-              "| system | offered msgs/s | accepted msgs/s | delivered/s in window | p50 ms "
-              "| p99 ms | lost | client CPU (max) | server CPU | publisher CPU | load | "
-              "verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Every step (CPU as a share of one core over the publishing window; client ="
+        " all subscriber processes, max = the busiest one):",
+        "",
+        "| system | offered msgs/s | accepted msgs/s | delivered/s in window | p50 ms "
+        "| p99 ms | lost | client CPU (max) | server CPU | publisher CPU | load | "
+        "verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in results.fanout:
         for step in run.steps:
             server = ", ".join(f"{name} {share:.2f}" for name, share in step.server_cpu.items())
@@ -168,13 +201,17 @@ def fanout_section(results: Results) -> list[str]:
                 f"{step.window_rate:,.0f} | {step.p50:.1f} | {step.p99:.1f} | {step.lost:,} | "
                 f"{sum(step.client_cpu):.2f} ({max(step.client_cpu):.2f}) | {server} | "
                 f"{step.publisher_cpu:.2f} | {step.load.split()[0]} | "
-                f"{step_problem(step) or 'pass'}{_retry_note(run, step)} |")
+                f"{step_problem(step) or 'pass'}{_retry_note(run, step)} |"
+            )
     efficiency = _efficiency_lines(results)
     if efficiency:
-        lines += ["", "Deliveries per CPU-second of the serving processes (gateway or nginx "
-                  "workers) at each system's busiest step that lost nothing (whatever its "
-                  "latency): less sensitive to the machine's other load than the rates above.",
-                  ""]
+        lines += [
+            "",
+            "Deliveries per CPU-second of the serving processes (gateway or nginx "
+            "workers) at each system's busiest step that lost nothing (whatever its "
+            "latency): less sensitive to the machine's other load than the rates above.",
+            "",
+        ]
         lines += efficiency
     return lines
 
@@ -190,8 +227,10 @@ def _efficiency_lines(results: Results) -> list[str]:
         found = _efficiency(run)
         if found:
             rate, step = found
-            rows.append(f"- {run.system}: {rate:,.0f} deliveries per CPU-second (at "
-                        f"{step.rate:,.0f} msgs/s, {step.window_rate / rate:.2f} of a core)")
+            rows.append(
+                f"- {run.system}: {rate:,.0f} deliveries per CPU-second (at "
+                f"{step.rate:,.0f} msgs/s, {step.window_rate / rate:.2f} of a core)"
+            )
     return rows
 
 
@@ -213,7 +252,7 @@ def render(results: Results) -> str:
         *summary(results),
         "",
         "What limits each figure, what was tried, and the design behind them: bench/README.md, "
-        "\"What makes it fast, and what limits it\".",
+        '"What makes it fast, and what limits it".',
         "",
         *fanout_section(results),
         "",

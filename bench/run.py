@@ -25,64 +25,115 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cases.channels import channels_case  # noqa: E402
-from bench.cases.fanout import fanout_ramp  # noqa: E402
-from bench.cases.flood import flood_case  # noqa: E402
-from bench.cases.ingest import ingest_case  # noqa: E402
-from bench.cases.latency import latency_case  # noqa: E402
-from bench.cases.memory import memory_case  # noqa: E402
-from bench.cases.replay import replay_case  # noqa: E402
-from bench.machine import (load_average, machine_summary, raise_open_files,  # noqa: E402
-                           versions)
-from bench.nchan import (APT_COMMAND, Nchan, NchanSystem, find_nginx_nchan,  # noqa: E402
-                         install_nginx_nchan)
-from bench.plot import plot_fanout  # noqa: E402
-from bench.profile import find_py_spy, profile_fanout  # noqa: E402
-from bench.report import Results, render  # noqa: E402
-from bench.stack import LogstreamStack, LogstreamSystem  # noqa: E402
-from logstream.shared.embedded_nats import find_nats_server  # noqa: E402
-from tests.support.nats_source import free_port  # noqa: E402
+from bench.cases.channels import channels_case
+from bench.cases.fanout import fanout_ramp
+from bench.cases.flood import flood_case
+from bench.cases.ingest import ingest_case
+from bench.cases.latency import latency_case
+from bench.cases.memory import memory_case
+from bench.cases.replay import replay_case
+from bench.machine import load_average, machine_summary, raise_open_files, versions
+from bench.nchan import APT_COMMAND, Nchan, NchanSystem, find_nginx_nchan, install_nginx_nchan
+from bench.plot import plot_fanout
+from bench.profile import find_py_spy, profile_fanout
+from bench.report import Results, render
+from bench.stack import LogstreamStack, LogstreamSystem
+from logstream.shared.embedded_nats import find_nats_server
+from tests.support.nats_source import free_port
 
 CASES = ("fanout", "latency", "memory", "ingest", "flood", "replay", "profile", "channels")
 BENCH_DIR = Path(__file__).resolve().parent
-FULL = dict(subscribers=1000, rates="1,2,5,10,20,50,100,150,200,300,400,600,800,1200,1600",
-            step_s=5.0, latency_s=10.0, memory_connections=5000, ingest_s=8.0,
-            flood_rate=50_000.0, flood_s=5.0, flood_subscribers=1, replay_records=100_000,
-            profile_s=10.0, channels_streams=10_000, channels_rate=5_000.0,
-            channels_churn=100.0, channels_s=10.0, channels_open_timeout=120.0)
+FULL = dict(
+    subscribers=1000,
+    rates="1,2,5,10,20,50,100,150,200,300,400,600,800,1200,1600",
+    step_s=5.0,
+    latency_s=10.0,
+    memory_connections=5000,
+    ingest_s=8.0,
+    flood_rate=50_000.0,
+    flood_s=5.0,
+    flood_subscribers=1,
+    replay_records=100_000,
+    profile_s=10.0,
+    channels_streams=10_000,
+    channels_rate=5_000.0,
+    channels_churn=100.0,
+    channels_s=10.0,
+    channels_open_timeout=120.0,
+)
 # Below this rate a 1,000-stream gateway idles too much for py-spy to say where time goes.
 PROFILE_MIN_RATE = 10.0
-QUICK = dict(subscribers=200, rates="50,150", step_s=1.0, latency_s=1.0,
-             memory_connections=300, ingest_s=0.75, flood_rate=5_000.0, flood_s=1.0,
-             flood_subscribers=1, replay_records=3_000, profile_s=2.0, channels_streams=1_000,
-             channels_rate=500.0, channels_churn=20.0, channels_s=3.0,
-             channels_open_timeout=60.0)
+QUICK = dict(
+    subscribers=200,
+    rates="50,150",
+    step_s=1.0,
+    latency_s=1.0,
+    memory_connections=300,
+    ingest_s=0.75,
+    flood_rate=5_000.0,
+    flood_s=1.0,
+    flood_subscribers=1,
+    replay_records=3_000,
+    profile_s=2.0,
+    channels_streams=1_000,
+    channels_rate=500.0,
+    channels_churn=20.0,
+    channels_s=3.0,
+    channels_open_timeout=60.0,
+)
 
 
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python bench/run.py",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run (~1 min)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated subset of {', '.join(CASES)}")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
+    )
     parser.add_argument("--no-nchan", action="store_true", help="Logstream only (no ratios)")
-    parser.add_argument("--install-nchan", action="store_true",
-                        help="as root: apt-get install nginx libnginx-mod-nchan if missing")
-    parser.add_argument("--out", type=Path, help="where RESULTS.md and fanout.png go "
-                        "(default: bench/, or a temp dir with --quick)")
-    parser.add_argument("--client-processes", type=int, default=2,
-                        help="bulk subscriber processes per system in the fan-out case")
-    parser.add_argument("--nice", type=int, default=0,
-                        help="niceness increment for the bench and all it starts (negative: "
-                        "root only; on a shared machine it takes CPU from other work)")
-    parser.add_argument("--profile-rate", type=float, default=None,
-                        help="msgs/s of the profiled fan-out window (default: where Logstream "
-                        f"1 gateway first failed, at least {PROFILE_MIN_RATE:g})")
-    parser.add_argument("--no-fsync-case", action="store_true",
-                        help="skip ingest against a broker with sync_interval: always")
+    parser.add_argument(
+        "--install-nchan",
+        action="store_true",
+        help="as root: apt-get install nginx libnginx-mod-nchan if missing",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where RESULTS.md and fanout.png go (default: bench/, or a temp dir with --quick)",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=2,
+        help="bulk subscriber processes per system in the fan-out case",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness increment for the bench and all it starts (negative: "
+        "root only; on a shared machine it takes CPU from other work)",
+    )
+    parser.add_argument(
+        "--profile-rate",
+        type=float,
+        default=None,
+        help="msgs/s of the profiled fan-out window (default: where Logstream "
+        f"1 gateway first failed, at least {PROFILE_MIN_RATE:g})",
+    )
+    parser.add_argument(
+        "--no-fsync-case",
+        action="store_true",
+        help="skip ingest against a broker with sync_interval: always",
+    )
     for name, default in FULL.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
-                            help=f"default {default} ({QUICK[name]} with --quick)")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=None,
+            help=f"default {default} ({QUICK[name]} with --quick)",
+        )
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for name, default in preset.items():
@@ -104,9 +155,11 @@ def nchan_tools(args) -> tuple[str, str] | None:
         install_nginx_nchan()
         nginx, module, missing = find_nginx_nchan()
     if missing:
-        raise SystemExit(f"{missing} not found. Install them (Debian/Ubuntu):\n    sudo "
-                         f"{' '.join(APT_COMMAND)}\nor run with --install-nchan as root, or "
-                         "--no-nchan for Logstream alone.")
+        raise SystemExit(
+            f"{missing} not found. Install them (Debian/Ubuntu):\n    sudo "
+            f"{' '.join(APT_COMMAND)}\nor run with --install-nchan as root, or "
+            "--no-nchan for Logstream alone."
+        )
     return nginx, module
 
 
@@ -122,20 +175,40 @@ async def run_cases(args, results: Results, workdir: Path, tools) -> None:
         pick = lambda *systems: [s for s in systems if s is not None]  # noqa: E731
         steps = {
             "fanout": lambda: _fanout(args, results, pick(one, two, n1, n2)),
-            "latency": lambda: _set(results, "latency", latency_case(
-                pick(LogstreamSystem(stack, 1, via_ingest=True), one,
-                     LogstreamSystem(stack, 1, via_ingest=True, via_proxy=True), n1),
-                100, 500.0, args.latency_s)),
-            "memory": lambda: _set(results, "memory", memory_case(
-                pick(one, n1), args.memory_connections, 0.5 if args.quick else 2.0)),
+            "latency": lambda: _set(
+                results,
+                "latency",
+                latency_case(
+                    pick(
+                        LogstreamSystem(stack, 1, via_ingest=True),
+                        one,
+                        LogstreamSystem(stack, 1, via_ingest=True, via_proxy=True),
+                        n1,
+                    ),
+                    100,
+                    500.0,
+                    args.latency_s,
+                ),
+            ),
+            "memory": lambda: _set(
+                results,
+                "memory",
+                memory_case(pick(one, n1), args.memory_connections, 0.5 if args.quick else 2.0),
+            ),
             "ingest": lambda: _ingest(args, results, stack, workdir),
-            "flood": lambda: _set(results, "flood", flood_case(
-                pick(one, n1), args.flood_subscribers, args.flood_rate, args.flood_s)),
+            "flood": lambda: _set(
+                results,
+                "flood",
+                flood_case(pick(one, n1), args.flood_subscribers, args.flood_rate, args.flood_s),
+            ),
             "replay": lambda: _set(results, "replay", replay_case(one, args.replay_records)),
             "profile": lambda: _profile(args, results, one, workdir),
             # A stack of its own: four fresh gateways, no channel seen before.
-            "channels": lambda: _set(results, "channels", channels_case(
-                LogstreamStack, workdir, nchans[0] if nchans else None, args)),
+            "channels": lambda: _set(
+                results,
+                "channels",
+                channels_case(LogstreamStack, workdir, nchans[0] if nchans else None, args),
+            ),
         }
         for case in args.cases:
             print(f"== {case} (load average {load_average()})", flush=True)
@@ -157,8 +230,9 @@ async def _set(results: Results, name: str, case) -> None:
 
 
 async def _fanout(args, results: Results, systems) -> None:
-    results.fanout = await fanout_ramp(systems, args.subscribers, args.rate_list, args.step_s,
-                                       args.client_processes)
+    results.fanout = await fanout_ramp(
+        systems, args.subscribers, args.rate_list, args.step_s, args.client_processes
+    )
 
 
 async def _ingest(args, results: Results, stack, workdir: Path) -> None:
@@ -184,26 +258,37 @@ async def _profile(args, results: Results, system, workdir: Path) -> None:
         rate = max(run.steps[-1].rate, PROFILE_MIN_RATE)
     else:
         rate = run.best.rate if run and run.best else args.rate_list[0]
-    results.profile = await profile_fanout(system, py_spy, args.subscribers, rate,
-                                           args.profile_s, args.client_processes,
-                                           results.settings["out"] / "gateway-profile.txt")
+    results.profile = await profile_fanout(
+        system,
+        py_spy,
+        args.subscribers,
+        rate,
+        args.profile_s,
+        args.client_processes,
+        results.settings["out"] / "gateway-profile.txt",
+    )
     print(f"   profiled at {rate:,.0f} msgs/s: {results.profile.samples} samples", flush=True)
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     tools = nchan_tools(args)
-    out = args.out or (Path(tempfile.mkdtemp(prefix="logstream-bench-quick-")) if args.quick
-                       else BENCH_DIR)
+    out = args.out or (
+        Path(tempfile.mkdtemp(prefix="logstream-bench-quick-")) if args.quick else BENCH_DIR
+    )
     out.mkdir(parents=True, exist_ok=True)
     raise_open_files()
     if args.nice:
         os.nice(args.nice)  # inherited by every process the bench starts
     command = "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     settings = {key: getattr(args, key) for key in FULL} | {"out": out, "nice": args.nice}
-    results = Results(command.strip(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                      machine_summary(), versions(find_nats_server(), tools and tools[0]),
-                      settings)
+    results = Results(
+        command.strip(),
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        machine_summary(),
+        versions(find_nats_server(), tools and tools[0]),
+        settings,
+    )
     started = time.monotonic()
     print(f"starting Logstream and Nchan (load average {load_average()})", flush=True)
     with tempfile.TemporaryDirectory(prefix="logstream-bench-") as workdir:

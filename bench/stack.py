@@ -29,14 +29,15 @@ class LogstreamStack:
     def __init__(self, workdir: Path, gateways: int = 2, *, sync_always: bool = False) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedNats(port=free_port(), store_dir=self.workdir / "nats",
-                                   sync_always=sync_always)
+        self.broker = EmbeddedNats(
+            port=free_port(), store_dir=self.workdir / "nats", sync_always=sync_always
+        )
         self.ingest: ServiceProcess | None = None
         self.proxy: ServiceProcess | None = None
         self.gateways: list[ServiceProcess] = []
         self._gateway_count = gateways
 
-    def start(self) -> "LogstreamStack":
+    def start(self) -> LogstreamStack:
         self.broker.start()
         self.ingest = self._service("ingest", [])
         for _ in range(self._gateway_count):
@@ -46,8 +47,9 @@ class LogstreamStack:
         return self
 
     def _service(self, name: str, args: list[str]) -> ServiceProcess:
-        service = ServiceProcess(name, nats_url=self.broker.url, log_dir=self.workdir,
-                                 args=[*_QUIET, *args]).start()
+        service = ServiceProcess(
+            name, nats_url=self.broker.url, log_dir=self.workdir, args=[*_QUIET, *args]
+        ).start()
         service.wait_ready(READY_TIMEOUT_S)
         return service
 
@@ -62,31 +64,46 @@ class LogstreamSystem:
     """The first ``gateways`` gateways of a stack, as a system under test; streams are spread
     over them round-robin, each gateway on its own port (no proxy in between)."""
 
-    def __init__(self, stack: LogstreamStack, gateways: int = 1, *,
-                 via_ingest: bool = False, via_proxy: bool = False) -> None:
+    def __init__(
+        self,
+        stack: LogstreamStack,
+        gateways: int = 1,
+        *,
+        via_ingest: bool = False,
+        via_proxy: bool = False,
+    ) -> None:
         self.stack = stack
         self.gateways = stack.gateways[:gateways]
         self.via_ingest, self.via_proxy = via_ingest, via_proxy
-        self.name = (f"Logstream {gateways} gateway" + ("s" if gateways > 1 else "")
-                     + (", via HTTP ingest" if via_ingest else "")
-                     + (", read through the proxy" if via_proxy else ""))
+        self.name = (
+            f"Logstream {gateways} gateway"
+            + ("s" if gateways > 1 else "")
+            + (", via HTTP ingest" if via_ingest else "")
+            + (", read through the proxy" if via_proxy else "")
+        )
         self._token = user_token()
 
     def targets(self, channel: str, *, last_event_id: int | None = None):
         resume = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
-        head = (f"HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self._token}\r\n"
-                f"Accept: text/event-stream\r\n{resume}\r\n")
+        head = (
+            f"HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self._token}\r\n"
+            f"Accept: text/event-stream\r\n{resume}\r\n"
+        )
         if self.via_proxy:  # the proxy's ETL route: logs:etl:<workspace_id>:<workflow_id>
             _, _, workspace, workflow = channel.split(":")
-            path = (f"/api/dapadmin/l5-etl/sse/logs/stream?workspace_id={workspace}"
-                    f"&workflow_id={workflow}")
+            path = (
+                f"/api/dapadmin/l5-etl/sse/logs/stream?workspace_id={workspace}"
+                f"&workflow_id={workflow}"
+            )
             return [("127.0.0.1", self.stack.proxy.port, f"GET {path} {head}".encode())]
         request = f"GET /api/logs/stream?channels={channel} {head}".encode()
         return [("127.0.0.1", gateway.port, request) for gateway in self.gateways]
 
     def server_pids(self) -> dict[str, list[int]]:
-        pids = {"gateway": [g.process.pid for g in self.gateways],
-                "nats-server": [self.stack.broker.process.pid]}
+        pids = {
+            "gateway": [g.process.pid for g in self.gateways],
+            "nats-server": [self.stack.broker.process.pid],
+        }
         if self.via_ingest:
             pids["ingest"] = [self.stack.ingest.process.pid]
         if self.via_proxy:
@@ -97,8 +114,9 @@ class LogstreamSystem:
         """Through HTTP ingest if ``via_ingest``; else straight to JetStream ``logs.<...>`` as
         the ingest NATS user (the gateway's fan-out is what is measured, not ingest)."""
         if self.via_ingest:
-            return await IngestHttpPublisher.connect(self.stack.ingest.port, channel,
-                                                     uuid.uuid4().hex[:8])
+            return await IngestHttpPublisher.connect(
+                self.stack.ingest.port, channel, uuid.uuid4().hex[:8]
+            )
         return await JetStreamPublisher.connect(self.stack.broker.url, channel)
 
     @staticmethod

@@ -72,8 +72,15 @@ class Window:
         return self.expected / self.paced.duration_s
 
 
-async def measure_window(system, pool: SubscriberPool, publisher, rate: float,
-                         duration_s: float, subscribers: int, first_seq: int) -> Window:
+async def measure_window(
+    system,
+    pool: SubscriberPool,
+    publisher,
+    rate: float,
+    duration_s: float,
+    subscribers: int,
+    first_seq: int,
+) -> Window:
     load = load_average()
     groups = system.server_pids()
     server = {name: CpuClock(pids) for name, pids in groups.items()}
@@ -85,8 +92,20 @@ async def measure_window(system, pool: SubscriberPool, publisher, rate: float,
     server_cpu = {name: clock.total() for name, clock in server.items()}
     publisher_cpu = ((spent.user + spent.system) - (me.user + me.system)) / paced.elapsed_s
     final = await _drain(pool, paced.accepted * subscribers)
-    return Window(system.name, rate, subscribers, paced, at_end.received, final.received,
-                  final, at_end.cpu_shares, server_cpu, publisher_cpu, load, final.latency_ms)
+    return Window(
+        system.name,
+        rate,
+        subscribers,
+        paced,
+        at_end.received,
+        final.received,
+        final,
+        at_end.cpu_shares,
+        server_cpu,
+        publisher_cpu,
+        load,
+        final.latency_ms,
+    )
 
 
 async def _drain(pool: SubscriberPool, expected: int) -> PoolReport:

@@ -17,15 +17,17 @@ from logstream import LogPublisher
 
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 channel = sys.argv[2] if len(sys.argv) > 2 else "logs:etl:workspace123:workflow456"
-ingest_url = sys.argv[3] if len(sys.argv) > 3 else os.environ.get(
-    "LOGSTREAM_INGEST_URL", "http://127.0.0.1:3001")
+ingest_url = (
+    sys.argv[3]
+    if len(sys.argv) > 3
+    else os.environ.get("LOGSTREAM_INGEST_URL", "http://127.0.0.1:3001")
+)
 token = os.environ.get("LOGSTREAM_SERVICE_TOKEN", "l5-etl-token")
 
 
 async def process(logs: LogPublisher, index: int) -> None:
     await asyncio.sleep(0)  # the real work of a step would be here
-    logs.publish(channel, f"step {index} of {count} done", source="async-example",
-                 step=index)
+    logs.publish(channel, f"step {index} of {count} done", source="async-example", step=index)
 
 
 async def main() -> None:

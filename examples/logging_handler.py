@@ -15,8 +15,11 @@ import sys
 from logstream import LogstreamHandler
 
 channel = sys.argv[1] if len(sys.argv) > 1 else "logs:etl:workspace123:workflow456"
-ingest_url = sys.argv[2] if len(sys.argv) > 2 else os.environ.get(
-    "LOGSTREAM_INGEST_URL", "http://127.0.0.1:3001")
+ingest_url = (
+    sys.argv[2]
+    if len(sys.argv) > 2
+    else os.environ.get("LOGSTREAM_INGEST_URL", "http://127.0.0.1:3001")
+)
 token = os.environ.get("LOGSTREAM_SERVICE_TOKEN", "l5-etl-token")
 
 # The two lines: everything logged under "etl" now also goes to the channel.

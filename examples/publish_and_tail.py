@@ -32,5 +32,20 @@ except KeyError:
 handler.close()
 
 # 3. Read them back: the channel's last 3 records, then exit (without --count it follows).
-sys.exit(subprocess.call([sys.executable, "-m", "logstream", "tail", channel,
-                          "--url", gateway_url, "--tail", "3", "--count", "3"]))
+sys.exit(
+    subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "logstream",
+            "tail",
+            channel,
+            "--url",
+            gateway_url,
+            "--tail",
+            "3",
+            "--count",
+            "3",
+        ]
+    )
+)

@@ -30,12 +30,16 @@ parser.add_argument("--count", type=int, default=0, help="exit after N records")
 parser.add_argument("--drop-after", type=int, default=0, help="drop the connection once")
 args = parser.parse_args()
 
-token = args.token or httpx.get(f"{args.proxy}/dev/token",
-                                params={"user": "user123"}).json()["token"]
+token = (
+    args.token or httpx.get(f"{args.proxy}/dev/token", params={"user": "user123"}).json()["token"]
+)
 last_event_id, seen, dropped = None, 0, False
 
-with httpx.Client(base_url=args.url, timeout=httpx.Timeout(5.0, read=90.0),
-                  headers={"Authorization": f"Bearer {token}"}) as client:
+with httpx.Client(
+    base_url=args.url,
+    timeout=httpx.Timeout(5.0, read=90.0),
+    headers={"Authorization": f"Bearer {token}"},
+) as client:
     while not args.count or seen < args.count:
         params = {"channels": args.channel}
         headers = {}
@@ -44,8 +48,9 @@ with httpx.Client(base_url=args.url, timeout=httpx.Timeout(5.0, read=90.0),
         elif args.tail:
             params["tail"] = str(args.tail)
         try:
-            with connect_sse(client, "GET", "/api/logs/stream", params=params,
-                             headers=headers) as source:
+            with connect_sse(
+                client, "GET", "/api/logs/stream", params=params, headers=headers
+            ) as source:
                 if source.response.status_code != 200:
                     source.response.read()
                     sys.exit(f"{source.response.status_code}: {source.response.text}")

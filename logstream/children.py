@@ -19,8 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Child", "ConsoleEcho", "LOG_TAIL_LINES", "child_options", "notable",
-           "stop_together"]
+__all__ = [
+    "LOG_TAIL_LINES",
+    "Child",
+    "ConsoleEcho",
+    "child_options",
+    "notable",
+    "stop_together",
+]
 
 PR_SET_PDEATHSIG = 1
 # Enough of a failed child's log to show its traceback or the setting it refused.
@@ -142,8 +148,7 @@ def notable(line: str) -> str | None:
         if level not in _NOTABLE_LEVELS:
             return None
         if entry.get("audit") == "denied":  # who was refused what, by which rule
-            return (f"{level}: denied {entry.get('who')} {entry.get('what')} "
-                    f"({entry.get('rule')})")
+            return f"{level}: denied {entry.get('who')} {entry.get('what')} ({entry.get('rule')})"
         return f"{level}: {entry.get('msg', '')}"
     if any(mark in line for mark in _ROUTINE_MARKS):
         return None

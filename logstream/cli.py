@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["SERVER_COMMANDS", "SERVICES", "build_parser", "main", "run_one_service"]
 
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     if server_installed():
         from logstream.shared.settings import add_flags
 
-        up = commands.add_parser("up", help="run the whole stack locally on an embedded nats-server")
+        up = commands.add_parser(
+            "up", help="run the whole stack locally on an embedded nats-server"
+        )
         importlib.import_module("logstream.up").add_arguments(up)
         for name, module in SERVICES.items():
             sub = commands.add_parser(name, help=f"run the {name} service alone")
@@ -81,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tail":
         return importlib.import_module("logstream.tail").run(args)
     if not server_installed():
-        print(f"logstream {args.command}: this install has only the client (the SDK and tail); "
-              f"the services need {FULL_INSTALL}", file=sys.stderr)
+        print(
+            f"logstream {args.command}: this install has only the client (the SDK and tail); "
+            f"the services need {FULL_INSTALL}",
+            file=sys.stderr,
+        )
         return 2
     if args.command in SERVICES:
         flags = {k: v for k, v in vars(args).items() if k != "command"}

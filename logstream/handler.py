@@ -39,13 +39,13 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
-from logstream.publisher import (LogPublisher, PublishFailed, PublishQueueFull,
-                                 in_sender_thread)
+from logstream.publisher import LogPublisher, PublishFailed, PublishQueueFull, in_sender_thread
 from logstream.shared.channels import DEFAULT_SERVICES, parse_channel
 from logstream.shared.errors import InvalidChannel, LogstreamError
 from logstream.shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, format_time
@@ -57,7 +57,10 @@ __all__ = ["FLUSH_TIMEOUT_S", "LogstreamHandler", "fields_of", "json_safe", "lev
 FLUSH_TIMEOUT_S = 10.0
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 # Nested extras deeper than this are a data structure, not a log field: shown by repr().
 _MAX_DEPTH = 6
 # Shortening aims this far under MAX_FIELDS_BYTES: JSON escapes (a newline is 2 bytes) make
@@ -65,8 +68,13 @@ _MAX_DEPTH = 6
 _FIELDS_SLACK = 512
 _CUT = "\n... [{} characters cut] ...\n"
 _ENCODE = msgspec.json.encode
-_THRESHOLDS = ((logging.CRITICAL, "fatal"), (logging.ERROR, "error"),
-               (logging.WARNING, "warn"), (logging.INFO, "info"), (logging.DEBUG, "debug"))
+_THRESHOLDS = (
+    (logging.CRITICAL, "fatal"),
+    (logging.ERROR, "error"),
+    (logging.WARNING, "warn"),
+    (logging.INFO, "info"),
+    (logging.DEBUG, "debug"),
+)
 
 
 def level_of(levelno: int) -> str:
@@ -80,8 +88,10 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
         return [json_safe(item, depth + 1) for item in value]
     if depth < _MAX_DEPTH and isinstance(value, dict):
-        return {key if isinstance(key, str) else repr(key): json_safe(item, depth + 1)
-                for key, item in value.items()}
+        return {
+            key if isinstance(key, str) else repr(key): json_safe(item, depth + 1)
+            for key, item in value.items()
+        }
     return repr(value)
 
 
@@ -90,9 +100,9 @@ def shorten(text: str, limit: int) -> str:
     if len(text.encode()) <= limit:
         return text
     keep = max(0, limit - len(_CUT.format(len(text))) - 8)
-    head, tail = text[: keep // 4], text[len(text) - (keep - keep // 4):]
+    head, tail = text[: keep // 4], text[len(text) - (keep - keep // 4) :]
     while len((head + tail).encode()) > keep:  # multi-byte characters: trim until it fits
-        head, tail = head[: len(head) * 9 // 10], tail[len(tail) // 10:]
+        head, tail = head[: len(head) * 9 // 10], tail[len(tail) // 10 :]
     return head + _CUT.format(len(text) - len(head) - len(tail)) + tail
 
 
@@ -123,8 +133,11 @@ def _fair_share(ascending: list[int], budget: int) -> int:
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    fields = {key: json_safe(value) for key, value in record.__dict__.items()
-              if key not in _STANDARD and not key.startswith("_")}
+    fields = {
+        key: json_safe(value)
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
     if record.exc_info and record.exc_info[0] is not None:
         kind, error, trace = record.exc_info
         fields["exception"] = {"type": kind.__qualname__, "message": str(error)}
@@ -139,10 +152,17 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 class LogstreamHandler(logging.Handler):
     """A ``logging.Handler`` that publishes each record to one channel; see the module doc."""
 
-    def __init__(self, channel: str, *, token: str | None = None, url: str | None = None,
-                 transport: str = "http", publisher: LogPublisher | None = None,
-                 level: int = logging.NOTSET,
-                 services: Iterable[str] = DEFAULT_SERVICES) -> None:
+    def __init__(
+        self,
+        channel: str,
+        *,
+        token: str | None = None,
+        url: str | None = None,
+        transport: str = "http",
+        publisher: LogPublisher | None = None,
+        level: int = logging.NOTSET,
+        services: Iterable[str] = DEFAULT_SERVICES,
+    ) -> None:
         super().__init__(level)
         try:
             self.channel = str(parse_channel(channel, services))
@@ -152,9 +172,14 @@ class LogstreamHandler(logging.Handler):
         if publisher is None:
             if not token:
                 raise ValueError("token is required (or pass publisher=)")
-            publisher = LogPublisher(token=token, url=url, transport=transport,
-                                     services=services, max_attempts=None,
-                                     on_outage=self._report_outage)
+            publisher = LogPublisher(
+                token=token,
+                url=url,
+                transport=transport,
+                services=services,
+                max_attempts=None,
+                on_outage=self._report_outage,
+            )
         self.publisher = publisher
         self._refused = 0  # records a shared "block"/"raise" publisher would not queue
         self._overflowing = False
@@ -170,8 +195,7 @@ class LogstreamHandler(logging.Handler):
             _report(f"{where} answers again; sending the records kept meanwhile")
         else:
             why = f"{problem.status or problem.error}: {problem.server_message}"
-            _report(f"{where} is not answering ({why}); records are kept and sent when it "
-                    f"is back")
+            _report(f"{where} is not answering ({why}); records are kept and sent when it is back")
 
     def emit(self, record: logging.LogRecord) -> None:
         if in_sender_thread():
@@ -180,11 +204,18 @@ class LogstreamHandler(logging.Handler):
             message = shorten(record.getMessage(), MAX_MESSAGE_BYTES)
             dropped_before = self.dropped
             self.publisher.publish(
-                self.channel, message, level_of(record.levelno), source=record.name[:128],
-                timestamp=format_time_of(record), fields=fields_of(record))
+                self.channel,
+                message,
+                level_of(record.levelno),
+                source=record.name[:128],
+                timestamp=format_time_of(record),
+                fields=fields_of(record),
+            )
             if self.dropped > dropped_before:
-                self._overflow(f"the queue is full: the oldest records are being dropped "
-                               f"({self.dropped} so far)")
+                self._overflow(
+                    f"the queue is full: the oldest records are being dropped "
+                    f"({self.dropped} so far)"
+                )
             else:
                 self._overflowing = False
         except PublishQueueFull as exc:
@@ -221,7 +252,7 @@ class LogstreamHandler(logging.Handler):
 
 
 def format_time_of(record: logging.LogRecord) -> str:
-    return format_time(datetime.fromtimestamp(record.created, timezone.utc))
+    return format_time(datetime.fromtimestamp(record.created, UTC))
 
 
 def _report(text: str) -> None:

@@ -49,8 +49,9 @@ import threading
 import time
 import uuid
 import weakref
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -116,8 +117,16 @@ class PublishFailed(LogstreamError):
 
     code = "publish_failed"
 
-    def __init__(self, message: str, *, status: int | None, error: str, records: int,
-                 details: list[Any] | None = None, more: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        error: str,
+        records: int,
+        details: list[Any] | None = None,
+        more: int = 0,
+    ) -> None:
         self.status, self.error, self.records, self.more = status, error, records, more
         self.server_message = message
         head = f"{status} {error}" if status is not None else error
@@ -127,12 +136,17 @@ class PublishFailed(LogstreamError):
         super().__init__(text, details=details)
 
     @classmethod
-    def from_batches(cls, failures: Sequence[BatchFailure]) -> "PublishFailed":
+    def from_batches(cls, failures: Sequence[BatchFailure]) -> PublishFailed:
         """One error for every batch lost: the first one's answer, all of their records."""
         first = failures[0]
-        return cls(first.message, status=first.status, error=first.error,
-                   records=sum(failure.records for failure in failures),
-                   details=first.details, more=len(failures) - 1)
+        return cls(
+            first.message,
+            status=first.status,
+            error=first.error,
+            records=sum(failure.records for failure in failures),
+            details=first.details,
+            more=len(failures) - 1,
+        )
 
 
 def _jsonable(value: Any) -> str:
@@ -145,7 +159,7 @@ _ENCODER = msgspec.json.Encoder(enc_hook=_jsonable)
 
 def _timestamp(value: datetime | str | int | float | None) -> str | int:
     if value is None:
-        return format_time(datetime.now(timezone.utc))
+        return format_time(datetime.now(UTC))
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise InvalidRecord("timestamp: a datetime needs a timezone (e.g. timezone.utc)")
@@ -155,8 +169,9 @@ def _timestamp(value: datetime | str | int | float | None) -> str | int:
     return value
 
 
-def _reporting_to(on_error: Callable[[PublishFailed], None] | None,
-                  ) -> Callable[[BatchFailure], None] | None:
+def _reporting_to(
+    on_error: Callable[[PublishFailed], None] | None,
+) -> Callable[[BatchFailure], None] | None:
     """The sender's failure callback. It closes over ``on_error`` alone, not the publisher, so
     the sender holds no reference back to the publisher other than its running thread's."""
     if on_error is None:
@@ -164,8 +179,9 @@ def _reporting_to(on_error: Callable[[PublishFailed], None] | None,
     return lambda failure: on_error(PublishFailed.from_batches([failure]))
 
 
-def _outage_to(on_outage: Callable[[PublishFailed | None], None] | None,
-               ) -> Callable[[BatchFailure | None], None] | None:
+def _outage_to(
+    on_outage: Callable[[PublishFailed | None], None] | None,
+) -> Callable[[BatchFailure | None], None] | None:
     if on_outage is None:
         return None
     return lambda failure: on_outage(failure and PublishFailed.from_batches([failure]))
@@ -174,45 +190,75 @@ def _outage_to(on_outage: Callable[[PublishFailed | None], None] | None,
 class LogPublisher:
     """Queues records and sends them to ingest from a background thread; see the module doc."""
 
-    def __init__(self, *, token: str, url: str | None = None,
-                 transport: str | Transport = "http", max_queue: int = DEFAULT_MAX_QUEUE,
-                 when_full: str = "drop_oldest", queue_timeout: float | None = None,
-                 linger_s: float = DEFAULT_LINGER_S,
-                 max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
-                 backoff_s: float = DEFAULT_BACKOFF_S, services: Iterable[str] = DEFAULT_SERVICES,
-                 on_error: Callable[[PublishFailed], None] | None = None,
-                 on_outage: Callable[[PublishFailed | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        url: str | None = None,
+        transport: str | Transport = "http",
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        when_full: str = "drop_oldest",
+        queue_timeout: float | None = None,
+        linger_s: float = DEFAULT_LINGER_S,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        services: Iterable[str] = DEFAULT_SERVICES,
+        on_error: Callable[[PublishFailed], None] | None = None,
+        on_outage: Callable[[PublishFailed | None], None] | None = None,
+    ) -> None:
         if not token:
             raise ValueError("token is required (a service token, e.g. l5-etl-token in dev)")
         if isinstance(transport, str) and transport not in ("http", "nats"):
             raise ValueError(f"transport must be 'http' or 'nats' (given {transport!r})")
         self.url = url or (DEFAULT_NATS_URL if transport == "nats" else DEFAULT_HTTP_URL)
         if when_full not in WHEN_FULL:
-            raise ValueError(f"when_full must be one of {', '.join(WHEN_FULL)} "
-                             f"(given {when_full!r})")
+            raise ValueError(
+                f"when_full must be one of {', '.join(WHEN_FULL)} (given {when_full!r})"
+            )
         self._max_queue, self._queue_timeout = max_queue, queue_timeout
         self._when_full = when_full
         self.dropped = 0  # records discarded by the "drop_oldest" policy
         self._services = frozenset(services)
         self._outbox = Outbox()
-        self._sender = Sender(self._outbox, token=token, url=self.url, transport=transport,
-                              linger_s=linger_s, max_attempts=max_attempts,
-                              backoff_s=backoff_s, on_failure=_reporting_to(on_error),
-                              on_outage=_outage_to(on_outage))
+        self._sender = Sender(
+            self._outbox,
+            token=token,
+            url=self.url,
+            transport=transport,
+            linger_s=linger_s,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            on_failure=_reporting_to(on_error),
+            on_outage=_outage_to(on_outage),
+        )
         self._closed = False
         self._thread: threading.Thread | None = None  # the sender's, once a record starts it
 
-    def publish(self, channel: str, message: str, level: str = "info", *,
-                source: str | None = None, timestamp: datetime | str | int | float | None = None,
-                id: str | None = None, fields: Mapping[str, Any] | None = None,
-                **more_fields: Any) -> str:
+    def publish(
+        self,
+        channel: str,
+        message: str,
+        level: str = "info",
+        *,
+        source: str | None = None,
+        timestamp: datetime | str | int | float | None = None,
+        id: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        **more_fields: Any,
+    ) -> str:
         """Check and queue one record; returns its id. ``more_fields`` join ``fields`` (and win
         on a clash); a field named like a keyword here goes in ``fields=``."""
         record_id = id or uuid.uuid4().hex
         merged = {**(fields or {}), **more_fields}
-        raw = {"channel": channel, "message": message, "level": level,
-               "timestamp": _timestamp(timestamp), "source": source,
-               "fields": merged or None, "id": record_id}
+        raw = {
+            "channel": channel,
+            "message": message,
+            "level": level,
+            "timestamp": _timestamp(timestamp),
+            "source": source,
+            "fields": merged or None,
+            "id": record_id,
+        }
         encoded = _ENCODER.encode({k: v for k, v in raw.items() if v is not None})
         self._check(encoded, channel)
         self._enqueue(encoded)
@@ -252,7 +298,7 @@ class LogPublisher:
     async def aclose(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.close, timeout)
 
-    async def __aenter__(self) -> "LogPublisher":
+    async def __aenter__(self) -> LogPublisher:
         return self
 
     async def __aexit__(self, kind, value, traceback) -> None:
@@ -273,7 +319,7 @@ class LogPublisher:
         """Requests sent again after a 429, a 5xx or no answer."""
         return self._sender.retried
 
-    def __enter__(self) -> "LogPublisher":
+    def __enter__(self) -> LogPublisher:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
@@ -285,16 +331,21 @@ class LogPublisher:
 
     def _check(self, encoded: bytes, channel: object) -> None:
         try:
-            validate_records(decode_batch(encoded, "application/json"),
-                             publisher=_VALIDATION_PUBLISHER, services=self._services)
+            validate_records(
+                decode_batch(encoded, "application/json"),
+                publisher=_VALIDATION_PUBLISHER,
+                services=self._services,
+            )
         except InvalidRequest as exc:
             first = exc.details[0] if exc.details else {}
             field = first.get("field")
             problem = first.get("message") or exc.message
-            where = "" if field == "channel" else f" to {channel!r}" + (
-                f": field {field!r}" if field else "")
-            raise InvalidRecord(f"cannot publish{where}: {problem}",
-                                details=exc.details) from None
+            where = (
+                ""
+                if field == "channel"
+                else f" to {channel!r}" + (f": field {field!r}" if field else "")
+            )
+            raise InvalidRecord(f"cannot publish{where}: {problem}", details=exc.details) from None
 
     def _enqueue(self, encoded: bytes) -> None:
         outbox = self._outbox
@@ -320,13 +371,16 @@ class LogPublisher:
             outbox.changed.notify_all()
             return
         timeout = self._queue_timeout if self._when_full == "block" else 0.0
-        room = outbox.changed.wait_for(lambda: len(outbox.records) < self._max_queue
-                                       or self._closed, timeout)
+        room = outbox.changed.wait_for(
+            lambda: len(outbox.records) < self._max_queue or self._closed, timeout
+        )
         if self._closed:
             raise PublisherClosed("this LogPublisher is closed")
         if not room:
-            raise PublishQueueFull(f"{len(outbox.records)} records are waiting to be "
-                                   f"sent to {self.url}; this record was not queued")
+            raise PublishQueueFull(
+                f"{len(outbox.records)} records are waiting to be "
+                f"sent to {self.url}; this record was not queued"
+            )
 
     def _start(self) -> None:
         if self._thread is None:
@@ -342,7 +396,7 @@ class LogPublisher:
 
 # Publishers with a running sender, for the flush at exit; weak, so this is not what keeps
 # them alive (their sender thread does, until close()).
-_LIVE: "weakref.WeakSet[LogPublisher]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[LogPublisher] = weakref.WeakSet()
 
 
 @atexit.register

@@ -27,11 +27,18 @@ import contextlib
 import itertools
 import random
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
-from logstream.shared.ingest_client import HttpTransport, NatsTransport, Reply, Transport, TransportFailed
+from logstream.shared.ingest_client import (
+    HttpTransport,
+    NatsTransport,
+    Reply,
+    Transport,
+    TransportFailed,
+)
 
 __all__ = ["BatchFailure", "Outbox", "Sender", "in_sender_thread", "retry_delay"]
 
@@ -42,8 +49,12 @@ MAX_BACKOFF_S = 10.0
 JITTER = 0.5
 
 
-def retry_delay(attempt: int, backoff_s: float, retry_after: float | None,
-                rand: Callable[[], float] = random.random) -> float:
+def retry_delay(
+    attempt: int,
+    backoff_s: float,
+    retry_after: float | None,
+    rand: Callable[[], float] = random.random,
+) -> float:
     """Seconds before attempt ``attempt + 1``: ``Retry-After`` when the server gave one, else
     ``backoff_s`` doubled per attempt; either way capped at ``MAX_BACKOFF_S`` and stretched by
     up to ``JITTER`` (never shortened: a ``Retry-After`` is a floor)."""
@@ -75,11 +86,15 @@ class BatchFailure(msgspec.Struct, frozen=True, kw_only=True):
     details: list[Any] | None = None
 
     @classmethod
-    def from_reply(cls, reply: Reply, records: int) -> "BatchFailure":
+    def from_reply(cls, reply: Reply, records: int) -> BatchFailure:
         details = reply.body.get("details")
-        return cls(message=reply.message or "(no message)", status=reply.status,
-                   error=reply.error or "error", records=records,
-                   details=details if isinstance(details, list) else None)
+        return cls(
+            message=reply.message or "(no message)",
+            status=reply.status,
+            error=reply.error or "error",
+            records=records,
+            details=details if isinstance(details, list) else None,
+        )
 
 
 class Outbox:
@@ -132,10 +147,19 @@ class Outbox:
 class Sender:
     """The background thread and asyncio loop that send an ``Outbox`` to ingest."""
 
-    def __init__(self, outbox: Outbox, *, token: str, url: str, transport: str | Transport,
-                 linger_s: float, max_attempts: int | None, backoff_s: float,
-                 on_failure: Callable[[BatchFailure], None] | None,
-                 on_outage: Callable[[BatchFailure | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        token: str,
+        url: str,
+        transport: str | Transport,
+        linger_s: float,
+        max_attempts: int | None,
+        backoff_s: float,
+        on_failure: Callable[[BatchFailure], None] | None,
+        on_outage: Callable[[BatchFailure | None], None] | None = None,
+    ) -> None:
         self._outbox, self._token, self._url, self._kind = outbox, token, url, transport
         self._linger_s, self._max_attempts, self._backoff_s = linger_s, max_attempts, backoff_s
         self._on_failure, self._on_outage = on_failure, on_outage
@@ -157,13 +181,15 @@ class Sender:
         holds any more is still alive, and flushed, at interpreter exit."""
         if self._thread is None:
             self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._run, args=(owner,),
-                                            name="logstream-publisher", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(owner,), name="logstream-publisher", daemon=True
+            )
             self._thread.start()
         return self._thread
 
     def nudge(self, *, urgent: bool) -> None:
         """Wake the sender; ``urgent`` skips the linger (a full batch, a flush, a close)."""
+
         def wake() -> None:
             self._wake.set()
             if urgent:
@@ -227,9 +253,15 @@ class Sender:
         """Answer every record left (as abandoned) so no flush() waits for ever; close up."""
         given_up = self._outbox.abandon() + self._in_flight
         if given_up:
-            self._resolve(given_up, BatchFailure(
-                message="the publisher was closed before ingest confirmed them", status=None,
-                error="abandoned", records=given_up))
+            self._resolve(
+                given_up,
+                BatchFailure(
+                    message="the publisher was closed before ingest confirmed them",
+                    status=None,
+                    error="abandoned",
+                    records=given_up,
+                ),
+            )
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 await self._transport.close()
@@ -245,8 +277,7 @@ class Sender:
             if not isinstance(self._kind, str):
                 self._transport = self._kind
             elif self._kind == "nats":
-                self._transport = await NatsTransport.connect(self._url,
-                                                              name="logstream-publisher")
+                self._transport = await NatsTransport.connect(self._url, name="logstream-publisher")
             else:
                 self._transport = HttpTransport(self._url)
             self.batch_records = self._transport.max_batch_records
@@ -260,11 +291,13 @@ class Sender:
             try:
                 reply = await (await self._open()).publish(self._token, body)
             except TransportFailed as exc:
-                problem = BatchFailure(message=exc.message, status=None, error="no answer",
-                                       records=len(batch))
+                problem = BatchFailure(
+                    message=exc.message, status=None, error="no answer", records=len(batch)
+                )
             except Exception as exc:  # a bug must not kill the sender and hang every flush()
-                return BatchFailure(message=repr(exc), status=None, error="internal",
-                                    records=len(batch))
+                return BatchFailure(
+                    message=repr(exc), status=None, error="internal", records=len(batch)
+                )
             else:
                 if reply.status == 202:
                     self._outage(None)

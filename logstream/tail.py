@@ -25,16 +25,17 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
 
 from logstream.shared.identities import DEV_JWT_SECRET, DEV_USERS
-from logstream.shared.user_tokens import UserTokens
 from logstream.shared.ingest_client import describe_error
+from logstream.shared.user_tokens import UserTokens
 
 __all__ = ["DEFAULT_URL", "RecordPrinter", "TokenSource", "add_arguments", "plan_streams", "run"]
 
@@ -55,24 +56,36 @@ _COLORS = {"trace": "2", "debug": "2", "info": "32", "warn": "33", "error": "31"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Follow log channels in the terminal, like kubectl logs -f: history "
-                          "first if asked, then live records, resuming after drops.")
-    parser.add_argument("channels", nargs="+", metavar="CHANNEL",
-                        help="logs:<service>:<workspace>[:<resource>]; '*' for a whole segment")
-    parser.add_argument("--url", help=f"gateway or proxy base URL [LOGSTREAM_TAIL_URL, "
-                                      f"default: {DEFAULT_URL}]")
+    parser.description = (
+        "Follow log channels in the terminal, like kubectl logs -f: history "
+        "first if asked, then live records, resuming after drops."
+    )
+    parser.add_argument(
+        "channels",
+        nargs="+",
+        metavar="CHANNEL",
+        help="logs:<service>:<workspace>[:<resource>]; '*' for a whole segment",
+    )
+    parser.add_argument(
+        "--url", help=f"gateway or proxy base URL [LOGSTREAM_TAIL_URL, default: {DEFAULT_URL}]"
+    )
     parser.add_argument("--token", help="user token [LOGSTREAM_TOKEN]")
-    parser.add_argument("--token-file", help="file holding the user token, read again on "
-                                             "every reconnect")
-    parser.add_argument("--user", default="user123", choices=sorted(DEV_USERS),
-                        help="with no token: sign a dev-mode token for this user "
-                             "(default: user123)")
+    parser.add_argument(
+        "--token-file", help="file holding the user token, read again on every reconnect"
+    )
+    parser.add_argument(
+        "--user",
+        default="user123",
+        choices=sorted(DEV_USERS),
+        help="with no token: sign a dev-mode token for this user (default: user123)",
+    )
     parser.add_argument("--since", help="history first: RFC 3339 time or 30s, 10m, 2h")
     parser.add_argument("--tail", type=_count, metavar="N", help="history first: last N records")
     parser.add_argument("--level", help="only this level and above (trace ... fatal)")
     parser.add_argument("--grep", metavar="TEXT", help="only records containing TEXT")
-    parser.add_argument("--json", action="store_true",
-                        help="print each delivered record as one JSON line")
+    parser.add_argument(
+        "--json", action="store_true", help="print each delivered record as one JSON line"
+    )
     parser.add_argument("--count", type=_count, metavar="N", help="exit after N records")
 
 
@@ -99,7 +112,7 @@ class TokenSource:
     dev_user: str | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> "TokenSource":
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> TokenSource:
         if args.token:
             return cls(static=args.token)
         if args.token_file:
@@ -119,7 +132,7 @@ class TokenSource:
             try:
                 return Path(self.path).read_text().strip()
             except OSError as exc:
-                raise TailError(f"cannot read --token-file {self.path}: {exc.strerror}")
+                raise TailError(f"cannot read --token-file {self.path}: {exc.strerror}") from None
         return UserTokens(DEV_JWT_SECRET).issue_dev(self.dev_user)
 
 
@@ -150,8 +163,9 @@ def route_match(template: str, channel: str) -> dict[str, str] | None:
 def plan_streams(base: str, channels: list[str], routes: list[dict] | None) -> list[StreamSpec]:
     """One gateway stream for every channel, or (proxy) one route stream per channel."""
     if routes is None:
-        return [StreamSpec(base + STREAM_PATH, (("channels", ",".join(channels)),),
-                           ",".join(channels))]
+        return [
+            StreamSpec(base + STREAM_PATH, (("channels", ",".join(channels)),), ",".join(channels))
+        ]
     specs = []
     for channel in channels:
         for route in routes:
@@ -164,7 +178,8 @@ def plan_streams(base: str, channels: list[str], routes: list[dict] | None) -> l
             raise TailError(
                 f"{base} is a Logstream proxy and no route of it streams {channel} (its "
                 f"routes: {known}); give a gateway URL for other channels and wildcards",
-                EXIT_USAGE)
+                EXIT_USAGE,
+            )
     return specs
 
 
@@ -186,8 +201,9 @@ async def discover_routes(client: httpx.AsyncClient, base: str) -> list[dict] | 
 class RecordPrinter:
     """Writes records to ``out``: human lines or ``--json`` lines; counts them for --count."""
 
-    def __init__(self, out, *, as_json: bool, show_channel: bool, color: bool,
-                 count: int | None) -> None:
+    def __init__(
+        self, out, *, as_json: bool, show_channel: bool, color: bool, count: int | None
+    ) -> None:
         self.out, self.as_json, self.show_channel = out, as_json, show_channel
         self.color, self.count, self.printed = color, count, 0
         self.done = asyncio.Event()
@@ -221,8 +237,11 @@ class RecordPrinter:
             if isinstance(value, str) and "\n" in value:
                 blocks.append(([] if key == "stack" else [f"{key}:"]) + value.split("\n"))
             else:
-                shown_value = value if isinstance(value, str) and " " not in value else (
-                    json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+                shown_value = (
+                    value
+                    if isinstance(value, str) and " " not in value
+                    else (json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+                )
                 parts.append(f"{key}={shown_value}")
         lines = [" ".join(parts)] + ["    " + line for block in blocks for line in block]
         return "\n".join(lines)
@@ -235,8 +254,13 @@ class _Cursor:
     retry_ms: int = DEFAULT_RETRY_MS
 
 
-async def follow(client: httpx.AsyncClient, spec: StreamSpec, args: argparse.Namespace,
-                 tokens: TokenSource, printer: RecordPrinter) -> None:
+async def follow(
+    client: httpx.AsyncClient,
+    spec: StreamSpec,
+    args: argparse.Namespace,
+    tokens: TokenSource,
+    printer: RecordPrinter,
+) -> None:
     """Read one stream for ever, reconnecting after the cursor; raises ``TailError`` to end."""
     cursor = _Cursor()
     while True:
@@ -245,8 +269,9 @@ async def follow(client: httpx.AsyncClient, spec: StreamSpec, args: argparse.Nam
             headers["Last-Event-ID"] = str(cursor.last)
         params = list(spec.params) + _filters(args, first=cursor.last is None)
         try:
-            async with aconnect_sse(client, "GET", spec.url, params=params,
-                                    headers=headers) as source:
+            async with aconnect_sse(
+                client, "GET", spec.url, params=params, headers=headers
+            ) as source:
                 if source.response.status_code != 200:
                     await _refused(source.response, cursor)
                     continue
@@ -257,8 +282,10 @@ async def follow(client: httpx.AsyncClient, spec: StreamSpec, args: argparse.Nam
             ending = f"connection lost ({describe_error(exc)})"
         if ending == "auth-expired":
             if not tokens.refreshable:
-                raise TailError("the token expired; give a fresh --token (or use --token-file, "
-                                "which is read again on every reconnect)")
+                raise TailError(
+                    "the token expired; give a fresh --token (or use --token-file, "
+                    "which is read again on every reconnect)"
+                )
             continue
         await _pause(cursor, ending, spec, immediate=ending == "overflow")
 
@@ -281,8 +308,10 @@ async def _read(source, cursor: _Cursor, printer: RecordPrinter, spec: StreamSpe
             cursor.last = int(event.id)
         elif event.event == "gap":
             gap = json.loads(event.data)
-            _note(f"records {gap.get('from')}-{gap.get('to')} of {spec.label} aged out of "
-                  "retention before they could be read")
+            _note(
+                f"records {gap.get('from')}-{gap.get('to')} of {spec.label} aged out of "
+                "retention before they could be read"
+            )
         elif event.event in ("overflow", "auth-expired"):
             return event.event
     return "the stream ended"
@@ -324,19 +353,26 @@ async def tail(args: argparse.Namespace, environ: Mapping[str, str], out=None) -
         _note(f"no --token or LOGSTREAM_TOKEN: using a dev-mode token for {tokens.dev_user}")
     timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
     async with httpx.AsyncClient(timeout=timeout) as client:
-        specs = plan_streams(base, list(dict.fromkeys(args.channels)),
-                             await discover_routes(client, base))
-        printer = RecordPrinter(out, as_json=args.json, count=args.count,
-                                show_channel=len(args.channels) > 1 or "*" in args.channels[0],
-                                color=out.isatty() and "NO_COLOR" not in environ)
+        specs = plan_streams(
+            base, list(dict.fromkeys(args.channels)), await discover_routes(client, base)
+        )
+        printer = RecordPrinter(
+            out,
+            as_json=args.json,
+            count=args.count,
+            show_channel=len(args.channels) > 1 or "*" in args.channels[0],
+            color=out.isatty() and "NO_COLOR" not in environ,
+        )
         if args.count == 0:
             return 0
-        followers = [asyncio.create_task(follow(client, spec, args, tokens, printer))
-                     for spec in specs]
+        followers = [
+            asyncio.create_task(follow(client, spec, args, tokens, printer)) for spec in specs
+        ]
         finished = asyncio.create_task(printer.done.wait())
         try:
-            done, _ = await asyncio.wait([*followers, finished],
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [*followers, finished], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 if task is not finished:
                     task.result()  # a follower only returns by raising TailError

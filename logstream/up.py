@@ -29,6 +29,10 @@ import time
 import urllib.request
 
 from logstream.children import Child, ConsoleEcho, child_options, stop_together
+from logstream.shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
+from logstream.shared.identities import DEV_JWT_SECRET, DEV_NATS_PRODUCER, DEV_USER_TOKEN_TTL_S
+from logstream.shared.nats_names import INGEST_SUBJECT, inbox_prefix, redact_url
+from logstream.shared.user_tokens import UserTokens
 from logstream.up_plan import (
     Plan,
     PlanRefused,
@@ -36,10 +40,6 @@ from logstream.up_plan import (
     find_port_conflict,
     make_plan,
 )
-from logstream.shared.embedded_nats import CLUSTER_NAME, EmbeddedCluster, EmbeddedNats
-from logstream.shared.identities import DEV_JWT_SECRET, DEV_NATS_PRODUCER, DEV_USER_TOKEN_TTL_S
-from logstream.shared.nats_names import INGEST_SUBJECT, inbox_prefix, redact_url
-from logstream.shared.user_tokens import UserTokens
 
 __all__ = ["add_arguments", "run"]
 
@@ -109,22 +109,38 @@ class LocalStack:
         first_ingest, *more_ingests = self.plan.roles("ingest")
         services = [self._spawn_service(first_ingest, "ingest", *replicas)]
         services += [self._spawn_service(role, "gateway") for role in self.plan.roles("gateway")]
-        services.append(self._spawn_service("proxy", "proxy",
-                                            "--gateway-url", self.plan.gateway_urls))
+        services.append(
+            self._spawn_service("proxy", "proxy", "--gateway-url", self.plan.gateway_urls)
+        )
         self._wait_ready(services[0])
         services += [self._spawn_service(role, "ingest", *replicas) for role in more_ingests]
         for service in services[1:]:
             self._wait_ready(service)
         if self.plan.simulator:
-            self._spawn("simulator", [
-                sys.executable, "-m", "logstream", "simulate", "continuous", "0",
-                "--rate", f"{self.plan.rate:g}",
-                "--ingest-url", self.plan.url(self.plan.roles("ingest")[0])])
+            self._spawn(
+                "simulator",
+                [
+                    sys.executable,
+                    "-m",
+                    "logstream",
+                    "simulate",
+                    "continuous",
+                    "0",
+                    "--rate",
+                    f"{self.plan.rate:g}",
+                    "--ingest-url",
+                    self.plan.url(self.plan.roles("ingest")[0]),
+                ],
+            )
 
     def _start_broker(self) -> None:
         plan, log_path = self.plan, self.plan.log_dir / "nats.log"
-        broker = EmbeddedNats(port=plan.ports["nats"], store_dir=plan.data_dir / "nats",
-                                sync_always=plan.sync_always, host=plan.host)
+        broker = EmbeddedNats(
+            port=plan.ports["nats"],
+            store_dir=plan.data_dir / "nats",
+            sync_always=plan.sync_always,
+            host=plan.host,
+        )
         with open(log_path, "wb") as log_file:
             try:
                 broker.start(log_file=log_file, **child_options())
@@ -141,43 +157,65 @@ class LocalStack:
         cluster = EmbeddedCluster(
             ports=[plan.ports[role] for role in roles],
             cluster_ports=[plan.ports[f"{role} routes"] for role in roles],
-            store_dir=plan.data_dir / "nats-cluster", sync_always=plan.sync_always,
-            host=plan.host)
+            store_dir=plan.data_dir / "nats-cluster",
+            sync_always=plan.sync_always,
+            host=plan.host,
+        )
         for node in cluster.nodes:
             log_path = plan.log_dir / f"{node.server_name}.log"
             with open(log_path, "wb") as log_file:
                 try:
                     node.start(log_file=log_file, **child_options())
                 except (RuntimeError, OSError) as exc:
-                    failed = Child(node.server_name, node.process, log_path) \
-                        if node.process else None
-                    raise StartFailed(f"{node.server_name} did not start: {exc}",
-                                      failed) from None
+                    failed = (
+                        Child(node.server_name, node.process, log_path) if node.process else None
+                    )
+                    raise StartFailed(f"{node.server_name} did not start: {exc}", failed) from None
             self.children.append(Child(node.server_name, node.process, log_path))
-            _say(f"  {node.server_name:<10} listening on {node.url} (routes on port "
-                 f"{node.cluster_port}, store {node.store_dir})")
+            _say(
+                f"  {node.server_name:<10} listening on {node.url} (routes on port "
+                f"{node.cluster_port}, store {node.store_dir})"
+            )
         try:
             formed = cluster.wait_for_jetstream(
-                READY_TIMEOUT_S, abandon=lambda: self.stop_request.requested)
+                READY_TIMEOUT_S, abandon=lambda: self.stop_request.requested
+            )
         except RuntimeError as exc:
             dead = next((c for c in self.children if c.process.poll() is not None), None)
             raise StartFailed(f"the NATS cluster did not form: {exc}", dead) from None
         if not formed:
             raise Interrupted
-        _say(f"  JetStream  clustered over {plan.nodes} nodes "
-             f"({time.monotonic() - self.began:.1f}s)")
+        _say(
+            f"  JetStream  clustered over {plan.nodes} nodes ({time.monotonic() - self.began:.1f}s)"
+        )
 
     def _spawn_service(self, role: str, service: str, *extra: str) -> Child:
-        command = [sys.executable, "-m", "logstream", service, "--dev",
-                   "--host", self.plan.host, "--port", str(self.plan.ports[role]),
-                   "--nats-url", self.plan.broker_url, *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "logstream",
+            service,
+            "--dev",
+            "--host",
+            self.plan.host,
+            "--port",
+            str(self.plan.ports[role]),
+            "--nats-url",
+            self.plan.broker_url,
+            *extra,
+        ]
         return self._spawn(role, command)
 
     def _spawn(self, name: str, command: list[str]) -> Child:
         log_path = self.plan.log_dir / f"{name}.log"
         with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                       stderr=log_file, **child_options())
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                **child_options(),
+            )
         child = Child(name, process, log_path)
         self.children.append(child)
         return child
@@ -190,14 +228,16 @@ class LocalStack:
                 raise Interrupted
             code = child.process.poll()
             if code is not None:
-                raise StartFailed(f"{child.name} exited with code {code} before it was ready",
-                                  child)
+                raise StartFailed(
+                    f"{child.name} exited with code {code} before it was ready", child
+                )
             if _answers_ready(url + "/ready"):
                 _say(f"  {child.name:<10} ready on {url} ({time.monotonic() - self.began:.1f}s)")
                 return
             time.sleep(POLL_S)
-        raise StartFailed(f"{child.name} was not ready within {READY_TIMEOUT_S:g}s "
-                          f"(GET {url}/ready)", child)
+        raise StartFailed(
+            f"{child.name} was not ready within {READY_TIMEOUT_S:g}s (GET {url}/ready)", child
+        )
 
     def watch(self) -> int:
         """Until a stop is requested (0) or a child dies that the stack cannot do without (1)."""
@@ -209,8 +249,7 @@ class LocalStack:
                     continue
                 carrying_on = self._carries_on_without(child)
                 if carrying_on is None:
-                    _complain(f"{child.name} exited with code {code}; stopping the others",
-                              child)
+                    _complain(f"{child.name} exited with code {code}; stopping the others", child)
                     return 1
                 lost.add(child.name)
                 _complain(f"{child.name} exited with code {code}; {carrying_on}")
@@ -225,8 +264,7 @@ class LocalStack:
         siblings = [other for other in self.children if _kind(other.name) == kind]
         running = sum(other.process.poll() is None for other in siblings)
         if kind == "nats" and running > len(siblings) // 2:
-            return (f"{running} of {len(siblings)} nodes still run, a JetStream quorum: "
-                    "carrying on")
+            return f"{running} of {len(siblings)} nodes still run, a JetStream quorum: carrying on"
         if kind == "gateway" and running:
             return f"{running} of {len(siblings)} gateways still serve the proxy: carrying on"
         if kind == "ingest" and running:
@@ -272,40 +310,50 @@ def banner(plan: Plan) -> str:
     gateway = plan.url(plan.roles("gateway")[0])
     record = json.dumps({"channel": DEMO_CHANNEL, "message": "hello from curl"})
     where = f"{plan.data_dir}" + (" (ephemeral: removed at exit)" if plan.ephemeral else "")
-    return "\n".join([
-        "",
-        "Logstream is up (dev mode: built-in identities, not for production).",
-        f"  Logs page:   {proxy}/",
-        f"  Direct SSE ({DEMO_USER}'s dev token, valid {DEV_USER_TOKEN_TTL_S / 3600:g} h):",
-        f"    curl -N '{gateway}/api/logs/stream?channels={DEMO_CHANNEL}&access_token={token}'",
-        "  Through the proxy:",
-        f"    curl -N -H 'Authorization: Bearer {token}' "
-        f"'{proxy}/api/dapadmin/l5-etl/sse/logs/stream?workspace_id={workspace}"
-        f"&workflow_id={workflow}'",
-        "  Publish a record:",
-        f"    curl -X POST {ingest}/api/logs/publish -H 'Authorization: Bearer "
-        f"{DEMO_SERVICE_TOKEN}' -H 'Content-Type: application/json' -d '{record}'",
-        *_broker_lines(plan),
-        f"  Data dir:    {where}",
-        f"  Logs:        {plan.log_dir}/<service>.log (warnings and errors also shown here)",
-        "Ctrl-C to stop.",
-    ])
+    return "\n".join(
+        [
+            "",
+            "Logstream is up (dev mode: built-in identities, not for production).",
+            f"  Logs page:   {proxy}/",
+            f"  Direct SSE ({DEMO_USER}'s dev token, valid {DEV_USER_TOKEN_TTL_S / 3600:g} h):",
+            f"    curl -N '{gateway}/api/logs/stream?channels={DEMO_CHANNEL}&access_token={token}'",
+            "  Through the proxy:",
+            f"    curl -N -H 'Authorization: Bearer {token}' "
+            f"'{proxy}/api/dapadmin/l5-etl/sse/logs/stream?workspace_id={workspace}"
+            f"&workflow_id={workflow}'",
+            "  Publish a record:",
+            f"    curl -X POST {ingest}/api/logs/publish -H 'Authorization: Bearer "
+            f"{DEMO_SERVICE_TOKEN}' -H 'Content-Type: application/json' -d '{record}'",
+            *_broker_lines(plan),
+            f"  Data dir:    {where}",
+            f"  Logs:        {plan.log_dir}/<service>.log (warnings and errors also shown here)",
+            "Ctrl-C to stop.",
+        ]
+    )
 
 
 def _broker_lines(plan: Plan) -> list[str]:
     if plan.nats_url:  # its own users: whatever credentials the URL carries
         return [f"  Broker:      {redact_url(plan.broker_url)}"]
     first_node = f"{plan.url_host}:{plan.ports[plan.roles('nats')[0]]}"
-    producer = [f"  NATS producers: nats://{':'.join(DEV_NATS_PRODUCER)}@{first_node}, inbox "
-                f"prefix {inbox_prefix('producer')} (may publish to {INGEST_SUBJECT} only)"]
+    producer = [
+        f"  NATS producers: nats://{':'.join(DEV_NATS_PRODUCER)}@{first_node}, inbox "
+        f"prefix {inbox_prefix('producer')} (may publish to {INGEST_SUBJECT} only)"
+    ]
     if not plan.clustered:
         return [f"  Broker:      {plan.broker_url}", *producer]
-    lines = [f"  Broker:      NATS cluster {CLUSTER_NAME!r} of {plan.nodes} nodes, JetStream "
-             f"stream LOGS with {plan.nodes} replicas"]
-    lines += [f"    {role:<11}nats://{plan.url_host}:{plan.ports[role]} (routes on port "
-              f"{plan.ports[role + ' routes']})" for role in plan.roles("nats")]
-    lines.append(f"  Ingests:     {plan.copies('ingest')} (publish to either; a client "
-                 "retries on the other)")
+    lines = [
+        f"  Broker:      NATS cluster {CLUSTER_NAME!r} of {plan.nodes} nodes, JetStream "
+        f"stream LOGS with {plan.nodes} replicas"
+    ]
+    lines += [
+        f"    {role:<11}nats://{plan.url_host}:{plan.ports[role]} (routes on port "
+        f"{plan.ports[role + ' routes']})"
+        for role in plan.roles("nats")
+    ]
+    lines.append(
+        f"  Ingests:     {plan.copies('ingest')} (publish to either; a client retries on the other)"
+    )
     lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("ingest")]
     lines.append(f"  Gateways:    {plan.copies('gateway')}, behind the proxy")
     lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("gateway")]
@@ -319,8 +367,11 @@ def _say(text: str) -> None:
 def _complain(text: str, child: Child | None = None) -> None:
     print(f"logstream up: {text}", file=sys.stderr, flush=True)
     if child is not None:
-        print(f"--- last lines of {child.log_path} ---\n{child.tail()}\n---",
-              file=sys.stderr, flush=True)
+        print(
+            f"--- last lines of {child.log_path} ---\n{child.tail()}\n---",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -330,8 +381,10 @@ def run(args: argparse.Namespace) -> int:
         _complain(str(exc))
         return 2
     if plan.nodes == 2:
-        _say("logstream up: note: 2 nodes are not fault tolerant (JetStream's quorum is 2 of "
-             "2); --cluster 3 survives the loss of one")
+        _say(
+            "logstream up: note: 2 nodes are not fault tolerant (JetStream's quorum is 2 of "
+            "2); --cluster 3 survives the loss of one"
+        )
     stack = LocalStack(plan, StopRequest())
     echo = ConsoleEcho(stack.children)
     try:

@@ -14,8 +14,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_DATA_DIR", "Plan", "PlanRefused", "add_arguments", "find_port_conflict",
-           "make_plan"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "Plan",
+    "PlanRefused",
+    "add_arguments",
+    "find_port_conflict",
+    "make_plan",
+]
 
 # Relative to the working directory, so each project keeps its own store (like `.git`).
 DEFAULT_DATA_DIR = ".logstream"
@@ -32,36 +38,61 @@ INGEST_PORT_STEP = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Run the whole stack locally in dev mode: an embedded nats-server, "
-                          "ingest, gateway, proxy and the simulator. Ctrl-C stops it all.")
+    parser.description = (
+        "Run the whole stack locally in dev mode: an embedded nats-server, "
+        "ingest, gateway, proxy and the simulator. Ctrl-C stops it all."
+    )
     store = parser.add_mutually_exclusive_group()
-    store.add_argument("--data-dir", type=Path, default=None,
-                       help=f"where the broker's store and the logs live "
-                            f"[default: ./{DEFAULT_DATA_DIR}]")
-    store.add_argument("--ephemeral", action="store_true",
-                       help="throw-away store in a temporary directory, removed at exit")
-    parser.add_argument("--no-simulator", dest="simulator", action="store_false",
-                        help="do not start the traffic simulator")
-    parser.add_argument("--nats-url", default=None,
-                        help="use this broker instead of the embedded one [LOGSTREAM_NATS_URL]")
+    store.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"where the broker's store and the logs live [default: ./{DEFAULT_DATA_DIR}]",
+    )
+    store.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="throw-away store in a temporary directory, removed at exit",
+    )
+    parser.add_argument(
+        "--no-simulator",
+        dest="simulator",
+        action="store_false",
+        help="do not start the traffic simulator",
+    )
+    parser.add_argument(
+        "--nats-url",
+        default=None,
+        help="use this broker instead of the embedded one [LOGSTREAM_NATS_URL]",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address every service binds")
     parser.add_argument("--nats-port", type=_port, default=4222, help="embedded broker port")
     parser.add_argument("--ingest-port", type=_port, default=3001, help="ingest port")
     parser.add_argument("--gateway-port", type=_port, default=3002, help="gateway port")
     parser.add_argument("--proxy-port", type=_port, default=3000, help="proxy (Logs page) port")
-    parser.add_argument("--cluster", type=_cluster_size, default=None, metavar="N",
-                        help=f"run N (1-{MAX_CLUSTER_NODES}) NATS nodes as one JetStream "
-                             "cluster, the LOGS stream with N replicas, two ingests (on "
-                             f"--ingest-port and {INGEST_PORT_STEP} above it) and two gateways "
-                             "behind the proxy; nodes and gateways take consecutive ports from "
-                             "--nats-port and --gateway-port. 3 survives the loss of one node; "
-                             "2 does not")
-    parser.add_argument("--cluster-port", type=_port, default=DEFAULT_CLUSTER_PORT,
-                        help="first route port of the --cluster nodes (one per node, counting "
-                             "up)")
-    parser.add_argument("--sync-always", action="store_true",
-                        help="the embedded broker fsyncs every write (slower, survives a "
-                             "machine crash)")
+    parser.add_argument(
+        "--cluster",
+        type=_cluster_size,
+        default=None,
+        metavar="N",
+        help=f"run N (1-{MAX_CLUSTER_NODES}) NATS nodes as one JetStream "
+        "cluster, the LOGS stream with N replicas, two ingests (on "
+        f"--ingest-port and {INGEST_PORT_STEP} above it) and two gateways "
+        "behind the proxy; nodes and gateways take consecutive ports from "
+        "--nats-port and --gateway-port. 3 survives the loss of one node; "
+        "2 does not",
+    )
+    parser.add_argument(
+        "--cluster-port",
+        type=_port,
+        default=DEFAULT_CLUSTER_PORT,
+        help="first route port of the --cluster nodes (one per node, counting up)",
+    )
+    parser.add_argument(
+        "--sync-always",
+        action="store_true",
+        help="the embedded broker fsyncs every write (slower, survives a machine crash)",
+    )
     parser.add_argument("--rate", type=_rate, default=5.0, help="simulator records per second")
 
 
@@ -77,7 +108,8 @@ def _cluster_size(text: str) -> int:
     if not 1 <= nodes <= MAX_CLUSTER_NODES:
         raise argparse.ArgumentTypeError(
             f"{text} nodes: JetStream keeps 1 to {MAX_CLUSTER_NODES} replicas of a stream, so "
-            f"--cluster takes 1 to {MAX_CLUSTER_NODES}")
+            f"--cluster takes 1 to {MAX_CLUSTER_NODES}"
+        )
     return nodes
 
 
@@ -138,7 +170,8 @@ class Plan:
     def broker_url(self) -> str:
         """The services' ``--nats-url``: every node's URL, comma-separated."""
         return self.nats_url or ",".join(
-            f"nats://{self.url_host}:{self.ports[role]}" for role in self.roles("nats"))
+            f"nats://{self.url_host}:{self.ports[role]}" for role in self.roles("nats")
+        )
 
     @property
     def ingest_urls(self) -> str:
@@ -160,16 +193,26 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
     nodes = args.cluster or 1
     if args.cluster is not None and nats_url:
         given = "--nats-url" if args.nats_url else "LOGSTREAM_NATS_URL"
-        raise PlanRefused(f"--cluster starts its own NATS cluster; it cannot be combined with "
-                          f"{given} (drop one of them)")
+        raise PlanRefused(
+            f"--cluster starts its own NATS cluster; it cannot be combined with "
+            f"{given} (drop one of them)"
+        )
     ports = _port_plan(args, nodes, embedded=nats_url is None)
     if args.ephemeral:
         data_dir = Path(tempfile.mkdtemp(prefix="logstream-"))
     else:
         data_dir = (args.data_dir or Path.cwd() / DEFAULT_DATA_DIR).resolve()
-    return Plan(host=args.host, ports=ports, nats_url=nats_url, data_dir=data_dir,
-                ephemeral=args.ephemeral, sync_always=args.sync_always,
-                simulator=args.simulator, rate=args.rate, nodes=nodes)
+    return Plan(
+        host=args.host,
+        ports=ports,
+        nats_url=nats_url,
+        data_dir=data_dir,
+        ephemeral=args.ephemeral,
+        sync_always=args.sync_always,
+        simulator=args.simulator,
+        rate=args.rate,
+        nodes=nodes,
+    )
 
 
 def _port_plan(args: argparse.Namespace, nodes: int, *, embedded: bool) -> dict[str, int]:
@@ -177,14 +220,17 @@ def _port_plan(args: argparse.Namespace, nodes: int, *, embedded: bool) -> dict[
     its second ingest is ``INGEST_PORT_STEP`` above the first."""
     copies = CLUSTER_SERVICE_COPIES if nodes > 1 else 1
 
-    def numbered(flag: str, first: int, count: int, role: str | None = None,
-                 suffix: str = "", step: int = 1) -> dict[str, int]:
+    def numbered(
+        flag: str, first: int, count: int, role: str | None = None, suffix: str = "", step: int = 1
+    ) -> dict[str, int]:
         if nodes == 1:
             return {flag: first}
         last = first + (count - 1) * step
         if last > 65535:
-            raise PlanRefused(f"--{flag}-port {first} with --cluster {nodes} needs ports up to "
-                              f"{last}, past 65535 (choose a lower --{flag}-port)")
+            raise PlanRefused(
+                f"--{flag}-port {first} with --cluster {nodes} needs ports up to "
+                f"{last}, past 65535 (choose a lower --{flag}-port)"
+            )
         return {f"{role or flag}-{i + 1}{suffix}": first + i * step for i in range(count)}
 
     ports: dict[str, int] = {}
@@ -192,8 +238,12 @@ def _port_plan(args: argparse.Namespace, nodes: int, *, embedded: bool) -> dict[
         ports.update(numbered("nats", args.nats_port, nodes))
         if nodes > 1:
             ports.update(numbered("cluster", args.cluster_port, nodes, "nats", " routes"))
-    return {**ports, **numbered("ingest", args.ingest_port, copies, step=INGEST_PORT_STEP),
-            **numbered("gateway", args.gateway_port, copies), "proxy": args.proxy_port}
+    return {
+        **ports,
+        **numbered("ingest", args.ingest_port, copies, step=INGEST_PORT_STEP),
+        **numbered("gateway", args.gateway_port, copies),
+        "proxy": args.proxy_port,
+    }
 
 
 def find_port_conflict(host: str, ports: dict[str, int]) -> str | None:
@@ -205,7 +255,8 @@ def find_port_conflict(host: str, ports: dict[str, int]) -> str | None:
         taken[port] = role
         try:
             family, kind, proto, _, address = socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)[0]
+                host, port, type=socket.SOCK_STREAM
+            )[0]
         except socket.gaierror as exc:
             return f"cannot resolve --host {host!r}: {exc}"
         with socket.socket(family, kind, proto) as probe:

@@ -8,9 +8,10 @@ exists, and documents the 503 of ``GET /ready`` (``logstream.shared.web``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 from litestar import Litestar
@@ -55,18 +56,23 @@ class ErrorBody(msgspec.Struct):
 
 
 RETRY_AFTER = OpenAPIHeader(
-    schema={"type": "integer", "minimum": 0}, required=True,
-    description="Seconds to wait before sending the same request again.")
+    schema={"type": "integer", "minimum": 0},
+    required=True,
+    description="Seconds to wait before sending the same request again.",
+)
 WWW_AUTHENTICATE = OpenAPIHeader(
-    schema={"type": "string"}, required=True,
-    description="`Bearer`: how to present the credential.")
+    schema={"type": "string"}, required=True, description="`Bearer`: how to present the credential."
+)
+
 
 def add_response_headers(responses: dict[str, Any] | None, *, required: bool = True) -> None:
     """``Retry-After`` on 429/503 and ``WWW-Authenticate`` on 401, where they are documented
     (``required=False`` where only some of those answers carry them)."""
-    for status, name, header in (("429", "Retry-After", RETRY_AFTER),
-                                 ("503", "Retry-After", RETRY_AFTER),
-                                 ("401", "WWW-Authenticate", WWW_AUTHENTICATE)):
+    for status, name, header in (
+        ("429", "Retry-After", RETRY_AFTER),
+        ("503", "Retry-After", RETRY_AFTER),
+        ("401", "WWW-Authenticate", WWW_AUTHENTICATE),
+    ):
         if responses and status in responses:
             header = header if required else replace(header, required=False)
             responses[status].headers = {**(responses[status].headers or {}), name: header}
@@ -76,8 +82,12 @@ def level_schema() -> dict[str, Any]:
     """A level name as the services read it: case-insensitive, ``warning`` meaning ``warn``
     (an ECMA regular expression has no case-insensitive flag, hence the letter classes)."""
     names = "|".join("".join(f"[{c.upper()}{c}]" for c in name) for name in (*LEVELS, "warning"))
-    return {"type": "string", "pattern": f"^({names})$", "examples": list(LEVELS),
-            "description": f"One of {', '.join(LEVELS)}, in any case; `warning` means `warn`."}
+    return {
+        "type": "string",
+        "pattern": f"^({names})$",
+        "examples": list(LEVELS),
+        "description": f"One of {', '.join(LEVELS)}, in any case; `warning` means `warn`.",
+    }
 
 
 def channel_regex(services: Iterable[str]) -> str:
@@ -99,11 +109,19 @@ def document_readiness(paths: dict[str, Any] | None) -> None:
     item = (paths or {}).get("/ready")
     if item is None or item.get is None or item.get.responses is None:
         return
-    body = {"type": "object", "required": ["ready", "service", "reason"], "properties": {
-        "ready": {"type": "boolean"}, "service": {"type": "string"},
-        "reason": {"type": "string"}}}
-    for status, text in (("200", "Ready: what the service depends on answers."),
-                         ("503", "Not ready: a dependency does not answer, or the service "
-                                 "is shutting down.")):
+    body = {
+        "type": "object",
+        "required": ["ready", "service", "reason"],
+        "properties": {
+            "ready": {"type": "boolean"},
+            "service": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    }
+    for status, text in (
+        ("200", "Ready: what the service depends on answers."),
+        ("503", "Not ready: a dependency does not answer, or the service is shutting down."),
+    ):
         item.get.responses[status] = OpenAPIResponse(
-            description=text, content={"application/json": OpenAPIMediaType(schema=body)})
+            description=text, content={"application/json": OpenAPIMediaType(schema=body)}
+        )

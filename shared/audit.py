@@ -43,13 +43,28 @@ def mask_secrets(text: object) -> str:
     return text if len(text) <= MAX_FIELD_CHARS else text[: MAX_FIELD_CHARS - 3] + "..."
 
 
-def denied(*, who: str, what: str, rule: str, status: int | None = None, via: str = "http",
-           remote: str | None = None, reason: str = "") -> None:
+def denied(
+    *,
+    who: str,
+    what: str,
+    rule: str,
+    status: int | None = None,
+    via: str = "http",
+    remote: str | None = None,
+    reason: str = "",
+) -> None:
     """Log one denial: ``who`` (``user:<id>``, ``token:<name>``, ``nats:<user>`` or
     ``anonymous``), ``what`` (``POST /api/logs/publish``, a channel, a subject), ``rule``."""
     _log.warning(
         "denied",
-        extra={"audit": "denied", "who": mask_secrets(who), "what": mask_secrets(what),
-               "rule": mask_secrets(rule), "status": status, "via": via,
-               "remote": remote, "reason": mask_secrets(reason)},
+        extra={
+            "audit": "denied",
+            "who": mask_secrets(who),
+            "what": mask_secrets(what),
+            "rule": mask_secrets(rule),
+            "status": status,
+            "via": via,
+            "remote": remote,
+            "reason": mask_secrets(reason),
+        },
     )

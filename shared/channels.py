@@ -12,8 +12,8 @@ Everything user-supplied reaches NATS through ``to_subject`` after ``parse_chann
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from logstream.shared.errors import InvalidChannel
 
@@ -132,8 +132,7 @@ def _check_segments(
         if not valid_segment(part):
             raise InvalidChannel(
                 f"{what} {_show(text)}: {name} segment {_show(part)} must be 1-64 characters "
-                "of A-Z, a-z, 0-9, '_' or '-'"
-                + (" (or '*')" if wildcards else "")
+                "of A-Z, a-z, 0-9, '_' or '-'" + (" (or '*')" if wildcards else "")
             )
         if name == "service" and part not in services:
             allowed = ", ".join(sorted(services))

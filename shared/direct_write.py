@@ -16,7 +16,8 @@ message (the terminating chunk).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["DirectSink", "chunk", "disconnect_probe", "on_client_gone"]
 
@@ -31,7 +32,7 @@ def chunk(body: bytes) -> bytes:
 
 
 class DirectSink:
-    __slots__ = ("_cycle", "_transport", "_limit")
+    __slots__ = ("_cycle", "_limit", "_transport")
 
     def __init__(self, cycle: Any, transport: Any, limit: int) -> None:
         self._cycle, self._transport, self._limit = cycle, transport, limit
@@ -44,9 +45,15 @@ class DirectSink:
         if cycle is None:
             return None
         transport = getattr(cycle, "transport", None)
-        if (transport is None or cycle.scope["method"] != "GET" or not cycle.response_started
-                or cycle.chunked_encoding is not True
-                or cycle.response_complete or cycle.disconnected or transport.is_closing()):
+        if (
+            transport is None
+            or cycle.scope["method"] != "GET"
+            or not cycle.response_started
+            or cycle.chunked_encoding is not True
+            or cycle.response_complete
+            or cycle.disconnected
+            or transport.is_closing()
+        ):
             return None
         return cls(cycle, transport, limit)
 
@@ -78,8 +85,9 @@ def disconnect_probe(raw_send: Callable | None) -> Callable[[], bool] | None:
     return lambda: cycle.disconnected
 
 
-def on_client_gone(raw_send: Callable | None,
-                   callback: Callable[[], None]) -> Callable[[], None] | None:
+def on_client_gone(
+    raw_send: Callable | None, callback: Callable[[], None]
+) -> Callable[[], None] | None:
     """Call ``callback`` the moment the client's connection closes (the protocol's
     ``connection_lost``), so a stream lets go of what it holds at once instead of at the next
     probe. Returns the function that undoes it (call it when the response ends: a kept-alive

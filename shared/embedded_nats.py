@@ -20,8 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import nats
 
@@ -59,9 +60,16 @@ def find_nats_server() -> str:
     return found
 
 
-def _config(port: int, store_dir: Path, sync_always: bool, host: str, *,
-            server_name: str | None = None, cluster: dict | None = None,
-            extra_users: Sequence[Mapping[str, Any]] = ()) -> str:
+def _config(
+    port: int,
+    store_dir: Path,
+    sync_always: bool,
+    host: str,
+    *,
+    server_name: str | None = None,
+    cluster: dict | None = None,
+    extra_users: Sequence[Mapping[str, Any]] = (),
+) -> str:
     jetstream = {"store_dir": str(store_dir)}
     if sync_always:
         jetstream["sync_interval"] = "always"
@@ -117,11 +125,19 @@ class EmbeddedNats:
     ``extra_users``: nats-server user entries added to the dev users, for tests only.
     """
 
-    def __init__(self, *, port: int, store_dir: Path, sync_always: bool = False,
-                 host: str = "127.0.0.1", cluster_name: str | None = None,
-                 cluster_port: int | None = None, routes: Sequence[str] = (),
-                 server_name: str | None = None,
-                 extra_users: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        store_dir: Path,
+        sync_always: bool = False,
+        host: str = "127.0.0.1",
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
+        server_name: str | None = None,
+        extra_users: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         if (cluster_name is None) != (cluster_port is None):
             raise ValueError("a cluster node needs both cluster_name and cluster_port")
         self.port, self.host = port, host
@@ -143,8 +159,12 @@ class EmbeddedNats:
     def _cluster_block(self) -> dict | None:
         if self.cluster_name is None:
             return None
-        return {"name": self.cluster_name, "host": _route_bind(self.host),
-                "port": self.cluster_port, "routes": list(self.routes)}
+        return {
+            "name": self.cluster_name,
+            "host": _route_bind(self.host),
+            "port": self.cluster_port,
+            "routes": list(self.routes),
+        }
 
     @property
     def url(self) -> str:
@@ -156,21 +176,29 @@ class EmbeddedNats:
         user, password = user_pass
         return f"nats://{user}:{password}@{self.host}:{self.port}"
 
-    def start(self, *, log_file=None, **popen_options) -> "EmbeddedNats":
+    def start(self, *, log_file=None, **popen_options) -> EmbeddedNats:
         """Start and wait until it listens; ``RuntimeError`` naming the port if it cannot."""
         _check_port_free(self.host, self.port)
         if self.cluster_port is not None:
             _check_port_free(_route_bind(self.host), self.cluster_port)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
-        config.write_text(_config(self.port, self.store_dir / "jetstream", self.sync_always,
-                                  self.host, server_name=self.server_name,
-                                  cluster=self._cluster_block(),
-                                  extra_users=self.extra_users))
+        config.write_text(
+            _config(
+                self.port,
+                self.store_dir / "jetstream",
+                self.sync_always,
+                self.host,
+                server_name=self.server_name,
+                cluster=self._cluster_block(),
+                extra_users=self.extra_users,
+            )
+        )
         self.log_path = self.store_dir / "nats-server.log"
         output = log_file or open(self.log_path, "ab")
-        self.process = subprocess.Popen([find_nats_server(), "-c", str(config)],
-                                        stdout=output, stderr=output, **popen_options)
+        self.process = subprocess.Popen(
+            [find_nats_server(), "-c", str(config)], stdout=output, stderr=output, **popen_options
+        )
         self._wait_until_listening()
         return self
 
@@ -188,8 +216,9 @@ class EmbeddedNats:
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"nats-server did not listen on port {self.port} within "
-                           f"{START_TIMEOUT_S:g}s")
+        raise RuntimeError(
+            f"nats-server did not listen on port {self.port} within {START_TIMEOUT_S:g}s"
+        )
 
     def _last_log_line(self) -> str:
         try:
@@ -221,21 +250,35 @@ class EmbeddedCluster:
     every other node. ``url`` lists every node, as a client's comma-separated server list.
     """
 
-    def __init__(self, *, ports: Sequence[int], cluster_ports: Sequence[int], store_dir: Path,
-                 sync_always: bool = False, host: str = "127.0.0.1",
-                 name: str = CLUSTER_NAME,
-                 extra_users: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        ports: Sequence[int],
+        cluster_ports: Sequence[int],
+        store_dir: Path,
+        sync_always: bool = False,
+        host: str = "127.0.0.1",
+        name: str = CLUSTER_NAME,
+        extra_users: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
         if len(ports) != len(cluster_ports) or len(ports) < 2:
-            raise ValueError("a cluster needs two or more nodes, each with a port and a "
-                             "cluster port")
+            raise ValueError(
+                "a cluster needs two or more nodes, each with a port and a cluster port"
+            )
         routes = [_route_url(host, port) for port in cluster_ports]
         self.name, self.store_dir = name, Path(store_dir)
         self.nodes = [
-            EmbeddedNats(port=port, store_dir=self.store_dir / f"nats-{index}",
-                         sync_always=sync_always, host=host, cluster_name=name,
-                         cluster_port=cluster_port, server_name=f"nats-{index}",
-                         routes=[route for route in routes if route != routes[index - 1]],
-                         extra_users=extra_users)
+            EmbeddedNats(
+                port=port,
+                store_dir=self.store_dir / f"nats-{index}",
+                sync_always=sync_always,
+                host=host,
+                cluster_name=name,
+                cluster_port=cluster_port,
+                server_name=f"nats-{index}",
+                routes=[route for route in routes if route != routes[index - 1]],
+                extra_users=extra_users,
+            )
             for index, (port, cluster_port) in enumerate(zip(ports, cluster_ports), start=1)
         ]
 
@@ -246,8 +289,9 @@ class EmbeddedCluster:
     def url_as(self, user_pass: tuple[str, str]) -> str:
         return ",".join(node.url_as(user_pass) for node in self.nodes)
 
-    def start(self, *, timeout: float = JETSTREAM_READY_TIMEOUT_S,
-              **popen_options) -> "EmbeddedCluster":
+    def start(
+        self, *, timeout: float = JETSTREAM_READY_TIMEOUT_S, **popen_options
+    ) -> EmbeddedCluster:
         """Start every node (each logs in its store dir) and wait for clustered JetStream."""
         try:
             for node in self.nodes:
@@ -258,8 +302,12 @@ class EmbeddedCluster:
             raise
         return self
 
-    def wait_for_jetstream(self, timeout: float = JETSTREAM_READY_TIMEOUT_S, *,
-                           abandon: Callable[[], bool] = lambda: False) -> bool:
+    def wait_for_jetstream(
+        self,
+        timeout: float = JETSTREAM_READY_TIMEOUT_S,
+        *,
+        abandon: Callable[[], bool] = lambda: False,
+    ) -> bool:
         """Until every node answers ``$JS.API.INFO``, i.e. knows the JetStream meta leader.
 
         True when ready; False if ``abandon()`` turned true first; ``RuntimeError`` if a started
@@ -273,14 +321,18 @@ class EmbeddedCluster:
         while waiting:
             for node in self.nodes:
                 if node.process is not None and node.process.poll() is not None:
-                    raise RuntimeError(f"{node.server_name} is not running "
-                                       f"(port {node.port}): {node._last_log_line()}")
+                    raise RuntimeError(
+                        f"{node.server_name} is not running "
+                        f"(port {node.port}): {node._last_log_line()}"
+                    )
             if abandon():
                 return False
             if time.monotonic() > deadline:
                 names = ", ".join(node.server_name for node in waiting)
-                raise RuntimeError(f"JetStream had no meta leader within {timeout:g}s "
-                                   f"({names} never answered $JS.API.INFO)")
+                raise RuntimeError(
+                    f"JetStream had no meta leader within {timeout:g}s "
+                    f"({names} never answered $JS.API.INFO)"
+                )
             answers = await asyncio.gather(*(_jetstream_answers(node) for node in waiting))
             waiting = [node for node, answered in zip(waiting, answers) if not answered]
             if waiting:
@@ -307,16 +359,22 @@ async def _jetstream_answers(node: EmbeddedNats) -> bool:
 
     try:  # nats-py's own connect keeps retrying a refused port: bound it from outside
         client = await asyncio.wait_for(
-            nats.connect(node.url_as(DEV_NATS_INGEST), connect_timeout=JETSTREAM_POLL_S,
-                         inbox_prefix=inbox_prefix("ingest"), allow_reconnect=False,
-                         max_reconnect_attempts=0, error_cb=quiet),
-            JETSTREAM_POLL_S * 2)
-    except (OSError, asyncio.TimeoutError, nats.errors.Error):
+            nats.connect(
+                node.url_as(DEV_NATS_INGEST),
+                connect_timeout=JETSTREAM_POLL_S,
+                inbox_prefix=inbox_prefix("ingest"),
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=quiet,
+            ),
+            JETSTREAM_POLL_S * 2,
+        )
+    except (TimeoutError, OSError, nats.errors.Error):
         return False
     try:
         reply = await client.request("$JS.API.INFO", b"", timeout=JETSTREAM_POLL_S)
         return "error" not in json.loads(reply.data)
-    except (asyncio.TimeoutError, nats.errors.Error, ValueError):
+    except (TimeoutError, nats.errors.Error, ValueError):
         return False
     finally:
         await client.close()

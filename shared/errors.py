@@ -82,8 +82,14 @@ class UnsupportedMediaType(LogstreamError):
 class RateLimited(LogstreamError):
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int = 1, details: list[Any] | None = None,
-                 rule: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int = 1,
+        details: list[Any] | None = None,
+        rule: str | None = None,
+    ):
         super().__init__(message, details=details, rule=rule)
         self.retry_after = retry_after
 

@@ -119,16 +119,25 @@ class HttpTransport:
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise TransportFailed(f"cannot connect to ingest at {redact_url(self.url)}: "
-                                  f"{describe_error(exc)}", unreachable=True) from None
+            raise TransportFailed(
+                f"cannot connect to ingest at {redact_url(self.url)}: {describe_error(exc)}",
+                unreachable=True,
+            ) from None
         except httpx.TimeoutException:
-            raise TransportFailed(f"no answer from {redact_url(self.url)} within "
-                                  f"{REQUEST_TIMEOUT_S:g} s", unreachable=False) from None
+            raise TransportFailed(
+                f"no answer from {redact_url(self.url)} within {REQUEST_TIMEOUT_S:g} s",
+                unreachable=False,
+            ) from None
         except httpx.HTTPError as exc:
-            raise TransportFailed(f"request to {redact_url(self.url)} failed: "
-                                  f"{describe_error(exc)}", unreachable=False) from None
-        return Reply(response.status_code, _body_of(response.content),
-                     _retry_after(response.headers.get("retry-after")))
+            raise TransportFailed(
+                f"request to {redact_url(self.url)} failed: {describe_error(exc)}",
+                unreachable=False,
+            ) from None
+        return Reply(
+            response.status_code,
+            _body_of(response.content),
+            _retry_after(response.headers.get("retry-after")),
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -140,8 +149,10 @@ def _nats() -> ModuleType:
         import nats
         import nats.errors
     except ImportError:
-        raise TransportFailed("the NATS transport needs nats-py: "
-                              "pip install 'logstream-client[nats]'", unreachable=True) from None
+        raise TransportFailed(
+            "the NATS transport needs nats-py: pip install 'logstream-client[nats]'",
+            unreachable=True,
+        ) from None
     return nats
 
 
@@ -156,8 +167,9 @@ class NatsTransport:
         self.max_batch_bytes = min(MAX_BODY_BYTES, nc.max_payload * 3 // 4)
 
     @classmethod
-    async def connect(cls, url: str, *, timeout: float = CONNECT_TIMEOUT_S,
-                      name: str = "logstream-simulator") -> "NatsTransport":
+    async def connect(
+        cls, url: str, *, timeout: float = CONNECT_TIMEOUT_S, name: str = "logstream-simulator"
+    ) -> NatsTransport:
         """Connect as a producer or raise ``TransportFailed`` naming the URL: within
         ``timeout``, and at once when every server has refused a first attempt."""
         servers = [part.strip() for part in url.split(",") if part.strip()]
@@ -171,12 +183,21 @@ class NatsTransport:
                     refused_by_all.set()
 
         nats = _nats()
-        connecting = asyncio.ensure_future(nats.connect(
-            servers=servers, name=name, error_cb=remember, inbox_prefix=inbox_prefix("producer"),
-            connect_timeout=timeout, reconnect_time_wait=0.5, max_reconnect_attempts=-1))
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                servers=servers,
+                name=name,
+                error_cb=remember,
+                inbox_prefix=inbox_prefix("producer"),
+                connect_timeout=timeout,
+                reconnect_time_wait=0.5,
+                max_reconnect_attempts=-1,
+            )
+        )
         failing = asyncio.ensure_future(refused_by_all.wait())
-        await asyncio.wait({connecting, failing}, timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {connecting, failing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         failing.cancel()
         if connecting.done() and connecting.exception() is None:
             refused_by_all.set()  # from now on the client reconnects quietly on its own
@@ -189,33 +210,44 @@ class NatsTransport:
             reason = f"no answer within {timeout:g} s"
         else:
             reason = describe_error(outcome)
-        raise TransportFailed(f"cannot reach NATS at {redact_url(url)}: {reason}",
-                              unreachable=True)
+        raise TransportFailed(f"cannot reach NATS at {redact_url(url)}: {reason}", unreachable=True)
 
     async def publish(self, token: str, body: bytes) -> Reply:
         headers = {"Authorization": f"Bearer {token}"}
         nats = _nats()
         try:
-            msg = await self._nc.request(INGEST_SUBJECT, body, timeout=REQUEST_TIMEOUT_S,
-                                         headers=headers)
+            msg = await self._nc.request(
+                INGEST_SUBJECT, body, timeout=REQUEST_TIMEOUT_S, headers=headers
+            )
         except nats.errors.NoRespondersError:
-            raise TransportFailed(f"no ingest is listening on {INGEST_SUBJECT} at "
-                                  f"{redact_url(self.url)} (no responders)",
-                                  unreachable=True) from None
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            raise TransportFailed(f"no reply on {INGEST_SUBJECT} within {REQUEST_TIMEOUT_S:g} s",
-                                  unreachable=False) from None
+            raise TransportFailed(
+                f"no ingest is listening on {INGEST_SUBJECT} at "
+                f"{redact_url(self.url)} (no responders)",
+                unreachable=True,
+            ) from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            raise TransportFailed(
+                f"no reply on {INGEST_SUBJECT} within {REQUEST_TIMEOUT_S:g} s", unreachable=False
+            ) from None
         except nats.errors.Error as exc:
-            raise TransportFailed(f"NATS request on {INGEST_SUBJECT} failed: {describe_error(exc)}",
-                                  unreachable=False) from None
+            raise TransportFailed(
+                f"NATS request on {INGEST_SUBJECT} failed: {describe_error(exc)}", unreachable=False
+            ) from None
         body = _body_of(msg.data)
         status = body.get("status")
         if not isinstance(status, int):
-            return Reply(502, {"error": "bad_reply", "message": "ingest replied without a status: "
-                               + msg.data[:200].decode(errors="replace")})
+            return Reply(
+                502,
+                {
+                    "error": "bad_reply",
+                    "message": "ingest replied without a status: "
+                    + msg.data[:200].decode(errors="replace"),
+                },
+            )
         header = _header(msg.headers, "Retry-After")
-        return Reply(status, body, _retry_after(header if header is not None
-                                                else body.get("retry_after")))
+        return Reply(
+            status, body, _retry_after(header if header is not None else body.get("retry_after"))
+        )
 
     async def close(self) -> None:
         if not self._nc.is_closed:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import nats
@@ -31,7 +32,13 @@ from nats.js.errors import NotFoundError
 from logstream.shared import audit
 from logstream.shared.errors import BrokerUnavailable
 from logstream.shared.identities import DEV_NATS_USERS
-from logstream.shared.nats_names import LOGS_SUBJECTS, LIVE_SUBJECTS, STREAM_NAME, inbox_prefix, redact_url
+from logstream.shared.nats_names import (
+    LIVE_SUBJECTS,
+    LOGS_SUBJECTS,
+    STREAM_NAME,
+    inbox_prefix,
+    redact_url,
+)
 from logstream.shared.settings import ServiceSettings
 
 __all__ = [
@@ -55,7 +62,6 @@ _VIOLATION = re.compile(r"permissions violation for (\w+) to \"([^\"]*)\"", re.I
 
 log = logging.getLogger("logstream.nats")
 ErrorCallback = Callable[[Exception], Awaitable[None]]
-
 
 
 def role_of(settings: ServiceSettings) -> str:
@@ -105,7 +111,6 @@ def _public_nkey(seed_file: str) -> str:
         return f"nkey:{Path(seed_file).name}"
 
 
-
 def connect_options(settings: ServiceSettings, *, name: str) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect``: servers, login, inbox prefix, reconnects."""
     options: dict[str, Any] = {
@@ -139,8 +144,9 @@ def broker_options(settings: ServiceSettings, *, name: str) -> dict[str, Any]:
     return options
 
 
-def permission_auditor(settings: ServiceSettings,
-                       then: ErrorCallback | None = None) -> ErrorCallback:
+def permission_auditor(
+    settings: ServiceSettings, then: ErrorCallback | None = None
+) -> ErrorCallback:
     """An ``error_cb`` writing one audit line per permissions violation, then calling ``then``
     (or logging the error at debug level)."""
     who = f"nats:{nats_login_name(settings)}"
@@ -149,8 +155,13 @@ def permission_auditor(settings: ServiceSettings,
         found = _VIOLATION.search(str(exc))
         if found:
             action, subject = found.groups()
-            audit.denied(who=who, what=subject, rule="nats_permissions", via="nats",
-                         reason=f"the broker refused {action.lower()} to {subject}")
+            audit.denied(
+                who=who,
+                what=subject,
+                rule="nats_permissions",
+                via="nats",
+                reason=f"the broker refused {action.lower()} to {subject}",
+            )
         if then is not None:
             await then(exc)
         else:
@@ -200,9 +211,10 @@ class NatsLink:
         options.update(callbacks)
         nc = nats.NATS()
         try:
-            await asyncio.wait_for(_first_of(nc.connect(**options), refused),
-                                   settings.connect_timeout)
-        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+            await asyncio.wait_for(
+                _first_of(nc.connect(**options), refused), settings.connect_timeout
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             # A timeout hides why: name what the broker last said (e.g. Authorization Violation).
             reason = last_error[0] if last_error else exc
             raise BrokerUnavailable(

@@ -20,10 +20,18 @@ Nobody here may delete or purge the stream, create a durable consumer, or touch 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from logstream.shared.identities import DEV_NATS_USERS
-from logstream.shared.nats_names import INGEST_SUBJECT, LIVE_SUBJECTS, LOGS_SUBJECTS, REJECTED_SUBJECT, STREAM_NAME, inbox_prefix
+from logstream.shared.nats_names import (
+    INGEST_SUBJECT,
+    LIVE_SUBJECTS,
+    LOGS_SUBJECTS,
+    REJECTED_SUBJECT,
+    STREAM_NAME,
+    inbox_prefix,
+)
 
 __all__ = ["INGEST_QUEUE", "ROLES", "dev_users", "role_permissions"]
 
@@ -41,17 +49,24 @@ def role_permissions(role: str, *, stream: str = STREAM_NAME, dev: bool = True) 
     """The nats-server ``permissions`` block of ``role`` (``dev``: with dev-mode routes)."""
     own_inbox = inbox_prefix(role) + ".>"
     if role == "producer":
-        return {"publish": {"allow": [INGEST_SUBJECT]},
-                "subscribe": {"allow": [own_inbox]}}
+        return {"publish": {"allow": [INGEST_SUBJECT]}, "subscribe": {"allow": [own_inbox]}}
     if role == "ingest":
         return {
-            "publish": {"allow": [
-                LOGS_SUBJECTS, REJECTED_SUBJECT,
-                # ensure_stream: look, then create or bring the retention in line; INFO is the
-                # account's JetStream status (the embedded cluster's readiness probe asks it).
-                *_js_api(stream, "INFO", "STREAM.INFO.{stream}", "STREAM.CREATE.{stream}",
-                         "STREAM.UPDATE.{stream}"),
-            ]},
+            "publish": {
+                "allow": [
+                    LOGS_SUBJECTS,
+                    REJECTED_SUBJECT,
+                    # ensure_stream: look, then create or bring the retention in line; INFO is the
+                    # account's JetStream status (the embedded cluster's readiness probe asks it).
+                    *_js_api(
+                        stream,
+                        "INFO",
+                        "STREAM.INFO.{stream}",
+                        "STREAM.CREATE.{stream}",
+                        "STREAM.UPDATE.{stream}",
+                    ),
+                ]
+            },
             "subscribe": {"allow": [f"{INGEST_SUBJECT} {INGEST_QUEUE}", own_inbox]},
             "allow_responses": True,
         }
@@ -60,9 +75,14 @@ def role_permissions(role: str, *, stream: str = STREAM_NAME, dev: bool = True) 
             # CONSUMER.CREATE without a name creates ephemeral consumers only (the broker
             # refuses a durable name there): ordered consumers, and the throw-away ones that
             # count records for `tail`. MSG.GET reads one record (tools, tests).
-            *_js_api(stream, "STREAM.INFO.{stream}", "STREAM.MSG.GET.{stream}",
-                     "CONSUMER.CREATE.{stream}", "CONSUMER.INFO.{stream}.*",
-                     "CONSUMER.DELETE.{stream}.*"),
+            *_js_api(
+                stream,
+                "STREAM.INFO.{stream}",
+                "STREAM.MSG.GET.{stream}",
+                "CONSUMER.CREATE.{stream}",
+                "CONSUMER.INFO.{stream}.*",
+                "CONSUMER.DELETE.{stream}.*",
+            ),
             # flow control and stall replies of push consumers (not allow_responses: that
             # would make the broker track the ack reply of every record it delivers)
             f"$JS.FC.{stream}.>",
@@ -70,14 +90,15 @@ def role_permissions(role: str, *, stream: str = STREAM_NAME, dev: bool = True) 
         if dev:
             publish.append(INGEST_SUBJECT)
         # LIVE_SUBJECTS: the records the stream republishes, by the subjects its streams watch
-        return {"publish": {"allow": publish},
-                "subscribe": {"allow": [LIVE_SUBJECTS, own_inbox]}}
+        return {"publish": {"allow": publish}, "subscribe": {"allow": [LIVE_SUBJECTS, own_inbox]}}
     raise ValueError(f"no NATS role {role!r} (one of {', '.join(ROLES)})")
 
 
 def dev_users(extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """The embedded broker's ``authorization.users``: each role's dev user, then ``extra``
     entries as given (tests add users of their own this way; ``logstream up`` never does)."""
-    users = [{"user": user, "password": password, "permissions": role_permissions(role)}
-             for role, (user, password) in DEV_NATS_USERS.items()]
+    users = [
+        {"user": user, "password": password, "permissions": role_permissions(role)}
+        for role, (user, password) in DEV_NATS_USERS.items()
+    ]
     return users + [dict(entry) for entry in extra]

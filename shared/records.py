@@ -9,8 +9,9 @@ never decodes a record to deliver it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -54,7 +55,7 @@ _LEVEL_ALIASES = {"warning": "warn"}
 _LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Epoch milliseconds from 1970 to the end of year 9999: anything else is not a timestamp.
 _MAX_EPOCH_MS = 253402300799999
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # RFC 3339 date-time (section 5.6): ``fromisoformat`` alone also takes ISO 8601 forms such as
 # week dates, basic format or a missing offset, which are not part of the contract.
 _RFC3339 = re.compile(
@@ -112,8 +113,9 @@ def decode_batch(body: bytes, media_type: str, *, max_records: int = MAX_BATCH_R
         raise InvalidRequest("body is nested too deeply to hold log records") from None
     # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"body is not valid UTF-8 ({exc.reason}: byte "
-                             f"0x{exc.object[exc.start]:02x})") from None
+        raise InvalidRequest(
+            f"body is not valid UTF-8 ({exc.reason}: byte 0x{exc.object[exc.start]:02x})"
+        ) from None
 
 
 def _decode_batch(body: bytes, media_type: str, max_records: int):
@@ -197,7 +199,7 @@ def validate_records(
 ) -> list[ValidRecord]:
     """Check every record's semantics; all problems are reported together, nothing is partial."""
     services = frozenset(services)
-    received_at = format_time(now or datetime.now(timezone.utc))
+    received_at = format_time(now or datetime.now(UTC))
     valid, details = [], []
     # A batch names few channels: each is parsed (and formatted) once.
     channels: dict[str, tuple[Channel, str] | InvalidChannel] = {}
@@ -223,8 +225,9 @@ class RecordProblem(Exception):
 SURELY_SHORT_CHARS = MAX_MESSAGE_BYTES // 4
 
 
-def _channel_of(name: str, services: frozenset[str],
-                channels: dict[str, tuple[Channel, str] | InvalidChannel]) -> tuple[Channel, str]:
+def _channel_of(
+    name: str, services: frozenset[str], channels: dict[str, tuple[Channel, str] | InvalidChannel]
+) -> tuple[Channel, str]:
     known = channels.get(name)
     if known is None:
         try:
@@ -237,27 +240,40 @@ def _channel_of(name: str, services: frozenset[str],
     return known
 
 
-def _validate_one(record: PublishedRecord, publisher: str, services: frozenset[str],
-                  received_at: str,
-                  channels: dict[str, tuple[Channel, str] | InvalidChannel]) -> ValidRecord:
+def _validate_one(
+    record: PublishedRecord,
+    publisher: str,
+    services: frozenset[str],
+    received_at: str,
+    channels: dict[str, tuple[Channel, str] | InvalidChannel],
+) -> ValidRecord:
     channel, name = _channel_of(record.channel, services, channels)
-    level, timestamp = normalised(record.level, record.message, record.fields,
-                                  record.timestamp, received_at)
-    return ValidRecord(channel, StoredRecord(
-        channel=name,
-        level=level,
-        message=record.message,
-        timestamp=timestamp,
-        received_at=received_at,
-        publisher=publisher,
-        source=record.source,
-        fields=record.fields,
-        id=record.id,
-    ))
+    level, timestamp = normalised(
+        record.level, record.message, record.fields, record.timestamp, received_at
+    )
+    return ValidRecord(
+        channel,
+        StoredRecord(
+            channel=name,
+            level=level,
+            message=record.message,
+            timestamp=timestamp,
+            received_at=received_at,
+            publisher=publisher,
+            source=record.source,
+            fields=record.fields,
+            id=record.id,
+        ),
+    )
 
 
-def normalised(level: str, message: str, fields: dict[str, Any] | None,
-               timestamp: str | int | None, received_at: str) -> tuple[str, str]:
+def normalised(
+    level: str,
+    message: str,
+    fields: dict[str, Any] | None,
+    timestamp: str | int | None,
+    received_at: str,
+) -> tuple[str, str]:
     """Every check of a record but its channel's (message size, level, fields, timestamp):
     the level and timestamp as stored; ``RecordProblem`` naming the field otherwise."""
     if len(message) > SURELY_SHORT_CHARS and len(message.encode()) > MAX_MESSAGE_BYTES:
@@ -305,7 +321,7 @@ def parse_rfc3339(value: str) -> datetime:
     """An RFC 3339 date-time with an offset, in UTC; ``ValueError`` saying why otherwise."""
     try:
         if _RFC3339.fullmatch(value):
-            return datetime.fromisoformat(value.upper()).astimezone(timezone.utc)
+            return datetime.fromisoformat(value.upper()).astimezone(UTC)
     except ValueError:
         pass  # a day or hour that does not exist: the same answer as bad syntax
     except OverflowError:  # year 1 or 9999 pushed out of range by its offset
@@ -315,7 +331,7 @@ def parse_rfc3339(value: str) -> datetime:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``: milliseconds, or microseconds where they carry information."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
     return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 

@@ -20,9 +20,10 @@ import hashlib
 import hmac
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterable
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
@@ -80,6 +81,7 @@ _Entries = tuple[tuple[bytes, ServiceToken], ...]
 
 def _read_file(path: Path, services: frozenset[str]) -> _Entries:
     """Parse a JSON or TOML token file; any problem names the file and the entry."""
+
     def problem(text: str) -> SettingsError:
         return SettingsError(f"invalid setting tokens_file ({path}): {text}")
 
@@ -98,8 +100,9 @@ def _read_file(path: Path, services: frozenset[str]) -> _Entries:
             raise problem(f"token {entry.name!r}: {exc.message}") from None
         digest = bytes.fromhex(entry.sha256)
         if digest in names_by_digest:  # one secret, two names: which one published is a guess
-            raise problem(f"token {entry.name!r} has the same sha256 as token "
-                          f"{names_by_digest[digest]!r}")
+            raise problem(
+                f"token {entry.name!r} has the same sha256 as token {names_by_digest[digest]!r}"
+            )
         names_by_digest[digest] = entry.name
         entries.append((digest, ServiceToken(entry.name, grants)))
     return tuple(entries)
@@ -108,8 +111,13 @@ def _read_file(path: Path, services: frozenset[str]) -> _Entries:
 class TokenRegistry:
     """The service tokens a process accepts, verified in constant time."""
 
-    def __init__(self, entries: _Entries, *, source: Path | None = None,
-                 services: Iterable[str] = DEFAULT_SERVICES) -> None:
+    def __init__(
+        self,
+        entries: _Entries,
+        *,
+        source: Path | None = None,
+        services: Iterable[str] = DEFAULT_SERVICES,
+    ) -> None:
         if any(len(digest) != _DIGEST_BYTES for digest, _ in entries):
             raise ValueError("every entry needs a SHA-256 digest")
         self._entries = entries
@@ -117,7 +125,7 @@ class TokenRegistry:
         self.source = source
 
     @classmethod
-    def dev(cls, services: Iterable[str] = DEFAULT_SERVICES) -> "TokenRegistry":
+    def dev(cls, services: Iterable[str] = DEFAULT_SERVICES) -> TokenRegistry:
         services = frozenset(services)
         entries = []
         for secret, grants in DEV_SERVICE_TOKENS.items():
@@ -128,8 +136,9 @@ class TokenRegistry:
         return cls(tuple(entries), services=services)
 
     @classmethod
-    def from_file(cls, path: str | Path,
-                  services: Iterable[str] = DEFAULT_SERVICES) -> "TokenRegistry":
+    def from_file(
+        cls, path: str | Path, services: Iterable[str] = DEFAULT_SERVICES
+    ) -> TokenRegistry:
         """Load a JSON or TOML token file; any problem names the file and the entry."""
         path, services = Path(path), frozenset(services)
         return cls(_read_file(path, services), source=path, services=services)

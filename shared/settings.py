@@ -9,8 +9,9 @@ start instead of failing later. Nothing here reads the environment at import tim
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlparse
 
 import msgspec
@@ -39,8 +40,10 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     env: Annotated[
         Literal["dev", "production"],
-        Meta(description="dev: built-in identities and dev routes; production: none of them, "
-                         "and every secret is required"),
+        Meta(
+            description="dev: built-in identities and dev routes; production: none of them, "
+            "and every secret is required"
+        ),
     ] = "production"
     host: Annotated[str, Meta(description="address to bind")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535, description="port to bind")] = 0
@@ -48,8 +51,11 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
         str, Meta(min_length=1, description="NATS server URL(s), comma-separated")
     ] = "nats://127.0.0.1:4222"
     nats_user: Annotated[
-        str, Meta(description="NATS user (dev default: the embedded broker's user of this "
-                              "service); or credentials in nats_url, or a creds/nkey file")
+        str,
+        Meta(
+            description="NATS user (dev default: the embedded broker's user of this "
+            "service); or credentials in nats_url, or a creds/nkey file"
+        ),
     ] = ""
     nats_password: Annotated[str, Meta(description="NATS password of nats_user")] = ""
     nats_creds_file: Annotated[
@@ -96,22 +102,29 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def _check_nats_login(self) -> None:
         """At most one way to log in to NATS, and a credential file that is there."""
-        ways = [name for name in ("nats_user", "nats_creds_file", "nats_nkey_file")
-                if getattr(self, name)]
+        ways = [
+            name
+            for name in ("nats_user", "nats_creds_file", "nats_nkey_file")
+            if getattr(self, name)
+        ]
         if any(urlparse(url).username for url in self.nats_servers):
             ways.insert(0, "nats_url")  # nats://user:password@host carries its own login
         if len(ways) > 1:
             first, second = (f"{name} ({env_name(name)})" for name in ways[:2])
-            raise SettingsError(f"invalid settings: {first} and {second} are two ways to log "
-                                "in to NATS; give one")
+            raise SettingsError(
+                f"invalid settings: {first} and {second} are two ways to log in to NATS; give one"
+            )
         if self.nats_password and not self.nats_user:
-            raise SettingsError(f"invalid setting nats_password ({env_name('nats_password')}): "
-                                f"it needs nats_user ({env_name('nats_user')})")
+            raise SettingsError(
+                f"invalid setting nats_password ({env_name('nats_password')}): "
+                f"it needs nats_user ({env_name('nats_user')})"
+            )
         for name in ("nats_creds_file", "nats_nkey_file"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise SettingsError(f"invalid setting {name} ({env_name(name)}): no file at "
-                                    f"{path!r}")
+                raise SettingsError(
+                    f"invalid setting {name} ({env_name(name)}): no file at {path!r}"
+                )
 
 
 def require_in_production(settings: ServiceSettings, name: str, what: str) -> None:
@@ -147,8 +160,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[ServiceSettings]) -> No
     """One ``--flag`` per setting; values stay strings until ``load_settings`` converts them."""
     for field in _fields(cls):
         if field.name == "env":
-            parser.add_argument("--dev", action="store_const", const="dev", dest="env",
-                                help="dev mode: built-in identities and dev routes")
+            parser.add_argument(
+                "--dev",
+                action="store_const",
+                const="dev",
+                dest="env",
+                help="dev mode: built-in identities and dev routes",
+            )
             parser.add_argument("--env", dest="env", help=_help(cls, field))
             continue
         parser.add_argument(flag_name(field.name), dest=field.name, help=_help(cls, field))

@@ -19,9 +19,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 HEARTBEAT = b": hb\n\n"
 # The same, as the raw header list of an ASGI ``http.response.start`` (for a stream answered
 # without Litestar's ``Stream``), with the content type Litestar would send.
-SSE_START_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                     *((name.lower().encode(), value.encode())
-                       for name, value in SSE_HEADERS.items())]
+SSE_START_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    *((name.lower().encode(), value.encode()) for name, value in SSE_HEADERS.items()),
+]
 
 
 def _field(value: object) -> str:

@@ -53,86 +53,125 @@ when the gateway shuts down."""
 
 
 def _query(name: str, schema: dict[str, Any], description: str, **more: Any) -> Parameter:
-    return Parameter(name=name, param_in="query", schema=schema,
-                     description=description, **more)
+    return Parameter(name=name, param_in="query", schema=schema, description=description, **more)
 
 
 def _header(name: str, schema: dict[str, Any], description: str) -> Parameter:
-    return Parameter(name=name, param_in="header", schema=schema,
-                     description=description)
+    return Parameter(name=name, param_in="header", schema=schema, description=description)
 
 
 CHANNELS = _query(
-    "channels", {"$ref": SCHEMAS + "StreamChannels"},
+    "channels",
+    {"$ref": SCHEMAS + "StreamChannels"},
     "The channels to stream: a comma list, or the parameter repeated (at most max_channels "
     "channels in all, 20 by default). A channel names exactly that channel; `*` stands for "
     "one whole segment, only where every channel it could match lies in the user's "
     "workspaces.",
-    required=True, style="form", explode=True)
+    required=True,
+    style="form",
+    explode=True,
+)
 STREAM_PARAMETERS = [
     CHANNELS,
-    _query("last_event_id", {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
-           "Resume after this record seq (the `Last-Event-ID` header wins when both are "
-           "given)."),
-    _query("tail", {"type": "integer", "minimum": 0, "maximum": MAX_TAIL},
-           "Replay the last N records of the requested channels first."),
-    _query("since", {"anyOf": [{"type": "string", "format": "date-time"}, {
-        "type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?$"}]},
-           "Replay records since this time: RFC 3339 with an offset, or a duration back from "
-           "now such as 30s, 10m, 2h."),
+    _query(
+        "last_event_id",
+        {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+        "Resume after this record seq (the `Last-Event-ID` header wins when both are given).",
+    ),
+    _query(
+        "tail",
+        {"type": "integer", "minimum": 0, "maximum": MAX_TAIL},
+        "Replay the last N records of the requested channels first.",
+    ),
+    _query(
+        "since",
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?$"},
+            ]
+        },
+        "Replay records since this time: RFC 3339 with an offset, or a duration back from "
+        "now such as 30s, 10m, 2h.",
+    ),
     _query("level", level_schema(), "Only records of this level and above."),
-    _query("q", {"type": "string", "maxLength": MAX_QUERY_CHARS},
-           "Only records whose message contains this text (case-insensitive)."),
-    _query("access_token", {"type": "string"},
-           "The user token in the URL: accepted in dev mode only (setting query_token); in "
-           "production it is refused with 401, since URLs end up in access logs."),
-    _header("Last-Event-ID", {"type": "string", "pattern": f"^[0-9]{{1,{MAX_CURSOR_DIGITS}}}$"},
-            "Resume after this record seq: what an EventSource sends when it reconnects."),
+    _query(
+        "q",
+        {"type": "string", "maxLength": MAX_QUERY_CHARS},
+        "Only records whose message contains this text (case-insensitive).",
+    ),
+    _query(
+        "access_token",
+        {"type": "string"},
+        "The user token in the URL: accepted in dev mode only (setting query_token); in "
+        "production it is refused with 401, since URLs end up in access logs.",
+    ),
+    _header(
+        "Last-Event-ID",
+        {"type": "string", "pattern": f"^[0-9]{{1,{MAX_CURSOR_DIGITS}}}$"},
+        "Resume after this record seq: what an EventSource sends when it reconnects.",
+    ),
     _header("X-User-Id", {"type": "string"}, "Recorded in the gateway's log, never trusted."),
-    _header("X-Workspace-Id", {"type": "string"}, "Recorded in the gateway's log, never "
-            "trusted."),
+    _header("X-Workspace-Id", {"type": "string"}, "Recorded in the gateway's log, never trusted."),
 ]
 SECURITY_SCHEMES = {
     "userBearer": SecurityScheme(
-        type="http", scheme="bearer", bearer_format="JWT",
+        type="http",
+        scheme="bearer",
+        bearer_format="JWT",
         description="A user token: `sub` is the user, `workspaces` the workspaces it may read "
-                    "(dev mode: `GET /dev/token?user=user123` on the proxy)."),
+        "(dev mode: `GET /dev/token?user=user123` on the proxy).",
+    ),
     "sessionCookie": SecurityScheme(
-        type="apiKey", name="logstream_session", security_scheme_in="cookie",
-        description="The same user token, in the cookie the proxy's dev login sets."),
+        type="apiKey",
+        name="logstream_session",
+        security_scheme_in="cookie",
+        description="The same user token, in the cookie the proxy's dev login sets.",
+    ),
     "adminBearer": SecurityScheme(
-        type="http", scheme="bearer",
+        type="http",
+        scheme="bearer",
         description="The admin token, or a user token with the admin role (not needed in dev "
-                    "mode)."),
+        "mode).",
+    ),
 }
 STREAM_SECURITY = [{"userBearer": []}, {"sessionCookie": []}]
 
 
 def error_responses(texts: dict[int, str]) -> dict[int, ResponseSpec]:
-    return {status: ResponseSpec(data_container=ErrorBody, description=text,
-                                 generate_examples=False) for status, text in texts.items()}
+    return {
+        status: ResponseSpec(data_container=ErrorBody, description=text, generate_examples=False)
+        for status, text in texts.items()
+    }
 
 
 STREAM_RESPONSES = {
-    200: ResponseSpec(data_container=str, media_type="text/event-stream",
-                      description=_EVENTS, generate_examples=False),
-    **error_responses({
-        400: "bad channels, or a bad since, tail, level, q or last_event_id; details name "
-             "each bad channel",
-        401: "no credential, or one that does not verify (expired, forged, not Bearer)",
-        403: "a channel outside the user's workspaces; details list them",
-        429: "the user is over their connection cap; see Retry-After",
-        431: "request headers over 32 KiB or more than 100 of them",
-        503: "the broker is unavailable; see Retry-After",
-    }),
+    200: ResponseSpec(
+        data_container=str,
+        media_type="text/event-stream",
+        description=_EVENTS,
+        generate_examples=False,
+    ),
+    **error_responses(
+        {
+            400: "bad channels, or a bad since, tail, level, q or last_event_id; details name "
+            "each bad channel",
+            401: "no credential, or one that does not verify (expired, forged, not Bearer)",
+            403: "a channel outside the user's workspaces; details list them",
+            429: "the user is over their connection cap; see Retry-After",
+            431: "request headers over 32 KiB or more than 100 of them",
+            503: "the broker is unavailable; see Retry-After",
+        }
+    ),
 }
 _STREAM_HEADERS = {
-    "Cache-Control": OpenAPIHeader(schema={"type": "string", "const": "no-cache"},
-                                   required=True, description="Never cached."),
-    "X-Accel-Buffering": OpenAPIHeader(schema={"type": "string", "const": "no"},
-                                       required=True, description="No proxy buffering."),
+    "Cache-Control": OpenAPIHeader(
+        schema={"type": "string", "const": "no-cache"}, required=True, description="Never cached."
+    ),
+    "X-Accel-Buffering": OpenAPIHeader(
+        schema={"type": "string", "const": "no"}, required=True, description="No proxy buffering."
+    ),
 }
-
 
 
 def document_stream_answers(responses: dict[str, Any] | None) -> None:

@@ -17,9 +17,10 @@ HS256 token "signed" with the public key's PEM (algorithm confusion) never verif
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jwt
 
@@ -73,8 +74,10 @@ def secret_key(secret: str) -> VerificationKey:
     if not secret:
         raise SettingsError(f"invalid setting {_SECRET_SETTING}: it must not be empty")
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise SettingsError(f"invalid setting {_SECRET_SETTING}: an HS256 secret needs at least "
-                            f"{MIN_SECRET_BYTES} bytes (given {len(secret.encode())})")
+        raise SettingsError(
+            f"invalid setting {_SECRET_SETTING}: an HS256 secret needs at least "
+            f"{MIN_SECRET_BYTES} bytes (given {len(secret.encode())})"
+        )
     return VerificationKey(secret, "HS256")
 
 
@@ -86,30 +89,39 @@ def public_key_from_pem(pem: bytes, *, where: str = "") -> VerificationKey:
 
     problem = f"invalid setting {_KEY_SETTING}{where}"
     try:
-        key = (x509.load_pem_x509_certificate(pem).public_key()
-               if b"BEGIN CERTIFICATE" in pem else load_pem_public_key(pem))
+        key = (
+            x509.load_pem_x509_certificate(pem).public_key()
+            if b"BEGIN CERTIFICATE" in pem
+            else load_pem_public_key(pem)
+        )
     except (ValueError, TypeError) as exc:
         raise SettingsError(f"{problem}: not a PEM public key or certificate ({exc})") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
-            raise SettingsError(f"{problem}: an RSA key needs at least {MIN_RSA_BITS} bits "
-                                f"(this one has {key.key_size})")
+            raise SettingsError(
+                f"{problem}: an RSA key needs at least {MIN_RSA_BITS} bits "
+                f"(this one has {key.key_size})"
+            )
         return VerificationKey(key, "RS256")
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):
-            raise SettingsError(f"{problem}: an EC key must be on P-256 for ES256 "
-                                f"(this one is on {key.curve.name})")
+            raise SettingsError(
+                f"{problem}: an EC key must be on P-256 for ES256 (this one is on {key.curve.name})"
+            )
         return VerificationKey(key, "ES256")
-    raise SettingsError(f"{problem}: a {type(key).__name__} is not supported; "
-                        "give an RSA (RS256) or EC P-256 (ES256) public key")
+    raise SettingsError(
+        f"{problem}: a {type(key).__name__} is not supported; "
+        "give an RSA (RS256) or EC P-256 (ES256) public key"
+    )
 
 
 def read_public_key_file(path: str) -> VerificationKey:
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:
-        raise SettingsError(f"invalid setting {_KEY_SETTING}: cannot read {path!r} "
-                            f"({exc.strerror or exc})") from None
+        raise SettingsError(
+            f"invalid setting {_KEY_SETTING}: cannot read {path!r} ({exc.strerror or exc})"
+        ) from None
     return public_key_from_pem(pem, where=f" ({path})")
 
 
@@ -143,9 +155,15 @@ class UserTokens:
     ``audience``/``issuer`` are checked when given; ``leeway_s`` applies to exp, nbf and iat.
     """
 
-    def __init__(self, secret: str | None = None, *, key: VerificationKey | None = None,
-                 audience: str | None = None, issuer: str | None = None,
-                 leeway_s: float = DEFAULT_LEEWAY_S) -> None:
+    def __init__(
+        self,
+        secret: str | None = None,
+        *,
+        key: VerificationKey | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_s: float = DEFAULT_LEEWAY_S,
+    ) -> None:
         if key is not None and secret:
             raise SettingsError(f"give one of {_SECRET_SETTING} or {_KEY_SETTING}, not both")
         self._key = key if key is not None else secret_key(secret or "")
@@ -157,13 +175,23 @@ class UserTokens:
     def algorithm(self) -> str:
         return self._key.algorithm
 
-    def issue(self, user_id: str, workspaces: Iterable[str],
-              ttl_s: float = DEV_USER_TOKEN_TTL_S, *, roles: Iterable[str] = ()) -> str:
+    def issue(
+        self,
+        user_id: str,
+        workspaces: Iterable[str],
+        ttl_s: float = DEV_USER_TOKEN_TTL_S,
+        *,
+        roles: Iterable[str] = (),
+    ) -> str:
         if not self._key.signs:
             raise SettingsError("a public key verifies user tokens; it cannot issue them")
         now = int(time.time())
-        claims: dict[str, Any] = {"sub": user_id, "workspaces": list(workspaces), "iat": now,
-                                  "exp": now + int(ttl_s)}
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "workspaces": list(workspaces),
+            "iat": now,
+            "exp": now + int(ttl_s),
+        }
         if roles := list(roles):
             claims["roles"] = roles
         if self._audience:
@@ -174,55 +202,68 @@ class UserTokens:
 
     def issue_dev(self, user_id: str, ttl_s: float = DEV_USER_TOKEN_TTL_S) -> str:
         """A token for one of the built-in dev users, with that user's workspaces and roles."""
-        return self.issue(user_id, DEV_USERS[user_id], ttl_s,
-                          roles=DEV_USER_ROLES.get(user_id, ()))
+        return self.issue(user_id, DEV_USERS[user_id], ttl_s, roles=DEV_USER_ROLES.get(user_id, ()))
 
     def verify(self, token: str | None) -> UserIdentity:
         if not token:
-            raise Unauthenticated("a user token is required (Authorization: Bearer or cookie)",
-                                  rule="no_credential")
+            raise Unauthenticated(
+                "a user token is required (Authorization: Bearer or cookie)", rule="no_credential"
+            )
         claims = self._decode(token)
-        return UserIdentity(_subject(claims), frozenset(_strings(claims, "workspaces")),
-                            _expiry(claims, self._leeway_s), frozenset(_roles(claims)))
+        return UserIdentity(
+            _subject(claims),
+            frozenset(_strings(claims, "workspaces")),
+            _expiry(claims, self._leeway_s),
+            frozenset(_roles(claims)),
+        )
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
-            return jwt.decode(token, self._key.key, algorithms=[self._key.algorithm],
-                              audience=self._audience, issuer=self._issuer,
-                              leeway=self._leeway_s, options={"require": ["sub", "exp"]})
+            return jwt.decode(
+                token,
+                self._key.key,
+                algorithms=[self._key.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_s,
+                options={"require": ["sub", "exp"]},
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the user token has expired", rule="jwt_expired") from None
         except jwt.ImmatureSignatureError:
-            raise Unauthenticated("the user token is not valid yet (nbf/iat in the future)",
-                                  rule="jwt_invalid") from None
+            raise Unauthenticated(
+                "the user token is not valid yet (nbf/iat in the future)", rule="jwt_invalid"
+            ) from None
         except jwt.InvalidAudienceError:
-            raise Unauthenticated("the user token is not for this audience (aud)",
-                                  rule="jwt_audience") from None
+            raise Unauthenticated(
+                "the user token is not for this audience (aud)", rule="jwt_audience"
+            ) from None
         except jwt.InvalidIssuerError:
-            raise Unauthenticated("the user token is not from the expected issuer (iss)",
-                                  rule="jwt_issuer") from None
+            raise Unauthenticated(
+                "the user token is not from the expected issuer (iss)", rule="jwt_issuer"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             rule = {"aud": "jwt_audience", "iss": "jwt_issuer"}.get(exc.claim, "jwt_invalid")
-            raise Unauthenticated(f"the user token has no '{exc.claim}' claim",
-                                  rule=rule) from None
+            raise Unauthenticated(f"the user token has no '{exc.claim}' claim", rule=rule) from None
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated(f"the user token is not valid: {exc}",
-                                  rule="jwt_invalid") from None
+            raise Unauthenticated(
+                f"the user token is not valid: {exc}", rule="jwt_invalid"
+            ) from None
 
 
 def _subject(claims: dict[str, Any]) -> str:
     subject = claims["sub"]
     if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_CHARS:
-        raise Unauthenticated(f"the user token's 'sub' must be 1-{MAX_SUBJECT_CHARS} characters",
-                              rule="jwt_invalid")
+        raise Unauthenticated(
+            f"the user token's 'sub' must be 1-{MAX_SUBJECT_CHARS} characters", rule="jwt_invalid"
+        )
     return subject
 
 
 def _strings(claims: dict[str, Any], name: str) -> list[str]:
     value = claims.get(name)
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise Unauthenticated(f"the user token has no '{name}' list of strings",
-                              rule="jwt_invalid")
+        raise Unauthenticated(f"the user token has no '{name}' list of strings", rule="jwt_invalid")
     return value
 
 
@@ -235,13 +276,18 @@ def _roles(claims: dict[str, Any]) -> list[str]:
             continue
         if isinstance(value, str):
             found.append(value)
-        elif name == "roles" and isinstance(value, list) and all(
-                isinstance(item, str) for item in value):
+        elif (
+            name == "roles"
+            and isinstance(value, list)
+            and all(isinstance(item, str) for item in value)
+        ):
             found += value
         else:
-            raise Unauthenticated(f"the user token's '{name}' must be a string"
-                                  + (" or a list of strings" if name == "roles" else ""),
-                                  rule="jwt_invalid")
+            raise Unauthenticated(
+                f"the user token's '{name}' must be a string"
+                + (" or a list of strings" if name == "roles" else ""),
+                rule="jwt_invalid",
+            )
     return found
 
 

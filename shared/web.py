@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -77,8 +78,9 @@ def error_response(exc: LogstreamError) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    return Response(exc.to_body(), status_code=status_of(exc), headers=headers,
-                    media_type=MediaType.JSON)
+    return Response(
+        exc.to_body(), status_code=status_of(exc), headers=headers, media_type=MediaType.JSON
+    )
 
 
 def _logstream_error(request: Request, exc: LogstreamError) -> Response:
@@ -96,8 +98,9 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
         body["details"] = exc.extra if isinstance(exc.extra, list) else [exc.extra]
     if exc.status_code in AUDITED_STATUSES:  # Litestar's own guards and middleware refuse too
         audit_denial(request, rule=code, status=exc.status_code, reason=str(exc.detail))
-    return Response(body, status_code=exc.status_code, headers=exc.headers or {},
-                    media_type=MediaType.JSON)
+    return Response(
+        body, status_code=exc.status_code, headers=exc.headers or {}, media_type=MediaType.JSON
+    )
 
 
 def audit_denial(request: Request, *, rule: str, status: int, reason: str) -> None:
@@ -116,18 +119,24 @@ def audit_denial(request: Request, *, rule: str, status: int, reason: str) -> No
             remote=request.client.host if request.client else None,
             reason=reason,
         )
-    except Exception:  # noqa: BLE001 - the response matters more than its audit line
+    except Exception:
         log.exception("could not write the audit line of a denial")
 
 
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return Response({"error": "internal", "message": "internal error", "details": []},
-                    status_code=500, media_type=MediaType.JSON)
+    return Response(
+        {"error": "internal", "message": "internal error", "details": []},
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
 
 
-EXCEPTION_HANDLERS = {LogstreamError: _logstream_error, HTTPException: _http_error,
-                      Exception: _unexpected}
+EXCEPTION_HANDLERS = {
+    LogstreamError: _logstream_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
 
 
 class ServiceState:
@@ -151,8 +160,11 @@ def ready(request: Request) -> Response:
     ok, why = service.readiness()
     if service.draining.is_set():
         ok, why = False, "shutting down"
-    return Response({"ready": ok, "service": service.name, "reason": why},
-                    status_code=200 if ok else 503, media_type=MediaType.JSON)
+    return Response(
+        {"ready": ok, "service": service.name, "reason": why},
+        status_code=200 if ok else 503,
+        media_type=MediaType.JSON,
+    )
 
 
 @get("/metrics", sync_to_thread=False, media_type=CONTENT_TYPE_LATEST)
@@ -181,8 +193,9 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def limit_request_headers(app: Any, max_bytes: int = MAX_HEADER_BYTES,
-                          max_count: int = MAX_HEADER_COUNT) -> Any:
+def limit_request_headers(
+    app: Any, max_bytes: int = MAX_HEADER_BYTES, max_count: int = MAX_HEADER_COUNT
+) -> Any:
     """ASGI wrapper: a request whose headers exceed ``max_bytes`` in all, or ``max_count`` in
     number, gets a 431 in the JSON error shape before any handler runs (uvicorn's httptools
     parser sets no limit of its own)."""
@@ -195,14 +208,25 @@ def limit_request_headers(app: Any, max_bytes: int = MAX_HEADER_BYTES,
             headers = scope["headers"]
             size = sum(len(name) + len(value) for name, value in headers)
             if size > max_bytes or len(headers) > max_count:
-                body = msgspec.json.encode({
-                    "error": "request_headers_too_large",
-                    "message": f"request headers too large: {len(headers)} headers, {size} "
-                               f"bytes (at most {max_count} headers, {max_bytes} bytes)",
-                    "details": []})
-                await send({"type": "http.response.start", "status": 431, "headers": [
-                    (b"content-type", b"application/json"), (b"connection", b"close"),
-                    (b"content-length", str(len(body)).encode())]})
+                body = msgspec.json.encode(
+                    {
+                        "error": "request_headers_too_large",
+                        "message": f"request headers too large: {len(headers)} headers, {size} "
+                        f"bytes (at most {max_count} headers, {max_bytes} bytes)",
+                        "details": [],
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"connection", b"close"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         try:
@@ -230,5 +254,3 @@ def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
     server = _DrainingServer(config, app.state.service.draining)
     server.run()
     return 0 if server.started else 1
-
-

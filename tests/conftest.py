@@ -44,8 +44,13 @@ def log_dir(tmp_path_factory):
 
 
 class Stack:
-    def __init__(self, ingest: ServiceProcess, gateway: ServiceProcess, proxy: ServiceProcess,
-                 nats: NatsUnderTest) -> None:
+    def __init__(
+        self,
+        ingest: ServiceProcess,
+        gateway: ServiceProcess,
+        proxy: ServiceProcess,
+        nats: NatsUnderTest,
+    ) -> None:
         self.ingest, self.gateway, self.proxy, self.nats = ingest, gateway, proxy, nats
 
     def user_token(self, user: str = "user123") -> str:
@@ -59,8 +64,9 @@ def stack(nats_server, log_dir) -> Stack:
     """ingest, gateway and proxy in dev mode, as separate processes, on the suite's NATS."""
     ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir).start()
     gateway = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir).start()
-    proxy = ServiceProcess("proxy", nats_url=nats_server.url, log_dir=log_dir,
-                           args=["--gateway-url", gateway.url]).start()
+    proxy = ServiceProcess(
+        "proxy", nats_url=nats_server.url, log_dir=log_dir, args=["--gateway-url", gateway.url]
+    ).start()
     yield Stack(ingest, gateway, proxy, nats_server)
     for service in (proxy, gateway, ingest):
         service.stop()

@@ -22,8 +22,15 @@ import time
 from dataclasses import dataclass, field
 
 from bench.channel_pool import ChannelPool
-from bench.channel_systems import (WORKSPACES, LogstreamChannels, NchanChannels, channel_of,
-                                   lag_between, log_problems, scrape)
+from bench.channel_systems import (
+    WORKSPACES,
+    LogstreamChannels,
+    NchanChannels,
+    channel_of,
+    lag_between,
+    log_problems,
+    scrape,
+)
 from bench.machine import cpu_seconds, load_average
 from bench.publishers import pace
 from bench.window import DRAIN_IDLE_S, DRAIN_MAX_S, percentile
@@ -110,10 +117,16 @@ async def _open(pool: ChannelPool, items: list, timeout_s: float) -> Opened:
     report = await asyncio.to_thread(pool.report)
     keys = {item[0] for item in items}
     waits = [ms for key, ms in report["ready_ms"].items() if key in keys]
-    seconds = ((status["last_ready_ns"] - started) / 1e9 if len(waits) == len(items)
-               else None)
-    return Opened(len(items), len(waits), seconds, percentile(waits, 0.5),
-                  percentile(waits, 0.99), dict(status["failed"]), timeout_s)
+    seconds = (status["last_ready_ns"] - started) / 1e9 if len(waits) == len(items) else None
+    return Opened(
+        len(items),
+        len(waits),
+        seconds,
+        percentile(waits, 0.5),
+        percentile(waits, 0.99),
+        dict(status["failed"]),
+        timeout_s,
+    )
 
 
 def _cpu(groups: dict[str, list[int]]) -> dict[str, float]:
@@ -126,8 +139,15 @@ async def _scrapes(system) -> list:
     return [await asyncio.to_thread(scrape, g.port) for g in system.gateways]
 
 
-async def _window(name: str, system, pool: ChannelPool, counted: dict[int, str], rate: float,
-                  seconds: float, churn=None) -> Phase:
+async def _window(
+    name: str,
+    system,
+    pool: ChannelPool,
+    counted: dict[int, str],
+    rate: float,
+    seconds: float,
+    churn=None,
+) -> Phase:
     """Publish ``rate`` msgs/s over the channels of ``counted`` (key -> channel) and check every
     counted stream got exactly its channel's records. ``churn``: (plan(start_ns) -> the pool's
     entries, the keys it opens)."""
@@ -172,9 +192,10 @@ async def _window(name: str, system, pool: ChannelPool, counted: dict[int, str],
     if before and at_end:
         phase.lag = lag_between(before[0], at_end[0])
     if before and before[0].interests is not None:  # gateways since issue 9
-        phase.broker = {name: sum(getattr(a, name) - getattr(b, name)
-                                  for a, b in zip(after, before))
-                        for name in ("catch_ups", "repairs")}
+        phase.broker = {
+            name: sum(getattr(a, name) - getattr(b, name) for a, b in zip(after, before))
+            for name in ("catch_ups", "repairs")
+        }
         phase.broker["interests"] = sum(a.interests for a in after)
     if isinstance(system, LogstreamChannels) and len(system.gateways) > 1:
         wanted, held = [0] * len(system.gateways), [0] * len(system.gateways)
@@ -182,14 +203,22 @@ async def _window(name: str, system, pool: ChannelPool, counted: dict[int, str],
             wanted[system.gateway_of(channel)] += accepted[index[channel]]
         for channel in counted.values():
             held[system.gateway_of(channel)] += 1
-        phase.gateways = [(held[i], after[i].read - before[i].read, wanted[i],
-                           phase.cpu_s[f"gateway {i + 1}"]) for i in range(len(wanted))]
+        phase.gateways = [
+            (held[i], after[i].read - before[i].read, wanted[i], phase.cpu_s[f"gateway {i + 1}"])
+            for i in range(len(wanted))
+        ]
     if churn is not None:  # a reopen that never connected counts as infinitely late
         waits = [report["ready_ms"].get(key, float("inf")) for key in churn[1]]
-        phase.reopen = Opened(len(waits), sum(w < float("inf") for w in waits), None,
-                              percentile(waits, 0.5), percentile(waits, 0.99),
-                              dict(report["failed"]), seconds,
-                              len(report["abandoned"] & set(churn[1])))
+        phase.reopen = Opened(
+            len(waits),
+            sum(w < float("inf") for w in waits),
+            None,
+            percentile(waits, 0.5),
+            percentile(waits, 0.99),
+            dict(report["failed"]),
+            seconds,
+            len(report["abandoned"] & set(churn[1])),
+        )
     return phase
 
 
@@ -201,8 +230,7 @@ async def _drain(pool: ChannelPool, expected: int, churned: bool) -> None:
     while time.monotonic() < deadline:
         status = await asyncio.to_thread(pool.status)
         received = status["received"]
-        if received >= expected and not (churned and (status["scheduled"]
-                                                      or status["waiting"])):
+        if received >= expected and not (churned and (status["scheduled"] or status["waiting"])):
             return
         if received != last:
             last, last_change = received, time.monotonic()
@@ -266,21 +294,31 @@ async def _one_system(system, pool: ChannelPool, args, *, split: bool = False) -
         run.cold = await _open(pool, items, args.channels_open_timeout)
         _print_open(system.name, "open" if split else "cold open", run.cold)
         if not run.cold.complete:
-            run.problems.append(f"opening did not complete in {args.channels_open_timeout:g} s "
-                                f"({run.cold.ready:,} of {streams:,} connected): not measured "
-                                "further")
+            run.problems.append(
+                f"opening did not complete in {args.channels_open_timeout:g} s "
+                f"({run.cold.ready:,} of {streams:,} connected): not measured "
+                "further"
+            )
             return run
         counted = {i: channel_of(i) for i in range(streams)}
-        run.steady = await _window("4 gateways" if split else "steady", system, pool, counted,
-                                   args.channels_rate, args.channels_s)
+        run.steady = await _window(
+            "4 gateways" if split else "steady",
+            system,
+            pool,
+            counted,
+            args.channels_rate,
+            args.channels_s,
+        )
         _print_phase(system.name, run.steady)
         if split:
             return run
-        churned, plan, reopened = _churn_plan(system, list(range(streams)), streams,
-                                              args.channels_churn, args.channels_s)
+        churned, plan, reopened = _churn_plan(
+            system, list(range(streams)), streams, args.channels_churn, args.channels_s
+        )
         stable = {k: c for k, c in counted.items() if k not in churned}
-        run.churn = await _window("churn", system, pool, stable, args.channels_rate,
-                                  args.channels_s, (plan, reopened))
+        run.churn = await _window(
+            "churn", system, pool, stable, args.channels_rate, args.channels_s, (plan, reopened)
+        )
         _print_phase(system.name, run.churn)
     finally:
         await asyncio.to_thread(pool.close_all)
@@ -313,22 +351,38 @@ async def channels_case(stack_class, workdir, nchan, args) -> list[ChannelsRun]:
 
 def _print_open(name: str, what: str, opened: Opened) -> None:
     took = f"{opened.seconds:.2f} s" if opened.seconds is not None else "did not complete"
-    print(f"  {name:<20} {what}: {opened.ready:,} of {opened.streams:,} in {took}, connect "
-          f"p50 {opened.p50:.1f} ms p99 {opened.p99:.1f} ms {opened.failed or ''}", flush=True)
+    print(
+        f"  {name:<20} {what}: {opened.ready:,} of {opened.streams:,} in {took}, connect "
+        f"p50 {opened.p50:.1f} ms p99 {opened.p99:.1f} ms {opened.failed or ''}",
+        flush=True,
+    )
 
 
 def _print_phase(name: str, phase: Phase) -> None:
-    lag = (f", loop lag >10 ms {phase.lag.over_10ms} of {phase.lag.samples} (worst "
-           f"{phase.lag.worst})" if phase.lag else "")
-    reopen = (f", reopen p50 {phase.reopen.p50:.1f} p99 {phase.reopen.p99:.1f} ms "
-              f"({phase.reopen.ready}/{phase.reopen.streams} connected, "
-              f"{phase.reopen.abandoned} closed unconnected)" if phase.reopen else "")
+    lag = (
+        f", loop lag >10 ms {phase.lag.over_10ms} of {phase.lag.samples} (worst {phase.lag.worst})"
+        if phase.lag
+        else ""
+    )
+    reopen = (
+        f", reopen p50 {phase.reopen.p50:.1f} p99 {phase.reopen.p99:.1f} ms "
+        f"({phase.reopen.ready}/{phase.reopen.streams} connected, "
+        f"{phase.reopen.abandoned} closed unconnected)"
+        if phase.reopen
+        else ""
+    )
     cpu = ", ".join(f"{n} {s:.1f}" for n, s in phase.cpu_s.items())
     broker = "".join(f", {n} {v:,.0f}" for n, v in phase.broker.items())
-    print(f"  {name:<20} {phase.name}: {phase.accepted:,} accepted, delivered "
-          f"{phase.delivered:,}/{phase.expected:,}, lost {phase.lost}, repeated "
-          f"{phase.repeated}, cut {phase.cut}, p50 {phase.p50:.1f} p99 {phase.p99:.1f} ms"
-          f"{reopen}{lag}{broker}; CPU s: {cpu}", flush=True)
+    print(
+        f"  {name:<20} {phase.name}: {phase.accepted:,} accepted, delivered "
+        f"{phase.delivered:,}/{phase.expected:,}, lost {phase.lost}, repeated "
+        f"{phase.repeated}, cut {phase.cut}, p50 {phase.p50:.1f} p99 {phase.p99:.1f} ms"
+        f"{reopen}{lag}{broker}; CPU s: {cpu}",
+        flush=True,
+    )
     for number, (held, read, wanted, cpu) in enumerate(phase.gateways, 1):
-        print(f"    gateway {number}: {held:,} streams, read {read:,.0f} wanted {wanted:,} "
-              f"({read / max(wanted, 1):.2f}), CPU {cpu:.2f} s", flush=True)
+        print(
+            f"    gateway {number}: {held:,} streams, read {read:,.0f} wanted {wanted:,} "
+            f"({read / max(wanted, 1):.2f}), CPU {cpu:.2f} s",
+            flush=True,
+        )

@@ -18,7 +18,7 @@ from bench.load import SubscriberPool
 from bench.messages import bench_channel
 from bench.window import Window, measure_window
 
-__all__ = ["FanoutRun", "P99_LIMIT_MS", "fanout_ramp", "open_streams"]
+__all__ = ["P99_LIMIT_MS", "FanoutRun", "fanout_ramp", "open_streams"]
 
 # The issue's bound: past 100 ms at p99 the stream is not live any more.
 P99_LIMIT_MS = 100.0
@@ -50,15 +50,16 @@ class FanoutRun:
 def step_problem(step: Window) -> str | None:
     """Why this step does not count as sustained, or None."""
     if step.report.overflows or step.report.closed:
-        return (f"{step.report.closed} streams closed ({step.report.overflows} with "
-                "`overflow`)")
+        return f"{step.report.closed} streams closed ({step.report.overflows} with `overflow`)"
     if step.lost:
         return f"lost {step.lost:,} of {step.expected:,} deliveries"
     if step.p99 > P99_LIMIT_MS:
         return f"p99 {step.p99:.0f} ms > {P99_LIMIT_MS:.0f} ms"
     if step.paced.behind:
-        return (f"publisher behind: {step.paced.achieved_rate:,.0f} of "
-                f"{step.paced.offered_rate:,.0f} msgs/s")
+        return (
+            f"publisher behind: {step.paced.achieved_rate:,.0f} of "
+            f"{step.paced.offered_rate:,.0f} msgs/s"
+        )
     return None
 
 
@@ -76,14 +77,17 @@ def _latency_only(step: Window) -> bool:
     return not (step.report.overflows or step.report.closed or step.lost or step.paced.behind)
 
 
-async def open_streams(system, pool: SubscriberPool, channel: str, count: int,
-                       sample_every: int = 1):
-    return await asyncio.to_thread(pool.open, system.targets(channel), count,
-                                   sample_every=sample_every)
+async def open_streams(
+    system, pool: SubscriberPool, channel: str, count: int, sample_every: int = 1
+):
+    return await asyncio.to_thread(
+        pool.open, system.targets(channel), count, sample_every=sample_every
+    )
 
 
-async def fanout_ramp(systems: list, subscribers: int, rates: list[float], step_s: float,
-                      client_processes: int) -> list[FanoutRun]:
+async def fanout_ramp(
+    systems: list, subscribers: int, rates: list[float], step_s: float, client_processes: int
+) -> list[FanoutRun]:
     """Ramp every system, interleaved: each rate is run on each system still passing, one
     after the other, so that all of them see the machine in about the same state."""
     runs, live = [], []
@@ -97,15 +101,15 @@ async def fanout_ramp(systems: list, subscribers: int, rates: list[float], step_
         for rate in rates:
             for entry in list(live):
                 system, run, pool, publisher, seq = entry
-                step = await measure_window(system, pool, publisher, rate, step_s,
-                                            subscribers, seq)
+                step = await measure_window(system, pool, publisher, rate, step_s, subscribers, seq)
                 seq += step.paced.sent
                 problem = step_problem(step)
                 _print_step(system.name, step, problem)
                 if problem and _latency_only(step):  # one stall spoils a p99: try once more
                     run.retried[rate] = step.p99
-                    step = await measure_window(system, pool, publisher, rate, step_s,
-                                                subscribers, seq)
+                    step = await measure_window(
+                        system, pool, publisher, rate, step_s, subscribers, seq
+                    )
                     seq += step.paced.sent
                     problem = step_problem(step)
                     _print_step(system.name + " (again)", step, problem)
@@ -144,10 +148,13 @@ async def _close(pool: SubscriberPool, publisher) -> None:
 
 
 def _print_step(name: str, step: Window, problem: str | None) -> None:
-    print(f"  {name:<22} {step.rate:>6,.0f} msgs/s -> {step.window_rate:>9,.0f} deliveries/s, "
-          f"p99 {step.p99:7.1f} ms, client CPU {sum(step.client_cpu):.2f}, server CPU "
-          f"{_cpu_text(step.server_cpu)}, load {step.load.split()[0]}"
-          + (f"  STOP: {problem}" if problem else ""), flush=True)
+    print(
+        f"  {name:<22} {step.rate:>6,.0f} msgs/s -> {step.window_rate:>9,.0f} deliveries/s, "
+        f"p99 {step.p99:7.1f} ms, client CPU {sum(step.client_cpu):.2f}, server CPU "
+        f"{_cpu_text(step.server_cpu)}, load {step.load.split()[0]}"
+        + (f"  STOP: {problem}" if problem else ""),
+        flush=True,
+    )
 
 
 def _cpu_text(shares: dict[str, float]) -> str:

@@ -18,8 +18,9 @@ from bench.window import Window, measure_window
 __all__ = ["flood_case"]
 
 
-async def flood_case(systems: list, subscribers: int, rate: float,
-                     duration_s: float) -> list[Window]:
+async def flood_case(
+    systems: list, subscribers: int, rate: float, duration_s: float
+) -> list[Window]:
     windows = []
     for system in systems:
         pool = SubscriberPool(reactive=1, bulk=0)
@@ -28,15 +29,19 @@ async def flood_case(systems: list, subscribers: int, rate: float,
             channel = bench_channel("flood-" + uuid.uuid4().hex[:8])
             ready, failed = await open_streams(system, pool, channel, subscribers)
             if ready < subscribers:
-                raise RuntimeError(f"{system.name}: {ready} of {subscribers} streams opened "
-                                   f"({dict(failed)})")
+                raise RuntimeError(
+                    f"{system.name}: {ready} of {subscribers} streams opened ({dict(failed)})"
+                )
             publisher = await system.publisher(channel)
             window = await measure_window(system, pool, publisher, rate, duration_s, ready, 0)
             windows.append(window)
-            print(f"  {system.name:<22} offered {rate:,.0f}/s, accepted "
-                  f"{window.paced.achieved_rate:,.0f}/s, delivered {window.delivered:,} of "
-                  f"{window.expected:,} (lost {window.lost:,}, cut {window.report.closed}), "
-                  f"p99 {window.p99:.0f} ms", flush=True)
+            print(
+                f"  {system.name:<22} offered {rate:,.0f}/s, accepted "
+                f"{window.paced.achieved_rate:,.0f}/s, delivered {window.delivered:,} of "
+                f"{window.expected:,} (lost {window.lost:,}, cut {window.report.closed}), "
+                f"p99 {window.p99:.0f} ms",
+                flush=True,
+            )
         finally:
             if publisher is not None:
                 await publisher.close()

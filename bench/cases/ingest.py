@@ -12,8 +12,8 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from bench.credentials import NATS_PRODUCER, PRODUCER_INBOX, SERVICE_TOKEN
 from bench.http_wire import HttpWire, post_request
@@ -62,8 +62,7 @@ async def _http_worker(port: int, batch: int, records: _Records, until: float):
     try:
         while time.monotonic() < until:
             body = records.body(batch)
-            [(status, _)] = await wire.pipeline([post_request("/api/logs/publish", body,
-                                                              _HEADERS)])
+            [(status, _)] = await wire.pipeline([post_request("/api/logs/publish", body, _HEADERS)])
             if status == 202:
                 stored += batch
             else:
@@ -81,8 +80,10 @@ async def _nats_worker(nats_url: str, batch: int, records: _Records, until: floa
     try:
         while time.monotonic() < until:
             replies = await wire.request_many(
-                INGEST_SUBJECT, [records.body(size) for _ in range(bodies_per_trip)],
-                headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+                INGEST_SUBJECT,
+                [records.body(size) for _ in range(bodies_per_trip)],
+                headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+            )
             for reply in replies:
                 if reply and b'"status":202' in reply:
                     stored += size
@@ -100,8 +101,12 @@ def _status_of(reply: bytes | None) -> str:
     return f"status {found.group(1).decode()}" if found else "no status"
 
 
-async def _measure(way: str, workers: list[Callable[[float], Awaitable[tuple[int, Counter]]]],
-                   seconds: float, stack) -> IngestResult:
+async def _measure(
+    way: str,
+    workers: list[Callable[[float], Awaitable[tuple[int, Counter]]]],
+    seconds: float,
+    stack,
+) -> IngestResult:
     load = load_average()
     ingest = CpuClock([stack.ingest.process.pid])
     nats = CpuClock([stack.broker.process.pid])
@@ -112,11 +117,22 @@ async def _measure(way: str, workers: list[Callable[[float], Awaitable[tuple[int
     spent = os.times()
     client = ((spent.user + spent.system) - (me.user + me.system)) / elapsed
     failures = sum((r[1] for r in results), Counter())
-    result = IngestResult(way, sum(r[0] for r in results), elapsed, dict(failures),
-                          ingest.total(), nats.total(), client, load)
-    print(f"  {way:<44} {result.rate:>9,.0f} records/s (failed {result.failures}, ingest CPU "
-          f"{result.ingest_cpu:.2f}, nats-server {result.nats_cpu:.2f}, client "
-          f"{client:.2f})", flush=True)
+    result = IngestResult(
+        way,
+        sum(r[0] for r in results),
+        elapsed,
+        dict(failures),
+        ingest.total(),
+        nats.total(),
+        client,
+        load,
+    )
+    print(
+        f"  {way:<44} {result.rate:>9,.0f} records/s (failed {result.failures}, ingest CPU "
+        f"{result.ingest_cpu:.2f}, nats-server {result.nats_cpu:.2f}, client "
+        f"{client:.2f})",
+        flush=True,
+    )
     return result
 
 
@@ -124,20 +140,39 @@ async def ingest_case(stack, seconds: float, *, synced_stack=None) -> list[Inges
     records = _Records()
     port, url = stack.ingest.port, stack.broker.url
     ways = [
-        ("HTTP, batches of 1,000, 4 in flight",
-         [lambda u: _http_worker(port, 1000, records, u) for _ in range(4)], stack),
-        ("HTTP, single-record POSTs, 32 in flight",
-         [lambda u: _http_worker(port, 1, records, u) for _ in range(32)], stack),
-        ("NATS ingest.logs, batches of 1,000, 4 in flight",
-         [lambda u: _nats_worker(url, 1000, records, u) for _ in range(4)], stack),
-        ("NATS ingest.logs, single records, 64 in flight",
-         [lambda u: _nats_worker(url, 1, records, u) for _ in range(1)], stack),
+        (
+            "HTTP, batches of 1,000, 4 in flight",
+            [lambda u: _http_worker(port, 1000, records, u) for _ in range(4)],
+            stack,
+        ),
+        (
+            "HTTP, single-record POSTs, 32 in flight",
+            [lambda u: _http_worker(port, 1, records, u) for _ in range(32)],
+            stack,
+        ),
+        (
+            "NATS ingest.logs, batches of 1,000, 4 in flight",
+            [lambda u: _nats_worker(url, 1000, records, u) for _ in range(4)],
+            stack,
+        ),
+        (
+            "NATS ingest.logs, single records, 64 in flight",
+            [lambda u: _nats_worker(url, 1, records, u) for _ in range(1)],
+            stack,
+        ),
     ]
     if synced_stack is not None:
         synced_port = synced_stack.ingest.port
         for in_flight in (4, 1):  # 4: as above; 1: what fsync per write allows in 2 s
-            ways.append((f"HTTP, batches of 1,000, {in_flight} in flight, broker with "
-                         "sync_interval: always",
-                         [lambda u: _http_worker(synced_port, 1000, records, u)
-                          for _ in range(in_flight)], synced_stack))
+            ways.append(
+                (
+                    f"HTTP, batches of 1,000, {in_flight} in flight, broker with "
+                    "sync_interval: always",
+                    [
+                        lambda u: _http_worker(synced_port, 1000, records, u)
+                        for _ in range(in_flight)
+                    ],
+                    synced_stack,
+                )
+            )
     return [await _measure(way, workers, seconds, where) for way, workers, where in ways]

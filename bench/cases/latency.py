@@ -60,15 +60,16 @@ class LatencyResult:
     @property
     def server_cpu(self) -> dict[str, float]:
         names = self.rounds[0].server_cpu if self.rounds else {}
-        return {name: self._median(lambda w: w.server_cpu[name]) for name in names}
+        return {name: self._median(lambda w, name=name: w.server_cpu[name]) for name in names}
 
     @property
     def loads(self) -> str:
         return " / ".join(w.load.split()[0] for w in self.rounds)
 
 
-async def latency_case(systems: list, subscribers: int, rate: float,
-                       duration_s: float, rounds: int = ROUNDS) -> list[LatencyResult]:
+async def latency_case(
+    systems: list, subscribers: int, rate: float, duration_s: float, rounds: int = ROUNDS
+) -> list[LatencyResult]:
     results, opened = [LatencyResult(system.name) for system in systems], []
     try:
         for system in systems:
@@ -77,14 +78,16 @@ async def latency_case(systems: list, subscribers: int, rate: float,
             channel = bench_channel("latency-" + uuid.uuid4().hex[:8])
             ready, failed = await open_streams(system, pool, channel, subscribers)
             if ready < subscribers:
-                raise RuntimeError(f"{system.name}: {ready} of {subscribers} streams opened "
-                                   f"({dict(failed)})")
+                raise RuntimeError(
+                    f"{system.name}: {ready} of {subscribers} streams opened ({dict(failed)})"
+                )
             opened[-1][2] = await system.publisher(channel)
         for _ in range(rounds):
             for entry, result in zip(opened, results):
                 system, pool, publisher, seq = entry
-                window = await measure_window(system, pool, publisher, rate,
-                                              duration_s / rounds, subscribers, seq)
+                window = await measure_window(
+                    system, pool, publisher, rate, duration_s / rounds, subscribers, seq
+                )
                 entry[3] = seq + window.paced.sent
                 result.rounds.append(window)
     finally:
@@ -93,7 +96,10 @@ async def latency_case(systems: list, subscribers: int, rate: float,
                 await publisher.close()
             await asyncio.to_thread(pool.shutdown)
     for result in results:
-        print(f"  {result.system:<38} p50 {result.p50:6.2f} ms, p99 {result.p99:7.2f} ms "
-              f"(worst round {result.worst_p99:.1f}), lost {result.lost}, loads "
-              f"{result.loads}", flush=True)
+        print(
+            f"  {result.system:<38} p50 {result.p50:6.2f} ms, p99 {result.p99:7.2f} ms "
+            f"(worst round {result.worst_p99:.1f}), lost {result.lost}, loads "
+            f"{result.loads}",
+            flush=True,
+        )
     return results

@@ -39,8 +39,9 @@ class MemoryResult:
         return (self.rss_after - self.rss_before) / max(1, self.opened - WARM_STREAMS)
 
 
-async def memory_case(systems: list, connections: int,
-                      settle_s: float = SETTLE_S) -> list[MemoryResult]:
+async def memory_case(
+    systems: list, connections: int, settle_s: float = SETTLE_S
+) -> list[MemoryResult]:
     results = []
     for system in systems:
         load = load_average()
@@ -56,12 +57,14 @@ async def memory_case(systems: list, connections: int,
             await asyncio.sleep(settle_s)
             after = sum(rss_bytes(pid) for pid in pids)
             # ``open`` answers with every stream the pool holds: ``more`` includes ``warm``
-            result = MemoryResult(system.name, connections, before, after, more,
-                                  dict(failed), load)
+            result = MemoryResult(system.name, connections, before, after, more, dict(failed), load)
             results.append(result)
-            print(f"  {system.name:<22} {result.opened} streams: "
-                  f"{result.per_connection / 1024:.1f} KiB per connection "
-                  f"(RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB)", flush=True)
+            print(
+                f"  {system.name:<22} {result.opened} streams: "
+                f"{result.per_connection / 1024:.1f} KiB per connection "
+                f"(RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB)",
+                flush=True,
+            )
         finally:
             await asyncio.to_thread(pool.shutdown)
     return results

@@ -55,11 +55,21 @@ async def replay_case(system, records: int) -> ReplayResult:
             await asyncio.sleep(0.02)
             report = await asyncio.to_thread(pool.report, False)
         elapsed = time.monotonic() - started
-        result = ReplayResult(records, report.received, elapsed, gateway.total(), nats.total(),
-                              sum(report.cpu_shares), load)
+        result = ReplayResult(
+            records,
+            report.received,
+            elapsed,
+            gateway.total(),
+            nats.total(),
+            sum(report.cpu_shares),
+            load,
+        )
     finally:
         await asyncio.to_thread(pool.shutdown)
-    print(f"  replay of {records:,} records: {result.rate:,.0f} records/s "
-          f"({result.received:,} in {result.seconds:.2f} s, gateway CPU "
-          f"{result.gateway_cpu:.2f})", flush=True)
+    print(
+        f"  replay of {records:,} records: {result.rate:,.0f} records/s "
+        f"({result.received:,} in {result.seconds:.2f} s, gateway CPU "
+        f"{result.gateway_cpu:.2f})",
+        flush=True,
+    )
     return result

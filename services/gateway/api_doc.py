@@ -10,27 +10,30 @@ schema ``ChannelList``, added by ``complete_document`` from the settings.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
     Components,
-    OpenAPIHeader,
     OpenAPIMediaType,
     Operation,
-    Parameter,
     RequestBody,
-    SecurityScheme,
 )
 
 from logstream.services.gateway.test_route import SEED_CHANNEL, _TestBody
-from logstream.shared.api_doc import VERSION, SCHEMAS, add_response_headers, channel_regex, level_schema
+from logstream.shared.api_doc import (
+    SCHEMAS,
+    VERSION,
+    add_response_headers,
+    channel_regex,
+    level_schema,
+)
 from logstream.shared.stream_doc import (
     SECURITY_SCHEMES,
     STREAM_PARAMETERS,
-    STREAM_RESPONSES,
     document_stream_answers,
     error_responses,
 )
@@ -80,18 +83,29 @@ class TestRecordAccepted(msgspec.Struct):
 
 
 STATS_RESPONSES = {
-    200: ResponseSpec(data_container=GatewayStats, description="This gateway's counters",
-                      generate_examples=False),
-    **error_responses({401: "no admin credential (outside dev mode)",
-               403: "a user token without the admin role"}),
+    200: ResponseSpec(
+        data_container=GatewayStats, description="This gateway's counters", generate_examples=False
+    ),
+    **error_responses(
+        {401: "no admin credential (outside dev mode)", 403: "a user token without the admin role"}
+    ),
 }
 TEST_RECORD_RESPONSES = {
-    202: ResponseSpec(data_container=TestRecordAccepted, generate_examples=False,
-                      description="Ingest stored the test record"),
-    **error_responses({400: "the body is not a test record, or its channel is not valid",
-               429: "the dev service token is over its publish rate; see Retry-After",
-               503: "ingest did not answer on NATS; see Retry-After"}),
+    202: ResponseSpec(
+        data_container=TestRecordAccepted,
+        generate_examples=False,
+        description="Ingest stored the test record",
+    ),
+    **error_responses(
+        {
+            400: "the body is not a test record, or its channel is not valid",
+            429: "the dev service token is over its publish rate; see Retry-After",
+            503: "ingest did not answer on NATS; see Retry-After",
+        }
+    ),
 }
+
+
 @dataclass
 class StreamOperation(Operation):
     """``GET /api/logs/stream``, plus the query and headers its handler reads by itself."""
@@ -106,8 +120,10 @@ def _test_record_schema(services: Iterable[str]) -> dict[str, Any]:
     (_,), components = msgspec.json.schema_components([_TestBody])
     schema = components[_TestBody.__name__]
     schema["title"] = "TestRecordRequest"
-    schema["description"] = ("All optional: the seed channel and a generated message by "
-                             "default; the rules of POST /api/logs/publish apply.")
+    schema["description"] = (
+        "All optional: the seed channel and a generated message by "
+        "default; the rules of POST /api/logs/publish apply."
+    )
     schema["properties"]["channel"].update(pattern=channel_regex(services))
     schema["properties"]["level"].update(level_schema())
     return schema
@@ -118,11 +134,16 @@ class TestRecordOperation(Operation):
     """``POST /test/logs``, plus the optional body its handler reads by itself."""
 
     def __post_init__(self) -> None:
-        self.request_body = RequestBody(required=False, content={
-            "application/json": OpenAPIMediaType(
-                schema={"$ref": SCHEMAS + "TestRecordRequest"},
-                example={"channel": SEED_CHANNEL, "message": "hello"})},
-            description="Optional: the channel, message and level of the test record.")
+        self.request_body = RequestBody(
+            required=False,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema={"$ref": SCHEMAS + "TestRecordRequest"},
+                    example={"channel": SEED_CHANNEL, "message": "hello"},
+                )
+            },
+            description="Optional: the channel, message and level of the test record.",
+        )
         # A refusal ingest sent back over NATS is relayed without its Retry-After.
         add_response_headers(self.responses, required=False)
 
@@ -131,18 +152,30 @@ def stream_schemas(services: Iterable[str], max_channels: int) -> dict[str, Any]
     """The component schemas the operations refer to that depend on the settings."""
     names = "|".join(sorted(services))
     one = rf"logs:({names}|\*):({_SEGMENT}|\*)(:({_SEGMENT}|\*))?"
-    channel_list = {"type": "string", "pattern": f"^{one}(,{one})*$",
-                    "description": "One channel, or a comma list: logs:<service>:<workspace>"
-                                   "[:<resource>], any segment may be `*`."}
-    channels = {"type": "array", "minItems": 1, "maxItems": max_channels,
-                "items": {"$ref": SCHEMAS + "ChannelList"}}
-    return {"ChannelList": channel_list, "StreamChannels": channels,
-            "TestRecordRequest": _test_record_schema(services)}
+    channel_list = {
+        "type": "string",
+        "pattern": f"^{one}(,{one})*$",
+        "description": "One channel, or a comma list: logs:<service>:<workspace>"
+        "[:<resource>], any segment may be `*`.",
+    }
+    channels = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_channels,
+        "items": {"$ref": SCHEMAS + "ChannelList"},
+    }
+    return {
+        "ChannelList": channel_list,
+        "StreamChannels": channels,
+        "TestRecordRequest": _test_record_schema(services),
+    }
 
 
 def openapi_config(dev: bool) -> OpenAPIConfig:
     return OpenAPIConfig(
-        title="Logstream gateway", version=VERSION,
+        title="Logstream gateway",
+        version=VERSION,
         description="Live and resumable log streams over Server-Sent Events."
         + (" Dev mode: `POST /test/logs` publishes a test record." if dev else ""),
-        components=Components(security_schemes=SECURITY_SCHEMES))
+        components=Components(security_schemes=SECURITY_SCHEMES),
+    )

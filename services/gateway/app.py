@@ -21,21 +21,20 @@ from logstream.services.gateway.api_doc import (
     openapi_config,
     stream_schemas,
 )
-from logstream.shared.stream_doc import STREAM_RESPONSES, STREAM_SECURITY
 from logstream.services.gateway.auth import require_admin, require_user, user_tokens_for
 from logstream.services.gateway.connection import StreamWriter
 from logstream.services.gateway.gc_policy import keep_collections_short
 from logstream.services.gateway.hub import Hub
 from logstream.services.gateway.live import NatsLiveFeed
-from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.metrics import GatewayMetrics
 from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.replay import plan_replay
 from logstream.services.gateway.settings import Settings
 from logstream.services.gateway.source import NatsLogSource
 from logstream.services.gateway.sse_answer import SseAnswer
-from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.stream_request import authorise, parse_stream_request
+from logstream.services.gateway.subjects import covering_filters
+from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.test_route import publish_test_record
 from logstream.services.gateway.ticker import Ticker
 from logstream.shared.api_doc import complete_document
@@ -43,15 +42,24 @@ from logstream.shared.direct_write import disconnect_probe, on_client_gone
 from logstream.shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from logstream.shared.nats_link import NatsLink
 from logstream.shared.sse import SSE_HEADERS
-from logstream.shared.web import EXCEPTION_HANDLERS, RAW_SEND_KEY, ServiceState, service_routes, status_of
+from logstream.shared.stream_doc import STREAM_RESPONSES, STREAM_SECURITY
+from logstream.shared.web import (
+    EXCEPTION_HANDLERS,
+    RAW_SEND_KEY,
+    ServiceState,
+    service_routes,
+    status_of,
+)
 
 __all__ = ["Settings", "create_app"]
 
 log = logging.getLogger("logstream.gateway")
 # How soon a recreated stream (its seqs starting over) is noticed: one cheap request per period.
 STREAM_CHECK_S = 2.0
-NO_REPUBLISH = ("stream LOGS does not republish its records on live.logs.> (it was made by an "
-                "older ingest): start an ingest of this version, which adds it")
+NO_REPUBLISH = (
+    "stream LOGS does not republish its records on live.logs.> (it was made by an "
+    "older ingest): start an ingest of this version, which adds it"
+)
 # How often the loop's lateness is sampled (logstream_gateway_loop_lag_seconds).
 LOOP_LAG_SAMPLE_S = 0.1
 # A client over its connection cap waits this long: about the time a closed tab takes to let go.
@@ -80,9 +88,15 @@ class GatewayState:
         return True, "ok"
 
 
-@get("/api/logs/stream", guards=[require_user], summary="Stream log records (SSE)",
-     tags=["stream"], responses=STREAM_RESPONSES, security=STREAM_SECURITY,
-     operation_class=StreamOperation)  # declares the query and headers it reads by itself
+@get(
+    "/api/logs/stream",
+    guards=[require_user],
+    summary="Stream log records (SSE)",
+    tags=["stream"],
+    responses=STREAM_RESPONSES,
+    security=STREAM_SECURITY,
+    operation_class=StreamOperation,
+)  # declares the query and headers it reads by itself
 async def stream(request: Request) -> Response:
     gateway: GatewayState = request.app.state.gateway
     try:
@@ -94,18 +108,28 @@ async def stream(request: Request) -> Response:
 
 async def _open_stream(request: Request, gateway: GatewayState) -> Response:
     settings, user = gateway.settings, request.state.user
-    wanted = parse_stream_request(request, services=settings.service_names,
-                                  max_channels=settings.max_channels)
+    wanted = parse_stream_request(
+        request, services=settings.service_names, max_channels=settings.max_channels
+    )
     authorise(user, wanted)
     if gateway.per_user[user.user_id] >= settings.max_connections_per_user:
-        raise RateLimited(f"user {user.user_id!r} already has "
-                          f"{settings.max_connections_per_user} open streams; close one or "
-                          "retry later", retry_after=CONNECTION_CAP_RETRY_S,
-                          rule="connection_cap")
+        raise RateLimited(
+            f"user {user.user_id!r} already has "
+            f"{settings.max_connections_per_user} open streams; close one or "
+            "retry later",
+            retry_after=CONNECTION_CAP_RETRY_S,
+            rule="connection_cap",
+        )
     if gateway.link is None or not gateway.link.connected:
         raise BrokerUnavailable("the broker is unavailable; retry shortly")
-    sub = Subscription(uuid.uuid4().hex[:16], user.user_id, wanted.patterns,
-                       Outbox(settings.outbox_bytes), wanted.min_level, wanted.query)
+    sub = Subscription(
+        uuid.uuid4().hex[:16],
+        user.user_id,
+        wanted.patterns,
+        Outbox(settings.outbox_bytes),
+        wanted.min_level,
+        wanted.query,
+    )
     gateway.per_user[user.user_id] += 1
     try:
         cursor = await gateway.hub.subscribe(sub)
@@ -119,14 +143,19 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         _release(gateway, user.user_id)
         raise
     if plan is not None:
-        cursor = (wanted.last_event_id if wanted.last_event_id is not None
-                  else plan.start_seq - 1)
+        cursor = wanted.last_event_id if wanted.last_event_id is not None else plan.start_seq - 1
     gateway.metrics.connections.inc()
-    log.info("stream opened", extra={
-        "connection_id": sub.connection_id, "user_id": user.user_id,
-        "channels": [str(p) for p in sub.patterns], "cursor": cursor,
-        "claimed_user": _claimed(request, "x-user-id"),
-        "claimed_workspace": _claimed(request, "x-workspace-id")})
+    log.info(
+        "stream opened",
+        extra={
+            "connection_id": sub.connection_id,
+            "user_id": user.user_id,
+            "channels": [str(p) for p in sub.patterns],
+            "cursor": cursor,
+            "claimed_user": _claimed(request, "x-user-id"),
+            "claimed_workspace": _claimed(request, "x-workspace-id"),
+        },
+    )
 
     def on_end(reason: str) -> None:
         _release(gateway, user.user_id)
@@ -135,9 +164,19 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         log.info("stream ended", extra={"connection_id": sub.connection_id, "reason": reason})
 
     raw_send = request.scope.get(RAW_SEND_KEY)
-    writer = StreamWriter(gateway.hub, sub, cursor, settings.retry_ms, settings.heartbeat,
-                          request.app.state.service.draining, user.expires_at, on_end,
-                          gateway.source, plan, raw_send)
+    writer = StreamWriter(
+        gateway.hub,
+        sub,
+        cursor,
+        settings.retry_ms,
+        settings.heartbeat,
+        request.app.state.service.draining,
+        user.expires_at,
+        on_end,
+        gateway.source,
+        plan,
+        raw_send,
+    )
     gone = disconnect_probe(raw_send)
     if gone is not None:
         sub.client_gone = gone
@@ -158,9 +197,15 @@ def _release(gateway: GatewayState, user_id: str) -> None:
         del gateway.per_user[user_id]
 
 
-@get("/admin/logs/stats", guards=[require_admin], sync_to_thread=False, tags=["admin"],
-     summary="Connection and delivery counters", responses=STATS_RESPONSES,
-     security=[{"adminBearer": []}])
+@get(
+    "/admin/logs/stats",
+    guards=[require_admin],
+    sync_to_thread=False,
+    tags=["admin"],
+    summary="Connection and delivery counters",
+    responses=STATS_RESPONSES,
+    security=[{"adminBearer": []}],
+)
 def stats(request: Request) -> dict[str, Any]:
     gateway: GatewayState = request.app.state.gateway
     hub = gateway.hub
@@ -177,16 +222,24 @@ def stats(request: Request) -> dict[str, Any]:
         # Subject patterns this gateway asks the broker for (channels and wildcards watched now
         # or a moment ago), and what it asked: see logstream.services.gateway.hub.
         "interests": hub.interests if hub else 0,
-        "broker": {"subscribes": hub.subscribes if hub else 0,
-                   "settles": hub.settles if hub else 0,
-                   "catch_ups": hub.catch_ups if hub else 0,
-                   "repairs": hub.repairs if hub else 0},
+        "broker": {
+            "subscribes": hub.subscribes if hub else 0,
+            "settles": hub.settles if hub else 0,
+            "catch_ups": hub.catch_ups if hub else 0,
+            "repairs": hub.repairs if hub else 0,
+        },
         "uptime_s": round(time.monotonic() - gateway.started, 3),
     }
 
 
-@post("/test/logs", status_code=202, tags=["dev"], summary="Publish a test record (dev mode only)",
-      responses=TEST_RECORD_RESPONSES, operation_class=TestRecordOperation)
+@post(
+    "/test/logs",
+    status_code=202,
+    tags=["dev"],
+    summary="Publish a test record (dev mode only)",
+    responses=TEST_RECORD_RESPONSES,
+    operation_class=TestRecordOperation,
+)
 async def test_logs(request: Request) -> Response:
     """Dev mode only: publish one test record through ingest (section 4 rules apply)."""
     gateway: GatewayState = request.app.state.gateway
@@ -207,11 +260,13 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         gateway.hub = Hub(gateway.source, live, on_read=metrics.records_read.inc)
         metrics.watch(gateway.hub)
         ticker = Ticker(settings.heartbeat, lambda: gateway.hub.subscriptions)
-        watchers = [asyncio.create_task(_wake_on_drain(gateway, service.draining)),
-                     asyncio.create_task(_watch_stream(gateway.hub, gateway.source)),
-                     asyncio.create_task(_watch_loop_lag(metrics)),
-                     asyncio.create_task(keep_collections_short()),
-                     asyncio.create_task(ticker.run())]
+        watchers = [
+            asyncio.create_task(_wake_on_drain(gateway, service.draining)),
+            asyncio.create_task(_watch_stream(gateway.hub, gateway.source)),
+            asyncio.create_task(_watch_loop_lag(metrics)),
+            asyncio.create_task(keep_collections_short()),
+            asyncio.create_task(ticker.run()),
+        ]
         try:
             yield
         finally:
@@ -275,5 +330,3 @@ def create_app(settings: Settings) -> Litestar:
     app.state.settings = settings
     app.state.user_tokens = user_tokens_for(settings)
     return app
-
-

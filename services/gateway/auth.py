@@ -35,11 +35,16 @@ ADMIN_TOKEN_WHO = "token:admin"
 
 def user_tokens_for(settings: Settings) -> UserTokens:
     """The verifier the settings describe: a public key, else a secret (the dev one in dev)."""
-    key = read_public_key_file(settings.jwt_public_key_file) if settings.jwt_public_key_file \
-        else None
-    return UserTokens(settings.user_token_secret or None, key=key,
-                      audience=settings.jwt_audience or None,
-                      issuer=settings.jwt_issuer or None, leeway_s=settings.jwt_leeway)
+    key = (
+        read_public_key_file(settings.jwt_public_key_file) if settings.jwt_public_key_file else None
+    )
+    return UserTokens(
+        settings.user_token_secret or None,
+        key=key,
+        audience=settings.jwt_audience or None,
+        issuer=settings.jwt_issuer or None,
+        leeway_s=settings.jwt_leeway,
+    )
 
 
 def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | None:
@@ -47,8 +52,9 @@ def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | No
     if header:
         token = bearer_token(header)
         if token is None:
-            raise Unauthenticated("the Authorization header must be 'Bearer <token>'",
-                                  rule="no_credential")
+            raise Unauthenticated(
+                "the Authorization header must be 'Bearer <token>'", rule="no_credential"
+            )
         return token
     cookie = connection.cookies.get(SESSION_COOKIE)
     if cookie:
@@ -97,13 +103,16 @@ async def require_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None
         return
     credential = _credential(connection)
     if credential is None:
-        raise Unauthenticated("an admin credential is required (a user token with the admin "
-                              "role, or the admin token, as Authorization: Bearer)",
-                              rule="no_credential")
+        raise Unauthenticated(
+            "an admin credential is required (a user token with the admin "
+            "role, or the admin token, as Authorization: Bearer)",
+            rule="no_credential",
+        )
     if _is_admin_token(credential, settings.admin_token):
         connection.state.audit_who = ADMIN_TOKEN_WHO
         return
     user = _verified(connection, credential)
     if not user.is_admin:
-        raise Forbidden(f"user {user.user_id!r} lacks the admin role this route needs",
-                        rule="admin_only")
+        raise Forbidden(
+            f"user {user.user_id!r} lacks the admin role this route needs", rule="admin_only"
+        )

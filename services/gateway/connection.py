@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
 
 import msgspec
 
-from logstream.shared.direct_write import DirectSink
 from logstream.services.gateway.hub import Hub
-from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
 from logstream.services.gateway.source import LogSource
 from logstream.services.gateway.subjects import covering_filters
+from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.ticker import tick_period
+from logstream.shared.direct_write import DirectSink
 from logstream.shared.sse import HEARTBEAT, sse_frame
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
@@ -56,12 +56,14 @@ class StreamWriter:
     raw_send: Callable | None = None
 
     def opening(self) -> bytes:
-        connected = _ENCODE({
-            "connection_id": self.sub.connection_id,
-            "user_id": self.sub.user_id,
-            "channels": [str(p) for p in self.sub.patterns],
-            "cursor": self.cursor,
-        })
+        connected = _ENCODE(
+            {
+                "connection_id": self.sub.connection_id,
+                "user_id": self.sub.user_id,
+                "channels": [str(p) for p in self.sub.patterns],
+                "cursor": self.cursor,
+            }
+        )
         return sse_frame(retry=self.retry_ms, id=self.cursor, event="connected", data=connected)
 
     async def _replayed(self) -> AsyncIterator[bytes]:
@@ -69,8 +71,9 @@ class StreamWriter:
             first, last = self.replay.gap
             yield sse_frame(event="gap", data=_ENCODE({"from": first, "to": last}))
         filters = covering_filters(self.sub.subjects)
-        async for chunk in replay_chunks(self.source, filters, self.replay, self.sub,
-                                         self.hub.count_read):
+        async for chunk in replay_chunks(
+            self.source, filters, self.replay, self.sub, self.hub.count_read
+        ):
             yield chunk
 
     def _go_direct(self) -> None:
@@ -119,8 +122,13 @@ class StreamWriter:
             if outbox.overflowed:
                 # ``rewind``: the hub found a record this connection missed, older than what
                 # it was sent since; its id takes the client back to just before it.
-                yield sse_frame(id=sub.rewind, event="overflow", data=_ENCODE(
-                    {"reason": "the client fell behind; reconnect with Last-Event-ID"}))
+                yield sse_frame(
+                    id=sub.rewind,
+                    event="overflow",
+                    data=_ENCODE(
+                        {"reason": "the client fell behind; reconnect with Last-Event-ID"}
+                    ),
+                )
                 yield ConnectionEnd.OVERFLOW
                 return
             if self.draining.is_set():
@@ -128,8 +136,12 @@ class StreamWriter:
                 yield ConnectionEnd.DRAINING
                 return
             if now >= expiry:
-                yield sse_frame(event="auth-expired", data=_ENCODE(
-                    {"reason": "the user token expired; reconnect with a fresh token"}))
+                yield sse_frame(
+                    event="auth-expired",
+                    data=_ENCODE(
+                        {"reason": "the user token expired; reconnect with a fresh token"}
+                    ),
+                )
                 yield ConnectionEnd.AUTH_EXPIRED
                 return
             if not chunk and now >= last_write + self.heartbeat_s - early:

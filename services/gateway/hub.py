@@ -28,14 +28,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from logstream.services.gateway.direct import Coalescer
 from logstream.services.gateway.interest import InterestTable
 from logstream.services.gateway.live import MISSED, LiveFeed
+from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.services.gateway.subjects import MAX_FILTERS, covering_filters
 from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
-from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.shared.errors import BrokerUnavailable
 from logstream.shared.nats_names import LOGS_SUBJECTS
 
@@ -55,8 +55,13 @@ log = logging.getLogger("logstream.gateway.hub")
 
 
 class Hub:
-    def __init__(self, source: LogSource, live: LiveFeed, *,
-                 on_read: Callable[[int], None] = lambda count: None) -> None:
+    def __init__(
+        self,
+        source: LogSource,
+        live: LiveFeed,
+        *,
+        on_read: Callable[[int], None] = lambda count: None,
+    ) -> None:
         self._source = source
         self._live = live
         self._on_read = on_read
@@ -176,8 +181,9 @@ class Hub:
         if targets:
             self._deliver(message, targets, late=False)
 
-    def _deliver(self, message: StoredMessage, targets: Iterable[Subscription], *,
-                 late: bool) -> None:
+    def _deliver(
+        self, message: StoredMessage, targets: Iterable[Subscription], *, late: bool
+    ) -> None:
         seq = message.seq
         frame = encode_record(message)
         view = None
@@ -209,8 +215,9 @@ class Hub:
             if not patterns:
                 return
             start = max(self.last_seq, self._interests.owed_after(self.last_seq)) + 1
-            filters = (covering_filters(patterns) if len(patterns) <= MAX_FILTERS
-                       else [LOGS_SUBJECTS])
+            filters = (
+                covering_filters(patterns) if len(patterns) <= MAX_FILTERS else [LOGS_SUBJECTS]
+            )
             log.warning("live records may have been missed after seq %d: catching up", start - 1)
             try:
                 follow = await self._source.follow(filters, start)
@@ -290,8 +297,9 @@ class Hub:
         self._stream_identity = identity
         if known is None or (identity == known and last >= seen):
             return False
-        log.warning("stream LOGS was recreated (last seq %d, had seen %d): connections resume",
-                    last, seen)
+        log.warning(
+            "stream LOGS was recreated (last seq %d, had seen %d): connections resume", last, seen
+        )
         self.last_seq = last
         self._interests.restart(last)
         for sub in list(self._subs):

@@ -23,7 +23,7 @@ from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.services.gateway.subjects import generalisations
 from logstream.services.gateway.subscription import Subscription
 
-__all__ = ["Interest", "InterestTable", "RELEASE_AFTER_S"]
+__all__ = ["RELEASE_AFTER_S", "Interest", "InterestTable"]
 
 # A pattern nobody watches any more keeps its subscription this long: a reload or a reconnect
 # comes back to it without a broker round trip, and a short linger reads little extra.
@@ -34,7 +34,7 @@ _NO_ONE: frozenset[Subscription] = frozenset()
 class Interest:
     """One subject pattern this gateway subscribes to, and the connections that want it."""
 
-    __slots__ = ("pattern", "wild", "subs", "since", "known", "subscribed", "release")
+    __slots__ = ("known", "pattern", "release", "since", "subs", "subscribed", "wild")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -177,8 +177,11 @@ class InterestTable:
         interest = self._by_pattern.get(subject)
         targets = interest.subs if interest is not None else _NO_ONE
         if self._wild:
-            extra = [found.subs for pattern in generalisations(subject)
-                     if (found := self._by_pattern.get(pattern)) is not None and found.subs]
+            extra = [
+                found.subs
+                for pattern in generalisations(subject)
+                if (found := self._by_pattern.get(pattern)) is not None and found.subs
+            ]
             if extra:
                 targets = set(targets).union(*extra)
         return targets
@@ -200,8 +203,9 @@ class InterestTable:
     def owed_after(self, default: int) -> int:
         """The lowest seq after which some interest is owed every record (``default`` if
         none is settled)."""
-        return min((i.since for i in self._by_pattern.values() if i.since is not None),
-                   default=default)
+        return min(
+            (i.since for i in self._by_pattern.values() if i.since is not None), default=default
+        )
 
     def restart(self, last: int) -> None:
         """The stream was recreated: every pattern is owed what comes after ``last``."""

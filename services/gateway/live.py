@@ -107,8 +107,14 @@ class _Inbox:
         headers = msg.headers
         if not headers or _SEQ not in headers:
             return  # not a republished record (nobody else may publish here)
-        self._buffer.put(StoredMessage(int(headers[_SEQ]), msg.subject[self._skip:], msg.data,
-                                       int(headers.get(_PREVIOUS) or 0)))
+        self._buffer.put(
+            StoredMessage(
+                int(headers[_SEQ]),
+                msg.subject[self._skip :],
+                msg.data,
+                int(headers.get(_PREVIOUS) or 0),
+            )
+        )
 
     def empty(self) -> bool:
         return True

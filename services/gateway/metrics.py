@@ -9,34 +9,55 @@ __all__ = ["GatewayMetrics"]
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.connections = Gauge("logstream_gateway_connections", "open SSE streams",
-                                 registry=registry)
+        self.connections = Gauge(
+            "logstream_gateway_connections", "open SSE streams", registry=registry
+        )
         self.records_read = Counter(
-            "logstream_gateway_records_read", "records read from NATS by this process "
-            "(one per record, however many connections receive it)", registry=registry)
+            "logstream_gateway_records_read",
+            "records read from NATS by this process "
+            "(one per record, however many connections receive it)",
+            registry=registry,
+        )
         self.frames_delivered = Counter(
-            "logstream_gateway_frames_delivered", "record frames queued to connections",
-            registry=registry)
+            "logstream_gateway_frames_delivered",
+            "record frames queued to connections",
+            registry=registry,
+        )
         self.loop_lag = Histogram(
-            "logstream_gateway_loop_lag_seconds", "how late the event loop ran a timer (every "
+            "logstream_gateway_loop_lag_seconds",
+            "how late the event loop ran a timer (every "
             "connection waits that long): sampled a few times a second",
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            registry=registry)
+            registry=registry,
+        )
         self.interests = Gauge(
-            "logstream_gateway_interests", "subject patterns this gateway subscribes to",
-            registry=registry)
+            "logstream_gateway_interests",
+            "subject patterns this gateway subscribes to",
+            registry=registry,
+        )
         self.catch_ups = Gauge(
-            "logstream_gateway_catch_ups", "times live records may have been missed (link down, "
-            "buffer full) and were read from the stream instead", registry=registry)
+            "logstream_gateway_catch_ups",
+            "times live records may have been missed (link down, "
+            "buffer full) and were read from the stream instead",
+            registry=registry,
+        )
         self.repairs = Gauge(
-            "logstream_gateway_repairs", "records found missing by their subject's sequence "
-            "chain and read from the stream", registry=registry)
+            "logstream_gateway_repairs",
+            "records found missing by their subject's sequence chain and read from the stream",
+            registry=registry,
+        )
         self.streams_ended = Counter(
-            "logstream_gateway_streams_ended", "streams ended, by reason", ["reason"],
-            registry=registry)
+            "logstream_gateway_streams_ended",
+            "streams ended, by reason",
+            ["reason"],
+            registry=registry,
+        )
         self.streams_refused = Counter(
-            "logstream_gateway_streams_refused", "stream requests refused, by status",
-            ["status"], registry=registry)
+            "logstream_gateway_streams_refused",
+            "stream requests refused, by status",
+            ["status"],
+            registry=registry,
+        )
 
     def watch(self, hub) -> None:
         """Read the hub's own counters when scraped, instead of counting twice."""

@@ -48,7 +48,7 @@ class Wakeup:
 
 
 class Outbox:
-    __slots__ = ("limit", "floor", "overflowed", "ready", "_frames", "_bytes")
+    __slots__ = ("_bytes", "_frames", "floor", "limit", "overflowed", "ready")
 
     def __init__(self, limit: int, floor: int | None = None) -> None:
         self.limit = limit

@@ -9,13 +9,13 @@ then the outbox: no gap and no duplicate at the seam, on any gateway instance (C
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 
-from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 from logstream.services.gateway.source import LogSource
 from logstream.services.gateway.stream_request import StreamRequest
+from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 
 __all__ = ["ReplayPlan", "ReplayStalled", "plan_replay", "replay_chunks"]
 
@@ -28,14 +28,15 @@ STALL_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class ReplayPlan:
-    start_seq: int          # first seq to read (ignored when start_time is set)
-    end_seq: int            # last seq to read; the hub's live records start after it
+    start_seq: int  # first seq to read (ignored when start_time is set)
+    end_seq: int  # last seq to read; the hub's live records start after it
     start_time: datetime | None = None
-    gap: tuple[int, int] | None = None   # seqs that aged out of retention before start_seq
+    gap: tuple[int, int] | None = None  # seqs that aged out of retention before start_seq
 
 
-async def plan_replay(source: LogSource, request: StreamRequest, filters: Sequence[str],
-                      end_seq: int) -> ReplayPlan | None:
+async def plan_replay(
+    source: LogSource, request: StreamRequest, filters: Sequence[str], end_seq: int
+) -> ReplayPlan | None:
     """What to replay for ``request`` given live delivery starts after ``end_seq``.
 
     A plain live connection asks the broker nothing more here: the common case stays cheap.
@@ -49,7 +50,7 @@ async def plan_replay(source: LogSource, request: StreamRequest, filters: Sequen
         return ReplayPlan(max(start, first), end_seq, gap=gap)
     if request.tail is None and request.since is None:
         return None
-    if request.since is not None and request.since > datetime.now(timezone.utc):
+    if request.since is not None and request.since > datetime.now(UTC):
         return None  # JetStream would start a future start time at its last record
     first, _ = await source.bounds()
     start = first
@@ -62,8 +63,9 @@ async def plan_replay(source: LogSource, request: StreamRequest, filters: Sequen
     return ReplayPlan(start, end_seq)
 
 
-async def _tail_start(source: LogSource, filters: Sequence[str], tail: int, first: int,
-                      end: int) -> int:
+async def _tail_start(
+    source: LogSource, filters: Sequence[str], tail: int, first: int, end: int
+) -> int:
     """The largest seq from which ``filters`` still have ``tail`` records up to ``end``.
 
     A binary search over counts (each a throw-away consumer): log2(stream length) requests,
@@ -88,10 +90,13 @@ class ReplayStalled(Exception):
     """The broker stopped delivering mid-replay; the client should resume from its last id."""
 
 
-async def replay_chunks(source: LogSource, filters: Sequence[str], plan: ReplayPlan,
-                        sub: Subscription,
-                        on_read: Callable[[int], None] = lambda count: None,
-                        ) -> AsyncIterator[bytes]:
+async def replay_chunks(
+    source: LogSource,
+    filters: Sequence[str],
+    plan: ReplayPlan,
+    sub: Subscription,
+    on_read: Callable[[int], None] = lambda count: None,
+) -> AsyncIterator[bytes]:
     """Encoded frames for ``plan`` (with ``sub``'s filters applied), a chunk at a time.
 
     The number of records to read is counted first (records after ``end_seq`` counted before

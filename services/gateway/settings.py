@@ -27,27 +27,43 @@ MIN_ADMIN_TOKEN_CHARS = 32
 class Settings(ServiceSettings, frozen=True, kw_only=True):
     port: Annotated[int, Meta(ge=0, le=65535, description="port to bind")] = 3002
     jwt_secret: Annotated[
-        str, Meta(description="HS256 secret of user tokens, 32 bytes or more (this or "
-                              "jwt_public_key_file is required outside dev mode)")
+        str,
+        Meta(
+            description="HS256 secret of user tokens, 32 bytes or more (this or "
+            "jwt_public_key_file is required outside dev mode)"
+        ),
     ] = ""
     jwt_public_key_file: Annotated[
-        str, Meta(description="PEM public key (or certificate) of user tokens: RSA -> RS256, "
-                              "EC P-256 -> ES256 (instead of jwt_secret)")
+        str,
+        Meta(
+            description="PEM public key (or certificate) of user tokens: RSA -> RS256, "
+            "EC P-256 -> ES256 (instead of jwt_secret)"
+        ),
     ] = ""
     jwt_audience: Annotated[
-        str, Meta(description="the `aud` user tokens must carry (unset: a token with an "
-                              "`aud` is refused)")
+        str,
+        Meta(
+            description="the `aud` user tokens must carry (unset: a token with an `aud` is refused)"
+        ),
     ] = ""
     jwt_issuer: Annotated[
         str, Meta(description="the `iss` user tokens must carry (unset: not checked)")
     ] = ""
     jwt_leeway: Annotated[
-        float, Meta(ge=0, le=300, description="seconds of clock skew allowed on exp/nbf/iat; "
-                                              "a stream ends this long after its token's exp")
+        float,
+        Meta(
+            ge=0,
+            le=300,
+            description="seconds of clock skew allowed on exp/nbf/iat; "
+            "a stream ends this long after its token's exp",
+        ),
     ] = DEFAULT_LEEWAY_S
     admin_token: Annotated[
-        str, Meta(description="bearer secret for /admin/logs/stats besides user tokens with "
-                              f"the admin role ({MIN_ADMIN_TOKEN_CHARS}+ characters)")
+        str,
+        Meta(
+            description="bearer secret for /admin/logs/stats besides user tokens with "
+            f"the admin role ({MIN_ADMIN_TOKEN_CHARS}+ characters)"
+        ),
     ] = ""
     heartbeat: Annotated[
         float, Meta(gt=0, le=300, description="seconds between heartbeat comments")
@@ -55,9 +71,9 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     retry_ms: Annotated[
         int, Meta(ge=0, le=600000, description="reconnect delay sent as `retry:`")
     ] = DEFAULT_RETRY_MS
-    max_channels: Annotated[
-        int, Meta(ge=1, le=1000, description="most channels on one stream")
-    ] = 20
+    max_channels: Annotated[int, Meta(ge=1, le=1000, description="most channels on one stream")] = (
+        20
+    )
     max_connections_per_user: Annotated[
         int, Meta(ge=1, description="open streams one user may hold")
     ] = 32
@@ -65,8 +81,11 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         int, Meta(ge=4096, description="bytes queued for one connection before `overflow`")
     ] = DEFAULT_OUTBOX_BYTES
     query_token: Annotated[
-        str, Meta(description="accept ?access_token= (auto: only in dev mode; on: dev mode "
-                              "only, URLs end up in logs; off)")
+        str,
+        Meta(
+            description="accept ?access_token= (auto: only in dev mode; on: dev mode "
+            "only, URLs end up in logs; off)"
+        ),
     ] = "auto"
 
     def check(self) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -67,10 +68,12 @@ class LogSource(Protocol):
     async def last_seq(self) -> int: ...
     async def identity(self) -> tuple[str, int]: ...
     async def bounds(self) -> tuple[int, int]: ...
-    async def count_from(self, subjects: Sequence[str], start_seq: int,
-                         start_time: datetime | None = None) -> int: ...
-    async def follow(self, subjects: Sequence[str], start_seq: int,
-                     start_time: datetime | None = None) -> Follow: ...
+    async def count_from(
+        self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
+    ) -> int: ...
+    async def follow(
+        self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
+    ) -> Follow: ...
 
 
 def _stream_seq(reply: str) -> int:
@@ -145,7 +148,9 @@ class NatsLogSource:
         try:
             info = await self._js.stream_info(self.stream)
         except NotFoundError:
-            raise BrokerUnavailable(f"stream {self.stream} does not exist yet (is ingest up?)")
+            raise BrokerUnavailable(
+                f"stream {self.stream} does not exist yet (is ingest up?)"
+            ) from None
         except Exception as exc:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
         return info.state.last_seq
@@ -169,13 +174,15 @@ class NatsLogSource:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
         return info.state.first_seq, info.state.last_seq
 
-    async def count_from(self, subjects: Sequence[str], start_seq: int,
-                         start_time: datetime | None = None) -> int:
+    async def count_from(
+        self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
+    ) -> int:
         """Records of ``subjects`` from ``start_seq`` (or ``start_time``) on: a throw-away
         consumer's pending count, so nothing is read."""
         config = ConsumerConfig(
-            deliver_policy=(DeliverPolicy.BY_START_TIME if start_time
-                            else DeliverPolicy.BY_START_SEQUENCE),
+            deliver_policy=(
+                DeliverPolicy.BY_START_TIME if start_time else DeliverPolicy.BY_START_SEQUENCE
+            ),
             opt_start_seq=None if start_time else max(start_seq, 1),
             opt_start_time=start_time,
             ack_policy=AckPolicy.NONE,
@@ -187,12 +194,13 @@ class NatsLogSource:
         try:
             info = await self._js.add_consumer(self.stream, config=config)
             await self._js.delete_consumer(self.stream, info.name)
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"could not count records: {exc}") from None
         return info.num_pending or 0
 
-    async def follow(self, subjects: Sequence[str], start_seq: int,
-                     start_time: datetime | None = None) -> Follow:
+    async def follow(
+        self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
+    ) -> Follow:
         config = ConsumerConfig(
             opt_start_seq=None if start_time else max(start_seq, 1),
             opt_start_time=start_time,
@@ -206,14 +214,15 @@ class NatsLogSource:
                 cb=follow._take,
                 stream=self.stream,
                 ordered_consumer=True,
-                deliver_policy=(DeliverPolicy.BY_START_TIME if start_time
-                                else DeliverPolicy.BY_START_SEQUENCE),
+                deliver_policy=(
+                    DeliverPolicy.BY_START_TIME if start_time else DeliverPolicy.BY_START_SEQUENCE
+                ),
                 config=config,
                 idle_heartbeat=IDLE_HEARTBEAT_S,
                 pending_msgs_limit=PENDING_MSGS,
                 pending_bytes_limit=PENDING_BYTES,
             )
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"could not follow the log: {exc}") from None
         return follow
 
@@ -230,7 +239,7 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 class _MemoryFollow:
-    def __init__(self, source: "MemoryLogSource", subjects: Sequence[str], start_seq: int):
+    def __init__(self, source: MemoryLogSource, subjects: Sequence[str], start_seq: int):
         self._source, self._subjects, self._next = source, list(subjects), max(start_seq, 1)
 
     def _matches(self, message: StoredMessage) -> bool:
@@ -300,13 +309,18 @@ class MemoryLogSource:
     async def bounds(self) -> tuple[int, int]:
         return self.first_seq, len(self.messages)
 
-    async def count_from(self, subjects: Sequence[str], start_seq: int,
-                         start_time: datetime | None = None) -> int:
+    async def count_from(
+        self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
+    ) -> int:
         start = max(start_seq, self.first_seq)
-        return sum(1 for m in self.messages[start - 1 :]
-                   if any(subject_matches(p, m.subject) for p in subjects))
+        return sum(
+            1
+            for m in self.messages[start - 1 :]
+            if any(subject_matches(p, m.subject) for p in subjects)
+        )
 
-    async def follow(self, subjects: Sequence[str], start_seq: int,
-                     start_time: datetime | None = None) -> Follow:
+    async def follow(
+        self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
+    ) -> Follow:
         self.follows_started += 1
         return _MemoryFollow(self, subjects, max(start_seq, self.first_seq))

@@ -11,7 +11,8 @@ task. Under any other server the gateway keeps ``Stream``.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from litestar import Response
 
@@ -21,8 +22,12 @@ __all__ = ["SseAnswer"]
 
 
 class SseAnswer(Response):
-    def __init__(self, frames: AsyncIterator[bytes], gone: Callable[[], bool],
-                 ended: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        gone: Callable[[], bool],
+        ended: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(content=None, status_code=200, media_type="text/event-stream")
         self._frames, self._gone, self._ended = frames, gone, ended
 

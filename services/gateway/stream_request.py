@@ -7,19 +7,23 @@ opens; authorisation of the channels against the user is separate (``authorise``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from litestar.connection import ASGIConnection
 
 from logstream.shared.channels import ChannelPattern, parse_pattern
 from logstream.shared.durations import parse_duration
 from logstream.shared.errors import Forbidden, InvalidChannel, InvalidRequest
-from logstream.shared.user_tokens import UserIdentity
 from logstream.shared.records import LEVELS, level_rank, parse_rfc3339
-from logstream.shared.stream_doc import MAX_CHANNEL_CHARS, MAX_CURSOR_DIGITS, MAX_QUERY_CHARS, MAX_TAIL
+from logstream.shared.stream_doc import (
+    MAX_CHANNEL_CHARS,
+    MAX_CURSOR_DIGITS,
+    MAX_QUERY_CHARS,
+    MAX_TAIL,
+)
+from logstream.shared.user_tokens import UserIdentity
 
 __all__ = ["StreamRequest", "authorise", "parse_stream_request"]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +39,21 @@ class StreamRequest:
 def _channels(connection: ASGIConnection, services, max_channels: int):
     values = connection.query_params.getall("channels", [])
     # Bounded before splitting: a flood of commas or repeats is refused, not parsed.
-    if len(values) > max_channels or sum(map(len, values)) > max_channels * (
-            MAX_CHANNEL_CHARS + 1):
-        raise InvalidRequest(f"too many or too long channels parameters; at most {max_channels} "
-                             f"channels of at most {MAX_CHANNEL_CHARS} characters",
-                             rule="channel_cap")
-    names = [name for name in (part.strip() for value in values for part in value.split(","))
-             if name]
+    if len(values) > max_channels or sum(map(len, values)) > max_channels * (MAX_CHANNEL_CHARS + 1):
+        raise InvalidRequest(
+            f"too many or too long channels parameters; at most {max_channels} "
+            f"channels of at most {MAX_CHANNEL_CHARS} characters",
+            rule="channel_cap",
+        )
+    names = [
+        name for name in (part.strip() for value in values for part in value.split(",")) if name
+    ]
     if not names:
         raise InvalidRequest("channels is required: ?channels=logs:<service>:<workspace>[:<id>]")
     if len(names) > max_channels:
-        raise InvalidRequest(f"{len(names)} channels requested; at most {max_channels}",
-                             rule="channel_cap")
+        raise InvalidRequest(
+            f"{len(names)} channels requested; at most {max_channels}", rule="channel_cap"
+        )
     patterns, details = [], []
     for name in dict.fromkeys(names):
         try:
@@ -64,13 +71,13 @@ def _digits(value: str) -> bool:
 
 
 def _cursor(connection: ASGIConnection) -> int | None:
-    value = connection.headers.get("last-event-id") or connection.query_params.get(
-        "last_event_id")
+    value = connection.headers.get("last-event-id") or connection.query_params.get("last_event_id")
     if value is None or value == "":
         return None
     if not _digits(value) or len(value) > MAX_CURSOR_DIGITS or int(value) >= 2**64:
-        raise InvalidRequest(f"last_event_id {value[:40]!r} must be a record seq (an integer "
-                             "from 0 to 2^64-1)")
+        raise InvalidRequest(
+            f"last_event_id {value[:40]!r} must be a record seq (an integer from 0 to 2^64-1)"
+        )
     return int(value)
 
 
@@ -78,7 +85,7 @@ def _since(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
     except (ValueError, OverflowError):
         pass
     try:

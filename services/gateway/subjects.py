@@ -8,7 +8,7 @@ index decides who gets a record, so a filter that matches a little more costs on
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["MAX_FILTERS", "covering_filters", "covers", "generalisations", "overlaps"]
 
@@ -68,8 +68,9 @@ def _disjoint(subjects: Iterable[str]) -> list[str]:
     items = _without_covered(set(subjects))
     while True:
         wild = sorted(s for s in items if "*" in s.split(".") or ">" in s)
-        pair = next(((x, y) for i, x in enumerate(wild) for y in wild[i + 1 :]
-                     if overlaps(x, y)), None)
+        pair = next(
+            ((x, y) for i, x in enumerate(wild) for y in wild[i + 1 :] if overlaps(x, y)), None
+        )
         if pair is None:
             return sorted(items)
         items = _without_covered((items - set(pair)) | {_join(*pair)})
@@ -78,8 +79,9 @@ def _disjoint(subjects: Iterable[str]) -> list[str]:
 def covering_filters(subjects: Iterable[str]) -> list[str]:
     filters = _disjoint(subjects)
     if len(filters) > MAX_FILTERS:
-        filters = _disjoint(".".join(f.split(".")[:3] + ["*"] * (len(f.split(".")) > 3))
-                            for f in filters)
+        filters = _disjoint(
+            ".".join(f.split(".")[:3] + ["*"] * (len(f.split(".")) > 3)) for f in filters
+        )
     if len(filters) > MAX_FILTERS:
         filters = ["logs.>"]
     return filters

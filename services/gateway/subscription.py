@@ -5,8 +5,8 @@ wants waking."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import msgspec
 
@@ -68,7 +68,6 @@ class Subscription:
         if self.query is not None:
             self.query = self.query.lower()
         self.filtered = self.min_level > 0 or bool(self.query)
-
 
     def lost_sink(self, *, gone: bool) -> None:
         """A direct write was refused: the client left, or it fell behind (``overflow``)."""

@@ -11,13 +11,14 @@ import time
 from typing import Any
 
 import msgspec
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from logstream.shared.channels import parse_channel
 from logstream.shared.errors import BrokerUnavailable, InvalidChannel, InvalidRequest
 from logstream.shared.identities import DEV_SERVICE_TOKENS
-from logstream.shared.nats_names import INGEST_SUBJECT
 from logstream.shared.nats_link import NatsLink
+from logstream.shared.nats_names import INGEST_SUBJECT
 from logstream.shared.settings import ServiceSettings
 
 __all__ = ["SEED_CHANNEL", "publish_test_record"]
@@ -45,8 +46,9 @@ async def publish_test_record(link: NatsLink, settings: ServiceSettings, body: b
     try:
         test = msgspec.json.decode(body or b"{}", type=_TestBody)
     except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"body must be JSON like {{\"channel\": ..., \"message\": ...}}: "
-                             f"{exc}") from None
+        raise InvalidRequest(
+            f'body must be JSON like {{"channel": ..., "message": ...}}: {exc}'
+        ) from None
     try:
         token = _dev_token_for(test.channel, settings.service_names)
     except InvalidChannel as exc:
@@ -58,9 +60,12 @@ async def publish_test_record(link: NatsLink, settings: ServiceSettings, body: b
         "source": "gateway.test",
     }
     try:
-        reply = await link.nc.request(INGEST_SUBJECT, msgspec.json.encode(record),
-                                      timeout=REQUEST_TIMEOUT_S,
-                                      headers={"Authorization": f"Bearer {token}"})
+        reply = await link.nc.request(
+            INGEST_SUBJECT,
+            msgspec.json.encode(record),
+            timeout=REQUEST_TIMEOUT_S,
+            headers={"Authorization": f"Bearer {token}"},
+        )
     except (NoRespondersError, NatsTimeout):
         raise BrokerUnavailable("ingest did not answer on NATS; is it running?") from None
     answer = msgspec.json.decode(reply.data)

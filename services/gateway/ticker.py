@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from logstream.services.gateway.subscription import Subscription
 
@@ -31,8 +31,9 @@ def tick_period(heartbeat_s: float) -> float:
 
 
 class Ticker:
-    def __init__(self, heartbeat_s: float,
-                 subscriptions: Callable[[], Iterable[Subscription]]) -> None:
+    def __init__(
+        self, heartbeat_s: float, subscriptions: Callable[[], Iterable[Subscription]]
+    ) -> None:
         self.period = tick_period(heartbeat_s)
         self._subscriptions = subscriptions
 

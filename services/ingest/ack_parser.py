@@ -14,7 +14,7 @@ writer decodes all their JSON in one go), and the buffer is trimmed once. Anythi
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
@@ -38,8 +38,7 @@ class AckParser(Parser):
         head = b"MSG %s(\\d+)\\.(\\d+) %s (\\d+)\r\n" % (subject, sid_)
         self._head = re.compile(head)
         self._frame = re.compile(head + b"([^\r\n]*)\r\n")
-        self._run = re.compile(b"(?:MSG %s\\d+\\.\\d+ %s \\d+\r\n[^\r\n]*\r\n)+"
-                               % (subject, sid_))
+        self._run = re.compile(b"(?:MSG %s\\d+\\.\\d+ %s \\d+\r\n[^\r\n]*\r\n)+" % (subject, sid_))
         self._on_acks = on_acks
 
     async def parse(self, data: bytes = b"") -> None:
@@ -83,7 +82,10 @@ def install_ack_parser(nc, sid: int, reply_prefix: bytes, on_acks: AcksHandler) 
         return False
     parser = AckParser(nc, sid, reply_prefix, on_acks)
     parser.buf, parser.state = old.buf, old.state
-    parser.needed, parser.header_needed, parser.msg_arg = (old.needed, old.header_needed,
-                                                           old.msg_arg)
+    parser.needed, parser.header_needed, parser.msg_arg = (
+        old.needed,
+        old.header_needed,
+        old.msg_arg,
+    )
     nc._ps = parser
     return True

@@ -16,8 +16,9 @@ The error shape, refusal headers and ``complete_document`` are ``logstream.share
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -30,8 +31,8 @@ from litestar.openapi.spec import (
 )
 
 from logstream.shared.api_doc import (
-    VERSION,
     SCHEMAS,
+    VERSION,
     ErrorBody,
     add_response_headers,
     channel_regex,
@@ -56,29 +57,39 @@ _ERRORS = {
     401: "no service token, or one that does not verify",
     403: "the token may not publish to some channels; details list them; nothing was stored",
     413: "body over the size limit, or more records than the batch limit or the token's "
-         "publish burst",
+    "publish burst",
     415: "content type is neither application/json nor application/x-ndjson",
     429: "the token is over its publish rate (records/s); see Retry-After",
     431: "request headers over 32 KiB or more than 100 of them; nothing was read",
     503: "NATS/JetStream did not confirm; the records may or may not be stored (retry with the "
-         "same ids); see Retry-After",
+    "same ids); see Retry-After",
 }
-PUBLISH_RESPONSES = {status: ResponseSpec(data_container=ErrorBody, description=text,
-                                          generate_examples=False)
-                     for status, text in _ERRORS.items()}
+PUBLISH_RESPONSES = {
+    status: ResponseSpec(data_container=ErrorBody, description=text, generate_examples=False)
+    for status, text in _ERRORS.items()
+}
 SECURITY_SCHEMES = {
     "serviceBearer": SecurityScheme(
-        type="http", scheme="bearer",
+        type="http",
+        scheme="bearer",
         description="A service token (an opaque secret from the token file; dev mode: "
-                    "l5-etl-token, faas-token, analytics-token, platform-token)."),
+        "l5-etl-token, faas-token, analytics-token, platform-token).",
+    ),
     "serviceToken": SecurityScheme(
-        type="apiKey", name="X-Service-Token", security_scheme_in="header",
-        description="The same service token, in its own header."),
+        type="apiKey",
+        name="X-Service-Token",
+        security_scheme_in="header",
+        description="The same service token, in its own header.",
+    ),
 }
 PUBLISH_SECURITY = [{"serviceBearer": []}, {"serviceToken": []}]
-_EXAMPLE_RECORD = {"channel": "logs:etl:workspace123:workflow456", "message": "step 3 done",
-                   "level": "info", "fields": {"rows": 1200},
-                   "id": "0b6f4c1e-2d7a-4d8e-9a51-2f7c3f9e1d11"}
+_EXAMPLE_RECORD = {
+    "channel": "logs:etl:workspace123:workflow456",
+    "message": "step 3 done",
+    "level": "info",
+    "fields": {"rows": 1200},
+    "id": "0b6f4c1e-2d7a-4d8e-9a51-2f7c3f9e1d11",
+}
 _PUBLISH_BODY = RequestBody(
     required=True,
     description="One record, or an array of records, as JSON; or NDJSON, one record per "
@@ -87,14 +98,19 @@ _PUBLISH_BODY = RequestBody(
     "none is stored.",
     content={
         "application/json": OpenAPIMediaType(
-            schema={"oneOf": [
-                {"$ref": SCHEMAS + "PublishedRecord"}, {"$ref": SCHEMAS + "PublishBatch"}]},
-            example=_EXAMPLE_RECORD),
+            schema={
+                "oneOf": [{"$ref": SCHEMAS + "PublishedRecord"}, {"$ref": SCHEMAS + "PublishBatch"}]
+            },
+            example=_EXAMPLE_RECORD,
+        ),
         "application/x-ndjson": OpenAPIMediaType(
-            schema={"type": "string",
-                    "description": "One PublishedRecord JSON object per line (blank lines "
-                    "are skipped), at most `max_batch_records` lines."},
-            example=msgspec.json.encode(_EXAMPLE_RECORD).decode() + "\n"),
+            schema={
+                "type": "string",
+                "description": "One PublishedRecord JSON object per line (blank lines "
+                "are skipped), at most `max_batch_records` lines.",
+            },
+            example=msgspec.json.encode(_EXAMPLE_RECORD).decode() + "\n",
+        ),
     },
 )
 
@@ -113,35 +129,53 @@ def record_schemas(services: Iterable[str], max_batch_records: int) -> dict[str,
     """``PublishedRecord`` (msgspec's schema, with the rules its types cannot say) and
     ``PublishBatch``, as OpenAPI component schemas."""
     (_,), components = msgspec.json.schema_components(
-        [PublishedRecord], ref_template=SCHEMAS + "{name}")
+        [PublishedRecord], ref_template=SCHEMAS + "{name}"
+    )
     record = components["PublishedRecord"]
-    record["description"] = ("A log record as a producer publishes it (CONTRACT 3). Unknown "
-                             "keys are refused.")
+    record["description"] = (
+        "A log record as a producer publishes it (CONTRACT 3). Unknown keys are refused."
+    )
     properties = record["properties"]
-    properties["channel"] = {"type": "string", "pattern": channel_regex(services),
-                             "description": "logs:<service>:<workspace>[:<resource>]"}
+    properties["channel"] = {
+        "type": "string",
+        "pattern": channel_regex(services),
+        "description": "logs:<service>:<workspace>[:<resource>]",
+    }
     properties["message"]["description"] = "At most 64 KiB (UTF-8)."
     properties["level"] = {**level_schema(), "default": "info"}
     properties["timestamp"] = {
-        "anyOf": [{"type": "string", "format": "date-time"},
-                  {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS}, {"type": "null"}],
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "integer", "minimum": 0, "maximum": MAX_EPOCH_MS},
+            {"type": "null"},
+        ],
         "description": "RFC 3339 with an offset, or epoch milliseconds; default: the time "
-                       "of receipt."}
+        "of receipt.",
+    }
     properties["source"]["description"] = "Where the record comes from, e.g. a logger name."
-    properties["fields"]["description"] = (f"Structured data: at most {MAX_FIELDS_BYTES} bytes "
-                                           f"encoded, nested at most {MAX_FIELDS_DEPTH} deep.")
-    properties["id"]["description"] = ("Idempotency key: the same id published again within "
-                                       "the duplicate window (2 minutes) is stored once.")
-    batch = {"type": "array", "items": {"$ref": SCHEMAS + "PublishedRecord"}, "minItems": 1,
-             "maxItems": max_batch_records, "description": "Records stored all or nothing."}
+    properties["fields"]["description"] = (
+        f"Structured data: at most {MAX_FIELDS_BYTES} bytes "
+        f"encoded, nested at most {MAX_FIELDS_DEPTH} deep."
+    )
+    properties["id"]["description"] = (
+        "Idempotency key: the same id published again within "
+        "the duplicate window (2 minutes) is stored once."
+    )
+    batch = {
+        "type": "array",
+        "items": {"$ref": SCHEMAS + "PublishedRecord"},
+        "minItems": 1,
+        "maxItems": max_batch_records,
+        "description": "Records stored all or nothing.",
+    }
     return {"PublishedRecord": record, "PublishBatch": batch}
 
 
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
-        title="Logstream ingest", version=VERSION,
+        title="Logstream ingest",
+        version=VERSION,
         description="Publish log records over HTTP. The same rules apply over NATS on subject "
         "`ingest.logs`: see the AsyncAPI document at `/schema/asyncapi.json`.",
-        components=Components(security_schemes=SECURITY_SCHEMES))
-
-
+        components=Components(security_schemes=SECURITY_SCHEMES),
+    )

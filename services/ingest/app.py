@@ -13,20 +13,14 @@ import contextlib
 import functools
 import logging
 import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 from litestar import Litestar, Request, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from logstream.shared.api_doc import complete_document
-from logstream.shared.errors import LogstreamError, PayloadTooLarge, SettingsError
-from logstream.shared.identities import bearer_token
-from logstream.shared.nats_names import redact_url
-from logstream.shared.service_tokens import TokenRegistry
-from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 from logstream.services.ingest.api_doc import (
     PUBLISH_RESPONSES,
     PUBLISH_SECURITY,
@@ -40,6 +34,12 @@ from logstream.services.ingest.nats_ingest import NatsIngest
 from logstream.services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
 from logstream.services.ingest.publisher import JetStreamPublisher
 from logstream.services.ingest.settings import Settings
+from logstream.shared.api_doc import complete_document
+from logstream.shared.errors import LogstreamError, PayloadTooLarge, SettingsError
+from logstream.shared.identities import bearer_token
+from logstream.shared.nats_names import redact_url
+from logstream.shared.service_tokens import TokenRegistry
+from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
 __all__ = ["PUBLISH_PATH", "create_app", "reload_tokens"]
 
@@ -138,16 +138,17 @@ def _declared_length(request: Request) -> int | None:
 )
 async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
     headers = request.headers
-    credential = bearer_token(headers.get("authorization")) or headers.get(
-        "x-service-token")
-    return await pipeline.publish(IngestRequest(
-        transport=HTTP,
-        content_type=headers.get("content-type"),
-        declared_length=_declared_length(request),
-        credential=credential,
-        read_body=lambda limit: _read_capped(request, limit),
-        identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
-    ))
+    credential = bearer_token(headers.get("authorization")) or headers.get("x-service-token")
+    return await pipeline.publish(
+        IngestRequest(
+            transport=HTTP,
+            content_type=headers.get("content-type"),
+            declared_length=_declared_length(request),
+            credential=credential,
+            read_body=lambda limit: _read_capped(request, limit),
+            identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
+        )
+    )
 
 
 def _service_tokens(settings: Settings) -> TokenRegistry:
@@ -162,8 +163,11 @@ def reload_tokens(tokens: TokenRegistry, metrics: IngestMetrics) -> bool:
         count = tokens.reload()
     except SettingsError as exc:
         metrics.token_reloads.labels("failed").inc()
-        log.error("service tokens not reloaded, still using the %d loaded before: %s",
-                  len(tokens), exc.message)
+        log.error(
+            "service tokens not reloaded, still using the %d loaded before: %s",
+            len(tokens),
+            exc.message,
+        )
         return False
     metrics.token_reloads.labels("ok").inc()
     metrics.tokens.set(count)
@@ -183,9 +187,14 @@ def _on_sighup(reload: Callable[[], object]) -> Callable[[], None]:
     return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
-def _lifespan(settings: Settings, service: ServiceState, tokens: TokenRegistry,
-              store: JetStreamPublisher, consumer: NatsIngest,
-              reload: Callable[[], object] | None):
+def _lifespan(
+    settings: Settings,
+    service: ServiceState,
+    tokens: TokenRegistry,
+    store: JetStreamPublisher,
+    consumer: NatsIngest,
+    reload: Callable[[], object] | None,
+):
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         try:
@@ -197,10 +206,15 @@ def _lifespan(settings: Settings, service: ServiceState, tokens: TokenRegistry,
             await consumer.stop()
             await store.stop()
             raise
-        log.info("ingest ready", extra={
-            "nats_url": redact_url(settings.nats_url), "service_tokens": len(tokens),
-            "publish_rate": settings.publish_rate or None,
-            "publish_burst": settings.burst if settings.publish_rate else None})
+        log.info(
+            "ingest ready",
+            extra={
+                "nats_url": redact_url(settings.nats_url),
+                "service_tokens": len(tokens),
+                "publish_rate": settings.publish_rate or None,
+                "publish_burst": settings.burst if settings.publish_rate else None,
+            },
+        )
         undo_sighup = _on_sighup(reload) if reload is not None else (lambda: None)
         try:
             yield
@@ -231,8 +245,11 @@ def create_app(settings: Settings) -> Litestar:
     pipeline = IngestPipeline(settings, tokens, store, metrics)
     consumer = NatsIngest(settings, pipeline, metrics)
     app = Litestar(
-        route_handlers=[publish_logs, *service_routes(), *asyncapi_routes(consumer.broker,
-                                                                          settings)],
+        route_handlers=[
+            publish_logs,
+            *service_routes(),
+            *asyncapi_routes(consumer.broker, settings),
+        ],
         dependencies={"pipeline": Provide(lambda: pipeline, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[close_when_body_unread],

@@ -26,8 +26,14 @@ from logstream.services.ingest.settings import Settings
 from logstream.shared.api_doc import VERSION
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 
-__all__ = ["ASYNCAPI_PATH", "IngestAccepted", "IngestRefusal", "RejectionReport",
-           "asyncapi_document", "asyncapi_routes"]
+__all__ = [
+    "ASYNCAPI_PATH",
+    "IngestAccepted",
+    "IngestRefusal",
+    "RejectionReport",
+    "asyncapi_document",
+    "asyncapi_routes",
+]
 
 ASYNCAPI_PATH = "/schema/asyncapi"
 # Statuses an ``ingest.logs`` request can be answered with (those of HTTP, plus 500 for a bug).
@@ -68,50 +74,74 @@ class RejectionReport(msgspec.Struct, forbid_unknown_fields=True):
 
 def _schemas(settings: Settings) -> dict[str, Any]:
     (_, _, _), structs = msgspec.json.schema_components(
-        [IngestAccepted, IngestRefusal, RejectionReport], ref_template=SCHEMAS + "{name}")
+        [IngestAccepted, IngestRefusal, RejectionReport], ref_template=SCHEMAS + "{name}"
+    )
     structs["IngestRefusal"]["properties"]["status"]["enum"] = REFUSAL_STATUSES
     structs["RejectionReport"]["properties"]["payload"]["description"] = (
         "The start of the refused message's body (headers are never copied: they hold the "
-        "credential)")
+        "credential)"
+    )
     return {
         **record_schemas(settings.service_names, settings.max_batch_records),
         **structs,
-        "IngestPayload": {"oneOf": [{"$ref": SCHEMAS + "PublishedRecord"},
-                                    {"$ref": SCHEMAS + "PublishBatch"}]},
-        "IngestHeaders": {"type": "object", "required": ["Authorization"], "properties": {
-            "Authorization": {"type": "string", "pattern": "^Bearer .+$",
-                              "description": "`Bearer <service token>`, as over HTTP"},
-            "Content-Type": {"type": "string", "default": "application/json",
-                             "enum": ["application/json", "application/x-ndjson"],
-                             "description": "application/x-ndjson: one record per line"}}},
-        "IngestReply": {"oneOf": [{"$ref": SCHEMAS + "IngestAccepted"},
-                                  {"$ref": SCHEMAS + "IngestRefusal"}]},
-        "IngestReplyHeaders": {"type": "object", "properties": {"Retry-After": {
-            "type": "string", "pattern": "^[0-9]+$",
-            "description": "on 429 and 503: seconds to wait before sending it again"}}},
+        "IngestPayload": {
+            "oneOf": [{"$ref": SCHEMAS + "PublishedRecord"}, {"$ref": SCHEMAS + "PublishBatch"}]
+        },
+        "IngestHeaders": {
+            "type": "object",
+            "required": ["Authorization"],
+            "properties": {
+                "Authorization": {
+                    "type": "string",
+                    "pattern": "^Bearer .+$",
+                    "description": "`Bearer <service token>`, as over HTTP",
+                },
+                "Content-Type": {
+                    "type": "string",
+                    "default": "application/json",
+                    "enum": ["application/json", "application/x-ndjson"],
+                    "description": "application/x-ndjson: one record per line",
+                },
+            },
+        },
+        "IngestReply": {
+            "oneOf": [{"$ref": SCHEMAS + "IngestAccepted"}, {"$ref": SCHEMAS + "IngestRefusal"}]
+        },
+        "IngestReplyHeaders": {
+            "type": "object",
+            "properties": {
+                "Retry-After": {
+                    "type": "string",
+                    "pattern": "^[0-9]+$",
+                    "description": "on 429 and 503: seconds to wait before sending it again",
+                }
+            },
+        },
     }
 
 
 def _messages(max_records: int) -> dict[str, Any]:
     return {
         f"{INGEST_SUBJECT}:Records": {
-            "name": "Records", "title": "Log records to store",
-            "summary": f"One record or an array of up to {max_records:,} (JSON), or NDJSON "
-                       "lines.",
+            "name": "Records",
+            "title": "Log records to store",
+            "summary": f"One record or an array of up to {max_records:,} (JSON), or NDJSON lines.",
             "contentType": "application/json",
             "headers": {"$ref": SCHEMAS + "IngestHeaders"},
             "payload": {"$ref": SCHEMAS + "IngestPayload"},
         },
         f"{INGEST_SUBJECT}:Reply": {
-            "name": "Reply", "title": "The answer to a request",
+            "name": "Reply",
+            "title": "The answer to a request",
             "summary": "The HTTP response body plus `status`: 202 once JetStream stored every "
-                       "record, else the refusal (nothing stored).",
+            "record, else the refusal (nothing stored).",
             "contentType": "application/json",
             "headers": {"$ref": SCHEMAS + "IngestReplyHeaders"},
             "payload": {"$ref": SCHEMAS + "IngestReply"},
         },
         f"{REJECTED_SUBJECT}:Report": {
-            "name": "Report", "title": "A refused message nobody was waiting for",
+            "name": "Report",
+            "title": "A refused message nobody was waiting for",
             "contentType": "application/json",
             "payload": {"$ref": SCHEMAS + "RejectionReport"},
         },
@@ -120,8 +150,11 @@ def _messages(max_records: int) -> dict[str, Any]:
 
 def _address(document: dict[str, Any], address: str) -> tuple[str, dict[str, Any]]:
     """The key and the channel FastStream made for ``address``."""
-    return next((key, channel) for key, channel in document["channels"].items()
-                if channel.get("address") == address)
+    return next(
+        (key, channel)
+        for key, channel in document["channels"].items()
+        if channel.get("address") == address
+    )
 
 
 def _fill(document: dict[str, Any], settings: Settings) -> None:
@@ -129,9 +162,11 @@ def _fill(document: dict[str, Any], settings: Settings) -> None:
     components["schemas"] = _schemas(settings)
     components["messages"] = _messages(settings.max_batch_records)
     for scheme in components.get("securitySchemes", {}).values():
-        scheme["description"] = (f"Producers log in as a NATS user allowed to publish to "
-                                 f"{INGEST_SUBJECT} and receive replies, and nothing else"
-                                 + (" (dev mode: user `producer`)." if settings.dev else "."))
+        scheme["description"] = (
+            f"Producers log in as a NATS user allowed to publish to "
+            f"{INGEST_SUBJECT} and receive replies, and nothing else"
+            + (" (dev mode: user `producer`)." if settings.dev else ".")
+        )
     ingest_key, ingest = _address(document, INGEST_SUBJECT)
     ingest["messages"] = {"Records": {"$ref": _MESSAGES + f"{INGEST_SUBJECT}:Records"}}
     rejected_key, rejected = _address(document, REJECTED_SUBJECT)
@@ -139,7 +174,7 @@ def _fill(document: dict[str, Any], settings: Settings) -> None:
     document["channels"][_REPLY_CHANNEL] = {
         "address": None,
         "description": "The request's own reply subject (an inbox the producer chose): there "
-                       "is an answer only when the message had a reply subject.",
+        "is an answer only when the message had a reply subject.",
         "messages": {"Reply": {"$ref": _MESSAGES + f"{INGEST_SUBJECT}:Reply"}},
     }
     for operation in document["operations"].values():
@@ -149,22 +184,29 @@ def _fill(document: dict[str, Any], settings: Settings) -> None:
             operation["bindings"] = {"nats": {"queue": QUEUE_GROUP, "bindingVersion": "0.1.0"}}
             operation["reply"] = {
                 "channel": {"$ref": f"#/channels/{_REPLY_CHANNEL}"},
-                "messages": [{"$ref": f"#/channels/{_REPLY_CHANNEL}/messages/Reply"}]}
+                "messages": [{"$ref": f"#/channels/{_REPLY_CHANNEL}/messages/Reply"}],
+            }
         elif channel == f"#/channels/{rejected_key}":
             operation["messages"] = [{"$ref": f"{channel}/messages/Report"}]
 
 
 def asyncapi_document(broker: NatsBroker, settings: Settings) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of ``broker``'s ingest subscriber and publisher."""
-    document = AsyncAPI(
-        broker, title="Logstream ingest over NATS", version=VERSION,
-        description=f"Publish log records on NATS subject `{INGEST_SUBJECT}` with the same "
-        "rules as `POST /api/logs/publish` (see `/schema/openapi.json`). Ingest instances "
-        "share the subject in one queue group; a request (a message with a reply subject) is "
-        "answered once JetStream stored every record or the message was refused; a refused "
-        f"message without a reply subject is reported on `{REJECTED_SUBJECT}`.",
-        schema_version="3.0.0",
-    ).to_specification().to_jsonable()
+    document = (
+        AsyncAPI(
+            broker,
+            title="Logstream ingest over NATS",
+            version=VERSION,
+            description=f"Publish log records on NATS subject `{INGEST_SUBJECT}` with the same "
+            "rules as `POST /api/logs/publish` (see `/schema/openapi.json`). Ingest instances "
+            "share the subject in one queue group; a request (a message with a reply subject) is "
+            "answered once JetStream stored every record or the message was refused; a refused "
+            f"message without a reply subject is reported on `{REJECTED_SUBJECT}`.",
+            schema_version="3.0.0",
+        )
+        .to_specification()
+        .to_jsonable()
+    )
     _fill(document, settings)
     return document
 

@@ -16,9 +16,9 @@ from operator import add, attrgetter
 import msgspec
 import nats.errors
 
-from logstream.shared.channels import to_subject
 from logstream.services.ingest.batch_writer import MSG_ID_TAIL, Commands, OutMessage, pub_commands
 from logstream.services.ingest.valid_batch import ValidBatch
+from logstream.shared.channels import to_subject
 
 __all__ = ["draft_commands"]
 
@@ -57,14 +57,29 @@ def draft_commands(batch: ValidBatch, header_head: bytes) -> Commands | None:
         try:
             if with_ids:
                 return _hpub_lines(map(head_of, names), ids, header_head, sizes, payloads)
-            return b"".join(chain.from_iterable(zip(
-                map(head_of, names), _SPACED, map(_DIGITS.__getitem__, sizes), repeat(_CRLF),
-                payloads, repeat(_CRLF))))
+            return b"".join(
+                chain.from_iterable(
+                    zip(
+                        map(head_of, names),
+                        _SPACED,
+                        map(_DIGITS.__getitem__, sizes),
+                        repeat(_CRLF),
+                        payloads,
+                        repeat(_CRLF),
+                    )
+                )
+            )
         except IndexError:  # a size past the tables: the general formatting
-            headers = ([header_head + value + MSG_ID_TAIL for value in _id_values(ids)]
-                       if with_ids else repeat(None))
-            return pub_commands(list(map(OutMessage, map(subjects.__getitem__, names), headers,
-                                         payloads)), reply, max_payload)
+            headers = (
+                [header_head + value + MSG_ID_TAIL for value in _id_values(ids)]
+                if with_ids
+                else repeat(None)
+            )
+            return pub_commands(
+                list(map(OutMessage, map(subjects.__getitem__, names), headers, payloads)),
+                reply,
+                max_payload,
+            )
 
     return commands
 
@@ -79,11 +94,24 @@ def _id_values(ids: list[str]) -> list[bytes]:
     return list(map(str.encode, map(str.rstrip, ids)))
 
 
-def _hpub_lines(heads, ids: list[str], header_head: bytes, sizes: list[int],
-                payloads: list[bytes]) -> bytes:
+def _hpub_lines(
+    heads, ids: list[str], header_head: bytes, sizes: list[int], payloads: list[bytes]
+) -> bytes:
     values = _id_values(ids)
     header_sizes = list(map((len(header_head) + len(MSG_ID_TAIL)).__add__, map(len, values)))
     totals = map(add, header_sizes, sizes)
-    return b"".join(chain.from_iterable(zip(
-        heads, _SPACED, map(_SPACED.__getitem__, header_sizes), map(_DIGITS.__getitem__, totals),
-        repeat(_CRLF + header_head), values, repeat(MSG_ID_TAIL), payloads, repeat(_CRLF))))
+    return b"".join(
+        chain.from_iterable(
+            zip(
+                heads,
+                _SPACED,
+                map(_SPACED.__getitem__, header_sizes),
+                map(_DIGITS.__getitem__, totals),
+                repeat(_CRLF + header_head),
+                values,
+                repeat(MSG_ID_TAIL),
+                payloads,
+                repeat(_CRLF),
+            )
+        )
+    )

@@ -13,7 +13,8 @@ on is dropped.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -23,8 +24,16 @@ from nats.aio.msg import Msg
 
 from logstream.services.ingest.ack_parser import install_ack_parser
 
-__all__ = ["MSG_ID_HEAD", "MSG_ID_TAIL", "BatchWriter", "Commands", "OutMessage",
-           "msg_id_header", "msg_id_value", "pub_commands"]
+__all__ = [
+    "MSG_ID_HEAD",
+    "MSG_ID_TAIL",
+    "BatchWriter",
+    "Commands",
+    "OutMessage",
+    "msg_id_header",
+    "msg_id_value",
+    "pub_commands",
+]
 
 # What JetStream answers a publish with; the other fields (stream, domain) are not needed.
 _JS_STATUS = "Status"
@@ -93,12 +102,22 @@ def pub_commands(messages: Sequence[OutMessage], reply: bytes, max_payload: int)
         if len(payload) > max_payload:
             raise nats.errors.MaxPayloadError
         if header is None:
-            parts.append(b"PUB %s %s%d %d\r\n%s\r\n" % (
-                message.subject, reply, index, len(payload), payload))
+            parts.append(
+                b"PUB %s %s%d %d\r\n%s\r\n" % (message.subject, reply, index, len(payload), payload)
+            )
         else:
-            parts.append(b"HPUB %s %s%d %d %d\r\n%s%s\r\n" % (
-                message.subject, reply, index, len(header), len(header) + len(payload),
-                header, payload))
+            parts.append(
+                b"HPUB %s %s%d %d %d\r\n%s%s\r\n"
+                % (
+                    message.subject,
+                    reply,
+                    index,
+                    len(header),
+                    len(header) + len(payload),
+                    header,
+                    payload,
+                )
+            )
     return b"".join(parts)
 
 
@@ -174,8 +193,9 @@ class BatchWriter:
             return
         offset = len(self._reply_prefix)
 
-        async def process_msg(msg_sid: int, subject: bytes, reply: bytes, data: bytes,
-                              headers: bytes | None) -> None:
+        async def process_msg(
+            msg_sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        ) -> None:
             if msg_sid != sid:
                 await original(msg_sid, subject, reply, data, headers)
             else:
@@ -187,7 +207,7 @@ class BatchWriter:
         raw_headers = None
         if msg.headers and msg.headers.get(_JS_STATUS) == _NO_RESPONDERS:
             raw_headers = b"NATS/1.0 503\r\n\r\n"
-        self._acked(msg.subject[len(self._prefix):].encode(), msg.data, raw_headers)
+        self._acked(msg.subject[len(self._prefix) :].encode(), msg.data, raw_headers)
 
     def _on_acks(self, acks: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
         """Acks read by the ``AckParser``: (batch, index, size, JSON), decoded in one go."""
@@ -224,7 +244,8 @@ class BatchWriter:
         sequences in message order. ``asyncio.TimeoutError`` when JetStream did not confirm
         them all in time; ``nats.errors.Error`` when the connection or JetStream refused."""
         return await self.write_commands(
-            len(messages), lambda reply, _: self._commands(messages, reply), timeout)
+            len(messages), lambda reply, _: self._commands(messages, reply), timeout
+        )
 
     async def write_commands(self, count: int, commands: Commands, timeout: float) -> list[int]:
         """``write`` for a batch of ``count`` messages whose protocol lines ``commands`` makes

@@ -14,8 +14,7 @@ HTTP = "http"
 NATS = "nats"
 # JetStream confirms a local batch in about a millisecond; the top buckets show a struggling
 # broker well before the publish timeout (2 s by default) turns it into a 503.
-_PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0)
+_PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class IngestMetrics:
@@ -25,23 +24,27 @@ class IngestMetrics:
         self.records_accepted = Counter(
             "logstream_ingest_records_accepted",
             "Records stored in JetStream (confirmed), by transport.",
-            ["transport"], registry=registry,
+            ["transport"],
+            registry=registry,
         )
         self.records_rejected = Counter(
             "logstream_ingest_records_rejected",
             "Records refused, by transport and reason (the error code); a request refused "
             "before its body was decoded counts as one.",
-            ["transport", "reason"], registry=registry,
+            ["transport", "reason"],
+            registry=registry,
         )
         self.requests = Counter(
             "logstream_ingest_requests",
             "Publish requests (HTTP requests or NATS messages) by transport and status code.",
-            ["transport", "status"], registry=registry,
+            ["transport", "status"],
+            registry=registry,
         )
         self.publish_seconds = Histogram(
             "logstream_ingest_publish_seconds",
             "Seconds from handing a batch to JetStream until every record was confirmed.",
-            buckets=_PUBLISH_BUCKETS, registry=registry,
+            buckets=_PUBLISH_BUCKETS,
+            registry=registry,
         )
         self.rejected_republished = Counter(
             "logstream_ingest_rejected_republished",
@@ -56,7 +59,8 @@ class IngestMetrics:
         self.token_reloads = Counter(
             "logstream_ingest_token_reloads",
             "Token file reloads (SIGHUP) by outcome: ok, or failed (the old tokens stay).",
-            ["outcome"], registry=registry,
+            ["outcome"],
+            registry=registry,
         )
 
     def accepted(self, transport: str, records: int) -> None:

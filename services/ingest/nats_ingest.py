@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
-from faststream.nats import NatsBroker, NatsResponse
 from faststream.message import StreamMessage
+from faststream.nats import NatsBroker, NatsResponse
 from faststream.nats.annotations import NatsMessage
 from nats.aio.msg import Msg
 
-from logstream.shared import audit
-from logstream.shared.errors import BrokerUnavailable, Forbidden, LogstreamError, RateLimited
-from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
-from logstream.shared.nats_link import broker_options
-from logstream.shared.nats_permissions import INGEST_QUEUE
-from logstream.shared.web import AUDITED_STATUSES, status_of
-from logstream.shared.identities import bearer_token
 from logstream.services.ingest.metrics import NATS, IngestMetrics
 from logstream.services.ingest.pipeline import (
     JSON,
@@ -34,6 +28,13 @@ from logstream.services.ingest.pipeline import (
     body_in_memory,
 )
 from logstream.services.ingest.settings import Settings
+from logstream.shared import audit
+from logstream.shared.errors import BrokerUnavailable, Forbidden, LogstreamError, RateLimited
+from logstream.shared.identities import bearer_token
+from logstream.shared.nats_link import broker_options
+from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
+from logstream.shared.nats_permissions import INGEST_QUEUE
+from logstream.shared.web import AUDITED_STATUSES, status_of
 
 __all__ = ["QUEUE_GROUP", "NatsIngest", "audit_denial", "rejection_report"]
 
@@ -70,16 +71,18 @@ def rejection_report(reply: Mapping[str, Any], subject: str, payload: bytes) -> 
     (they hold the producer's credential)."""
     text = payload.decode("utf-8", errors="replace")
     truncated = len(text) > REPORT_PAYLOAD_CHARS
-    return _ENCODER.encode({
-        "status": reply["status"],
-        "error": reply["error"],
-        "message": reply["message"],
-        "details": reply.get("details", []),
-        "subject": subject,
-        "payload": text[:REPORT_PAYLOAD_CHARS],
-        "payload_truncated": truncated,
-        "payload_bytes": len(payload),
-    })
+    return _ENCODER.encode(
+        {
+            "status": reply["status"],
+            "error": reply["error"],
+            "message": reply["message"],
+            "details": reply.get("details", []),
+            "subject": subject,
+            "payload": text[:REPORT_PAYLOAD_CHARS],
+            "payload_truncated": truncated,
+            "payload_bytes": len(payload),
+        }
+    )
 
 
 async def _body_as_is(msg: StreamMessage[Any]) -> bytes:
@@ -107,35 +110,53 @@ def audit_denial(exc: LogstreamError, status: int, who: str) -> None:
     is the refused channels for a 403, else the subject."""
     what = INGEST_SUBJECT
     if isinstance(exc, Forbidden):
-        channels = [str(d["channel"]) for d in exc.details if isinstance(d, dict)
-                    and "channel" in d]
+        channels = [
+            str(d["channel"]) for d in exc.details if isinstance(d, dict) and "channel" in d
+        ]
         what = ",".join(channels[:AUDIT_CHANNELS])
         if len(channels) > AUDIT_CHANNELS:
             what += f" (+{len(channels) - AUDIT_CHANNELS} more)"
-    audit.denied(who=who, what=what or INGEST_SUBJECT, rule=exc.rule, status=status,
-                 via="nats", reason=exc.message)
+    audit.denied(
+        who=who,
+        what=what or INGEST_SUBJECT,
+        rule=exc.rule,
+        status=status,
+        via="nats",
+        reason=exc.message,
+    )
 
 
 class NatsIngest:
     """The ``ingest.logs`` consumer; ``start``/``stop`` belong in the app's lifespan."""
 
-    def __init__(self, settings: Settings, pipeline: IngestPipeline,
-                 metrics: IngestMetrics) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: IngestPipeline, metrics: IngestMetrics
+    ) -> None:
         self._settings = settings
         self._pipeline = pipeline
         self._metrics = metrics
-        self._broker = NatsBroker(**broker_options(settings, name=_CONNECTION_NAME), logger=None,
-                                  graceful_timeout=STOP_TIMEOUT_S)
+        self._broker = NatsBroker(
+            **broker_options(settings, name=_CONNECTION_NAME),
+            logger=None,
+            graceful_timeout=STOP_TIMEOUT_S,
+        )
 
         # The titles and descriptions are for the AsyncAPI document (logstream.services.ingest.asyncapi_doc).
         self._rejected = self._broker.publisher(
-            REJECTED_SUBJECT, title=REJECTED_SUBJECT,
+            REJECTED_SUBJECT,
+            title=REJECTED_SUBJECT,
             description="A message refused without a reply subject: the refusal and the start "
-                        "of the payload, so that nothing disappears silently.")
+            "of the payload, so that nothing disappears silently.",
+        )
 
-        @self._broker.subscriber(INGEST_SUBJECT, queue=QUEUE_GROUP, max_workers=MAX_IN_FLIGHT,
-                                 decoder=_body_as_is, title=INGEST_SUBJECT,
-                                 description="Log records to store, with the HTTP rules.")
+        @self._broker.subscriber(
+            INGEST_SUBJECT,
+            queue=QUEUE_GROUP,
+            max_workers=MAX_IN_FLIGHT,
+            decoder=_body_as_is,
+            title=INGEST_SUBJECT,
+            description="Log records to store, with the HTTP rules.",
+        )
         async def on_ingest(msg: NatsMessage) -> NatsResponse | None:
             return await self.handle(msg.raw_message)
 
@@ -202,14 +223,22 @@ class NatsIngest:
             return {**exc.to_body(), "status": status}, exc
         except Exception as exc:
             log.exception("unhandled error on %s", INGEST_SUBJECT)
-            return {"error": "internal", "message": "internal error", "details": [],
-                    "status": 500}, exc
+            return {
+                "error": "internal",
+                "message": "internal error",
+                "details": [],
+                "status": 500,
+            }, exc
         return {"accepted": accepted.accepted, "seqs": accepted.seqs, "status": 202}, None
 
     async def _report_rejection(self, reply: Mapping[str, Any], msg: Msg) -> None:
         self._metrics.rejected_republished.inc()
-        log.info("rejected message on %s without reply subject: %s %s",
-                 msg.subject, reply["status"], reply["message"])
+        log.info(
+            "rejected message on %s without reply subject: %s %s",
+            msg.subject,
+            reply["status"],
+            reply["message"],
+        )
         try:
             await self._rejected.publish(rejection_report(reply, msg.subject, msg.data))
         except Exception as exc:  # counted and logged above; the broker is likely down

@@ -10,10 +10,15 @@ batch passed every check before it.
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable, Protocol, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import msgspec
 
+from logstream.services.ingest.metrics import IngestMetrics
+from logstream.services.ingest.rate_limit import RecordRateLimiter
+from logstream.services.ingest.settings import Settings
+from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
 from logstream.shared.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -21,13 +26,9 @@ from logstream.shared.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from logstream.shared.service_tokens import ServiceToken, TokenRegistry
 from logstream.shared.records import ValidRecord, decode_batch, validate_records
+from logstream.shared.service_tokens import ServiceToken, TokenRegistry
 from logstream.shared.web import status_of
-from logstream.services.ingest.metrics import IngestMetrics
-from logstream.services.ingest.rate_limit import RecordRateLimiter
-from logstream.services.ingest.settings import Settings
-from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
 
 __all__ = [
     "JSON",
@@ -78,24 +79,26 @@ def media_type_of(content_type: str | None) -> str:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type not in MEDIA_TYPES:
         shown = repr(content_type[:80]) if content_type else "none"
-        raise UnsupportedMediaType(
-            f"content type {shown} is not accepted; send {JSON} or {NDJSON}"
-        )
+        raise UnsupportedMediaType(f"content type {shown} is not accepted; send {JSON} or {NDJSON}")
     return media_type
 
 
 class IngestPipeline:
     """Checks, authorises and stores a publish request; raises ``LogstreamError`` when refused."""
 
-    def __init__(self, settings: Settings, tokens: TokenRegistry, store: RecordStore,
-                 metrics: IngestMetrics) -> None:
+    def __init__(
+        self, settings: Settings, tokens: TokenRegistry, store: RecordStore, metrics: IngestMetrics
+    ) -> None:
         self._settings = settings
         self._services = settings.service_names
         self._tokens = tokens
         self._store = store
         self._metrics = metrics
-        self._limiter = (RecordRateLimiter(settings.publish_rate, settings.burst)
-                         if settings.publish_rate else None)
+        self._limiter = (
+            RecordRateLimiter(settings.publish_rate, settings.burst)
+            if settings.publish_rate
+            else None
+        )
 
     async def publish(self, request: IngestRequest) -> Accepted:
         counted = [0]
@@ -135,11 +138,13 @@ class IngestPipeline:
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
         return Accepted(accepted=len(seqs), seqs=seqs)
 
-    def _decode(self, body: bytes, media_type: str, token: ServiceToken,
-                counted: list[int]) -> Sequence[ValidRecord]:
+    def _decode(
+        self, body: bytes, media_type: str, token: ServiceToken, counted: list[int]
+    ) -> Sequence[ValidRecord]:
         limit = self._settings.max_batch_records
-        valid = decode_valid(body, media_type, publisher=token.name, services=self._services,
-                             max_records=limit)
+        valid = decode_valid(
+            body, media_type, publisher=token.name, services=self._services, max_records=limit
+        )
         if valid is not None:
             counted[0] = len(valid)
             return valid
@@ -151,8 +156,11 @@ class IngestPipeline:
     def _authorise(token: ServiceToken, valid: Sequence[ValidRecord]) -> None:
         allowed: dict[str, bool] = {}  # a batch names few channels: each is checked once
         refused: dict[str, None] = {}
-        named = (valid.channels.items() if isinstance(valid, ValidBatch)  # (in record order)
-                 else ((item.record.channel, item.channel) for item in valid))
+        named = (
+            valid.channels.items()
+            if isinstance(valid, ValidBatch)  # (in record order)
+            else ((item.record.channel, item.channel) for item in valid)
+        )
         for name, channel in named:  # name: str(channel)
             verdict = allowed.get(name)
             if verdict is None:

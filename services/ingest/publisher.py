@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import nats.errors
 import nats.js.errors
-from logstream.shared.channels import to_subject
-from logstream.shared.errors import BrokerUnavailable
-from logstream.shared.nats_names import STREAM_NAME
-from logstream.shared.nats_link import NatsLink, ensure_stream
-from logstream.shared.records import ValidRecord, encode_stored
+
+from logstream.services.ingest.batch_commands import draft_commands
 from logstream.services.ingest.batch_writer import (
     MSG_ID_HEAD,
     BatchWriter,
@@ -31,12 +28,22 @@ from logstream.services.ingest.batch_writer import (
     msg_id_value,
     pub_commands,
 )
-from logstream.services.ingest.batch_commands import draft_commands
 from logstream.services.ingest.settings import Settings
 from logstream.services.ingest.valid_batch import ValidBatch
+from logstream.shared.channels import to_subject
+from logstream.shared.errors import BrokerUnavailable
+from logstream.shared.nats_link import NatsLink, ensure_stream
+from logstream.shared.nats_names import STREAM_NAME
+from logstream.shared.records import ValidRecord, encode_stored
 
-__all__ = ["DRAIN_TIMEOUT_S", "JetStreamPublisher", "message_id", "out_messages",
-           "record_commands", "until_answered"]
+__all__ = [
+    "DRAIN_TIMEOUT_S",
+    "JetStreamPublisher",
+    "message_id",
+    "out_messages",
+    "record_commands",
+    "until_answered",
+]
 
 # At shutdown, publishes already handed to JetStream get this long to be confirmed before the
 # link closes: well inside uvicorn's graceful window, longer than any healthy confirmation.
@@ -51,8 +58,11 @@ _CONNECTION_NAME = "logstream-ingest"
 STREAM_SETUP_S = 30.0
 STREAM_SETUP_RETRY_S = 1.0
 # JetStream answers that mean "not yet", not "no".
-_NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-            nats.js.errors.ServiceUnavailableError)
+_NOT_YET = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 log = logging.getLogger("logstream.ingest")
 
@@ -107,8 +117,9 @@ class JetStreamPublisher:
 
     async def start(self) -> None:
         """Connect within ``connect_timeout`` (else ``BrokerUnavailable``) and ensure the stream."""
-        self._link = await NatsLink.connect(self._settings, name=_CONNECTION_NAME,
-                                            reconnected_cb=self._reconnected)
+        self._link = await NatsLink.connect(
+            self._settings, name=_CONNECTION_NAME, reconnected_cb=self._reconnected
+        )
         self._writer = BatchWriter(self._link.nc)
         await self._writer.start()
         await until_answered(self._ensure_stream, what="the LOGS stream set-up")
@@ -145,12 +156,14 @@ class JetStreamPublisher:
     async def store(self, records: Sequence[ValidRecord], publisher: str) -> list[int]:
         """Publish every record and wait for every ack; the stream sequences, in order."""
         if not self.connected:
-            raise BrokerUnavailable("NATS is unavailable; nothing was stored",
-                                    retry_after=RETRY_AFTER_S)
+            raise BrokerUnavailable(
+                "NATS is unavailable; nothing was stored", retry_after=RETRY_AFTER_S
+            )
         try:
             return await self._writer.write_commands(
-                len(records), record_commands(records, publisher), self._timeout)
-        except asyncio.TimeoutError:
+                len(records), record_commands(records, publisher), self._timeout
+            )
+        except TimeoutError:
             raise BrokerUnavailable(
                 f"JetStream did not confirm {len(records)} record(s) within {self._timeout:g}s; "
                 "they may or may not be stored (retry with the same ids)",
@@ -172,7 +185,7 @@ class JetStreamPublisher:
         if self._writer is not None:
             try:
                 await asyncio.wait_for(self._writer.drained(), DRAIN_TIMEOUT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("closing with %d unconfirmed batches", self._writer.pending)
         for task in list(self._tasks):
             task.cancel()
@@ -181,8 +194,9 @@ class JetStreamPublisher:
         self._writer = None
 
 
-async def until_answered(attempt, *, what: str, within_s: float = STREAM_SETUP_S,
-                         pause_s: float = STREAM_SETUP_RETRY_S):
+async def until_answered(
+    attempt, *, what: str, within_s: float = STREAM_SETUP_S, pause_s: float = STREAM_SETUP_RETRY_S
+):
     """``await attempt()`` again while JetStream answers "not yet" (see ``_NOT_YET``), for at
     most ``within_s``; the last "not yet" is raised when the time is up, anything else at once."""
     deadline = time.monotonic() + within_s
@@ -192,6 +206,5 @@ async def until_answered(attempt, *, what: str, within_s: float = STREAM_SETUP_S
         except _NOT_YET as exc:
             if time.monotonic() + pause_s >= deadline:
                 raise
-            log.warning("%s: JetStream not ready yet (%s); trying again", what,
-                        type(exc).__name__)
+            log.warning("%s: JetStream not ready yet (%s); trying again", what, type(exc).__name__)
             await asyncio.sleep(pause_s)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from logstream.shared.errors import PayloadTooLarge, RateLimited
 
@@ -33,8 +33,9 @@ class RecordRateLimiter:
     One bucket per token name: the names come from the token file, so the buckets are bounded
     by it, whatever producers send."""
 
-    def __init__(self, rate: float, burst: int, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = float(rate)
@@ -62,8 +63,7 @@ class RecordRateLimiter:
                 f"token {name!r} is over its publish rate of {self.rate:g} records/s "
                 f"(burst {self.burst}); {records} record(s) fit again in {wait:.1f}s",
                 retry_after=max(1, math.ceil(wait)),
-                details=[{"token": name, "publish_rate": self.rate,
-                          "publish_burst": self.burst}],
+                details=[{"token": name, "publish_rate": self.rate, "publish_burst": self.burst}],
                 rule="publish_rate",
             )
         bucket.level -= records

@@ -57,16 +57,24 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         float, Meta(gt=0, le=60, description="seconds to wait for JetStream to confirm a batch")
     ] = 2.0
     publish_rate: Annotated[
-        float, Meta(ge=0, le=MAX_PUBLISH_RATE,
-                    description="records per second each service token may publish, over "
-                                "HTTP and NATS together (0: no limit)")
+        float,
+        Meta(
+            ge=0,
+            le=MAX_PUBLISH_RATE,
+            description="records per second each service token may publish, over "
+            "HTTP and NATS together (0: no limit)",
+        ),
     ] = 0.0
     publish_burst: Annotated[
-        int, Meta(ge=0, le=MAX_PUBLISH_RATE,
-                  description="token bucket size: the most records a token may publish at "
-                              "once; a larger batch is refused with 413 (0: the larger of "
-                              f"{DEFAULT_BURST_SECONDS} s of publish_rate and "
-                              "max_batch_records)")
+        int,
+        Meta(
+            ge=0,
+            le=MAX_PUBLISH_RATE,
+            description="token bucket size: the most records a token may publish at "
+            "once; a larger batch is refused with 413 (0: the larger of "
+            f"{DEFAULT_BURST_SECONDS} s of publish_rate and "
+            "max_batch_records)",
+        ),
     ] = 0
 
     def check(self) -> None:

@@ -12,9 +12,10 @@ wrong, or not decodable this way, is left to the general path, which names every
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Annotated, Any, Iterable, Sequence
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -80,22 +81,38 @@ class ValidBatch(Sequence[ValidRecord]):
 
     def __getitem__(self, index):  # (ints only: nothing slices a batch)
         draft = self.drafts[index]
-        return ValidRecord(self.channels[draft.channel], StoredRecord(
-            channel=draft.channel, level=draft.level, message=draft.message,
-            timestamp=draft.timestamp, received_at=draft.received_at,
-            publisher=draft.publisher, source=draft.source, fields=draft.fields, id=draft.id))
+        return ValidRecord(
+            self.channels[draft.channel],
+            StoredRecord(
+                channel=draft.channel,
+                level=draft.level,
+                message=draft.message,
+                timestamp=draft.timestamp,
+                received_at=draft.received_at,
+                publisher=draft.publisher,
+                source=draft.source,
+                fields=draft.fields,
+                id=draft.id,
+            ),
+        )
 
 
-def decode_valid(body: bytes, media_type: str, *, publisher: str, services: Iterable[str],
-                 max_records: int = MAX_BATCH_RECORDS,
-                 now: datetime | None = None) -> ValidBatch | None:
+def decode_valid(
+    body: bytes,
+    media_type: str,
+    *,
+    publisher: str,
+    services: Iterable[str],
+    max_records: int = MAX_BATCH_RECORDS,
+    now: datetime | None = None,
+) -> ValidBatch | None:
     """The records ``validate_records(decode_batch(...))`` would accept, faster; ``None`` when
     the body is not a batch of valid records (the general path then says what is wrong)."""
     drafts = _decode(body, media_type, max_records)
     if drafts is None:
         return None
     channels = _channels(drafts, frozenset(services))
-    received_at = format_time(now or datetime.now(timezone.utc))
+    received_at = format_time(now or datetime.now(UTC))
     if channels is None or not _normalise(drafts, publisher, received_at):
         return None
     return ValidBatch(drafts, channels)
@@ -135,10 +152,12 @@ def _channels(drafts: list[Draft], services: frozenset[str]) -> dict[str, Channe
 def _normalise(drafts: list[Draft], publisher: str, received_at: str) -> bool:
     """Sets what a draft lacks to be stored; ``False`` when a record is invalid."""
     timestamps = list(map(_TIMESTAMP, drafts))
-    usual = (timestamps.count(None) == len(timestamps)
-             and _LEVEL_SET.issuperset(map(_LEVEL, drafts))
-             and not any(map(_FIELDS, drafts))  # ({} is valid as it is)
-             and max(map(len, map(_MESSAGE, drafts))) <= SURELY_SHORT_CHARS)
+    usual = (
+        timestamps.count(None) == len(timestamps)
+        and _LEVEL_SET.issuperset(map(_LEVEL, drafts))
+        and not any(map(_FIELDS, drafts))  # ({} is valid as it is)
+        and max(map(len, map(_MESSAGE, drafts))) <= SURELY_SHORT_CHARS
+    )
     if usual:  # no timestamp, a level's own name, no fields, a short message: nothing to check
         for draft in drafts:
             draft.timestamp = draft.received_at = received_at
@@ -146,8 +165,9 @@ def _normalise(drafts: list[Draft], publisher: str, received_at: str) -> bool:
         return True
     try:
         for draft in drafts:
-            draft.level, draft.timestamp = normalised(draft.level, draft.message, draft.fields,
-                                                      draft.timestamp, received_at)
+            draft.level, draft.timestamp = normalised(
+                draft.level, draft.message, draft.fields, draft.timestamp, received_at
+            )
             draft.received_at = received_at
             draft.publisher = publisher
     except RecordProblem:

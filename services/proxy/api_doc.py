@@ -16,16 +16,18 @@ import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, OpenAPIHeader, Operation, Parameter
 
-from logstream.shared.api_doc import VERSION, RETRY_AFTER, ErrorBody
+from logstream.services.proxy.routes import Route
+from logstream.shared.api_doc import RETRY_AFTER, VERSION, ErrorBody
+from logstream.shared.identities import DEV_USERS
 from logstream.shared.stream_doc import (
     CHANNELS,
     SECURITY_SCHEMES,
     STREAM_PARAMETERS,
-    STREAM_RESPONSES as GATEWAY_STREAM_RESPONSES,
     document_stream_answers,
 )
-from logstream.services.proxy.routes import Route
-from logstream.shared.identities import DEV_USERS
+from logstream.shared.stream_doc import (
+    STREAM_RESPONSES as GATEWAY_STREAM_RESPONSES,
+)
 
 __all__ = [
     "DEV_TOKEN_RESPONSES",
@@ -39,8 +41,11 @@ __all__ = [
 _SEGMENT = "^[A-Za-z0-9_-]{1,64}$"
 # What the proxy forwards besides the route's own parameters: the gateway's stream parameters
 # but `channels` (the route makes it) and the X- headers (the proxy sets them itself).
-PASSED_THROUGH = [parameter for parameter in STREAM_PARAMETERS
-                  if parameter is not CHANNELS and not parameter.name.startswith("X-")]
+PASSED_THROUGH = [
+    parameter
+    for parameter in STREAM_PARAMETERS
+    if parameter is not CHANNELS and not parameter.name.startswith("X-")
+]
 
 
 class RouteDescription(msgspec.Struct):
@@ -73,30 +78,45 @@ def _error(text: str) -> ResponseSpec:
 
 STREAM_RESPONSES = {
     **GATEWAY_STREAM_RESPONSES,
-    200: ResponseSpec(data_container=str, media_type="text/event-stream",
-                      generate_examples=False,
-                      description="The gateway's stream, relayed as it comes. "
-                      + GATEWAY_STREAM_RESPONSES[200].description),
-    400: _error("a route parameter is missing, repeated or not a channel segment, or the "
-                "gateway refused a parameter; details name it"),
+    200: ResponseSpec(
+        data_container=str,
+        media_type="text/event-stream",
+        generate_examples=False,
+        description="The gateway's stream, relayed as it comes. "
+        + GATEWAY_STREAM_RESPONSES[200].description,
+    ),
+    400: _error(
+        "a route parameter is missing, repeated or not a channel segment, or the "
+        "gateway refused a parameter; details name it"
+    ),
     502: _error("no gateway is reachable; see Retry-After"),
 }
-ROUTES_RESPONSES = {200: ResponseSpec(data_container=RouteTableBody, generate_examples=False,
-                                      description="The route table")}
+ROUTES_RESPONSES = {
+    200: ResponseSpec(
+        data_container=RouteTableBody, generate_examples=False, description="The route table"
+    )
+}
 DEV_TOKEN_RESPONSES = {
-    200: ResponseSpec(data_container=DevToken, generate_examples=False,
-                      description="A token for the dev user; also set as the session cookie"),
+    200: ResponseSpec(
+        data_container=DevToken,
+        generate_examples=False,
+        description="A token for the dev user; also set as the session cookie",
+    ),
     400: _error("the user parameter is missing"),
     404: _error("no such dev user"),
 }
 
 
 def _route_parameter(route: Route, name: str) -> Parameter:
-    return Parameter(name=name, param_in="query", required=True,
-                     schema={"type": "string", "pattern": _SEGMENT},
-                     description=f"Fills `{{{name}}}` in the channel `{route.template}`: 1-64 "
-                                 "of A-Z a-z 0-9 _ -. Required, given once: there are no "
-                                 "default ids.")
+    return Parameter(
+        name=name,
+        param_in="query",
+        required=True,
+        schema={"type": "string", "pattern": _SEGMENT},
+        description=f"Fills `{{{name}}}` in the channel `{route.template}`: 1-64 "
+        "of A-Z a-z 0-9 _ -. Required, given once: there are no "
+        "default ids.",
+    )
 
 
 def stream_operation(route: Route) -> type[Operation]:
@@ -119,22 +139,36 @@ class DevTokenOperation(Operation):
     """``GET /dev/token``: ``user`` is required and names one of the dev users."""
 
     def __post_init__(self) -> None:
-        self.parameters = [Parameter(
-            name="user", param_in="query", required=True,
-            schema={"type": "string", "enum": sorted(DEV_USERS)},
-            description="A built-in dev user: " + ", ".join(
-                f"{user} ({', '.join(spaces)})" for user, spaces in sorted(DEV_USERS.items())))]
+        self.parameters = [
+            Parameter(
+                name="user",
+                param_in="query",
+                required=True,
+                schema={"type": "string", "enum": sorted(DEV_USERS)},
+                description="A built-in dev user: "
+                + ", ".join(
+                    f"{user} ({', '.join(spaces)})" for user, spaces in sorted(DEV_USERS.items())
+                ),
+            )
+        ]
         if self.responses and "200" in self.responses:
-            self.responses["200"].headers = {"Set-Cookie": OpenAPIHeader(
-                schema={"type": "string"}, required=True,
-                description="logstream_session=<token>; HttpOnly; SameSite=Lax; Path=/")}
+            self.responses["200"].headers = {
+                "Set-Cookie": OpenAPIHeader(
+                    schema={"type": "string"},
+                    required=True,
+                    description="logstream_session=<token>; HttpOnly; SameSite=Lax; Path=/",
+                )
+            }
 
 
 def openapi_config(dev: bool) -> OpenAPIConfig:
-    schemes: dict[str, Any] = {name: scheme for name, scheme in SECURITY_SCHEMES.items()
-                               if name != "adminBearer"}
+    schemes: dict[str, Any] = {
+        name: scheme for name, scheme in SECURITY_SCHEMES.items() if name != "adminBearer"
+    }
     return OpenAPIConfig(
-        title="Logstream proxy", version=VERSION,
+        title="Logstream proxy",
+        version=VERSION,
         description="The product routes: each one streams one channel from a gateway."
         + (" Dev mode: `GET /dev/token` logs a dev user in." if dev else ""),
-        components=Components(security_schemes=schemes))
+        components=Components(security_schemes=schemes),
+    )

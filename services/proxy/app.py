@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import msgspec
@@ -23,8 +23,6 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.static_files import create_static_files_router
 
-from logstream.shared.stream_doc import STREAM_SECURITY
-from logstream.shared.api_doc import complete_document
 from logstream.services.proxy.api_doc import (
     DEV_TOKEN_RESPONSES,
     ROUTES_RESPONSES,
@@ -43,8 +41,10 @@ from logstream.services.proxy.passthrough import (
 )
 from logstream.services.proxy.routes import Route, RouteTable, load_routes
 from logstream.services.proxy.settings import Settings
+from logstream.shared.api_doc import complete_document
 from logstream.shared.errors import InvalidRequest, LogstreamError
 from logstream.shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
+from logstream.shared.stream_doc import STREAM_SECURITY
 from logstream.shared.user_tokens import DEV_USER_ROLES, UserTokens
 from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
@@ -93,12 +93,19 @@ def create_app(settings: Settings) -> Litestar:
     metrics = ProxyMetrics(service.registry, relays.relayed_bytes)
     pool = GatewayPool(settings.gateway_urls, metrics)
     proxy = _Proxy(settings, routes, service, pool, metrics, relays)
-    handlers = [*service_routes(), _page_handler(proxy), _routes_handler(proxy),
-                *(_stream_handler(route, proxy) for route in routes)]
+    handlers = [
+        *service_routes(),
+        _page_handler(proxy),
+        _routes_handler(proxy),
+        *(_stream_handler(route, proxy) for route in routes),
+    ]
     if settings.dev:
         handlers.append(_dev_token_handler(UserTokens(settings.user_token_secret)))
-    handlers.append(create_static_files_router(
-        path="/static", directories=[_STATIC], cache_control=CacheControlHeader(no_cache=True)))
+    handlers.append(
+        create_static_files_router(
+            path="/static", directories=[_STATIC], cache_control=CacheControlHeader(no_cache=True)
+        )
+    )
     app = Litestar(
         route_handlers=handlers,
         exception_handlers={UnknownDevUser: _not_found, **EXCEPTION_HANDLERS},
@@ -133,8 +140,14 @@ def _stream_handler(route: Route, proxy: _Proxy):
     async def stream_logs(request: Request) -> Response:
         query = {name: request.query_params.getall(name, []) for name in route.params}
         channel = route.channel_for(query)
-        return await open_stream(proxy.pool, request, channel, route=route.name,
-                                 relays=proxy.relays, metrics=proxy.metrics)
+        return await open_stream(
+            proxy.pool,
+            request,
+            channel,
+            route=route.name,
+            relays=proxy.relays,
+            metrics=proxy.metrics,
+        )
 
     params = ", ".join(route.params)
     return get(
@@ -154,8 +167,13 @@ def _stream_handler(route: Route, proxy: _Proxy):
 def _routes_handler(proxy: _Proxy):
     table = {"routes": [route.describe() for route in proxy.routes]}
 
-    @get(ROUTES_PATH, sync_to_thread=False, tags=["routes"], responses=ROUTES_RESPONSES,
-         summary="The route table: each product route, its parameters and its channel")
+    @get(
+        ROUTES_PATH,
+        sync_to_thread=False,
+        tags=["routes"],
+        responses=ROUTES_RESPONSES,
+        summary="The route table: each product route, its parameters and its channel",
+    )
     def route_table() -> dict:
         return table
 
@@ -180,27 +198,46 @@ def _page_handler(proxy: _Proxy):
 
 
 def _dev_token_handler(tokens: UserTokens):
-    @get("/dev/token", sync_to_thread=False, tags=["dev"], responses=DEV_TOKEN_RESPONSES,
-         summary="Issue a dev user token (dev mode only)", operation_class=DevTokenOperation)
+    @get(
+        "/dev/token",
+        sync_to_thread=False,
+        tags=["dev"],
+        responses=DEV_TOKEN_RESPONSES,
+        summary="Issue a dev user token (dev mode only)",
+        operation_class=DevTokenOperation,
+    )
     def dev_token(user: str | None = None) -> Response:
         """Returns ``{"token": ...}`` for a built-in dev user and sets the session cookie."""
         if not user:
-            raise InvalidRequest("query parameter 'user' is required (one of: "
-                                 + ", ".join(sorted(DEV_USERS)) + ")",
-                                 details=[{"parameter": "user", "problem": "missing"}])
+            raise InvalidRequest(
+                "query parameter 'user' is required (one of: " + ", ".join(sorted(DEV_USERS)) + ")",
+                details=[{"parameter": "user", "problem": "missing"}],
+            )
         if user not in DEV_USERS:
-            raise UnknownDevUser(f"no dev user {user[:64]!r} (one of: "
-                                 + ", ".join(sorted(DEV_USERS)) + ")",
-                                 details=[{"parameter": "user", "problem": "unknown"}])
+            raise UnknownDevUser(
+                f"no dev user {user[:64]!r} (one of: " + ", ".join(sorted(DEV_USERS)) + ")",
+                details=[{"parameter": "user", "problem": "unknown"}],
+            )
         workspaces = DEV_USERS[user]
         token = tokens.issue_dev(user)
-        cookie = Cookie(key=SESSION_COOKIE, value=token, path="/", httponly=True,
-                        samesite="lax", max_age=int(DEV_USER_TOKEN_TTL_S))
-        body = {"token": token, "user_id": user, "workspaces": list(workspaces),
-                "roles": list(DEV_USER_ROLES.get(user, ())),
-                "expires_in": int(DEV_USER_TOKEN_TTL_S)}
-        return Response(body, media_type=MediaType.JSON, cookies=[cookie],
-                        headers={"Cache-Control": "no-store"})
+        cookie = Cookie(
+            key=SESSION_COOKIE,
+            value=token,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            max_age=int(DEV_USER_TOKEN_TTL_S),
+        )
+        body = {
+            "token": token,
+            "user_id": user,
+            "workspaces": list(workspaces),
+            "roles": list(DEV_USER_ROLES.get(user, ())),
+            "expires_in": int(DEV_USER_TOKEN_TTL_S),
+        }
+        return Response(
+            body, media_type=MediaType.JSON, cookies=[cookie], headers={"Cache-Control": "no-store"}
+        )
 
     return dev_token
 

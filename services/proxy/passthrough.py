@@ -17,7 +17,7 @@ import itertools
 import logging
 import re
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 import jwt
@@ -39,9 +39,9 @@ from logstream.shared.identities import bearer_token
 
 __all__ = [
     "HEALTH_INTERVAL_S",
-    "OpenRelays",
     "SESSION_COOKIE",
     "GatewayPool",
+    "OpenRelays",
     "ProxyMetrics",
     "bad_gateway",
     "new_http_client",
@@ -96,15 +96,22 @@ class _RelayedBytes(Collector):
 
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry, relayed_bytes: Callable[[], int]) -> None:
-        self.streams_open = Gauge("logstream_proxy_streams_open", "streams being relayed",
-                                  ["route"], registry=registry)
-        self.requests = Counter("logstream_proxy_stream_requests_total",
-                                "stream requests by route and answered status",
-                                ["route", "status"], registry=registry)
+        self.streams_open = Gauge(
+            "logstream_proxy_streams_open", "streams being relayed", ["route"], registry=registry
+        )
+        self.requests = Counter(
+            "logstream_proxy_stream_requests_total",
+            "stream requests by route and answered status",
+            ["route", "status"],
+            registry=registry,
+        )
         registry.register(_RelayedBytes(relayed_bytes))
-        self.gateway_up = Gauge("logstream_proxy_gateway_up",
-                                "1 when the gateway answered its last health check",
-                                ["gateway"], registry=registry)
+        self.gateway_up = Gauge(
+            "logstream_proxy_gateway_up",
+            "1 when the gateway answered its last health check",
+            ["gateway"],
+            registry=registry,
+        )
 
 
 class GatewayPool:
@@ -161,8 +168,11 @@ class GatewayPool:
 
 
 def _credential(request: Request) -> str | None:
-    return (bearer_token(request.headers.get("authorization"))
-            or request.cookies.get(SESSION_COOKIE) or request.query_params.get("access_token"))
+    return (
+        bearer_token(request.headers.get("authorization"))
+        or request.cookies.get(SESSION_COOKIE)
+        or request.query_params.get("access_token")
+    )
 
 
 def _user_id(token: str | None) -> str | None:
@@ -184,8 +194,12 @@ def _upstream_request(base: str, request: Request, channel: Channel) -> httpx.Re
         if name == "last_event_id" and "last-event-id" in request.headers:
             continue
         params.extend((name, value) for value in request.query_params.getall(name, []))
-    headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity",
-               "User-Agent": "logstream-proxy", "X-Workspace-Id": channel.workspace}
+    headers = {
+        "Accept": "text/event-stream",
+        "Accept-Encoding": "identity",
+        "User-Agent": "logstream-proxy",
+        "X-Workspace-Id": channel.workspace,
+    }
     for name in ("authorization", "last-event-id"):
         if name in request.headers:
             headers[name] = request.headers[name]
@@ -203,8 +217,15 @@ def _upstream_request(base: str, request: Request, channel: Channel) -> httpx.Re
     return httpx.Request("GET", base + STREAM_PATH, params=params, headers=headers)
 
 
-async def open_stream(pool: GatewayPool, request: Request, channel: Channel, *, route: str,
-                      relays: OpenRelays, metrics: ProxyMetrics) -> Response:
+async def open_stream(
+    pool: GatewayPool,
+    request: Request,
+    channel: Channel,
+    *,
+    route: str,
+    relays: OpenRelays,
+    metrics: ProxyMetrics,
+) -> Response:
     """Open the channel's stream on a gateway and answer with it (or with the refusal)."""
     for base in pool.candidates():
         try:
@@ -216,17 +237,29 @@ async def open_stream(pool: GatewayPool, request: Request, channel: Channel, *, 
         metrics.requests.labels(route, str(upstream.status)).inc()
         if upstream.status != 200:
             return await _relay_refusal(upstream)
-        return StreamRelay(upstream, relays, open_gauge=metrics.streams_open.labels(route),
-                           route=route, channel=str(channel))
+        return StreamRelay(
+            upstream,
+            relays,
+            open_gauge=metrics.streams_open.labels(route),
+            route=route,
+            channel=str(channel),
+        )
     metrics.requests.labels(route, "502").inc()
     return bad_gateway()
 
 
 def bad_gateway() -> Response:
-    body = {"error": "bad_gateway", "message": "no log gateway is reachable; try again shortly",
-            "details": []}
-    return Response(body, status_code=502, media_type=MediaType.JSON,
-                    headers={"Retry-After": str(BAD_GATEWAY_RETRY_S)})
+    body = {
+        "error": "bad_gateway",
+        "message": "no log gateway is reachable; try again shortly",
+        "details": [],
+    }
+    return Response(
+        body,
+        status_code=502,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(BAD_GATEWAY_RETRY_S)},
+    )
 
 
 async def _relay_refusal(upstream: GatewayStream) -> Response:
@@ -239,14 +272,19 @@ async def _relay_refusal(upstream: GatewayStream) -> Response:
         if not isinstance(content, dict):
             raise ValueError("not an object")
     except (msgspec.DecodeError, ValueError):
-        content = {"error": "upstream_error", "details": [],
-                   "message": body[:500].decode(errors="replace")
-                   or upstream.reason.decode(errors="replace")}
+        content = {
+            "error": "upstream_error",
+            "details": [],
+            "message": body[:500].decode(errors="replace")
+            or upstream.reason.decode(errors="replace"),
+        }
     headers = {}
     for name in ("retry-after", "www-authenticate"):
-        values = [value.decode("latin-1") for key, value in upstream.headers
-                  if key == name.encode()]
+        values = [
+            value.decode("latin-1") for key, value in upstream.headers if key == name.encode()
+        ]
         if values:
             headers[name] = ", ".join(values)
-    return Response(content, status_code=upstream.status, headers=headers,
-                    media_type=MediaType.JSON)
+    return Response(
+        content, status_code=upstream.status, headers=headers, media_type=MediaType.JSON
+    )

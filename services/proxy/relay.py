@@ -29,8 +29,8 @@ from typing import Any
 from litestar import Response
 from prometheus_client import Gauge
 
-from logstream.shared.direct_write import DirectSink, chunk
 from logstream.services.proxy.upstream import GatewayStream
+from logstream.shared.direct_write import DirectSink, chunk
 from logstream.shared.sse import SSE_START_HEADERS, sse_frame
 from logstream.shared.web import RAW_SEND_KEY
 
@@ -93,8 +93,15 @@ class OpenRelays:
 class StreamRelay(Response):
     """A 200 ``text/event-stream`` answer whose body is the gateway stream's, byte for byte."""
 
-    def __init__(self, upstream: GatewayStream, relays: OpenRelays, *, open_gauge: Gauge,
-                 route: str, channel: str) -> None:
+    def __init__(
+        self,
+        upstream: GatewayStream,
+        relays: OpenRelays,
+        *,
+        open_gauge: Gauge,
+        route: str,
+        channel: str,
+    ) -> None:
         super().__init__(content=None, status_code=200, media_type="text/event-stream")
         self._upstream = upstream
         self._relays = relays
@@ -119,8 +126,7 @@ class StreamRelay(Response):
         self._open_gauge.inc()
         started = time.monotonic()
         try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": SSE_START_HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_START_HEADERS})
             self._sink = DirectSink.attach(scope.get(RAW_SEND_KEY), PUSH_BACKLOG_LIMIT)
             await self._copy(send)
         finally:
@@ -129,9 +135,15 @@ class StreamRelay(Response):
             self._upstream.close()
             self._relays.discard(self)
             self._open_gauge.dec()
-            log.info("stream relayed", extra={
-                "route": self._route, "channel": self._channel, "bytes": self.relayed,
-                "seconds": round(time.monotonic() - started, 3)})
+            log.info(
+                "stream relayed",
+                extra={
+                    "route": self._route,
+                    "channel": self._channel,
+                    "bytes": self.relayed,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
 
     async def _copy(self, send: Any) -> None:
         """Relay until the gateway ends, the proxy drains or the client leaves."""

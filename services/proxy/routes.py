@@ -18,15 +18,22 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Iterable, Mapping, Sequence
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-from logstream.shared.channels import DEFAULT_SERVICES, PREFIX, Channel, parse_channel, valid_segment
+from logstream.shared.channels import (
+    DEFAULT_SERVICES,
+    PREFIX,
+    Channel,
+    parse_channel,
+    valid_segment,
+)
 from logstream.shared.errors import InvalidChannel, InvalidRequest, SettingsError
 from logstream.shared.settings import env_name
 
@@ -35,8 +42,7 @@ __all__ = ["PACKAGED_ROUTES", "RESERVED_PATHS", "Route", "RouteTable", "load_rou
 # The Datashop routes shipped with the package; used when no routes_file is configured.
 PACKAGED_ROUTES = "routes.toml"
 # Paths the proxy serves itself; a configured route may not shadow them.
-RESERVED_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/dev/token",
-                            "/api/logs/routes"})
+RESERVED_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/dev/token", "/api/logs/routes"})
 _RESERVED_PREFIXES = ("/static/", "/schema")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", re.ASCII)
 # A URL path of plain segments: no query, fragment, placeholders or dot segments.
@@ -71,13 +77,17 @@ class Route:
         """The channel named by ``query`` (parameter -> the values given for it)."""
         values = {name: _one_value(name, query.get(name)) for name in self.params}
         # The template was checked at load; parse_channel still guards the built channel.
-        return parse_channel(_PARAM.sub(lambda m: values[m.group(1)], self.template),
-                             self.services)
+        return parse_channel(_PARAM.sub(lambda m: values[m.group(1)], self.template), self.services)
 
     def describe(self) -> dict[str, object]:
         """What the Logs page needs to build a form for this route."""
-        return {"name": self.name, "label": self.label, "path": self.path,
-                "channel": self.template, "params": list(self.params)}
+        return {
+            "name": self.name,
+            "label": self.label,
+            "path": self.path,
+            "channel": self.template,
+            "params": list(self.params),
+        }
 
 
 def _one_value(name: str, given: Sequence[str] | None) -> str:
@@ -154,8 +164,11 @@ def parse_routes(text: str, source: str, services: Iterable[str] = DEFAULT_SERVI
         if any(other.path == route.path for other in routes):
             raise _bad(source, f"{where}: path {route.path!r} appears more than once")
         if any(other.name == route.name for other in routes):
-            raise _bad(source, f"{where}: name {route.name!r} appears more than once "
-                               "(give each route its own `name`)")
+            raise _bad(
+                source,
+                f"{where}: name {route.name!r} appears more than once "
+                "(give each route its own `name`)",
+            )
         routes.append(route)
     return RouteTable(routes, source)
 
@@ -166,14 +179,22 @@ def _build_route(entry: _RouteEntry, services: frozenset[str]) -> Route:
     name = entry.name or entry.channel.split(":")[1]
     if not valid_segment(name):
         raise ValueError(f"name {name!r} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
-    return Route(path=entry.path, template=entry.channel, params=params, name=name,
-                 label=entry.label or name, services=services)
+    return Route(
+        path=entry.path,
+        template=entry.channel,
+        params=params,
+        name=name,
+        label=entry.label or name,
+        services=services,
+    )
 
 
 def _check_path(path: str) -> None:
     if not _PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
-        raise ValueError("path must be an absolute URL path such as /api/logs/stream "
-                         "(letters, digits, '-', '_', '.', '~' between slashes)")
+        raise ValueError(
+            "path must be an absolute URL path such as /api/logs/stream "
+            "(letters, digits, '-', '_', '.', '~' between slashes)"
+        )
     if path in RESERVED_PATHS or path.startswith(_RESERVED_PREFIXES):
         raise ValueError(f"path {path!r} is reserved for the proxy itself")
 
@@ -187,19 +208,24 @@ def _check_template(template: str, services: frozenset[str]) -> tuple[str, ...]:
         if match:
             params.append(match.group(1))
         elif "{" in segment or "}" in segment:
-            raise ValueError(f"channel template {template!r}: segment {segment!r} must be "
-                             "either literal or exactly one {parameter}")
+            raise ValueError(
+                f"channel template {template!r}: segment {segment!r} must be "
+                "either literal or exactly one {parameter}"
+            )
     if len(set(params)) != len(params):
         raise ValueError(f"channel template {template!r} names a parameter twice")
-    if segments[0] != PREFIX or len(segments) > 1 and _PARAM.fullmatch(segments[1]):
-        raise ValueError(f"channel template {template!r} must start with 'logs:<service>:' "
-                         "(the service is fixed by the route)")
+    if segments[0] != PREFIX or (len(segments) > 1 and _PARAM.fullmatch(segments[1])):
+        raise ValueError(
+            f"channel template {template!r} must start with 'logs:<service>:' "
+            "(the service is fixed by the route)"
+        )
     probe = _PARAM.sub(_PROBE_SEGMENT, template)
     try:
         parse_channel(probe, services)
     except InvalidChannel as exc:
-        raise ValueError(f"channel template {template!r} does not make a channel: "
-                         f"{exc.message}") from None
+        raise ValueError(
+            f"channel template {template!r} does not make a channel: {exc.message}"
+        ) from None
     return tuple(params)
 
 

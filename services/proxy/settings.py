@@ -23,8 +23,11 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         str, Meta(description="TOML route table (default: the packaged Datashop routes)")
     ] = ""
     jwt_secret: Annotated[
-        str, Meta(description="HS256 secret for /dev/token (dev mode only; the proxy issues "
-                              "no token in production and ignores it there)")
+        str,
+        Meta(
+            description="HS256 secret for /dev/token (dev mode only; the proxy issues "
+            "no token in production and ignores it there)"
+        ),
     ] = ""
 
     def check(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 import httptools
 import httpx
@@ -199,9 +199,12 @@ async def open_gateway_stream(request: httpx.Request) -> GatewayStream:
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await loop.create_connection(
-                lambda: stream, url.host, url.port or (443 if tls else 80),
+                lambda: stream,
+                url.host,
+                url.port or (443 if tls else 80),
                 ssl=_tls_context() if tls else None,
-                server_hostname=url.host if tls else None)
+                server_hostname=url.host if tls else None,
+            )
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise GatewayUnreachable(f"cannot connect to {url.host}:{url.port}: {exc!r}") from exc
     try:

@@ -8,8 +8,9 @@ so the Logs page shows something for them at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
@@ -47,9 +48,15 @@ class LogEvent(msgspec.Struct, frozen=True, kw_only=True):
         return self.channel.service
 
     def to_record(self, record_id: str, timestamp: str | int) -> PublishedRecord:
-        return PublishedRecord(channel=str(self.channel), message=self.message,
-                               level=self.level, timestamp=timestamp, source=self.source,
-                               fields=self.fields, id=record_id)
+        return PublishedRecord(
+            channel=str(self.channel),
+            message=self.message,
+            level=self.level,
+            timestamp=timestamp,
+            source=self.source,
+            fields=self.fields,
+            id=record_id,
+        )
 
 
 Emit = Callable[..., LogEvent]
@@ -59,8 +66,7 @@ def emitter(channel: Channel) -> Emit:
     """``emit(level, source, message, **fields)`` for one channel."""
 
     def emit(level: str, source: str, message: str, **fields: Any) -> LogEvent:
-        return LogEvent(channel=channel, level=level, message=message, source=source,
-                        fields=fields)
+        return LogEvent(channel=channel, level=level, message=message, source=source, fields=fields)
 
     return emit
 
@@ -123,39 +129,80 @@ class Catalog:
 
 DEFAULT_CATALOG = Catalog(
     workflows=(
-        WorkflowSpec("workspace123", "workflow456", "postgres.public", "orders-db.internal",
-                     ("orders", "order_items", "customers"),
-                     ("dedupe_customers", "normalize_currency"),
-                     ("analytics.fact_orders", "analytics.dim_customers"), weight=3.0),
-        WorkflowSpec("workspace123", "orders-daily-sync", "mysql.shop", "shop-mysql.internal",
-                     ("payments", "refunds"), ("join_payments_refunds",),
-                     ("analytics.fact_payments",)),
-        WorkflowSpec("workspace456", "inventory-snapshot", "postgres.inventory",
-                     "inventory-db.internal", ("stock_levels", "warehouses"),
-                     ("latest_stock_per_sku",), ("analytics.inventory_daily",),
-                     load_mode="overwrite partition"),
-        WorkflowSpec("workspace456", "marketing-attribution", "s3.raw-events",
-                     "s3.eu-west-1.amazonaws.com", ("clickstream", "campaigns"),
-                     ("sessionize_clicks", "attribute_last_touch"),
-                     ("marts.attribution",), load_mode="append", weight=1.0),
-        WorkflowSpec("acme-retail", "pos-ingest", "sqlserver.pos", "pos-sql.acme.local",
-                     ("transactions",), ("cast_quantities",), ("raw.pos_transactions",),
-                     load_mode="append", weight=1.0),
+        WorkflowSpec(
+            "workspace123",
+            "workflow456",
+            "postgres.public",
+            "orders-db.internal",
+            ("orders", "order_items", "customers"),
+            ("dedupe_customers", "normalize_currency"),
+            ("analytics.fact_orders", "analytics.dim_customers"),
+            weight=3.0,
+        ),
+        WorkflowSpec(
+            "workspace123",
+            "orders-daily-sync",
+            "mysql.shop",
+            "shop-mysql.internal",
+            ("payments", "refunds"),
+            ("join_payments_refunds",),
+            ("analytics.fact_payments",),
+        ),
+        WorkflowSpec(
+            "workspace456",
+            "inventory-snapshot",
+            "postgres.inventory",
+            "inventory-db.internal",
+            ("stock_levels", "warehouses"),
+            ("latest_stock_per_sku",),
+            ("analytics.inventory_daily",),
+            load_mode="overwrite partition",
+        ),
+        WorkflowSpec(
+            "workspace456",
+            "marketing-attribution",
+            "s3.raw-events",
+            "s3.eu-west-1.amazonaws.com",
+            ("clickstream", "campaigns"),
+            ("sessionize_clicks", "attribute_last_touch"),
+            ("marts.attribution",),
+            load_mode="append",
+            weight=1.0,
+        ),
+        WorkflowSpec(
+            "acme-retail",
+            "pos-ingest",
+            "sqlserver.pos",
+            "pos-sql.acme.local",
+            ("transactions",),
+            ("cast_quantities",),
+            ("raw.pos_transactions",),
+            load_mode="append",
+            weight=1.0,
+        ),
     ),
     functions=(
-        FunctionSpec("workspace123", "resize-thumbnails", "s3:ObjectCreated", memory_mb=1024,
-                     timeout_s=60),
+        FunctionSpec(
+            "workspace123", "resize-thumbnails", "s3:ObjectCreated", memory_mb=1024, timeout_s=60
+        ),
         FunctionSpec("workspace123", "stripe-webhook", "http POST /webhooks/stripe"),
-        FunctionSpec("workspace456", "send-digest-email", "schedule rate(1 hour)",
-                     weight=1.0),
-        FunctionSpec("acme-retail", "geo-enrich", "sqs orders-to-enrich", memory_mb=512,
-                     weight=1.0),
+        FunctionSpec("workspace456", "send-digest-email", "schedule rate(1 hour)", weight=1.0),
+        FunctionSpec(
+            "acme-retail", "geo-enrich", "sqs orders-to-enrich", memory_mb=512, weight=1.0
+        ),
     ),
     analytics=(
-        AnalyticsSpec("workspace123", "sales.events",
-                      ("daily_revenue_by_region", "top_skus_7d", "cohort_retention")),
-        AnalyticsSpec("workspace456", "inventory.snapshots",
-                      ("stockout_forecast", "warehouse_turnover"), weight=1.0),
+        AnalyticsSpec(
+            "workspace123",
+            "sales.events",
+            ("daily_revenue_by_region", "top_skus_7d", "cohort_retention"),
+        ),
+        AnalyticsSpec(
+            "workspace456",
+            "inventory.snapshots",
+            ("stockout_forecast", "warehouse_turnover"),
+            weight=1.0,
+        ),
         AnalyticsSpec("acme-retail", "pos.transactions", ("basket_analysis",), weight=0.5),
     ),
     platform=(("workspace123", 1.0), ("workspace456", 0.7), ("acme-retail", 0.4)),

@@ -17,19 +17,19 @@ import asyncio
 import contextlib
 import math
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from datetime import UTC, datetime
 
 import msgspec
 
-from logstream.shared.channels import parse_grant
-from logstream.shared.identities import DEV_SERVICE_TOKENS
-from logstream.shared.records import format_time
 from logstream.services.simulator.catalog import LogEvent
 from logstream.services.simulator.scenarios import Traffic
 from logstream.services.simulator.tally import Tally
+from logstream.shared.channels import parse_grant
+from logstream.shared.identities import DEV_SERVICE_TOKENS
 from logstream.shared.ingest_client import Transport, TransportFailed
+from logstream.shared.records import format_time
 
 __all__ = ["Batch", "Batcher", "RetryPolicy", "Simulation", "TokenBook", "new_run_id"]
 
@@ -69,7 +69,7 @@ class TokenBook:
     override: str | None = None
 
     @classmethod
-    def dev(cls, override: str | None = None) -> "TokenBook":
+    def dev(cls, override: str | None = None) -> TokenBook:
         book = {}
         for secret, grants in DEV_SERVICE_TOKENS.items():
             for grant in map(parse_grant, grants):
@@ -106,8 +106,9 @@ class Batcher:
     def add(self, service: str, record: bytes) -> Batch | None:
         records, size = self._open.setdefault(service, ([], [2]))
         full = None
-        if records and (len(records) >= self.max_records
-                        or size[0] + len(record) + 1 > self.max_bytes):
+        if records and (
+            len(records) >= self.max_records or size[0] + len(record) + 1 > self.max_bytes
+        ):
             full = Batch(service, records)
             records, size = self._open[service] = ([], [2])
         records.append(record)
@@ -115,8 +116,9 @@ class Batcher:
         return full
 
     def flush(self) -> list[Batch]:
-        batches = [Batch(service, records) for service, (records, _) in self._open.items()
-                   if records]
+        batches = [
+            Batch(service, records) for service, (records, _) in self._open.items() if records
+        ]
         self._open.clear()
         return batches
 
@@ -124,11 +126,18 @@ class Batcher:
 class Simulation:
     """One run: a transport, a traffic mix, tokens, and the tally of what happened."""
 
-    def __init__(self, transport: Transport, traffic: Traffic, *,
-                 tokens: TokenBook | None = None, run_id: str | None = None,
-                 retry: RetryPolicy = RetryPolicy(), tally: Tally | None = None,
-                 stop: asyncio.Event | None = None,
-                 progress_interval_s: float = PROGRESS_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        traffic: Traffic,
+        *,
+        tokens: TokenBook | None = None,
+        run_id: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        tally: Tally | None = None,
+        stop: asyncio.Event | None = None,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
+    ) -> None:
         self.transport, self.traffic = transport, traffic
         self.tokens = tokens or TokenBook.dev()
         self.run_id = run_id or new_run_id()
@@ -181,8 +190,7 @@ class Simulation:
 
     def _add(self, event: LogEvent) -> Batch | None:
         self._counter += 1
-        record = event.to_record(f"{self.run_id}-{self._counter}",
-                                 format_time(datetime.now(timezone.utc)))
+        record = event.to_record(f"{self.run_id}-{self._counter}", format_time(datetime.now(UTC)))
         return self._batcher.add(event.service, _ENCODE.encode(record))
 
     async def _flush(self) -> None:
@@ -200,8 +208,9 @@ class Simulation:
         try:
             await self._deliver(batch)
         except asyncio.CancelledError:
-            self.tally.fail(len(batch.records), "interrupted", "",
-                            "the run stopped before ingest answered")
+            self.tally.fail(
+                len(batch.records), "interrupted", "", "the run stopped before ingest answered"
+            )
             raise
         finally:
             self._slots.release()
@@ -221,8 +230,9 @@ class Simulation:
                     self.tally.fail(count, "transport", "", exc.message)
                     return
                 delay = self.retry.delay(attempt, None)
-                self.tally.retry("transport", "", exc.message, delay, attempt,
-                                 self.retry.max_attempts)
+                self.tally.retry(
+                    "transport", "", exc.message, delay, attempt, self.retry.max_attempts
+                )
             else:
                 self._answered = True
                 if reply.status == 202:
@@ -230,16 +240,31 @@ class Simulation:
                     accepted = accepted if isinstance(accepted, int) else count
                     self.tally.accept(min(accepted, count))
                     if accepted < count:  # the contract says all or nothing: say so if not
-                        self.tally.fail(count - accepted, "202", "partial",
-                                        f"ingest accepted {accepted} of {count} records")
+                        self.tally.fail(
+                            count - accepted,
+                            "202",
+                            "partial",
+                            f"ingest accepted {accepted} of {count} records",
+                        )
                     return
                 if reply.status not in (429, 503) or last:
-                    self.tally.fail(count, str(reply.status), reply.error, reply.message,
-                                    reply.body.get("details"))
+                    self.tally.fail(
+                        count,
+                        str(reply.status),
+                        reply.error,
+                        reply.message,
+                        reply.body.get("details"),
+                    )
                     return
                 delay = self.retry.delay(attempt, reply.retry_after)
-                self.tally.retry(str(reply.status), reply.error, reply.message, delay, attempt,
-                                 self.retry.max_attempts)
+                self.tally.retry(
+                    str(reply.status),
+                    reply.error,
+                    reply.message,
+                    delay,
+                    attempt,
+                    self.retry.max_attempts,
+                )
             await asyncio.sleep(delay)
 
     async def _drain(self) -> None:
@@ -274,5 +299,5 @@ class Simulation:
 async def _wait(event: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(event.wait(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

@@ -15,13 +15,13 @@ deduplicate each other in ingest.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
-from logstream.shared.channels import DEFAULT_SERVICES, Channel
 from logstream.services.simulator.catalog import DEFAULT_CATALOG, SEED_CHANNEL, Catalog, LogEvent
 from logstream.services.simulator.etl_runs import etl_runs
 from logstream.services.simulator.workloads import analytics_jobs, faas_invocations, platform_events
+from logstream.shared.channels import DEFAULT_SERVICES, Channel
 
 __all__ = ["SEED_CHANNEL", "LogEvent", "Traffic"]
 
@@ -37,8 +37,9 @@ def _lanes(rng: random.Random, catalog: Catalog, services: frozenset[str]) -> li
     """One lane per catalog entry, each with its own generator seeded from the master's."""
     lanes: list[_Lane] = []
 
-    def add(channel: Channel, weight: float,
-            make: Callable[[random.Random], Iterator[LogEvent]]) -> None:
+    def add(
+        channel: Channel, weight: float, make: Callable[[random.Random], Iterator[LogEvent]]
+    ) -> None:
         own = random.Random(rng.getrandbits(64))  # drawn even when filtered: stable streams
         if channel.service in services:
             lanes.append(_Lane(channel, weight, make(own)))
@@ -50,16 +51,20 @@ def _lanes(rng: random.Random, catalog: Catalog, services: frozenset[str]) -> li
     for job in catalog.analytics:
         add(job.channel, job.weight, lambda r, j=job: analytics_jobs(r, j))
     for workspace, weight in catalog.platform:
-        add(Channel("platform", workspace), weight,
-            lambda r, w=workspace: platform_events(r, w))
+        add(Channel("platform", workspace), weight, lambda r, w=workspace: platform_events(r, w))
     return lanes
 
 
 class Traffic:
     """An endless, reproducible mix of every lane's events (an iterator of ``LogEvent``)."""
 
-    def __init__(self, seed: int | None = None, *, services: Iterable[str] | None = None,
-                 catalog: Catalog = DEFAULT_CATALOG) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        *,
+        services: Iterable[str] | None = None,
+        catalog: Catalog = DEFAULT_CATALOG,
+    ) -> None:
         self.seed = seed if seed is not None else random.SystemRandom().getrandbits(32)
         self.services = frozenset(services) if services else DEFAULT_SERVICES
         unknown = self.services - DEFAULT_SERVICES
@@ -70,14 +75,13 @@ class Traffic:
         if not self._lanes:
             raise ValueError(f"the catalog has no channel of {', '.join(sorted(self.services))}")
         self._weights = [lane.weight for lane in self._lanes]
-        self._opening = next((lane for lane in self._lanes if lane.channel == SEED_CHANNEL),
-                             None)
+        self._opening = next((lane for lane in self._lanes if lane.channel == SEED_CHANNEL), None)
 
     @property
     def channels(self) -> list[Channel]:
         return [lane.channel for lane in self._lanes]
 
-    def __iter__(self) -> "Traffic":
+    def __iter__(self) -> Traffic:
         return self
 
     def __next__(self) -> LogEvent:

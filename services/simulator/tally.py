@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -44,8 +45,9 @@ class Tally:
         self.accepted += count
         self.by_status["202"] += count
 
-    def fail(self, count: int, status: str, code: str, message: str,
-             details: list[Any] | None = None) -> None:
+    def fail(
+        self, count: int, status: str, code: str, message: str, details: list[Any] | None = None
+    ) -> None:
         self.failed += count
         self.by_status[status] += count
         key = (status, code, message)
@@ -53,14 +55,17 @@ class Tally:
             self._seen.add(key)
             self.report("simulate: failed: " + _describe(status, code, message, details))
 
-    def retry(self, status: str, code: str, message: str, delay: float, attempt: int,
-              attempts: int) -> None:
+    def retry(
+        self, status: str, code: str, message: str, delay: float, attempt: int, attempts: int
+    ) -> None:
         self.retries += 1
         key = ("retry " + status, code, message)
         if key not in self._seen:
             self._seen.add(key)
-            self.report(f"simulate: retrying in {delay:.1f} s (attempt {attempt + 1} of "
-                        f"{attempts}, same ids) after " + _describe(status, code, message, None))
+            self.report(
+                f"simulate: retrying in {delay:.1f} s (attempt {attempt + 1} of "
+                f"{attempts}, same ids) after " + _describe(status, code, message, None)
+            )
 
     def abort(self, reason: str) -> None:
         """Stop the run: ingest cannot be reached. Said once, not again for each batch."""
@@ -74,14 +79,17 @@ class Tally:
         return self.accepted / elapsed if elapsed > 0 else 0.0
 
     def progress_line(self) -> str:
-        return (f"simulate: progress: sent {self.sent:,}, accepted {self.accepted:,}, "
-                f"failed {self.failed:,} ({self.rate():.1f} records/s)")
+        return (
+            f"simulate: progress: sent {self.sent:,}, accepted {self.accepted:,}, "
+            f"failed {self.failed:,} ({self.rate():.1f} records/s)"
+        )
 
     def summary_lines(self, *, via: str, run_id: str, seed: int) -> list[str]:
         elapsed = time.monotonic() - self.started
         state = " (interrupted)" if self.interrupted else ""
-        statuses = ", ".join(f"{status}={count:,}"
-                             for status, count in sorted(self.by_status.items()))
+        statuses = ", ".join(
+            f"{status}={count:,}" for status, count in sorted(self.by_status.items())
+        )
         lines = [
             f"simulate: sent {self.sent:,}, accepted {self.accepted:,}, failed {self.failed:,} "
             f"in {elapsed:.1f} s via {via}{state} (run {run_id}, seed {seed})",

@@ -9,8 +9,9 @@ reproduces the same stack.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Fault", "analytics_fault", "etl_fault", "faas_fault"]
 
@@ -51,7 +52,8 @@ def _runner_frames(step: str) -> list[Frame]:
 def _unique_violation(rng: random.Random, ctx: dict[str, str]) -> Fault:
     table = ctx.get("target", "analytics.fact_orders")
     key = table.rsplit(".", 1)[-1].removeprefix("fact_").removeprefix("dim_").rstrip("s") + "_id"
-    frames = _runner_frames("load") + [
+    frames = [
+        *_runner_frames("load"),
         ("/app/etl/steps/load.py", "write_batch", "execute_values(cursor, statement, rows)"),
         (f"{_SITE}/psycopg2/extras.py", "execute_values", "cur.execute(b''.join(parts))"),
     ]
@@ -64,10 +66,14 @@ def _unique_violation(rng: random.Random, ctx: dict[str, str]) -> Fault:
 
 def _connection_timeout(rng: random.Random, ctx: dict[str, str]) -> Fault:
     host = ctx.get("host", "orders-db.internal")
-    frames = _runner_frames("extract") + [
+    frames = [
+        *_runner_frames("extract"),
         ("/app/etl/sources/postgres.py", "connect", "return psycopg2.connect(self.dsn, **opts)"),
-        (f"{_SITE}/psycopg2/__init__.py", "connect",
-         "conn = _connect(dsn, connection_factory=connection_factory, **kwasync)"),
+        (
+            f"{_SITE}/psycopg2/__init__.py",
+            "connect",
+            "conn = _connect(dsn, connection_factory=connection_factory, **kwasync)",
+        ),
     ]
     address = f"10.{rng.randint(0, 31)}.{rng.randint(0, 255)}.{rng.randint(2, 250)}"
     message = (
@@ -79,9 +85,13 @@ def _connection_timeout(rng: random.Random, ctx: dict[str, str]) -> Fault:
 
 def _missing_column(rng: random.Random, ctx: dict[str, str]) -> Fault:
     column = rng.choice(["customer_id", "order_total", "region_code", "sku", "event_ts"])
-    frames = _runner_frames("transform") + [
-        ("/app/etl/transforms/normalize.py", "apply", f'frame["{column}"] = frame["{column}"]'
-         ".astype(\"string\").str.strip()"),
+    frames = [
+        *_runner_frames("transform"),
+        (
+            "/app/etl/transforms/normalize.py",
+            "apply",
+            f'frame["{column}"] = frame["{column}"].astype("string").str.strip()',
+        ),
         (f"{_SITE}/pandas/core/frame.py", "__getitem__", "indexer = self.columns.get_loc(key)"),
         (f"{_SITE}/pandas/core/indexes/base.py", "get_loc", "raise KeyError(key) from err"),
     ]
@@ -90,7 +100,8 @@ def _missing_column(rng: random.Random, ctx: dict[str, str]) -> Fault:
 
 def _bad_literal(rng: random.Random, ctx: dict[str, str]) -> Fault:
     value = rng.choice(["N/A", "", "12,5", "unknown", "1.0e"])
-    frames = _runner_frames("transform") + [
+    frames = [
+        *_runner_frames("transform"),
         ("/app/etl/transforms/cast.py", "apply", "return [self.cast(row) for row in rows]"),
         ("/app/etl/transforms/cast.py", "cast", 'row["quantity"] = int(row["quantity"])'),
     ]
@@ -110,50 +121,81 @@ def _bad_image(rng: random.Random, ctx: dict[str, str]) -> Fault:
     frames = [
         ("/var/runtime/bootstrap.py", "handle_event", "response = handler(event, context)"),
         ("/var/task/handler.py", "handle", "image = Image.open(io.BytesIO(body))"),
-        (f"{_SITE}/PIL/Image.py", "open", 'raise UnidentifiedImageError(msg)'),
+        (f"{_SITE}/PIL/Image.py", "open", "raise UnidentifiedImageError(msg)"),
     ]
-    return _render(rng, frames, "PIL.UnidentifiedImageError",
-                   f"cannot identify image file <_io.BytesIO object> ({name})")
+    return _render(
+        rng,
+        frames,
+        "PIL.UnidentifiedImageError",
+        f"cannot identify image file <_io.BytesIO object> ({name})",
+    )
 
 
 def _bad_json(rng: random.Random, ctx: dict[str, str]) -> Fault:
     frames = [
         ("/var/runtime/bootstrap.py", "handle_event", "response = handler(event, context)"),
         ("/var/task/handler.py", "handle", 'payload = json.loads(event["body"])'),
-        ("/usr/local/lib/python3.11/json/__init__.py", "loads",
-         "return _default_decoder.decode(s)"),
-        ("/usr/local/lib/python3.11/json/decoder.py", "raw_decode",
-         'raise JSONDecodeError("Expecting value", s, err.value) from None'),
+        (
+            "/usr/local/lib/python3.11/json/__init__.py",
+            "loads",
+            "return _default_decoder.decode(s)",
+        ),
+        (
+            "/usr/local/lib/python3.11/json/decoder.py",
+            "raw_decode",
+            'raise JSONDecodeError("Expecting value", s, err.value) from None',
+        ),
     ]
     column = rng.randint(1, 80)
-    return _render(rng, frames, "json.decoder.JSONDecodeError",
-                   f"Expecting value: line 1 column {column} (char {column - 1})")
+    return _render(
+        rng,
+        frames,
+        "json.decoder.JSONDecodeError",
+        f"Expecting value: line 1 column {column} (char {column - 1})",
+    )
 
 
 def _arrow_memory(rng: random.Random, ctx: dict[str, str]) -> Fault:
     frames = [
         ("/app/analytics/jobs/executor.py", "run_stage", "table = stage.materialize(batches)"),
-        ("/app/analytics/jobs/aggregate.py", "materialize",
-         "return pa.Table.from_batches(batches).group_by(keys).aggregate(aggs)"),
-        (f"{_SITE}/pyarrow/table.pxi", "pyarrow.lib.TableGroupBy.aggregate",
-         "return self._table._aggregate(...)"),
-        (f"{_SITE}/pyarrow/error.pxi", "pyarrow.lib.check_status",
-         "raise ArrowMemoryError(message)"),
+        (
+            "/app/analytics/jobs/aggregate.py",
+            "materialize",
+            "return pa.Table.from_batches(batches).group_by(keys).aggregate(aggs)",
+        ),
+        (
+            f"{_SITE}/pyarrow/table.pxi",
+            "pyarrow.lib.TableGroupBy.aggregate",
+            "return self._table._aggregate(...)",
+        ),
+        (
+            f"{_SITE}/pyarrow/error.pxi",
+            "pyarrow.lib.check_status",
+            "raise ArrowMemoryError(message)",
+        ),
     ]
     size = rng.randint(64, 900)
-    return _render(rng, frames, "pyarrow.lib.ArrowMemoryError",
-                   f"malloc of size {size * 1_048_576} failed")
+    return _render(
+        rng, frames, "pyarrow.lib.ArrowMemoryError", f"malloc of size {size * 1_048_576} failed"
+    )
 
 
 def _cancelled_query(rng: random.Random, ctx: dict[str, str]) -> Fault:
     frames = [
         ("/app/analytics/jobs/executor.py", "run_stage", "rows = await self.warehouse.fetch(sql)"),
         ("/app/analytics/warehouse.py", "fetch", "return await cursor.fetchall()"),
-        (f"{_SITE}/asyncpg/connection.py", "fetch",
-         "return await self._execute(query, args, 0, timeout)"),
+        (
+            f"{_SITE}/asyncpg/connection.py",
+            "fetch",
+            "return await self._execute(query, args, 0, timeout)",
+        ),
     ]
-    return _render(rng, frames, "asyncpg.exceptions.QueryCanceledError",
-                   "canceling statement due to statement timeout")
+    return _render(
+        rng,
+        frames,
+        "asyncpg.exceptions.QueryCanceledError",
+        "canceling statement due to statement timeout",
+    )
 
 
 _ETL: dict[str, tuple[Callable[[random.Random, dict[str, str]], Fault], ...]] = {

@@ -16,10 +16,18 @@ from tests.support.up_process import Up
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless in a container: no sandbox (no user namespaces), and nothing that phones home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                 "--disable-backgrounding-occluded-windows"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
 # Bounds a failing wait; a passing one returns as soon as the condition holds.
 WAIT_MS = 15_000
 VIEWPORT = {"width": 1440, "height": 900}
@@ -48,8 +56,9 @@ async def browser():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     playwright_api = pytest.importorskip("playwright.async_api")
     async with playwright_api.async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                                    headless=True)
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         playwright_api.expect.set_options(timeout=WAIT_MS)
         yield chromium
         await chromium.close()
@@ -114,10 +123,14 @@ def screenshot(screenshot_dir, request):
 @pytest.fixture
 def publish(stack):
     """``await publish(records, token=...)``: through the real ingest; returns the seqs."""
+
     async def send(records: list[dict], token: str = "l5-etl-token") -> list[int]:
         async with httpx.AsyncClient(timeout=15) as client:
-            answer = await client.post(f"{stack.ingest.url}/api/logs/publish", json=records,
-                                       headers={"Authorization": f"Bearer {token}"})
+            answer = await client.post(
+                f"{stack.ingest.url}/api/logs/publish",
+                json=records,
+                headers={"Authorization": f"Bearer {token}"},
+            )
         assert answer.status_code == 202, answer.text
         return answer.json()["seqs"]
 
@@ -131,8 +144,10 @@ def gateway_stats(stack):
 
     async def read() -> dict:
         async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.get(f"{stack.gateway.url}/admin/logs/stats",
-                                      headers={"Authorization": f"Bearer {token}"})
+            answer = await client.get(
+                f"{stack.gateway.url}/admin/logs/stats",
+                headers={"Authorization": f"Bearer {token}"},
+            )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -149,7 +164,7 @@ class LogsPage:
         self.error = tab.get_by_test_id("connection-error")
         self.rows = tab.get_by_test_id("log-row")
 
-    async def open(self, **query: str) -> "LogsPage":
+    async def open(self, **query: str) -> LogsPage:
         """Load the page (with ``query`` in its URL) and wait until it has signed in."""
         await self.tab.goto(f"{self.base_url}/?{httpx.QueryParams(query)}")
         await self.tab.wait_for_selector("html[data-ready=true]")
@@ -163,6 +178,7 @@ class LogsPage:
 
     async def wait_state(self, state: str) -> None:
         from playwright.async_api import expect
+
         await expect(self.status).to_have_attribute("data-state", state)
         await expect(self.status).to_have_text(state)
 
@@ -170,17 +186,21 @@ class LogsPage:
         """Until every seq in ``seqs`` has a row."""
         await self.tab.wait_for_function(
             """seqs => seqs.every(s => document.querySelector(
-                   `[data-testid="log-row"][data-seq="${s}"]`))""", arg=seqs)
+                   `[data-testid="log-row"][data-seq="${s}"]`))""",
+            arg=seqs,
+        )
 
     async def seqs(self) -> list[int]:
         """The data-seq of every row in the DOM, top to bottom (duplicates included)."""
         return await self.tab.eval_on_selector_all(
-            '[data-testid="log-row"]', "rows => rows.map(r => Number(r.dataset.seq))")
+            '[data-testid="log-row"]', "rows => rows.map(r => Number(r.dataset.seq))"
+        )
 
 
 @pytest.fixture
 def logs_page(stack):
     """``await logs_page(tab, **query)``: the Logs page opened in ``tab``."""
+
     async def open_page(tab, **query: str) -> LogsPage:
         return await LogsPage(tab, stack.proxy.url).open(**query)
 
@@ -189,8 +209,10 @@ def logs_page(stack):
 
 def make_records(channel: str, count: int, tag: str, level: str = "info") -> list[dict]:
     """``count`` distinct records for ``channel``, messages ``<tag> #<n>``."""
-    return [{"channel": channel, "level": level, "source": "etl.test",
-             "message": f"{tag} #{index}"} for index in range(count)]
+    return [
+        {"channel": channel, "level": level, "source": "etl.test", "message": f"{tag} #{index}"}
+        for index in range(count)
+    ]
 
 
 @pytest.fixture

@@ -75,8 +75,10 @@ class Publisher:
             ingest = self.ingests[target % len(self.ingests)]
             try:
                 answer = await self.client.post(
-                    ingest + "/api/logs/publish", json=record,
-                    headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+                    ingest + "/api/logs/publish",
+                    json=record,
+                    headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+                )
                 if answer.status_code == 202:
                     self.accepted.append((answer.json()["seqs"][0], message))
                     self.acked_at.append(time.monotonic())
@@ -109,8 +111,9 @@ class Subscriber:
         self.received: list[tuple[int, str]] = []
         self.last_id: str | None = None
         self.opens = 0
-        self.task = asyncio.create_task(self._run(client, url, {
-            "workspace_id": "workspace123", "workflow_id": workflow}))
+        self.task = asyncio.create_task(
+            self._run(client, url, {"workspace_id": "workspace123", "workflow_id": workflow})
+        )
 
     async def _run(self, client, url: str, params: dict) -> None:
         while True:
@@ -118,8 +121,9 @@ class Subscriber:
             if self.last_id is not None:
                 headers["Last-Event-ID"] = self.last_id
             try:
-                async with aconnect_sse(client, "GET", url, params=params,
-                                        headers=headers) as source:
+                async with aconnect_sse(
+                    client, "GET", url, params=params, headers=headers
+                ) as source:
                     status = source.response.status_code
                     assert status in (200, *RETRIED_STATUSES), await source.response.aread()
                     if status == 200:
@@ -178,11 +182,13 @@ async def stream_leader(cluster: EmbeddedCluster, *, settled: bool):
             try:
                 info = await client.jetstream(timeout=2).stream_info(STREAM_NAME)
                 replicas = info.cluster.replicas or []
-                if info.cluster.leader and (not settled or (
-                        len(replicas) == NODES - 1 and all(r.current for r in replicas))):
-                    return next(node for node in cluster.nodes
-                                if node.server_name == info.cluster.leader)
-            except (asyncio.TimeoutError, nats.errors.Error):
+                if info.cluster.leader and (
+                    not settled or (len(replicas) == NODES - 1 and all(r.current for r in replicas))
+                ):
+                    return next(
+                        node for node in cluster.nodes if node.server_name == info.cluster.leader
+                    )
+            except (TimeoutError, nats.errors.Error):
                 pass  # no leader yet, or the node asked is the dead one: ask again
             assert time.monotonic() < deadline, "LOGS had no settled leader in time"
             await asyncio.sleep(0.2)
@@ -193,8 +199,9 @@ async def stream_leader(cluster: EmbeddedCluster, *, settled: bool):
 @pytest.fixture
 def cluster(tmp_path):
     ports = distinct_free_ports(2 * NODES)
-    running = EmbeddedCluster(ports=ports[:NODES], cluster_ports=ports[NODES:],
-                              store_dir=tmp_path / "nats").start()
+    running = EmbeddedCluster(
+        ports=ports[:NODES], cluster_ports=ports[NODES:], store_dir=tmp_path / "nats"
+    ).start()
     yield running
     running.kill()
 
@@ -203,12 +210,19 @@ def cluster(tmp_path):
 def services(cluster, log_dir):
     """Two ingests (R3), two gateways, and the proxy in front of both gateways; started at
     once, since most of a start is importing."""
-    ingests = [ServiceProcess("ingest", nats_url=cluster.url, log_dir=log_dir,
-                              args=["--stream-replicas", str(NODES)]) for _ in range(2)]
-    gateways = [ServiceProcess("gateway", nats_url=cluster.url, log_dir=log_dir)
-                for _ in range(2)]
-    proxy = ServiceProcess("proxy", nats_url=cluster.url, log_dir=log_dir, args=[
-        "--gateway-url", ",".join(gateway.url for gateway in gateways)])
+    ingests = [
+        ServiceProcess(
+            "ingest", nats_url=cluster.url, log_dir=log_dir, args=["--stream-replicas", str(NODES)]
+        )
+        for _ in range(2)
+    ]
+    gateways = [ServiceProcess("gateway", nats_url=cluster.url, log_dir=log_dir) for _ in range(2)]
+    proxy = ServiceProcess(
+        "proxy",
+        nats_url=cluster.url,
+        log_dir=log_dir,
+        args=["--gateway-url", ",".join(gateway.url for gateway in gateways)],
+    )
     everything = [*ingests, *gateways, proxy]
     try:
         # The first ingest creates LOGS alone: two creating it at once on a cluster that has
@@ -232,15 +246,17 @@ async def kill_and_restart(service: ServiceProcess, client, publisher: Publisher
 
 
 async def test_records_acked_through_node_gateway_and_ingest_kills_reach_every_subscriber_once(
-        cluster, services, unique_id):
+    cluster, services, unique_id
+):
     ingests, gateways, proxy = services
     channel = f"logs:etl:workspace123:{unique_id}"
     timeout = httpx.Timeout(5, read=WAIT_S)
     async with httpx.AsyncClient(timeout=timeout) as client:
         for service in [*ingests, *gateways, proxy]:
             await wait_ready(service)
-        subscribers = [Subscriber(client, proxy.url + ETL_ROUTE, unique_id)
-                       for _ in range(SUBSCRIBERS)]
+        subscribers = [
+            Subscriber(client, proxy.url + ETL_ROUTE, unique_id) for _ in range(SUBSCRIBERS)
+        ]
         tasks = [s.task for s in subscribers]
         try:
             await until(lambda: all(s.opens for s in subscribers), "open streams", *tasks)
@@ -260,8 +276,11 @@ async def test_records_acked_through_node_gateway_and_ingest_kills_reach_every_s
 
             await publisher.stop()
             last = publisher.accepted[-1][0]
-            await until(lambda: all(s.holds(last) for s in subscribers),
-                        "delivery of every acked record", *(s.task for s in subscribers))
+            await until(
+                lambda: all(s.holds(last) for s in subscribers),
+                "delivery of every acked record",
+                *(s.task for s in subscribers),
+            )
         finally:
             for task in tasks:
                 task.cancel()
@@ -269,15 +288,18 @@ async def test_records_acked_through_node_gateway_and_ingest_kills_reach_every_s
 
     expected = sorted(publisher.accepted)
     pause = publisher.longest_pause()
-    print(f"\ncluster faults: {len(expected)} records acked, {publisher.retries} retries, "
-          f"longest pause between 202s {pause:.2f}s, stream reopens "
-          f"{[s.opens for s in subscribers]}")
+    print(
+        f"\ncluster faults: {len(expected)} records acked, {publisher.retries} retries, "
+        f"longest pause between 202s {pause:.2f}s, stream reopens "
+        f"{[s.opens for s in subscribers]}"
+    )
     ledger.account(
         f"3-node cluster R3, 2 ingests, 2 gateways, {SUBSCRIBERS} subscribers via the proxy; "
         f"leader node, gateway, ingest killed -9 and restarted; longest publish pause "
         f"{pause:.2f}s",
         [(i, seq) for i in range(SUBSCRIBERS) for seq, _ in expected],
-        [(i, seq) for i, s in enumerate(subscribers) for seq, _ in s.received])
+        [(i, seq) for i, s in enumerate(subscribers) for seq, _ in s.received],
+    )
     assert [seq for seq, _ in expected] == [seq for seq, _ in publisher.accepted]  # in order
     assert len({seq for seq, _ in expected}) == len(expected)  # one seq per record
     for subscriber in subscribers:

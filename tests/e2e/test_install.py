@@ -46,12 +46,13 @@ def test_installed_package_ships_the_proxy_page_and_route_table():
     missing = [name for name in PACKAGED_FILES if name not in installed]
 
     assert not missing, f"not installed by pip install .: {missing}"
-    assert any(ep.name == "logstream" and ep.group == "console_scripts"
-               for ep in dist.entry_points)
+    assert any(ep.name == "logstream" and ep.group == "console_scripts" for ep in dist.entry_points)
 
 
-@pytest.mark.skipif(os.environ.get("LOGSTREAM_TEST_INSTALL") != "1",
-                    reason="builds a wheel (slow): set LOGSTREAM_TEST_INSTALL=1")
+@pytest.mark.skipif(
+    os.environ.get("LOGSTREAM_TEST_INSTALL") != "1",
+    reason="builds a wheel (slow): set LOGSTREAM_TEST_INSTALL=1",
+)
 def test_wheel_ships_the_proxy_page_and_route_table(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
@@ -59,14 +60,28 @@ def test_wheel_ships_the_proxy_page_and_route_table(tmp_path):
         original = REPO / name
         assert original.exists(), f"{name} is missing: pip install . needs it"
         if original.is_dir():
-            shutil.copytree(original, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                original, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(original, source / name)
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-                    "--disable-pip-version-check", str(source), "-w", str(tmp_path / "dist")],
-                   check=True, timeout=WHEEL_TIMEOUT_S)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(source),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        timeout=WHEEL_TIMEOUT_S,
+    )
 
     wheel = next((tmp_path / "dist").glob("logstream-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -52,8 +52,10 @@ async def test_the_sse_parser_handles_split_lines_crlf_comments_and_multiline_da
       }
       return { out, retry: parser.retryMs, comments: parser.comments };
     }""")
-    assert events["out"] == [{"type": "log", "data": '{"a":\n1}', "id": "7"},
-                             {"type": "message", "data": "x", "id": "7"}]
+    assert events["out"] == [
+        {"type": "log", "data": '{"a":\n1}', "id": "7"},
+        {"type": "message", "data": "x", "id": "7"},
+    ]
     assert events["retry"] == 2000 and events["comments"] == 1
 
 
@@ -138,10 +140,12 @@ async def test_a_server_error_is_retried_with_backoff_and_a_403_is_final(module_
 
 
 async def test_the_client_resumes_after_its_last_event_id_on_the_real_stack(
-        module_page, publish, records, unique_id):
+    module_page, publish, records, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     seqs = await publish(records(channel, 5, "resume"))
-    got = await module_page.evaluate("""async ([workflow, after, last]) => {
+    got = await module_page.evaluate(
+        """async ([workflow, after, last]) => {
       await fetch('/dev/token?user=user123');
       const { LogsSseClient } = await import('/static/logs-sse-client.js');
       const client = new LogsSseClient({ lastEventId: String(after),
@@ -155,7 +159,9 @@ async def test_the_client_resumes_after_its_last_event_id_on_the_real_stack(
       await done;
       client.stop();
       return seen;
-    }""", [unique_id, seqs[1], seqs[-1]])
+    }""",
+        [unique_id, seqs[1], seqs[-1]],
+    )
     assert got == seqs[2:]
 
 
@@ -203,12 +209,14 @@ window.miniReact = () => {
 """
 
 
-async def test_the_react_hook_adapter_follows_a_real_stream(module_page, publish, records,
-                                                            unique_id):
+async def test_the_react_hook_adapter_follows_a_real_stream(
+    module_page, publish, records, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     earlier = await publish(records(channel, 3, "hook"))
     await module_page.evaluate(MINI_REACT)
-    got = await module_page.evaluate("""async ([workflow, last]) => {
+    got = await module_page.evaluate(
+        """async ([workflow, last]) => {
       await fetch('/dev/token?user=user123');
       const { createLogsSubscriptionHook } = await import('/static/use-logs-subscription.js');
       const react = miniReact();
@@ -227,7 +235,9 @@ async def test_the_react_hook_adapter_follows_a_real_stream(module_page, publish
       const after = window.lastRender.state;
       react.unmount();
       return { seqs: result.records.map((r) => r.seq), states, after };
-    }""", [unique_id, earlier[-1]])
+    }""",
+        [unique_id, earlier[-1]],
+    )
     assert got["seqs"] == earlier
     assert got["states"][0] == "DISCONNECTED" and "CONNECTED" in got["states"]
     assert got["after"] == "DISCONNECTED"

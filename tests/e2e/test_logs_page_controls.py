@@ -17,33 +17,40 @@ def etl_query(workflow: str) -> dict[str, str]:
 
 
 def mixed_levels(channel: str) -> list[dict]:
-    steps = [("debug", "Opened a connection to the warehouse"),
-             ("info", "Loaded batch 1 of 3"),
-             ("warn", "Batch 2 is slow: 12 s"),
-             ("error", "Batch 3 failed: deadlock detected"),
-             ("info", "Retried batch 3"),
-             ("fatal", "Worker crashed after batch 3")]
-    return [{"channel": channel, "level": level, "source": "etl.load", "message": message}
-            for level, message in steps]
+    steps = [
+        ("debug", "Opened a connection to the warehouse"),
+        ("info", "Loaded batch 1 of 3"),
+        ("warn", "Batch 2 is slow: 12 s"),
+        ("error", "Batch 3 failed: deadlock detected"),
+        ("info", "Retried batch 3"),
+        ("fatal", "Worker crashed after batch 3"),
+    ]
+    return [
+        {"channel": channel, "level": level, "source": "etl.load", "message": message}
+        for level, message in steps
+    ]
 
 
 async def shown_seqs(page) -> list[int]:
     return await page.eval_on_selector_all(
-        '[data-testid="log-row"]:not([hidden])', "rows => rows.map(r => Number(r.dataset.seq))")
+        '[data-testid="log-row"]:not([hidden])', "rows => rows.map(r => Number(r.dataset.seq))"
+    )
 
 
 async def test_the_url_query_chooses_the_service_and_ids_and_the_form_can_change_them(
-        page, logs_page, publish, unique_id):
-    logs = await logs_page(page, service="faas", workspace_id="workspace123",
-                           function_id=unique_id)
+    page, logs_page, publish, unique_id
+):
+    logs = await logs_page(page, service="faas", workspace_id="workspace123", function_id=unique_id)
     await expect(page.get_by_test_id("service-select")).to_have_value("faas")
     await expect(page.get_by_test_id("workspace-input")).to_have_value("workspace123")
     await expect(page.get_by_test_id("resource-input")).to_have_value(unique_id)
     await expect(page.locator("#resource-label")).to_have_text("Function ID")
     await logs.connect()
     await logs.wait_state("CONNECTED")
-    seqs = await publish([{"channel": f"logs:faas:workspace123:{unique_id}",
-                           "message": "cold start in 412 ms"}], token="faas-token")
+    seqs = await publish(
+        [{"channel": f"logs:faas:workspace123:{unique_id}", "message": "cold start in 412 ms"}],
+        token="faas-token",
+    )
     await logs.wait_rows(seqs)
 
     await page.get_by_test_id("service-select").select_option("analytics")
@@ -58,7 +65,8 @@ async def test_the_url_query_chooses_the_service_and_ids_and_the_form_can_change
 
 
 async def test_the_level_filter_and_the_search_apply_as_you_type(
-        page, logs_page, publish, screenshot, unique_id):
+    page, logs_page, publish, screenshot, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id))
     await logs.connect()
@@ -79,8 +87,12 @@ async def test_the_level_filter_and_the_search_apply_as_you_type(
     await search.press("Backspace")
     await search.press("Backspace")  # "batch": as you type, no button to press
     await expect(page.get_by_test_id("row-count")).to_have_attribute("data-shown", "3")
-    live = await publish([{"channel": channel, "level": "error", "message": "Batch 4 lost"},
-                          {"channel": channel, "level": "info", "message": "Batch 5 done"}])
+    live = await publish(
+        [
+            {"channel": channel, "level": "error", "message": "Batch 4 lost"},
+            {"channel": channel, "level": "info", "message": "Batch 5 done"},
+        ]
+    )
     await logs.wait_rows(live)
     # New rows are filtered too: the info one is below the level.
     assert await shown_seqs(page) == [seqs[2], seqs[3], seqs[5], live[0]]
@@ -92,7 +104,8 @@ async def test_the_level_filter_and_the_search_apply_as_you_type(
 
 
 async def test_pause_counts_new_rows_and_resume_scrolls_to_them(
-        page, logs_page, publish, records, screenshot, unique_id):
+    page, logs_page, publish, records, screenshot, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id))
     await logs.connect()
@@ -125,7 +138,8 @@ async def at_bottom(page) -> bool:
 
 
 async def test_download_saves_the_shown_rows_as_ndjson_and_clear_empties_the_list(
-        page, logs_page, publish, unique_id):
+    page, logs_page, publish, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id))
     await logs.connect()
@@ -170,8 +184,7 @@ async def test_the_page_is_usable_from_the_keyboard(page, logs_page, publish, un
     await page.keyboard.press("ArrowUp")
     await page.keyboard.press("ArrowUp")
     await page.keyboard.press("Enter")
-    await expect(logs.row(seqs[3]).locator(".row-line")).to_have_attribute("aria-expanded",
-                                                                           "true")
+    await expect(logs.row(seqs[3]).locator(".row-line")).to_have_attribute("aria-expanded", "true")
     await expect(logs.row(seqs[3]).locator(".details")).to_contain_text(channel)
     await page.keyboard.press("Enter")  # and closes again
     await expect(logs.row(seqs[3]).locator(".details")).to_be_hidden()
@@ -179,7 +192,8 @@ async def test_the_page_is_usable_from_the_keyboard(page, logs_page, publish, un
 
 
 async def test_an_anonymous_visitor_is_refused_with_401_and_told_why(
-        page, logs_page, screenshot, unique_id):
+    page, logs_page, screenshot, unique_id
+):
     logs = await logs_page(page, **etl_query(unique_id))
     await page.get_by_test_id("user-select").select_option("")  # no user: no credential
     await logs.connect()
@@ -195,8 +209,9 @@ async def test_an_anonymous_visitor_is_refused_with_401_and_told_why(
     await expect(logs.error).to_be_hidden()
 
 
-async def test_the_page_follows_a_dark_color_scheme(new_context, logs_page, publish, screenshot,
-                                                     unique_id):
+async def test_the_page_follows_a_dark_color_scheme(
+    new_context, logs_page, publish, screenshot, unique_id
+):
     context = await new_context(color_scheme="dark")
     page = await context.new_page()
     channel = f"logs:etl:workspace123:{unique_id}"
@@ -212,18 +227,25 @@ async def test_the_page_follows_a_dark_color_scheme(new_context, logs_page, publ
 
 
 async def test_a_level_in_the_url_is_asked_of_the_server_so_lower_records_never_arrive(
-        page, logs_page, publish, unique_id):
+    page, logs_page, publish, unique_id
+):
     streams: list[str] = []
-    page.on("request", lambda request: streams.append(request.url)
-            if "/sse/logs/stream" in request.url else None)
+    page.on(
+        "request",
+        lambda request: streams.append(request.url) if "/sse/logs/stream" in request.url else None,
+    )
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id), level="error")
     await expect(page.get_by_test_id("level-filter")).to_have_value("error")
     await logs.connect()
     await logs.wait_state("CONNECTED")
     assert streams and all("level=error" in url for url in streams), streams
-    info, error = await publish([{"channel": channel, "level": "info", "message": "all good"},
-                                 {"channel": channel, "level": "error", "message": "disk full"}])
+    info, error = await publish(
+        [
+            {"channel": channel, "level": "info", "message": "all good"},
+            {"channel": channel, "level": "error", "message": "disk full"},
+        ]
+    )
     await logs.wait_rows([error])
     # Records arrive in seq order, so the info one (published first) would be here by now:
     # it is not in the page at all, not even as a hidden row.
@@ -238,17 +260,22 @@ async def test_a_level_in_the_url_is_asked_of_the_server_so_lower_records_never_
     assert "level=" not in streams[-1], streams
 
 
-async def test_a_search_in_the_url_is_asked_of_the_server_as_q(page, logs_page, publish,
-                                                               unique_id):
+async def test_a_search_in_the_url_is_asked_of_the_server_as_q(page, logs_page, publish, unique_id):
     streams: list[str] = []
-    page.on("request", lambda request: streams.append(request.url)
-            if "/sse/logs/stream" in request.url else None)
+    page.on(
+        "request",
+        lambda request: streams.append(request.url) if "/sse/logs/stream" in request.url else None,
+    )
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id), q="Disk")
     await logs.connect()
     await logs.wait_state("CONNECTED")
     assert streams and all("q=Disk" in url for url in streams), streams
-    _, disk = await publish([{"channel": channel, "level": "error", "message": "cpu hot"},
-                             {"channel": channel, "level": "error", "message": "disk full"}])
+    _, disk = await publish(
+        [
+            {"channel": channel, "level": "error", "message": "cpu hot"},
+            {"channel": channel, "level": "error", "message": "disk full"},
+        ]
+    )
     await logs.wait_rows([disk])  # case-insensitive on the server, like the page's search
     assert await logs.seqs() == [disk]

@@ -18,7 +18,8 @@ def etl_query(workflow: str) -> dict[str, str]:
 
 
 async def test_connecting_shows_the_last_100_records_then_live_ones(
-        page, logs_page, publish, records, screenshot, unique_id):
+    page, logs_page, publish, records, screenshot, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     earlier = await publish(records(channel, HISTORY + 20, "before connect"))
     logs = await logs_page(page, **etl_query(unique_id))
@@ -35,7 +36,8 @@ async def test_connecting_shows_the_last_100_records_then_live_ones(
 
 
 async def test_a_reload_resumes_without_duplicates_and_fills_the_gap(
-        page, logs_page, publish, records, screenshot, unique_id):
+    page, logs_page, publish, records, screenshot, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id))
     await logs.connect()
@@ -65,7 +67,8 @@ async def test_a_reload_resumes_without_duplicates_and_fills_the_gap(
 
 
 async def test_offline_then_online_reconnects_and_shows_every_missed_record_once(
-        page, logs_page, publish, records, screenshot, unique_id):
+    page, logs_page, publish, records, screenshot, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id))
     await logs.connect()
@@ -88,7 +91,8 @@ async def test_offline_then_online_reconnects_and_shows_every_missed_record_once
 
 
 async def test_the_row_list_is_bounded_and_old_rows_leave_the_dom(
-        page, logs_page, publish, records, unique_id):
+    page, logs_page, publish, records, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id), max_rows="10")
     await logs.connect()

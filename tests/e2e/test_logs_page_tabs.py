@@ -29,7 +29,8 @@ async def subscribers(gateway_stats, channel: str, want: int) -> int:
 
 
 async def test_two_tabs_share_one_stream_and_the_second_takes_over_when_the_first_closes(
-        new_context, logs_page, publish, records, gateway_stats, screenshot, unique_id):
+    new_context, logs_page, publish, records, gateway_stats, screenshot, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     query = {"service": "etl", "workspace_id": "workspace123", "workflow_id": unique_id}
     context = await new_context()
@@ -62,7 +63,8 @@ async def test_two_tabs_share_one_stream_and_the_second_takes_over_when_the_firs
 
 
 async def test_a_follower_that_joins_later_shows_the_leaders_history(
-        new_context, logs_page, publish, records, unique_id):
+    new_context, logs_page, publish, records, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     query = {"service": "etl", "workspace_id": "workspace123", "workflow_id": unique_id}
     earlier = await publish(records(channel, 5, "before any tab"))

@@ -21,8 +21,11 @@ FAAS_ROUTE = "/api/dapadmin/faas/sse/logs/stream"
 
 
 def publish(stack, record: dict, token: str = "l5-etl-token") -> int:
-    response = httpx.post(f"{stack.ingest.url}/api/logs/publish", json=record,
-                          headers={"Authorization": f"Bearer {token}"})
+    response = httpx.post(
+        f"{stack.ingest.url}/api/logs/publish",
+        json=record,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert response.status_code == 202, response.text
     return response.json()["seqs"][0]
 
@@ -31,9 +34,16 @@ async def test_a_record_published_over_http_reaches_the_proxy_route(stack, uniqu
     url = f"{stack.proxy.url}{ETL_ROUTE}?workspace_id=workspace123&workflow_id={unique_id}"
     async with open_stream(url, token=stack.user_token()) as stream:
         await stream.next_of("connected")
-        seq = publish(stack, {"channel": f"logs:etl:workspace123:{unique_id}",
-                              "message": "extract finished", "level": "WARNING",
-                              "fields": {"rows": 12}, "id": f"{unique_id}-1"})
+        seq = publish(
+            stack,
+            {
+                "channel": f"logs:etl:workspace123:{unique_id}",
+                "message": "extract finished",
+                "level": "WARNING",
+                "fields": {"rows": 12},
+                "id": f"{unique_id}-1",
+            },
+        )
         [record] = await stream.logs(1)
     assert record["seq"] == seq
     assert record["message"] == "extract finished" and record["level"] == "warn"
@@ -47,9 +57,16 @@ async def test_a_record_published_over_nats_reaches_the_proxy_route(stack, uniqu
         async with open_stream(url, token=stack.user_token()) as stream:
             await stream.next_of("connected")
             reply = await producer.request(
-                "ingest.logs", json.dumps({"channel": f"logs:faas:workspace123:{unique_id}",
-                                           "message": "cold start 812 ms"}).encode(),
-                timeout=10, headers={"Authorization": "Bearer faas-token"})
+                "ingest.logs",
+                json.dumps(
+                    {
+                        "channel": f"logs:faas:workspace123:{unique_id}",
+                        "message": "cold start 812 ms",
+                    }
+                ).encode(),
+                timeout=10,
+                headers={"Authorization": "Bearer faas-token"},
+            )
             answer = json.loads(reply.data)
             [record] = await stream.logs(1)
     finally:
@@ -76,18 +93,21 @@ async def test_the_gateways_test_route_publishes_to_the_seed_channel_through_ing
 async def test_the_test_route_takes_a_channel_and_message(stack, unique_id):
     channel = f"logs:analytics:{unique_id}"
     token = UserTokens(DEV_JWT_SECRET).issue("u", [unique_id])
-    async with open_stream(f"{stack.gateway.url}/api/logs/stream?channels={channel}",
-                           token=token) as stream:
+    async with open_stream(
+        f"{stack.gateway.url}/api/logs/stream?channels={channel}", token=token
+    ) as stream:
         await stream.next_of("connected")
-        response = httpx.post(f"{stack.gateway.url}/test/logs",
-                              json={"channel": channel, "message": "hello"})
+        response = httpx.post(
+            f"{stack.gateway.url}/test/logs", json={"channel": channel, "message": "hello"}
+        )
         assert response.status_code == 202, response.text
         [record] = await stream.logs(1)
     assert record["message"] == "hello" and record["publisher"] == "analytics-token"
 
 
-@pytest.mark.parametrize("body", [{"channel": "logs:etl:a.b"}, {"channel": "nope"},
-                                  {"message": 5}, {"colour": "red"}])
+@pytest.mark.parametrize(
+    "body", [{"channel": "logs:etl:a.b"}, {"channel": "nope"}, {"message": 5}, {"colour": "red"}]
+)
 def test_the_test_route_refuses_bad_input_with_400(stack, body):
     response = httpx.post(f"{stack.gateway.url}/test/logs", json=body)
     assert response.status_code == 400
@@ -115,12 +135,14 @@ async def test_the_proxy_relays_the_gateways_429_with_retry_after(stack, unique_
 
 
 async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_without_loss(
-        own_broker, log_dir, unique_id):
+    own_broker, log_dir, unique_id
+):
     broker = own_broker
     ingest = ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir).start()
     gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
-    proxy = ServiceProcess("proxy", nats_url=broker.url, log_dir=log_dir,
-                           args=["--gateway-url", gateway.url]).start()
+    proxy = ServiceProcess(
+        "proxy", nats_url=broker.url, log_dir=log_dir, args=["--gateway-url", gateway.url]
+    ).start()
     services = [proxy, gateway, ingest]
     token = UserTokens(DEV_JWT_SECRET).issue("user123", ["workspace123"])
     channel = f"logs:etl:workspace123:{unique_id}"
@@ -132,19 +154,24 @@ async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_withou
         before = httpx.post(f"{ingest.url}/api/logs/publish", json=body, headers=headers)
         assert before.status_code == 202
         broker.kill()
-        refused = httpx.post(f"{ingest.url}/api/logs/publish", json=body, headers=headers,
-                             timeout=10)
+        refused = httpx.post(
+            f"{ingest.url}/api/logs/publish", json=body, headers=headers, timeout=10
+        )
         assert refused.status_code == 503 and refused.headers["retry-after"]
         for service in services:
-            wait_until(lambda: httpx.get(service.url + "/ready").status_code == 503)
+            wait_until(lambda service=service: httpx.get(service.url + "/ready").status_code == 503)
         relayed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert relayed.status_code == 503 and relayed.headers["retry-after"]
         broker.start()
         for service in services:
-            wait_until(lambda: httpx.get(service.url + "/ready").status_code == 200, timeout=30)
+            wait_until(
+                lambda service=service: httpx.get(service.url + "/ready").status_code == 200,
+                timeout=30,
+            )
         first = before.json()["seqs"][0]
-        async with open_stream(url, token=token,
-                               headers={"Last-Event-ID": str(first - 1)}) as stream:
+        async with open_stream(
+            url, token=token, headers={"Last-Event-ID": str(first - 1)}
+        ) as stream:
             after = httpx.post(f"{ingest.url}/api/logs/publish", json=body, headers=headers)
             assert after.status_code == 202
             records = await stream.logs(2)
@@ -152,5 +179,3 @@ async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_withou
     finally:
         for service in services:
             service.stop()
-
-

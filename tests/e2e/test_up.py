@@ -30,11 +30,13 @@ from tests.support.up_process import (
     processes_mentioning,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads the process tree from /proc")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads the process tree from /proc"
+)
 
 DEMO_CHANNEL = "logs:etl:workspace123:workflow456"
 ETL_ROUTE = "/api/dapadmin/l5-etl/sse/logs/stream"
+
 
 def user_token(up: Up) -> str:
     response = httpx.get(up.url("proxy") + "/dev/token", params={"user": "user123"}, timeout=10)
@@ -43,23 +45,28 @@ def user_token(up: Up) -> str:
 
 
 def publish(up: Up, channel: str, message: str) -> int:
-    response = httpx.post(up.url("ingest") + "/api/logs/publish", timeout=10,
-                          headers={"Authorization": "Bearer l5-etl-token"},
-                          json={"channel": channel, "message": message})
+    response = httpx.post(
+        up.url("ingest") + "/api/logs/publish",
+        timeout=10,
+        headers={"Authorization": "Bearer l5-etl-token"},
+        json={"channel": channel, "message": message},
+    )
     assert response.status_code == 202, response.text
     return response.json()["seqs"][0]
 
 
-def read_etl_route(up: Up, workflow: str, *, until, publish_after_connect=None,
-                   timeout: float = 30.0) -> dict:
+def read_etl_route(
+    up: Up, workflow: str, *, until, publish_after_connect=None, timeout: float = 30.0
+) -> dict:
     """Opens the proxy's ETL route for workspace123/``workflow``; the first record ``until``
     accepts. ``publish_after_connect`` runs once the stream has opened."""
     deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {user_token(up)}"}
     params = {"workspace_id": "workspace123", "workflow_id": workflow}
     with httpx.Client(timeout=httpx.Timeout(10, read=timeout)) as client:
-        with connect_sse(client, "GET", up.url("proxy") + ETL_ROUTE, params=params,
-                         headers=headers) as source:
+        with connect_sse(
+            client, "GET", up.url("proxy") + ETL_ROUTE, params=params, headers=headers
+        ) as source:
             assert source.response.status_code == 200, source.response.read()
             for event in source.iter_sse():
                 assert time.monotonic() < deadline, "no matching record in time"
@@ -76,16 +83,20 @@ def test_up_serves_what_it_prints_and_sigterm_leaves_nothing_behind(running, uni
     assert len(up.children) == 4, up.children
     assert any("nats-server" in cmd for cmd in up.children.values())
     direct = re.search(r"curl -N '(http://[^']+)'", up.output).group(1)
-    assert direct.startswith(f"{up.url('gateway')}/api/logs/stream?channels={DEMO_CHANNEL}"
-                             "&access_token=")
+    assert direct.startswith(
+        f"{up.url('gateway')}/api/logs/stream?channels={DEMO_CHANNEL}&access_token="
+    )
     with httpx.Client(timeout=10) as client, connect_sse(client, "GET", direct) as source:
         assert source.response.status_code == 200
         assert next(source.iter_sse()).event == "connected"
     message = f"hello {unique_id}"
 
     record = read_etl_route(
-        up, unique_id, until=lambda r: r["message"] == message,
-        publish_after_connect=lambda: publish(up, f"logs:etl:workspace123:{unique_id}", message))
+        up,
+        unique_id,
+        until=lambda r: r["message"] == message,
+        publish_after_connect=lambda: publish(up, f"logs:etl:workspace123:{unique_id}", message),
+    )
 
     assert record["channel"] == f"logs:etl:workspace123:{unique_id}"
     data_dir = up.data_dir()
@@ -107,8 +118,9 @@ def test_a_taken_port_fails_fast_naming_it_and_starts_nothing(tmp_path):
     assert not processes_mentioning(str(tmp_path / "store")), "a broker was started"
 
 
-async def test_ctrl_c_stops_everything_and_stored_logs_survive_a_restart(running, tmp_path,
-                                                                         unique_id):
+async def test_ctrl_c_stops_everything_and_stored_logs_survive_a_restart(
+    running, tmp_path, unique_id
+):
     store = tmp_path / "store"
     first = running("--data-dir", str(store), "--no-simulator")
     seq = publish(first, f"logs:etl:workspace123:{unique_id}", f"kept {unique_id}")
@@ -116,8 +128,7 @@ async def test_ctrl_c_stops_everything_and_stored_logs_survive_a_restart(running
     assert_nothing_left(first)
 
     second = running("--data-dir", str(store), "--no-simulator", ports=first.ports)
-    nc = await connect_as(f"nats://127.0.0.1:{second.ports['nats']}", "gateway",
-                          connect_timeout=5)
+    nc = await connect_as(f"nats://127.0.0.1:{second.ports['nats']}", "gateway", connect_timeout=5)
     try:
         stored = await nc.jetstream().get_msg("LOGS", seq)
     finally:
@@ -143,11 +154,13 @@ def test_simulator_records_arrive_and_killing_up_outright_leaves_no_child(runnin
     assert_nothing_left(up)
 
 
-async def test_nats_url_starts_no_broker_and_a_dying_child_stops_up(running, nats_server, nc,
-                                                                     unique_id):
+async def test_nats_url_starts_no_broker_and_a_dying_child_stops_up(
+    running, nats_server, nc, unique_id
+):
     ports = dict(zip(("ingest", "gateway", "proxy"), distinct_free_ports(3)))
-    up = running("--ephemeral", "--no-simulator", ports=ports,
-                 env={"LOGSTREAM_NATS_URL": nats_server.url})
+    up = running(
+        "--ephemeral", "--no-simulator", ports=ports, env={"LOGSTREAM_NATS_URL": nats_server.url}
+    )
     assert len(up.children) == 3
     assert not any("nats-server" in cmd for cmd in up.children.values())
     seq = publish(up, f"logs:etl:workspace123:{unique_id}", "via the given broker")
@@ -164,8 +177,13 @@ async def test_nats_url_starts_no_broker_and_a_dying_child_stops_up(running, nat
 
 def test_a_service_that_fails_to_start_is_named_with_its_log(tmp_path):
     store = tmp_path / "store"
-    up = Up(tmp_path, "--data-dir", str(store), "--no-simulator",
-            env={"LOGSTREAM_MAX_BATCH_RECORDS": "0"}).start()
+    up = Up(
+        tmp_path,
+        "--data-dir",
+        str(store),
+        "--no-simulator",
+        env={"LOGSTREAM_MAX_BATCH_RECORDS": "0"},
+    ).start()
 
     assert up.wait_exit(timeout=BANNER_TIMEOUT_S) == 1
     assert "ingest exited with code" in up.output

@@ -19,11 +19,12 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.support.up_process import assert_nothing_left
 from tests.support.nats_source import connect_as
+from tests.support.up_process import assert_nothing_left
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads the process tree from /proc")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads the process tree from /proc"
+)
 
 NODES = 3
 # Ingests and gateways: two of each, whatever the node count (logstream.up_plan).
@@ -81,10 +82,8 @@ def free_port_runs(*lengths: int) -> list[int]:
 
 def cluster_ports() -> dict[str, int]:
     # The ingest run covers both ingests' ports and the unused ones between them.
-    nats, routes, gateways, ingest, proxy = free_port_runs(NODES, NODES, COPIES,
-                                                            INGEST_STEP + 1, 1)
-    return {"nats": nats, "cluster": routes, "ingest": ingest, "gateway": gateways,
-            "proxy": proxy}
+    nats, routes, gateways, ingest, proxy = free_port_runs(NODES, NODES, COPIES, INGEST_STEP + 1, 1)
+    return {"nats": nats, "cluster": routes, "ingest": ingest, "gateway": gateways, "proxy": proxy}
 
 
 def gateway_urls(up) -> list[str]:
@@ -99,16 +98,20 @@ def nats_url(up) -> str:
     return ",".join(f"nats://127.0.0.1:{up.ports['nats'] + i}" for i in range(NODES))
 
 
-async def publish_until_stored(client: httpx.AsyncClient, ingest: str, channel: str,
-                               message: str) -> int:
+async def publish_until_stored(
+    client: httpx.AsyncClient, ingest: str, channel: str, message: str
+) -> int:
     """POST with an ``id`` until 202: a 503 while a new leader is elected is retried, stored
     once (CONTRACT section 4)."""
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     record = {"channel": channel, "message": message, "id": f"{channel}/{message}"}
     while True:
         try:
-            response = await client.post(ingest + "/api/logs/publish", json=record,
-                                         headers={"Authorization": "Bearer l5-etl-token"})
+            response = await client.post(
+                ingest + "/api/logs/publish",
+                json=record,
+                headers={"Authorization": "Bearer l5-etl-token"},
+            )
             if response.status_code == 202:
                 return response.json()["seqs"][0]
             assert response.status_code == 503, response.text
@@ -130,8 +133,7 @@ class Follower:
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
         headers = {"Authorization": f"Bearer {token}"}
         while True:  # a 503: its gateway is reconnecting to another node; open it again
-            async with aconnect_sse(client, "GET", url, params=params,
-                                    headers=headers) as source:
+            async with aconnect_sse(client, "GET", url, params=params, headers=headers) as source:
                 if source.response.status_code == 503 and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
                     continue
@@ -149,8 +151,9 @@ class Follower:
     async def next_message(self) -> str:
         """The next record's message (the channel is the test's own: nothing else is on it)."""
         getting = asyncio.ensure_future(self.records.get())
-        done, _ = await asyncio.wait({getting, self.task}, timeout=READ_TIMEOUT_S,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {getting, self.task}, timeout=READ_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
         if getting not in done:
             getting.cancel()
             raise AssertionError(f"no record in time; the stream: {self.task}")
@@ -158,13 +161,18 @@ class Follower:
 
 
 def proxy_follower(up, client, token: str, workflow: str) -> Follower:
-    return Follower(client, up.url("proxy") + ETL_ROUTE,
-                    {"workspace_id": "workspace123", "workflow_id": workflow}, token)
+    return Follower(
+        client,
+        up.url("proxy") + ETL_ROUTE,
+        {"workspace_id": "workspace123", "workflow_id": workflow},
+        token,
+    )
 
 
 def gateway_follower(url: str, client, token: str, workflow: str) -> Follower:
-    return Follower(client, url + "/api/logs/stream",
-                    {"channels": f"logs:etl:workspace123:{workflow}"}, token)
+    return Follower(
+        client, url + "/api/logs/stream", {"channels": f"logs:etl:workspace123:{workflow}"}, token
+    )
 
 
 async def settled_stream_info(up):
@@ -175,8 +183,11 @@ async def settled_stream_info(up):
         while True:
             info = await client.jetstream(timeout=5).stream_info("LOGS")
             replicas = info.cluster.replicas or []
-            if info.cluster.leader and len(replicas) == NODES - 1 and all(
-                    replica.current for replica in replicas):
+            if (
+                info.cluster.leader
+                and len(replicas) == NODES - 1
+                and all(replica.current for replica in replicas)
+            ):
                 return info
             assert time.monotonic() < deadline, f"LOGS never settled: {info.cluster}"
             await asyncio.sleep(0.2)
@@ -185,12 +196,15 @@ async def settled_stream_info(up):
 
 
 async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops_clean(
-        running, unique_id):
-    up = running("--cluster", str(NODES), "--ephemeral", "--no-simulator",
-                 ports=cluster_ports())
+    running, unique_id
+):
+    up = running("--cluster", str(NODES), "--ephemeral", "--no-simulator", ports=cluster_ports())
     for index in range(NODES):
-        assert re.search(rf"nats-{index + 1} +nats://127\.0\.0\.1:{up.ports['nats'] + index} "
-                         rf"\(routes on port {up.ports['cluster'] + index}\)", up.output)
+        assert re.search(
+            rf"nats-{index + 1} +nats://127\.0\.0\.1:{up.ports['nats'] + index} "
+            rf"\(routes on port {up.ports['cluster'] + index}\)",
+            up.output,
+        )
     for index in range(COPIES):
         assert re.search(rf"gateway-{index + 1} +{gateway_urls(up)[index]}", up.output)
         assert re.search(rf"ingest-{index + 1} +{ingest_urls(up)[index]}", up.output)
@@ -206,24 +220,31 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=READ_TIMEOUT_S)) as client:
         try:
-            token = (await client.get(up.url("proxy") + "/dev/token",
-                                      params={"user": "user123"})).json()["token"]
+            token = (
+                await client.get(up.url("proxy") + "/dev/token", params={"user": "user123"})
+            ).json()["token"]
             followers += [proxy_follower(up, client, token, unique_id)]
-            followers += [gateway_follower(url, client, token, unique_id)
-                          for url in gateway_urls(up)]
+            followers += [
+                gateway_follower(url, client, token, unique_id) for url in gateway_urls(up)
+            ]
             for follower in followers:
                 await follower.wait_open()
             first, second = ingest_urls(up)
-            seqs = [await publish_until_stored(client, first, channel, "one"),
-                    await publish_until_stored(client, second, channel, "one and a half")]
+            seqs = [
+                await publish_until_stored(client, first, channel, "one"),
+                await publish_until_stored(client, second, channel, "one and a half"),
+            ]
             assert seqs[0] < seqs[1]  # both ingests store into the one replicated stream
             for follower in followers:
                 assert [await follower.next_message() for _ in seqs] == ["one", "one and a half"]
 
             # The stream's leader node and the first gateway die; the rest carry on.
-            victims = [pid for pid, cmd in up.children.items()
-                       if f"nats-cluster/{info.cluster.leader}/" in cmd
-                       or f"--port {up.ports['gateway']} " in cmd]
+            victims = [
+                pid
+                for pid, cmd in up.children.items()
+                if f"nats-cluster/{info.cluster.leader}/" in cmd
+                or f"--port {up.ports['gateway']} " in cmd
+            ]
             assert len(victims) == 2, up.children
             for victim in victims:
                 os.kill(victim.pid, signal.SIGKILL)
@@ -233,7 +254,7 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
             await publish_until_stored(client, second, channel, "two")
 
             assert await fresh.next_message() == "two"
-            held_open = followers[2:COPIES + 1]  # on the surviving gateway, since before
+            held_open = followers[2 : COPIES + 1]  # on the surviving gateway, since before
             assert [await f.next_message() for f in held_open] == ["two"] * (COPIES - 1)
         finally:
             for follower in followers:

@@ -18,8 +18,16 @@ RUN_WITHIN_S = 60
 
 def test_publish_and_tail_prints_what_it_published(stack):
     run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "publish_and_tail.py"), stack.ingest.url,
-         stack.gateway.url], capture_output=True, text=True, timeout=RUN_WITHIN_S)
+        [
+            sys.executable,
+            str(EXAMPLES / "publish_and_tail.py"),
+            stack.ingest.url,
+            stack.gateway.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_WITHIN_S,
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert "INFO  [etl.extract] extract started" in lines[0]
@@ -29,10 +37,18 @@ def test_publish_and_tail_prints_what_it_published(stack):
     assert lines[-1] == "    KeyError: 'orders'"
 
 
-def run_example(name: str, *args: str, env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                         text=True, timeout=RUN_WITHIN_S, env={**os.environ, **(env or {})})
+def run_example(
+    name: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_WITHIN_S,
+        env={**os.environ, **(env or {})},
+    )
     assert run.returncode == 0, run.stderr
     return run
 
@@ -40,9 +56,24 @@ def run_example(name: str, *args: str, env: dict[str, str] | None = None,
 def read_back(stack, channel: str, count: int) -> list[dict]:
     """The channel's last ``count`` records, as ``logstream tail --json`` prints them."""
     run = subprocess.run(
-        [sys.executable, "-m", "logstream", "tail", channel, "--url", stack.gateway.url,
-         "--tail", str(count), "--count", str(count), "--json"],
-        capture_output=True, text=True, timeout=RUN_WITHIN_S)
+        [
+            sys.executable,
+            "-m",
+            "logstream",
+            "tail",
+            channel,
+            "--url",
+            stack.gateway.url,
+            "--tail",
+            str(count),
+            "--count",
+            str(count),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_WITHIN_S,
+    )
     assert run.returncode == 0, run.stderr
     return [json.loads(line) for line in run.stdout.splitlines()]
 
@@ -78,14 +109,26 @@ def test_async_publisher_example_stores_every_record_once_in_order(stack, unique
 def test_tail_example_resumes_after_a_drop_without_gap_or_duplicate(stack, unique_id):
     channel, count = f"logs:etl:workspace123:{unique_id}", 6
     with httpx.Client(base_url=stack.ingest.url) as client:
-        answer = client.post("/api/logs/publish", headers={"Authorization": "Bearer l5-etl-token"},
-                             json=[{"channel": channel, "message": f"line {index}"}
-                                   for index in range(count)])
+        answer = client.post(
+            "/api/logs/publish",
+            headers={"Authorization": "Bearer l5-etl-token"},
+            json=[{"channel": channel, "message": f"line {index}"} for index in range(count)],
+        )
     assert answer.status_code == 202, answer.text
     seqs = answer.json()["seqs"]
-    run = run_example("tail.py", channel, "--url", stack.gateway.url, "--tail", str(count),
-                      "--count", str(count), "--drop-after", "3",
-                      "--token", stack.user_token())
-    assert run.stdout.splitlines() == [f"{seq} info line {index}"
-                                       for index, seq in enumerate(seqs)]
+    run = run_example(
+        "tail.py",
+        channel,
+        "--url",
+        stack.gateway.url,
+        "--tail",
+        str(count),
+        "--count",
+        str(count),
+        "--drop-after",
+        "3",
+        "--token",
+        stack.user_token(),
+    )
+    assert run.stdout.splitlines() == [f"{seq} info line {index}" for index, seq in enumerate(seqs)]
     assert f"dropping the connection after #{seqs[2]}" in run.stderr

@@ -26,8 +26,9 @@ def ingest_schema(stack):
 
 @pytest.fixture(scope="module")
 def gateway_schema(stack):
-    return _loaded(in_fuzz_workspaces(fetch_document(stack.gateway.url), "ChannelList",
-                                      "TestRecordRequest"))
+    return _loaded(
+        in_fuzz_workspaces(fetch_document(stack.gateway.url), "ChannelList", "TestRecordRequest")
+    )
 
 
 @pytest.fixture(scope="module")

@@ -26,21 +26,35 @@ FUZZ = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                           HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
 )
 
 
 def checks_for(operation) -> list:
-    checks = [not_a_server_error, content_type_conformance, response_schema_conformance,
-              response_headers_conformance]
+    checks = [
+        not_a_server_error,
+        content_type_conformance,
+        response_schema_conformance,
+        response_headers_conformance,
+    ]
     if any(code.startswith("4") for code in operation.responses.status_codes):
         checks.append(status_code_conformance)
     return checks
 
 
-def fuzz_operation(operation, mode, *, base_url: str, headers: dict[str, str],
-                   statuses: set[int], max_examples: int = FUZZ.max_examples) -> None:
+def fuzz_operation(
+    operation,
+    mode,
+    *,
+    base_url: str,
+    headers: dict[str, str],
+    statuses: set[int],
+    max_examples: int = FUZZ.max_examples,
+) -> None:
     """Send generated requests (``FUZZ``-bounded) with ``headers`` added; every response must
     pass ``checks_for(operation)`` and have one of ``statuses``."""
     checks = checks_for(operation)
@@ -48,8 +62,9 @@ def fuzz_operation(operation, mode, *, base_url: str, headers: dict[str, str],
     @settings(FUZZ, max_examples=max_examples)
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
-        response = case.call_and_validate(base_url=base_url, headers=headers, checks=checks,
-                                          timeout=10)
+        response = case.call_and_validate(
+            base_url=base_url, headers=headers, checks=checks, timeout=10
+        )
         assert response.status_code in statuses, (response.status_code, response.text[:500])
 
     run()
@@ -59,8 +74,9 @@ def fuzz_operation(operation, mode, *, base_url: str, headers: dict[str, str],
 STREAM_STATUSES = {200, 400, 401, 403, 429}
 
 
-def fuzz_stream(operation, mode, *, base_url: str, headers: dict[str, str],
-                max_examples: int) -> None:
+def fuzz_stream(
+    operation, mode, *, base_url: str, headers: dict[str, str], max_examples: int
+) -> None:
     """Generated stream requests with ``headers`` added: each opens a stream (closed after its
     opening frames) or is refused in the error shape, as the operation documents."""
     checks = checks_for(operation)
@@ -83,8 +99,13 @@ def open_and_close(case, base_url: str, auth: dict[str, str]) -> httpx.Response:
     sent = case.as_transport_kwargs(base_url=base_url)
     headers = {**sent["headers"], **auth}
     with httpx.Client(timeout=httpx.Timeout(10, read=10)) as client:
-        with client.stream(sent["method"], sent["url"], params=sent.get("params"),
-                           headers=headers, cookies=sent.get("cookies")) as response:
+        with client.stream(
+            sent["method"],
+            sent["url"],
+            params=sent.get("params"),
+            headers=headers,
+            cookies=sent.get("cookies"),
+        ) as response:
             if response.status_code != 200:
                 response.read()
                 return response

@@ -42,7 +42,7 @@ class SpecReader:
             # A trailing CR may be the first half of a CRLF: wait for the next byte.
             if match is None or (match.group() == b"\r" and match.end() == len(self._pending)):
                 break
-            line, self._pending = self._pending[: match.start()], self._pending[match.end():]
+            line, self._pending = self._pending[: match.start()], self._pending[match.end() :]
             self._line(line.decode("utf-8", errors="replace"))
         return self.events[before:]
 
@@ -64,6 +64,7 @@ class SpecReader:
 
     def _dispatch(self) -> None:
         if self._data:
-            self.events.append(SpecEvent(self._event or "message", "\n".join(self._data),
-                                         self.last_id))
+            self.events.append(
+                SpecEvent(self._event or "message", "\n".join(self._data), self.last_id)
+            )
         self._data, self._event = [], ""

@@ -29,40 +29,68 @@ SENDERS = {
     "user-of-one-workspace": (_bearer(TOKENS.issue("user123", ["workspace123"])), 8),  # 403
     "no-token": ({}, 5),
     "expired-token": (_bearer(TOKENS.issue("fuzz-late", ["*"], ttl_s=-3600)), 4),
-    "forged-token": (_bearer(UserTokens("a-different-secret-of-32-bytes-or-more").issue(
-        "admin", ["*"])), 4),
+    "forged-token": (
+        _bearer(UserTokens("a-different-secret-of-32-bytes-or-more").issue("admin", ["*"])),
+        4,
+    ),
     "basic-auth": ({"Authorization": "Basic ZnV6ejpmdXp6"}, 4),
 }
 # CONTRACT 6: answers before the stream opens (503 only when NATS is down: it is up here).
-FUZZED = {("GET", STREAM), ("GET", "/admin/logs/stats"), ("GET", "/health"), ("GET", "/ready"),
-          ("GET", "/metrics"), ("POST", TEST_LOGS)}
+FUZZED = {
+    ("GET", STREAM),
+    ("GET", "/admin/logs/stats"),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("POST", TEST_LOGS),
+}
 
 
 @pytest.mark.parametrize("sender", SENDERS)
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["positive", "negative"])
-def test_stream_requests_open_a_stream_or_are_refused_as_documented(stack, gateway_schema,
-                                                                    mode, sender):
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
+def test_stream_requests_open_a_stream_or_are_refused_as_documented(
+    stack, gateway_schema, mode, sender
+):
     headers, examples = SENDERS[sender]
-    fuzz_stream(gateway_schema[STREAM]["GET"], mode, base_url=stack.gateway.url, headers=headers,
-                max_examples=examples)
+    fuzz_stream(
+        gateway_schema[STREAM]["GET"],
+        mode,
+        base_url=stack.gateway.url,
+        headers=headers,
+        max_examples=examples,
+    )
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["positive", "negative"])
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
 def test_the_dev_test_record_route_answers_as_documented(stack, gateway_schema, mode):
-    fuzz_operation(gateway_schema[TEST_LOGS]["POST"], mode, base_url=stack.gateway.url,
-                   headers={}, statuses={202, 400}, max_examples=15)
+    fuzz_operation(
+        gateway_schema[TEST_LOGS]["POST"],
+        mode,
+        base_url=stack.gateway.url,
+        headers={},
+        statuses={202, 400},
+        max_examples=15,
+    )
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics", "/admin/logs/stats"])
 def test_service_routes_answer_200_as_documented(stack, gateway_schema, path):
-    fuzz_operation(gateway_schema[path]["GET"], GenerationMode.POSITIVE,
-                   base_url=stack.gateway.url, headers={}, statuses={200})
+    fuzz_operation(
+        gateway_schema[path]["GET"],
+        GenerationMode.POSITIVE,
+        base_url=stack.gateway.url,
+        headers={},
+        statuses={200},
+    )
 
 
 def test_every_operation_of_the_gateway_document_is_fuzzed(stack):
     document = fetch_document(stack.gateway.url)
-    operations = {(method.upper(), path) for path, item in document["paths"].items()
-                  for method in item}
+    operations = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
     assert operations == FUZZED

@@ -27,23 +27,35 @@ FUZZED = {("POST", PUBLISH), ("GET", "/health"), ("GET", "/ready"), ("GET", "/me
 
 
 @pytest.mark.parametrize("sender", SENDERS)
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["positive", "negative"])
-def test_publish_answers_every_generated_request_as_documented(stack, ingest_schema, mode,
-                                                               sender):
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
+def test_publish_answers_every_generated_request_as_documented(stack, ingest_schema, mode, sender):
     headers, examples = SENDERS[sender]
-    fuzz_operation(ingest_schema[PUBLISH]["POST"], mode, base_url=stack.ingest.url,
-                   headers=headers, statuses=PUBLISH_STATUSES, max_examples=examples)
+    fuzz_operation(
+        ingest_schema[PUBLISH]["POST"],
+        mode,
+        base_url=stack.ingest.url,
+        headers=headers,
+        statuses=PUBLISH_STATUSES,
+        max_examples=examples,
+    )
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
 def test_service_routes_answer_200_as_documented(stack, ingest_schema, path):
-    fuzz_operation(ingest_schema[path]["GET"], GenerationMode.POSITIVE,
-                   base_url=stack.ingest.url, headers={}, statuses={200})
+    fuzz_operation(
+        ingest_schema[path]["GET"],
+        GenerationMode.POSITIVE,
+        base_url=stack.ingest.url,
+        headers={},
+        statuses={200},
+    )
 
 
 def test_every_operation_of_the_ingest_document_is_fuzzed(stack):
     document = fetch_document(stack.ingest.url)
-    operations = {(method.upper(), path) for path, item in document["paths"].items()
-                  for method in item}
+    operations = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
     assert operations == FUZZED

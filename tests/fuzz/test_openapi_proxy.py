@@ -19,44 +19,79 @@ TOKENS = UserTokens(DEV_JWT_SECRET)
 ROUTES = ["/api/dapadmin/l5-etl/sse/logs/stream", "/api/dapadmin/analytics/sse/logs/stream"]
 # Who sends the generated requests, and how many each: mostly a reader of every workspace.
 SENDERS = {
-    "reader-of-every-workspace": ({"Authorization": "Bearer " + TOKENS.issue(
-        "fuzz-proxy-reader", ["*"])}, 8),
-    "user-of-one-workspace": ({"Authorization": "Bearer " + TOKENS.issue(
-        "user456", ["workspace456"])}, 4),  # 403 from the gateway, relayed
+    "reader-of-every-workspace": (
+        {"Authorization": "Bearer " + TOKENS.issue("fuzz-proxy-reader", ["*"])},
+        8,
+    ),
+    "user-of-one-workspace": (
+        {"Authorization": "Bearer " + TOKENS.issue("user456", ["workspace456"])},
+        4,
+    ),  # 403 from the gateway, relayed
     "no-token": ({}, 3),
 }
 # The proxy's own 400 and the gateway's answers (502/503 only when a gateway or NATS is down).
-FUZZED = {("GET", path) for path in (
-    *ROUTES, "/api/dapadmin/faas/sse/logs/stream", "/api/dapadmin/platform/sse/logs/stream",
-    "/api/logs/routes", "/dev/token", "/health", "/ready", "/metrics")}
+FUZZED = {
+    ("GET", path)
+    for path in (
+        *ROUTES,
+        "/api/dapadmin/faas/sse/logs/stream",
+        "/api/dapadmin/platform/sse/logs/stream",
+        "/api/logs/routes",
+        "/dev/token",
+        "/health",
+        "/ready",
+        "/metrics",
+    )
+}
 
 
 @pytest.mark.parametrize("sender", SENDERS)
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["positive", "negative"])
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
 @pytest.mark.parametrize("path", ROUTES, ids=["etl", "analytics"])
-def test_product_routes_open_a_stream_or_are_refused_as_documented(stack, proxy_schema, path,
-                                                                   mode, sender):
+def test_product_routes_open_a_stream_or_are_refused_as_documented(
+    stack, proxy_schema, path, mode, sender
+):
     headers, examples = SENDERS[sender]
-    fuzz_stream(proxy_schema[path]["GET"], mode, base_url=stack.proxy.url, headers=headers,
-                max_examples=examples)
+    fuzz_stream(
+        proxy_schema[path]["GET"],
+        mode,
+        base_url=stack.proxy.url,
+        headers=headers,
+        max_examples=examples,
+    )
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["positive", "negative"])
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
 def test_the_dev_token_route_answers_as_documented(stack, proxy_schema, mode):
-    fuzz_operation(proxy_schema["/dev/token"]["GET"], mode, base_url=stack.proxy.url,
-                   headers={}, statuses={200, 400, 404}, max_examples=10)
+    fuzz_operation(
+        proxy_schema["/dev/token"]["GET"],
+        mode,
+        base_url=stack.proxy.url,
+        headers={},
+        statuses={200, 400, 404},
+        max_examples=10,
+    )
 
 
 @pytest.mark.parametrize("path", ["/api/logs/routes", "/health", "/ready", "/metrics"])
 def test_service_routes_answer_200_as_documented(stack, proxy_schema, path):
-    fuzz_operation(proxy_schema[path]["GET"], GenerationMode.POSITIVE, base_url=stack.proxy.url,
-                   headers={}, statuses={200}, max_examples=5)
+    fuzz_operation(
+        proxy_schema[path]["GET"],
+        GenerationMode.POSITIVE,
+        base_url=stack.proxy.url,
+        headers={},
+        statuses={200},
+        max_examples=5,
+    )
 
 
 def test_every_operation_of_the_proxy_document_is_known_here(stack):
     document = fetch_document(stack.proxy.url)
-    operations = {(method.upper(), path) for path, item in document["paths"].items()
-                  for method in item}
+    operations = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
     assert operations == FUZZED

@@ -7,7 +7,7 @@ Whatever a record holds (CR, LF, NUL, U+2028, a forged ``event:`` line), its fra
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -21,10 +21,29 @@ fuzz = settings(deadline=None, max_examples=200, derandomize=True)
 
 FORGED = '\n\nevent: log\ndata: {"forged":1}\n\n'
 # Every character that ends a line somewhere (SSE: CR, LF; Python's splitlines: more of them).
-NASTY = st.sampled_from(["\r", "\n", "\r\n", "\0", "\u2028", "\u2029", "\x85", "\x1c", "\x0b",
-                         "\x0c", "\x1e", "\x7f", FORGED, "data: x", "id: 9", ": c", "retry: 1"])
+NASTY = st.sampled_from(
+    [
+        "\r",
+        "\n",
+        "\r\n",
+        "\0",
+        "\u2028",
+        "\u2029",
+        "\x85",
+        "\x1c",
+        "\x0b",
+        "\x0c",
+        "\x1e",
+        "\x7f",
+        FORGED,
+        "data: x",
+        "id: 9",
+        ": c",
+        "retry: 1",
+    ]
+)
 nasty_text = st.lists(st.one_of(NASTY, st.text(max_size=8)), max_size=8).map("".join)
-NOW = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 
 
 def _read(frame: bytes) -> SpecReader:
@@ -57,12 +76,18 @@ def test_a_comment_frame_never_dispatches_an_event(comment):
 
 
 channels = st.sampled_from(["logs:etl:ws1", "logs:faas:ws1:fn-1", "logs:analytics:w_2"])
-json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                        st.floats(allow_nan=False, allow_infinity=False), nasty_text)
+json_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    nasty_text,
+)
 json_values = st.recursive(
     json_leaves,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(nasty_text, inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(nasty_text, inner, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -20,10 +20,17 @@ async def js_writer(nats_server):
 
     class Writer:
         async def put(self, channel: str, message: str = "hello", **extra) -> int:
-            record = {"channel": channel, "level": extra.pop("level", "info"),
-                      "message": message, "timestamp": "2026-01-01T00:00:00.000Z",
-                      "received_at": "2026-01-01T00:00:00.000Z", "publisher": "test",
-                      "source": None, "fields": extra or None, "id": None}
+            record = {
+                "channel": channel,
+                "level": extra.pop("level", "info"),
+                "message": message,
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "received_at": "2026-01-01T00:00:00.000Z",
+                "publisher": "test",
+                "source": None,
+                "fields": extra or None,
+                "id": None,
+            }
             ack = await js.publish(channel.replace(":", "."), json.dumps(record).encode())
             return ack.seq
 
@@ -33,11 +40,17 @@ async def js_writer(nats_server):
             for start in range(0, count, 2000):
                 futures = []
                 for index in range(start, min(count, start + 2000)):
-                    record = {"channel": channel, "level": "info",
-                              "message": f"{index:08d} " + "x" * size,
-                              "timestamp": "2026-01-01T00:00:00.000Z",
-                              "received_at": "2026-01-01T00:00:00.000Z", "publisher": "test",
-                              "source": None, "fields": None, "id": None}
+                    record = {
+                        "channel": channel,
+                        "level": "info",
+                        "message": f"{index:08d} " + "x" * size,
+                        "timestamp": "2026-01-01T00:00:00.000Z",
+                        "received_at": "2026-01-01T00:00:00.000Z",
+                        "publisher": "test",
+                        "source": None,
+                        "fields": None,
+                        "id": None,
+                    }
                     futures.append(await js.publish_async(subject, json.dumps(record).encode()))
                 seqs += [(await future).seq for future in futures]
             return seqs

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import jsonschema_rs
@@ -39,8 +40,7 @@ def _get_json(url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def documents(stack) -> dict[str, dict[str, Any]]:
-    return {name: _get_json(getattr(stack, name).url + "/schema/openapi.json")
-            for name in SERVICES}
+    return {name: _get_json(getattr(stack, name).url + "/schema/openapi.json") for name in SERVICES}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,8 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
 def _validator(document: dict[str, Any], name: str) -> jsonschema_rs.Draft202012Validator:
     """A validator of the component schema ``name``, its references resolved in ``document``."""
     return jsonschema_rs.Draft202012Validator(
-        {"components": document["components"], "$ref": f"#/components/schemas/{name}"})
+        {"components": document["components"], "$ref": f"#/components/schemas/{name}"}
+    )
 
 
 def _schema_name(media: dict[str, Any]) -> str:
@@ -91,6 +92,7 @@ def _parameters(operation: dict[str, Any]) -> dict[tuple[str, str], dict[str, An
 
 
 # -- every document -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_openapi_document_is_valid_openapi_3_1(documents, service):
@@ -131,20 +133,27 @@ def test_ready_is_documented_with_its_503_on_every_service(stack, documents, ser
 
 # -- ingest -------------------------------------------------------------------------------
 
+
 def test_publish_declares_a_json_record_or_batch_and_an_ndjson_body(documents):
     document = documents["ingest"]
     body = document["paths"][PUBLISH]["post"]["requestBody"]
     assert body["required"] is True
     assert set(body["content"]) == {"application/json", "application/x-ndjson"}
     one_of = body["content"]["application/json"]["schema"]["oneOf"]
-    assert {ref["$ref"].rsplit("/", 1)[1] for ref in one_of} == {"PublishedRecord",
-                                                                 "PublishBatch"}
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in one_of} == {"PublishedRecord", "PublishBatch"}
     assert body["content"]["application/x-ndjson"]["schema"]["type"] == "string"
     record = document["components"]["schemas"]["PublishedRecord"]
     assert set(record["required"]) == {"channel", "message"}
     assert record["additionalProperties"] is False
-    assert set(record["properties"]) == {"channel", "message", "level", "timestamp", "source",
-                                         "fields", "id"}
+    assert set(record["properties"]) == {
+        "channel",
+        "message",
+        "level",
+        "timestamp",
+        "source",
+        "fields",
+        "id",
+    }
     batch = document["components"]["schemas"]["PublishBatch"]
     assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
     example = body["content"]["application/json"]["example"]
@@ -157,9 +166,14 @@ def test_publish_declares_both_credentials_and_every_refusal_with_its_headers(do
     assert operation["security"] == [{"serviceBearer": []}, {"serviceToken": []}]
     schemes = document["components"]["securitySchemes"]
     assert (schemes["serviceBearer"]["type"], schemes["serviceBearer"]["scheme"]) == (
-        "http", "bearer")
-    assert (schemes["serviceToken"]["type"], schemes["serviceToken"]["in"],
-            schemes["serviceToken"]["name"]) == ("apiKey", "header", "X-Service-Token")
+        "http",
+        "bearer",
+    )
+    assert (
+        schemes["serviceToken"]["type"],
+        schemes["serviceToken"]["in"],
+        schemes["serviceToken"]["name"],
+    ) == ("apiKey", "header", "X-Service-Token")
     responses = operation["responses"]
     assert set(responses) == {"202", "400", "401", "403", "413", "415", "429", "431", "503"}
     assert _schema_name(responses["202"]["content"]["application/json"]) == "Accepted"
@@ -169,55 +183,85 @@ def test_publish_declares_both_credentials_and_every_refusal_with_its_headers(do
         assert responses[status]["headers"]["Retry-After"]["required"] is True
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"channel": "logs:etl:{ws}", "message": "documented"}, 202),
-    ([{"channel": "logs:etl:{ws}:a", "message": "one", "level": "WARNING"},
-      {"channel": "logs:etl:{ws}:b", "message": "two", "timestamp": 1767225600000}], 202),
-    ({"channel": "logs:etl:{ws}", "message": "m", "colour": "red"}, 400),
-    ({"channel": "logs:nope:{ws}", "message": "m"}, 400),
-    ({"channel": "logs:etl:{ws}:a:b", "message": "m"}, 400),
-    ({"message": "no channel"}, 400),
-    ([{"channel": "logs:etl:{ws}", "message": "m"}] * 1001, 413),
-], ids=["record", "batch", "unknown-key", "unknown-service", "four-segments", "no-channel",
-        "over-the-batch-limit"])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"channel": "logs:etl:{ws}", "message": "documented"}, 202),
+        (
+            [
+                {"channel": "logs:etl:{ws}:a", "message": "one", "level": "WARNING"},
+                {"channel": "logs:etl:{ws}:b", "message": "two", "timestamp": 1767225600000},
+            ],
+            202,
+        ),
+        ({"channel": "logs:etl:{ws}", "message": "m", "colour": "red"}, 400),
+        ({"channel": "logs:nope:{ws}", "message": "m"}, 400),
+        ({"channel": "logs:etl:{ws}:a:b", "message": "m"}, 400),
+        ({"message": "no channel"}, 400),
+        ([{"channel": "logs:etl:{ws}", "message": "m"}] * 1001, 413),
+    ],
+    ids=[
+        "record",
+        "batch",
+        "unknown-key",
+        "unknown-service",
+        "four-segments",
+        "no-channel",
+        "over-the-batch-limit",
+    ],
+)
 def test_the_record_schema_accepts_what_ingest_stores_and_refuses_what_it_refuses(
-        stack, documents, unique_id, body, status):
+    stack, documents, unique_id, body, status
+):
     document = documents["ingest"]
     body = json.loads(json.dumps(body).replace("{ws}", unique_id))
     answer = httpx.post(stack.ingest.url + PUBLISH, json=body, headers=ETL, timeout=15)
     assert answer.status_code == status, answer.text[:300]
-    schema = _validator(document, "PublishBatch" if isinstance(body, list) else
-                        "PublishedRecord")
+    schema = _validator(document, "PublishBatch" if isinstance(body, list) else "PublishedRecord")
     assert schema.is_valid(body) is (status == 202)
     assert _response_validator(document, PUBLISH, "post", status).is_valid(answer.json())
 
 
-def test_a_real_ndjson_publish_and_refusals_match_the_documented_answers(stack, documents,
-                                                                          unique_id):
+def test_a_real_ndjson_publish_and_refusals_match_the_documented_answers(
+    stack, documents, unique_id
+):
     document = documents["ingest"]
-    lines = "\n".join(json.dumps({"channel": f"logs:etl:{unique_id}", "message": f"m{i}"})
-                      for i in range(3))
-    stored = httpx.post(stack.ingest.url + PUBLISH, content=lines, timeout=15,
-                        headers={**ETL, "Content-Type": "application/x-ndjson"})
+    lines = "\n".join(
+        json.dumps({"channel": f"logs:etl:{unique_id}", "message": f"m{i}"}) for i in range(3)
+    )
+    stored = httpx.post(
+        stack.ingest.url + PUBLISH,
+        content=lines,
+        timeout=15,
+        headers={**ETL, "Content-Type": "application/x-ndjson"},
+    )
     assert stored.status_code == 202
     assert _response_validator(document, PUBLISH, "post", 202).is_valid(stored.json())
-    for headers, status in (({}, 401), ({"X-Service-Token": "faas-token"}, 403),
-                            ({**ETL, "Content-Type": "text/plain"}, 415)):
-        refused = httpx.post(stack.ingest.url + PUBLISH, content=lines.split("\n")[0],
-                             headers={"Content-Type": "application/json", **headers},
-                             timeout=15)
+    for headers, status in (
+        ({}, 401),
+        ({"X-Service-Token": "faas-token"}, 403),
+        ({**ETL, "Content-Type": "text/plain"}, 415),
+    ):
+        refused = httpx.post(
+            stack.ingest.url + PUBLISH,
+            content=lines.split("\n")[0],
+            headers={"Content-Type": "application/json", **headers},
+            timeout=15,
+        )
         assert refused.status_code == status, refused.text[:300]
         assert _response_validator(document, PUBLISH, "post", status).is_valid(refused.json())
 
 
 # -- gateway ------------------------------------------------------------------------------
 
+
 def test_the_stream_declares_its_query_parameters_and_the_last_event_id_header(documents):
     document = documents["gateway"]
     parameters = _parameters(document["paths"][STREAM]["get"])
-    assert {("query", name) for name in ("channels", "last_event_id", "tail", "since",
-                                         "level", "q", "access_token")} | {
-        ("header", "Last-Event-ID")} <= set(parameters)
+    assert {
+        ("query", name)
+        for name in ("channels", "last_event_id", "tail", "since", "level", "q", "access_token")
+    } | {("header", "Last-Event-ID")} <= set(parameters)
     channels = parameters[("query", "channels")]
     assert channels["required"] is True and channels["explode"] is True
     channels_schema = _resolve(document, channels["schema"]["$ref"])
@@ -248,37 +292,44 @@ def test_the_stream_declares_an_event_stream_its_refusals_and_its_credentials(do
         assert "Retry-After" in responses[status]["headers"]
     assert operation["security"] == [{"userBearer": []}, {"sessionCookie": []}]
     cookie = document["components"]["securitySchemes"]["sessionCookie"]
-    assert (cookie["type"], cookie["in"], cookie["name"]) == ("apiKey", "cookie",
-                                                             "logstream_session")
+    assert (cookie["type"], cookie["in"], cookie["name"]) == (
+        "apiKey",
+        "cookie",
+        "logstream_session",
+    )
 
 
-@pytest.mark.parametrize("query, status", [
-    ({}, 400), ({"channels": ",".join(f"logs:etl:w{i}" for i in range(21))}, 400),
-    ({"channels": "logs:etl:{ws}", "tail": "10001"}, 400),
-    ({"channels": "logs:etl:elsewhere"}, 403),
-], ids=["no-channels", "21-channels", "tail-over-the-limit", "foreign-workspace"])
-def test_refused_streams_match_the_documented_refusals(stack, documents, unique_id, query,
-                                                       status):
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ({}, 400),
+        ({"channels": ",".join(f"logs:etl:w{i}" for i in range(21))}, 400),
+        ({"channels": "logs:etl:{ws}", "tail": "10001"}, 400),
+        ({"channels": "logs:etl:elsewhere"}, 403),
+    ],
+    ids=["no-channels", "21-channels", "tail-over-the-limit", "foreign-workspace"],
+)
+def test_refused_streams_match_the_documented_refusals(stack, documents, unique_id, query, status):
     query = {key: value.replace("{ws}", unique_id) for key, value in query.items()}
     headers = {"Authorization": f"Bearer {stack.user_token('user123')}"}
     answer = httpx.get(stack.gateway.url + STREAM, params=query, headers=headers, timeout=10)
     assert answer.status_code == status, answer.text[:300]
-    assert _response_validator(documents["gateway"], STREAM, "get", status).is_valid(
-        answer.json())
+    assert _response_validator(documents["gateway"], STREAM, "get", status).is_valid(answer.json())
 
 
 def test_stats_answer_with_their_documented_schema(stack, documents):
     document = documents["gateway"]
     responses = document["paths"]["/admin/logs/stats"]["get"]["responses"]
     assert {"200", "401", "403"} <= set(responses)
-    stats = document["components"]["schemas"][_schema_name(
-        responses["200"]["content"]["application/json"])]
+    stats = document["components"]["schemas"][
+        _schema_name(responses["200"]["content"]["application/json"])
+    ]
     assert {"connections", "users", "channels", "delivered_total", "uptime_s"} <= set(
-        stats["required"])
+        stats["required"]
+    )
     answer = httpx.get(stack.gateway.url + "/admin/logs/stats", timeout=10)  # open in dev mode
     assert answer.status_code == 200
-    assert _response_validator(document, "/admin/logs/stats", "get", 200).is_valid(
-        answer.json())
+    assert _response_validator(document, "/admin/logs/stats", "get", 200).is_valid(answer.json())
 
 
 def test_the_dev_test_route_declares_its_optional_body(stack, documents, unique_id):
@@ -296,8 +347,8 @@ def test_the_dev_test_route_declares_its_optional_body(stack, documents, unique_
 
 # -- proxy --------------------------------------------------------------------------------
 
-def test_every_product_route_declares_its_parameters_and_what_it_passes_through(stack,
-                                                                                documents):
+
+def test_every_product_route_declares_its_parameters_and_what_it_passes_through(stack, documents):
     document = documents["proxy"]
     table = httpx.get(stack.proxy.url + "/api/logs/routes", timeout=10).json()
     assert _response_validator(document, "/api/logs/routes", "get", 200).is_valid(table)
@@ -307,9 +358,9 @@ def test_every_product_route_declares_its_parameters_and_what_it_passes_through(
         parameters = _parameters(operation)
         for name in route["params"]:
             assert parameters[("query", name)]["required"] is True, (route["path"], name)
-        assert {("query", name) for name in ("last_event_id", "since", "tail", "level",
-                                             "q")} | {("header", "Last-Event-ID")} <= set(
-            parameters)
+        assert {("query", name) for name in ("last_event_id", "since", "tail", "level", "q")} | {
+            ("header", "Last-Event-ID")
+        } <= set(parameters)
         assert ("query", "channels") not in parameters
         responses = operation["responses"]
         assert set(responses["200"]["content"]) == {"text/event-stream"}
@@ -336,15 +387,16 @@ def test_the_dev_token_route_declares_its_user_and_answers_as_documented(stack, 
     for params, status in (({}, 400), ({"user": "nobody"}, 404)):
         refused = httpx.get(stack.proxy.url + "/dev/token", params=params, timeout=10)
         assert refused.status_code == status
-        assert _response_validator(document, "/dev/token", "get", status).is_valid(
-            refused.json())
+        assert _response_validator(document, "/dev/token", "get", status).is_valid(refused.json())
 
 
 # -- AsyncAPI -----------------------------------------------------------------------------
 
+
 def _channel(document: dict[str, Any], address: str | None) -> dict[str, Any]:
-    return next(channel for channel in document["channels"].values()
-                if channel.get("address") == address)
+    return next(
+        channel for channel in document["channels"].values() if channel.get("address") == address
+    )
 
 
 def _message(document: dict[str, Any], channel: dict[str, Any]) -> dict[str, Any]:
@@ -358,8 +410,9 @@ def test_ingest_serves_an_asyncapi_3_document_in_json_and_yaml(stack, asyncapi):
     as_yaml = httpx.get(stack.ingest.url + "/schema/asyncapi.yaml", timeout=10)
     assert as_yaml.status_code == 200
     assert yaml.safe_load(as_yaml.text) == asyncapi
-    assert "/schema/asyncapi.json" not in _get_json(
-        stack.ingest.url + "/schema/openapi.json")["paths"]
+    assert (
+        "/schema/asyncapi.json" not in _get_json(stack.ingest.url + "/schema/openapi.json")["paths"]
+    )
 
 
 def test_ingest_logs_declares_the_record_payload_and_the_authorization_header(asyncapi):
@@ -373,8 +426,11 @@ def test_ingest_logs_declares_the_record_payload_and_the_authorization_header(as
     assert not payload.is_valid([record] * 1001)
     headers = _resolve(asyncapi, message["headers"]["$ref"])
     assert "Authorization" in headers["required"]
-    [operation] = [op for op in asyncapi["operations"].values()
-                   if op["channel"]["$ref"].endswith("/" + INGEST_SUBJECT)]
+    [operation] = [
+        op
+        for op in asyncapi["operations"].values()
+        if op["channel"]["$ref"].endswith("/" + INGEST_SUBJECT)
+    ]
     assert operation["action"] == "receive"
 
 
@@ -385,8 +441,11 @@ def test_the_asyncapi_document_declares_the_reply_and_the_rejected_channel(async
     reply = _resolve(asyncapi, operation["reply"]["messages"][0]["$ref"])
     assert reply["payload"] == _message(asyncapi, reply_channel)["payload"]
     rejected = _channel(asyncapi, REJECTED_SUBJECT)
-    [send] = [op for op in asyncapi["operations"].values()
-              if op["channel"]["$ref"].endswith("/" + REJECTED_SUBJECT)]
+    [send] = [
+        op
+        for op in asyncapi["operations"].values()
+        if op["channel"]["$ref"].endswith("/" + REJECTED_SUBJECT)
+    ]
     assert send["action"] == "send"
     assert _message(asyncapi, rejected)["payload"]["$ref"].endswith("/RejectionReport")
 
@@ -397,15 +456,17 @@ async def _connect(nats_server, role: str):
     return await nats.connect(nats_server.url, connect_timeout=2, max_reconnect_attempts=1)
 
 
-async def test_real_nats_replies_match_the_documented_reply(nats_server, stack, asyncapi,
-                                                            unique_id):
+async def test_real_nats_replies_match_the_documented_reply(
+    nats_server, stack, asyncapi, unique_id
+):
     reply = _validator(asyncapi, "IngestReply")
     client = await _connect(nats_server, "producer")
     try:
         record = json.dumps({"channel": f"logs:etl:{unique_id}", "message": "over NATS"})
         for headers, status in ((ETL, 202), ({}, 401)):
-            answer = await client.request(INGEST_SUBJECT, record.encode(), headers=headers,
-                                          timeout=REPLY_TIMEOUT_S)
+            answer = await client.request(
+                INGEST_SUBJECT, record.encode(), headers=headers, timeout=REPLY_TIMEOUT_S
+            )
             body = json.loads(answer.data)
             assert body["status"] == status, body
             assert reply.is_valid(body), body
@@ -413,16 +474,19 @@ async def test_real_nats_replies_match_the_documented_reply(nats_server, stack, 
         await client.close()
 
 
-async def test_a_real_rejection_report_matches_the_documented_report(nats_server, stack,
-                                                                     asyncapi, unique_id):
+async def test_a_real_rejection_report_matches_the_documented_report(
+    nats_server, stack, asyncapi, unique_id
+):
     report = _validator(asyncapi, "RejectionReport")
     operator = await _connect(nats_server, "admin")  # no service user may read ingest.rejected
     producer = await _connect(nats_server, "producer")
     try:
         reports = await operator.subscribe(REJECTED_SUBJECT)
         await operator.flush()
-        await producer.publish(INGEST_SUBJECT, json.dumps(
-            {"channel": f"logs:etl:{unique_id}", "message": "no token"}).encode())
+        await producer.publish(
+            INGEST_SUBJECT,
+            json.dumps({"channel": f"logs:etl:{unique_id}", "message": "no token"}).encode(),
+        )
         async with asyncio.timeout(REPLY_TIMEOUT_S):
             while True:  # other tests may be refused on the same subject meanwhile
                 body = json.loads((await reports.next_msg(timeout=REPLY_TIMEOUT_S)).data)

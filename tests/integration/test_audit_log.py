@@ -26,8 +26,12 @@ STREAM = "/api/logs/stream"
 @pytest.fixture(scope="module")
 def services(nats_server, log_dir):
     ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir).start()
-    gateway = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--max-connections-per-user", "1"]).start()
+    gateway = ServiceProcess(
+        "gateway",
+        nats_url=nats_server.url,
+        log_dir=log_dir,
+        args=["--max-connections-per-user", "1"],
+    ).start()
     yield ingest, gateway
     gateway.stop()
     ingest.stop()
@@ -79,7 +83,11 @@ class AuditTrail:
         assert len(lines) == self.expected, lines[-3:]
         line = lines[-1]
         assert (line["who"], line["what"], line["status"], line["rule"]) == (
-            denial.who, denial.what, denial.status, denial.rule), line
+            denial.who,
+            denial.what,
+            denial.status,
+            denial.rule,
+        ), line
         assert line["audit"] == "denied" and line["via"] == "http" and line["remote"]
         assert line["reason"] == response.json()["message"]
         return line
@@ -92,17 +100,26 @@ def test_every_ingest_denial_leaves_one_audit_line_naming_who_and_the_rule(servi
     record = {"channel": f"logs:etl:workspace123:{unique_id}", "message": "m"}
     bad_secret = f"not-a-token-{unique_id}"
 
-    trail.expect(httpx.post(url, json=record, params={"access_token": bad_secret}),
-                 Denial("anonymous", what, 401, "no_credential"))
-    trail.expect(httpx.post(url, json=record, headers={"Authorization": f"Bearer {bad_secret}"}),
-                 Denial("anonymous", what, 401, "token_invalid"))
-    trail.expect(httpx.post(url, json=record, headers={"X-Service-Token": bad_secret}),
-                 Denial("anonymous", what, 401, "token_invalid"))
-    trail.expect(httpx.post(url, json=record, headers={"Authorization": "Bearer faas-token"}),
-                 Denial("token:faas-token", what, 403, "grant"))
+    trail.expect(
+        httpx.post(url, json=record, params={"access_token": bad_secret}),
+        Denial("anonymous", what, 401, "no_credential"),
+    )
+    trail.expect(
+        httpx.post(url, json=record, headers={"Authorization": f"Bearer {bad_secret}"}),
+        Denial("anonymous", what, 401, "token_invalid"),
+    )
+    trail.expect(
+        httpx.post(url, json=record, headers={"X-Service-Token": bad_secret}),
+        Denial("anonymous", what, 401, "token_invalid"),
+    )
+    trail.expect(
+        httpx.post(url, json=record, headers={"Authorization": "Bearer faas-token"}),
+        Denial("token:faas-token", what, 403, "grant"),
+    )
     # Neither a 400 nor a success is a denial: no line for them.
-    bad = httpx.post(url, json={**record, "level": "loud"},
-                     headers={"Authorization": "Bearer l5-etl-token"})
+    bad = httpx.post(
+        url, json={**record, "level": "loud"}, headers={"Authorization": "Bearer l5-etl-token"}
+    )
     good = httpx.post(url, json=record, headers={"Authorization": "Bearer l5-etl-token"})
     assert (bad.status_code, good.status_code) == (400, 202)
     assert len(audit_lines(ingest)) == trail.expected
@@ -119,15 +136,26 @@ def test_every_gateway_denial_leaves_one_audit_line_naming_who_and_the_rule(serv
     expired = TOKENS.issue("user123", ["workspace123"], ttl_s=-3600)
 
     trail.expect(httpx.get(url, params=mine), Denial("anonymous", what, 401, "no_credential"))
-    trail.expect(httpx.get(url, params={**mine, "access_token": forged}),
-                 Denial("anonymous", what, 401, "jwt_invalid"))
-    trail.expect(httpx.get(url, params=mine, headers={"Authorization": f"Bearer {expired}"}),
-                 Denial("anonymous", what, 401, "jwt_expired"))
-    trail.expect(httpx.get(url, params=mine, headers={"Authorization": "Basic dXNlcjpwYXNz"}),
-                 Denial("anonymous", what, 401, "no_credential"))
-    trail.expect(httpx.get(url, params={"channels": "logs:etl:workspace456"},
-                           headers={"Authorization": f"Bearer {user123}"}),
-                 Denial("user:user123", what, 403, "workspace"))
+    trail.expect(
+        httpx.get(url, params={**mine, "access_token": forged}),
+        Denial("anonymous", what, 401, "jwt_invalid"),
+    )
+    trail.expect(
+        httpx.get(url, params=mine, headers={"Authorization": f"Bearer {expired}"}),
+        Denial("anonymous", what, 401, "jwt_expired"),
+    )
+    trail.expect(
+        httpx.get(url, params=mine, headers={"Authorization": "Basic dXNlcjpwYXNz"}),
+        Denial("anonymous", what, 401, "no_credential"),
+    )
+    trail.expect(
+        httpx.get(
+            url,
+            params={"channels": "logs:etl:workspace456"},
+            headers={"Authorization": f"Bearer {user123}"},
+        ),
+        Denial("user:user123", what, 403, "workspace"),
+    )
     capped = _provoke_connection_cap(url, mine, unique_id)
     trail.expect(capped, Denial(f"user:cap-{unique_id}", what, 429, "connection_cap"))
     assert capped.headers["retry-after"]

@@ -30,8 +30,14 @@ from logstream.services.ingest.settings import Settings as IngestSettings
 from logstream.shared.embedded_nats import find_nats_server
 from logstream.shared.errors import BrokerUnavailable, SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
+from logstream.shared.nats_link import (
+    NatsLink,
+    broker_options,
+    connect_options,
+    ensure_stream,
+    role_of,
+)
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT, STREAM_NAME, redact_url
-from logstream.shared.nats_link import NatsLink, broker_options, connect_options, ensure_stream, role_of
 from logstream.shared.nats_permissions import role_permissions
 from logstream.shared.settings import ServiceSettings, load_settings
 from logstream.shared.user_tokens import UserTokens
@@ -106,10 +112,12 @@ DENIED = [
 ]
 
 
-@pytest.mark.parametrize(("role", "action", "subject"), DENIED,
-                         ids=[f"{r}-{a.split()[0]}-{s}" for r, a, s in DENIED])
+@pytest.mark.parametrize(
+    ("role", "action", "subject"), DENIED, ids=[f"{r}-{a.split()[0]}-{s}" for r, a, s in DENIED]
+)
 async def test_a_user_doing_what_its_role_does_not_do_is_a_permissions_violation(
-        broker, role, action, subject):
+    broker, role, action, subject
+):
     violations = Violations()
     client = await broker.connect(role, error_cb=violations.record)
     try:
@@ -126,10 +134,17 @@ async def test_a_user_doing_what_its_role_does_not_do_is_a_permissions_violation
 
 
 async def test_a_producer_sees_nothing_of_a_live_stream_on_inboxes_logs_or_the_api(
-        broker, stack, unique_id):
+    broker, stack, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
-    watched = ["_INBOX.>", "_INBOX_gateway.>", "_INBOX_ingest.>", "logs.>", "live.logs.>",
-               "$JS.API.>"]
+    watched = [
+        "_INBOX.>",
+        "_INBOX_gateway.>",
+        "_INBOX_ingest.>",
+        "logs.>",
+        "live.logs.>",
+        "$JS.API.>",
+    ]
     violations, leaked = Violations(), []
     seen_by_operator: dict[str, list[bytes]] = {subject: [] for subject in watched}
 
@@ -139,6 +154,7 @@ async def test_a_producer_sees_nothing_of_a_live_stream_on_inboxes_logs_or_the_a
     def seen_on(subject: str):
         async def seen(msg) -> None:
             seen_by_operator[subject].append(msg.data)
+
         return seen
 
     producer = await broker.connect("producer", error_cb=violations.record)
@@ -150,11 +166,15 @@ async def test_a_producer_sees_nothing_of_a_live_stream_on_inboxes_logs_or_the_a
         await settle(producer)
         await settle(operator)
         refused = {await violations.next() for _ in watched}
-        async with open_stream(f"{stack.gateway.url}/api/logs/stream?channels={channel}",
-                               token=stack.user_token()) as stream:
+        async with open_stream(
+            f"{stack.gateway.url}/api/logs/stream?channels={channel}", token=stack.user_token()
+        ) as stream:
             await stream.next_of("connected")
-            response = httpx.post(f"{stack.ingest.url}/api/logs/publish", headers=ETL,
-                                  json={"channel": channel, "message": f"secret {unique_id}"})
+            response = httpx.post(
+                f"{stack.ingest.url}/api/logs/publish",
+                headers=ETL,
+                json={"channel": channel, "message": f"secret {unique_id}"},
+            )
             assert response.status_code == 202, response.text
             [record] = await stream.logs(1)
         await settle(producer)  # a delivery made with the gateway's would have arrived by now
@@ -171,25 +191,38 @@ async def test_a_producer_sees_nothing_of_a_live_stream_on_inboxes_logs_or_the_a
 
 
 async def test_a_record_a_producer_publishes_to_a_log_subject_never_reaches_a_reader(
-        broker, stack, unique_id):
+    broker, stack, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     subject = channel.replace(":", ".")
-    forged = {"channel": channel, "message": "forged", "level": "info",
-              "timestamp": "2026-01-01T00:00:00.000Z", "received_at": "2026-01-01T00:00:00.000Z",
-              "publisher": "l5-etl-token", "source": None, "fields": None, "id": None}
+    forged = {
+        "channel": channel,
+        "message": "forged",
+        "level": "info",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "received_at": "2026-01-01T00:00:00.000Z",
+        "publisher": "l5-etl-token",
+        "source": None,
+        "fields": None,
+        "id": None,
+    }
     violations = Violations()
     producer = await broker.connect("producer", error_cb=violations.record)
     reader = await broker.connect("gateway")
     try:
-        async with open_stream(f"{stack.gateway.url}/api/logs/stream?channels={channel}",
-                               token=stack.user_token()) as stream:
+        async with open_stream(
+            f"{stack.gateway.url}/api/logs/stream?channels={channel}", token=stack.user_token()
+        ) as stream:
             await stream.next_of("connected")
             await producer.publish(subject, json.dumps(forged).encode())
             await settle(producer)
             error = await violations.next()
             # Stored after anything the forged publish could have stored (one stream, in order).
-            response = httpx.post(f"{stack.ingest.url}/api/logs/publish", headers=ETL,
-                                  json={"channel": channel, "message": "genuine"})
+            response = httpx.post(
+                f"{stack.ingest.url}/api/logs/publish",
+                headers=ETL,
+                json={"channel": channel, "message": "genuine"},
+            )
             assert response.status_code == 202, response.text
             [first] = await stream.logs(1)
         records = await stored(reader.jetstream(timeout=5), subject)
@@ -248,26 +281,38 @@ def own_users_broker(tmp_path_factory, gateway_seed):
     """A broker with two users of this module's own: an nkey with the gateway's permissions,
     and an ingest-like user that may not publish to logs.>."""
     public = nkeys.from_seed(gateway_seed.read_bytes()).public_key.decode()
-    users = [{"nkey": public, "permissions": role_permissions("gateway")},
-             {"user": "ingest-no-logs", "password": "s3cret-no-logs",
-              "permissions": _without_logs("ingest")}]
-    broker = embedded_for_tests(port=free_port(), store_dir=tmp_path_factory.mktemp("users"),
-                                extra_users=users).start()
+    users = [
+        {"nkey": public, "permissions": role_permissions("gateway")},
+        {
+            "user": "ingest-no-logs",
+            "password": "s3cret-no-logs",
+            "permissions": _without_logs("ingest"),
+        },
+    ]
+    broker = embedded_for_tests(
+        port=free_port(), store_dir=tmp_path_factory.mktemp("users"), extra_users=users
+    ).start()
     yield broker
     broker.stop()
 
 
 async def test_a_gateway_logged_in_with_an_nkey_seed_file_serves_streams(
-        own_users_broker, gateway_seed, log_dir, unique_id):
+    own_users_broker, gateway_seed, log_dir, unique_id
+):
     writer = await connect_as(own_users_broker.url, "ingest")
     js = writer.jetstream(timeout=5)
     await ensure_stream(js, max_age_s=600, max_bytes=1 << 24, duplicate_window_s=60)
     channel = f"logs:etl:workspace123:{unique_id}"
-    gateway = ServiceProcess("gateway", nats_url=own_users_broker.url, log_dir=log_dir,
-                             env={"LOGSTREAM_NATS_NKEY_FILE": str(gateway_seed)}).start()
+    gateway = ServiceProcess(
+        "gateway",
+        nats_url=own_users_broker.url,
+        log_dir=log_dir,
+        env={"LOGSTREAM_NATS_NKEY_FILE": str(gateway_seed)},
+    ).start()
     try:
-        async with open_stream(f"{gateway.url}/api/logs/stream?channels={channel}",
-                               token=TOKEN) as stream:
+        async with open_stream(
+            f"{gateway.url}/api/logs/stream?channels={channel}", token=TOKEN
+        ) as stream:
             await stream.next_of("connected")
             record = {"channel": channel, "message": "via nkey", "level": "info"}
             seq = (await js.publish(channel.replace(":", "."), json.dumps(record).encode())).seq
@@ -279,25 +324,40 @@ async def test_a_gateway_logged_in_with_an_nkey_seed_file_serves_streams(
 
 
 async def test_an_nkey_the_broker_does_not_know_is_refused_naming_its_public_key(
-        own_users_broker, tmp_path):
+    own_users_broker, tmp_path
+):
     seed = tmp_path / "stranger.nk"
     seed.write_bytes(_seed(nkeys.PREFIX_BYTE_USER))
     public = nkeys.from_seed(seed.read_bytes()).public_key.decode()
-    settings = load_settings(GatewaySettings, {}, env="dev", nats_url=own_users_broker.url,
-                             nats_nkey_file=str(seed), connect_timeout=5)
+    settings = load_settings(
+        GatewaySettings,
+        {},
+        env="dev",
+        nats_url=own_users_broker.url,
+        nats_nkey_file=str(seed),
+        connect_timeout=5,
+    )
     with pytest.raises(BrokerUnavailable, match=f"as {public}.*(?i:authorization violation)"):
         await NatsLink.connect(settings, name="stranger")
 
 
 async def test_a_refused_publish_on_a_service_link_is_one_audit_line_naming_user_and_subject(
-        own_users_broker, log_dir, unique_id):
-    ingest = ServiceProcess("ingest", nats_url=own_users_broker.url, log_dir=log_dir,
-                            args=["--nats-user", "ingest-no-logs",
-                                  "--nats-password", "s3cret-no-logs"]).start()
+    own_users_broker, log_dir, unique_id
+):
+    ingest = ServiceProcess(
+        "ingest",
+        nats_url=own_users_broker.url,
+        log_dir=log_dir,
+        args=["--nats-user", "ingest-no-logs", "--nats-password", "s3cret-no-logs"],
+    ).start()
     subject = f"logs.etl.{unique_id}"
     try:
-        response = httpx.post(f"{ingest.url}/api/logs/publish", headers=ETL, timeout=WAIT_S,
-                              json={"channel": f"logs:etl:{unique_id}", "message": "m"})
+        response = httpx.post(
+            f"{ingest.url}/api/logs/publish",
+            headers=ETL,
+            timeout=WAIT_S,
+            json={"channel": f"logs:etl:{unique_id}", "message": "m"},
+        )
         deadline = time.monotonic() + WAIT_S
         while not (lines := [line for line in ingest.log().splitlines() if subject in line]):
             assert time.monotonic() < deadline, "no audit line\n" + ingest.log()
@@ -308,7 +368,12 @@ async def test_a_refused_publish_on_a_service_link_is_one_audit_line_naming_user
     [line] = [line for line in lines if '"audit"' in line]
     entry = json.loads(line)
     assert (entry["audit"], entry["who"], entry["what"], entry["rule"], entry["via"]) == (
-        "denied", "nats:ingest-no-logs", subject, "nats_permissions", "nats")
+        "denied",
+        "nats:ingest-no-logs",
+        subject,
+        "nats_permissions",
+        "nats",
+    )
     assert "s3cret" not in ingest.log()
     assert notable(line) == f"warning: denied nats:ingest-no-logs {subject} (nats_permissions)"
 
@@ -322,12 +387,19 @@ def _b64(data: bytes) -> str:
 
 def _jwt(issuer, subject: str, name: str, nats_claims: dict) -> str:
     """A NATS JWT (ed25519-nkey), as ``nsc`` issues them."""
-    claims = {"iat": int(time.time()), "iss": issuer.public_key.decode(), "name": name,
-              "sub": subject, "nats": {**nats_claims, "version": 2}}
+    claims = {
+        "iat": int(time.time()),
+        "iss": issuer.public_key.decode(),
+        "name": name,
+        "sub": subject,
+        "nats": {**nats_claims, "version": 2},
+    }
     digest = hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest()
     claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
-    signed = (f"{_b64(json.dumps({'typ': 'JWT', 'alg': 'ed25519-nkey'}).encode())}."
-              f"{_b64(json.dumps(claims).encode())}")
+    signed = (
+        f"{_b64(json.dumps({'typ': 'JWT', 'alg': 'ed25519-nkey'}).encode())}."
+        f"{_b64(json.dumps(claims).encode())}"
+    )
     return f"{signed}.{_b64(issuer.sign(signed.encode()))}"
 
 
@@ -337,39 +409,76 @@ def operator_broker(tmp_path_factory):
     whose JWT carries the gateway role's permissions."""
     work = tmp_path_factory.mktemp("operator")
     operator, account, system, user = (
-        nkeys.from_seed(_seed(prefix)) for prefix in (
-            nkeys.PREFIX_BYTE_OPERATOR, nkeys.PREFIX_BYTE_ACCOUNT, nkeys.PREFIX_BYTE_ACCOUNT,
-            nkeys.PREFIX_BYTE_USER))
+        nkeys.from_seed(_seed(prefix))
+        for prefix in (
+            nkeys.PREFIX_BYTE_OPERATOR,
+            nkeys.PREFIX_BYTE_ACCOUNT,
+            nkeys.PREFIX_BYTE_ACCOUNT,
+            nkeys.PREFIX_BYTE_USER,
+        )
+    )
     key = {k: k.public_key.decode() for k in (operator, account, system, user)}
-    unlimited = {name: -1 for name in ("subs", "data", "payload", "imports", "exports", "conn",
-                                       "leaf", "mem_storage", "disk_storage", "streams",
-                                       "consumer")}
+    unlimited = {
+        name: -1
+        for name in (
+            "subs",
+            "data",
+            "payload",
+            "imports",
+            "exports",
+            "conn",
+            "leaf",
+            "mem_storage",
+            "disk_storage",
+            "streams",
+            "consumer",
+        )
+    }
     permissions = role_permissions("gateway")
-    user_jwt = _jwt(account, key[user], "gateway", {
-        "type": "user", "subs": -1, "data": -1, "payload": -1,
-        "pub": {"allow": permissions["publish"]["allow"]},
-        "sub": {"allow": permissions["subscribe"]["allow"]}})
+    user_jwt = _jwt(
+        account,
+        key[user],
+        "gateway",
+        {
+            "type": "user",
+            "subs": -1,
+            "data": -1,
+            "payload": -1,
+            "pub": {"allow": permissions["publish"]["allow"]},
+            "sub": {"allow": permissions["subscribe"]["allow"]},
+        },
+    )
     config = {
-        "host": "127.0.0.1", "port": free_port(),
+        "host": "127.0.0.1",
+        "port": free_port(),
         "operator": _jwt(operator, key[operator], "logstream", {"type": "operator"}),
-        "system_account": key[system], "resolver": "MEMORY",
+        "system_account": key[system],
+        "resolver": "MEMORY",
         "resolver_preload": {
-            key[account]: _jwt(operator, key[account], "LOGS", {
-                "type": "account", "limits": {**unlimited, "wildcards": True}}),
-            key[system]: _jwt(operator, key[system], "SYS", {"type": "account"})},
+            key[account]: _jwt(
+                operator,
+                key[account],
+                "LOGS",
+                {"type": "account", "limits": {**unlimited, "wildcards": True}},
+            ),
+            key[system]: _jwt(operator, key[system], "SYS", {"type": "account"}),
+        },
         "jetstream": {"store_dir": str(work / "store")},
     }
     (work / "server.conf").write_text(json.dumps(config))
     (work / "gateway.creds").write_text(
         f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
-        f"-----BEGIN USER NKEY SEED-----\n{user.seed.decode()}\n------END USER NKEY SEED------\n")
+        f"-----BEGIN USER NKEY SEED-----\n{user.seed.decode()}\n------END USER NKEY SEED------\n"
+    )
     log = open(work / "server.log", "wb")
-    process = subprocess.Popen([find_nats_server(), "-c", str(work / "server.conf")],
-                               stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [find_nats_server(), "-c", str(work / "server.conf")], stdout=log, stderr=log
+    )
     deadline = time.monotonic() + WAIT_S
     while "Server is ready" not in (work / "server.log").read_text():
         assert process.poll() is None and time.monotonic() < deadline, (
-            (work / "server.log").read_text())
+            work / "server.log"
+        ).read_text()
         time.sleep(0.02)
     yield f"nats://127.0.0.1:{config['port']}", work / "gateway.creds"
     process.terminate()
@@ -378,10 +487,12 @@ def operator_broker(tmp_path_factory):
 
 
 async def test_a_service_logs_in_with_a_creds_file_and_its_jwt_permissions_hold(
-        operator_broker, caplog):
+    operator_broker, caplog
+):
     url, creds = operator_broker
-    settings = load_settings(GatewaySettings, {}, env="dev", nats_url=url,
-                             nats_creds_file=str(creds), connect_timeout=5)
+    settings = load_settings(
+        GatewaySettings, {}, env="dev", nats_url=url, nats_creds_file=str(creds), connect_timeout=5
+    )
     link = await NatsLink.connect(settings, name="creds-test")
     try:
         assert link.connected
@@ -397,7 +508,10 @@ async def test_a_service_logs_in_with_a_creds_file_and_its_jwt_permissions_hold(
         await link.close()
     [entry] = caplog.records
     assert (entry.who, entry.what, entry.rule) == (
-        "nats:creds:gateway.creds", "logs.etl.ws.forged", "nats_permissions")
+        "nats:creds:gateway.creds",
+        "logs.etl.ws.forged",
+        "nats_permissions",
+    )
 
 
 # --- which login a service's settings give nats-py ------------------------------------------
@@ -413,8 +527,9 @@ class _NamedRole(ServiceSettings, frozen=True, kw_only=True):
     nats_role = "ingest"
 
 
-@pytest.mark.parametrize(("cls", "role"), [(IngestSettings, "ingest"),
-                                           (GatewaySettings, "gateway")])
+@pytest.mark.parametrize(
+    ("cls", "role"), [(IngestSettings, "ingest"), (GatewaySettings, "gateway")]
+)
 def test_in_dev_mode_each_service_logs_in_as_its_own_user_with_its_own_inbox(cls, role):
     options = connect_options(_settings(cls), name="t")
     assert role_of(_settings(cls)) == role
@@ -437,11 +552,14 @@ def test_a_creds_file_or_an_nkey_file_goes_to_nats_py_and_to_faststream(tmp_path
     creds = tmp_path / "x.creds"
     creds.write_text("not read until connect")
     assert connect_options(_settings(nats_creds_file=str(creds)), name="t")[
-        "user_credentials"] == str(creds)
+        "user_credentials"
+    ] == str(creds)
     assert connect_options(_settings(nats_nkey_file=str(gateway_seed)), name="t")[
-        "nkeys_seed"] == str(gateway_seed)
-    faststream = broker_options(_settings(IngestSettings, nats_nkey_file=str(gateway_seed)),
-                                name="t")
+        "nkeys_seed"
+    ] == str(gateway_seed)
+    faststream = broker_options(
+        _settings(IngestSettings, nats_nkey_file=str(gateway_seed)), name="t"
+    )
     assert type(faststream["security"]).__name__ == "NatsNKey"
     assert "nkeys_seed" not in faststream and callable(faststream["error_cb"])
 
@@ -452,16 +570,27 @@ def test_settings_of_no_service_have_no_role_and_the_default_inbox():
     assert role_of(settings) == "" and "inbox_prefix" not in options and "user" not in options
 
 
-@pytest.mark.parametrize(("given", "named"), [
-    ({"nats_user": "u", "nats_creds_file": __file__}, "nats_user (LOGSTREAM_NATS_USER) and "
-                                                      "nats_creds_file"),
-    ({"nats_creds_file": __file__, "nats_nkey_file": __file__}, "nats_creds_file "
-                                                                "(LOGSTREAM_NATS_CREDS_FILE) and "
-                                                                "nats_nkey_file"),
-    ({"nats_url": "nats://u:p@h:4222", "nats_nkey_file": __file__}, "nats_url "
-                                                                     "(LOGSTREAM_NATS_URL) and"),
-    ({"nats_nkey_file": "/absent/seed.nk"}, "nats_nkey_file (LOGSTREAM_NATS_NKEY_FILE): no file"),
-])
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (
+            {"nats_user": "u", "nats_creds_file": __file__},
+            "nats_user (LOGSTREAM_NATS_USER) and nats_creds_file",
+        ),
+        (
+            {"nats_creds_file": __file__, "nats_nkey_file": __file__},
+            "nats_creds_file (LOGSTREAM_NATS_CREDS_FILE) and nats_nkey_file",
+        ),
+        (
+            {"nats_url": "nats://u:p@h:4222", "nats_nkey_file": __file__},
+            "nats_url (LOGSTREAM_NATS_URL) and",
+        ),
+        (
+            {"nats_nkey_file": "/absent/seed.nk"},
+            "nats_nkey_file (LOGSTREAM_NATS_NKEY_FILE): no file",
+        ),
+    ],
+)
 def test_one_login_at_a_time_and_a_file_that_is_there(given, named):
     with pytest.raises(SettingsError, match=named.replace("(", r"\(").replace(")", r"\)")):
         load_settings(ServiceSettings, {}, env="dev", **given)
@@ -469,4 +598,5 @@ def test_one_login_at_a_time_and_a_file_that_is_there(given, named):
 
 def test_a_password_never_reaches_a_log_line_through_the_url():
     assert redact_url("nats://ingest:hunter2@a:4222,nats://b:4222,nats://tok3n@c:4222") == (
-        "nats://ingest:***@a:4222,nats://b:4222,nats://***@c:4222")
+        "nats://ingest:***@a:4222,nats://b:4222,nats://***@c:4222"
+    )

@@ -23,8 +23,8 @@ from logstream import LogPublisher, LogstreamHandler
 from logstream.cli import main
 from logstream.publisher import PublishFailed
 from logstream.shared.identities import DEV_JWT_SECRET
-from logstream.shared.user_tokens import UserTokens
 from logstream.shared.nats_names import STREAM_NAME
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port
@@ -42,9 +42,11 @@ def stream_url(stack) -> str:
     return f"{stack.gateway.url}/api/logs/stream"
 
 
-async def publish_in_thread(publisher: LogPublisher, channel: str, count: int,
-                            prefix: str = "m") -> list[str]:
+async def publish_in_thread(
+    publisher: LogPublisher, channel: str, count: int, prefix: str = "m"
+) -> list[str]:
     """Publish and flush off the event loop, which keeps reading the test's stream meanwhile."""
+
     def work() -> list[str]:
         ids = [publisher.publish(channel, f"{prefix} {n}", n=n) for n in range(count)]
         publisher.flush(FLUSH_WITHIN_S)
@@ -55,15 +57,18 @@ async def publish_in_thread(publisher: LogPublisher, channel: str, count: int,
 
 # -- LogPublisher ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("transport", "count"), [("http", 1200), ("nats", 600)])
 async def test_a_publisher_stores_every_record_once_and_a_reader_gets_them_with_their_ids(
-        stack, unique_id, transport, count):
+    stack, unique_id, transport, count
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     url = stack.ingest.url if transport == "http" else stack.nats.producer_url
     publisher = LogPublisher(token=ETL_TOKEN, url=url, transport=transport)
     try:
-        async with open_stream(stream_url(stack), token=stack.user_token(),
-                               params={"channels": channel}) as stream:
+        async with open_stream(
+            stream_url(stack), token=stack.user_token(), params={"channels": channel}
+        ) as stream:
             await stream.next_of("connected")
             ids = await publish_in_thread(publisher, channel, count)
             records = await stream.logs(count)
@@ -78,7 +83,8 @@ async def test_a_publisher_stores_every_record_once_and_a_reader_gets_them_with_
 
 @pytest.mark.parametrize("transport", ["http", "nats"])
 async def test_a_channel_outside_the_tokens_grants_makes_flush_raise_403(
-        stack, unique_id, transport):
+    stack, unique_id, transport
+):
     url = stack.ingest.url if transport == "http" else stack.nats.producer_url
     publisher = LogPublisher(token=ETL_TOKEN, url=url, transport=transport)
     publisher.publish(f"logs:faas:{unique_id}:fn1", "not an ETL channel")
@@ -97,8 +103,9 @@ async def test_an_unknown_token_makes_flush_raise_401(stack, unique_id):
 
 
 async def test_an_unreachable_ingest_fails_after_its_attempts_without_a_status(unique_id):
-    publisher = LogPublisher(token=ETL_TOKEN, url=f"http://127.0.0.1:{free_port()}",
-                             max_attempts=2, backoff_s=0.01)
+    publisher = LogPublisher(
+        token=ETL_TOKEN, url=f"http://127.0.0.1:{free_port()}", max_attempts=2, backoff_s=0.01
+    )
     publisher.publish(f"logs:etl:{unique_id}", "m")
     with pytest.raises(PublishFailed, match="no answer: cannot connect to ingest") as failed:
         await asyncio.to_thread(publisher.close, FLUSH_WITHIN_S)
@@ -136,8 +143,10 @@ async def test_flush_rides_out_a_503_retrying_with_the_same_ids(lone_ingest, uni
 
 # -- LogstreamHandler --------------------------------------------------------------------------
 
+
 async def test_the_handler_publishes_a_logged_exception_with_its_traceback_and_extras(
-        stack, unique_id):
+    stack, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     handler = LogstreamHandler(channel, token=ETL_TOKEN, url=stack.ingest.url)
     logger = logging.getLogger(f"etl.loader.{unique_id}")
@@ -154,8 +163,9 @@ async def test_the_handler_publishes_a_logged_exception_with_its_traceback_and_e
     finally:
         logger.removeHandler(handler)
         await asyncio.to_thread(handler.close)
-    async with open_stream(stream_url(stack), token=stack.user_token(),
-                           params={"channels": channel, "tail": "2"}) as stream:
+    async with open_stream(
+        stream_url(stack), token=stack.user_token(), params={"channels": channel, "tail": "2"}
+    ) as stream:
         failure, warning = await stream.logs(2)
     assert failure["level"] == "error" and failure["message"] == "row 17 is bad"
     assert failure["source"] == logger.name
@@ -163,20 +173,25 @@ async def test_the_handler_publishes_a_logged_exception_with_its_traceback_and_e
     assert fields["table"] == "orders" and fields["row"] == 17
     assert fields["exception"]["type"] == "ValueError"
     assert fields["stack"].startswith("Traceback (most recent call last):")
-    assert fields["stack"].endswith("ValueError: invalid literal for int() with base 10: "
-                                    "'not a number'")
+    assert fields["stack"].endswith(
+        "ValueError: invalid literal for int() with base 10: 'not a number'"
+    )
     assert warning["level"] == "warn" and warning["message"] == "skipped it"
 
 
 # -- logstream tail ----------------------------------------------------------------------------
+
 
 class TailProcess:
     """``python -m logstream tail ...`` with its stdout read line by line in a thread."""
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "logstream", "tail", *args], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "logstream", "tail", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -191,8 +206,9 @@ class TailProcess:
             try:
                 taken.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
             except queue.Empty:
-                raise AssertionError(f"tail printed {len(taken)} of {count} lines; stderr: "
-                                     + self.stop()) from None
+                raise AssertionError(
+                    f"tail printed {len(taken)} of {count} lines; stderr: " + self.stop()
+                ) from None
         return taken
 
     def wait(self) -> int:
@@ -213,8 +229,18 @@ def publish(stack, channel: str, count: int, prefix: str = "m") -> list[str]:
 def test_tail_json_count_prints_exactly_the_published_records(stack, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
     ids = publish(stack, channel, 3)
-    tail = TailProcess(channel, "--url", stack.gateway.url, "--tail", "3", "--json",
-                       "--count", "3", "--token", stack.user_token())
+    tail = TailProcess(
+        channel,
+        "--url",
+        stack.gateway.url,
+        "--tail",
+        "3",
+        "--json",
+        "--count",
+        "3",
+        "--token",
+        stack.user_token(),
+    )
     records = [json.loads(line) for line in tail.take(3)]
     assert tail.wait() == 0 and tail.lines.empty()
     assert [record["id"] for record in records] == ids
@@ -243,14 +269,26 @@ def test_tail_ends_quietly_with_0_on_ctrl_c(stack, unique_id):
     assert "Traceback" not in tail.stop()
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["--token", "not-a-jwt"], "logstream tail: 401 unauthenticated: the user token is not valid"),
-    (["--user", "user456"], "logstream tail: 403 forbidden: user 'user456' may not read "
-                            "logs:etl:workspace123:{ws}"),
-    (["--since", "yesterday"], "logstream tail: 400 invalid_request: since 'yesterday' must be"),
-])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--token", "not-a-jwt"],
+            "logstream tail: 401 unauthenticated: the user token is not valid",
+        ),
+        (
+            ["--user", "user456"],
+            "logstream tail: 403 forbidden: user 'user456' may not read logs:etl:workspace123:{ws}",
+        ),
+        (
+            ["--since", "yesterday"],
+            "logstream tail: 400 invalid_request: since 'yesterday' must be",
+        ),
+    ],
+)
 def test_tail_ends_a_refusal_with_exit_1_the_status_and_the_servers_words(
-        stack, unique_id, capsys, argv, expected):
+    stack, unique_id, capsys, argv, expected
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     code = main(["tail", channel, "--url", stack.gateway.url, *argv])
     assert code == 1
@@ -271,24 +309,24 @@ def test_tail_says_when_nothing_answers_at_the_url(capsys):
 
 def test_tail_with_an_expiring_token_ends_with_a_message(stack, unique_id, capsys):
     token = UserTokens(DEV_JWT_SECRET).issue("user123", ["workspace123"], ttl_s=2)
-    code = main(["tail", "logs:etl:workspace123:*", "--url", stack.gateway.url,
-                 "--token", token])
+    code = main(["tail", "logs:etl:workspace123:*", "--url", stack.gateway.url, "--token", token])
     assert code == 1
     assert "the token expired; give a fresh --token" in capsys.readouterr().err
 
 
 def test_tail_resumes_after_its_gateway_restarts_without_missing_or_repeating(
-        stack, unique_id, log_dir):
+    stack, unique_id, log_dir
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     gateway = ServiceProcess("gateway", nats_url=stack.nats.url, log_dir=log_dir).start()
-    tail = TailProcess(channel, "--url", gateway.url, "--since", "10m", "--json",
-                       "--count", "20")
+    tail = TailProcess(channel, "--url", gateway.url, "--since", "10m", "--json", "--count", "20")
     try:
         sent = publish(stack, channel, 10, prefix="before")
         received = [json.loads(line) for line in tail.take(10)]
         assert gateway.stop() is not None  # SIGTERM: open streams end with a retry hint
-        gateway = ServiceProcess("gateway", nats_url=stack.nats.url, log_dir=log_dir,
-                                 port=gateway.port).start()
+        gateway = ServiceProcess(
+            "gateway", nats_url=stack.nats.url, log_dir=log_dir, port=gateway.port
+        ).start()
         sent += publish(stack, channel, 10, prefix="after")
         received += [json.loads(line) for line in tail.take(10)]
         assert tail.wait() == 0
@@ -296,8 +334,11 @@ def test_tail_resumes_after_its_gateway_restarts_without_missing_or_repeating(
         errors = tail.stop()
         gateway.stop()
     ids = [record["id"] for record in received]
-    ledger.account("tail across a gateway restart", list(range(len(sent))),
-                   [sent.index(i) for i in ids if i in sent])
+    ledger.account(
+        "tail across a gateway restart",
+        list(range(len(sent))),
+        [sent.index(i) for i in ids if i in sent],
+    )
     assert ids == sent, errors
     seqs = [record["seq"] for record in received]
     assert seqs == sorted(set(seqs))

@@ -12,8 +12,8 @@ import nats
 import pytest
 
 from logstream.shared.embedded_nats import EmbeddedCluster, EmbeddedNats
-from logstream.shared.nats_names import STREAM_NAME
 from logstream.shared.nats_link import ensure_stream
+from logstream.shared.nats_names import STREAM_NAME
 from logstream.shared.nats_permissions import dev_users
 from tests.support import ledger
 from tests.support.jetstream import stored
@@ -39,8 +39,9 @@ def cluster(tmp_path):
 
 
 async def connect(cluster: EmbeddedCluster, role: str):
-    return await connect_as(cluster.url, role, reconnect_time_wait=0.2,
-                            max_reconnect_attempts=-1, error_cb=_ignore)
+    return await connect_as(
+        cluster.url, role, reconnect_time_wait=0.2, max_reconnect_attempts=-1, error_cb=_ignore
+    )
 
 
 async def _ignore(_exc: Exception) -> None:
@@ -53,17 +54,19 @@ async def publish_until_acked(js, index: int, deadline: float) -> int:
     body = json.dumps({"channel": "logs:etl:ws1:wf1", "message": f"{index:05d}"}).encode()
     while True:
         try:
-            ack = await js.publish("logs.etl.ws1.wf1", body, timeout=2,
-                                   headers={"Nats-Msg-Id": f"record-{index}"})
+            ack = await js.publish(
+                "logs.etl.ws1.wf1", body, timeout=2, headers={"Nats-Msg-Id": f"record-{index}"}
+            )
             return ack.seq
-        except (asyncio.TimeoutError, nats.errors.Error):
+        except (TimeoutError, nats.errors.Error):
             assert time.monotonic() < deadline, f"record {index} was never acknowledged"
             await asyncio.sleep(0.1)
 
 
 def test_every_node_routes_to_the_others_with_its_own_name_and_store(cluster):
-    configs = [json.loads((node.store_dir / "nats-server.conf").read_text())
-               for node in cluster.nodes]
+    configs = [
+        json.loads((node.store_dir / "nats-server.conf").read_text()) for node in cluster.nodes
+    ]
 
     assert [config["server_name"] for config in configs] == ["nats-1", "nats-2", "nats-3"]
     for node, config in zip(cluster.nodes, configs):
@@ -76,13 +79,13 @@ def test_every_node_routes_to_the_others_with_its_own_name_and_store(cluster):
     assert cluster.url == ",".join(f"nats://127.0.0.1:{node.port}" for node in cluster.nodes)
 
 
-async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node_is_killed(
-        cluster):
+async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node_is_killed(cluster):
     client = await connect(cluster, "ingest")
     try:
         js = client.jetstream(timeout=5)
-        config = await ensure_stream(js, max_age_s=3600, max_bytes=1 << 30,
-                                     duplicate_window_s=120, replicas=3)
+        config = await ensure_stream(
+            js, max_age_s=3600, max_bytes=1 << 30, duplicate_window_s=120, replicas=3
+        )
         assert config.num_replicas == 3
         deadline = time.monotonic() + WAIT_S
         sent = [await publish_until_acked(js, i, deadline) for i in range(RECORDS_BEFORE_KILL)]
@@ -92,8 +95,10 @@ async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node
 
         leader.kill()  # SIGKILL: the stream's leader, so a new one must be elected
 
-        sent += [await publish_until_acked(js, i, deadline)
-                 for i in range(RECORDS_BEFORE_KILL, RECORDS_BEFORE_KILL + RECORDS_AFTER_KILL)]
+        sent += [
+            await publish_until_acked(js, i, deadline)
+            for i in range(RECORDS_BEFORE_KILL, RECORDS_BEFORE_KILL + RECORDS_AFTER_KILL)
+        ]
     finally:
         await client.close()
     reader = await connect(cluster, "gateway")  # new client: the dead node is listed, skipped
@@ -102,11 +107,11 @@ async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node
     finally:
         await reader.close()
     received = [seq for seq, _, _ in records]
-    ledger.account("3-node cluster, R3 stream, leader killed -9 between publishes",
-                   sent, received)
+    ledger.account("3-node cluster, R3 stream, leader killed -9 between publishes", sent, received)
     assert received == sent
     assert [record["message"] for _, _, record in records] == [
-        f"{i:05d}" for i in range(RECORDS_BEFORE_KILL + RECORDS_AFTER_KILL)]
+        f"{i:05d}" for i in range(RECORDS_BEFORE_KILL + RECORDS_AFTER_KILL)
+    ]
 
 
 def test_a_cluster_of_one_node_is_refused(tmp_path):
@@ -164,8 +169,11 @@ def test_a_cluster_that_never_forms_times_out_naming_the_silent_nodes(tmp_path):
     try:
         cluster.nodes[0].start()  # one of three: no quorum, so no meta leader, ever
 
-        with pytest.raises(RuntimeError, match=r"no meta leader within 1s \(nats-1, nats-2, "
-                                               r"nats-3 never answered"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"no meta leader within 1s \(nats-1, nats-2, "
+            r"nats-3 never answered",
+        ):
             cluster.wait_for_jetstream(1.0)
     finally:
         cluster.kill()
@@ -173,12 +181,14 @@ def test_a_cluster_that_never_forms_times_out_naming_the_silent_nodes(tmp_path):
 
 def test_nodes_serving_every_interface_keep_their_unauthenticated_routes_on_loopback(tmp_path):
     ports = distinct_free_ports(4)
-    cluster = EmbeddedCluster(ports=ports[:2], cluster_ports=ports[2:], store_dir=tmp_path,
-                              host="0.0.0.0")
+    cluster = EmbeddedCluster(
+        ports=ports[:2], cluster_ports=ports[2:], store_dir=tmp_path, host="0.0.0.0"
+    )
     try:
         cluster.start()
-        configs = [json.loads((node.store_dir / "nats-server.conf").read_text())
-                   for node in cluster.nodes]
+        configs = [
+            json.loads((node.store_dir / "nats-server.conf").read_text()) for node in cluster.nodes
+        ]
     finally:
         cluster.kill()
 

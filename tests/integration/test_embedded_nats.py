@@ -30,9 +30,14 @@ def broker(tmp_path_factory):
 
 
 async def connect(server: EmbeddedNats, role: str, **options):
-    return await nats.connect(url_as(server.url, role), connect_timeout=2,
-                              max_reconnect_attempts=0, allow_reconnect=False,
-                              **client_options(role), **options)
+    return await nats.connect(
+        url_as(server.url, role),
+        connect_timeout=2,
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+        **client_options(role),
+        **options,
+    )
 
 
 async def settle(client) -> None:
@@ -116,8 +121,7 @@ async def test_the_producer_may_request_on_ingest_logs_and_receive_the_reply(ser
     await sub.unsubscribe()
 
 
-async def test_a_producer_publish_to_a_log_subject_is_a_permissions_violation(admin_nc,
-                                                                               producer):
+async def test_a_producer_publish_to_a_log_subject_is_a_permissions_violation(admin_nc, producer):
     seen: asyncio.Queue = asyncio.Queue()
 
     async def record(message) -> None:
@@ -145,9 +149,13 @@ async def test_the_producer_may_not_subscribe_to_log_subjects(producer):
 
 
 async def test_a_wrong_nats_password_is_refused(broker):
-    with pytest.raises(nats.errors.Error, match="(?i)authorization"):
-        await nats.connect(broker.url_as((DEV_NATS_PRODUCER[0], "wrong")), connect_timeout=2,
-                           max_reconnect_attempts=0, allow_reconnect=False)
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+        await nats.connect(
+            broker.url_as((DEV_NATS_PRODUCER[0], "wrong")),
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
 
 
 def test_stop_ends_the_process_and_frees_the_port(tmp_path):

@@ -7,8 +7,8 @@ import shutil
 
 from logstream.shared.embedded_nats import EmbeddedNats
 from logstream.shared.identities import DEV_JWT_SECRET
-from logstream.shared.user_tokens import UserTokens
 from logstream.shared.nats_link import ensure_stream
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
@@ -46,8 +46,9 @@ async def test_streams_survive_a_broker_kill_and_lose_nothing(own_broker, log_di
             except (EOFError, TimeoutError) as exc:
                 print("stream did not continue:", type(exc).__name__)
         if len(received) < len(sent):
-            async with open_stream(url, token=TOKEN,
-                                   headers={"Last-Event-ID": str(received[-1])}) as stream:
+            async with open_stream(
+                url, token=TOKEN, headers={"Last-Event-ID": str(received[-1])}
+            ) as stream:
                 rest = len(sent) - len(received)
                 received += [r["seq"] for r in await stream.logs(rest, timeout=30)]
     finally:
@@ -68,8 +69,7 @@ async def test_a_broker_back_with_an_empty_store_does_not_silence_the_gateway(ow
             own_broker.start()
             await publish(own_broker, 2, 0)  # the new stream's seqs 1 and 2
             await stream.next_of("overflow", timeout=30)  # told to resume
-        async with open_stream(url, token=TOKEN,
-                               headers={"Last-Event-ID": str(old[-1])}) as stream:
+        async with open_stream(url, token=TOKEN, headers={"Last-Event-ID": str(old[-1])}) as stream:
             await stream.next_of("connected")
             [seq] = await publish(own_broker, 1, 2)
             [record] = await stream.logs(1, timeout=30)

@@ -27,8 +27,12 @@ DEADLINE_S = 20.0
 
 @pytest.fixture(scope="module")
 def gateway(nats_server, log_dir, js_writer):
-    service = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--heartbeat", "0.5", "--jwt-leeway", "0"])
+    service = ServiceProcess(
+        "gateway",
+        nats_url=nats_server.url,
+        log_dir=log_dir,
+        args=["--heartbeat", "0.5", "--jwt-leeway", "0"],
+    )
     yield service.start()
     service.stop()
 
@@ -43,12 +47,15 @@ def url(gateway, *channels: str, **params) -> str:
 
 
 async def test_streams_with_filters_and_several_channels_each_get_their_records_in_order(
-        gateway, js_writer, unique_id):
+    gateway, js_writer, unique_id
+):
     one, two = f"logs:etl:{unique_id}:one", f"logs:etl:{unique_id}:two"
     token = TOKENS.issue("reader", [unique_id])
-    async with open_stream(url(gateway, one), token=token) as plain, \
-            open_stream(url(gateway, one, level="error"), token=token) as errors, \
-            open_stream(url(gateway, one, two), token=token) as both:
+    async with (
+        open_stream(url(gateway, one), token=token) as plain,
+        open_stream(url(gateway, one, level="error"), token=token) as errors,
+        open_stream(url(gateway, one, two), token=token) as both,
+    ):
         for stream in (plain, errors, both):
             await stream.next_of("connected")
         wait_until(lambda: stats(gateway)["direct_connections"] >= 3, DEADLINE_S)
@@ -64,24 +71,30 @@ async def test_streams_with_filters_and_several_channels_each_get_their_records_
 
 
 async def test_after_the_last_frame_the_keep_alive_connection_serves_the_next_request(
-        gateway, js_writer, unique_id):
+    gateway, js_writer, unique_id
+):
     """Records keep coming while the token expires: no stray chunk may follow the stream's
     terminating chunk, or the next response on the same connection would be garbage."""
     channel = f"logs:etl:{unique_id}:expiring"
-    token = jwt.encode({"sub": "brief", "workspaces": [unique_id],
-                        "exp": int(time.time()) + 2}, DEV_JWT_SECRET, algorithm="HS256")
+    token = jwt.encode(
+        {"sub": "brief", "workspaces": [unique_id], "exp": int(time.time()) + 2},
+        DEV_JWT_SECRET,
+        algorithm="HS256",
+    )
     stop = asyncio.Event()
 
     async def publish() -> None:
         while not stop.is_set():  # as fast as JetStream acks: records in every read batch
             await js_writer.put_many(channel, 50, size=20)
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(DEADLINE_S),
-                                 limits=httpx.Limits(max_connections=1)) as client:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(DEADLINE_S), limits=httpx.Limits(max_connections=1)
+    ) as client:
         publisher = asyncio.create_task(publish())
         try:
-            async with client.stream("GET", url(gateway, channel),
-                                     headers={"Authorization": f"Bearer {token}"}) as response:
+            async with client.stream(
+                "GET", url(gateway, channel), headers={"Authorization": f"Bearer {token}"}
+            ) as response:
                 body = await asyncio.wait_for(response.aread(), DEADLINE_S)
         finally:
             stop.set()

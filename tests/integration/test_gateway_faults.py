@@ -25,9 +25,15 @@ TOKEN = TOKENS.issue("user123", ["workspace123"])
 
 @pytest.fixture(scope="module")
 def gateways(nats_server, log_dir, js_writer):
-    pair = [ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                           args=["--max-connections-per-user", "250"]).start()
-            for _ in range(2)]
+    pair = [
+        ServiceProcess(
+            "gateway",
+            nats_url=nats_server.url,
+            log_dir=log_dir,
+            args=["--max-connections-per-user", "250"],
+        ).start()
+        for _ in range(2)
+    ]
     yield pair
     for gateway in pair:
         gateway.stop()
@@ -61,13 +67,15 @@ async def read_rest(gateway, channel: str, last: int, sent: list[int]) -> list[i
     rest = [seq for seq in sent if seq > last]
     if not rest:
         return []
-    async with open_stream(stream_url(gateway, channel), token=TOKEN,
-                           headers={"Last-Event-ID": str(last)}) as stream:
+    async with open_stream(
+        stream_url(gateway, channel), token=TOKEN, headers={"Last-Event-ID": str(last)}
+    ) as stream:
         return [r["seq"] for r in await stream.logs(len(rest), timeout=60)]
 
 
 async def test_a_gateway_killed_mid_stream_loses_nothing_for_a_client_resuming_on_another(
-        nats_server, log_dir, gateways, js_writer, unique_id):
+    nats_server, log_dir, gateways, js_writer, unique_id
+):
     victim = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir).start()
     channel = f"logs:etl:workspace123:{unique_id}"
     publisher = Publisher(js_writer, channel)
@@ -95,15 +103,17 @@ async def test_a_gateway_killed_mid_stream_loses_nothing_for_a_client_resuming_o
 
 
 async def test_a_client_reconnecting_in_a_tight_loop_misses_and_repeats_nothing(
-        gateways, js_writer, unique_id):
+    gateways, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     publisher = Publisher(js_writer, channel, pause=0.001)
     received: list[int] = []
     last = None
     for attempt in range(60):
         headers = {"Last-Event-ID": str(last)} if last is not None else {}
-        async with open_stream(stream_url(gateways[attempt % 2], channel), token=TOKEN,
-                               headers=headers) as stream:
+        async with open_stream(
+            stream_url(gateways[attempt % 2], channel), token=TOKEN, headers=headers
+        ) as stream:
             connected = await stream.next_of("connected")
             if last is None:
                 cursor = last = int(connected.id)
@@ -119,21 +129,27 @@ async def test_a_client_reconnecting_in_a_tight_loop_misses_and_repeats_nothing(
     async with httpx.AsyncClient() as client:
         for gateway in gateways:  # every one of those connections was released
             async with asyncio.timeout(15):
-                while channel in (await client.get(
-                        f"{gateway.url}/admin/logs/stats")).json()["channels"]:
+                while (
+                    channel
+                    in (await client.get(f"{gateway.url}/admin/logs/stats")).json()["channels"]
+                ):
                     await asyncio.sleep(0.05)
 
 
 async def test_a_100k_replay_delivers_everything_once_without_stalling_live_readers(
-        gateways, js_writer, unique_id):
+    gateways, js_writer, unique_id
+):
     long_channel = f"logs:etl:workspace123:{unique_id}"
     live_channel = f"logs:faas:workspace123:{unique_id}"
     sent = await js_writer.put_many(long_channel, 100_000, size=20)
     gateway = gateways[0]
     async with open_stream(stream_url(gateway, live_channel), token=TOKEN) as live:
         await live.next_of("connected")
-        async with open_stream(stream_url(gateway, long_channel), token=TOKEN,
-                               headers={"Last-Event-ID": str(sent[0] - 1)}) as replay:
+        async with open_stream(
+            stream_url(gateway, long_channel),
+            token=TOKEN,
+            headers={"Last-Event-ID": str(sent[0] - 1)},
+        ) as replay:
             await replay.next_of("connected")
             first = await replay.logs(1000, timeout=60)
             live_seq = await js_writer.put(live_channel, "while replaying")
@@ -147,7 +163,8 @@ async def test_a_100k_replay_delivers_everything_once_without_stalling_live_read
 
 
 async def test_200_connections_on_one_channel_cost_one_nats_read_per_record(
-        gateways, js_writer, unique_id):
+    gateways, js_writer, unique_id
+):
     gateway, channel = gateways[1], f"logs:etl:workspace123:{unique_id}"
 
     def records_read() -> float:
@@ -158,9 +175,14 @@ async def test_200_connections_on_one_channel_cost_one_nats_read_per_record(
         responses = []
         try:
             for _ in range(200):
-                response = await client.send(client.build_request(
-                    "GET", stream_url(gateway, channel),
-                    headers={"Authorization": f"Bearer {TOKEN}"}), stream=True)
+                response = await client.send(
+                    client.build_request(
+                        "GET",
+                        stream_url(gateway, channel),
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                    ),
+                    stream=True,
+                )
                 assert response.status_code == 200
                 responses.append((response, response.aiter_lines()))
             for _, lines in responses:

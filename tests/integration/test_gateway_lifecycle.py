@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-
 import time
 
 import httpx
 import pytest
 
 from logstream.shared.identities import DEV_JWT_SECRET
-from logstream.shared.user_tokens import UserTokens
 from logstream.shared.nats_link import ensure_stream
+from logstream.shared.user_tokens import UserTokens
 from tests.integration.conftest import wait_until
 from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
@@ -25,7 +24,8 @@ def token(secret=DEV_JWT_SECRET, name="user123", workspaces=("workspace123",), r
 
 
 async def test_sigterm_ends_open_streams_with_a_retry_hint_and_exits_quickly(
-        nats_server, log_dir, js_writer):
+    nats_server, log_dir, js_writer
+):
     gateway = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir).start()
     url = f"{gateway.url}/api/logs/stream?channels=logs:etl:workspace123:drain"
     async with httpx.AsyncClient(timeout=10) as client:
@@ -47,8 +47,7 @@ async def test_sigterm_ends_open_streams_with_a_retry_hint_and_exits_quickly(
 
 async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own_broker, log_dir):
     client = await connect_as(own_broker.url, "ingest")
-    await ensure_stream(client.jetstream(), max_age_s=60, max_bytes=1 << 20,
-                        duplicate_window_s=60)
+    await ensure_stream(client.jetstream(), max_age_s=60, max_bytes=1 << 20, duplicate_window_s=60)
     await client.close()
     gateway = ServiceProcess("gateway", nats_url=own_broker.url, log_dir=log_dir).start()
     url = f"{gateway.url}/api/logs/stream?channels=logs:etl:workspace123:outage"
@@ -70,23 +69,32 @@ async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own
 
 @pytest.fixture(scope="module")
 def prod_gateway(nats_server, log_dir):
-    service = ServiceProcess("gateway", nats_url=nats_server.url_as("gateway"), log_dir=log_dir,
-                             dev=False, args=["--jwt-secret", PROD_SECRET])
+    service = ServiceProcess(
+        "gateway",
+        nats_url=nats_server.url_as("gateway"),
+        log_dir=log_dir,
+        dev=False,
+        args=["--jwt-secret", PROD_SECRET],
+    )
     yield service.start()
     service.stop()
 
 
 def test_production_mode_refuses_query_tokens(prod_gateway):
-    url = (f"{prod_gateway.url}/api/logs/stream?channels=logs:etl:workspace123"
-           f"&access_token={token(PROD_SECRET)}")
+    url = (
+        f"{prod_gateway.url}/api/logs/stream?channels=logs:etl:workspace123"
+        f"&access_token={token(PROD_SECRET)}"
+    )
     response = httpx.get(url)
     assert response.status_code == 401
     assert "access_token" in response.json()["message"]
 
 
 def test_production_mode_rejects_dev_tokens(prod_gateway):
-    response = httpx.get(f"{prod_gateway.url}/api/logs/stream?channels=logs:etl:workspace123",
-                         headers={"Authorization": f"Bearer {token()}"})
+    response = httpx.get(
+        f"{prod_gateway.url}/api/logs/stream?channels=logs:etl:workspace123",
+        headers={"Authorization": f"Bearer {token()}"},
+    )
     assert response.status_code == 401
 
 
@@ -108,5 +116,3 @@ def test_production_stats_need_an_admin_token(prod_gateway, who, status):
 
 def test_production_mode_has_no_test_route(prod_gateway):
     assert httpx.post(f"{prod_gateway.url}/test/logs").status_code in (404, 405)
-
-

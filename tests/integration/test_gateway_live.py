@@ -17,8 +17,8 @@ import pytest
 
 from logstream.services.gateway.live import MISSED, NatsLiveFeed
 from logstream.shared.identities import DEV_JWT_SECRET
-from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
 from logstream.shared.nats_link import ensure_stream
+from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
 from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.metrics import metric_value
@@ -44,15 +44,22 @@ async def stats(gateway) -> dict:
 
 
 async def records_read(gateway) -> float:
-    return await asyncio.to_thread(metric_value, gateway.url,
-                                   "logstream_gateway_records_read_total")
+    return await asyncio.to_thread(
+        metric_value, gateway.url, "logstream_gateway_records_read_total"
+    )
 
 
 @pytest.fixture(scope="module")
 def gateway_pair(nats_server, log_dir, js_writer):
-    pair = [ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                           args=["--max-connections-per-user", "500"]).start()
-            for _ in range(2)]
+    pair = [
+        ServiceProcess(
+            "gateway",
+            nats_url=nats_server.url,
+            log_dir=log_dir,
+            args=["--max-connections-per-user", "500"],
+        ).start()
+        for _ in range(2)
+    ]
     yield pair
     for gateway in pair:
         gateway.stop()
@@ -60,8 +67,10 @@ def gateway_pair(nats_server, log_dir, js_writer):
 
 # -- the feed ---------------------------------------------------------------------------------
 
+
 async def test_the_feed_carries_each_stored_record_in_order_with_its_seq_and_the_previous_one(
-        nats_server, js_writer, unique_id):
+    nats_server, js_writer, unique_id
+):
     client = await nats_server.connect("gateway")
     feed = NatsLiveFeed(client)
     a, b = f"logs.etl.workspace123.{unique_id}a", f"logs.etl.workspace123.{unique_id}b"
@@ -70,8 +79,10 @@ async def test_the_feed_carries_each_stored_record_in_order_with_its_seq_and_the
         await feed.add(b)
         await feed.add(f"logs.etl.workspace123.{unique_id}*".rsplit(".", 1)[0] + ".*")
         await client.flush()
-        sent = [await js_writer.put(subject.replace(".", ":"), f"m{i}")
-                for i, subject in enumerate([a, b, a, a])]
+        sent = [
+            await js_writer.put(subject.replace(".", ":"), f"m{i}")
+            for i, subject in enumerate([a, b, a, a])
+        ]
         got = []
         async with asyncio.timeout(DEADLINE_S):
             while len(got) < 8:  # each record matches its own subject and the wildcard
@@ -156,8 +167,10 @@ async def test_nobody_can_forge_a_live_record(nats_server):
 
 # -- a gateway's read cost --------------------------------------------------------------------
 
-async def test_a_gateway_reads_only_the_records_its_streams_watch(gateway_pair, js_writer,
-                                                                  unique_id):
+
+async def test_a_gateway_reads_only_the_records_its_streams_watch(
+    gateway_pair, js_writer, unique_id
+):
     gateway = gateway_pair[0]
     watched = f"logs:etl:workspace123:{unique_id}"
     async with open_stream(stream_url(gateway, watched), token=TOKEN) as stream:
@@ -171,7 +184,8 @@ async def test_a_gateway_reads_only_the_records_its_streams_watch(gateway_pair, 
 
 
 async def test_a_connect_on_a_channel_the_gateway_follows_asks_the_broker_nothing(
-        gateway_pair, js_writer, unique_id):
+    gateway_pair, js_writer, unique_id
+):
     gateway = gateway_pair[0]
     channel = f"logs:etl:workspace123:{unique_id}"
     async with open_stream(stream_url(gateway, channel), token=TOKEN) as first:
@@ -192,15 +206,19 @@ async def test_a_client_that_leaves_lets_go_of_its_stream_at_once(gateway_pair, 
         connected = json.loads((await stream.next_of("connected")).data)
     # No record and no heartbeat is due: only the closed socket tells the gateway.
     async with asyncio.timeout(DEADLINE_S):
-        while connected["connection_id"] in json.dumps(await stats(gateway)) or \
-                channel in (await stats(gateway))["channels"]:
+        while (
+            connected["connection_id"] in json.dumps(await stats(gateway))
+            or channel in (await stats(gateway))["channels"]
+        ):
             await asyncio.sleep(0.01)
 
 
 # -- the ledger -------------------------------------------------------------------------------
 
-async def test_streams_that_stay_open_lose_nothing_while_others_churn(gateway_pair, js_writer,
-                                                                      unique_id):
+
+async def test_streams_that_stay_open_lose_nothing_while_others_churn(
+    gateway_pair, js_writer, unique_id
+):
     gateway = gateway_pair[0]
     stable = [f"logs:etl:workspace123:{unique_id}s{i}" for i in range(10)]
     sent: dict[str, list[int]] = {c: [] for c in stable}
@@ -251,13 +269,15 @@ async def test_streams_that_stay_open_lose_nothing_while_others_churn(gateway_pa
             await stream.__aexit__(None, None, None)
     all_sent = sorted(s for seqs in sent.values() for s in seqs)
     all_received = sorted(s for seqs in received.values() for s in seqs)
-    ledger.account("10 streams open while 60 others open and close on new channels",
-                   all_sent, all_received)
+    ledger.account(
+        "10 streams open while 60 others open and close on new channels", all_sent, all_received
+    )
     assert received == sent
 
 
 async def test_a_cut_broker_link_under_steady_publishing_loses_and_repeats_nothing(
-        nats_server, log_dir, js_writer, unique_id):
+    nats_server, log_dir, js_writer, unique_id
+):
     channels = [f"logs:etl:workspace123:{unique_id}{name}" for name in ("a", "b")]
     async with CuttableLink(nats_server.url) as link:
         gateway = ServiceProcess("gateway", nats_url=link.url, log_dir=log_dir)
@@ -287,35 +307,44 @@ async def test_a_cut_broker_link_under_steady_publishing_loses_and_repeats_nothi
             catch_ups = (await stats(gateway))["broker"]["catch_ups"]
         finally:
             await asyncio.to_thread(gateway.stop)
-    ledger.account("a gateway's broker link cut 3 times under steady publishing (one stream, "
-                   "no reconnect)", sent, received)
+    ledger.account(
+        "a gateway's broker link cut 3 times under steady publishing (one stream, no reconnect)",
+        sent,
+        received,
+    )
     assert received == sent
     assert link.connections >= 4 and catch_ups >= 3
 
 
 async def test_a_channel_two_gateways_serve_reaches_both_and_resumes_on_either(
-        gateway_pair, js_writer, unique_id):
+    gateway_pair, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     one, two = gateway_pair
-    async with open_stream(stream_url(one, channel), token=TOKEN) as first, \
-            open_stream(stream_url(two, channel), token=TOKEN) as second:
+    async with (
+        open_stream(stream_url(one, channel), token=TOKEN) as first,
+        open_stream(stream_url(two, channel), token=TOKEN) as second,
+    ):
         await first.next_of("connected")
         await second.next_of("connected")
         sent = [await js_writer.put(channel, f"r{i}") for i in range(20)]
         got_one = [r["seq"] for r in await first.logs(20)]
         got_two = [r["seq"] for r in await second.logs(10)]
     more = [await js_writer.put(channel, f"s{i}") for i in range(10)]
-    async with open_stream(stream_url(one, channel), token=TOKEN,
-                           headers={"Last-Event-ID": str(got_two[-1])}) as resumed:
+    async with open_stream(
+        stream_url(one, channel), token=TOKEN, headers={"Last-Event-ID": str(got_two[-1])}
+    ) as resumed:
         got_two += [r["seq"] for r in await resumed.logs(20)]
-    ledger.account("one channel on two gateways, the second resumed on the first",
-                   sent + more, got_two)
+    ledger.account(
+        "one channel on two gateways, the second resumed on the first", sent + more, got_two
+    )
     assert got_one == sent
     assert got_two == sent + more
 
 
 async def test_a_gateway_on_a_stream_without_live_republish_is_not_ready_and_says_why(
-        own_broker, log_dir):
+    own_broker, log_dir
+):
     admin = await connect_as(own_broker.url, "admin")
     js = admin.jetstream()
     await js.add_stream(name=STREAM_NAME, subjects=["logs.>"])  # as an older ingest left it
@@ -337,17 +366,23 @@ async def test_a_gateway_on_a_stream_without_live_republish_is_not_ready_and_say
         await admin.close()
 
 
-async def test_a_user_at_the_cap_who_reloads_is_let_back_in_at_once(nats_server, log_dir,
-                                                                   js_writer, unique_id):
+async def test_a_user_at_the_cap_who_reloads_is_let_back_in_at_once(
+    nats_server, log_dir, js_writer, unique_id
+):
     """The old stream's slot is free as soon as the gateway has seen its socket close: the
     reload's request, sent after that, finds it free (no waiting for a probe or a heartbeat)."""
-    gateway = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--max-connections-per-user", "1", "--heartbeat", "60"])
+    gateway = ServiceProcess(
+        "gateway",
+        nats_url=nats_server.url,
+        log_dir=log_dir,
+        args=["--max-connections-per-user", "1", "--heartbeat", "60"],
+    )
     await asyncio.to_thread(gateway.start)
     token = UserTokens(DEV_JWT_SECRET).issue(f"reloader-{unique_id}", ["workspace123"])
     path = f"/api/logs/stream?channels=logs:etl:workspace123:{unique_id}"
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               f"Authorization: Bearer {token}\r\n\r\n").encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
     try:
         for _ in range(5):
             reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from logstream.shared.identities import DEV_JWT_SECRET
-from logstream.shared.user_tokens import UserTokens
 from logstream.shared.nats_link import ensure_stream
+from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
@@ -21,8 +21,10 @@ TOKEN = UserTokens(DEV_JWT_SECRET).issue("user123", ["workspace123"])
 
 @pytest.fixture(scope="module")
 def gateways(nats_server, log_dir, js_writer):
-    pair = [ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir).start()
-            for _ in range(2)]
+    pair = [
+        ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir).start()
+        for _ in range(2)
+    ]
     yield pair
     for gateway in pair:
         gateway.stop()
@@ -31,15 +33,18 @@ def gateways(nats_server, log_dir, js_writer):
 def url(gateway, *channels: str, **params) -> str:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return f"{gateway.url}/api/logs/stream?channels={','.join(channels)}" + (
-        "&" + query if query else "")
+        "&" + query if query else ""
+    )
 
 
-async def test_last_event_id_replays_every_later_record_then_goes_live(gateways, js_writer,
-                                                                       unique_id):
+async def test_last_event_id_replays_every_later_record_then_goes_live(
+    gateways, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     seqs = [await js_writer.put(channel, f"old {i}") for i in range(10)]
-    async with open_stream(url(gateways[0], channel), token=TOKEN,
-                           headers={"Last-Event-ID": str(seqs[2])}) as stream:
+    async with open_stream(
+        url(gateways[0], channel), token=TOKEN, headers={"Last-Event-ID": str(seqs[2])}
+    ) as stream:
         connected = await stream.next_of("connected")
         assert int(connected.id) == seqs[2]
         replayed = await stream.logs(7)
@@ -52,20 +57,23 @@ async def test_last_event_id_replays_every_later_record_then_goes_live(gateways,
 async def test_the_query_parameter_resumes_like_the_header(gateways, js_writer, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
     seqs = [await js_writer.put(channel) for _ in range(3)]
-    async with open_stream(url(gateways[1], channel, last_event_id=seqs[0]),
-                           token=TOKEN) as stream:
+    async with open_stream(url(gateways[1], channel, last_event_id=seqs[0]), token=TOKEN) as stream:
         records = await stream.logs(2)
     assert [r["seq"] for r in records] == seqs[1:]
 
 
-async def test_resume_covers_several_channels_and_wildcards_in_seq_order(gateways, js_writer,
-                                                                         unique_id):
+async def test_resume_covers_several_channels_and_wildcards_in_seq_order(
+    gateways, js_writer, unique_id
+):
     a, b = f"logs:etl:workspace123:{unique_id}", f"logs:faas:workspace123:{unique_id}"
     start = await js_writer.put(a, "before")
     sent = [await js_writer.put(c) for c in [a, b, a, b, b]]
     await js_writer.put(f"logs:etl:workspace456:{unique_id}", "someone else's")
-    async with open_stream(url(gateways[0], "logs:etl:workspace123:*", b), token=TOKEN,
-                           headers={"Last-Event-ID": str(start)}) as stream:
+    async with open_stream(
+        url(gateways[0], "logs:etl:workspace123:*", b),
+        token=TOKEN,
+        headers={"Last-Event-ID": str(start)},
+    ) as stream:
         received = []
         while len(received) < len(sent) or received[-1]["seq"] < sent[-1]:
             received += await stream.logs(1)
@@ -75,7 +83,8 @@ async def test_resume_covers_several_channels_and_wildcards_in_seq_order(gateway
 
 
 async def test_a_client_that_reconnects_to_another_gateway_misses_and_repeats_nothing(
-        gateways, js_writer, unique_id):
+    gateways, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     sent: list[int] = []
     stop = asyncio.Event()
@@ -90,8 +99,9 @@ async def test_a_client_that_reconnects_to_another_gateway_misses_and_repeats_no
     last = None
     for round_ in range(4):  # four connections, alternating gateways, each cut mid-stream
         headers = {"Last-Event-ID": str(last)} if last is not None else {}
-        async with open_stream(url(gateways[round_ % 2], channel), token=TOKEN,
-                               headers=headers) as stream:
+        async with open_stream(
+            url(gateways[round_ % 2], channel), token=TOKEN, headers=headers
+        ) as stream:
             connected = await stream.next_of("connected")
             if last is None:
                 first_cursor = int(connected.id)
@@ -99,8 +109,9 @@ async def test_a_client_that_reconnects_to_another_gateway_misses_and_repeats_no
             last = received[-1]
     stop.set()
     await publisher
-    async with open_stream(url(gateways[0], channel), token=TOKEN,
-                           headers={"Last-Event-ID": str(last)}) as stream:
+    async with open_stream(
+        url(gateways[0], channel), token=TOKEN, headers={"Last-Event-ID": str(last)}
+    ) as stream:
         rest = [s for s in sent if s > last]
         if rest:
             received += [r["seq"] for r in await stream.logs(len(rest))]
@@ -141,8 +152,9 @@ async def test_since_replays_records_newer_than_the_duration(gateways, js_writer
 async def test_since_in_the_future_replays_nothing_and_goes_live(gateways, js_writer, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
     await js_writer.put(channel, "old")
-    async with open_stream(url(gateways[0], channel, since="2999-01-01T00:00:00Z"),
-                           token=TOKEN) as stream:
+    async with open_stream(
+        url(gateways[0], channel, since="2999-01-01T00:00:00Z"), token=TOKEN
+    ) as stream:
         await stream.next_of("connected")
         live = await js_writer.put(channel, "live")
         [record] = await stream.logs(1)
@@ -161,9 +173,11 @@ async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(own_broker, 
     await admin.close()
     gateway = ServiceProcess("gateway", nats_url=broker.url, log_dir=log_dir).start()
     try:
-        async with open_stream(f"{gateway.url}/api/logs/stream?channels="
-                               "logs:etl:workspace123:gap", token=TOKEN,
-                               headers={"Last-Event-ID": str(seqs[1])}) as stream:
+        async with open_stream(
+            f"{gateway.url}/api/logs/stream?channels=logs:etl:workspace123:gap",
+            token=TOKEN,
+            headers={"Last-Event-ID": str(seqs[1])},
+        ) as stream:
             gap = await stream.next_of("gap")
             records = await stream.logs(4)
     finally:
@@ -174,7 +188,9 @@ async def test_a_resume_point_that_aged_out_starts_with_a_gap_event(own_broker, 
 
 
 def test_a_bad_last_event_id_header_is_400(gateways):
-    response = httpx.get(url(gateways[0], "logs:etl:workspace123"),
-                         headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": "x1"})
+    response = httpx.get(
+        url(gateways[0], "logs:etl:workspace123"),
+        headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": "x1"},
+    )
     assert response.status_code == 400
     assert "last_event_id" in response.json()["message"]

@@ -45,7 +45,8 @@ EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 def public_pem(private_key) -> bytes:
     return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 class Gateways:
@@ -59,12 +60,29 @@ def gateways(nats_server, log_dir, js_writer, tmp_path_factory):
     (keys / "rsa.pem").write_bytes(public_pem(RSA_KEY))
     (keys / "ec.pem").write_bytes(public_pem(EC_KEY))
     common = {"nats_url": nats_server.url_as("gateway"), "log_dir": log_dir, "dev": False}
-    hs = ServiceProcess("gateway", **common, args=[
-        "--jwt-secret", SECRET, "--admin-token", ADMIN_TOKEN, "--jwt-audience", AUDIENCE,
-        "--jwt-issuer", ISSUER, "--jwt-leeway", str(LEEWAY_S), "--heartbeat", "0.5",
-        "--max-connections-per-user", str(CAP)])
-    rsa_ = ServiceProcess("gateway", **common, args=["--jwt-public-key-file",
-                                                     str(keys / "rsa.pem")])
+    hs = ServiceProcess(
+        "gateway",
+        **common,
+        args=[
+            "--jwt-secret",
+            SECRET,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--jwt-audience",
+            AUDIENCE,
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-leeway",
+            str(LEEWAY_S),
+            "--heartbeat",
+            "0.5",
+            "--max-connections-per-user",
+            str(CAP),
+        ],
+    )
+    rsa_ = ServiceProcess(
+        "gateway", **common, args=["--jwt-public-key-file", str(keys / "rsa.pem")]
+    )
     ec_ = ServiceProcess("gateway", **common, args=["--jwt-public-key-file", str(keys / "ec.pem")])
     started = [hs, rsa_, ec_]
     for service in started:
@@ -83,8 +101,14 @@ def stream_url(gateway: ServiceProcess, *channels: str) -> str:
 
 
 def claims(**extra) -> dict:
-    return {"sub": "user123", "workspaces": ["workspace123"], "aud": AUDIENCE, "iss": ISSUER,
-            "exp": int(time.time()) + 600, **extra}
+    return {
+        "sub": "user123",
+        "workspaces": ["workspace123"],
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "exp": int(time.time()) + 600,
+        **extra,
+    }
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -124,6 +148,7 @@ async def collect_until(stream, marker: str) -> list[dict]:
 
 # -- production mode: no dev identity, route or default ----------------------------------------
 
+
 def test_production_refuses_a_query_token_and_says_to_use_the_header_or_cookie(gateways):
     token = TOKENS.issue("user123", ["workspace123"])
     answer = refused(stream_url(gateways.hs, "logs:etl:workspace123") + f"&access_token={token}")
@@ -134,28 +159,38 @@ def test_production_refuses_a_query_token_and_says_to_use_the_header_or_cookie(g
 
 def test_production_refuses_dev_tokens_even_the_dev_admins(gateways):
     dev_admin = UserTokens(DEV_JWT_SECRET).issue_dev("admin")
-    assert refused(stream_url(gateways.hs, "logs:etl:*"), headers=bearer(dev_admin)) \
-        .status_code == 401
-    assert httpx.get(f"{gateways.hs.url}/admin/logs/stats", headers=bearer(dev_admin)) \
-        .status_code == 401
+    assert (
+        refused(stream_url(gateways.hs, "logs:etl:*"), headers=bearer(dev_admin)).status_code == 401
+    )
+    assert (
+        httpx.get(f"{gateways.hs.url}/admin/logs/stats", headers=bearer(dev_admin)).status_code
+        == 401
+    )
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])
 def test_production_has_no_test_route(gateways, method):
-    answer = httpx.request(method, f"{gateways.hs.url}/test/logs",
-                           json={"channel": "logs:etl:workspace123", "message": "x"})
+    answer = httpx.request(
+        method,
+        f"{gateways.hs.url}/test/logs",
+        json={"channel": "logs:etl:workspace123", "message": "x"},
+    )
     assert answer.status_code == 404
 
 
 # -- the admin route --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("credential", "status"), [
-    (None, 401),
-    ("not-the-admin-token-but-just-as-long-as-it-0123", 401),
-    (TOKENS.issue("user123", ["workspace123"]), 403),
-    (TOKENS.issue("reader", ["*"]), 403),  # reads everything, yet is no admin
-    (TOKENS.issue("viewer", ["*"], roles=["viewer"]), 403),
-])
+
+@pytest.mark.parametrize(
+    ("credential", "status"),
+    [
+        (None, 401),
+        ("not-the-admin-token-but-just-as-long-as-it-0123", 401),
+        (TOKENS.issue("user123", ["workspace123"]), 403),
+        (TOKENS.issue("reader", ["*"]), 403),  # reads everything, yet is no admin
+        (TOKENS.issue("viewer", ["*"], roles=["viewer"]), 403),
+    ],
+)
 def test_production_stats_refuse_every_non_admin_credential(gateways, credential, status):
     headers = bearer(credential) if credential else {}
     answer = httpx.get(f"{gateways.hs.url}/admin/logs/stats", headers=headers)
@@ -166,42 +201,64 @@ def test_production_stats_refuse_every_non_admin_credential(gateways, credential
 
 
 def test_the_admin_token_is_not_taken_from_the_query_in_production(gateways):
-    answer = httpx.get(f"{gateways.hs.url}/admin/logs/stats",
-                       params={"access_token": ADMIN_TOKEN})
+    answer = httpx.get(f"{gateways.hs.url}/admin/logs/stats", params={"access_token": ADMIN_TOKEN})
     assert answer.status_code == 401
 
 
-@pytest.mark.parametrize("credential", [
-    TOKENS.issue("boss", ["workspace123"], roles=["admin"]),
-    jwt.encode(claims(sub="chief", role="admin"), SECRET, algorithm="HS256"),
-    ADMIN_TOKEN,
-])
+@pytest.mark.parametrize(
+    "credential",
+    [
+        TOKENS.issue("boss", ["workspace123"], roles=["admin"]),
+        jwt.encode(claims(sub="chief", role="admin"), SECRET, algorithm="HS256"),
+        ADMIN_TOKEN,
+    ],
+)
 def test_production_stats_answer_the_admin_role_or_the_admin_token(gateways, credential):
     answer = httpx.get(f"{gateways.hs.url}/admin/logs/stats", headers=bearer(credential))
     assert answer.status_code == 200
-    assert {"connections", "users", "channels", "delivered_total", "uptime_s"} <= set(
-        answer.json())
+    assert {"connections", "users", "channels", "delivered_total", "uptime_s"} <= set(answer.json())
 
 
 # -- JWT rules -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("token", "says"), [
-    (jwt.encode(claims(workspaces=["*"]), None, algorithm="none"), "not valid"),
-    (jwt.encode(claims(), SECRET, algorithm="HS512"), "not valid"),
-    (jwt.encode(claims(), RSA_KEY, algorithm="RS256"), "not valid"),
-    (jwt.encode(claims(), "a-guessed-secret-of-thirty-two-bytes!!", algorithm="HS256"),
-     "not valid"),
-    (jwt.encode(claims(aud="another-service"), SECRET, algorithm="HS256"), "audience"),
-    (jwt.encode({k: v for k, v in claims().items() if k != "aud"}, SECRET, algorithm="HS256"),
-     "'aud'"),
-    (jwt.encode(claims(iss="https://evil.test"), SECRET, algorithm="HS256"), "issuer"),
-    (jwt.encode({k: v for k, v in claims().items() if k != "iss"}, SECRET, algorithm="HS256"),
-     "'iss'"),
-    (jwt.encode({k: v for k, v in claims().items() if k != "exp"}, SECRET, algorithm="HS256"),
-     "'exp'"),
-    (jwt.encode(claims(exp=int(time.time()) - 60), SECRET, algorithm="HS256"), "expired"),
-    (jwt.encode(claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256"), "not valid yet"),
-])
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        (jwt.encode(claims(workspaces=["*"]), None, algorithm="none"), "not valid"),
+        (jwt.encode(claims(), SECRET, algorithm="HS512"), "not valid"),
+        (jwt.encode(claims(), RSA_KEY, algorithm="RS256"), "not valid"),
+        (
+            jwt.encode(claims(), "a-guessed-secret-of-thirty-two-bytes!!", algorithm="HS256"),
+            "not valid",
+        ),
+        (jwt.encode(claims(aud="another-service"), SECRET, algorithm="HS256"), "audience"),
+        (
+            jwt.encode(
+                {k: v for k, v in claims().items() if k != "aud"}, SECRET, algorithm="HS256"
+            ),
+            "'aud'",
+        ),
+        (jwt.encode(claims(iss="https://evil.test"), SECRET, algorithm="HS256"), "issuer"),
+        (
+            jwt.encode(
+                {k: v for k, v in claims().items() if k != "iss"}, SECRET, algorithm="HS256"
+            ),
+            "'iss'",
+        ),
+        (
+            jwt.encode(
+                {k: v for k, v in claims().items() if k != "exp"}, SECRET, algorithm="HS256"
+            ),
+            "'exp'",
+        ),
+        (jwt.encode(claims(exp=int(time.time()) - 60), SECRET, algorithm="HS256"), "expired"),
+        (
+            jwt.encode(claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256"),
+            "not valid yet",
+        ),
+    ],
+)
 def test_a_token_that_breaks_a_jwt_rule_is_401_saying_which(gateways, token, says):
     answer = refused(stream_url(gateways.hs, "logs:etl:workspace123"), headers=bearer(token))
     assert answer.status_code == 401
@@ -210,11 +267,12 @@ def test_a_token_that_breaks_a_jwt_rule_is_401_saying_which(gateways, token, say
 
 
 async def test_a_token_expired_within_the_leeway_is_accepted_then_ends_with_auth_expired(
-        gateways, unique_id):
-    token = jwt.encode(claims(workspaces=[unique_id], exp=int(time.time()) - 1), SECRET,
-                       algorithm="HS256")
-    async with open_stream(stream_url(gateways.hs, f"logs:etl:{unique_id}"),
-                           token=token) as stream:
+    gateways, unique_id
+):
+    token = jwt.encode(
+        claims(workspaces=[unique_id], exp=int(time.time()) - 1), SECRET, algorithm="HS256"
+    )
+    async with open_stream(stream_url(gateways.hs, f"logs:etl:{unique_id}"), token=token) as stream:
         await stream.next_of("connected")
         ended = await stream.next_of("auth-expired", timeout=DEADLINE_S)
         assert "expired" in json.loads(ended.data)["reason"]
@@ -223,10 +281,13 @@ async def test_a_token_expired_within_the_leeway_is_accepted_then_ends_with_auth
 
 
 async def test_after_auth_expired_a_fresh_token_and_the_cursor_get_exactly_what_was_missed(
-        gateways, js_writer, unique_id):
+    gateways, js_writer, unique_id
+):
     channel = f"logs:etl:{unique_id}:resume"
     url = stream_url(gateways.hs, channel)
-    async with open_stream(url, token=TOKENS.issue(f"resumer-{unique_id}", [unique_id], ttl_s=1)) as stream:
+    async with open_stream(
+        url, token=TOKENS.issue(f"resumer-{unique_id}", [unique_id], ttl_s=1)
+    ) as stream:
         await stream.next_of("connected")
         seen = await js_writer.put(channel, "before expiry")
         [record] = await stream.logs(1)
@@ -246,39 +307,58 @@ async def test_after_auth_expired_a_fresh_token_and_the_cursor_get_exactly_what_
 
 # -- public keys ------------------------------------------------------------------------------
 
+
 async def test_an_rsa_gateway_streams_for_an_rs256_token_and_opens_stats_for_its_admin(
-        gateways, unique_id):
-    token = jwt.encode({"sub": "u", "workspaces": [unique_id], "exp": int(time.time()) + 60,
-                        "roles": ["admin"]}, RSA_KEY, algorithm="RS256")
-    async with open_stream(stream_url(gateways.rsa, f"logs:etl:{unique_id}"),
-                           token=token) as stream:
+    gateways, unique_id
+):
+    token = jwt.encode(
+        {"sub": "u", "workspaces": [unique_id], "exp": int(time.time()) + 60, "roles": ["admin"]},
+        RSA_KEY,
+        algorithm="RS256",
+    )
+    async with open_stream(
+        stream_url(gateways.rsa, f"logs:etl:{unique_id}"), token=token
+    ) as stream:
         assert (await stream.next()).event == "connected"
-    assert httpx.get(f"{gateways.rsa.url}/admin/logs/stats",
-                     headers=bearer(token)).status_code == 200
+    assert (
+        httpx.get(f"{gateways.rsa.url}/admin/logs/stats", headers=bearer(token)).status_code == 200
+    )
 
 
 async def test_an_ec_gateway_streams_for_an_es256_token(gateways, unique_id):
-    token = jwt.encode({"sub": "u", "workspaces": [unique_id], "exp": int(time.time()) + 60},
-                       EC_KEY, algorithm="ES256")
-    async with open_stream(stream_url(gateways.ec, f"logs:etl:{unique_id}"),
-                           token=token) as stream:
+    token = jwt.encode(
+        {"sub": "u", "workspaces": [unique_id], "exp": int(time.time()) + 60},
+        EC_KEY,
+        algorithm="ES256",
+    )
+    async with open_stream(stream_url(gateways.ec, f"logs:etl:{unique_id}"), token=token) as stream:
         assert (await stream.next()).event == "connected"
 
 
 def _forgeries(private_key, algorithm: str) -> list[str]:
-    payload = {"sub": "mallory", "workspaces": ["*"], "roles": ["admin"],
-               "exp": int(time.time()) + 600}
+    payload = {
+        "sub": "mallory",
+        "workspaces": ["*"],
+        "roles": ["admin"],
+        "exp": int(time.time()) + 600,
+    }
     pem = public_pem(private_key)
-    other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if algorithm == "RS256"
-             else ec.generate_private_key(ec.SECP256R1()))
+    other = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     return [
         forge_hs256(payload, pem),  # algorithm confusion: the public PEM as an HMAC secret
         forge_hs256(payload, pem.strip()),
         jwt.encode(payload, None, algorithm="none"),
         jwt.encode(payload, SECRET, algorithm="HS256"),
         jwt.encode(payload, other, algorithm=algorithm),  # the right algorithm, another key
-        jwt.encode(payload, EC_KEY if algorithm == "RS256" else RSA_KEY,
-                   algorithm="ES256" if algorithm == "RS256" else "RS256"),
+        jwt.encode(
+            payload,
+            EC_KEY if algorithm == "RS256" else RSA_KEY,
+            algorithm="ES256" if algorithm == "RS256" else "RS256",
+        ),
     ]
 
 
@@ -287,28 +367,44 @@ def test_a_public_key_gateway_refuses_every_forgery(gateways, which):
     gateway = gateways.rsa if which == "rsa" else gateways.ec
     key, algorithm = (RSA_KEY, "RS256") if which == "rsa" else (EC_KEY, "ES256")
     for token in _forgeries(key, algorithm):
-        assert refused(stream_url(gateway, "logs:etl:*"), headers=bearer(token)) \
-            .status_code == 401
-        assert httpx.get(f"{gateway.url}/admin/logs/stats", headers=bearer(token)) \
-            .status_code == 401
+        assert refused(stream_url(gateway, "logs:etl:*"), headers=bearer(token)).status_code == 401
+        assert (
+            httpx.get(f"{gateway.url}/admin/logs/stats", headers=bearer(token)).status_code == 401
+        )
 
 
 # -- wildcards ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("pattern", "matching", "other"), [
-    ("logs:etl:{ws}:*", ["logs:etl:{ws}:a", "logs:etl:{ws}:b"],
-     ["logs:etl:{ws}", "logs:faas:{ws}:a", "logs:etl:{ws}x:a", "logs:etl:x{ws}:a"]),
-    ("logs:*:{ws}:*", ["logs:etl:{ws}:a", "logs:faas:{ws}:b", "logs:platform:{ws}:c"],
-     ["logs:etl:{ws}", "logs:analytics:{ws}", "logs:etl:{ws}x:a"]),
-    ("logs:*:{ws}", ["logs:analytics:{ws}", "logs:platform:{ws}"],
-     ["logs:etl:{ws}:a", "logs:etl:{ws}x"]),
-])
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "other"),
+    [
+        (
+            "logs:etl:{ws}:*",
+            ["logs:etl:{ws}:a", "logs:etl:{ws}:b"],
+            ["logs:etl:{ws}", "logs:faas:{ws}:a", "logs:etl:{ws}x:a", "logs:etl:x{ws}:a"],
+        ),
+        (
+            "logs:*:{ws}:*",
+            ["logs:etl:{ws}:a", "logs:faas:{ws}:b", "logs:platform:{ws}:c"],
+            ["logs:etl:{ws}", "logs:analytics:{ws}", "logs:etl:{ws}x:a"],
+        ),
+        (
+            "logs:*:{ws}",
+            ["logs:analytics:{ws}", "logs:platform:{ws}"],
+            ["logs:etl:{ws}:a", "logs:etl:{ws}x"],
+        ),
+    ],
+)
 async def test_a_wildcard_stream_gets_its_matching_channels_and_none_other(
-        gateways, js_writer, unique_id, pattern, matching, other):
+    gateways, js_writer, unique_id, pattern, matching, other
+):
     ws = unique_id
     matching = [c.format(ws=ws) for c in matching]
     other = [c.format(ws=ws) for c in other]
-    reader = TOKENS.issue(f"wild-{unique_id}", [ws, ws + "x", "x" + ws])  # the others are readable too
+    reader = TOKENS.issue(
+        f"wild-{unique_id}", [ws, ws + "x", "x" + ws]
+    )  # the others are readable too
     async with open_stream(stream_url(gateways.hs, pattern.format(ws=ws)), token=reader) as stream:
         await stream.next_of("connected")
         for channel in other:
@@ -318,30 +414,41 @@ async def test_a_wildcard_stream_gets_its_matching_channels_and_none_other(
         await js_writer.put(matching[0], "end")
         received = await collect_until(stream, "end")
     assert [(r["channel"], r["message"]) for r in received] == [
-        *((c, f"for {c}") for c in matching), (matching[0], "end")]
+        *((c, f"for {c}") for c in matching),
+        (matching[0], "end"),
+    ]
 
 
-async def test_a_reader_of_every_workspace_may_use_a_wildcard_workspace(gateways, js_writer,
-                                                                       unique_id):
+async def test_a_reader_of_every_workspace_may_use_a_wildcard_workspace(
+    gateways, js_writer, unique_id
+):
     reader = TOKENS.issue(f"reader-{unique_id}", ["*"])
-    async with open_stream(stream_url(gateways.hs, f"logs:etl:*:{unique_id}"),
-                           token=reader) as stream:
+    async with open_stream(
+        stream_url(gateways.hs, f"logs:etl:*:{unique_id}"), token=reader
+    ) as stream:
         await stream.next_of("connected")
         await js_writer.put(f"logs:faas:wsA{unique_id}:{unique_id}", "other service")
         a = await js_writer.put(f"logs:etl:wsA{unique_id}:{unique_id}", "a")
         b = await js_writer.put(f"logs:etl:wsB{unique_id}:{unique_id}", "end")
         received = await collect_until(stream, "end")
     assert [r["seq"] for r in received] == [a, b]
-    async with open_stream(stream_url(gateways.hs, "logs:etl:*:*", "logs:*:*"),
-                           token=reader) as stream:
+    async with open_stream(
+        stream_url(gateways.hs, "logs:etl:*:*", "logs:*:*"), token=reader
+    ) as stream:
         assert (await stream.next()).event == "connected"
 
 
-def test_a_wildcard_reaching_outside_the_users_workspaces_is_403_listing_each(gateways,
-                                                                              unique_id):
+def test_a_wildcard_reaching_outside_the_users_workspaces_is_403_listing_each(gateways, unique_id):
     ws = unique_id
-    asked = [f"logs:etl:{ws}:*", "logs:etl:*:*", f"logs:*:other{ws}:*", "logs:*:*",
-             f"logs:etl:{ws}", "logs:etl:*:wf1", "logs:*:*:*"]
+    asked = [
+        f"logs:etl:{ws}:*",
+        "logs:etl:*:*",
+        f"logs:*:other{ws}:*",
+        "logs:*:*",
+        f"logs:etl:{ws}",
+        "logs:etl:*:wf1",
+        "logs:*:*:*",
+    ]
     answer = refused(stream_url(gateways.hs, *asked), headers=bearer(TOKENS.issue(f"u-{ws}", [ws])))
     assert answer.status_code == 403
     denied = ["logs:etl:*:*", f"logs:*:other{ws}:*", "logs:*:*", "logs:etl:*:wf1", "logs:*:*:*"]
@@ -350,6 +457,7 @@ def test_a_wildcard_reaching_outside_the_users_workspaces_is_403_listing_each(ga
 
 
 # -- limits ---------------------------------------------------------------------------------
+
 
 async def open_once_allowed(url: str, token: str) -> None:
     """Open and close a stream, retrying while the gateway still answers 429 (polling: the
@@ -367,7 +475,8 @@ async def open_once_allowed(url: str, token: str) -> None:
 
 
 async def test_past_the_connection_cap_a_user_gets_429_and_a_closed_stream_frees_its_slot(
-        gateways, unique_id):
+    gateways, unique_id
+):
     token = TOKENS.issue(f"capped-{unique_id}", [unique_id])
     url = stream_url(gateways.hs, f"logs:etl:{unique_id}")
     async with open_stream(url, token=token) as first:
@@ -378,8 +487,9 @@ async def test_past_the_connection_cap_a_user_gets_429_and_a_closed_stream_frees
                 async with open_stream(url, token=token):
                     pass
             # Another user is not held back by this one's cap.
-            async with open_stream(url, token=TOKENS.issue(f"other-{unique_id}",
-                                                           [unique_id])) as stream:
+            async with open_stream(
+                url, token=TOKENS.issue(f"other-{unique_id}", [unique_id])
+            ) as stream:
                 assert (await stream.next()).event == "connected"
         await open_once_allowed(url, token)
     assert over.value.status == 429
@@ -391,8 +501,10 @@ async def test_past_the_connection_cap_a_user_gets_429_and_a_closed_stream_frees
 async def test_clients_that_vanish_at_once_do_not_keep_their_slots(gateways, unique_id):
     token = TOKENS.issue(f"vanishing-{unique_id}", [unique_id])
     url = stream_url(gateways.hs, f"logs:etl:{unique_id}")
-    request = (f"GET /api/logs/stream?channels=logs:etl:{unique_id} HTTP/1.1\r\n"
-               f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+    request = (
+        f"GET /api/logs/stream?channels=logs:etl:{unique_id} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
     for _ in range(4 * CAP):
         with socket.create_connection(("127.0.0.1", gateways.hs.port), timeout=5) as raw:
             raw.sendall(request)
@@ -405,35 +517,44 @@ async def test_clients_that_vanish_at_once_do_not_keep_their_slots(gateways, uni
 def test_twenty_channels_are_allowed_and_twenty_one_are_400(gateways, unique_id):
     token = TOKENS.issue(f"many-{unique_id}", [unique_id])
     names = [f"logs:etl:{unique_id}:w{i}" for i in range(21)]
-    with httpx.stream("GET", stream_url(gateways.hs, *names[:20]), headers=bearer(token),
-                      timeout=DEADLINE_S) as ok:
+    with httpx.stream(
+        "GET", stream_url(gateways.hs, *names[:20]), headers=bearer(token), timeout=DEADLINE_S
+    ) as ok:
         assert ok.status_code == 200
-    for url in (stream_url(gateways.hs, *names),
-                f"{gateways.hs.url}/api/logs/stream?" + "&".join(f"channels={n}" for n in names),
-                stream_url(gateways.hs, *[names[0]] * 21)):
+    for url in (
+        stream_url(gateways.hs, *names),
+        f"{gateways.hs.url}/api/logs/stream?" + "&".join(f"channels={n}" for n in names),
+        stream_url(gateways.hs, *[names[0]] * 21),
+    ):
         answer = refused(url, headers=bearer(token))
         assert answer.status_code == 400
         assert "at most 20" in answer.json()["message"]
 
 
-@pytest.mark.parametrize(("channel", "says"), [
-    ("logs:etl:{ws}:" + "r" * 65, "resource segment"),
-    ("logs:etl:" + "w" * 65, "workspace segment"),
-    ("logs:etl:{ws}:" + "r" * 5000, "at most 20 channels of at most"),
-    ("logs:etl:{ws}:a\rb", "resource segment"),
-    ("logs:etl:{ws}:a\n\ndata", "resource segment"),
-    ("logs:etl:{ws}\x00", "workspace segment"),
-    ("logs:etl:{ws}:a b", "resource segment"),
-    ("logs:etl:{ws}:a.b", "resource segment"),
-    ("logs:etl:{ws}:>", "resource segment"),
-    ("logs:etl:{ws}:**", "resource segment"),
-    ("logs:etl:{ws}:x:y", "logs:<service>:<workspace>"),
-])
-def test_a_malformed_channel_is_400_and_echoes_no_control_character(gateways, unique_id,
-                                                                   channel, says):
-    answer = refused(f"{gateways.hs.url}/api/logs/stream",
-                     params={"channels": channel.format(ws=unique_id)},
-                     headers=bearer(TOKENS.issue(f"u-{unique_id}", [unique_id])))
+@pytest.mark.parametrize(
+    ("channel", "says"),
+    [
+        ("logs:etl:{ws}:" + "r" * 65, "resource segment"),
+        ("logs:etl:" + "w" * 65, "workspace segment"),
+        ("logs:etl:{ws}:" + "r" * 5000, "at most 20 channels of at most"),
+        ("logs:etl:{ws}:a\rb", "resource segment"),
+        ("logs:etl:{ws}:a\n\ndata", "resource segment"),
+        ("logs:etl:{ws}\x00", "workspace segment"),
+        ("logs:etl:{ws}:a b", "resource segment"),
+        ("logs:etl:{ws}:a.b", "resource segment"),
+        ("logs:etl:{ws}:>", "resource segment"),
+        ("logs:etl:{ws}:**", "resource segment"),
+        ("logs:etl:{ws}:x:y", "logs:<service>:<workspace>"),
+    ],
+)
+def test_a_malformed_channel_is_400_and_echoes_no_control_character(
+    gateways, unique_id, channel, says
+):
+    answer = refused(
+        f"{gateways.hs.url}/api/logs/stream",
+        params={"channels": channel.format(ws=unique_id)},
+        headers=bearer(TOKENS.issue(f"u-{unique_id}", [unique_id])),
+    )
     assert answer.status_code == 400
     message = answer.json()["message"]
     assert says in message
@@ -442,16 +563,28 @@ def test_a_malformed_channel_is_400_and_echoes_no_control_character(gateways, un
 
 def test_a_64_character_segment_is_allowed(gateways, unique_id):
     url = stream_url(gateways.hs, f"logs:etl:{unique_id}:" + "r" * 64)
-    with httpx.stream("GET", url, headers=bearer(TOKENS.issue(f"u-{unique_id}", [unique_id])),
-                      timeout=DEADLINE_S) as answer:
+    with httpx.stream(
+        "GET", url, headers=bearer(TOKENS.issue(f"u-{unique_id}", [unique_id])), timeout=DEADLINE_S
+    ) as answer:
         assert answer.status_code == 200
 
 
-@pytest.mark.parametrize(("where", "value"), [
-    ("header", "abc"), ("header", "-1"), ("header", "1.5"), ("header", "1e3"),
-    ("header", "0x10"), ("header", "9" * 21), ("header", str(2**64)),
-    ("query", "²"), ("query", "١٢"), ("query", "12\r\n"), ("query", "9" * 5000),
-])
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("header", "abc"),
+        ("header", "-1"),
+        ("header", "1.5"),
+        ("header", "1e3"),
+        ("header", "0x10"),
+        ("header", "9" * 21),
+        ("header", str(2**64)),
+        ("query", "²"),
+        ("query", "١٢"),
+        ("query", "12\r\n"),
+        ("query", "9" * 5000),
+    ],
+)
 def test_a_garbage_cursor_is_400_naming_last_event_id(gateways, where, value):
     token = TOKENS.issue("u", ["workspace123"])
     url, channels = f"{gateways.hs.url}/api/logs/stream", {"channels": "logs:etl:workspace123"}
@@ -463,12 +596,16 @@ def test_a_garbage_cursor_is_400_naming_last_event_id(gateways, where, value):
     assert "last_event_id" in answer.json()["message"]
 
 
-@pytest.mark.parametrize(("name", "value"), [("tail", "²"), ("tail", "9" * 5000),
-                                             ("tail", "10001"), ("since", "9" * 5000 + "s")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("tail", "²"), ("tail", "9" * 5000), ("tail", "10001"), ("since", "9" * 5000 + "s")],
+)
 def test_a_garbage_tail_or_since_is_400_not_a_crash(gateways, name, value):
-    answer = refused(f"{gateways.hs.url}/api/logs/stream",
-                     params={"channels": "logs:etl:workspace123", name: value},
-                     headers=bearer(TOKENS.issue("u", ["workspace123"])))
+    answer = refused(
+        f"{gateways.hs.url}/api/logs/stream",
+        params={"channels": "logs:etl:workspace123", name: value},
+        headers=bearer(TOKENS.issue("u", ["workspace123"])),
+    )
     assert answer.status_code == 400
     assert name in answer.json()["message"]
 
@@ -479,16 +616,23 @@ def test_a_garbage_tail_or_since_is_400_not_a_crash(gateways, name, value):
 
 STARTUP_REFUSALS = {
     "no key": ([], ["LOGSTREAM_JWT_SECRET", "LOGSTREAM_JWT_PUBLIC_KEY_FILE"]),
-    "both keys": (["--jwt-secret", SECRET, "--jwt-public-key-file", "{keys}/rsa.pem"],
-                  ["not both"]),
-    "missing key file": (["--jwt-public-key-file", "{keys}/absent.pem"],
-                         ["LOGSTREAM_JWT_PUBLIC_KEY_FILE", "absent.pem"]),
-    "garbage key file": (["--jwt-public-key-file", "{keys}/garbage.pem"],
-                         ["LOGSTREAM_JWT_PUBLIC_KEY_FILE", "garbage.pem"]),
-    "private key file": (["--jwt-public-key-file", "{keys}/private.pem"],
-                         ["LOGSTREAM_JWT_PUBLIC_KEY_FILE"]),
-    "query token on": (["--jwt-secret", SECRET, "--query-token", "on"],
-                       ["LOGSTREAM_QUERY_TOKEN"]),
+    "both keys": (
+        ["--jwt-secret", SECRET, "--jwt-public-key-file", "{keys}/rsa.pem"],
+        ["not both"],
+    ),
+    "missing key file": (
+        ["--jwt-public-key-file", "{keys}/absent.pem"],
+        ["LOGSTREAM_JWT_PUBLIC_KEY_FILE", "absent.pem"],
+    ),
+    "garbage key file": (
+        ["--jwt-public-key-file", "{keys}/garbage.pem"],
+        ["LOGSTREAM_JWT_PUBLIC_KEY_FILE", "garbage.pem"],
+    ),
+    "private key file": (
+        ["--jwt-public-key-file", "{keys}/private.pem"],
+        ["LOGSTREAM_JWT_PUBLIC_KEY_FILE"],
+    ),
+    "query token on": (["--jwt-secret", SECRET, "--query-token", "on"], ["LOGSTREAM_QUERY_TOKEN"]),
 }
 
 
@@ -498,14 +642,22 @@ def startup_refusals(tmp_path_factory, log_dir):
     keys = tmp_path_factory.mktemp("bad-keys")
     (keys / "rsa.pem").write_bytes(public_pem(RSA_KEY))
     (keys / "garbage.pem").write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----")
-    (keys / "private.pem").write_bytes(RSA_KEY.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (keys / "private.pem").write_bytes(
+        RSA_KEY.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     running = {}
     for case, (args, _) in STARTUP_REFUSALS.items():
         running[case] = ServiceProcess(
-            "gateway", nats_url="nats://127.0.0.1:1", log_dir=log_dir, dev=False,
-            args=[arg.replace("{keys}", str(keys)) for arg in args]).start(wait=False)
+            "gateway",
+            nats_url="nats://127.0.0.1:1",
+            log_dir=log_dir,
+            dev=False,
+            args=[arg.replace("{keys}", str(keys)) for arg in args],
+        ).start(wait=False)
     outcomes = {}
     for case, service in running.items():
         try:
@@ -518,8 +670,7 @@ def startup_refusals(tmp_path_factory, log_dir):
 
 
 @pytest.mark.parametrize("case", list(STARTUP_REFUSALS))
-def test_a_production_gateway_without_a_usable_key_exits_naming_the_setting(
-        startup_refusals, case):
+def test_a_production_gateway_without_a_usable_key_exits_naming_the_setting(startup_refusals, case):
     code, log = startup_refusals[case]
     assert code == 2, log
     assert "logstream gateway:" in log

@@ -22,8 +22,9 @@ RECORD_BYTES = 1024
 
 @pytest.fixture(scope="module")
 def gateway(nats_server, log_dir, js_writer):
-    service = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--outbox-bytes", str(OUTBOX)])
+    service = ServiceProcess(
+        "gateway", nats_url=nats_server.url, log_dir=log_dir, args=["--outbox-bytes", str(OUTBOX)]
+    )
     yield service.start()
     service.stop()
 
@@ -35,8 +36,9 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-async def _burst_the_hub_reads_but_nobody_receives(gateway, js_writer, channel: str,
-                                                  count: int) -> None:
+async def _burst_the_hub_reads_but_nobody_receives(
+    gateway, js_writer, channel: str, count: int
+) -> None:
     """The same burst, read by the hub for a stream whose filter matches none of it.
 
     This is what the hub itself holds in flight, with no reader behind. RSS only grows, so
@@ -51,7 +53,8 @@ async def _burst_the_hub_reads_but_nobody_receives(gateway, js_writer, channel: 
 
 
 async def test_a_stalled_reader_overflows_with_bounded_memory_and_resumes_without_loss(
-        gateway, js_writer, unique_id):
+    gateway, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     url = f"{gateway.url}/api/logs/stream?channels={channel}"
     count = BURST_BYTES // RECORD_BYTES
@@ -79,8 +82,9 @@ async def test_a_stalled_reader_overflows_with_bounded_memory_and_resumes_withou
     assert len(received) < count
     # The stalled connection held at most its outbox plus socket buffers, not the 40 MB.
     assert growth < 4 * OUTBOX + 12 * 1024 * 1024, f"gateway grew by {growth} bytes"
-    async with open_stream(url, token=TOKEN,
-                           headers={"Last-Event-ID": str(received[-1])}) as stream:
+    async with open_stream(
+        url, token=TOKEN, headers={"Last-Event-ID": str(received[-1])}
+    ) as stream:
         rest = await stream.logs(count - len(received), timeout=120)
     all_seqs = received + [r["seq"] for r in rest]
     ledger.account("stalled reader under a 40 MB burst, overflow then resume", sent, all_seqs)
@@ -96,5 +100,3 @@ async def _wait_until_read(gateway, seq: int) -> None:
                 if stats["read_total"] and stats.get("last_seq", 0) >= seq:
                     return
                 await asyncio.sleep(0.1)
-
-

@@ -23,8 +23,12 @@ TOKENS = UserTokens(DEV_JWT_SECRET)
 
 @pytest.fixture(scope="module")
 def gateway(nats_server, log_dir, js_writer):
-    service = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--heartbeat", "0.5", "--max-connections-per-user", "3"])
+    service = ServiceProcess(
+        "gateway",
+        nats_url=nats_server.url,
+        log_dir=log_dir,
+        args=["--heartbeat", "0.5", "--max-connections-per-user", "3"],
+    )
     yield service.start()
     service.stop()
 
@@ -34,8 +38,11 @@ def user(name: str | None = None, workspaces=("workspace123",), **claims) -> str
     and no test may depend on how soon another test's streams were let go."""
     name = name or f"reader-{uuid.uuid4().hex[:12]}"
     if claims:
-        return jwt.encode({"sub": name, "workspaces": list(workspaces), **claims},
-                          DEV_JWT_SECRET, algorithm="HS256")
+        return jwt.encode(
+            {"sub": name, "workspaces": list(workspaces), **claims},
+            DEV_JWT_SECRET,
+            algorithm="HS256",
+        )
     return TOKENS.issue(name, workspaces)
 
 
@@ -44,7 +51,8 @@ def stream_url(gateway, *channels: str) -> str:
 
 
 async def test_a_stream_opens_with_retry_and_connected_then_delivers_records(
-        gateway, js_writer, unique_id):
+    gateway, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     async with open_stream(stream_url(gateway, channel), token=user("user123")) as stream:
         assert stream.response.headers["content-type"].startswith("text/event-stream")
@@ -63,8 +71,9 @@ async def test_a_stream_opens_with_retry_and_connected_then_delivers_records(
     assert all(r["channel"] == channel and r["publisher"] == "test" for r in records)
 
 
-async def test_the_connected_id_is_the_cursor_so_nothing_after_it_is_missed(gateway, js_writer,
-                                                                           unique_id):
+async def test_the_connected_id_is_the_cursor_so_nothing_after_it_is_missed(
+    gateway, js_writer, unique_id
+):
     channel = f"logs:etl:workspace123:{unique_id}"
     await js_writer.put(channel, "before")
     async with open_stream(stream_url(gateway, channel), token=user()) as stream:
@@ -93,10 +102,10 @@ async def test_channels_may_be_repeated_instead_of_a_comma_list(gateway, js_writ
     assert info["channels"] == [a, b]
 
 
-async def test_a_wildcard_stream_gets_every_workflow_of_the_workspace(gateway, js_writer,
-                                                                     unique_id):
-    async with open_stream(stream_url(gateway, "logs:etl:workspace123:*"),
-                           token=user()) as stream:
+async def test_a_wildcard_stream_gets_every_workflow_of_the_workspace(
+    gateway, js_writer, unique_id
+):
+    async with open_stream(stream_url(gateway, "logs:etl:workspace123:*"), token=user()) as stream:
         await stream.next_of("connected")
         seq = await js_writer.put(f"logs:etl:workspace123:{unique_id}", "via wildcard")
         records = await stream.logs(1, timeout=20)
@@ -141,11 +150,14 @@ async def test_the_query_token_works_in_dev_mode(gateway, unique_id):
         assert (await stream.next()).event == "connected"
 
 
-@pytest.mark.parametrize("headers,why", [
-    ({}, "required"),
-    ({"Authorization": "Bearer not-a-jwt"}, "not valid"),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer"),
-])
+@pytest.mark.parametrize(
+    "headers,why",
+    [
+        ({}, "required"),
+        ({"Authorization": "Bearer not-a-jwt"}, "not valid"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer"),
+    ],
+)
 def test_a_missing_or_bad_credential_is_401(gateway, headers, why):
     response = httpx.get(stream_url(gateway, "logs:etl:workspace123"), headers=headers)
     assert response.status_code == 401
@@ -155,8 +167,9 @@ def test_a_missing_or_bad_credential_is_401(gateway, headers, why):
 
 def test_an_expired_token_is_401(gateway):
     token = user(exp=int(time.time()) - 10)
-    response = httpx.get(stream_url(gateway, "logs:etl:workspace123"),
-                         headers={"Authorization": f"Bearer {token}"})
+    response = httpx.get(
+        stream_url(gateway, "logs:etl:workspace123"), headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 401
     assert "expired" in response.json()["message"]
 
@@ -164,54 +177,71 @@ def test_an_expired_token_is_401(gateway):
 def test_a_token_signed_with_another_secret_is_401(gateway):
     claims = {"sub": "user123", "workspaces": ["*"], "exp": int(time.time()) + 600}
     token = jwt.encode(claims, "a-guess-long-enough-for-hs256-keys!", algorithm="HS256")
-    response = httpx.get(stream_url(gateway, "logs:etl:workspace123"),
-                         headers={"Authorization": f"Bearer {token}"})
+    response = httpx.get(
+        stream_url(gateway, "logs:etl:workspace123"), headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 401
     assert "signature" in response.json()["message"].lower()
 
 
-@pytest.mark.parametrize("query,names", [
-    ("", "channels is required"),
-    ("?channels=logs:etl", "logs:<service>:<workspace>"),
-    ("?channels=logs:nope:workspace123", "unknown service"),
-    ("?channels=logs:etl:work.space", "workspace segment"),
-    ("?channels=logs:etl:workspace123:a>b", "resource segment"),
-    ("?channels=" + ",".join(f"logs:etl:workspace123:w{i}" for i in range(21)), "at most 20"),
-    ("?channels=logs:etl:workspace123&last_event_id=abc", "last_event_id"),
-    ("?channels=logs:etl:workspace123&since=yesterday", "since"),
-    ("?channels=logs:etl:workspace123&tail=-1", "tail"),
-    ("?channels=logs:etl:workspace123&level=loud", "level"),
-])
+@pytest.mark.parametrize(
+    "query,names",
+    [
+        ("", "channels is required"),
+        ("?channels=logs:etl", "logs:<service>:<workspace>"),
+        ("?channels=logs:nope:workspace123", "unknown service"),
+        ("?channels=logs:etl:work.space", "workspace segment"),
+        ("?channels=logs:etl:workspace123:a>b", "resource segment"),
+        ("?channels=" + ",".join(f"logs:etl:workspace123:w{i}" for i in range(21)), "at most 20"),
+        ("?channels=logs:etl:workspace123&last_event_id=abc", "last_event_id"),
+        ("?channels=logs:etl:workspace123&since=yesterday", "since"),
+        ("?channels=logs:etl:workspace123&tail=-1", "tail"),
+        ("?channels=logs:etl:workspace123&level=loud", "level"),
+    ],
+)
 def test_bad_parameters_are_400_naming_the_problem(gateway, query, names):
-    response = httpx.get(f"{gateway.url}/api/logs/stream{query}",
-                         headers={"Authorization": f"Bearer {user()}"})
+    response = httpx.get(
+        f"{gateway.url}/api/logs/stream{query}", headers={"Authorization": f"Bearer {user()}"}
+    )
     assert response.status_code == 400
     body = response.json()
     assert set(body) == {"error", "message", "details"}
     assert names in body["message"]
 
 
-@pytest.mark.parametrize("channel", [
-    "logs:etl:workspace456:wf", "logs:etl:*:wf", "logs:*:*", "logs:etl:workspace1234",
-])
+@pytest.mark.parametrize(
+    "channel",
+    [
+        "logs:etl:workspace456:wf",
+        "logs:etl:*:wf",
+        "logs:*:*",
+        "logs:etl:workspace1234",
+    ],
+)
 def test_a_channel_outside_the_users_workspaces_is_403(gateway, channel):
-    response = httpx.get(stream_url(gateway, "logs:etl:workspace123", channel),
-                         headers={"Authorization": f"Bearer {user()}"})
+    response = httpx.get(
+        stream_url(gateway, "logs:etl:workspace123", channel),
+        headers={"Authorization": f"Bearer {user()}"},
+    )
     assert response.status_code == 403
     assert response.json()["details"] == [{"channel": channel}]
 
 
 async def test_an_admin_may_use_a_wildcard_workspace(gateway):
-    async with open_stream(stream_url(gateway, "logs:etl:*"),
-                           token=user("admin", ("*",))) as stream:
+    async with open_stream(
+        stream_url(gateway, "logs:etl:*"), token=user("admin", ("*",))
+    ) as stream:
         assert (await stream.next()).event == "connected"
 
 
 async def test_a_user_over_the_connection_cap_gets_429(gateway, unique_id):
     token = user(f"capped-{unique_id}", ("workspace123",))
     url = stream_url(gateway, f"logs:etl:workspace123:{unique_id}")
-    async with open_stream(url, token=token), open_stream(url, token=token), \
-            open_stream(url, token=token):
+    async with (
+        open_stream(url, token=token),
+        open_stream(url, token=token),
+        open_stream(url, token=token),
+    ):
         with pytest.raises(StreamRefused) as refused:
             async with open_stream(url, token=token):
                 pass
@@ -221,8 +251,9 @@ async def test_a_user_over_the_connection_cap_gets_429(gateway, unique_id):
 
 async def test_a_token_that_expires_mid_stream_ends_with_auth_expired(gateway, unique_id):
     token = user(exp=int(time.time()) + 2)
-    async with open_stream(stream_url(gateway, f"logs:etl:workspace123:{unique_id}"),
-                           token=token) as stream:
+    async with open_stream(
+        stream_url(gateway, f"logs:etl:workspace123:{unique_id}"), token=token
+    ) as stream:
         ended = await stream.next_of("auth-expired", timeout=15)
     assert "expired" in json.loads(ended.data)["reason"]
 
@@ -235,12 +266,12 @@ async def test_stats_count_connections_users_and_channels(gateway, unique_id):
         assert stats["channels"][channel] == 1
         assert stats["connections"] >= 1 and stats["users"] >= 1
         assert {"delivered_total", "uptime_s"} <= set(stats)
-    wait_until(lambda: channel not in httpx.get(f"{gateway.url}/admin/logs/stats")
-               .json()["channels"])
+    wait_until(
+        lambda: channel not in httpx.get(f"{gateway.url}/admin/logs/stats").json()["channels"]
+    )
 
 
-async def test_a_record_is_read_from_nats_once_for_many_connections(gateway, js_writer,
-                                                                    unique_id):
+async def test_a_record_is_read_from_nats_once_for_many_connections(gateway, js_writer, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
 
     def records_read() -> float:

@@ -16,7 +16,7 @@ from tests.support.processes import ServiceProcess
 
 # The application: logs one record per tick through LogstreamHandler on the root logger, and
 # prints a heartbeat after each log call returns, until the test creates the stop file.
-APP = '''
+APP = """
 import logging, sys, time
 from pathlib import Path
 from logstream import LogstreamHandler
@@ -34,7 +34,7 @@ while not stop_file.exists():
     time.sleep(TICK_S)
 handler.close()
 print(f"done logged={index} dropped={handler.dropped} lost={handler.publisher.lost}", flush=True)
-'''
+"""
 # 50 records a second: a steady trickle, far below the handler's buffer (100,000 records) for
 # any outage this test can produce, so nothing may be dropped.
 TICK_S = 0.02
@@ -57,7 +57,10 @@ class App:
         with open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, str(script), ingest_url, channel, str(self.stop_file)],
-                stdout=subprocess.PIPE, stderr=err, text=True)
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -100,7 +103,8 @@ class App:
 
 
 async def test_handler_rides_out_an_ingest_outage_reporting_it_once_and_losing_nothing(
-        nats_server, log_dir, nc, tmp_path, unique_id):
+    nats_server, log_dir, nc, tmp_path, unique_id
+):
     ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir).start()
     channel = f"logs:etl:workspace123:{unique_id}"
     app = App(tmp_path, ingest.url, channel)
@@ -109,8 +113,9 @@ async def test_handler_rides_out_an_ingest_outage_reporting_it_once_and_losing_n
         ingest.stop()
         app.wait_for("outage report", lambda: OUTAGE_LINE in app.stderr())
         app.wait_beats(25)  # logging goes on while ingest is away: the app never blocks
-        ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir,
-                                port=ingest.port).start()
+        ingest = ServiceProcess(
+            "ingest", nats_url=nats_server.url, log_dir=log_dir, port=ingest.port
+        ).start()
         app.wait_for("recovery report", lambda: RECOVERY_LINE in app.stderr())
         app.wait_beats(10)
         summary = app.stop()

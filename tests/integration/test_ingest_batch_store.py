@@ -36,10 +36,13 @@ async def post(client: httpx.AsyncClient, records: list[dict]) -> httpx.Response
 
 
 async def test_a_batch_of_1000_records_is_stored_in_order_and_answered_with_its_seqs(
-        stack, nc, unique_id):
+    stack, nc, unique_id
+):
     channel = f"logs:etl:{unique_id}:batch"
-    records = [{"channel": channel, "message": f"m{index:04d}", "id": f"{unique_id}-{index}"}
-               for index in range(BATCH)]
+    records = [
+        {"channel": channel, "message": f"m{index:04d}", "id": f"{unique_id}-{index}"}
+        for index in range(BATCH)
+    ]
     async with httpx.AsyncClient(base_url=stack.ingest.url, timeout=ANSWER_WITHIN_S) as client:
         response = await post(client, records)
     assert response.status_code == 202, response.text
@@ -51,8 +54,7 @@ async def test_a_batch_of_1000_records_is_stored_in_order_and_answered_with_its_
     assert [record["id"] for _, _, record in found] == [r["id"] for r in records]
 
 
-async def test_a_repeated_id_inside_a_batch_and_across_batches_is_stored_once(
-        stack, nc, unique_id):
+async def test_a_repeated_id_inside_a_batch_and_across_batches_is_stored_once(stack, nc, unique_id):
     channel = f"logs:etl:{unique_id}"
 
     def record(record_id: str, message: str) -> dict:
@@ -70,7 +72,8 @@ async def test_a_repeated_id_inside_a_batch_and_across_batches_is_stored_once(
 
 
 async def test_an_id_with_line_breaks_cannot_break_the_header_and_still_deduplicates(
-        stack, nc, unique_id):
+    stack, nc, unique_id
+):
     channel = f"logs:etl:{unique_id}"
     sneaky = f"x\r\nPUB logs.etl.{unique_id}.injected 1\r\nz"
     body = {"channel": channel, "message": "m", "id": sneaky}
@@ -84,12 +87,14 @@ async def test_an_id_with_line_breaks_cannot_break_the_header_and_still_deduplic
     assert record["id"] == sneaky
     assert await stored(js, f"logs.etl.{unique_id}.>") == []  # nothing injected
     raw = await js.get_msg(STREAM_NAME, seq=seq)
-    assert raw.headers["Nats-Msg-Id"] == message_id(ETL_TOKEN, sneaky).replace(
-        "\r", " ").replace("\n", " ")
+    assert raw.headers["Nats-Msg-Id"] == message_id(ETL_TOKEN, sneaky).replace("\r", " ").replace(
+        "\n", " "
+    )
 
 
 async def test_the_writer_replies_under_its_own_inbox_prefix_without_permission_errors(
-        nats_server, unique_id):
+    nats_server, unique_id
+):
     errors: list[Exception] = []
 
     async def collect(exc: Exception) -> None:
@@ -99,11 +104,14 @@ async def test_the_writer_replies_under_its_own_inbox_prefix_without_permission_
     try:
         writer = BatchWriter(nc)
         await writer.start()
-        [subscription] = [sub for sub in nc._subs.values()
-                          if sub.subject.startswith(inbox_prefix("ingest") + ".")]
+        [subscription] = [
+            sub for sub in nc._subs.values() if sub.subject.startswith(inbox_prefix("ingest") + ".")
+        ]
         subject = f"logs.etl.{unique_id}".encode()
-        messages = [OutMessage(subject, msg_id_header(f"test:{unique_id}-{n}"), b'{"n":%d}' % n)
-                    for n in range(50)]
+        messages = [
+            OutMessage(subject, msg_id_header(f"test:{unique_id}-{n}"), b'{"n":%d}' % n)
+            for n in range(50)
+        ]
         seqs = await writer.write(messages, ANSWER_WITHIN_S)
         assert len(seqs) == 50 and seqs == sorted(seqs) and len(set(seqs)) == 50
         assert await writer.write(messages[:2], ANSWER_WITHIN_S) == seqs[:2]  # dedup
@@ -134,13 +142,18 @@ async def test_a_write_nobody_acknowledges_times_out_and_is_forgotten(nats_serve
 
 
 async def test_a_paused_broker_answers_503_with_retry_after_and_a_retry_is_stored_once(
-        own_broker, log_dir, unique_id):
+    own_broker, log_dir, unique_id
+):
     ingest = ServiceProcess(
-        "ingest", nats_url=own_broker.url, log_dir=log_dir,
-        env={"LOGSTREAM_PUBLISH_TIMEOUT": str(SHORT_PUBLISH_TIMEOUT_S)}).start()
+        "ingest",
+        nats_url=own_broker.url,
+        log_dir=log_dir,
+        env={"LOGSTREAM_PUBLISH_TIMEOUT": str(SHORT_PUBLISH_TIMEOUT_S)},
+    ).start()
     channel = f"logs:etl:{unique_id}"
-    records = [{"channel": channel, "message": f"m{n}", "id": f"{unique_id}-{n}"}
-               for n in range(10)]
+    records = [
+        {"channel": channel, "message": f"m{n}", "id": f"{unique_id}-{n}"} for n in range(10)
+    ]
     paused = False
     try:
         async with httpx.AsyncClient(base_url=ingest.url, timeout=ANSWER_WITHIN_S) as client:

@@ -61,14 +61,16 @@ async def poll(check, what: str, timeout: float = RECOVERY_S):
 
 
 async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_returns(
-        own_broker, ingest, unique_id):
+    own_broker, ingest, unique_id
+):
     channel = f"logs:etl:{unique_id}"
     retry = {"channel": channel, "message": "during", "id": f"retry-{unique_id}"}
     restarted: EmbeddedNats | None = None
     try:
         async with httpx.AsyncClient(base_url=ingest.url, timeout=ANSWER_WITHIN_S) as client:
-            before = await client.post(PUBLISH, json={"channel": channel, "message": "before"},
-                                       headers=ETL)
+            before = await client.post(
+                PUBLISH, json={"channel": channel, "message": "before"}, headers=ETL
+            )
             assert before.status_code == 202
 
             own_broker.kill()
@@ -84,8 +86,9 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
             still_down = await client.post(PUBLISH, json=retry, headers=ETL)
             assert still_down.status_code == 503
 
-            restarted = embedded_for_tests(port=own_broker.port,
-                                           store_dir=own_broker.store_dir).start()
+            restarted = embedded_for_tests(
+                port=own_broker.port, store_dir=own_broker.store_dir
+            ).start()
 
             async def accepted():
                 response = await client.post(PUBLISH, json=retry, headers=ETL)
@@ -108,7 +111,8 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
 
 
 async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
-        own_broker, ingest, unique_id):
+    own_broker, ingest, unique_id
+):
     nc = await connect_as(own_broker.url, "admin")  # deletes the stream, as only an operator may
     producer = await connect_as(own_broker.url, "producer")
     js = nc.jetstream()
@@ -130,8 +134,9 @@ async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
             await poll(stream_exists, "ingest recreates the stream after a refused publish")
 
             await js.delete_stream(STREAM_NAME)
-            reply = await producer.request(INGEST_SUBJECT, json.dumps(body).encode(),
-                                           headers=ETL, timeout=ANSWER_WITHIN_S)
+            reply = await producer.request(
+                INGEST_SUBJECT, json.dumps(body).encode(), headers=ETL, timeout=ANSWER_WITHIN_S
+            )
             answer = json.loads(reply.data)
             assert answer["status"] == 503 and answer["error"] == "broker_unavailable"
             assert int(reply.headers["Retry-After"]) >= 1

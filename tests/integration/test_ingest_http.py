@@ -26,8 +26,9 @@ HALF_BATCH = 500
 
 @pytest.fixture(scope="module")
 def ingest(nats_server, log_dir):
-    service = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--publish-rate", str(RATE)]).start()
+    service = ServiceProcess(
+        "ingest", nats_url=nats_server.url, log_dir=log_dir, args=["--publish-rate", str(RATE)]
+    ).start()
     yield service
     service.stop()
 
@@ -48,9 +49,16 @@ def rec(channel: str, message: str = "hello", **extra) -> dict:
 
 
 async def test_a_published_record_is_in_jetstream_with_its_seq_when_202_answers(
-        client, js, unique_id):
-    body = rec(f"logs:etl:{unique_id}:wf1", "started", level="WARNING", timestamp=1767225600000,
-               source="etl.runner", fields={"rows": 3})
+    client, js, unique_id
+):
+    body = rec(
+        f"logs:etl:{unique_id}:wf1",
+        "started",
+        level="WARNING",
+        timestamp=1767225600000,
+        source="etl.runner",
+        fields={"rows": 3},
+    )
     response = await client.post(PUBLISH, json=body, headers=ETL)
     assert response.status_code == 202, response.text
     assert response.json()["accepted"] == 1
@@ -86,16 +94,23 @@ async def test_an_array_batch_is_stored_in_order(client, js, unique_id):
 
 async def test_ndjson_is_one_record_per_line(client, js, unique_id):
     lines = [json.dumps(rec(f"logs:etl:{unique_id}", f"n{i}")) for i in range(3)]
-    response = await client.post(PUBLISH, content="\n".join(lines) + "\n",
-                                 headers={**ETL, "Content-Type": "application/x-ndjson"})
+    response = await client.post(
+        PUBLISH,
+        content="\n".join(lines) + "\n",
+        headers={**ETL, "Content-Type": "application/x-ndjson"},
+    )
     assert response.status_code == 202, response.text
     assert [r["message"] for _, _, r in await stored(js, f"logs.etl.{unique_id}")] == [
-        "n0", "n1", "n2"]
+        "n0",
+        "n1",
+        "n2",
+    ]
 
 
 async def test_the_x_service_token_header_is_a_credential(client, js, unique_id):
-    response = await client.post(PUBLISH, json=rec(f"logs:faas:{unique_id}:fn"),
-                                 headers={"X-Service-Token": "faas-token"})
+    response = await client.post(
+        PUBLISH, json=rec(f"logs:faas:{unique_id}:fn"), headers={"X-Service-Token": "faas-token"}
+    )
     assert response.status_code == 202, response.text
     [(_, _, record)] = await stored(js, f"logs.faas.{unique_id}.fn")
     assert record["publisher"] == "faas-token"
@@ -124,7 +139,8 @@ INVALID = [
 
 @pytest.mark.parametrize(("change", "field"), INVALID)
 async def test_an_invalid_record_is_a_400_naming_index_and_field_and_nothing_is_stored(
-        client, js, unique_id, change, field):
+    client, js, unique_id, change, field
+):
     bad = rec(f"logs:etl:{unique_id}:bad")
     for key, value in change.items():
         if value is None:
@@ -142,28 +158,32 @@ async def test_an_invalid_record_is_a_400_naming_index_and_field_and_nothing_is_
 
 
 async def test_a_bad_channel_message_names_the_bad_part(client, unique_id):
-    response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}:no.dots"),
-                                 headers=ETL)
+    response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}:no.dots"), headers=ETL)
     assert response.status_code == 400
     assert "resource segment" in response.json()["details"][0]["message"]
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"", b"[]", b"7"])
 async def test_a_body_that_holds_no_records_is_a_400(client, content):
-    response = await client.post(PUBLISH, content=content,
-                                 headers={**ETL, "Content-Type": "application/json"})
+    response = await client.post(
+        PUBLISH, content=content, headers={**ETL, "Content-Type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param({}, id="no-credential"),
-    pytest.param({"Authorization": "Bearer wrong-token"}, id="wrong-bearer"),
-    pytest.param({"X-Service-Token": "wrong-token"}, id="wrong-service-token"),
-    pytest.param({"Authorization": "Basic bDUtZXRsLXRva2Vu"}, id="not-bearer"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-credential"),
+        pytest.param({"Authorization": "Bearer wrong-token"}, id="wrong-bearer"),
+        pytest.param({"X-Service-Token": "wrong-token"}, id="wrong-service-token"),
+        pytest.param({"Authorization": "Basic bDUtZXRsLXRva2Vu"}, id="not-bearer"),
+    ],
+)
 async def test_a_missing_or_wrong_credential_is_a_401_and_nothing_is_stored(
-        client, js, unique_id, headers):
+    client, js, unique_id, headers
+):
     response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers=headers)
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "unauthenticated"
@@ -172,23 +192,36 @@ async def test_a_missing_or_wrong_credential_is_a_401_and_nothing_is_stored(
 
 
 async def test_channels_outside_the_grants_are_a_403_listing_them_and_nothing_is_stored(
-        client, js, unique_id):
-    batch = [rec(f"logs:etl:{unique_id}:ok"), rec(f"logs:faas:{unique_id}:fn"),
-             rec(f"logs:faas:{unique_id}:fn"), rec(f"logs:platform:{unique_id}")]
+    client, js, unique_id
+):
+    batch = [
+        rec(f"logs:etl:{unique_id}:ok"),
+        rec(f"logs:faas:{unique_id}:fn"),
+        rec(f"logs:faas:{unique_id}:fn"),
+        rec(f"logs:platform:{unique_id}"),
+    ]
     response = await client.post(PUBLISH, json=batch, headers=ETL)
     assert response.status_code == 403, response.text
     body = response.json()
     assert body["error"] == "forbidden"
-    assert body["details"] == [{"channel": f"logs:faas:{unique_id}:fn"},
-                               {"channel": f"logs:platform:{unique_id}"}]
-    for subjects in (f"logs.etl.{unique_id}.>", f"logs.faas.{unique_id}.>",
-                     f"logs.platform.{unique_id}"):
+    assert body["details"] == [
+        {"channel": f"logs:faas:{unique_id}:fn"},
+        {"channel": f"logs:platform:{unique_id}"},
+    ]
+    for subjects in (
+        f"logs.etl.{unique_id}.>",
+        f"logs.faas.{unique_id}.>",
+        f"logs.platform.{unique_id}",
+    ):
         assert await stored(js, subjects) == []
 
 
 async def test_a_body_over_the_size_limit_is_a_413(client):
-    response = await client.post(PUBLISH, content=b" " * (1024 * 1024 + 1),
-                                 headers={**ETL, "Content-Type": "application/json"})
+    response = await client.post(
+        PUBLISH,
+        content=b" " * (1024 * 1024 + 1),
+        headers={**ETL, "Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
 
@@ -198,8 +231,9 @@ async def test_a_chunked_body_is_cut_off_at_the_size_limit(client):
         for _ in range(40):
             yield b" " * 64 * 1024
 
-    response = await client.post(PUBLISH, content=chunks(),
-                                 headers={**ETL, "Content-Type": "application/json"})
+    response = await client.post(
+        PUBLISH, content=chunks(), headers={**ETL, "Content-Type": "application/json"}
+    )
     assert "content-length" not in {k.lower() for k in response.request.headers}
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
@@ -218,16 +252,19 @@ async def test_a_body_that_is_not_json_or_ndjson_is_a_415(client, content_type):
     headers = dict(ETL)
     if content_type:
         headers["Content-Type"] = content_type
-    response = await client.post(PUBLISH, content=b'{"channel":"logs:etl:w","message":"m"}',
-                                 headers=headers)
+    response = await client.post(
+        PUBLISH, content=b'{"channel":"logs:etl:w","message":"m"}', headers=headers
+    )
     assert response.status_code == 415
     assert response.json()["error"] == "unsupported_media_type"
 
 
 async def test_a_charset_parameter_is_accepted(client, js, unique_id):
     response = await client.post(
-        PUBLISH, content=json.dumps(rec(f"logs:etl:{unique_id}")).encode(),
-        headers={**ETL, "Content-Type": "application/json; charset=utf-8"})
+        PUBLISH,
+        content=json.dumps(rec(f"logs:etl:{unique_id}")).encode(),
+        headers={**ETL, "Content-Type": "application/json; charset=utf-8"},
+    )
     assert response.status_code == 202, response.text
     assert len(await stored(js, f"logs.etl.{unique_id}")) == 1
 
@@ -248,19 +285,27 @@ async def test_the_service_routes_answer(client, ingest):
     assert ready.status_code == 200 and ready.json()["ready"] is True
     await client.post(PUBLISH, json={}, headers=ETL)
     metrics = (await client.get("/metrics")).text
-    for name in ("logstream_ingest_records_accepted_total", "logstream_ingest_requests_total",
-                 "logstream_ingest_publish_seconds_bucket",
-                 "logstream_ingest_rejected_republished_total"):
+    for name in (
+        "logstream_ingest_records_accepted_total",
+        "logstream_ingest_requests_total",
+        "logstream_ingest_publish_seconds_bucket",
+        "logstream_ingest_rejected_republished_total",
+    ):
         assert name in metrics
-    assert any(line.startswith("logstream_ingest_requests_total{") and 'status="400"' in line
-               and 'transport="http"' in line for line in metrics.splitlines())
+    assert any(
+        line.startswith("logstream_ingest_requests_total{")
+        and 'status="400"' in line
+        and 'transport="http"' in line
+        for line in metrics.splitlines()
+    )
     schema = (await client.get("/schema/openapi.json")).json()
     assert "202" in schema["paths"][PUBLISH]["post"]["responses"]
     assert "403" in schema["paths"][PUBLISH]["post"]["responses"]
 
 
 async def test_a_token_over_its_rate_gets_a_429_with_retry_after_and_nothing_is_stored(
-        client, js, unique_id):
+    client, js, unique_id
+):
     platform = {"Authorization": "Bearer platform-token"}  # no other test spends its budget
     batch = [rec(f"logs:platform:{unique_id}", f"m{i}") for i in range(1000)]
     assert (await client.post(PUBLISH, json=batch, headers=platform)).status_code == 202

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
-from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.jetstream import stored
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess
 
 ETL = {"Authorization": "Bearer l5-etl-token"}
@@ -32,8 +32,7 @@ REPLY_TIMEOUT_S = 10
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    server = embedded_for_tests(port=free_port(),
-                                store_dir=tmp_path_factory.mktemp("nats-ingest"))
+    server = embedded_for_tests(port=free_port(), store_dir=tmp_path_factory.mktemp("nats-ingest"))
     server.start()
     yield server
     server.stop()
@@ -41,10 +40,17 @@ def broker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ingests(broker, log_dir):
-    args = ["--max-body-bytes", str(MAX_BODY), "--max-batch-records", str(MAX_RECORDS),
-            "--publish-rate", str(RATE)]
-    services = [ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir, args=args)
-                for _ in range(2)]
+    args = [
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--max-batch-records",
+        str(MAX_RECORDS),
+        "--publish-rate",
+        str(RATE),
+    ]
+    services = [
+        ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir, args=args) for _ in range(2)
+    ]
     for service in services:  # start both, then wait: the imports overlap
         service.start(wait=False)
     try:
@@ -87,8 +93,9 @@ async def operator(broker):
 
 async def request(producer, body, headers=None) -> tuple[dict, dict]:
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    reply = await producer.request(INGEST_SUBJECT, payload, headers=headers,
-                                   timeout=REPLY_TIMEOUT_S)
+    reply = await producer.request(
+        INGEST_SUBJECT, payload, headers=headers, timeout=REPLY_TIMEOUT_S
+    )
     return json.loads(reply.data), reply.headers or {}
 
 
@@ -109,43 +116,54 @@ def metric_sum(ingests, name: str, **labels: str) -> float:
 
 
 async def test_a_request_is_answered_202_with_seqs_once_stored(producer, service_nc, unique_id):
-    reply, _ = await request(producer, [rec(f"logs:etl:{unique_id}:wf", "a", level="ERROR"),
-                                        rec(f"logs:etl:{unique_id}:wf", "b")], ETL)
+    reply, _ = await request(
+        producer,
+        [rec(f"logs:etl:{unique_id}:wf", "a", level="ERROR"), rec(f"logs:etl:{unique_id}:wf", "b")],
+        ETL,
+    )
     assert reply["status"] == 202 and reply["accepted"] == 2, reply
     records = await stored(service_nc.jetstream(), f"logs.etl.{unique_id}.wf")
     assert [seq for seq, _, _ in records] == reply["seqs"]
     assert [(r["message"], r["level"], r["publisher"]) for _, _, r in records] == [
-        ("a", "error", "l5-etl-token"), ("b", "info", "l5-etl-token")]
+        ("a", "error", "l5-etl-token"),
+        ("b", "info", "l5-etl-token"),
+    ]
 
 
 async def test_ndjson_is_accepted_with_a_content_type_header(producer, service_nc, unique_id):
     body = "\n".join(json.dumps(rec(f"logs:etl:{unique_id}", f"n{i}")) for i in range(2))
-    reply, _ = await request(producer, body.encode(),
-                             {**ETL, "Content-Type": "application/x-ndjson"})
+    reply, _ = await request(
+        producer, body.encode(), {**ETL, "Content-Type": "application/x-ndjson"}
+    )
     assert reply["status"] == 202, reply
     assert len(await stored(service_nc.jetstream(), f"logs.etl.{unique_id}")) == 2
 
 
 async def test_an_invalid_record_is_answered_400_naming_index_and_field(
-        producer, service_nc, unique_id):
-    reply, _ = await request(producer, [rec(f"logs:etl:{unique_id}"),
-                                        rec(f"logs:etl:{unique_id}", level="loud")], ETL)
+    producer, service_nc, unique_id
+):
+    reply, _ = await request(
+        producer, [rec(f"logs:etl:{unique_id}"), rec(f"logs:etl:{unique_id}", level="loud")], ETL
+    )
     assert reply["status"] == 400 and reply["error"] == "invalid_request"
     assert [(d["index"], d["field"]) for d in reply["details"]] == [(1, "level")]
     assert await stored(service_nc.jetstream(), f"logs.etl.{unique_id}") == []
 
 
-@pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": "l5-etl-token"}])
+@pytest.mark.parametrize(
+    "headers", [None, {"Authorization": "Bearer wrong"}, {"Authorization": "l5-etl-token"}]
+)
 async def test_a_missing_or_wrong_credential_is_answered_401(producer, unique_id, headers):
     reply, _ = await request(producer, rec(f"logs:etl:{unique_id}"), headers)
     assert reply["status"] == 401 and reply["error"] == "unauthenticated"
 
 
 async def test_channels_outside_the_grants_are_answered_403_and_nothing_is_stored(
-        producer, service_nc, unique_id):
-    reply, _ = await request(producer, [rec(f"logs:etl:{unique_id}"),
-                                        rec(f"logs:analytics:{unique_id}")], ETL)
+    producer, service_nc, unique_id
+):
+    reply, _ = await request(
+        producer, [rec(f"logs:etl:{unique_id}"), rec(f"logs:analytics:{unique_id}")], ETL
+    )
     assert reply["status"] == 403
     assert reply["details"] == [{"channel": f"logs:analytics:{unique_id}"}]
     assert await stored(service_nc.jetstream(), f"logs.*.{unique_id}") == []
@@ -162,13 +180,15 @@ async def test_too_many_records_is_answered_413(producer, unique_id):
 
 
 async def test_a_content_type_other_than_json_or_ndjson_is_answered_415(producer, unique_id):
-    reply, _ = await request(producer, rec(f"logs:etl:{unique_id}"),
-                             {**ETL, "Content-Type": "text/plain"})
+    reply, _ = await request(
+        producer, rec(f"logs:etl:{unique_id}"), {**ETL, "Content-Type": "text/plain"}
+    )
     assert reply["status"] == 415 and reply["error"] == "unsupported_media_type"
 
 
 async def test_a_token_over_its_rate_is_answered_429_with_retry_after(
-        producer, service_nc, unique_id):
+    producer, service_nc, unique_id
+):
     # Each ingest keeps its own budget; the queue group spreads requests over both, so keep
     # sending full batches until both are spent (2 x burst of 2 x RATE records at most).
     batch = [rec(f"logs:analytics:{unique_id}", f"m{i}") for i in range(MAX_RECORDS)]
@@ -194,7 +214,8 @@ async def test_a_repeated_id_is_stored_once(producer, service_nc, unique_id):
 
 
 async def test_a_rejected_message_without_reply_subject_is_republished_with_its_reason(
-        producer, operator, ingests, unique_id):
+    producer, operator, ingests, unique_id
+):
     before = metric_sum(ingests, "logstream_ingest_rejected_republished_total")
     rejected = await operator.subscribe(REJECTED_SUBJECT)
     await operator.flush()
@@ -206,17 +227,20 @@ async def test_a_rejected_message_without_reply_subject_is_republished_with_its_
     assert report["status"] == 403 and report["error"] == "forbidden"
     assert report["details"] == [{"channel": f"logs:faas:{unique_id}"}]
     assert report["payload"] == payload.decode()
-    assert "l5-etl-token" not in json.dumps({k: v for k, v in report.items()
-                                             if k not in ("message",)})
+    assert "l5-etl-token" not in json.dumps(
+        {k: v for k, v in report.items() if k not in ("message",)}
+    )
     assert metric_sum(ingests, "logstream_ingest_rejected_republished_total") == before + 1
 
 
 async def test_an_accepted_message_without_reply_subject_is_stored_and_not_reported(
-        producer, service_nc, operator, unique_id):
+    producer, service_nc, operator, unique_id
+):
     rejected = await operator.subscribe(REJECTED_SUBJECT)
     await operator.flush()
-    await producer.publish(INGEST_SUBJECT, json.dumps(rec(f"logs:etl:{unique_id}")).encode(),
-                           headers=ETL)
+    await producer.publish(
+        INGEST_SUBJECT, json.dumps(rec(f"logs:etl:{unique_id}")).encode(), headers=ETL
+    )
     await producer.flush()
     deadline = asyncio.get_running_loop().time() + REPLY_TIMEOUT_S
     while not await stored(service_nc.jetstream(), f"logs.etl.{unique_id}"):
@@ -227,17 +251,23 @@ async def test_an_accepted_message_without_reply_subject_is_stored_and_not_repor
 
 
 async def test_the_queue_group_handles_each_message_once_across_instances(
-        producer, service_nc, ingests, unique_id):
+    producer, service_nc, ingests, unique_id
+):
     sent = 20  # within one instance's burst, so the rate limit never interferes
 
     def handled_by_each() -> list[float]:
-        return [metric_sum([service], "logstream_ingest_requests_total", status="202",
-                           transport="nats") for service in ingests]
+        return [
+            metric_sum([service], "logstream_ingest_requests_total", status="202", transport="nats")
+            for service in ingests
+        ]
 
     before = handled_by_each()
-    replies = await asyncio.gather(*(
-        request(producer, rec(f"logs:platform:{unique_id}", f"q{i}"), PLATFORM)
-        for i in range(sent)))
+    replies = await asyncio.gather(
+        *(
+            request(producer, rec(f"logs:platform:{unique_id}", f"q{i}"), PLATFORM)
+            for i in range(sent)
+        )
+    )
     assert all(reply["status"] == 202 for reply, _ in replies)
     records = await stored(service_nc.jetstream(), f"logs.platform.{unique_id}")
     assert sorted(r["message"] for _, _, r in records) == sorted(f"q{i}" for i in range(sent))

@@ -16,9 +16,9 @@ import os
 import httpx
 import pytest
 
+from logstream.services.ingest.app import LINGER_BYTES
 from logstream.shared.identities import DEV_NATS_INGEST
 from logstream.shared.nats_names import INGEST_SUBJECT, STREAM_NAME
-from logstream.services.ingest.app import LINGER_BYTES
 from tests.integration.conftest import wait_until
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port
@@ -50,14 +50,32 @@ def broker(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ingest(broker, log_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("sec-tokens") / "tokens.toml"
-    path.write_text("".join(
-        f'[[tokens]]\nname = "{name}"\n'
-        f'sha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\ngrants = {json.dumps(grants)}\n'
-        for name, (secret, grants) in TOKENS.items()))
+    path.write_text(
+        "".join(
+            f'[[tokens]]\nname = "{name}"\n'
+            f'sha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\ngrants = {json.dumps(grants)}\n'
+            for name, (secret, grants) in TOKENS.items()
+        )
+    )
     user, password = DEV_NATS_INGEST
-    service = ServiceProcess("ingest", nats_url=broker.url, log_dir=log_dir, dev=False, args=[
-        "--tokens-file", str(path), "--nats-user", user, "--nats-password", password,
-        "--publish-rate", str(RATE), "--publish-burst", str(BURST)]).start()
+    service = ServiceProcess(
+        "ingest",
+        nats_url=broker.url,
+        log_dir=log_dir,
+        dev=False,
+        args=[
+            "--tokens-file",
+            str(path),
+            "--nats-user",
+            user,
+            "--nats-password",
+            password,
+            "--publish-rate",
+            str(RATE),
+            "--publish-burst",
+            str(BURST),
+        ],
+    ).start()
     yield service
     service.stop()
 
@@ -88,14 +106,17 @@ def rec(channel: str, message: str = "hello", **extra) -> dict:
 
 async def nothing_stored(js, unique_id: str) -> bool:
     """No record of any service's channels of workspace ``unique_id`` reached the stream."""
-    return (await stored(js, f"logs.*.{unique_id}") == []
-            and await stored(js, f"logs.*.{unique_id}.>") == [])
+    return (
+        await stored(js, f"logs.*.{unique_id}") == []
+        and await stored(js, f"logs.*.{unique_id}.>") == []
+    )
 
 
 async def nats_request(producer, body, headers=None) -> tuple[dict, dict]:
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    reply = await producer.request(INGEST_SUBJECT, payload, headers=headers,
-                                   timeout=REPLY_TIMEOUT_S)
+    reply = await producer.request(
+        INGEST_SUBJECT, payload, headers=headers, timeout=REPLY_TIMEOUT_S
+    )
     return json.loads(reply.data), reply.headers or {}
 
 
@@ -120,9 +141,16 @@ class Audit:
     def await_line(self, **expected) -> dict:
         """The first new line carrying ``expected``; written before the answer, so the poll
         only bounds a slow filesystem."""
+
         def match() -> dict | None:
-            return next((line for line in self.lines()[self.mark:]
-                         if all(line.get(k) == v for k, v in expected.items())), None)
+            return next(
+                (
+                    line
+                    for line in self.lines()[self.mark :]
+                    if all(line.get(k) == v for k, v in expected.items())
+                ),
+                None,
+            )
 
         return wait_until(match, timeout=10)
 
@@ -141,8 +169,9 @@ async def test_a_chunked_body_that_never_ends_is_cut_off_not_read_to_its_end(cli
 
     rss_before = _rss_bytes(ingest)
     try:
-        response = await client.post(PUBLISH, content=body(),
-                                     headers={**ETL, "Content-Type": "application/json"})
+        response = await client.post(
+            PUBLISH, content=body(), headers={**ETL, "Content-Type": "application/json"}
+        )
     except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
         pass  # the connection was cut while we were still writing: what an endless body gets
     else:
@@ -169,17 +198,22 @@ async def test_a_body_refused_before_it_was_read_still_gets_its_answer(client, u
         for _ in range(3):
             yield b" " * (1024 * 1024)
 
-    response = await client.post(PUBLISH, content=body(), headers={
-        "Authorization": "Bearer wrong", "Content-Type": "application/json"})
+    response = await client.post(
+        PUBLISH,
+        content=body(),
+        headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"},
+    )
     assert response.status_code == 401 and response.json()["error"] == "unauthenticated"
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
 async def test_a_body_that_is_not_utf8_is_a_400_and_nothing_is_stored(
-        client, js, unique_id, content_type):
+    client, js, unique_id, content_type
+):
     body = json.dumps(rec(f"logs:etl:{unique_id}", "caf_")).encode().replace(b"caf_", b"caf\xe9")
-    response = await client.post(PUBLISH, content=body,
-                                 headers={**ETL, "Content-Type": content_type})
+    response = await client.post(
+        PUBLISH, content=body, headers={**ETL, "Content-Type": content_type}
+    )
     assert response.status_code == 400, response.text
     assert "UTF-8" in response.json()["message"]
     assert await nothing_stored(js, unique_id)
@@ -188,10 +222,13 @@ async def test_a_body_that_is_not_utf8_is_a_400_and_nothing_is_stored(
 @pytest.mark.parametrize("depth", [33, 100, 5000])
 async def test_deeply_nested_fields_are_a_400_and_nothing_is_stored(client, js, unique_id, depth):
     nested = b"[" * depth + b"]" * depth
-    body = (b'{"channel": "logs:etl:%s", "message": "m", "fields": {"a": %s}}'
-            % (unique_id.encode(), nested))
-    response = await client.post(PUBLISH, content=body,
-                                 headers={**ETL, "Content-Type": "application/json"})
+    body = b'{"channel": "logs:etl:%s", "message": "m", "fields": {"a": %s}}' % (
+        unique_id.encode(),
+        nested,
+    )
+    response = await client.post(
+        PUBLISH, content=body, headers={**ETL, "Content-Type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert "nest" in response.json()["message"]
     assert await nothing_stored(js, unique_id)
@@ -208,10 +245,12 @@ SIZES = [
 
 @pytest.mark.parametrize(("change", "field"), SIZES)
 async def test_a_field_over_its_size_is_a_400_naming_it_and_nothing_is_stored(
-        client, js, unique_id, change, field):
-    bad = {**rec(f"logs:etl:{unique_id}"),
-           **{k: v.replace("{u}", unique_id) if k == "channel" else v
-              for k, v in change.items()}}
+    client, js, unique_id, change, field
+):
+    bad = {
+        **rec(f"logs:etl:{unique_id}"),
+        **{k: v.replace("{u}", unique_id) if k == "channel" else v for k, v in change.items()},
+    }
     response = await client.post(PUBLISH, json=[rec(f"logs:etl:{unique_id}"), bad], headers=ETL)
     assert response.status_code == 400, response.text
     assert [(d["index"], d["field"]) for d in response.json()["details"]] == [(1, field)]
@@ -219,8 +258,13 @@ async def test_a_field_over_its_size_is_a_400_naming_it_and_nothing_is_stored(
 
 
 async def test_the_largest_fields_and_message_that_fit_are_stored(client, js, unique_id):
-    body = rec(f"logs:etl:{unique_id}", "é" * (32 * 1024), source="s" * 128, id="i" * 128,
-               fields={"k": "v" * (16 * 1024 - 8)})
+    body = rec(
+        f"logs:etl:{unique_id}",
+        "é" * (32 * 1024),
+        source="s" * 128,
+        id="i" * 128,
+        fields={"k": "v" * (16 * 1024 - 8)},
+    )
     response = await client.post(PUBLISH, json=body, headers=ETL)
     assert response.status_code == 202, response.text
     [(_, _, record)] = await stored(js, f"logs.etl.{unique_id}")
@@ -229,23 +273,33 @@ async def test_the_largest_fields_and_message_that_fit_are_stored(client, js, un
 
 async def test_cr_lf_and_nul_inside_strings_are_data_stored_escaped(client, js, unique_id):
     nasty = "a\r\nevent: log\r\ndata: forged\n\nid: 999\x00z"
-    body = rec(f"logs:etl:{unique_id}", nasty, source=nasty[:100], id=f"x\r\n{unique_id}",
-               fields={"k\n": nasty})
+    body = rec(
+        f"logs:etl:{unique_id}",
+        nasty,
+        source=nasty[:100],
+        id=f"x\r\n{unique_id}",
+        fields={"k\n": nasty},
+    )
     response = await client.post(PUBLISH, json=body, headers=ETL)
     assert response.status_code == 202, response.text
     raw = (await js.get_msg(STREAM_NAME, seq=response.json()["seqs"][0])).data
     assert not any(byte in raw for byte in (b"\r", b"\n", b"\x00"))
     record = json.loads(raw)
     assert (record["message"], record["source"], record["fields"]) == (
-        nasty, nasty[:100], {"k\n": nasty})
+        nasty,
+        nasty[:100],
+        {"k\n": nasty},
+    )
 
 
-@pytest.mark.parametrize("channel", ["logs:etl:{u}\r\nx", "logs:etl:{u}\x00", "logs:etl:{u}.>",
-                                     "logs:etl:{u}:*", "logs:etl:{u} x"])
+@pytest.mark.parametrize(
+    "channel",
+    ["logs:etl:{u}\r\nx", "logs:etl:{u}\x00", "logs:etl:{u}.>", "logs:etl:{u}:*", "logs:etl:{u} x"],
+)
 async def test_control_and_subject_characters_in_a_channel_are_a_400(
-        client, js, unique_id, channel):
-    response = await client.post(PUBLISH, json=rec(channel.replace("{u}", unique_id)),
-                                 headers=ETL)
+    client, js, unique_id, channel
+):
+    response = await client.post(PUBLISH, json=rec(channel.replace("{u}", unique_id)), headers=ETL)
     assert response.status_code == 400, response.text
     assert response.json()["details"][0]["field"] == "channel"
     assert await nothing_stored(js, unique_id)
@@ -259,18 +313,24 @@ ABSURD = [
     pytest.param({"Authorization": "Bearer " + "a" * 20_000}, "token_invalid", id="bearer-20k"),
     pytest.param({"X-Service-Token": "a" * 20_000}, "token_invalid", id="x-service-token-20k"),
     pytest.param({"Authorization": "x" * 20_000}, "no_credential", id="no-scheme-20k"),
-    pytest.param({"Authorization": "Bearer " + ETL_SECRET + "0"}, "token_invalid",
-                 id="secret-plus-a-byte"),
-    pytest.param({"Authorization": "Bearer " + ETL_SECRET[:-1]}, "token_invalid",
-                 id="secret-minus-a-byte"),
-    pytest.param({"Authorization": "Bearer " + hashlib.sha256(ETL_SECRET.encode()).hexdigest()},
-                 "token_invalid", id="the-stored-hash"),
+    pytest.param(
+        {"Authorization": "Bearer " + ETL_SECRET + "0"}, "token_invalid", id="secret-plus-a-byte"
+    ),
+    pytest.param(
+        {"Authorization": "Bearer " + ETL_SECRET[:-1]}, "token_invalid", id="secret-minus-a-byte"
+    ),
+    pytest.param(
+        {"Authorization": "Bearer " + hashlib.sha256(ETL_SECRET.encode()).hexdigest()},
+        "token_invalid",
+        id="the-stored-hash",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("headers", "rule"), ABSURD)
 async def test_an_absurd_or_near_miss_credential_is_a_clear_401_audited_and_nothing_stored(
-        client, js, ingest, unique_id, headers, rule):
+    client, js, ingest, unique_id, headers, rule
+):
     audit = Audit(ingest)
     response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers=headers)
     assert response.status_code == 401, response.text
@@ -280,12 +340,16 @@ async def test_an_absurd_or_near_miss_credential_is_a_clear_401_audited_and_noth
     assert await nothing_stored(js, unique_id)
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param({"Authorization": "Bearer " + "a" * 100_000}, id="one-100k-header"),
-    pytest.param({f"X-Pad-{i}": "x" for i in range(150)}, id="150-headers"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Authorization": "Bearer " + "a" * 100_000}, id="one-100k-header"),
+        pytest.param({f"X-Pad-{i}": "x" for i in range(150)}, id="150-headers"),
+    ],
+)
 async def test_headers_past_32k_or_100_headers_are_a_431_before_any_handler(
-        client, js, unique_id, headers):
+    client, js, unique_id, headers
+):
     response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers=headers)
     assert response.status_code == 431
     assert response.json()["error"] == "request_headers_too_large"
@@ -295,16 +359,19 @@ async def test_headers_past_32k_or_100_headers_are_a_431_before_any_handler(
 
 @pytest.mark.parametrize("value", ["Bearer " + ETL_SECRET + "\x7f", "\x01" * 10])
 async def test_a_control_byte_in_a_credential_header_is_a_400_of_the_http_parser(
-        client, js, unique_id, value):
-    response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"),
-                                 headers={"Authorization": value})
+    client, js, unique_id, value
+):
+    response = await client.post(
+        PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers={"Authorization": value}
+    )
     assert response.status_code == 400  # uvicorn refuses the request line; the app never runs
     assert await nothing_stored(js, unique_id)
 
 
 async def test_a_token_from_the_file_publishes_under_its_name(client, js, unique_id):
-    response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"),
-                                 headers={"X-Service-Token": ETL_SECRET})
+    response = await client.post(
+        PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers={"X-Service-Token": ETL_SECRET}
+    )
     assert response.status_code == 202, response.text
     [(_, _, record)] = await stored(js, f"logs.etl.{unique_id}")
     assert record["publisher"] == "sec-etl"
@@ -323,7 +390,8 @@ async def test_a_batch_over_the_burst_is_a_413_that_no_wait_would_fix(client, js
 
 
 async def test_over_the_publish_rate_is_a_429_with_retry_after_and_an_audit_line(
-        client, js, ingest, unique_id):
+    client, js, ingest, unique_id
+):
     secret = TOKENS["sec-rate-http"][0]
     headers = {"Authorization": f"Bearer {secret}"}
     full = [rec(f"logs:analytics:{unique_id}", f"m{i}") for i in range(BURST)]
@@ -335,21 +403,28 @@ async def test_over_the_publish_rate_is_a_429_with_retry_after_and_an_audit_line
     assert 1 <= int(response.headers["Retry-After"]) <= 4
     assert "'sec-rate-http'" in response.json()["message"]
     line = audit.await_line(status=429)
-    assert (line["who"], line["rule"], line["via"]) == ("token:sec-rate-http", "publish_rate",
-                                                         "http")
+    assert (line["who"], line["rule"], line["via"]) == (
+        "token:sec-rate-http",
+        "publish_rate",
+        "http",
+    )
     assert len(await stored(js, f"logs.analytics.{unique_id}")) == BURST
 
 
 # The same rules over NATS (CONTRACT section 5)
 
 
-@pytest.mark.parametrize(("headers", "rule"), [
-    (None, "no_credential"),
-    ({"Authorization": "Bearer wrong"}, "token_invalid"),
-    ({"Authorization": "Bearer " + "a" * 100_000}, "token_invalid"),
-])
+@pytest.mark.parametrize(
+    ("headers", "rule"),
+    [
+        (None, "no_credential"),
+        ({"Authorization": "Bearer wrong"}, "token_invalid"),
+        ({"Authorization": "Bearer " + "a" * 100_000}, "token_invalid"),
+    ],
+)
 async def test_a_nats_request_without_a_valid_token_is_401_and_audited(
-        producer, js, ingest, unique_id, headers, rule):
+    producer, js, ingest, unique_id, headers, rule
+):
     audit = Audit(ingest)
     reply, _ = await nats_request(producer, rec(f"logs:etl:{unique_id}"), headers)
     assert reply["status"] == 401 and reply["error"] == "unauthenticated"
@@ -359,16 +434,23 @@ async def test_a_nats_request_without_a_valid_token_is_401_and_audited(
 
 
 async def test_a_nats_batch_mixing_granted_and_refused_channels_is_403_and_audited(
-        producer, js, ingest, unique_id):
+    producer, js, ingest, unique_id
+):
     audit = Audit(ingest)
     refused = [f"logs:faas:{unique_id}", f"logs:platform:{unique_id}:x"]
-    reply, _ = await nats_request(producer, [rec(f"logs:etl:{unique_id}"), rec(refused[0]),
-                                             rec(refused[1]), rec(refused[0])], ETL)
+    reply, _ = await nats_request(
+        producer,
+        [rec(f"logs:etl:{unique_id}"), rec(refused[0]), rec(refused[1]), rec(refused[0])],
+        ETL,
+    )
     assert reply["status"] == 403
     assert reply["details"] == [{"channel": channel} for channel in refused]
     line = audit.await_line(status=403, via="nats")
-    assert (line["who"], line["what"], line["rule"]) == ("token:sec-etl", ",".join(refused),
-                                                         "grant")
+    assert (line["who"], line["what"], line["rule"]) == (
+        "token:sec-etl",
+        ",".join(refused),
+        "grant",
+    )
     assert await nothing_stored(js, unique_id)
 
 
@@ -380,7 +462,8 @@ async def test_a_nats_token_publishes_under_its_name(producer, js, unique_id):
 
 
 async def test_over_the_publish_rate_over_nats_is_429_with_retry_after_and_audited(
-        producer, js, ingest, unique_id):
+    producer, js, ingest, unique_id
+):
     headers = {"Authorization": f"Bearer {TOKENS['sec-rate-nats'][0]}"}
     full = [rec(f"logs:analytics:{unique_id}", f"m{i}") for i in range(BURST)]
     first, _ = await nats_request(producer, full, headers)
@@ -390,18 +473,33 @@ async def test_over_the_publish_rate_over_nats_is_429_with_retry_after_and_audit
     assert reply["status"] == 429 and reply["error"] == "rate_limited"
     assert 1 <= int(reply_headers["Retry-After"]) <= 4
     line = audit.await_line(status=429, via="nats")
-    assert (line["who"], line["what"], line["rule"]) == ("token:sec-rate-nats", INGEST_SUBJECT,
-                                                         "publish_rate")
+    assert (line["who"], line["what"], line["rule"]) == (
+        "token:sec-rate-nats",
+        INGEST_SUBJECT,
+        "publish_rate",
+    )
     assert len(await stored(js, f"logs.analytics.{unique_id}")) == BURST
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    pytest.param(b'{"channel": "logs:etl:U", "message": "caf\xe9"}', 400, id="not-utf8"),
-    pytest.param(b'{"channel": "logs:etl:U", "message": "m", "fields": {"a": '
-                 + b"[" * 5000 + b"]" * 5000 + b"}}", 400, id="nested-5000"),
-    pytest.param(json.dumps([{"channel": "logs:etl:U", "message": "m"}] * (BURST + 1)).encode(),
-                 413, id="over-the-burst"),
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(b'{"channel": "logs:etl:U", "message": "caf\xe9"}', 400, id="not-utf8"),
+        pytest.param(
+            b'{"channel": "logs:etl:U", "message": "m", "fields": {"a": '
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}}",
+            400,
+            id="nested-5000",
+        ),
+        pytest.param(
+            json.dumps([{"channel": "logs:etl:U", "message": "m"}] * (BURST + 1)).encode(),
+            413,
+            id="over-the-burst",
+        ),
+    ],
+)
 async def test_bad_bodies_over_nats_get_the_http_answers(producer, js, unique_id, body, status):
     reply, _ = await nats_request(producer, body.replace(b"U", unique_id.encode()), ETL)
     assert reply["status"] == status, reply
@@ -415,12 +513,19 @@ async def test_bad_bodies_over_nats_get_the_http_answers(producer, js, unique_id
 async def test_no_secret_reaches_the_log_whatever_was_refused(client, producer, ingest, unique_id):
     audit = Audit(ingest)
     for secret, _ in TOKENS.values():
-        await client.post(PUBLISH, json=rec(f"logs:platform:{unique_id}"),
-                          headers={"Authorization": f"Bearer {secret}"})
-        await client.post(PUBLISH, json=rec(f"logs:platform:{unique_id}"),
-                          headers={"Authorization": f"Bearer {secret}x"})
-        await nats_request(producer, rec(f"logs:platform:{unique_id}"),
-                           {"Authorization": f"Bearer {secret}"})
+        await client.post(
+            PUBLISH,
+            json=rec(f"logs:platform:{unique_id}"),
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        await client.post(
+            PUBLISH,
+            json=rec(f"logs:platform:{unique_id}"),
+            headers={"Authorization": f"Bearer {secret}x"},
+        )
+        await nats_request(
+            producer, rec(f"logs:platform:{unique_id}"), {"Authorization": f"Bearer {secret}"}
+        )
     audit.await_line(status=403, via="nats", who="token:sec-rate-nats")
     text = ingest.log_path.read_text(errors="replace")
     for secret, _ in TOKENS.values():

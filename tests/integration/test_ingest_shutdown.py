@@ -15,8 +15,9 @@ from tests.support.processes import ServiceProcess
 CHANNEL = "logs:etl:workspace123:shutdown"
 
 
-async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(nats_server, log_dir,
-                                                                      unique_id):
+async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(
+    nats_server, log_dir, unique_id
+):
     ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir).start()
     acknowledged: dict[str, int] = {}
     refused = 0
@@ -24,11 +25,16 @@ async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(nats_serve
     async def producer(client: httpx.AsyncClient, worker: int) -> None:
         nonlocal refused
         for batch in range(10_000):
-            body = [{"channel": CHANNEL, "message": "m", "id": f"{unique_id}-{worker}-{batch}-{i}"}
-                    for i in range(100)]
+            body = [
+                {"channel": CHANNEL, "message": "m", "id": f"{unique_id}-{worker}-{batch}-{i}"}
+                for i in range(100)
+            ]
             try:
-                response = await client.post(f"{ingest.url}/api/logs/publish", json=body,
-                                             headers={"Authorization": "Bearer l5-etl-token"})
+                response = await client.post(
+                    f"{ingest.url}/api/logs/publish",
+                    json=body,
+                    headers={"Authorization": "Bearer l5-etl-token"},
+                )
             except httpx.HTTPError:
                 refused += 1
                 return  # the server has gone: this producer is done
@@ -48,8 +54,11 @@ async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(nats_serve
         code = await asyncio.to_thread(ingest.process.wait, 10)
     assert code is not None and time.monotonic() - started < 5
     stored = await _stored_ids(nats_server, unique_id)
-    ledger.account("ingest SIGTERM under load (acknowledged vs stored)",
-                   list(acknowledged.values()), [stored[i] for i in acknowledged if i in stored])
+    ledger.account(
+        "ingest SIGTERM under load (acknowledged vs stored)",
+        list(acknowledged.values()),
+        [stored[i] for i in acknowledged if i in stored],
+    )
     missing = {i for i in acknowledged if i not in stored}
     assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged records missing"
     assert all(stored[i] == seq for i, seq in acknowledged.items())
@@ -58,8 +67,12 @@ async def test_sigterm_loses_no_acknowledged_record_and_exits_quickly(nats_serve
 async def _stored_ids(nats_server, unique_id: str) -> dict[str, int]:
     client = await nats_server.connect("gateway")
     js = client.jetstream()
-    sub = await js.subscribe(CHANNEL.replace(":", "."), stream="LOGS", ordered_consumer=True,
-                             deliver_policy=nats_py.js.api.DeliverPolicy.ALL)
+    sub = await js.subscribe(
+        CHANNEL.replace(":", "."),
+        stream="LOGS",
+        ordered_consumer=True,
+        deliver_policy=nats_py.js.api.DeliverPolicy.ALL,
+    )
     ids: dict[str, int] = {}
     try:
         while True:

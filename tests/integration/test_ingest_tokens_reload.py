@@ -31,9 +31,20 @@ def new_secret(label: str) -> str:
 
 def write_tokens(path, tokens: dict[str, str]) -> None:
     """``tokens``: name -> secret; the file holds only each secret's SHA-256."""
-    path.write_text(json.dumps({"tokens": [
-        {"name": name, "sha256": hashlib.sha256(secret.encode()).hexdigest(),
-         "grants": ["logs:etl"]} for name, secret in tokens.items()]}))
+    path.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {
+                        "name": name,
+                        "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+                        "grants": ["logs:etl"],
+                    }
+                    for name, secret in tokens.items()
+                ]
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +62,24 @@ def first_secret(tokens_path):
 @pytest.fixture(scope="module")
 def ingest(nats_server, log_dir, tokens_path, first_secret):
     user, password = DEV_NATS_INGEST
-    service = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir, dev=False,
-                             args=["--tokens-file", str(tokens_path), "--nats-user", user,
-                                   "--nats-password", password]).start()
+    service = ServiceProcess(
+        "ingest",
+        nats_url=nats_server.url,
+        log_dir=log_dir,
+        dev=False,
+        args=["--tokens-file", str(tokens_path), "--nats-user", user, "--nats-password", password],
+    ).start()
     yield service
     service.stop()
 
 
 def publish(ingest: ServiceProcess, secret: str, channel: str) -> httpx.Response:
-    return httpx.post(ingest.url + PUBLISH, json={"channel": channel, "message": "m"},
-                      headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    return httpx.post(
+        ingest.url + PUBLISH,
+        json={"channel": channel, "message": "m"},
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=10,
+    )
 
 
 def log_lines(ingest: ServiceProcess) -> list[dict]:
@@ -90,7 +109,8 @@ def metric(ingest: ServiceProcess, sample: str) -> float:
 
 
 async def test_a_sighup_swaps_the_token_file_without_a_restart(
-        ingest, tokens_path, first_secret, nc, unique_id):
+    ingest, tokens_path, first_secret, nc, unique_id
+):
     channel = f"logs:etl:{unique_id}"
     assert publish(ingest, first_secret, channel).status_code == 202
     pid = ingest.process.pid
@@ -100,30 +120,42 @@ async def test_a_sighup_swaps_the_token_file_without_a_restart(
     ingest.process.send_signal(signal.SIGHUP)
 
     def swapped() -> bool:
-        return (publish(ingest, first_secret, channel).status_code == 401
-                and publish(ingest, second, channel).status_code == 202)
+        return (
+            publish(ingest, first_secret, channel).status_code == 401
+            and publish(ingest, second, channel).status_code == 202
+        )
 
     wait_until(swapped, timeout=RELOAD_WITHIN_S)
     assert ingest.process.poll() is None and ingest.process.pid == pid
     [line] = [entry for entry in log_lines(ingest) if "reloaded" in entry["msg"]][-1:]
     assert line["level"] == "info" and "1 token(s)" in line["msg"]
     assert str(tokens_path) in line["msg"]
-    publishers = [record["publisher"] for _, _, record in
-                  await stored(nc.jetstream(), channel.replace(":", "."))]
+    publishers = [
+        record["publisher"]
+        for _, _, record in await stored(nc.jetstream(), channel.replace(":", "."))
+    ]
     assert publishers[0] == "etl-first" and publishers[-1] == "etl-second"
     assert metric(ingest, "logstream_ingest_service_tokens") == 1
 
 
-@pytest.mark.parametrize("broken", [
-    pytest.param('{"tokens": [', id="not-json"),
-    pytest.param(json.dumps({"tokens": [{"name": "x", "sha256": "nothex", "grants": []}]}),
-                 id="bad-digest"),
-    pytest.param(json.dumps({"tokens": [{"name": "x", "sha256": "a" * 64,
-                                         "grants": ["logs:nope"]}]}), id="bad-grant"),
-    pytest.param(None, id="file-gone"),
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param('{"tokens": [', id="not-json"),
+        pytest.param(
+            json.dumps({"tokens": [{"name": "x", "sha256": "nothex", "grants": []}]}),
+            id="bad-digest",
+        ),
+        pytest.param(
+            json.dumps({"tokens": [{"name": "x", "sha256": "a" * 64, "grants": ["logs:nope"]}]}),
+            id="bad-grant",
+        ),
+        pytest.param(None, id="file-gone"),
+    ],
+)
 def test_a_bad_token_file_on_sighup_keeps_the_old_tokens_and_says_why_once(
-        ingest, tokens_path, unique_id, broken):
+    ingest, tokens_path, unique_id, broken
+):
     secret = new_secret("kept")
     write_tokens(tokens_path, {"etl-kept": secret, "etl-other": new_secret("other")})
     [loaded] = reload(ingest)
@@ -142,5 +174,6 @@ def test_a_bad_token_file_on_sighup_keeps_the_old_tokens_and_says_why_once(
     assert ingest.process.poll() is None
     assert publish(ingest, secret, f"logs:etl:{unique_id}").status_code == 202
     assert metric(ingest, 'logstream_ingest_token_reloads_total{outcome="failed"}') == (
-        failed_before + 1)
+        failed_before + 1
+    )
     assert secret not in ingest.log_path.read_text(errors="replace")

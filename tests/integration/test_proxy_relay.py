@@ -9,9 +9,10 @@ stack (ingest, NATS, gateway, proxy) for a burst of real records.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import signal
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -23,8 +24,7 @@ ETL = "/api/dapadmin/l5-etl/sse/logs/stream"
 WORKSPACE = "workspace123"
 # Bounds a failing wait only; a passing test moves on as soon as the event happens.
 DEADLINE_S = 15.0
-HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-        b"transfer-encoding: chunked\r\n\r\n")
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -34,8 +34,10 @@ def chunk(body: bytes) -> bytes:
 
 
 def frames(count: int, start: int = 0) -> bytes:
-    return b"".join(b'id: %d\nevent: log\ndata: {"seq":%d,"message":"%s"}\n\n'
-                    % (i, i, b"x" * (i % 90)) for i in range(start, start + count))
+    return b"".join(
+        b'id: %d\nevent: log\ndata: {"seq":%d,"message":"%s"}\n\n' % (i, i, b"x" * (i % 90))
+        for i in range(start, start + count)
+    )
 
 
 class ScriptedGateway:
@@ -71,8 +73,12 @@ async def scripted(nats_server, log_dir):
     """A scripted gateway, a proxy in front of it, and one more for the drain test alone."""
     gateway = ScriptedGateway()
     url = await gateway.start()
-    proxies = [ServiceProcess("proxy", nats_url=nats_server.url, log_dir=log_dir,
-                              args=["--gateway-url", url]) for _ in range(2)]
+    proxies = [
+        ServiceProcess(
+            "proxy", nats_url=nats_server.url, log_dir=log_dir, args=["--gateway-url", url]
+        )
+        for _ in range(2)
+    ]
     for proxy in proxies:
         proxy.start(wait=False)
     try:
@@ -91,8 +97,10 @@ def stream_url(proxy: ServiceProcess, workflow: str) -> tuple[str, dict]:
 
 def streams_open(proxy: ServiceProcess) -> float:
     text = httpx.get(proxy.url + "/metrics", timeout=DEADLINE_S).text
-    return sum(float(value) for value in
-               re.findall(r'^logstream_proxy_streams_open\{[^}]*\} (\S+)$', text, re.M))
+    return sum(
+        float(value)
+        for value in re.findall(r"^logstream_proxy_streams_open\{[^}]*\} (\S+)$", text, re.M)
+    )
 
 
 async def read_all(proxy: ServiceProcess, workflow: str, *, pause_s: float = 0.0) -> bytes:
@@ -109,15 +117,14 @@ async def read_all(proxy: ServiceProcess, workflow: str, *, pause_s: float = 0.0
     return body
 
 
-async def test_frames_split_anywhere_across_gateway_chunks_arrive_byte_exact(scripted,
-                                                                               unique_id):
+async def test_frames_split_anywhere_across_gateway_chunks_arrive_byte_exact(scripted, unique_id):
     gateway, proxy, _ = scripted
     body = frames(40)
     cuts = [0, 3, 4, 61, 62, 63, 500, 1201, len(body) - 1, len(body)]
 
     async def script(reader, writer):
         writer.write(HEAD)
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             writer.write(chunk(body[a:b]))
             await writer.drain()
             await asyncio.sleep(0)  # each piece its own segment, so its own read at the proxy
@@ -134,7 +141,7 @@ async def test_a_large_burst_is_relayed_completely_and_in_order(scripted, unique
     async def script(reader, writer):
         writer.write(HEAD)
         for start in range(0, len(body), 4096):
-            writer.write(chunk(body[start:start + 4096]))
+            writer.write(chunk(body[start : start + 4096]))
         writer.write(b"0\r\n\r\n")
 
     gateway.scripts[unique_id] = script
@@ -148,7 +155,7 @@ async def test_a_slow_client_still_gets_a_burst_completely_and_in_order(scripted
     async def script(reader, writer):
         writer.write(HEAD)
         for start in range(0, len(body), 1500):
-            writer.write(chunk(body[start:start + 1500]))
+            writer.write(chunk(body[start : start + 1500]))
             await writer.drain()  # the proxy's push-back reaches the gateway here
         writer.write(b"0\r\n\r\n")
 
@@ -191,22 +198,39 @@ async def test_a_gateway_that_ends_its_stream_ends_the_clients(scripted, unique_
     assert await read_all(proxy, unique_id) == frames(3)
 
 
-@pytest.mark.parametrize("status, headers, body, expected", [
-    (503, b"Retry-After: 7\r\n", b'{"error":"broker_unavailable","message":"m","details":[]}',
-     {"error": "broker_unavailable", "message": "m", "details": []}),
-    (401, b"WWW-Authenticate: Bearer\r\n", b'{"error":"unauthenticated","message":"no",'
-     b'"details":[]}', {"error": "unauthenticated", "message": "no", "details": []}),
-    (500, b"", b"plain text oops", {"error": "upstream_error", "message": "plain text oops",
-                                    "details": []}),
-])
-async def test_a_refusal_is_relayed_with_its_status_body_and_headers(scripted, unique_id,
-                                                                     status, headers, body,
-                                                                     expected):
+@pytest.mark.parametrize(
+    "status, headers, body, expected",
+    [
+        (
+            503,
+            b"Retry-After: 7\r\n",
+            b'{"error":"broker_unavailable","message":"m","details":[]}',
+            {"error": "broker_unavailable", "message": "m", "details": []},
+        ),
+        (
+            401,
+            b"WWW-Authenticate: Bearer\r\n",
+            b'{"error":"unauthenticated","message":"no","details":[]}',
+            {"error": "unauthenticated", "message": "no", "details": []},
+        ),
+        (
+            500,
+            b"",
+            b"plain text oops",
+            {"error": "upstream_error", "message": "plain text oops", "details": []},
+        ),
+    ],
+)
+async def test_a_refusal_is_relayed_with_its_status_body_and_headers(
+    scripted, unique_id, status, headers, body, expected
+):
     gateway, proxy, _ = scripted
 
     async def script(reader, writer):
-        writer.write(b"HTTP/1.1 %d Refused\r\n%bcontent-length: %d\r\n\r\n%b"
-                     % (status, headers, len(body), body))
+        writer.write(
+            b"HTTP/1.1 %d Refused\r\n%bcontent-length: %d\r\n\r\n%b"
+            % (status, headers, len(body), body)
+        )
 
     gateway.scripts[unique_id] = script
     url, params = stream_url(proxy, unique_id)
@@ -234,7 +258,8 @@ async def test_a_gateway_that_gives_no_http_answer_is_a_502(scripted, unique_id,
 
 
 async def test_a_draining_proxy_ends_the_stream_after_whole_frames_with_a_retry_hint(
-        scripted, unique_id):
+    scripted, unique_id
+):
     gateway, _, draining = scripted
     sent = frames(5)
 
@@ -261,14 +286,16 @@ async def test_a_draining_proxy_ends_the_stream_after_whole_frames_with_a_retry_
 
 
 async def test_a_burst_of_real_records_reaches_the_browser_path_complete_and_in_order(
-        stack, unique_id):
+    stack, unique_id
+):
     channel = f"logs:etl:{WORKSPACE}:{unique_id}"
     token = stack.user_token("user123")
     count, seqs = 3000, []
     url, params = stack.proxy.url + ETL, {"workspace_id": WORKSPACE, "workflow_id": unique_id}
     async with httpx.AsyncClient(timeout=DEADLINE_S) as client:
-        async with client.stream("GET", url, params=params,
-                                 headers={"Authorization": f"Bearer {token}"}) as answer:
+        async with client.stream(
+            "GET", url, params=params, headers={"Authorization": f"Bearer {token}"}
+        ) as answer:
             assert answer.status_code == 200
             lines = answer.aiter_lines()
             async for line in lines:
@@ -277,8 +304,10 @@ async def test_a_burst_of_real_records_reaches_the_browser_path_complete_and_in_
             records = [{"channel": channel, "message": f"burst {i}"} for i in range(count)]
             for start in range(0, count, 1000):
                 published = await client.post(
-                    f"{stack.ingest.url}/api/logs/publish", json=records[start:start + 1000],
-                    headers={"Authorization": "Bearer l5-etl-token"})
+                    f"{stack.ingest.url}/api/logs/publish",
+                    json=records[start : start + 1000],
+                    headers={"Authorization": "Bearer l5-etl-token"},
+                )
                 assert published.status_code == 202, published.text
 
             async def collect():

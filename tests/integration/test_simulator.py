@@ -27,8 +27,12 @@ from tests.support.processes import ServiceProcess
 SEED_SUBJECT = "logs.etl.workspace123.workflow456"
 # A simulator run starts a Python process (~1-2 s of imports on a busy 2-core machine).
 RUN_TIMEOUT_S = 60
-DEV_TOKEN_OF = {"etl": "l5-etl-token", "faas": "faas-token", "analytics": "analytics-token",
-                "platform": "platform-token"}
+DEV_TOKEN_OF = {
+    "etl": "l5-etl-token",
+    "faas": "faas-token",
+    "analytics": "analytics-token",
+    "platform": "platform-token",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +45,12 @@ def ingest(nats_server, log_dir):
 async def simulate(*args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run the command in a thread, so the test's event loop (and its NATS client) stays live."""
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "logstream", "simulate", *args],
-        capture_output=True, text=True, timeout=timeout)
+        subprocess.run,
+        [sys.executable, "-m", "logstream", "simulate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 async def last_seq(nc) -> int:
@@ -57,9 +65,13 @@ async def records_of_run(nc, run_id: str, after_seq: int) -> list[tuple[str, dic
     found: list[tuple[str, dict]] = []
     if until <= after_seq:
         return found
-    sub = await js.subscribe("logs.>", stream=STREAM_NAME, ordered_consumer=True,
-                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                             config=ConsumerConfig(opt_start_seq=after_seq + 1))
+    sub = await js.subscribe(
+        "logs.>",
+        stream=STREAM_NAME,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        config=ConsumerConfig(opt_start_seq=after_seq + 1),
+    )
     try:
         while True:
             msg = await sub.next_msg(timeout=10)
@@ -88,20 +100,31 @@ def _assert_complete_burst(stored: list[tuple[str, dict]], count: int) -> None:
 
 
 async def test_an_http_burst_stores_every_record_once_including_the_seed_channel(
-        ingest, nc, unique_id):
+    ingest, nc, unique_id
+):
     before = await last_seq(nc)
-    result = await simulate("burst", "300", "--via", "http", "--ingest-url", ingest.url,
-                            "--run-id", unique_id)
+    result = await simulate(
+        "burst", "300", "--via", "http", "--ingest-url", ingest.url, "--run-id", unique_id
+    )
     assert result.returncode == 0, result.stderr
     assert "sent 300, accepted 300, failed 0" in result.stdout
     _assert_complete_burst(await records_of_run(nc, unique_id, before), 300)
 
 
 async def test_a_nats_burst_stores_every_record_once_including_the_seed_channel(
-        ingest, nc, nats_server, unique_id):
+    ingest, nc, nats_server, unique_id
+):
     before = await last_seq(nc)
-    result = await simulate("burst", "300", "--via", "nats",
-                            "--nats-url", nats_server.producer_url, "--run-id", unique_id)
+    result = await simulate(
+        "burst",
+        "300",
+        "--via",
+        "nats",
+        "--nats-url",
+        nats_server.producer_url,
+        "--run-id",
+        unique_id,
+    )
     assert result.returncode == 0, result.stderr
     assert "sent 300, accepted 300, failed 0" in result.stdout
     _assert_complete_burst(await records_of_run(nc, unique_id, before), 300)
@@ -109,8 +132,7 @@ async def test_a_nats_burst_stores_every_record_once_including_the_seed_channel(
 
 async def test_two_runs_with_one_seed_are_both_stored_with_the_same_content(ingest, nc):
     before = await last_seq(nc)
-    runs = [await simulate("burst", "40", "--seed", "7", "--ingest-url", ingest.url)
-            for _ in "ab"]
+    runs = [await simulate("burst", "40", "--seed", "7", "--ingest-url", ingest.url) for _ in "ab"]
     assert [run.returncode for run in runs] == [0, 0], runs[-1].stderr
     first, second = [await records_of_run(nc, _run_id_of(run.stdout), before) for run in runs]
     assert len(first) == len(second) == 40
@@ -123,8 +145,9 @@ async def test_two_runs_with_one_seed_are_both_stored_with_the_same_content(inge
 
 async def test_continuous_publishes_about_rate_times_seconds_records(ingest, nc, unique_id):
     before = await last_seq(nc)
-    result = await simulate("continuous", "2", "--rate", "20", "--ingest-url", ingest.url,
-                            "--run-id", unique_id)
+    result = await simulate(
+        "continuous", "2", "--rate", "20", "--ingest-url", ingest.url, "--run-id", unique_id
+    )
     assert result.returncode == 0, result.stderr
     stored = await records_of_run(nc, unique_id, before)
     assert 20 <= len(stored) <= 60
@@ -134,9 +157,24 @@ async def test_continuous_publishes_about_rate_times_seconds_records(ingest, nc,
 async def test_continuous_until_stopped_ends_cleanly_on_sigterm(ingest, nc, unique_id):
     before = await last_seq(nc)
     process = subprocess.Popen(
-        [sys.executable, "-m", "logstream", "simulate", "continuous", "0", "--rate", "50",
-         "--ingest-url", ingest.url, "--run-id", unique_id],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "logstream",
+            "simulate",
+            "continuous",
+            "0",
+            "--rate",
+            "50",
+            "--ingest-url",
+            ingest.url,
+            "--run-id",
+            unique_id,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not await records_of_run(nc, unique_id, before):
@@ -157,10 +195,11 @@ async def test_continuous_until_stopped_ends_cleanly_on_sigterm(ingest, nc, uniq
 
 async def test_a_bad_token_exits_non_zero_and_prints_the_401_with_the_servers_message(ingest):
     async with httpx.AsyncClient() as client:
-        answer = await client.post(ingest.url + "/api/logs/publish",
-                                   headers={"Authorization": "Bearer nope"},
-                                   json={"channel": "logs:etl:workspace123:workflow456",
-                                         "message": "x"})
+        answer = await client.post(
+            ingest.url + "/api/logs/publish",
+            headers={"Authorization": "Bearer nope"},
+            json={"channel": "logs:etl:workspace123:workflow456", "message": "x"},
+        )
     assert answer.status_code == 401
     result = await simulate("burst", "20", "--token", "nope", "--ingest-url", ingest.url)
     assert result.returncode != 0
@@ -169,15 +208,17 @@ async def test_a_bad_token_exits_non_zero_and_prints_the_401_with_the_servers_me
 
 
 async def test_a_bad_token_over_nats_is_reported_the_same_way(ingest, nats_server):
-    result = await simulate("burst", "20", "--token", "nope", "--via", "nats",
-                            "--nats-url", nats_server.producer_url)
+    result = await simulate(
+        "burst", "20", "--token", "nope", "--via", "nats", "--nats-url", nats_server.producer_url
+    )
     assert result.returncode != 0
     assert "401 unauthenticated" in result.stderr and "401=20" in result.stdout
 
 
 async def test_a_token_of_another_service_is_refused_naming_the_channels(ingest):
-    result = await simulate("burst", "10", "--service", "etl", "--token", "faas-token",
-                            "--ingest-url", ingest.url)
+    result = await simulate(
+        "burst", "10", "--service", "etl", "--token", "faas-token", "--ingest-url", ingest.url
+    )
     assert result.returncode != 0
     assert "403 forbidden" in result.stderr
     assert "logs:etl:workspace123:workflow456" in result.stderr
@@ -220,12 +261,15 @@ async def test_a_broker_without_ingest_fails_fast_naming_the_subject(tmp_path):
     assert "no ingest is listening on ingest.logs" in result.stderr
 
 
-@pytest.mark.parametrize("args, named", [
-    (["continuous", "1", "--rate", "-3"], "--rate"),
-    (["burst", "many"], "COUNT"),
-    (["burst", "5", "--service", "billing"], "--service"),
-    (["burst", "5", "--run-id", "a.b"], "--run-id"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["continuous", "1", "--rate", "-3"], "--rate"),
+        (["burst", "many"], "COUNT"),
+        (["burst", "5", "--service", "billing"], "--service"),
+        (["burst", "5", "--run-id", "a.b"], "--run-id"),
+    ],
+)
 async def test_an_invalid_option_is_refused_naming_it(args, named):
     result = await simulate(*args, "--ingest-url", "http://127.0.0.1:9")
     assert result.returncode == 2

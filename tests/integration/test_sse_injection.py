@@ -50,15 +50,19 @@ def _ndjson(records: list[dict]) -> bytes:
 async def published(stack, unique_id):
     """The channel, and the records sent to it (JSON array and NDJSON) with their seqs."""
     channel = f"logs:etl:workspace123:{unique_id}"
-    batches = [("application/json", _records(channel, "json", unique_id)),
-               ("application/x-ndjson", _records(channel, "ndjson", unique_id))]
+    batches = [
+        ("application/json", _records(channel, "json", unique_id)),
+        ("application/x-ndjson", _records(channel, "ndjson", unique_id)),
+    ]
     sent: list[tuple[int, dict]] = []
     async with httpx.AsyncClient(timeout=10) as client:
         for media, records in batches:
             body = _ndjson(records) if media.endswith("ndjson") else json.dumps(records).encode()
             response = await client.post(
-                f"{stack.ingest.url}/api/logs/publish", content=body,
-                headers={"Authorization": f"Bearer {PUBLISH_TOKEN}", "Content-Type": media})
+                f"{stack.ingest.url}/api/logs/publish",
+                content=body,
+                headers={"Authorization": f"Bearer {PUBLISH_TOKEN}", "Content-Type": media},
+            )
             assert response.status_code == 202, response.text
             sent += zip(response.json()["seqs"], records)
     return channel, sent
@@ -102,9 +106,11 @@ def _assert_delivered_intact(raw: bytes, events: list[SpecEvent], sent: list[tup
 
 async def test_records_full_of_line_breaks_replay_as_one_log_event_each(stack, published):
     channel, sent = published
-    raw, events = await _read_raw(f"{stack.gateway.url}/api/logs/stream",
-                                  params={"channels": channel, "tail": len(sent)},
-                                  count=len(sent))
+    raw, events = await _read_raw(
+        f"{stack.gateway.url}/api/logs/stream",
+        params={"channels": channel, "tail": len(sent)},
+        count=len(sent),
+    )
     _assert_delivered_intact(raw, events, sent)
 
 
@@ -124,19 +130,26 @@ async def test_live_records_full_of_line_breaks_arrive_as_one_log_event_each(sta
         raise EOFError("the stream ended early")
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
-        async with client.stream("GET", f"{stack.gateway.url}/api/logs/stream",
-                                 params={"channels": channel}, headers=headers) as response:
+        async with client.stream(
+            "GET",
+            f"{stack.gateway.url}/api/logs/stream",
+            params={"channels": channel},
+            headers=headers,
+        ) as response:
             assert response.status_code == 200
             reading = asyncio.create_task(read(response))
             await asyncio.wait_for(seen_connected.wait(), READ_DEADLINE_S)
             published = await client.post(
-                f"{stack.ingest.url}/api/logs/publish", json=records,
-                headers={"Authorization": f"Bearer {PUBLISH_TOKEN}"})
+                f"{stack.ingest.url}/api/logs/publish",
+                json=records,
+                headers={"Authorization": f"Bearer {PUBLISH_TOKEN}"},
+            )
             assert published.status_code == 202, published.text
             await asyncio.wait_for(reading, READ_DEADLINE_S)
     assert reader.events[0].event == "connected"
-    _assert_delivered_intact(bytes(raw), reader.events,
-                             list(zip(published.json()["seqs"], records)))
+    _assert_delivered_intact(
+        bytes(raw), reader.events, list(zip(published.json()["seqs"], records))
+    )
 
 
 async def test_the_proxy_passes_the_same_single_events_through(stack, published, unique_id):
@@ -144,14 +157,18 @@ async def test_the_proxy_passes_the_same_single_events_through(stack, published,
     raw, events = await _read_raw(
         f"{stack.proxy.url}/api/dapadmin/l5-etl/sse/logs/stream",
         params={"workspace_id": "workspace123", "workflow_id": unique_id, "tail": len(sent)},
-        count=len(sent))
+        count=len(sent),
+    )
     _assert_delivered_intact(raw, events, sent)
 
 
 async def test_httpx_sse_reads_the_same_records_back(stack, published):
     channel, sent = published
-    async with open_stream(f"{stack.gateway.url}/api/logs/stream", token=USER_TOKEN,
-                           params={"channels": channel, "tail": len(sent)}) as stream:
+    async with open_stream(
+        f"{stack.gateway.url}/api/logs/stream",
+        token=USER_TOKEN,
+        params={"channels": channel, "tail": len(sent)},
+    ) as stream:
         records = await stream.logs(len(sent))
     assert [record["seq"] for record in records] == [seq for seq, _ in sent]
     assert [record["message"] for record in records] == [r["message"] for _, r in sent]
@@ -160,22 +177,29 @@ async def test_httpx_sse_reads_the_same_records_back(stack, published):
 
 @pytest.mark.parametrize("field", ["channel", "level", "timestamp"])
 async def test_a_line_break_in_a_checked_field_is_refused_and_nothing_is_stored(
-        stack, unique_id, field):
+    stack, unique_id, field
+):
     channel = f"logs:etl:workspace123:{unique_id}"
-    record = {"channel": channel, "message": "m", "level": "info",
-              "timestamp": "2026-01-31T12:00:00Z"}
+    record = {
+        "channel": channel,
+        "message": "m",
+        "level": "info",
+        "timestamp": "2026-01-31T12:00:00Z",
+    }
     record[field] += "\n\nevent: log\ndata: {}"
     publish = f"{stack.ingest.url}/api/logs/publish"
     auth = {"Authorization": f"Bearer {PUBLISH_TOKEN}"}
     async with httpx.AsyncClient(timeout=10) as client:
         refused = await client.post(publish, json=[record], headers=auth)
-        marker = await client.post(publish, headers=auth,
-                                   json={"channel": channel, "message": "marker"})
+        marker = await client.post(
+            publish, headers=auth, json={"channel": channel, "message": "marker"}
+        )
     assert refused.status_code == 400
     assert refused.json()["details"][0]["field"] == field
     assert marker.status_code == 202
     # The channel's history holds the marker alone: the refused record was never stored.
-    _, events = await _read_raw(f"{stack.gateway.url}/api/logs/stream",
-                                params={"channels": channel, "tail": 10}, count=1)
+    _, events = await _read_raw(
+        f"{stack.gateway.url}/api/logs/stream", params={"channels": channel, "tail": 10}, count=1
+    )
     [log] = [event for event in events if event.event == "log"]
     assert json.loads(log.data)["message"] == "marker"

@@ -13,5 +13,7 @@ def account(scenario: str, sent: list[int], received: list[int]) -> None:
 
 
 def lines() -> list[str]:
-    return [f"  {name}: sent {sent}, received {got}, missing {missing}, repeated {repeated}"
-            for name, sent, got, missing, repeated in ENTRIES]
+    return [
+        f"  {name}: sent {sent}, received {got}, missing {missing}, repeated {repeated}"
+        for name, sent, got, missing, repeated in ENTRIES
+    ]

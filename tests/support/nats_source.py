@@ -40,8 +40,11 @@ LOGINS: dict[str, tuple[str, str]] = {**DEV_NATS_USERS, "admin": TEST_NATS_ADMIN
 def url_as(url: str, role: str) -> str:
     """``url`` (one server or a comma-separated list) with ``role``'s credentials."""
     user, password = LOGINS[role]
-    return ",".join(part.strip().replace("nats://", f"nats://{user}:{password}@", 1)
-                    for part in url.split(",") if part.strip())
+    return ",".join(
+        part.strip().replace("nats://", f"nats://{user}:{password}@", 1)
+        for part in url.split(",")
+        if part.strip()
+    )
 
 
 def client_options(role: str) -> dict:
@@ -52,8 +55,7 @@ def client_options(role: str) -> dict:
 async def connect_as(url: str, role: str, **options) -> nats.aio.client.Client:
     """A nats-py client logged in as ``role`` (``ingest``, ``gateway``, ``producer``,
     ``admin``), with its inbox prefix."""
-    options = {"connect_timeout": 2, "max_reconnect_attempts": 1, **client_options(role),
-               **options}
+    options = {"connect_timeout": 2, "max_reconnect_attempts": 1, **client_options(role), **options}
     return await nats.connect(url_as(url, role).split(","), **options)
 
 

@@ -21,9 +21,17 @@ START_TIMEOUT_S = 30.0
 class ServiceProcess:
     """``python -m logstream <service> --port P ...`` with its stderr kept in a file."""
 
-    def __init__(self, service: str, *, nats_url: str, log_dir: Path, dev: bool = True,
-                 port: int | None = None, args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        *,
+        nats_url: str,
+        log_dir: Path,
+        dev: bool = True,
+        port: int | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.service = service
         self.port = port or free_port()
         self.nats_url = nats_url
@@ -38,14 +46,24 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "logstream", self.service, "--port", str(self.port),
-               "--nats-url", self.nats_url, *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "logstream",
+            self.service,
+            "--port",
+            str(self.port),
+            "--nats-url",
+            self.nats_url,
+            *self.args,
+        ]
         return cmd + (["--dev"] if self.dev else [])
 
-    def start(self, *, wait: bool = True) -> "ServiceProcess":
+    def start(self, *, wait: bool = True) -> ServiceProcess:
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log,
-                                        env=self.env)
+        self.process = subprocess.Popen(
+            self.command(), stdout=self._log, stderr=self._log, env=self.env
+        )
         if wait:
             self.wait_healthy()
         return self
@@ -62,8 +80,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.service} exited with {self.process.returncode}:\n"
-                                   + self.log())
+                raise RuntimeError(
+                    f"{self.service} exited with {self.process.returncode}:\n" + self.log()
+                )
             try:
                 if httpx.get(self.url + path, timeout=1).status_code == 200:
                     return

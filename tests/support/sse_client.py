@@ -50,14 +50,22 @@ class OpenStream:
 
 
 @asynccontextmanager
-async def open_stream(url: str, *, token: str | None = None, params=None, headers=None,
-                      cookies=None, timeout: float = DEFAULT_DEADLINE_S):
+async def open_stream(
+    url: str,
+    *,
+    token: str | None = None,
+    params=None,
+    headers=None,
+    cookies=None,
+    timeout: float = DEFAULT_DEADLINE_S,
+):
     """Open an SSE stream; yields an ``OpenStream`` or raises with the error body on non-200."""
     all_headers = dict(headers or {})
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=None),
-                                 cookies=cookies) as client:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, read=None), cookies=cookies
+    ) as client:
         async with aconnect_sse(client, "GET", url, params=params, headers=all_headers) as source:
             if source.response.status_code != 200:
                 await source.response.aread()

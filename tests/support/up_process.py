@@ -30,10 +30,17 @@ STOP_TIMEOUT_S = 12.0
 class Up:
     """One ``python -m logstream up`` with its console kept in files."""
 
-    def __init__(self, tmp_path: Path, *flags: str, ports: dict[str, int] | None = None,
-                 cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-        self.ports = ports or dict(zip(("nats", "ingest", "gateway", "proxy"),
-                                       distinct_free_ports(4)))
+    def __init__(
+        self,
+        tmp_path: Path,
+        *flags: str,
+        ports: dict[str, int] | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.ports = ports or dict(
+            zip(("nats", "ingest", "gateway", "proxy"), distinct_free_ports(4))
+        )
         self.flags = list(flags)
         self.cwd = cwd or tmp_path
         self.env = {**os.environ, **(env or {})}
@@ -45,20 +52,23 @@ class Up:
     def url(self, role: str) -> str:
         return f"http://127.0.0.1:{self.ports[role]}"
 
-    def start(self) -> "Up":
+    def start(self) -> Up:
         port_flags = [f"--{role}-port={port}" for role, port in self.ports.items()]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "logstream", "up", *port_flags, *self.flags],
-                stdout=out, stderr=err, cwd=self.cwd, env=self.env)
+                stdout=out,
+                stderr=err,
+                cwd=self.cwd,
+                env=self.env,
+            )
         return self
 
     @property
     def output(self) -> str:
-        return self.out_path.read_text(errors="replace") + self.err_path.read_text(
-            errors="replace")
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
 
-    def wait_banner(self) -> "Up":
+    def wait_banner(self) -> Up:
         deadline = time.monotonic() + BANNER_TIMEOUT_S
         while "Ctrl-C to stop" not in self.output:
             assert self.process.poll() is None, f"up exited early:\n{self.output}"
@@ -124,8 +134,9 @@ def processes_mentioning(text: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and text.encode() in (
-                    entry / "cmdline").read_bytes().replace(b"\0", b" "):
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes().replace(
+                b"\0", b" "
+            ):
                 found.append(int(entry.name))
         except OSError:
             continue

@@ -57,8 +57,9 @@ def anonymous() -> None:
 
 @get("/limited", guards=[_as_user], sync_to_thread=False)
 def limited() -> None:
-    raise RateLimited("user 'user123' already has 1 open streams", retry_after=5,
-                      rule="connection_cap")
+    raise RateLimited(
+        "user 'user123' already has 1 open streams", retry_after=5, rule="connection_cap"
+    )
 
 
 @get("/unruled", sync_to_thread=False)
@@ -88,8 +89,11 @@ def ok() -> dict[str, bool]:
 
 @pytest.fixture
 def client():
-    app = Litestar([forbidden, anonymous, limited, unruled, bad, litestar_401, litestar_403, ok],
-                   exception_handlers=EXCEPTION_HANDLERS, logging_config=None)
+    app = Litestar(
+        [forbidden, anonymous, limited, unruled, bad, litestar_401, litestar_403, ok],
+        exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,
+    )
     with TestClient(app) as test_client:
         yield test_client
 
@@ -101,8 +105,7 @@ def _only_line(lines: list[str]) -> dict:
     return entry
 
 
-def test_a_forbidden_request_logs_one_json_line_with_who_what_rule_and_status(client,
-                                                                               audit_lines):
+def test_a_forbidden_request_logs_one_json_line_with_who_what_rule_and_status(client, audit_lines):
     response = client.get("/forbidden", params={"channels": "logs:etl:other"})
     assert response.status_code == 403
     entry = _only_line(audit_lines())
@@ -149,8 +152,10 @@ def test_a_bad_request_is_not_a_denial_and_is_not_audited(client, audit_lines):
     assert audit_lines() == []
 
 
-@pytest.mark.parametrize(("path", "status", "rule"), [
-    ("/litestar-401", 401, "not_authorized"), ("/litestar-403", 403, "permission_denied")])
+@pytest.mark.parametrize(
+    ("path", "status", "rule"),
+    [("/litestar-401", 401, "not_authorized"), ("/litestar-403", 403, "permission_denied")],
+)
 def test_litestar_s_own_denials_are_audited_too(client, audit_lines, path, status, rule):
     assert client.get(path).status_code == status
     entry = _only_line(audit_lines())
@@ -159,13 +164,21 @@ def test_litestar_s_own_denials_are_audited_too(client, audit_lines, path, statu
 
 def test_the_error_body_is_unchanged_by_the_audit(client, audit_lines):
     body = client.get("/forbidden").json()
-    assert body == {"error": "forbidden", "message": "user 'user123' may not read logs:etl:other",
-                    "details": []}
+    assert body == {
+        "error": "forbidden",
+        "message": "user 'user123' may not read logs:etl:other",
+        "details": [],
+    }
 
 
 def test_a_jwt_in_any_field_is_masked(audit_lines):
-    audit.denied(who=f"user:{A_JWT}", what=f"GET /x/{A_JWT}", rule="jwt_invalid", status=401,
-                 reason=f"the user token {A_JWT} is not valid")
+    audit.denied(
+        who=f"user:{A_JWT}",
+        what=f"GET /x/{A_JWT}",
+        rule="jwt_invalid",
+        status=401,
+        reason=f"the user token {A_JWT} is not valid",
+    )
     [line] = audit_lines()
     assert A_JWT not in line
     assert "eyJ" not in line
@@ -173,18 +186,22 @@ def test_a_jwt_in_any_field_is_masked(audit_lines):
 
 
 def test_an_access_token_value_is_masked_wherever_it_appears(audit_lines):
-    audit.denied(who="anonymous", what="GET /api/logs/stream?access_token=s3cret&x=1",
-                 rule="no_credential", status=401)
+    audit.denied(
+        who="anonymous",
+        what="GET /api/logs/stream?access_token=s3cret&x=1",
+        rule="no_credential",
+        status=401,
+    )
     [line] = audit_lines()
     assert "s3cret" not in line
     assert json.loads(line)["what"] == "GET /api/logs/stream?access_token=[redacted]&x=1"
 
 
 def test_control_characters_in_a_field_stay_inside_one_json_line(audit_lines):
-    audit.denied(who="user:evil\n{\"forged\": 1}\r\x00", what="GET /x", rule="grant", status=403)
+    audit.denied(who='user:evil\n{"forged": 1}\r\x00', what="GET /x", rule="grant", status=403)
     lines = audit_lines()
     assert len(lines) == 1
-    assert json.loads(lines[0])["who"] == "user:evil\n{\"forged\": 1}\r\x00"
+    assert json.loads(lines[0])["who"] == 'user:evil\n{"forged": 1}\r\x00'
 
 
 def test_a_huge_field_is_cut_to_a_bounded_length(audit_lines):

@@ -56,9 +56,7 @@ near_valid_text = st.builds(
     services,
     st.lists(st.one_of(valid_segments, valid_segments, any_segment), min_size=1, max_size=3),
 )
-valid_channels = st.builds(
-    Channel, services, valid_segments, st.one_of(st.none(), valid_segments)
-)
+valid_channels = st.builds(Channel, services, valid_segments, st.one_of(st.none(), valid_segments))
 
 
 @property_test
@@ -105,11 +103,13 @@ def test_from_subject_inverts_to_subject(channel):
 
 
 @property_test
-@given(st.builds(
-    lambda service, parts: ".".join(["logs", service, *parts]),
-    services,
-    st.lists(valid_segments, min_size=1, max_size=2),
-))
+@given(
+    st.builds(
+        lambda service, parts: ".".join(["logs", service, *parts]),
+        services,
+        st.lists(valid_segments, min_size=1, max_size=2),
+    )
+)
 def test_to_subject_inverts_from_subject(subject):
     assert to_subject(from_subject(subject)) == subject
 
@@ -294,8 +294,7 @@ bad_segments = st.text(alphabet=TRICKY_CHARS.replace(":", ""), max_size=70).filt
 
 
 @property_test
-@given(services, valid_segments, valid_segments, st.integers(0, 2), bad_segments,
-       st.booleans())
+@given(services, valid_segments, valid_segments, st.integers(0, 2), bad_segments, st.booleans())
 @example("etl", "ws1", "wf1", 1, "ws.1", True)
 @example("etl", "ws1", "wf1", 2, "wf>", True)
 @example("etl", "ws1", "wf1", 1, "a" * 65, False)

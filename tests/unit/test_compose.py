@@ -15,8 +15,8 @@ import pytest
 
 from logstream.cli import SERVICES, build_parser
 from logstream.shared.identities import DEV_NATS_USERS
-from logstream.shared.nats_names import INGEST_SUBJECT
 from logstream.shared.nats_link import connect_options, role_of
+from logstream.shared.nats_names import INGEST_SUBJECT
 from logstream.shared.nats_permissions import dev_users
 from logstream.shared.settings import ENV_PREFIX, env_name, load_settings
 
@@ -26,8 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("ingest", "gateway-a", "gateway-b", "proxy", "simulator")
 # The `cluster` profile: three NATS nodes, two ingests, two gateways, a proxy (DEPLOY.md).
 CLUSTER_NODES = ("nats-1", "nats-2", "nats-3")
-CLUSTER_APP_SERVICES = ("cluster-ingest-a", "cluster-ingest-b", "cluster-gateway-a",
-                        "cluster-gateway-b", "cluster-proxy")
+CLUSTER_APP_SERVICES = (
+    "cluster-ingest-a",
+    "cluster-ingest-b",
+    "cluster-gateway-a",
+    "cluster-gateway-b",
+    "cluster-proxy",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,7 @@ def _settings_class(compose_service: dict):
     return importlib.import_module(SERVICES[command] + ".settings").Settings
 
 
-def _services_with_settings(compose: dict, names=APP_SERVICES + CLUSTER_APP_SERVICES
-                            ) -> list[str]:
+def _services_with_settings(compose: dict, names=APP_SERVICES + CLUSTER_APP_SERVICES) -> list[str]:
     return [name for name in names if compose["services"][name]["command"][0] in SERVICES]
 
 
@@ -50,8 +54,9 @@ def _environment(service: dict) -> dict[str, str]:
 
 
 def test_compose_has_nats_ingest_two_gateways_proxy_and_simulator(compose):
-    unprofiled = {name for name, service in compose["services"].items()
-                  if "profiles" not in service}
+    unprofiled = {
+        name for name, service in compose["services"].items() if "profiles" not in service
+    }
     assert unprofiled == {"nats", *APP_SERVICES}
     commands = [compose["services"][name]["command"][0] for name in APP_SERVICES]
     assert commands == ["ingest", "gateway", "gateway", "proxy", "simulate"]
@@ -101,8 +106,10 @@ def test_every_service_healthcheck_asks_ready_on_its_own_port(compose):
 def test_the_proxy_spreads_over_both_gateways(compose):
     services = compose["services"]
     urls = services["proxy"]["environment"]["LOGSTREAM_GATEWAY_URL"].split(",")
-    expected = [f"http://{name}:{services[name]['environment']['LOGSTREAM_PORT']}"
-                for name in ("gateway-a", "gateway-b")]
+    expected = [
+        f"http://{name}:{services[name]['environment']['LOGSTREAM_PORT']}"
+        for name in ("gateway-a", "gateway-b")
+    ]
     assert urls == expected
 
 
@@ -112,7 +119,8 @@ def test_services_reach_nats_and_ingest_by_their_compose_names(compose):
         assert services[name]["environment"]["LOGSTREAM_NATS_URL"] == "nats://nats:4222"
     simulator = services["simulator"]["command"]
     assert simulator[simulator.index("--ingest-url") + 1] == (
-        f"http://ingest:{services['ingest']['environment']['LOGSTREAM_PORT']}")
+        f"http://ingest:{services['ingest']['environment']['LOGSTREAM_PORT']}"
+    )
 
 
 def test_dev_mode_ports_are_published_on_loopback_only(compose):
@@ -138,8 +146,9 @@ def _nats_config(compose: dict) -> dict:
     target = command[command.index("-c") + 1]
     source = next(c["source"] for c in nats["configs"] if c["target"] == target)
     text = (REPO / compose["configs"][source]["file"]).read_text()
-    return json.loads("\n".join(line for line in text.splitlines()
-                                if not line.lstrip().startswith("#")))
+    return json.loads(
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    )
 
 
 def test_the_nats_config_is_a_file_in_the_repo_mounted_into_the_container(compose):
@@ -168,16 +177,21 @@ def test_each_service_logs_in_to_nats_as_its_own_user_with_its_own_inbox(compose
             continue
         assert role == service["command"][0], name
         user, password = DEV_NATS_USERS[role]
-        assert (environment["LOGSTREAM_NATS_USER"],
-                environment["LOGSTREAM_NATS_PASSWORD"]) == (user, password), name
+        assert (environment["LOGSTREAM_NATS_USER"], environment["LOGSTREAM_NATS_PASSWORD"]) == (
+            user,
+            password,
+        ), name
         options = connect_options(settings, name=name)
         assert (options["user"], options["inbox_prefix"]) == (user, f"_INBOX_{role}"), name
 
 
 def test_dockerfile_installs_the_package_and_runs_as_a_non_root_user():
     dockerfile = (REPO / "Dockerfile").read_text()
-    instructions = [line.strip() for line in dockerfile.splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
+    instructions = [
+        line.strip()
+        for line in dockerfile.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
     assert instructions[0] == "FROM python:3.11-slim"
     assert any(re.match(r"RUN pip install \.( |$)", line) for line in instructions)
@@ -203,8 +217,9 @@ def _flag(command: list[str], flag: str) -> str:
 
 def test_the_cluster_profile_has_three_nodes_two_ingests_two_gateways_and_a_proxy(compose):
     services = compose["services"]
-    in_profile = {name for name, service in services.items()
-                  if "cluster" in service.get("profiles", [])}
+    in_profile = {
+        name for name, service in services.items() if "cluster" in service.get("profiles", [])
+    }
     assert in_profile == {*CLUSTER_NODES, *CLUSTER_APP_SERVICES}
     commands = [services[name]["command"][0] for name in CLUSTER_APP_SERVICES]
     assert commands == ["ingest", "ingest", "gateway", "gateway", "proxy"]
@@ -259,11 +274,16 @@ def test_cluster_services_list_every_node_and_ingest_keeps_three_replicas(compos
 def test_the_cluster_proxy_spreads_over_both_cluster_gateways(compose):
     services = compose["services"]
     urls = services["cluster-proxy"]["environment"]["LOGSTREAM_GATEWAY_URL"].split(",")
-    assert urls == [f"http://{name}:{services[name]['environment']['LOGSTREAM_PORT']}"
-                    for name in ("cluster-gateway-a", "cluster-gateway-b")]
+    assert urls == [
+        f"http://{name}:{services[name]['environment']['LOGSTREAM_PORT']}"
+        for name in ("cluster-gateway-a", "cluster-gateway-b")
+    ]
 
 
 def test_no_two_services_publish_the_same_host_port(compose):
-    published = [str(mapping).rsplit(":", 1)[0] for service in compose["services"].values()
-                 for mapping in service.get("ports", [])]
+    published = [
+        str(mapping).rsplit(":", 1)[0]
+        for service in compose["services"].values()
+        for mapping in service.get("ports", [])
+    ]
     assert len(published) == len(set(published))

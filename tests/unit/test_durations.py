@@ -30,8 +30,27 @@ def test_durations_read_as_people_write_them(text, seconds):
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "s", "ten minutes", "-5s", "+5s", "5 s", "5sec", "5S", "1h30m", "1e3", ".5s",
-     "5.s", "٣s", "5y", "forever", "5s\x00", "nan", "inf"],
+    [
+        "",
+        " ",
+        "s",
+        "ten minutes",
+        "-5s",
+        "+5s",
+        "5 s",
+        "5sec",
+        "5S",
+        "1h30m",
+        "1e3",
+        ".5s",
+        "5.s",
+        "٣s",
+        "5y",
+        "forever",
+        "5s\x00",
+        "nan",
+        "inf",
+    ],
 )
 def test_junk_is_rejected_with_a_message_that_shows_the_expected_form(text):
     with pytest.raises(ValueError) as caught:

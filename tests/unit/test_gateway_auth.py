@@ -47,8 +47,10 @@ def admin_only(request: Request) -> dict:
 
 
 def _refused(request: Request, exc: LogstreamError) -> Response:
-    return Response({"rule": exc.rule, "who": request.state.get("audit_who"),
-                     "message": exc.message}, status_code=status_of(exc))
+    return Response(
+        {"rule": exc.rule, "who": request.state.get("audit_who"), "message": exc.message},
+        status_code=status_of(exc),
+    )
 
 
 def client_for(environ: dict) -> TestClient:
@@ -92,12 +94,15 @@ def test_the_session_cookie_is_a_credential(prod):
         prod.cookies.clear()
 
 
-@pytest.mark.parametrize(("headers", "rule"), [
-    ({}, "no_credential"),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, "no_credential"),
-    ({"Authorization": "Bearer"}, "no_credential"),
-    ({"Authorization": "Bearer not-a-jwt"}, "jwt_invalid"),
-])
+@pytest.mark.parametrize(
+    ("headers", "rule"),
+    [
+        ({}, "no_credential"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "no_credential"),
+        ({"Authorization": "Bearer"}, "no_credential"),
+        ({"Authorization": "Bearer not-a-jwt"}, "jwt_invalid"),
+    ],
+)
 def test_no_or_a_malformed_credential_is_401_with_its_rule(prod, headers, rule):
     answer = prod.get("/user", headers=headers)
     assert (answer.status_code, answer.json()["rule"], answer.json()["who"]) == (401, rule, None)
@@ -122,8 +127,10 @@ def test_a_query_token_works_in_dev_mode_unless_turned_off():
     with client_for(DEV) as dev:
         assert dev.get("/user", params={"access_token": token}).status_code == 200
     with client_for({**DEV, "LOGSTREAM_QUERY_TOKEN": "off"}) as off:
-        assert off.get("/user", params={"access_token": token}).json()["rule"] \
+        assert (
+            off.get("/user", params={"access_token": token}).json()["rule"]
             == "query_token_disabled"
+        )
 
 
 def test_the_header_wins_over_the_cookie(prod):
@@ -142,29 +149,44 @@ def test_admin_routes_are_open_in_dev_mode(dev):
     assert dev.get("/admin").status_code == 200
 
 
-@pytest.mark.parametrize(("credential", "status", "rule", "who"), [
-    (None, 401, "no_credential", None),
-    (TOKENS.issue("user123", ["workspace123"]), 403, "admin_only", "user:user123"),
-    (TOKENS.issue("reader", ["*"]), 403, "admin_only", "user:reader"),
-    (TOKENS.issue("viewer", ["*"], roles=["viewer"]), 403, "admin_only", "user:viewer"),
-    ("x" * len(ADMIN_TOKEN), 401, "jwt_invalid", None),
-    (ADMIN_TOKEN[:-1], 401, "jwt_invalid", None),
-    (ADMIN_TOKEN + "x", 401, "jwt_invalid", None),
-    (UserTokens(DEV_JWT_SECRET).issue_dev("admin"), 401, "jwt_invalid", None),
-])
-def test_a_non_admin_credential_is_refused_by_the_admin_guard(prod, credential, status, rule,
-                                                               who):
+@pytest.mark.parametrize(
+    ("credential", "status", "rule", "who"),
+    [
+        (None, 401, "no_credential", None),
+        (TOKENS.issue("user123", ["workspace123"]), 403, "admin_only", "user:user123"),
+        (TOKENS.issue("reader", ["*"]), 403, "admin_only", "user:reader"),
+        (TOKENS.issue("viewer", ["*"], roles=["viewer"]), 403, "admin_only", "user:viewer"),
+        ("x" * len(ADMIN_TOKEN), 401, "jwt_invalid", None),
+        (ADMIN_TOKEN[:-1], 401, "jwt_invalid", None),
+        (ADMIN_TOKEN + "x", 401, "jwt_invalid", None),
+        (UserTokens(DEV_JWT_SECRET).issue_dev("admin"), 401, "jwt_invalid", None),
+    ],
+)
+def test_a_non_admin_credential_is_refused_by_the_admin_guard(prod, credential, status, rule, who):
     answer = prod.get("/admin", headers=bearer(credential) if credential else {})
-    assert (answer.status_code, answer.json()["rule"], answer.json()["who"]) == (status, rule,
-                                                                                 who)
+    assert (answer.status_code, answer.json()["rule"], answer.json()["who"]) == (status, rule, who)
 
 
-@pytest.mark.parametrize(("credential", "who"), [
-    (TOKENS.issue("boss", ["workspace123"], roles=["admin"]), "user:boss"),
-    (jwt.encode({"sub": "chief", "workspaces": [], "role": "admin",
-                 "exp": int(time.time()) + 86400}, SECRET, algorithm="HS256"), "user:chief"),
-    (ADMIN_TOKEN, ADMIN_TOKEN_WHO),
-])
+@pytest.mark.parametrize(
+    ("credential", "who"),
+    [
+        (TOKENS.issue("boss", ["workspace123"], roles=["admin"]), "user:boss"),
+        (
+            jwt.encode(
+                {
+                    "sub": "chief",
+                    "workspaces": [],
+                    "role": "admin",
+                    "exp": int(time.time()) + 86400,
+                },
+                SECRET,
+                algorithm="HS256",
+            ),
+            "user:chief",
+        ),
+        (ADMIN_TOKEN, ADMIN_TOKEN_WHO),
+    ],
+)
 def test_the_admin_role_or_the_admin_token_opens_the_admin_guard(prod, credential, who):
     answer = prod.get("/admin", headers=bearer(credential))
     assert (answer.status_code, answer.json()["who"]) == (200, who)
@@ -181,19 +203,28 @@ def test_without_a_configured_admin_token_no_bearer_string_is_one():
 
 def _pem(private_key) -> bytes:
     return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
-@pytest.mark.parametrize(("make_key", "algorithm"), [
-    (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
-    (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256"),
-])
+@pytest.mark.parametrize(
+    ("make_key", "algorithm"),
+    [
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256"),
+    ],
+)
 def test_a_public_key_file_sets_the_one_algorithm_accepted(tmp_path, make_key, algorithm):
     key = make_key()
     (tmp_path / "key.pem").write_bytes(_pem(key))
-    settings = load_settings(Settings, {"LOGSTREAM_JWT_PUBLIC_KEY_FILE": str(tmp_path / "key.pem"),
-                                        "LOGSTREAM_JWT_AUDIENCE": "logstream",
-                                        "LOGSTREAM_JWT_LEEWAY": "0"})
+    settings = load_settings(
+        Settings,
+        {
+            "LOGSTREAM_JWT_PUBLIC_KEY_FILE": str(tmp_path / "key.pem"),
+            "LOGSTREAM_JWT_AUDIENCE": "logstream",
+            "LOGSTREAM_JWT_LEEWAY": "0",
+        },
+    )
     tokens = user_tokens_for(settings)
     assert tokens.algorithm == algorithm and settings.user_token_secret == ""
     claims = {"sub": "u", "workspaces": ["w"], "aud": "logstream", "exp": int(time.time()) + 60}
@@ -212,8 +243,12 @@ def test_the_dev_secret_is_used_in_dev_mode_only():
 def test_production_without_a_key_names_both_settings():
     with pytest.raises(SettingsError) as caught:
         load_settings(Settings, {})
-    for name in ("jwt_secret", "LOGSTREAM_JWT_SECRET", "jwt_public_key_file",
-                 "LOGSTREAM_JWT_PUBLIC_KEY_FILE"):
+    for name in (
+        "jwt_secret",
+        "LOGSTREAM_JWT_SECRET",
+        "jwt_public_key_file",
+        "LOGSTREAM_JWT_PUBLIC_KEY_FILE",
+    ):
         assert name in caught.value.message
 
 
@@ -221,18 +256,30 @@ def test_production_without_a_key_names_both_settings():
 def test_a_secret_and_a_public_key_file_together_are_refused(tmp_path, env):
     (tmp_path / "key.pem").write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
     with pytest.raises(SettingsError, match="not both"):
-        load_settings(Settings, {"LOGSTREAM_ENV": env, "LOGSTREAM_JWT_SECRET": SECRET,
-                                 "LOGSTREAM_JWT_PUBLIC_KEY_FILE": str(tmp_path / "key.pem")})
+        load_settings(
+            Settings,
+            {
+                "LOGSTREAM_ENV": env,
+                "LOGSTREAM_JWT_SECRET": SECRET,
+                "LOGSTREAM_JWT_PUBLIC_KEY_FILE": str(tmp_path / "key.pem"),
+            },
+        )
 
 
-@pytest.mark.parametrize(("environ", "names"), [
-    ({"LOGSTREAM_JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "LOGSTREAM_JWT_PUBLIC_KEY_FILE"),
-    ({"LOGSTREAM_JWT_SECRET": "short"}, "LOGSTREAM_JWT_SECRET"),
-    ({**PROD, "LOGSTREAM_ADMIN_TOKEN": "short"}, "LOGSTREAM_ADMIN_TOKEN"),
-    ({**PROD, "LOGSTREAM_JWT_LEEWAY": "-1"}, "LOGSTREAM_JWT_LEEWAY"),
-    ({**PROD, "LOGSTREAM_JWT_LEEWAY": "3600"}, "LOGSTREAM_JWT_LEEWAY"),
-    ({**PROD, "LOGSTREAM_QUERY_TOKEN": "on"}, "LOGSTREAM_QUERY_TOKEN"),
-])
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        (
+            {"LOGSTREAM_JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"},
+            "LOGSTREAM_JWT_PUBLIC_KEY_FILE",
+        ),
+        ({"LOGSTREAM_JWT_SECRET": "short"}, "LOGSTREAM_JWT_SECRET"),
+        ({**PROD, "LOGSTREAM_ADMIN_TOKEN": "short"}, "LOGSTREAM_ADMIN_TOKEN"),
+        ({**PROD, "LOGSTREAM_JWT_LEEWAY": "-1"}, "LOGSTREAM_JWT_LEEWAY"),
+        ({**PROD, "LOGSTREAM_JWT_LEEWAY": "3600"}, "LOGSTREAM_JWT_LEEWAY"),
+        ({**PROD, "LOGSTREAM_QUERY_TOKEN": "on"}, "LOGSTREAM_QUERY_TOKEN"),
+    ],
+)
 def test_an_unusable_key_or_limit_stops_the_gateway_naming_the_setting(environ, names):
     with pytest.raises(SettingsError) as caught:
         load_settings(Settings, environ)

@@ -7,13 +7,13 @@ import asyncio
 import json
 
 from logstream.services.gateway.direct import Coalescer
-from logstream.shared.direct_write import DirectSink, chunk
 from logstream.services.gateway.hub import Hub
-from logstream.services.gateway.subscription import Subscription
-from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.live import MemoryLiveFeed
+from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.source import MemoryLogSource
-from logstream.shared.channels import DEFAULT_SERVICES, parse_pattern
+from logstream.services.gateway.subscription import Subscription
+from logstream.shared.channels import parse_pattern
+from logstream.shared.direct_write import DirectSink, chunk
 
 
 class Transport:
@@ -62,6 +62,7 @@ def test_the_frames_of_one_batch_reach_each_connection_in_one_write_in_order():
             coalescer.add(b, frame(n))
         coalescer.flush()
         return ta.written, tb.written, a.written_at
+
     written_a, written_b, when = asyncio.run(scenario())
     assert written_a == written_b == [chunk(frame(1) + frame(2) + frame(3))]
     assert when > 0
@@ -75,6 +76,7 @@ def test_frames_left_pending_are_written_on_the_next_loop_turn_without_a_flush_c
         assert transport.written == []
         await asyncio.sleep(0)
         return transport.written
+
     assert asyncio.run(scenario()) == [chunk(frame(7))]
 
 
@@ -85,6 +87,7 @@ def test_a_write_past_the_limit_is_refused_and_ends_the_connection_with_overflow
         coalescer.add(sub, frame(1) * 10)
         coalescer.flush()
         return sub, transport
+
     sub, transport = asyncio.run(scenario())
     assert transport.written == []
     assert sub.sink is None and sub.outbox.overflowed and sub.outbox.ready.is_set()
@@ -99,6 +102,7 @@ def test_a_client_gone_is_noticed_on_write_and_its_writer_woken_to_end():
         coalescer.add(sub, frame(1))
         coalescer.flush()
         return sub, transport
+
     sub, transport = asyncio.run(scenario())
     assert transport.written == [] and sub.sink is None
     assert sub.gone and sub.outbox.ready.is_set() and not sub.outbox.overflowed
@@ -112,11 +116,13 @@ def test_a_connection_taken_back_before_the_flush_gets_nothing_more():
         sub.sink = None  # its writer is ending it (drain, expiry): the final frame is last
         coalescer.flush()
         return transport.written
+
     assert asyncio.run(scenario()) == []
 
 
 def test_attach_answers_none_for_a_server_whose_send_is_not_uvicorns():
     async def send(message): ...
+
     assert DirectSink.attach(send, 4096) is None
     assert DirectSink.attach(None, 4096) is None
 
@@ -139,6 +145,7 @@ def test_the_hub_writes_caught_up_connections_directly_and_filters_them_too():
                 await asyncio.sleep(0.01)  # the hub's follow task runs on this loop
         await hub.close()
         return t_plain.written, t_errors.written, hub.delivered_total
+
     plain, errors, delivered = asyncio.run(scenario())
     assert b"".join(plain).count(b"event: log") == 3
     assert b"".join(errors).count(b"event: log") == 1

@@ -10,11 +10,10 @@ import pytest
 
 from logstream.services.gateway.hub import Hub
 from logstream.services.gateway.live import MemoryLiveFeed
-from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.source import MemoryLogSource
-from logstream.shared.channels import DEFAULT_SERVICES, parse_pattern
-
+from logstream.services.gateway.subscription import Subscription
+from logstream.shared.channels import parse_pattern
 
 
 def record(channel: str, message: str = "m", level: str = "info") -> bytes:
@@ -50,8 +49,9 @@ async def frames_of(sub: Subscription, count: int) -> list[int]:
         while len(seqs) < count:
             await sub.outbox.ready.wait()
             chunk, _, _ = sub.outbox.take()
-            seqs += [int(line[4:]) for line in chunk.decode().splitlines()
-                     if line.startswith("id: ")]
+            seqs += [
+                int(line[4:]) for line in chunk.decode().splitlines() if line.startswith("id: ")
+            ]
     return seqs
 
 
@@ -176,12 +176,16 @@ async def test_the_work_of_a_connect_does_not_grow_with_the_channels_already_ope
 
     for index in range(10):
         await hub.subscribe(subscription(f"logs:etl:ws{index % 5}:wf{index}"))
-    few_new, few_covered = (await calls_to_open("logs:etl:wsx:new1"),
-                            await calls_to_open("logs:etl:ws1:wf1"))
+    few_new, few_covered = (
+        await calls_to_open("logs:etl:wsx:new1"),
+        await calls_to_open("logs:etl:ws1:wf1"),
+    )
     for index in range(10, 3000):
         await hub.subscribe(subscription(f"logs:etl:ws{index % 500}:wf{index}"))
-    many_new, many_covered = (await calls_to_open("logs:etl:wsx:new2"),
-                              await calls_to_open("logs:etl:ws1:wf1"))
+    many_new, many_covered = (
+        await calls_to_open("logs:etl:wsx:new2"),
+        await calls_to_open("logs:etl:ws1:wf1"),
+    )
     assert many_new == few_new
     assert many_covered == few_covered
 

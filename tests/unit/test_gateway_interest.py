@@ -4,10 +4,10 @@ sequence chain that shows a record never arrived."""
 from __future__ import annotations
 
 from logstream.services.gateway.interest import InterestTable
-from logstream.services.gateway.subjects import generalisations
 from logstream.services.gateway.live import MemoryLiveFeed
 from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.source import MemoryLogSource, StoredMessage
+from logstream.services.gateway.subjects import generalisations
 from logstream.services.gateway.subscription import Subscription
 from logstream.shared.channels import parse_pattern
 

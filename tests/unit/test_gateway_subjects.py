@@ -1,14 +1,18 @@
 """Consumer filters: disjoint, covering, bounded in number."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logstream.services.gateway.subjects import MAX_FILTERS, covering_filters, covers, overlaps
 
 TOKENS = st.sampled_from(["a", "b", "c", "*"])
-SUBJECTS = st.builds(lambda parts: ".".join(["logs", *parts]),
-                     st.lists(TOKENS, min_size=2, max_size=3))
-CONCRETE = st.builds(lambda parts: ".".join(["logs", *parts]),
-                     st.lists(st.sampled_from(["a", "b", "c"]), min_size=2, max_size=3))
+SUBJECTS = st.builds(
+    lambda parts: ".".join(["logs", *parts]), st.lists(TOKENS, min_size=2, max_size=3)
+)
+CONCRETE = st.builds(
+    lambda parts: ".".join(["logs", *parts]),
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=2, max_size=3),
+)
 
 
 def test_a_wildcard_covers_the_subjects_it_matches():
@@ -19,7 +23,7 @@ def test_a_wildcard_covers_the_subjects_it_matches():
 
 def test_overlapping_filters_are_merged_into_one_that_covers_both():
     filters = covering_filters(["logs.etl.ws1.wf", "logs.etl.ws1.*", "logs.*.ws1.x"])
-    assert all(not overlaps(x, y) for i, x in enumerate(filters) for y in filters[i + 1:])
+    assert all(not overlaps(x, y) for i, x in enumerate(filters) for y in filters[i + 1 :])
     for subject in ["logs.etl.ws1.wf", "logs.etl.ws1.zzz", "logs.faas.ws1.x"]:
         assert any(covers(f, subject) for f in filters)
 
@@ -27,7 +31,7 @@ def test_overlapping_filters_are_merged_into_one_that_covers_both():
 @given(st.lists(SUBJECTS, min_size=1, max_size=12), st.lists(CONCRETE, max_size=10))
 def test_filters_are_disjoint_and_match_everything_wanted(wanted, samples):
     filters = covering_filters(wanted)
-    assert all(not overlaps(x, y) for i, x in enumerate(filters) for y in filters[i + 1:])
+    assert all(not overlaps(x, y) for i, x in enumerate(filters) for y in filters[i + 1 :])
     for subject in samples:
         if any(covers(w, subject) for w in wanted):
             assert any(covers(f, subject) for f in filters)

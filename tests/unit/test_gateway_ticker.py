@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.outbox import Outbox
+from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.ticker import Ticker, tick_period
 from logstream.shared.channels import parse_pattern
 
@@ -21,7 +21,8 @@ def sub(wake_at: float) -> Subscription:
 
 @pytest.mark.parametrize(("heartbeat", "period"), [(15.0, 0.25), (1.0, 0.25), (0.5, 0.125)])
 def test_the_ticker_looks_four_times_per_heartbeat_and_at_least_four_times_a_second(
-        heartbeat, period):
+    heartbeat, period
+):
     assert tick_period(heartbeat) == period
 
 
@@ -34,8 +35,11 @@ def test_only_connections_whose_time_has_come_are_woken():
 
 
 def test_a_new_connection_is_not_woken_before_its_writer_asks():
-    assert sub(math.inf).wake_at == math.inf == Subscription(
-        "c", "u", (parse_pattern("logs:etl:ws"),), Outbox(4096)).wake_at
+    assert (
+        sub(math.inf).wake_at
+        == math.inf
+        == Subscription("c", "u", (parse_pattern("logs:etl:ws"),), Outbox(4096)).wake_at
+    )
 
 
 async def test_the_running_ticker_wakes_a_due_connection_within_a_period():

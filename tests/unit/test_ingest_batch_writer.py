@@ -12,7 +12,7 @@ from nats.protocol.command import hpub_cmd, pub_cmd
 
 from logstream.services.ingest.batch_writer import BatchWriter, OutMessage, _Batch, msg_id_header
 from logstream.services.ingest.publisher import message_id, out_messages
-from logstream.shared.records import validate_records, PublishedRecord
+from logstream.shared.records import PublishedRecord, validate_records
 
 
 class _Connection:
@@ -24,10 +24,17 @@ class _Connection:
 def test_the_batch_bytes_are_the_pub_and_hpub_lines_nats_py_would_write():
     writer = BatchWriter(_Connection())
     header = msg_id_header("etl:r1")
-    command = writer._commands([OutMessage(b"logs.etl.w", None, b'{"a":1}'),
-                                OutMessage(b"logs.etl.w", header, b'{"b":2}')], b"_INBOX_x.7.")
-    assert command == (pub_cmd("logs.etl.w", "_INBOX_x.7.0", b'{"a":1}')
-                       + hpub_cmd("logs.etl.w", "_INBOX_x.7.1", header, b'{"b":2}'))
+    command = writer._commands(
+        [
+            OutMessage(b"logs.etl.w", None, b'{"a":1}'),
+            OutMessage(b"logs.etl.w", header, b'{"b":2}'),
+        ],
+        b"_INBOX_x.7.",
+    )
+    assert command == (
+        pub_cmd("logs.etl.w", "_INBOX_x.7.0", b'{"a":1}')
+        + hpub_cmd("logs.etl.w", "_INBOX_x.7.1", header, b'{"b":2}')
+    )
 
 
 def test_a_message_over_the_broker_max_payload_is_refused_before_anything_is_sent():
@@ -36,14 +43,21 @@ def test_a_message_over_the_broker_max_payload_is_refused_before_anything_is_sen
 
 
 def test_a_msg_id_with_line_breaks_becomes_one_header_line():
-    assert msg_id_header(" etl:a\r\nPUB x 1\r\n ") == b"NATS/1.0\r\nNats-Msg-Id: etl:a  PUB x 1\r\n\r\n"
+    assert (
+        msg_id_header(" etl:a\r\nPUB x 1\r\n ")
+        == b"NATS/1.0\r\nNats-Msg-Id: etl:a  PUB x 1\r\n\r\n"
+    )
     assert msg_id_header("etl:plain") == b"NATS/1.0\r\nNats-Msg-Id: etl:plain\r\n\r\n"
 
 
 def test_out_messages_carry_subject_msg_id_and_stored_json_in_record_order():
-    records = validate_records([PublishedRecord(channel="logs:etl:w1:a", message="one", id="7"),
-                                PublishedRecord(channel="logs:etl:w1", message="two")],
-                               publisher="etl")
+    records = validate_records(
+        [
+            PublishedRecord(channel="logs:etl:w1:a", message="one", id="7"),
+            PublishedRecord(channel="logs:etl:w1", message="two"),
+        ],
+        publisher="etl",
+    )
     first, second = out_messages(records, "etl")
     assert (first.subject, second.subject) == (b"logs.etl.w1.a", b"logs.etl.w1")
     assert first.header == msg_id_header(message_id("etl", "7")) and second.header is None

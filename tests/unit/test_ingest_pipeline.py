@@ -7,26 +7,12 @@ that records what it was asked to store.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from logstream.shared.errors import (
-    BrokerUnavailable,
-    Forbidden,
-    InvalidRequest,
-    PayloadTooLarge,
-    RateLimited,
-    SettingsError,
-    Unauthenticated,
-    UnsupportedMediaType,
-)
-from logstream.shared.identities import bearer_token
-from logstream.shared.service_tokens import TokenRegistry, hash_secret
-from logstream.shared.records import ValidRecord
-from logstream.shared.settings import load_settings
 from logstream.services.ingest.metrics import HTTP, NATS, IngestMetrics
 from logstream.services.ingest.nats_ingest import REPORT_PAYLOAD_CHARS, rejection_report
 from logstream.services.ingest.pipeline import (
@@ -38,6 +24,20 @@ from logstream.services.ingest.pipeline import (
 from logstream.services.ingest.publisher import message_id
 from logstream.services.ingest.rate_limit import RecordRateLimiter
 from logstream.services.ingest.settings import Settings
+from logstream.shared.errors import (
+    BrokerUnavailable,
+    Forbidden,
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    SettingsError,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from logstream.shared.identities import bearer_token
+from logstream.shared.records import ValidRecord
+from logstream.shared.service_tokens import TokenRegistry, hash_secret
+from logstream.shared.settings import load_settings
 
 ETL_TOKEN = "l5-etl-token"
 
@@ -60,17 +60,29 @@ class Harness:
         self.settings = load_settings(Settings, {}, env="dev", **overrides)
         self.registry = CollectorRegistry()
         self.store = MemoryStore()
-        self.pipeline = IngestPipeline(self.settings, TokenRegistry.dev(), self.store,
-                                       IngestMetrics(self.registry))
+        self.pipeline = IngestPipeline(
+            self.settings, TokenRegistry.dev(), self.store, IngestMetrics(self.registry)
+        )
 
-    async def publish(self, body, *, token: str | None = ETL_TOKEN,
-                      content_type: str | None = "application/json",
-                      declared_length: int | None = None, transport: str = HTTP):
+    async def publish(
+        self,
+        body,
+        *,
+        token: str | None = ETL_TOKEN,
+        content_type: str | None = "application/json",
+        declared_length: int | None = None,
+        transport: str = HTTP,
+    ):
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return await self.pipeline.publish(IngestRequest(
-            transport=transport, content_type=content_type, declared_length=declared_length,
-            credential=token, read_body=body_in_memory(raw),
-        ))
+        return await self.pipeline.publish(
+            IngestRequest(
+                transport=transport,
+                content_type=content_type,
+                declared_length=declared_length,
+                credential=token,
+                read_body=body_in_memory(raw),
+            )
+        )
 
     def metric(self, name: str, **labels) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -82,10 +94,12 @@ def record(channel: str = "logs:etl:ws1:wf1", **extra) -> dict:
 
 async def test_a_valid_batch_is_stored_normalised_and_answered_with_its_seqs():
     harness = Harness()
-    accepted = await harness.publish([
-        record(level="WARNING", timestamp=0),
-        record(level="Error", source="etl.job"),
-    ])
+    accepted = await harness.publish(
+        [
+            record(level="WARNING", timestamp=0),
+            record(level="Error", source="etl.job"),
+        ]
+    )
     assert accepted.accepted == 2 and accepted.seqs == [1, 2]
     [(stored, publisher)] = harness.store.batches
     assert publisher == ETL_TOKEN
@@ -119,8 +133,9 @@ async def test_the_media_type_is_checked_before_the_credential():
 async def test_a_declared_oversize_body_is_refused_before_the_credential_is_checked():
     harness = Harness()
     with pytest.raises(PayloadTooLarge):
-        await harness.publish(record(), token=None,
-                              declared_length=harness.settings.max_body_bytes + 1)
+        await harness.publish(
+            record(), token=None, declared_length=harness.settings.max_body_bytes + 1
+        )
 
 
 async def test_a_body_over_the_limit_is_refused_while_it_is_read():
@@ -135,19 +150,23 @@ async def test_a_missing_or_unknown_token_is_unauthenticated(token):
     harness = Harness()
     with pytest.raises(Unauthenticated):
         await harness.publish(record(), token=token)
-    assert harness.metric("logstream_ingest_requests_total", transport="http",
-                          status="401") == 1
+    assert harness.metric("logstream_ingest_requests_total", transport="http", status="401") == 1
 
 
 async def test_an_invalid_record_fails_the_whole_batch_and_names_index_and_field():
     harness = Harness()
     with pytest.raises(InvalidRequest) as caught:
         await harness.publish([record(), record(level="loud")])
-    assert caught.value.details == [{"index": 1, "field": "level",
-                                     "message": caught.value.details[0]["message"]}]
+    assert caught.value.details == [
+        {"index": 1, "field": "level", "message": caught.value.details[0]["message"]}
+    ]
     assert harness.store.batches == []
-    assert harness.metric("logstream_ingest_records_rejected_total", transport="http",
-                          reason="invalid_request") == 2
+    assert (
+        harness.metric(
+            "logstream_ingest_records_rejected_total", transport="http", reason="invalid_request"
+        )
+        == 2
+    )
 
 
 async def test_too_many_records_is_payload_too_large():
@@ -159,9 +178,18 @@ async def test_too_many_records_is_payload_too_large():
 async def test_channels_outside_the_grants_are_forbidden_listed_once_and_nothing_is_stored():
     harness = Harness()
     with pytest.raises(Forbidden) as caught:
-        await harness.publish([record(), record("logs:faas:ws1:f"), record("logs:faas:ws1:f"),
-                               record("logs:platform:ws1")])
-    assert caught.value.details == [{"channel": "logs:faas:ws1:f"}, {"channel": "logs:platform:ws1"}]
+        await harness.publish(
+            [
+                record(),
+                record("logs:faas:ws1:f"),
+                record("logs:faas:ws1:f"),
+                record("logs:platform:ws1"),
+            ]
+        )
+    assert caught.value.details == [
+        {"channel": "logs:faas:ws1:f"},
+        {"channel": "logs:platform:ws1"},
+    ]
     assert harness.store.batches == []
 
 
@@ -206,9 +234,14 @@ async def test_the_caller_is_told_the_token_name_once_it_verifies_and_not_before
     raw = json.dumps(record()).encode()
 
     def request(token):
-        return IngestRequest(transport=HTTP, content_type="application/json",
-                             declared_length=None, credential=token,
-                             read_body=body_in_memory(raw), identified=seen.append)
+        return IngestRequest(
+            transport=HTTP,
+            content_type="application/json",
+            declared_length=None,
+            credential=token,
+            read_body=body_in_memory(raw),
+            identified=seen.append,
+        )
 
     with pytest.raises(Unauthenticated):
         await harness.pipeline.publish(request("wrong"))
@@ -217,8 +250,9 @@ async def test_the_caller_is_told_the_token_name_once_it_verifies_and_not_before
     assert seen == [ETL_TOKEN]
 
 
-@pytest.mark.parametrize(("token", "rule"), [(None, "no_credential"), ("", "no_credential"),
-                                             ("wrong", "token_invalid")])
+@pytest.mark.parametrize(
+    ("token", "rule"), [(None, "no_credential"), ("", "no_credential"), ("wrong", "token_invalid")]
+)
 async def test_a_credential_refusal_names_its_rule(token, rule):
     with pytest.raises(Unauthenticated) as caught:
         await Harness().publish(record(), token=token)
@@ -235,18 +269,34 @@ async def test_a_grant_refusal_names_its_rule():
 async def test_a_body_that_is_not_utf8_is_a_400_not_a_crash(content_type):
     harness = Harness()
     with pytest.raises(InvalidRequest, match="UTF-8"):
-        await harness.publish(b'{"channel": "logs:etl:ws1", "message": "caf\xe9"}',
-                              content_type=content_type)
+        await harness.publish(
+            b'{"channel": "logs:etl:ws1", "message": "caf\xe9"}', content_type=content_type
+        )
     assert harness.store.batches == []
 
 
 async def test_a_token_from_a_file_publishes_under_its_name_not_its_secret(tmp_path):
     path = tmp_path / "tokens.json"
-    path.write_text(json.dumps({"tokens": [
-        {"name": "billing-prod", "sha256": hash_secret("s3cret-value"), "grants": ["logs:etl"]}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {
+                        "name": "billing-prod",
+                        "sha256": hash_secret("s3cret-value"),
+                        "grants": ["logs:etl"],
+                    }
+                ]
+            }
+        )
+    )
     harness = Harness()
-    harness.pipeline = IngestPipeline(harness.settings, TokenRegistry.from_file(path),
-                                      harness.store, IngestMetrics(CollectorRegistry()))
+    harness.pipeline = IngestPipeline(
+        harness.settings,
+        TokenRegistry.from_file(path),
+        harness.store,
+        IngestMetrics(CollectorRegistry()),
+    )
     await harness.publish(record(), token="s3cret-value")
     [(stored, publisher)] = harness.store.batches
     assert publisher == "billing-prod" and stored[0].record.publisher == "billing-prod"
@@ -258,14 +308,20 @@ async def test_an_unavailable_broker_is_counted_and_propagated():
     harness.store.fail = BrokerUnavailable("down")
     with pytest.raises(BrokerUnavailable):
         await harness.publish(record(), transport=NATS)
-    assert harness.metric("logstream_ingest_requests_total", transport="nats",
-                          status="503") == 1
+    assert harness.metric("logstream_ingest_requests_total", transport="nats", status="503") == 1
 
 
-@pytest.mark.parametrize(("header", "token"), [
-    ("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None),
-    (None, None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_only_bearer_authorization_carries_a_token(header, token):
     assert bearer_token(header) == token
 
@@ -309,11 +365,14 @@ def test_the_bucket_never_holds_more_than_the_burst():
         limiter.take("a", 1)
 
 
-@pytest.mark.parametrize(("asked", "retry_after"), [
-    (1, 1),   # 0.2 s away: still at least one second
-    (10, 2),  # 2 s away exactly
-    (6, 2),   # 1.2 s away, rounded up
-])
+@pytest.mark.parametrize(
+    ("asked", "retry_after"),
+    [
+        (1, 1),  # 0.2 s away: still at least one second
+        (10, 2),  # 2 s away exactly
+        (6, 2),  # 1.2 s away, rounded up
+    ],
+)
 def test_retry_after_is_the_whole_seconds_until_the_batch_fits(asked, retry_after):
     clock = FakeClock()
     limiter = RecordRateLimiter(5, 10, clock=clock)
@@ -365,7 +424,8 @@ def test_a_burst_without_a_rate_is_refused_at_start_naming_both_settings():
 def test_a_rejection_report_carries_the_reason_and_a_truncated_payload():
     reply = {"status": 400, "error": "invalid_request", "message": "bad", "details": [1]}
     report = msgspec.json.decode(
-        rejection_report(reply, "ingest.logs", b"x" * (REPORT_PAYLOAD_CHARS + 10)))
+        rejection_report(reply, "ingest.logs", b"x" * (REPORT_PAYLOAD_CHARS + 10))
+    )
     assert report["status"] == 400 and report["details"] == [1]
     assert len(report["payload"]) == REPORT_PAYLOAD_CHARS and report["payload_truncated"]
     assert report["payload_bytes"] == REPORT_PAYLOAD_CHARS + 10

@@ -38,35 +38,40 @@ def _ack(batch: int, index: int, seq: int, extra: bytes = b"") -> bytes:
 
 def _as_process_msg(acks):
     """The fast lane's acks as nats-py's parser would have handed them to ``_process_msg``."""
-    return [("msg", SID, PREFIX + batch + b"." + index, b"", data, None)
-            for batch, index, size, data in acks]
+    return [
+        ("msg", SID, PREFIX + batch + b"." + index, b"", data, None)
+        for batch, index, size, data in acks
+    ]
 
 
 async def _feed(parser_class, stream: bytes, cut: int):
     client = _Client()
     if parser_class is AckParser:
-        parser = AckParser(client, SID, PREFIX, lambda acks: client.seen.extend(
-            _as_process_msg(acks)))
+        parser = AckParser(
+            client, SID, PREFIX, lambda acks: client.seen.extend(_as_process_msg(acks))
+        )
     else:
         parser = Parser(client)
     for start in range(0, len(stream), cut):
-        await parser.parse(stream[start:start + cut])
+        await parser.parse(stream[start : start + cut])
     return client.seen, bytes(parser.buf)
 
 
-MIXED = b"".join([
-    _ack(1, 0, 10),
-    _ack(1, 1, 11, b',"duplicate":true'),
-    b"PING\r\n",
-    _ack(1, 2, 12),
-    b"HMSG %s1.3 %d 16 16\r\nNATS/1.0 503\r\n\r\n\r\n" % (PREFIX, SID),  # no responders
-    b"MSG other.subject 9 5\r\nhello\r\n",  # another subscription
-    b"MSG %s2.0 %d 7\r\nab\r\ncde\r\n" % (PREFIX, SID),  # a payload with a line break
-    b"MSG %s2.1 %d reply.to 2\r\nhi\r\n" % (PREFIX, SID),  # a reply subject: not an ack
-    _ack(2, 2, 13, b',"error":{"code":503}'),
-    b"-ERR 'Permissions Violation for Publish'\r\n",
-    _ack(3, 0, 14),
-])
+MIXED = b"".join(
+    [
+        _ack(1, 0, 10),
+        _ack(1, 1, 11, b',"duplicate":true'),
+        b"PING\r\n",
+        _ack(1, 2, 12),
+        b"HMSG %s1.3 %d 16 16\r\nNATS/1.0 503\r\n\r\n\r\n" % (PREFIX, SID),  # no responders
+        b"MSG other.subject 9 5\r\nhello\r\n",  # another subscription
+        b"MSG %s2.0 %d 7\r\nab\r\ncde\r\n" % (PREFIX, SID),  # a payload with a line break
+        b"MSG %s2.1 %d reply.to 2\r\nhi\r\n" % (PREFIX, SID),  # a reply subject: not an ack
+        _ack(2, 2, 13, b',"error":{"code":503}'),
+        b"-ERR 'Permissions Violation for Publish'\r\n",
+        _ack(3, 0, 14),
+    ]
+)
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3, 7, 16, 50, 4096])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import nats.errors
 import pytest
@@ -11,7 +11,7 @@ from logstream.services.ingest.batch_writer import BatchWriter
 from logstream.services.ingest.publisher import out_messages, record_commands
 from logstream.shared.records import PublishedRecord, validate_records
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 REPLY = b"_INBOX_ingest.abc.7."
 
 

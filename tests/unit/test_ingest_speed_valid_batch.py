@@ -5,7 +5,7 @@ leaves every body it does not accept to the general path."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import nats.errors
 import pytest
@@ -13,9 +13,10 @@ import pytest
 from logstream.services.ingest.batch_commands import _encode
 from logstream.services.ingest.publisher import record_commands
 from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
+from logstream.shared.errors import LogstreamError
 from logstream.shared.records import decode_batch, encode_stored, validate_records
 
-NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 SERVICES = {"etl", "billing"}
@@ -32,8 +33,9 @@ def _fast(body: bytes, media_type: str = JSON, publisher: str = "etl"):
 
 
 def _general(body: bytes, media_type: str = JSON, publisher: str = "etl"):
-    return validate_records(decode_batch(body, media_type), publisher=publisher,
-                            services=SERVICES, now=NOW)
+    return validate_records(
+        decode_batch(body, media_type), publisher=publisher, services=SERVICES, now=NOW
+    )
 
 
 BATCHES = {
@@ -44,7 +46,9 @@ BATCHES = {
     "levels, timestamps, fields, source": [
         _record(0, level="WARNING", timestamp=0),
         _record(1, level="Error", timestamp="2026-01-31T12:00:00+01:00", source="etl.job"),
-        _record(2, fields={"user": {"id": 7}, "tags": ["a", "b"]}, timestamp="2026-01-31T12:00:00.5Z"),
+        _record(
+            2, fields={"user": {"id": 7}, "tags": ["a", "b"]}, timestamp="2026-01-31T12:00:00.5Z"
+        ),
         _record(3, fields={}, level="debug"),
     ],
     "two channels": [_record(0), _record(1, channel="logs:billing:ws2:inv"), _record(2)],
@@ -65,7 +69,8 @@ def test_a_valid_batch_is_the_records_the_general_path_makes(name):
 def test_a_draft_encodes_to_the_bytes_of_its_stored_record(name):
     body = json.dumps(BATCHES[name]).encode()
     assert [_encode(d) for d in _fast(body).drafts] == [
-        encode_stored(v.record) for v in _general(body)]
+        encode_stored(v.record) for v in _general(body)
+    ]
 
 
 @pytest.mark.parametrize("name", BATCHES)
@@ -88,28 +93,36 @@ def test_a_payload_over_the_broker_limit_is_refused():
 
 
 def test_channels_are_listed_once_each_in_record_order():
-    body = json.dumps([_record(0, channel="logs:billing:ws2:inv"), _record(1),
-                       _record(2, channel="logs:billing:ws2:inv")]).encode()
+    body = json.dumps(
+        [
+            _record(0, channel="logs:billing:ws2:inv"),
+            _record(1),
+            _record(2, channel="logs:billing:ws2:inv"),
+        ]
+    ).encode()
     assert list(_fast(body).channels) == ["logs:billing:ws2:inv", "logs:etl:ws1:wf1"]
 
 
-@pytest.mark.parametrize("body", [
-    [_record(0, received_at="2026-01-01T00:00:00Z")],  # not the producer's to set
-    [_record(0, publisher="someone-else")],
-    [_record(0), _record(1, level="loud")],
-    [_record(0, channel="logs:nope:ws1:wf1")],
-    [_record(0, color="red")],
-    [_record(0, timestamp="yesterday")],
-    [_record(0, timestamp=-1)],
-    [_record(0, message="x" * (64 * 1024 + 1))],
-    [_record(0, fields={"big": "x" * (17 * 1024)})],
-    [_record(i) for i in range(1001)],
-    [],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        [_record(0, received_at="2026-01-01T00:00:00Z")],  # not the producer's to set
+        [_record(0, publisher="someone-else")],
+        [_record(0), _record(1, level="loud")],
+        [_record(0, channel="logs:nope:ws1:wf1")],
+        [_record(0, color="red")],
+        [_record(0, timestamp="yesterday")],
+        [_record(0, timestamp=-1)],
+        [_record(0, message="x" * (64 * 1024 + 1))],
+        [_record(0, fields={"big": "x" * (17 * 1024)})],
+        [_record(i) for i in range(1001)],
+        [],
+    ],
+)
 def test_a_body_with_any_problem_is_left_to_the_general_path(body):
     encoded = json.dumps(body).encode()
     assert _fast(encoded) is None
-    with pytest.raises(Exception):  # the general path names the problem
+    with pytest.raises(LogstreamError):  # the general path names the problem (a 4xx)
         _general(encoded)
 
 

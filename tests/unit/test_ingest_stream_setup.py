@@ -24,8 +24,13 @@ class Flaky:
 
 
 async def test_not_yet_answers_are_tried_again_until_jetstream_answers():
-    attempt = Flaky([nats.errors.TimeoutError(), nats.js.errors.ServiceUnavailableError(),
-                     nats.errors.NoRespondersError()])
+    attempt = Flaky(
+        [
+            nats.errors.TimeoutError(),
+            nats.js.errors.ServiceUnavailableError(),
+            nats.errors.NoRespondersError(),
+        ]
+    )
     assert await until_answered(attempt, what="set-up", within_s=5, pause_s=0) == "stream"
     assert attempt.calls == 4
 

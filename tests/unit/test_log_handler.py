@@ -19,7 +19,12 @@ from logstream.handler import level_of, shorten
 from logstream.publisher import PublishQueueFull
 from logstream.sender import _SENDER
 from logstream.shared.ingest_client import Reply
-from logstream.shared.records import MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, decode_batch, validate_records
+from logstream.shared.records import (
+    MAX_FIELDS_BYTES,
+    MAX_MESSAGE_BYTES,
+    decode_batch,
+    validate_records,
+)
 from tests.unit.test_log_publisher import ScriptedIngest
 
 CHANNEL = "logs:etl:workspace123:workflow456"
@@ -36,8 +41,7 @@ class RecordingPublisher:
     def publish(self, channel, message, level="info", **keywords) -> str:
         if self.raises is not None:
             raise self.raises
-        self.records.append({"channel": channel, "message": message, "level": level,
-                             **keywords})
+        self.records.append({"channel": channel, "message": message, "level": level, **keywords})
         return "id"
 
     def flush(self, timeout=None) -> None:
@@ -62,18 +66,34 @@ def published():
 
 def as_stored(record: dict) -> None:
     """The record passes every check ingest makes (so a real publish would be accepted)."""
-    body = {"channel": record["channel"], "message": record["message"],
-            "level": record["level"], "source": record["source"],
-            "timestamp": record["timestamp"], "fields": record["fields"] or None}
-    validate_records(decode_batch(json.dumps(body).encode(), "application/json"),
-                     publisher="test")
+    body = {
+        "channel": record["channel"],
+        "message": record["message"],
+        "level": record["level"],
+        "source": record["source"],
+        "timestamp": record["timestamp"],
+        "fields": record["fields"] or None,
+    }
+    validate_records(decode_batch(json.dumps(body).encode(), "application/json"), publisher="test")
 
 
-@pytest.mark.parametrize(("levelno", "level"), [
-    (logging.DEBUG, "debug"), (logging.INFO, "info"), (logging.WARNING, "warn"),
-    (logging.ERROR, "error"), (logging.CRITICAL, "fatal"), (5, "trace"), (0, "trace"),
-    (15, "debug"), (25, "info"), (35, "warn"), (45, "error"), (60, "fatal"),
-])
+@pytest.mark.parametrize(
+    ("levelno", "level"),
+    [
+        (logging.DEBUG, "debug"),
+        (logging.INFO, "info"),
+        (logging.WARNING, "warn"),
+        (logging.ERROR, "error"),
+        (logging.CRITICAL, "fatal"),
+        (5, "trace"),
+        (0, "trace"),
+        (15, "debug"),
+        (25, "info"),
+        (35, "warn"),
+        (45, "error"),
+        (60, "fatal"),
+    ],
+)
 def test_logging_levels_map_to_the_contracts_levels(levelno, level):
     assert level_of(levelno) == level
 
@@ -98,11 +118,28 @@ def test_extra_values_become_fields_and_odd_ones_their_repr(published):
         def __repr__(self) -> str:
             return "<Job 7>"
 
-    logger.info("done", extra={"rows": 3, "ok": True, "ratio": 0.5, "table": None,
-                               "tags": ("a", "b"), "job": Job(), "nested": {1: {"x": Job()}}})
+    logger.info(
+        "done",
+        extra={
+            "rows": 3,
+            "ok": True,
+            "ratio": 0.5,
+            "table": None,
+            "tags": ("a", "b"),
+            "job": Job(),
+            "nested": {1: {"x": Job()}},
+        },
+    )
     fields = records[0]["fields"]
-    assert fields == {"rows": 3, "ok": True, "ratio": 0.5, "table": None, "tags": ["a", "b"],
-                      "job": "<Job 7>", "nested": {"1": {"x": "<Job 7>"}}}
+    assert fields == {
+        "rows": 3,
+        "ok": True,
+        "ratio": 0.5,
+        "table": None,
+        "tags": ["a", "b"],
+        "job": "<Job 7>",
+        "nested": {"1": {"x": "<Job 7>"}},
+    }
     for standard in ("msg", "args", "levelname", "pathname", "lineno", "thread", "created"):
         assert standard not in fields
     as_stored(records[0])
@@ -220,8 +257,7 @@ def test_oldest_records_dropped_by_the_publisher_are_counted_and_reported_once(c
 def test_records_logged_on_a_publishers_thread_are_not_published():
     recorder = RecordingPublisher()
     handler = LogstreamHandler(CHANNEL, publisher=recorder)
-    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request: POST", (),
-                               None)
+    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request: POST", (), None)
 
     def as_sender() -> None:
         _SENDER.active = True

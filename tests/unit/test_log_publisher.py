@@ -10,7 +10,7 @@ import asyncio
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,13 +18,13 @@ from logstream import LogPublisher
 from logstream.publisher import (
     FlushTimeout,
     InvalidRecord,
+    PublisherClosed,
     PublishFailed,
     PublishQueueFull,
-    PublisherClosed,
 )
 from logstream.sender import retry_delay
-from logstream.shared.ingest_client import Reply, TransportFailed
 from logstream.shared.errors import LogstreamError
+from logstream.shared.ingest_client import Reply, TransportFailed
 
 CHANNEL = "logs:etl:workspace123:workflow456"
 # Only bounds a failing test: a passing one returns as soon as the double has answered.
@@ -119,7 +119,8 @@ def test_a_lone_record_is_sent_without_a_flush():
 def test_a_503_and_a_429_are_retried_with_the_same_ids_and_stored_once():
     ingest = ScriptedIngest(
         Reply(503, {"error": "broker_unavailable", "message": "retry"}, retry_after=0.01),
-        Reply(429, {"error": "rate_limited", "message": "slow down"}, retry_after=0.01))
+        Reply(429, {"error": "rate_limited", "message": "slow down"}, retry_after=0.01),
+    )
     with publisher(ingest) as logs:
         ids = [logs.publish(CHANNEL, f"m{n}") for n in range(3)]
         logs.flush()
@@ -129,16 +130,24 @@ def test_a_503_and_a_429_are_retried_with_the_same_ids_and_stored_once():
 
 
 def test_a_lost_connection_is_retried_with_the_same_ids():
-    ingest = ScriptedIngest(TransportFailed("connection reset", unreachable=False),
-                            TransportFailed("refused", unreachable=True))
+    ingest = ScriptedIngest(
+        TransportFailed("connection reset", unreachable=False),
+        TransportFailed("refused", unreachable=True),
+    )
     with publisher(ingest) as logs:
         record_id = logs.publish(CHANNEL, "through a blip")
     assert ingest.calls == [[record_id]] * 3 and list(ingest.stored) == [record_id]
 
 
 def test_a_403_is_not_retried_and_flush_raises_with_the_status_and_the_servers_words():
-    refusal = Reply(403, {"error": "forbidden", "message": "token 'l5-etl-token' may not "
-                          "publish to logs:faas:ws1", "details": [{"channel": "logs:faas:ws1"}]})
+    refusal = Reply(
+        403,
+        {
+            "error": "forbidden",
+            "message": "token 'l5-etl-token' may not publish to logs:faas:ws1",
+            "details": [{"channel": "logs:faas:ws1"}],
+        },
+    )
     ingest = ScriptedIngest(refusal)
     logs = publisher(ingest)
     logs.publish("logs:faas:ws1", "not mine")
@@ -210,18 +219,21 @@ def test_on_error_hears_of_a_refused_batch_from_the_sender_thread():
         logs.close()
 
 
-@pytest.mark.parametrize(("call", "problem"), [
-    (dict(channel="logs:nope:ws1"), "unknown service 'nope'"),
-    (dict(channel="logs:etl"), "must be logs:<service>:<workspace>"),
-    (dict(level="loud"), "level 'loud' is not one of"),
-    (dict(message="x" * (64 * 1024 + 1)), "field 'message'"),
-    (dict(message=42), "field 'message': Expected `str`"),
-    (dict(fields={"blob": "y" * 17000}), "fields encode to over 16384 bytes"),
-    (dict(timestamp="yesterday"), "timestamp 'yesterday' is not RFC 3339"),
-    (dict(timestamp=datetime(2026, 1, 1)), "needs a timezone"),
-    (dict(source="s" * 129), "field 'source'"),
-    (dict(id="i" * 129), "field 'id'"),
-])
+@pytest.mark.parametrize(
+    ("call", "problem"),
+    [
+        (dict(channel="logs:nope:ws1"), "unknown service 'nope'"),
+        (dict(channel="logs:etl"), "must be logs:<service>:<workspace>"),
+        (dict(level="loud"), "level 'loud' is not one of"),
+        (dict(message="x" * (64 * 1024 + 1)), "field 'message'"),
+        (dict(message=42), "field 'message': Expected `str`"),
+        (dict(fields={"blob": "y" * 17000}), "fields encode to over 16384 bytes"),
+        (dict(timestamp="yesterday"), "timestamp 'yesterday' is not RFC 3339"),
+        (dict(timestamp=datetime(2026, 1, 1)), "needs a timezone"),
+        (dict(source="s" * 129), "field 'source'"),
+        (dict(id="i" * 129), "field 'id'"),
+    ],
+)
 def test_a_bad_record_raises_at_the_call_site_and_is_not_queued(call, problem):
     ingest = ScriptedIngest()
     logs = publisher(ingest)
@@ -235,11 +247,19 @@ def test_a_bad_record_raises_at_the_call_site_and_is_not_queued(call, problem):
 
 def test_keywords_fill_the_record_and_extra_keywords_join_fields():
     ingest = ScriptedIngest()
-    when = datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=UTC)
     with publisher(ingest) as logs:
-        given = logs.publish(CHANNEL, "m", "WARNING", source="etl.load", timestamp=when,
-                             id="run-42-step-3", fields={"rows": 1, "source": "from fields"},
-                             rows=2, table="orders")
+        given = logs.publish(
+            CHANNEL,
+            "m",
+            "WARNING",
+            source="etl.load",
+            timestamp=when,
+            id="run-42-step-3",
+            fields={"rows": 1, "source": "from fields"},
+            rows=2,
+            table="orders",
+        )
         epoch = logs.publish(CHANNEL, "m", timestamp=1769860800000)
         seconds = logs.publish(CHANNEL, "m", timestamp=1769860800.5)
     record = ingest.stored[given]
@@ -263,7 +283,7 @@ def test_every_record_is_stamped_at_publish_time_and_odd_values_travel_as_repr()
     record = ingest.stored[record_id]
     assert record["fields"] == {"job": "<Job 7>", "when": "2026-01-01T00:00:00"}
     stamped = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
-    assert abs((datetime.now(timezone.utc) - stamped).total_seconds()) < 60
+    assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60
 
 
 def test_a_full_queue_drops_the_oldest_by_default_never_raising_and_counts_them():
@@ -338,6 +358,7 @@ def test_flush_times_out_when_ingest_does_not_answer_and_close_gives_the_records
 def test_many_threads_publishing_at_once_lose_and_repeat_nothing():
     ingest = ScriptedIngest(max_batch_records=1000)
     with publisher(ingest) as logs:
+
         def produce(worker: int) -> None:
             for n in range(500):
                 logs.publish(CHANNEL, f"{worker}-{n}")
@@ -369,12 +390,19 @@ def test_transport_and_token_are_checked_when_built():
     assert LogPublisher(token="t").url == "http://127.0.0.1:3001"
 
 
-@pytest.mark.parametrize(("attempt", "retry_after", "low", "high"), [
-    (1, None, 0.1, 0.15), (3, None, 0.4, 0.6), (40, None, 10.0, 15.0),  # doubled, then capped
-    (1, 2.0, 2.0, 3.0), (5, 30.0, 10.0, 15.0),  # Retry-After is a floor, up to the cap
-])
-def test_a_retry_waits_the_backoff_or_retry_after_stretched_by_jitter(attempt, retry_after,
-                                                                      low, high):
+@pytest.mark.parametrize(
+    ("attempt", "retry_after", "low", "high"),
+    [
+        (1, None, 0.1, 0.15),
+        (3, None, 0.4, 0.6),
+        (40, None, 10.0, 15.0),  # doubled, then capped
+        (1, 2.0, 2.0, 3.0),
+        (5, 30.0, 10.0, 15.0),  # Retry-After is a floor, up to the cap
+    ],
+)
+def test_a_retry_waits_the_backoff_or_retry_after_stretched_by_jitter(
+    attempt, retry_after, low, high
+):
     assert retry_delay(attempt, 0.1, retry_after, rand=lambda: 0.0) == pytest.approx(low)
     assert retry_delay(attempt, 0.1, retry_after, rand=lambda: 1.0) == pytest.approx(high)
 

@@ -76,8 +76,14 @@ async def relay_of(*pieces: bytes, draining: asyncio.Event | None = None):
 
 async def test_without_a_direct_sink_the_relay_sends_every_byte_in_order_until_the_end():
     body = FRAME * 300
-    wire = HEAD + b"".join(b"%x\r\n%b\r\n" % (len(body[i:i + 700]), body[i:i + 700])
-                           for i in range(0, len(body), 700)) + b"0\r\n\r\n"
+    wire = (
+        HEAD
+        + b"".join(
+            b"%x\r\n%b\r\n" % (len(body[i : i + 700]), body[i : i + 700])
+            for i in range(0, len(body), 700)
+        )
+        + b"0\r\n\r\n"
+    )
     client = Client()
     async with relay_of(wire[:50], wire[50:5000], wire[5000:]) as (relay, relays, gauge, _):
         await asyncio.wait_for(relay({"type": "http"}, client.receive, client.send), DEADLINE_S)
@@ -100,8 +106,12 @@ async def test_a_client_that_leaves_ends_the_relay_and_closes_the_gateway_connec
 
 async def test_a_drain_ends_after_the_last_whole_frame_with_a_retry_hint():
     draining, client = asyncio.Event(), Client()
-    async with relay_of(HEAD, b"%x\r\n%b\r\n" % (len(FRAME), FRAME),
-                        draining=draining) as (relay, relays, _, hung_up):
+    async with relay_of(HEAD, b"%x\r\n%b\r\n" % (len(FRAME), FRAME), draining=draining) as (
+        relay,
+        relays,
+        _,
+        hung_up,
+    ):
         watch = asyncio.ensure_future(relays.watch())
         running = asyncio.ensure_future(relay({"type": "http"}, client.receive, client.send))
         while client.body != FRAME:

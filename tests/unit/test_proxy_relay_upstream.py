@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 
 import httpx
 import pytest
@@ -16,8 +17,7 @@ from logstream.services.proxy.upstream import GatewayUnreachable, open_gateway_s
 from tests.support.nats_source import free_port
 
 DEADLINE_S = 10.0
-HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-        b"transfer-encoding: chunked\r\n\r\n")
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def chunked(*bodies: bytes) -> bytes:
@@ -49,8 +49,9 @@ async def scripted_server(*pieces: bytes, close: bool = True):
 
 
 def get(base: str, **headers: str) -> httpx.Request:
-    return httpx.Request("GET", base + "/api/logs/stream", params={"channels": "logs:a:b"},
-                         headers=headers)
+    return httpx.Request(
+        "GET", base + "/api/logs/stream", params={"channels": "logs:a:b"}, headers=headers
+    )
 
 
 async def body_of(stream) -> bytes:
@@ -64,10 +65,10 @@ async def body_of(stream) -> bytes:
 
 
 async def test_a_chunked_body_split_anywhere_is_read_back_byte_exact():
-    body = b"".join(b"id: %d\nevent: log\ndata: {\"seq\":%d}\n\n" % (i, i) for i in range(50))
+    body = b"".join(b'id: %d\nevent: log\ndata: {"seq":%d}\n\n' % (i, i) for i in range(50))
     wire = HEAD + chunked(body[:7], body[7:300], body[300:301], body[301:])
     cuts = [0, 5, len(HEAD) + 1, len(HEAD) + 3, 200, 201, 402, len(wire) - 2, len(wire)]
-    pieces = [wire[a:b] for a, b in zip(cuts, cuts[1:])]
+    pieces = [wire[a:b] for a, b in itertools.pairwise(cuts)]
     async with scripted_server(*pieces) as (base, _):
         stream = await open_gateway_stream(get(base))
         assert stream.status == 200
@@ -88,8 +89,9 @@ async def test_the_request_carries_its_path_query_and_headers():
 
 async def test_pushed_reads_reach_the_consumer_in_order_and_nothing_is_buffered():
     frames = [b"data: %d\n\n" % i for i in range(20)]
-    async with scripted_server(HEAD, *(b"%x\r\n%b\r\n" % (len(f), f) for f in frames),
-                               b"0\r\n\r\n") as (base, _):
+    async with scripted_server(
+        HEAD, *(b"%x\r\n%b\r\n" % (len(f), f) for f in frames), b"0\r\n\r\n"
+    ) as (base, _):
         stream = await open_gateway_stream(get(base))
         got: list[bytes] = []
         stream.push_to(got.append)
@@ -110,8 +112,10 @@ async def test_bytes_given_back_are_buffered_ahead_of_newer_ones():
 
 async def test_an_error_answer_is_read_with_its_status_reason_and_headers():
     error = b'{"error":"rate_limited","message":"slow down","details":[]}'
-    wire = (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\ncontent-length: %d\r\n\r\n%b"
-            % (len(error), error))
+    wire = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\ncontent-length: %d\r\n\r\n%b" % (
+        len(error),
+        error,
+    )
     async with scripted_server(wire[:20], wire[20:]) as (base, _):
         stream = await open_gateway_stream(get(base))
         assert (stream.status, stream.reason) == (429, b"Too Many Requests")

@@ -14,8 +14,9 @@ ANALYTICS = "/api/dapadmin/analytics/sse/logs/stream"
 PLATFORM = "/api/dapadmin/platform/sse/logs/stream"
 
 
-def one_route(path: str = "/api/x/stream", channel: str = "logs:etl:{workspace_id}",
-              extra: str = "") -> str:
+def one_route(
+    path: str = "/api/x/stream", channel: str = "logs:etl:{workspace_id}", extra: str = ""
+) -> str:
     return f'[[routes]]\npath = "{path}"\nchannel = "{channel}"\n{extra}'
 
 
@@ -30,12 +31,15 @@ def test_packaged_table_has_the_four_contract_routes():
     assert table.by_path(FAAS).params == ("workspace_id", "function_id")
 
 
-@pytest.mark.parametrize(("path", "query", "channel"), [
-    (ETL, {"workspace_id": ["ws1"], "workflow_id": ["wf-1"]}, Channel("etl", "ws1", "wf-1")),
-    (FAAS, {"workspace_id": ["ws1"], "function_id": ["fn_2"]}, Channel("faas", "ws1", "fn_2")),
-    (ANALYTICS, {"workspace_id": ["ws1"]}, Channel("analytics", "ws1")),
-    (PLATFORM, {"workspace_id": ["ws1"]}, Channel("platform", "ws1")),
-])
+@pytest.mark.parametrize(
+    ("path", "query", "channel"),
+    [
+        (ETL, {"workspace_id": ["ws1"], "workflow_id": ["wf-1"]}, Channel("etl", "ws1", "wf-1")),
+        (FAAS, {"workspace_id": ["ws1"], "function_id": ["fn_2"]}, Channel("faas", "ws1", "fn_2")),
+        (ANALYTICS, {"workspace_id": ["ws1"]}, Channel("analytics", "ws1")),
+        (PLATFORM, {"workspace_id": ["ws1"]}, Channel("platform", "ws1")),
+    ],
+)
 def test_each_route_builds_its_channel_from_the_query(path, query, channel):
     assert load_routes().by_path(path).channel_for(query) == channel
 
@@ -99,32 +103,35 @@ def test_services_outside_the_configured_set_are_refused_at_load():
         parse_routes(one_route(), "t", services={"faas"})
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("not toml = = 1", "not valid TOML"),
-    ("", "routes"),
-    ("routes = []", "no [[routes]]"),
-    ('[[routes]]\npath = "/a/b"\n', "channel"),
-    ('[[routes]]\nchannel = "logs:etl:{w}"\n', "path"),
-    (one_route(extra='colour = "red"\n'), "colour"),
-    (one_route(path="api/no-slash"), "absolute URL path"),
-    (one_route(path="/api/../x"), "absolute URL path"),
-    (one_route(path="/api/{w}"), "absolute URL path"),
-    (one_route(path="/health"), "reserved"),
-    (one_route(path="/static/app.js"), "reserved"),
-    (one_route(channel="etl:{w}"), "must start with 'logs:<service>:'"),
-    (one_route(channel="logs:{service}:{w}"), "service is fixed"),
-    (one_route(channel="logs:etl:{w}:{w}"), "names a parameter twice"),
-    (one_route(channel="logs:etl:ws-{w}"), "either literal or exactly one {parameter}"),
-    (one_route(channel="logs:etl:{w"), "either literal or exactly one {parameter}"),
-    (one_route(channel="logs:etl:{1w}"), "either literal or exactly one {parameter}"),
-    (one_route(channel="logs:etl"), "does not make a channel"),
-    (one_route(channel="logs:etl:{a}:{b}:{c}"), "does not make a channel"),
-    (one_route(channel="logs:nope:{w}"), "unknown service"),
-    (one_route(channel="logs:etl:a.b"), "does not make a channel"),
-    (one_route() + "\n" + one_route(channel="logs:faas:{w}"), "appears more than once"),
-    (one_route() + "\n" + one_route(path="/api/y/stream"), "name 'etl' appears more than once"),
-    (one_route(extra='name = "bad name"\n'), "name 'bad name'"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("not toml = = 1", "not valid TOML"),
+        ("", "routes"),
+        ("routes = []", "no [[routes]]"),
+        ('[[routes]]\npath = "/a/b"\n', "channel"),
+        ('[[routes]]\nchannel = "logs:etl:{w}"\n', "path"),
+        (one_route(extra='colour = "red"\n'), "colour"),
+        (one_route(path="api/no-slash"), "absolute URL path"),
+        (one_route(path="/api/../x"), "absolute URL path"),
+        (one_route(path="/api/{w}"), "absolute URL path"),
+        (one_route(path="/health"), "reserved"),
+        (one_route(path="/static/app.js"), "reserved"),
+        (one_route(channel="etl:{w}"), "must start with 'logs:<service>:'"),
+        (one_route(channel="logs:{service}:{w}"), "service is fixed"),
+        (one_route(channel="logs:etl:{w}:{w}"), "names a parameter twice"),
+        (one_route(channel="logs:etl:ws-{w}"), "either literal or exactly one {parameter}"),
+        (one_route(channel="logs:etl:{w"), "either literal or exactly one {parameter}"),
+        (one_route(channel="logs:etl:{1w}"), "either literal or exactly one {parameter}"),
+        (one_route(channel="logs:etl"), "does not make a channel"),
+        (one_route(channel="logs:etl:{a}:{b}:{c}"), "does not make a channel"),
+        (one_route(channel="logs:nope:{w}"), "unknown service"),
+        (one_route(channel="logs:etl:a.b"), "does not make a channel"),
+        (one_route() + "\n" + one_route(channel="logs:faas:{w}"), "appears more than once"),
+        (one_route() + "\n" + one_route(path="/api/y/stream"), "name 'etl' appears more than once"),
+        (one_route(extra='name = "bad name"\n'), "name 'bad name'"),
+    ],
+)
 def test_a_bad_route_file_stops_the_proxy_naming_routes_file(tmp_path, text, problem):
     path = tmp_path / "routes.toml"
     path.write_text(text)
@@ -136,5 +143,5 @@ def test_a_bad_route_file_stops_the_proxy_naming_routes_file(tmp_path, text, pro
 
 
 def test_a_missing_route_file_stops_the_proxy_naming_routes_file(tmp_path):
-    with pytest.raises(SettingsError, match="routes_file .*cannot read it"):
+    with pytest.raises(SettingsError, match=r"routes_file .*cannot read it"):
         load_routes(str(tmp_path / "absent.toml"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -24,7 +24,7 @@ from logstream.shared.records import (
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-NOW = datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=UTC)
 CHANNEL = "logs:etl:ws1:wf1"
 
 
@@ -120,12 +120,15 @@ def test_a_number_too_large_for_a_float_is_invalid_not_a_crash(media):
 
 
 @pytest.mark.parametrize("media", [JSON, NDJSON])
-@pytest.mark.parametrize("raw", [
-    b"[" * 100_000,
-    b'{"a":' * 20_000,
-    b'{"channel": "logs:etl:ws1", "message": "m", "fields": ' + b'{"a":' * 20_000,
-    b'{"channel": "logs:etl:ws1", "message": "m", "fields": {"a": ' + b"[" * 20_000,
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 20_000,
+        b'{"channel": "logs:etl:ws1", "message": "m", "fields": ' + b'{"a":' * 20_000,
+        b'{"channel": "logs:etl:ws1", "message": "m", "fields": {"a": ' + b"[" * 20_000,
+    ],
+)
 def test_json_nested_past_the_decoder_s_limit_is_invalid_not_a_crash(raw, media):
     with pytest.raises(InvalidRequest):
         decode_batch(raw, media)
@@ -179,7 +182,9 @@ def test_every_bad_record_of_a_batch_is_reported_with_its_index_and_field():
     with pytest.raises(InvalidRequest) as caught:
         decode_batch(body(batch), JSON)
     assert [(d["index"], d["field"]) for d in caught.value.details] == [
-        (1, "level"), (3, "message"), (4, "source")
+        (1, "level"),
+        (3, "message"),
+        (4, "source"),
     ]
     assert caught.value.message.startswith("record 1 field 'level'")
     assert "(and 2 more problems)" in caught.value.message
@@ -190,8 +195,16 @@ def test_every_bad_record_of_a_batch_is_reported_with_its_index_and_field():
 
 @pytest.mark.parametrize(
     ("given", "stored"),
-    [("info", "info"), ("ERROR", "error"), ("Debug", "debug"), ("warning", "warn"),
-     ("WARNING", "warn"), ("warn", "warn"), ("fatal", "fatal"), ("TRACE", "trace")],
+    [
+        ("info", "info"),
+        ("ERROR", "error"),
+        ("Debug", "debug"),
+        ("warning", "warn"),
+        ("WARNING", "warn"),
+        ("warn", "warn"),
+        ("fatal", "fatal"),
+        ("TRACE", "trace"),
+    ],
 )
 def test_levels_are_case_insensitive_and_warning_means_warn(given, stored):
     assert one(level=given).level == stored
@@ -233,8 +246,12 @@ def test_rfc3339_timestamps_with_an_offset_are_stored_in_utc_with_z(given, store
 
 @pytest.mark.parametrize(
     ("given", "stored"),
-    [(0, "1970-01-01T00:00:00.000Z"), (1769860800123, "2026-01-31T12:00:00.123Z"),
-     (253402300799999, "9999-12-31T23:59:59.999Z"), (190846634409211, "8017-09-09T02:00:09.211Z")],
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1769860800123, "2026-01-31T12:00:00.123Z"),
+        (253402300799999, "9999-12-31T23:59:59.999Z"),
+        (190846634409211, "8017-09-09T02:00:09.211Z"),
+    ],
 )
 def test_epoch_milliseconds_are_stored_exactly_as_rfc3339(given, stored):
     assert one(timestamp=given).timestamp == stored
@@ -247,9 +264,18 @@ def test_a_missing_timestamp_is_the_time_of_receipt():
 
 @pytest.mark.parametrize(
     "given",
-    ["2026-01-31T12:00:00", "2026-01-31", "2026-01-31 12:00:00Z", "20260131T120000Z",
-     "2026-01-31T12:00:00+0200", "2026-01-31T12Z", "2026-W05-6T12:00:00Z",
-     "2026-02-30T12:00:00Z", "yesterday", ""],
+    [
+        "2026-01-31T12:00:00",
+        "2026-01-31",
+        "2026-01-31 12:00:00Z",
+        "20260131T120000Z",
+        "2026-01-31T12:00:00+0200",
+        "2026-01-31T12Z",
+        "2026-W05-6T12:00:00Z",
+        "2026-02-30T12:00:00Z",
+        "yesterday",
+        "",
+    ],
 )
 def test_a_timestamp_that_is_not_rfc3339_with_an_offset_is_rejected(given):
     detail = problem_of(timestamp=given)
@@ -355,8 +381,9 @@ def test_configured_services_decide_which_channels_are_valid():
     [valid] = validate_records(records, publisher="p", services={"billing"}, now=NOW)
     assert valid.channel == Channel("billing", "ws1")
     with pytest.raises(InvalidRequest):
-        validate_records(decode_batch(body(record()), JSON), publisher="p",
-                         services={"billing"}, now=NOW)
+        validate_records(
+            decode_batch(body(record()), JSON), publisher="p", services={"billing"}, now=NOW
+        )
 
 
 def test_validation_reports_every_bad_record_together_and_accepts_none():
@@ -364,7 +391,9 @@ def test_validation_reports_every_bad_record_together_and_accepts_none():
     with pytest.raises(InvalidRequest) as caught:
         validate_records(decode_batch(body(batch), JSON), publisher="p", now=NOW)
     assert [(d["index"], d["field"]) for d in caught.value.details] == [
-        (1, "level"), (2, "channel"), (3, "timestamp")
+        (1, "level"),
+        (2, "channel"),
+        (3, "timestamp"),
     ]
 
 
@@ -372,15 +401,19 @@ def test_a_valid_record_carries_the_publisher_and_the_receipt_time():
     stored = one(source="svc", fields={"n": 1}, id="abc", level="WARNING")
     assert stored.publisher == "p"
     assert stored.received_at == "2026-01-31T12:00:00.250Z"
-    assert (stored.source, stored.fields, stored.id, stored.level) == ("svc", {"n": 1}, "abc",
-                                                                       "warn")
+    assert (stored.source, stored.fields, stored.id, stored.level) == (
+        "svc",
+        {"n": 1},
+        "abc",
+        "warn",
+    )
 
 
 # delivered_json
 
 
 def test_delivered_json_puts_seq_first_and_keeps_the_stored_record_intact():
-    stored = one(fields={"nested": {"a": [1, 2]}, "text": "é\n\"q\""}, source="s", id="i1")
+    stored = one(fields={"nested": {"a": [1, 2]}, "text": 'é\n"q"'}, source="s", id="i1")
     encoded = encode_stored(stored)
     delivered = delivered_json(123456789, encoded)
     decoded = json.loads(delivered)
@@ -394,8 +427,12 @@ _INJECTION = '\n\nevent: log\ndata: {"forged":1}\n\r\n\r\u0000\u2028\x1c\x85'
 
 
 def test_line_breaks_and_nul_in_every_text_field_are_kept_and_escaped_in_the_stored_json():
-    stored = one(message=_INJECTION, source=_INJECTION, id="i" + _INJECTION,
-                 fields={_INJECTION: [_INJECTION, {"k": _INJECTION}]})
+    stored = one(
+        message=_INJECTION,
+        source=_INJECTION,
+        id="i" + _INJECTION,
+        fields={_INJECTION: [_INJECTION, {"k": _INJECTION}]},
+    )
     encoded = encode_stored(stored)
     assert not any(byte in encoded for byte in (b"\n", b"\r", b"\x00", b"\x1c"))
     decoded = json.loads(delivered_json(7, encoded))

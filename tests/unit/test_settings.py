@@ -27,8 +27,11 @@ DEV = {"LOGSTREAM_ENV": "dev"}
 
 def test_defaults_apply_when_nothing_is_given():
     settings = load_settings(ServiceSettings, {})
-    assert (settings.env, settings.host, settings.nats_url) == ("production", "127.0.0.1",
-                                                                "nats://127.0.0.1:4222")
+    assert (settings.env, settings.host, settings.nats_url) == (
+        "production",
+        "127.0.0.1",
+        "nats://127.0.0.1:4222",
+    )
     assert settings.service_names == {"etl", "faas", "analytics", "platform"}
 
 
@@ -40,8 +43,9 @@ def test_a_variable_beats_the_default_and_a_flag_beats_the_variable():
 
 
 def test_keyword_overrides_beat_flags_and_variables():
-    settings = load_settings(ServiceSettings, {"LOGSTREAM_PORT": "4000"}, {"port": "5000"},
-                             port=6000)
+    settings = load_settings(
+        ServiceSettings, {"LOGSTREAM_PORT": "4000"}, {"port": "5000"}, port=6000
+    )
     assert settings.port == 6000
 
 
@@ -52,8 +56,19 @@ def test_variables_are_only_read_from_the_mapping_given():
 def test_argparse_flags_feed_load_settings():
     parser = argparse.ArgumentParser()
     add_flags(parser, GatewaySettings)
-    flags = vars(parser.parse_args(["--dev", "--port", "3100", "--nats-url", "nats://x:1",
-                                    "--max-connections-per-user", "3"]))
+    flags = vars(
+        parser.parse_args(
+            [
+                "--dev",
+                "--port",
+                "3100",
+                "--nats-url",
+                "nats://x:1",
+                "--max-connections-per-user",
+                "3",
+            ]
+        )
+    )
     settings = load_settings(GatewaySettings, {"LOGSTREAM_PORT": "9"}, flags)
     assert settings.dev and settings.port == 3100 and settings.nats_servers == ["nats://x:1"]
     assert settings.max_connections_per_user == 3
@@ -67,10 +82,13 @@ def test_the_env_flag_and_the_dev_flag_set_the_same_setting():
 
 
 def test_several_nats_urls_and_services_are_comma_separated():
-    settings = load_settings(ServiceSettings, {
-        "LOGSTREAM_NATS_URL": "nats://a:4222, nats://b:4222,",
-        "LOGSTREAM_SERVICES": "etl, billing",
-    })
+    settings = load_settings(
+        ServiceSettings,
+        {
+            "LOGSTREAM_NATS_URL": "nats://a:4222, nats://b:4222,",
+            "LOGSTREAM_SERVICES": "etl, billing",
+        },
+    )
     assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
     assert settings.service_names == {"etl", "billing"}
 
@@ -159,21 +177,31 @@ def test_the_gateway_in_dev_mode_uses_the_dev_secret():
 
 
 def test_the_proxy_in_production_needs_no_secret_but_a_valid_gateway_url():
-    settings = load_settings(ProxySettings, {
-        "LOGSTREAM_GATEWAY_URL": "http://g1:3002/, https://g2"})
+    settings = load_settings(
+        ProxySettings, {"LOGSTREAM_GATEWAY_URL": "http://g1:3002/, https://g2"}
+    )
     assert settings.gateway_urls == ["http://g1:3002", "https://g2"]
 
 
 @pytest.mark.parametrize(
     ("env", "query_token", "accepted"),
-    [("dev", "auto", True), ("dev", "on", True), ("dev", "off", False),
-     ("production", "auto", False), ("production", "off", False), ("production", "on", None)],
+    [
+        ("dev", "auto", True),
+        ("dev", "on", True),
+        ("dev", "off", False),
+        ("production", "auto", False),
+        ("production", "off", False),
+        ("production", "on", None),
+    ],
 )
 def test_query_tokens_are_on_in_dev_and_never_in_production(env, query_token, accepted):
-    environ = {"LOGSTREAM_ENV": env, "LOGSTREAM_QUERY_TOKEN": query_token,
-               "LOGSTREAM_JWT_SECRET": "s" * 40}
+    environ = {
+        "LOGSTREAM_ENV": env,
+        "LOGSTREAM_QUERY_TOKEN": query_token,
+        "LOGSTREAM_JWT_SECRET": "s" * 40,
+    }
     if accepted is None:  # URLs end up in access logs: production refuses to start instead
-        with pytest.raises(SettingsError, match="query_token .*LOGSTREAM_QUERY_TOKEN.*dev mode"):
+        with pytest.raises(SettingsError, match=r"query_token .*LOGSTREAM_QUERY_TOKEN.*dev mode"):
             load_settings(GatewaySettings, environ)
         return
     assert load_settings(GatewaySettings, environ).accepts_query_token is accepted
@@ -196,10 +224,13 @@ def test_settings_are_frozen():
         settings.port = 1
 
 
-@pytest.mark.parametrize(("variable", "value", "choices"), [
-    ("LOGSTREAM_ENV", "prod", "dev, production"),
-    ("LOGSTREAM_LOG_LEVEL", "loud", "debug, error, info, warning"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "choices"),
+    [
+        ("LOGSTREAM_ENV", "prod", "dev, production"),
+        ("LOGSTREAM_LOG_LEVEL", "loud", "debug, error, info, warning"),
+    ],
+)
 def test_a_value_outside_a_settings_choices_is_refused_listing_them(variable, value, choices):
     with pytest.raises(SettingsError) as refused:
         load_settings(ProxySettings, {variable: value})

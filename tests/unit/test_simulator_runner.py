@@ -69,8 +69,12 @@ async def test_each_service_is_published_with_its_own_dev_token():
     ingest = ScriptedIngest()
     simulation, _ = _simulation(ingest)
     await simulation.burst(300)
-    expected = {"etl": "l5-etl-token", "faas": "faas-token", "analytics": "analytics-token",
-                "platform": "platform-token"}
+    expected = {
+        "etl": "l5-etl-token",
+        "faas": "faas-token",
+        "analytics": "analytics-token",
+        "platform": "platform-token",
+    }
     for token, ids in ingest.calls:
         services = {ingest.stored[i]["channel"].split(":")[1] for i in ids}
         assert services == {next(s for s, t in expected.items() if t == token)}
@@ -85,8 +89,11 @@ async def test_a_token_override_is_used_for_every_record():
 
 
 async def test_a_503_is_retried_with_the_same_ids_after_retry_after():
-    busy = Reply(503, {"error": "broker_unavailable", "message": "JetStream did not confirm"},
-                 retry_after=0.01)
+    busy = Reply(
+        503,
+        {"error": "broker_unavailable", "message": "JetStream did not confirm"},
+        retry_after=0.01,
+    )
     ingest = ScriptedIngest(busy)
     simulation, lines = _simulation(ingest, seed=2, tokens=TokenBook.dev(override="t"))
     tally = await simulation.burst(50)
@@ -192,5 +199,4 @@ def test_batches_never_mix_services():
     batcher = Batcher(max_records=10, max_bytes=10_000)
     for service in ("etl", "faas", "etl"):
         batcher.add(service, b"{}")
-    assert sorted((b.service, len(b.records)) for b in batcher.flush()) == [("etl", 2),
-                                                                           ("faas", 1)]
+    assert sorted((b.service, len(b.records)) for b in batcher.flush()) == [("etl", 2), ("faas", 1)]

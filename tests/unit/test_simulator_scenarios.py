@@ -8,12 +8,12 @@ from collections import Counter, defaultdict
 import msgspec
 import pytest
 
-from logstream.shared.channels import parse_channel
-from logstream.shared.records import decode_batch, validate_records
 from logstream.services.simulator.catalog import DEFAULT_CATALOG, SEED_CHANNEL
 from logstream.services.simulator.etl_runs import etl_runs
 from logstream.services.simulator.scenarios import Traffic
 from logstream.services.simulator.workloads import analytics_jobs, faas_invocations, platform_events
+from logstream.shared.channels import parse_channel
+from logstream.shared.records import decode_batch, validate_records
 
 _ENCODE = msgspec.json.Encoder()
 
@@ -38,7 +38,7 @@ def test_traffic_without_a_seed_differs_from_run_to_run():
 def test_every_generated_record_passes_ingest_validation():
     events = Traffic(7).take(5000)
     for start in range(0, len(events), 1000):
-        chunk = events[start:start + 1000]
+        chunk = events[start : start + 1000]
         records = [e.to_record(f"run-{start + i}", 1767225600000) for i, e in enumerate(chunk)]
         body = b"[" + b",".join(_ENCODE.encode(r) for r in records) + b"]"
         valid = validate_records(decode_batch(body, "application/json"), publisher="test")
@@ -129,7 +129,7 @@ def test_etl_steps_carry_their_tables_rows_and_durations():
 
 def _assert_python_traceback(event):
     stack, exception = event.fields["stack"], event.fields["exception"]
-    assert stack.startswith("Traceback (most recent call last):\n  File \"")
+    assert stack.startswith('Traceback (most recent call last):\n  File "')
     assert f"\n{exception['type']}: " in stack
     assert exception["message"] and exception["message"] in event.message
 
@@ -183,7 +183,12 @@ def test_analytics_jobs_progress_from_start_to_completion():
 def test_platform_events_cover_deployments_scaling_quotas_auth_and_maintenance():
     events = [e for _, e in zip(range(500), platform_events(random.Random(6), "workspace123"))]
     sources = {e.source for e in events}
-    assert sources == {"platform.deployer", "platform.autoscaler", "platform.quota",
-                       "platform.auth", "platform.maintenance"}
+    assert sources == {
+        "platform.deployer",
+        "platform.autoscaler",
+        "platform.quota",
+        "platform.auth",
+        "platform.maintenance",
+    }
     assert all(str(e.channel) == "logs:platform:workspace123" for e in events)
     assert all(e.level == "warn" for e in events if e.source in {"platform.quota", "platform.auth"})

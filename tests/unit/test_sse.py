@@ -14,8 +14,13 @@ def _lines(frame: bytes) -> list[bytes]:
 
 def test_each_field_is_written_on_its_own_line_in_a_fixed_order():
     frame = sse_frame(data='{"seq":7}', event="log", id=7, retry=2000, comment="hello")
-    assert _lines(frame) == [b": hello", b"retry: 2000", b"id: 7", b"event: log",
-                             b'data: {"seq":7}']
+    assert _lines(frame) == [
+        b": hello",
+        b"retry: 2000",
+        b"id: 7",
+        b"event: log",
+        b'data: {"seq":7}',
+    ]
 
 
 def test_a_data_only_frame_is_one_data_line():

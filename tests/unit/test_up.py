@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from logstream.children import Child, child_options, notable, stop_together
+from logstream.shared.embedded_nats import EmbeddedNats
 from logstream.up import LocalStack, banner, run
 from logstream.up_plan import Plan, PlanRefused, add_arguments, find_port_conflict, make_plan
-from logstream.shared.embedded_nats import EmbeddedNats
 from tests.support.nats_source import free_port
 
 
@@ -28,7 +28,8 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_defaults_are_the_contract_ports_and_a_store_under_the_working_directory(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
 
     plan = make_plan(_args(), environ={})
@@ -80,9 +81,16 @@ def test_free_ports_pass_the_check():
 
 
 def test_services_bound_to_every_interface_are_shown_on_loopback():
-    plan = Plan(host="0.0.0.0", ports={"nats": 4222, "proxy": 3000}, nats_url=None,
-                data_dir=Path("/d"), ephemeral=False, sync_always=False, simulator=True,
-                rate=5)
+    plan = Plan(
+        host="0.0.0.0",
+        ports={"nats": 4222, "proxy": 3000},
+        nats_url=None,
+        data_dir=Path("/d"),
+        ephemeral=False,
+        sync_always=False,
+        simulator=True,
+        rate=5,
+    )
 
     assert plan.url("proxy") == "http://127.0.0.1:3000"
     assert plan.broker_url == "nats://127.0.0.1:4222"
@@ -94,20 +102,25 @@ def test_the_banner_gives_the_page_and_ready_to_paste_stream_commands():
     text = banner(plan)
 
     assert "http://127.0.0.1:3000/" in text
-    assert ("curl -N 'http://127.0.0.1:3002/api/logs/stream?channels="
-            "logs:etl:workspace123:workflow456&access_token=ey") in text
+    assert (
+        "curl -N 'http://127.0.0.1:3002/api/logs/stream?channels="
+        "logs:etl:workspace123:workflow456&access_token=ey"
+    ) in text
     assert "-H 'Authorization: Bearer l5-etl-token'" in text
     assert "Ctrl-C to stop" in text and "/srv/logs" in text
 
 
-@pytest.mark.parametrize(("line", "shown"), [
-    (json.dumps({"level": "warning", "msg": "broker link down"}), "warning: broker link down"),
-    (json.dumps({"level": "error", "msg": "boom"}), "error: boom"),
-    (json.dumps({"level": "info", "msg": "started"}), None),
-    ("Traceback (most recent call last):", "Traceback (most recent call last):"),
-    ("[1] 2026/01/01 00:00:00.000000 [WRN] Plaintext passwords detected", None),
-    ("[1] 2026/01/01 00:00:00.000000 [INF] Server is ready", None),
-])
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (json.dumps({"level": "warning", "msg": "broker link down"}), "warning: broker link down"),
+        (json.dumps({"level": "error", "msg": "boom"}), "error: boom"),
+        (json.dumps({"level": "info", "msg": "started"}), None),
+        ("Traceback (most recent call last):", "Traceback (most recent call last):"),
+        ("[1] 2026/01/01 00:00:00.000000 [WRN] Plaintext passwords detected", None),
+        ("[1] 2026/01/01 00:00:00.000000 [INF] Server is ready", None),
+    ],
+)
 def test_only_warnings_and_errors_reach_the_console(line, shown):
     assert notable(line) == shown
 
@@ -136,19 +149,37 @@ def test_a_cluster_of_three_takes_consecutive_ports_for_nodes_routes_and_gateway
     plan = make_plan(_args("--cluster", "3", "--data-dir", str(tmp_path)), environ={})
 
     assert plan.ports == {
-        "nats-1": 4222, "nats-2": 4223, "nats-3": 4224,
-        "nats-1 routes": 6222, "nats-2 routes": 6223, "nats-3 routes": 6224,
-        "ingest-1": 3001, "ingest-2": 3011, "gateway-1": 3002, "gateway-2": 3003, "proxy": 3000,
+        "nats-1": 4222,
+        "nats-2": 4223,
+        "nats-3": 4224,
+        "nats-1 routes": 6222,
+        "nats-2 routes": 6223,
+        "nats-3 routes": 6224,
+        "ingest-1": 3001,
+        "ingest-2": 3011,
+        "gateway-1": 3002,
+        "gateway-2": 3003,
+        "proxy": 3000,
     }
     assert plan.nodes == 3 and plan.clustered
 
 
 def test_every_service_is_given_every_node_and_the_proxy_every_gateway():
-    plan = make_plan(_args("--cluster", "3", "--nats-port", "5000", "--cluster-port", "7000",
-                           "--gateway-port", "8000"), environ={})
+    plan = make_plan(
+        _args(
+            "--cluster",
+            "3",
+            "--nats-port",
+            "5000",
+            "--cluster-port",
+            "7000",
+            "--gateway-port",
+            "8000",
+        ),
+        environ={},
+    )
 
-    assert plan.broker_url == ("nats://127.0.0.1:5000,nats://127.0.0.1:5001,"
-                               "nats://127.0.0.1:5002")
+    assert plan.broker_url == ("nats://127.0.0.1:5000,nats://127.0.0.1:5001,nats://127.0.0.1:5002")
     assert plan.gateway_urls == "http://127.0.0.1:8000,http://127.0.0.1:8001"
     assert plan.ingest_urls == "http://127.0.0.1:3001,http://127.0.0.1:3011"
     assert plan.roles("nats") == ["nats-1", "nats-2", "nats-3"]
@@ -171,12 +202,16 @@ def test_a_cluster_size_outside_1_to_5_is_refused(size, capsys):
         assert "JetStream keeps 1 to 5 replicas of a stream" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "environ", "named"), [
-    (["--nats-url", "nats://broker:4222"], {}, "--nats-url"),
-    ([], {"LOGSTREAM_NATS_URL": "nats://broker:4222"}, "LOGSTREAM_NATS_URL"),
-])
-def test_a_cluster_with_a_broker_url_is_refused_naming_where_the_url_came_from(argv, environ,
-                                                                              named):
+@pytest.mark.parametrize(
+    ("argv", "environ", "named"),
+    [
+        (["--nats-url", "nats://broker:4222"], {}, "--nats-url"),
+        ([], {"LOGSTREAM_NATS_URL": "nats://broker:4222"}, "LOGSTREAM_NATS_URL"),
+    ],
+)
+def test_a_cluster_with_a_broker_url_is_refused_naming_where_the_url_came_from(
+    argv, environ, named
+):
     with pytest.raises(PlanRefused, match=f"cannot be combined with {named}"):
         make_plan(_args("--cluster", "3", *argv), environ=environ)
 
@@ -189,8 +224,9 @@ def test_up_refuses_a_cluster_with_a_broker_url_before_starting_anything(capsys)
 
 
 def test_a_cluster_whose_ports_would_pass_65535_is_refused_naming_the_flag():
-    with pytest.raises(PlanRefused, match="--nats-port 65534 with --cluster 3 needs ports "
-                                          "up to 65536"):
+    with pytest.raises(
+        PlanRefused, match="--nats-port 65534 with --cluster 3 needs ports up to 65536"
+    ):
         make_plan(_args("--cluster", "3", "--nats-port", "65534"), environ={})
 
 
@@ -199,8 +235,12 @@ def test_a_taken_route_port_is_reported_with_its_node():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        plan = make_plan(_args("--cluster", "2", "--nats-port", str(free_port()),
-                               "--cluster-port", str(port - 1)), environ={})
+        plan = make_plan(
+            _args(
+                "--cluster", "2", "--nats-port", str(free_port()), "--cluster-port", str(port - 1)
+            ),
+            environ={},
+        )
 
         problem = find_port_conflict("127.0.0.1", {"nats-2 routes": plan.ports["nats-2 routes"]})
 
@@ -211,7 +251,8 @@ def test_a_node_range_overlapping_a_gateway_range_is_refused_naming_both():
     plan = make_plan(_args("--cluster", "3", "--nats-port", "3003"), environ={})
 
     assert find_port_conflict("127.0.0.1", plan.ports) == (
-        "port 3003 is given to both nats-1 and gateway-2")
+        "port 3003 is given to both nats-1 and gateway-2"
+    )
 
 
 def test_the_cluster_banner_lists_every_node_and_every_gateway():
@@ -221,8 +262,10 @@ def test_the_cluster_banner_lists_every_node_and_every_gateway():
 
     assert "NATS cluster 'logstream' of 3 nodes, JetStream stream LOGS with 3 replicas" in text
     for index in range(3):
-        assert f"nats-{index + 1}     nats://127.0.0.1:{4222 + index} (routes on port " \
-               f"{6222 + index})" in text
+        assert (
+            f"nats-{index + 1}     nats://127.0.0.1:{4222 + index} (routes on port "
+            f"{6222 + index})" in text
+        )
     for index in range(2):
         assert f"gateway-{index + 1}  http://127.0.0.1:{3002 + index}" in text
         assert f"ingest-{index + 1}   http://127.0.0.1:{3001 + 10 * index}" in text
@@ -241,8 +284,9 @@ class _Exited:
 
 def _stack(plan: Plan, **codes: int | None) -> LocalStack:
     stack = LocalStack(plan, SimpleNamespace(requested=False))
-    stack.children = [Child(name, _Exited(code), Path("/nonexistent"))
-                      for name, code in codes.items()]
+    stack.children = [
+        Child(name, _Exited(code), Path("/nonexistent")) for name, code in codes.items()
+    ]
     return stack
 
 
@@ -277,7 +321,8 @@ def test_a_cluster_carries_on_without_an_ingest_while_another_takes_publishes():
     both_lost = _stack(plan, **{"ingest-1": -9, "ingest-2": -9})
 
     assert "1 of 2 ingests still take publishes" in one_lost._carries_on_without(
-        one_lost.children[0])
+        one_lost.children[0]
+    )
     assert both_lost._carries_on_without(both_lost.children[0]) is None
 
 
@@ -297,15 +342,19 @@ def test_a_single_node_stack_stops_when_any_child_dies():
 
 
 def test_stop_together_signals_all_at_once_and_kills_the_one_that_ignores_sigterm(tmp_path):
-    ignores = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-               "print('ready', flush=True); time.sleep(60)")
+    ignores = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     stubborn = subprocess.Popen([sys.executable, "-c", ignores], stdout=subprocess.PIPE)
     obedient = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         assert stubborn.stdout.readline() == b"ready\n"  # its SIG_IGN is in place
 
-        killed = stop_together([Child("stubborn", stubborn, tmp_path),
-                                Child("obedient", obedient, tmp_path)], timeout=1.0)
+        killed = stop_together(
+            [Child("stubborn", stubborn, tmp_path), Child("obedient", obedient, tmp_path)],
+            timeout=1.0,
+        )
 
         assert killed == ["stubborn"]
         assert obedient.returncode == -signal.SIGTERM
@@ -319,7 +368,9 @@ def test_stop_together_signals_all_at_once_and_kills_the_one_that_ignores_sigter
 
 
 def test_route_errors_of_a_forming_or_degraded_cluster_stay_off_the_console():
-    line = ("[1] 2026/01/01 00:00:00.000000 [ERR] Error trying to connect to route "
-            "(attempt 1): dial tcp 127.0.0.1:6223: connect: connection refused")
+    line = (
+        "[1] 2026/01/01 00:00:00.000000 [ERR] Error trying to connect to route "
+        "(attempt 1): dial tcp 127.0.0.1:6223: connect: connection refused"
+    )
 
     assert notable(line) is None

@@ -39,12 +39,17 @@ OTHER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 def public_pem(private_key) -> bytes:
     return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _claims(**overrides) -> dict:
-    return {"sub": "user123", "workspaces": ["workspace123"], "exp": int(time.time()) + 600,
-            **overrides}
+    return {
+        "sub": "user123",
+        "workspaces": ["workspace123"],
+        "exp": int(time.time()) + 600,
+        **overrides,
+    }
 
 
 def refusal(tokens: UserTokens, token: str) -> Unauthenticated:
@@ -55,11 +60,15 @@ def refusal(tokens: UserTokens, token: str) -> Unauthenticated:
 
 def forge_hs256(claims: dict, key: bytes) -> str:
     """An HS256 token whose HMAC key is ``key``: what an attacker builds from a public PEM."""
+
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    signing_input = (part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "."
-                     + part(json.dumps(claims).encode()))
+    signing_input = (
+        part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        + "."
+        + part(json.dumps(claims).encode())
+    )
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + part(signature)
 
@@ -80,8 +89,11 @@ def test_an_issued_user_token_verifies_to_its_user_and_workspaces():
 
 
 def test_the_dev_users_are_the_contract_users():
-    assert DEV_USERS == {"user123": ("workspace123",), "user456": ("workspace456",),
-                         "admin": ("*",)}
+    assert DEV_USERS == {
+        "user123": ("workspace123",),
+        "user456": ("workspace456",),
+        "admin": ("*",),
+    }
 
 
 def test_the_dev_admin_token_carries_the_admin_role_and_the_others_none():
@@ -139,8 +151,10 @@ def test_a_dev_token_is_refused_by_a_gateway_with_a_production_secret():
 def test_a_user_token_with_the_none_algorithm_is_unauthenticated():
     token = jwt.encode(_claims(workspaces=["*"], roles=["admin"]), None, algorithm="none")
     assert refusal(UserTokens(SECRET), token).rule == "jwt_invalid"
-    assert refusal(UserTokens(key=public_key_from_pem(public_pem(RSA_KEY))), token).rule \
+    assert (
+        refusal(UserTokens(key=public_key_from_pem(public_pem(RSA_KEY))), token).rule
         == "jwt_invalid"
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
@@ -175,7 +189,7 @@ def test_a_user_token_without_a_subject_is_unauthenticated():
 @pytest.mark.parametrize("subject", ["", "x" * 257, 42])
 def test_an_empty_overlong_or_non_string_subject_is_unauthenticated(subject):
     token = jwt.encode(_claims(sub=subject), SECRET, algorithm="HS256")
-    with pytest.raises(Unauthenticated, match="(?i)sub"):
+    with pytest.raises(Unauthenticated, match=r"(?i)sub"):
         UserTokens(SECRET).verify(token)
 
 
@@ -196,7 +210,7 @@ def test_an_empty_user_token_secret_is_a_settings_error():
 
 
 def test_a_user_token_secret_shorter_than_32_bytes_is_a_settings_error():
-    with pytest.raises(SettingsError, match="jwt_secret.*LOGSTREAM_JWT_SECRET.*32 bytes"):
+    with pytest.raises(SettingsError, match=r"jwt_secret.*LOGSTREAM_JWT_SECRET.*32 bytes"):
         UserTokens("s" * (MIN_SECRET_BYTES - 1))
 
 
@@ -207,10 +221,14 @@ def test_a_configured_audience_and_issuer_are_required_and_must_match():
     tokens = UserTokens(SECRET, audience="logstream", issuer="https://idp.example")
     assert tokens.verify(tokens.issue("u", ["w"])).user_id == "u"
     cases = {
-        "jwt_audience": [_claims(aud="other", iss="https://idp.example"),
-                         _claims(iss="https://idp.example")],
-        "jwt_issuer": [_claims(aud="logstream", iss="https://evil.example"),
-                       _claims(aud="logstream")],
+        "jwt_audience": [
+            _claims(aud="other", iss="https://idp.example"),
+            _claims(iss="https://idp.example"),
+        ],
+        "jwt_issuer": [
+            _claims(aud="logstream", iss="https://evil.example"),
+            _claims(aud="logstream"),
+        ],
     }
     for rule, claims_list in cases.items():
         for claims in claims_list:
@@ -255,25 +273,31 @@ def test_an_hs256_token_signed_with_the_public_pem_is_refused(pem_of):
         assert refusal(tokens, forge_hs256(claims, key)).rule == "jwt_invalid"
 
 
-@pytest.mark.parametrize(("signer", "algorithm"), [
-    (OTHER_RSA_KEY, "RS256"),  # right algorithm, wrong key
-    (RSA_KEY, "RS384"),  # right key, an algorithm outside the allow-list
-    (RSA_KEY, "PS256"),
-    (EC_KEY, "ES256"),
-])
+@pytest.mark.parametrize(
+    ("signer", "algorithm"),
+    [
+        (OTHER_RSA_KEY, "RS256"),  # right algorithm, wrong key
+        (RSA_KEY, "RS384"),  # right key, an algorithm outside the allow-list
+        (RSA_KEY, "PS256"),
+        (EC_KEY, "ES256"),
+    ],
+)
 def test_an_rsa_gateway_refuses_every_other_signature(signer, algorithm):
     tokens = UserTokens(key=public_key_from_pem(public_pem(RSA_KEY)))
-    assert refusal(tokens, jwt.encode(_claims(), signer, algorithm=algorithm)).rule \
-        == "jwt_invalid"
+    assert refusal(tokens, jwt.encode(_claims(), signer, algorithm=algorithm)).rule == "jwt_invalid"
 
 
-@pytest.mark.parametrize(("signer", "algorithm"), [
-    (OTHER_EC_KEY, "ES256"), (RSA_KEY, "RS256"), (SECRET, "HS256"),
-])
+@pytest.mark.parametrize(
+    ("signer", "algorithm"),
+    [
+        (OTHER_EC_KEY, "ES256"),
+        (RSA_KEY, "RS256"),
+        (SECRET, "HS256"),
+    ],
+)
 def test_an_ec_gateway_refuses_every_other_signature(signer, algorithm):
     tokens = UserTokens(key=public_key_from_pem(public_pem(EC_KEY)))
-    assert refusal(tokens, jwt.encode(_claims(), signer, algorithm=algorithm)).rule \
-        == "jwt_invalid"
+    assert refusal(tokens, jwt.encode(_claims(), signer, algorithm=algorithm)).rule == "jwt_invalid"
 
 
 def test_a_public_key_cannot_issue_tokens():
@@ -282,19 +306,28 @@ def test_a_public_key_cannot_issue_tokens():
 
 
 def test_a_secret_and_a_public_key_together_are_a_settings_error():
-    with pytest.raises(SettingsError, match="jwt_secret.*jwt_public_key_file.*not both"):
+    with pytest.raises(SettingsError, match=r"jwt_secret.*jwt_public_key_file.*not both"):
         UserTokens(SECRET, key=public_key_from_pem(public_pem(RSA_KEY)))
 
 
-@pytest.mark.parametrize(("pem", "problem"), [
-    (b"not a key", "not a PEM public key"),
-    (b"", "not a PEM public key"),
-    (RSA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                           serialization.NoEncryption()), "not a PEM public key"),
-    (public_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "2048 bits"),
-    (public_pem(ec.generate_private_key(ec.SECP384R1())), "P-256"),
-    (public_pem(ed25519.Ed25519PrivateKey.generate()), "not supported"),
-])
+@pytest.mark.parametrize(
+    ("pem", "problem"),
+    [
+        (b"not a key", "not a PEM public key"),
+        (b"", "not a PEM public key"),
+        (
+            RSA_KEY.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            "not a PEM public key",
+        ),
+        (public_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "2048 bits"),
+        (public_pem(ec.generate_private_key(ec.SECP384R1())), "P-256"),
+        (public_pem(ed25519.Ed25519PrivateKey.generate()), "not supported"),
+    ],
+)
 def test_an_unusable_public_key_is_a_settings_error_naming_the_setting(pem, problem):
     with pytest.raises(SettingsError) as caught:
         public_key_from_pem(pem)
@@ -317,10 +350,17 @@ def test_a_public_key_file_may_hold_a_certificate(tmp_path):
     from cryptography.x509.oid import NameOID
 
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(RSA_KEY.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(RSA_KEY, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(RSA_KEY.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(RSA_KEY, hashes.SHA256())
+    )
     path = tmp_path / "idp.crt"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     tokens = UserTokens(key=read_public_key_file(str(path)))
@@ -330,22 +370,26 @@ def test_a_public_key_file_may_hold_a_certificate(tmp_path):
 # Roles
 
 
-@pytest.mark.parametrize(("claims", "admin"), [
-    ({"roles": ["viewer", "admin"]}, True),
-    ({"roles": "admin"}, True),
-    ({"role": "admin"}, True),
-    ({"roles": ["viewer"]}, False),
-    ({"roles": []}, False),
-    ({"role": "administrator"}, False),
-    ({"workspaces": ["*"]}, False),  # reading every workspace is not administering
-])
+@pytest.mark.parametrize(
+    ("claims", "admin"),
+    [
+        ({"roles": ["viewer", "admin"]}, True),
+        ({"roles": "admin"}, True),
+        ({"role": "admin"}, True),
+        ({"roles": ["viewer"]}, False),
+        ({"roles": []}, False),
+        ({"role": "administrator"}, False),
+        ({"workspaces": ["*"]}, False),  # reading every workspace is not administering
+    ],
+)
 def test_the_admin_role_comes_from_roles_or_role_and_nothing_else(claims, admin):
     identity = UserTokens(SECRET).verify(jwt.encode(_claims(**claims), SECRET, algorithm="HS256"))
     assert identity.is_admin is admin
 
 
-@pytest.mark.parametrize("claims", [{"roles": {"admin": True}}, {"roles": ["admin", 1]},
-                                    {"role": ["admin"]}])
+@pytest.mark.parametrize(
+    "claims", [{"roles": {"admin": True}}, {"roles": ["admin", 1]}, {"role": ["admin"]}]
+)
 def test_a_malformed_role_claim_is_unauthenticated(claims):
     error = refusal(UserTokens(SECRET), jwt.encode(_claims(**claims), SECRET, algorithm="HS256"))
     assert "role" in error.message and error.rule == "jwt_invalid"
@@ -381,8 +425,9 @@ def test_a_user_may_not_name_a_workspace_called_star_to_read_everything():
     assert not user.may_read(parse_pattern("logs:etl:*:wf1"))
 
 
-@pytest.mark.parametrize("pattern", ["logs:etl:*", "logs:etl:*:*", "logs:*:*:*",
-                                     "logs:faas:anyone:fn"])
+@pytest.mark.parametrize(
+    "pattern", ["logs:etl:*", "logs:etl:*:*", "logs:*:*:*", "logs:faas:anyone:fn"]
+)
 def test_a_user_of_every_workspace_reads_every_channel(pattern):
     reader = UserTokens(SECRET).verify(UserTokens(SECRET).issue("reader", ["*"]))
     assert reader.reads_every_workspace and not reader.is_admin
