@@ -32,7 +32,7 @@ __all__ = [
     "user_token",
 ]
 
-# A dev-mode service token granted `logs:etl` (CONTRACT section 8).
+# A dev-mode service token granted `logs:etl` (docs/reference/identities.md).
 SERVICE_TOKEN = "l5-etl-token"
 # Every benchmark channel lives in this dev user's workspace: logs:etl:<WORKSPACE>:<name>.
 WORKSPACE = "workspace123"

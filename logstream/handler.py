@@ -1,4 +1,4 @@
-"""``LogstreamHandler``: the standard ``logging`` module, published to a channel (CONTRACT 11).
+"""``LogstreamHandler``: the standard ``logging`` module, published to a channel (docs/clients.md).
 
 ::
 

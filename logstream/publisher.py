@@ -1,4 +1,4 @@
-"""``LogPublisher``: publish log records from Python (CONTRACT section 11).
+"""``LogPublisher``: publish log records from Python (docs/clients.md).
 
 ::
 

@@ -1,11 +1,11 @@
-"""``logstream up``: the whole local stack in one command (CONTRACT section 1).
+"""``logstream up``: the whole local stack in one command (docs/reference/settings.md#processes-and-commands).
 
 Starts the embedded ``nats-server`` (unless a broker URL is given), then ingest, gateway and
 proxy, each its own process in dev mode as they are deployed, then the simulator; prints where
 to look; on Ctrl-C or SIGTERM stops every child in reverse order (simulator, proxy, gateway,
 ingest, broker) within 10 s.
 
-``--cluster N`` runs the shape of several machines (CONTRACT section 10): N embedded nodes
+``--cluster N`` runs the shape of several machines (docs/reference/settings.md#more-than-one-machine): N embedded nodes
 forming one NATS cluster with clustered JetStream, the LOGS stream with N replicas, two ingests
 (``--ingest-port`` and ten above it: a client spreads its publishes over both) and two gateways
 behind the one proxy; every service is given every node's URL. While a majority of the nodes,
@@ -46,7 +46,7 @@ __all__ = ["add_arguments", "run"]
 # A service imports litestar, faststream and nats-py before it listens: 1-2 s when healthy,
 # much longer on a busy 2-core laptop. Past this, something is wrong rather than slow.
 READY_TIMEOUT_S = 45.0
-# CONTRACT: every child gone within 10 s of Ctrl-C; 8 s leaves room for the final SIGKILLs.
+# docs/reference/settings.md#processes-and-commands: every child gone within 10 s of Ctrl-C; 8 s leaves room for the final SIGKILLs.
 STOP_BUDGET_S = 8.0
 # One child that ignores SIGTERM must not use up the whole budget of the ones after it.
 CHILD_STOP_S = 4.0

@@ -91,7 +91,7 @@ def level_schema() -> dict[str, Any]:
 
 
 def channel_regex(services: Iterable[str]) -> str:
-    """The channel grammar of CONTRACT 2 as an ECMA regular expression."""
+    """The channel grammar of docs/reference/channels.md as an ECMA regular expression."""
     names = "|".join(sorted(services))
     return f"^logs:({names}):{_SEGMENT}(:{_SEGMENT})?$"
 

@@ -1,4 +1,4 @@
-"""The channel grammar (CONTRACT section 2): parse, format, and map to NATS subjects.
+"""The channel grammar (docs/reference/channels.md): parse, format, and map to NATS subjects.
 
 This module is the only place that splits a channel string or builds a ``logs.>`` subject.
 Everything user-supplied reaches NATS through ``to_subject`` after ``parse_channel`` or
@@ -37,7 +37,7 @@ __all__ = [
 PREFIX = "logs"
 SUBJECT_PREFIX = "logs."
 WILDCARD = "*"
-# The services a channel may name unless configured otherwise (CONTRACT section 2).
+# The services a channel may name unless configured otherwise (docs/reference/channels.md).
 DEFAULT_SERVICES = frozenset({"etl", "faas", "analytics", "platform"})
 # One segment: ASCII letters, digits, '_' and '-', 1 to 64 of them. No '.', '*', '>' or spaces,
 # so a segment can never change the shape of the NATS subject it lands in.

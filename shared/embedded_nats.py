@@ -3,11 +3,11 @@
 ``logstream up`` and the test suite start it with JetStream and one NATS user per role
 (``producer``, ``ingest``, ``gateway``), each allowed only what that role does
 (``logstream.shared.nats_permissions``): a producer may publish only to ``ingest.logs`` and get its
-replies, so nobody but ingest writes ``logs.>`` (CONTRACT section 5). There is no user that
+replies, so nobody but ingest writes ``logs.>`` (docs/reference/ingest.md#nats). There is no user that
 may do everything; tests that need one pass it in ``extra_users``.
 
 ``EmbeddedCluster`` runs several of them as one NATS cluster with clustered JetStream
-(``logstream up --cluster N``, CONTRACT section 10): each node has its own client port, route
+(``logstream up --cluster N``, docs/reference/settings.md#more-than-one-machine): each node has its own client port, route
 port, store and ``server_name``, and routes to every other node.
 """
 

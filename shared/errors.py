@@ -6,7 +6,7 @@ chosen at the route layer (``logstream.shared.web``), never here::
     LogstreamError
     ├── SettingsError            a setting is missing or invalid (service refuses to start)
     ├── InvalidRequest           the input breaks the contract (400)
-    │   └── InvalidChannel       a channel outside the grammar of CONTRACT section 2
+    │   └── InvalidChannel       a channel outside the grammar of docs/reference/channels.md
     ├── Unauthenticated          no credential, or one that does not verify (401)
     ├── Forbidden                a valid credential that does not cover the request (403)
     ├── PayloadTooLarge          body over the configured limit (413)

@@ -1,4 +1,4 @@
-"""Dev-mode identities (CONTRACT section 8) and the one parser of ``Authorization: Bearer``.
+"""Dev-mode identities (docs/reference/identities.md) and the one parser of ``Authorization: Bearer``.
 
 Service tokens live in ``logstream.shared.service_tokens``, user tokens in ``logstream.shared.user_tokens``.
 Dev mode has built-in, deterministic identities so that every process started in dev mode, by
@@ -36,7 +36,7 @@ DEV_USERS: dict[str, tuple[str, ...]] = {
 DEV_JWT_SECRET = "logstream-dev-only-jwt-secret-never-use-in-production"
 # The embedded broker's NATS users (user, password), one per role, each allowed only what that
 # role does (logstream.shared.nats_permissions): ingest writes logs.>, the gateway reads the stream, a
-# producer may only publish to ingest.logs (CONTRACT section 5 names its password).
+# producer may only publish to ingest.logs (docs/reference/ingest.md#nats names its password).
 DEV_NATS_INGEST = ("ingest", "ingest-dev")
 DEV_NATS_GATEWAY = ("gateway", "gateway-dev")
 DEV_NATS_PRODUCER = ("producer", "producer")

@@ -1,7 +1,7 @@
 """The two ways into ingest: HTTP ``POST /api/logs/publish`` and NATS requests on ``ingest.logs``.
 
 Both take a service token and a JSON body (one record or an array) and return the ingest's
-answer as a ``Reply``: its status and JSON body (CONTRACT sections 4 and 5). A request that
+answer as a ``Reply``: its status and JSON body (docs/reference/ingest.md and docs/reference/ingest.md#nats). A request that
 never got an answer raises ``TransportFailed``; ``unreachable`` says nothing reached ingest at
 all (refused connection, no NATS responder), which the runner treats as "ingest is not there".
 """
@@ -41,7 +41,7 @@ CONNECT_TIMEOUT_S = 3.0
 # Ingest answers once JetStream confirms (its own publish timeout is 2 s); a batch of 1,000
 # on a busy machine may take a few seconds more.
 REQUEST_TIMEOUT_S = 15.0
-# CONTRACT section 4: 1 MiB bodies by default. Stay clear of it (and of NATS's default 1 MiB
+# docs/reference/ingest.md: 1 MiB bodies by default. Stay clear of it (and of NATS's default 1 MiB
 # max_payload) so that a batch of records with long stack traces is never refused as too big.
 MAX_BODY_BYTES = 768 * 1024
 _DECODE = msgspec.json.Decoder()
@@ -102,7 +102,7 @@ def _retry_after(value: Any) -> float | None:
 
 class HttpTransport:
     name = "http"
-    max_batch_records = 1000  # CONTRACT section 4's batch limit
+    max_batch_records = 1000  # docs/reference/ingest.md's batch limit
     max_batch_bytes = MAX_BODY_BYTES
     # A few requests in flight keep ingest busy without queueing behind one another.
     in_flight = 4

@@ -1,4 +1,4 @@
-"""What each NATS user may do: least privilege per role, enforced by the broker (CONTRACT 5).
+"""What each NATS user may do: least privilege per role, enforced by the broker (docs/reference/ingest.md#nats).
 
 ``logstream up``'s embedded broker, the compose file's NATS and SECURITY.md's production mapping
 all take their users from here. Each role may publish and subscribe to what it uses and nothing

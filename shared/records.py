@@ -1,4 +1,4 @@
-"""The wire schema of a log record (CONTRACT section 3) and the one place that validates it.
+"""The wire schema of a log record (docs/reference/records.md) and the one place that validates it.
 
 ``PublishedRecord`` is what a producer sends; ``StoredRecord`` is what ingest writes to
 JetStream (normalised level and timestamp, plus ``received_at`` and ``publisher``); a delivered
@@ -40,7 +40,7 @@ __all__ = [
     "validate_records",
 ]
 
-# CONTRACT section 3 limits. A message over 64 KiB is a document, not a log line.
+# docs/reference/records.md limits. A message over 64 KiB is a document, not a log line.
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_FIELDS_BYTES = 16 * 1024
 # Nesting of ``fields``: real structured logs go a few levels deep. A bound far below Python's
@@ -48,7 +48,7 @@ MAX_FIELDS_BYTES = 16 * 1024
 MAX_FIELDS_DEPTH = 32
 MAX_SOURCE_CHARS = 128
 MAX_ID_CHARS = 128
-# CONTRACT section 4: a batch holds at most 1,000 records.
+# docs/reference/ingest.md: a batch holds at most 1,000 records.
 MAX_BATCH_RECORDS = 1000
 LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 _LEVEL_ALIASES = {"warning": "warn"}

@@ -1,4 +1,4 @@
-"""Service tokens (CONTRACT section 8): opaque secrets with a name and channel grants.
+"""Service tokens (docs/reference/identities.md): opaque secrets with a name and channel grants.
 
 Only the SHA-256 of a secret is kept (token file or the dev set), never the secret. Each token
 carries a name, recorded as a record's ``publisher``, and the grants it may publish under.

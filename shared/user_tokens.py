@@ -1,4 +1,4 @@
-"""User tokens (CONTRACT section 8): signed JWTs with ``sub``, ``workspaces`` and optional roles.
+"""User tokens (docs/reference/identities.md): signed JWTs with ``sub``, ``workspaces`` and optional roles.
 
 The gateway authorises from the verified token alone; ``workspaces: ["*"]`` reads every
 workspace, and the ``admin`` role (``roles: [..., "admin"]`` or ``role: "admin"``) opens the

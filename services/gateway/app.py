@@ -1,4 +1,4 @@
-"""The gateway: ``GET /api/logs/stream`` (SSE), stats, and the dev test route (CONTRACT 6)."""
+"""The gateway: ``GET /api/logs/stream`` (SSE), stats, and the dev test route (docs/reference/stream.md)."""
 
 from __future__ import annotations
 

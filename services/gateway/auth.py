@@ -1,4 +1,4 @@
-"""Who is asking: the user's credential, verified, and the guards built on it (CONTRACT 6).
+"""Who is asking: the user's credential, verified, and the guards built on it (docs/reference/stream.md).
 
 The credential comes from ``Authorization: Bearer``, else the ``logstream_session`` cookie,
 else (dev mode only) the ``access_token`` query parameter. The identity comes from the verified

@@ -3,7 +3,7 @@
 A connection that asks for the past is registered with the hub first, so live records after
 the stream's last seq ``end`` queue in its outbox while this module reads ``(start, end]``
 from the stream with a short-lived ordered consumer of its own. The writer sends the replay,
-then the outbox: no gap and no duplicate at the seam, on any gateway instance (CONTRACT 6).
+then the outbox: no gap and no duplicate at the seam, on any gateway instance (docs/reference/stream.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from logstream.shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file,
 
 __all__ = ["Settings"]
 
-# Below the 30-60 s idle timeouts of common proxies and load balancers (CONTRACT: <= 15 s).
+# Below the 30-60 s idle timeouts of common proxies and load balancers (docs/reference/stream.md: <= 15 s).
 DEFAULT_HEARTBEAT_S = 15.0
 # How long a browser waits before reconnecting after a drop.
 DEFAULT_RETRY_MS = 2000

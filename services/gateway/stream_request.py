@@ -1,4 +1,4 @@
-"""What a stream request asks for, checked at the edge (CONTRACT 6): channels, cursor, filters.
+"""What a stream request asks for, checked at the edge (docs/reference/stream.md): channels, cursor, filters.
 
 Every problem is an ``InvalidRequest`` (400) naming the parameter, raised before the stream
 opens; authorisation of the channels against the user is separate (``authorise``).

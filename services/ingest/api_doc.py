@@ -1,4 +1,4 @@
-"""The ingest's OpenAPI document: what ``POST /api/logs/publish`` takes and answers (CONTRACT 4, 9).
+"""The ingest's OpenAPI document: what ``POST /api/logs/publish`` takes and answers (docs/reference/ingest.md and docs/reference/stream.md#service-endpoints).
 
 The publish handler reads its body raw (the pipeline checks size, type and records with msgspec),
 so Litestar sees no ``data`` parameter and would document no input at all. ``PublishOperation``,
@@ -133,7 +133,7 @@ def record_schemas(services: Iterable[str], max_batch_records: int) -> dict[str,
     )
     record = components["PublishedRecord"]
     record["description"] = (
-        "A log record as a producer publishes it (CONTRACT 3). Unknown keys are refused."
+        "A log record as a producer publishes it (docs/reference/records.md). Unknown keys are refused."
     )
     properties = record["properties"]
     properties["channel"] = {

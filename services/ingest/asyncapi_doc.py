@@ -1,4 +1,4 @@
-"""The ingest's AsyncAPI document: publishing over NATS on ``ingest.logs`` (CONTRACT 5).
+"""The ingest's AsyncAPI document: publishing over NATS on ``ingest.logs`` (docs/reference/ingest.md#nats).
 
 FastStream builds the skeleton from the consumer's own broker (no connection needed): the
 server, the ``ingest.logs`` channel with its queue group, the ``receive`` operation, and the

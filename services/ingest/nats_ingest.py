@@ -1,4 +1,4 @@
-"""Ingest over NATS (CONTRACT section 5): a FastStream subscriber on ``ingest.logs``.
+"""Ingest over NATS (docs/reference/ingest.md#nats): a FastStream subscriber on ``ingest.logs``.
 
 Every ingest instance joins the queue group ``ingest``, so each message is handled once. A
 message goes through the same ``IngestPipeline`` as an HTTP request. With a reply subject the

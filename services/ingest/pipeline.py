@@ -1,4 +1,4 @@
-"""The publish rules of CONTRACT sections 4 and 5, one code path for HTTP and NATS.
+"""The publish rules of docs/reference/ingest.md and docs/reference/ingest.md#nats, one code path for HTTP and NATS.
 
 A request passes, in this order: media type (415), declared size (413), credential (401), body
 read under the size cap (413), decoding (400, 413 for too many records), record validation

@@ -6,7 +6,7 @@ the seconds until the bucket holds enough for that batch (at least 1).
 
 A batch larger than the burst could never pass, however long the producer waited, so it is not
 a 429 (which promises that a retry later succeeds): it is a 413 (rule ``publish_burst``), the
-status CONTRACT section 4 gives to "too many records", and the message says how many fit.
+status docs/reference/ingest.md gives to "too many records", and the message says how many fit.
 """
 
 from __future__ import annotations

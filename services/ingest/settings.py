@@ -13,12 +13,12 @@ from logstream.shared.settings import ServiceSettings, env_name, require_in_prod
 
 __all__ = ["Settings"]
 
-# CONTRACT section 4: 1 MiB bodies, 1,000 records per batch.
+# docs/reference/ingest.md: 1 MiB bodies, 1,000 records per batch.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # A week of logs and at most 10 GiB: whichever comes first ages records out.
 DEFAULT_RETENTION = "7d"
 DEFAULT_RETENTION_BYTES = 10 * 1024**3
-# CONTRACT section 3: the same id within 2 minutes is stored once.
+# docs/reference/records.md: the same id within 2 minutes is stored once.
 DEFAULT_DUPLICATE_WINDOW = "2m"
 # The default burst is this many seconds of publish_rate: log traffic comes in bursts (a failing
 # job logs a stack of lines at once) and a bucket of one second would refuse ordinary ones. It

@@ -1,4 +1,4 @@
-"""The proxy service (CONTRACT section 7): Datashop-style routes, the Logs page, dev tokens.
+"""The proxy service (docs/reference/stream.md#proxy-routes): Datashop-style routes, the Logs page, dev tokens.
 
 Routes come from the route table (``logstream.services.proxy.routes``); each one becomes a GET handler
 that builds its channel from the query and hands it to the pass-through. ``GET /`` serves the

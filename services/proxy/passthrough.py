@@ -55,7 +55,7 @@ STREAM_PATH = "/api/logs/stream"
 FORWARDED_QUERY = ("last_event_id", "since", "tail", "level", "q", "access_token")
 # Readiness and round-robin use each gateway's last /ready answer (503 while its broker is
 # down: the proxy is then not ready either, and new streams go to a ready gateway first), at
-# most this old. CONTRACT 9: /ready must not hang, so it reads this cache, never a gateway.
+# most this old. docs/reference/stream.md#service-endpoints: /ready must not hang, so it reads this cache, never a gateway.
 HEALTH_INTERVAL_S = 1.0
 HEALTH_TIMEOUT_S = 1.0
 # Answers older than this (the checker is stuck) no longer count as healthy.

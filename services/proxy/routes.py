@@ -1,4 +1,4 @@
-"""The proxy's route table (CONTRACT section 7): which URL path streams which channel.
+"""The proxy's route table (docs/reference/stream.md#proxy-routes): which URL path streams which channel.
 
 The table is configuration, a TOML file of ``[[routes]]`` entries::
 

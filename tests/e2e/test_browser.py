@@ -1,4 +1,4 @@
-"""The Logs page in a real headless Chromium, against the real dev stack (CONTRACT section 7).
+"""The Logs page in a real headless Chromium, against the real dev stack (docs/reference/stream.md#proxy-routes).
 
 Skips when /usr/bin/chromium is missing. Every wait is bounded by a Playwright timeout. The
 fixtures (browser, pages, screenshots, publishing) are in tests/e2e/conftest.py.

@@ -1,4 +1,4 @@
-"""Faults in the scaled-out shape (CONTRACT section 10), with real processes: three clustered
+"""Faults in the scaled-out shape (docs/reference/settings.md#more-than-one-machine), with real processes: three clustered
 nats-servers (LOGS with three replicas), two ingests, two gateways and the proxy in front of
 both; subscribers read through the proxy and resume with ``Last-Event-ID`` as a browser does,
 while a publisher sends at a steady rate and retries on the other ingest as a real client would.

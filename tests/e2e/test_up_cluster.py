@@ -102,7 +102,7 @@ async def publish_until_stored(
     client: httpx.AsyncClient, ingest: str, channel: str, message: str
 ) -> int:
     """POST with an ``id`` until 202: a 503 while a new leader is elected is retried, stored
-    once (CONTRACT section 4)."""
+    once (docs/reference/ingest.md)."""
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     record = {"channel": channel, "message": message, "id": f"{channel}/{message}"}
     while True:

@@ -1,4 +1,4 @@
-"""schemathesis against the running gateway's OpenAPI document (CONTRACT 6, 9).
+"""schemathesis against the running gateway's OpenAPI document (docs/reference/stream.md and docs/reference/stream.md#service-endpoints).
 
 The stream never ends by itself, so a stream case is sent by ``open_and_close``: a 200 is
 checked for its event-stream type and its opening ``retry:`` frame, then closed; any other
@@ -35,7 +35,7 @@ SENDERS = {
     ),
     "basic-auth": ({"Authorization": "Basic ZnV6ejpmdXp6"}, 4),
 }
-# CONTRACT 6: answers before the stream opens (503 only when NATS is down: it is up here).
+# docs/reference/stream.md: answers before the stream opens (503 only when NATS is down: it is up here).
 FUZZED = {
     ("GET", STREAM),
     ("GET", "/admin/logs/stats"),

@@ -1,4 +1,4 @@
-"""schemathesis against the running ingest's OpenAPI document (CONTRACT 4, 9).
+"""schemathesis against the running ingest's OpenAPI document (docs/reference/ingest.md and docs/reference/stream.md#service-endpoints).
 
 Generated publish requests (valid records, broken ones, and schemathesis' negative cases),
 each sent with no credential, a valid token, a token without the grant, or a bad token.
@@ -21,7 +21,7 @@ SENDERS = {
     "no-token": ({}, 5),
     "bad-token": ({"Authorization": "Bearer not-a-service-token"}, 5),
 }
-# CONTRACT 4: every answer of the publish route (503 only when NATS is down: it is up here).
+# docs/reference/ingest.md: every answer of the publish route (503 only when NATS is down: it is up here).
 PUBLISH_STATUSES = {202, 400, 401, 403, 413, 415, 429}
 FUZZED = {("POST", PUBLISH), ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
 

@@ -1,4 +1,4 @@
-"""schemathesis against the running proxy's OpenAPI document (CONTRACT 7, 9).
+"""schemathesis against the running proxy's OpenAPI document (docs/reference/stream.md#proxy-routes and docs/reference/stream.md#service-endpoints).
 
 Each product route declares its own parameters (one channel segment each) and what it passes
 through to the gateway; generated requests either open the gateway's stream through the proxy

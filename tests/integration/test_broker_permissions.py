@@ -1,4 +1,4 @@
-"""Broker-enforced permissions (CONTRACT 5): each NATS user tries what it must not do.
+"""Broker-enforced permissions (docs/reference/ingest.md#nats): each NATS user tries what it must not do.
 
 Against a real nats-server configured as ``logstream up``'s (the suite's, when it is the
 embedded one), read back through the real gateway with httpx-sse: a producer subscribing to

@@ -1,4 +1,4 @@
-"""The Python client and ``logstream tail`` against the real stack (CONTRACT section 11).
+"""The Python client and ``logstream tail`` against the real stack (docs/clients.md).
 
 Publishers go through the real ingest (HTTP and NATS), readers are real SSE clients of the
 real gateway and proxy. Each test uses its own channel (``unique_id``), so the counts are its

@@ -1,4 +1,4 @@
-"""Resume and history: every record after the cursor, once, in order, then live (CONTRACT 6)."""
+"""Resume and history: every record after the cursor, once, in order, then live (docs/reference/stream.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway's edge rules against real production-mode processes (issue 4; CONTRACT 1, 6, 8).
+"""The gateway's edge rules against real production-mode processes (issue 4; docs/reference/settings.md#processes-and-commands, docs/reference/stream.md and docs/reference/identities.md).
 
 Three production gateways share the suite's NATS: one with an HS256 secret (plus an admin
 token, an audience, an issuer, a short leeway and a connection cap of 2), one with an RSA public

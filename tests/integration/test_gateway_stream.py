@@ -1,4 +1,4 @@
-"""The gateway's stream endpoint against a real nats-server, read with httpx-sse (CONTRACT 6)."""
+"""The gateway's stream endpoint against a real nats-server, read with httpx-sse (docs/reference/stream.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The logging handler in a real application process, while its ingest goes away and comes
 back: the application never notices, the outage is one line on its stderr, and every record
-logged is stored exactly once in the end (CONTRACT 11; issue 8)."""
+logged is stored exactly once in the end (docs/clients.md; issue 8)."""
 
 from __future__ import annotations
 

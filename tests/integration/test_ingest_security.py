@@ -411,7 +411,7 @@ async def test_over_the_publish_rate_is_a_429_with_retry_after_and_an_audit_line
     assert len(await stored(js, f"logs.analytics.{unique_id}")) == BURST
 
 
-# The same rules over NATS (CONTRACT section 5)
+# The same rules over NATS (docs/reference/ingest.md#nats)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""SIGHUP makes a running ingest re-read its token file (CONTRACT section 8), without a restart.
+"""SIGHUP makes a running ingest re-read its token file (docs/reference/identities.md), without a restart.
 
 A real ingest process in production mode reads a JSON token file; the tests rewrite the file,
 send SIGHUP and poll (with a deadline) until the new tokens are the ones that work. A file that

@@ -1,4 +1,4 @@
-"""The proxy as a real process in front of a real gateway (CONTRACT sections 7, 8, 9).
+"""The proxy as a real process in front of a real gateway (docs/reference/stream.md#proxy-routes, docs/reference/identities.md and docs/reference/stream.md#service-endpoints).
 
 Most tests use the session ``stack`` (ingest + gateway + proxy in dev mode on one NATS). A few
 start their own proxy: one whose gateway is a closed port (502), one in production mode, one in

@@ -1,4 +1,4 @@
-"""No injection (CONTRACT 2, 3, 6): what a record holds cannot create, end or alter an SSE event.
+"""No injection (docs/reference/channels.md, docs/reference/records.md and docs/reference/stream.md): what a record holds cannot create, end or alter an SSE event.
 
 Records carrying CR, LF, NUL, U+2028 and a whole forged ``event: log`` frame in every free-text
 field go in through the real ingest, and the real gateway's stream (and the proxy's, which

@@ -22,7 +22,7 @@ from tests.support.nats_source import distinct_free_ports
 
 # Four Python services import litestar/faststream on 2 cores: ~5 s healthy, far more when busy.
 BANNER_TIMEOUT_S = 90.0
-# CONTRACT: Ctrl-C or SIGTERM stops every child within 10 s; 2 s more for a loaded machine
+# docs/reference/settings.md#processes-and-commands: Ctrl-C or SIGTERM stops every child within 10 s; 2 s more for a loaded machine
 # to report it.
 STOP_TIMEOUT_S = 12.0
 

@@ -1,4 +1,4 @@
-"""logstream.shared.channels against CONTRACT section 2: the grammar, subjects, patterns and grants."""
+"""logstream.shared.channels against docs/reference/channels.md: the grammar, subjects, patterns and grants."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from logstream.shared.channels import (
 )
 from logstream.shared.errors import InvalidChannel
 
-# The grammar written out again from CONTRACT section 2, independently of logstream.shared.channels.
+# The grammar written out again from docs/reference/channels.md, independently of logstream.shared.channels.
 _CONTRACT_SEGMENT = "[A-Za-z0-9_-]{1,64}"
 _CONTRACT_GRAMMAR = re.compile(
     rf"logs:(?:etl|faas|analytics|platform):{_CONTRACT_SEGMENT}(?::{_CONTRACT_SEGMENT})?"
@@ -239,7 +239,7 @@ def test_a_bad_grant_is_rejected_naming_the_problem(text, named):
     assert caught.value.message.startswith("grant")
 
 
-# Subjects: no byte of user input reaches NATS except through the grammar (CONTRACT 2, 6).
+# Subjects: no byte of user input reaches NATS except through the grammar (docs/reference/channels.md and docs/reference/stream.md).
 
 _SUBJECT_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SEGMENT_NAMES = ("service", "workspace", "resource")

@@ -1,4 +1,4 @@
-"""logstream.shared.records against CONTRACT section 3 (the record) and section 4 (batches)."""
+"""logstream.shared.records against docs/reference/records.md (the record) and section 4 (batches)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""logstream.shared.service_tokens against CONTRACT section 8: service tokens and their grants."""
+"""logstream.shared.service_tokens against docs/reference/identities.md: service tokens and their grants."""
 
 from __future__ import annotations
 

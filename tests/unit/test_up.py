@@ -142,7 +142,7 @@ def test_sync_always_and_rate_reach_the_plan():
     assert plan.sync_always and plan.rate == 50 and not plan.simulator
 
 
-# --cluster N: the shape of several machines, locally (CONTRACT section 10).
+# --cluster N: the shape of several machines, locally (docs/reference/settings.md#more-than-one-machine).
 
 
 def test_a_cluster_of_three_takes_consecutive_ports_for_nodes_routes_and_gateways(tmp_path):

@@ -1,4 +1,4 @@
-"""logstream.shared.user_tokens against CONTRACT section 8: user tokens, their keys, and who may read what.
+"""logstream.shared.user_tokens against docs/reference/identities.md: user tokens, their keys, and who may read what.
 
 Every way in is tried with a token built to break one rule: another algorithm, another key,
 algorithm confusion, a wrong audience or issuer, an expired or not-yet-valid token, bad claims.

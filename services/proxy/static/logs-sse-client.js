@@ -12,7 +12,7 @@
 // looks like a network blip and it retries for ever), cannot send headers, and has no backoff.
 // Here a refusal is read and explained, `Last-Event-ID` is sent as a header on every resume,
 // reconnects back off exponentially with jitter, and the network's online/offline events pause
-// and resume the stream. The server's wire format is CONTRACT section 6.
+// and resume the stream. The server's wire format is docs/reference/stream.md.
 //
 // Events: 'state' {state, detail}; 'connected' {connection_id, user_id, channels, cursor};
 // 'records' [record...]; 'gap' {from, to}; 'overflow' {}; 'retry' {delayMs, reason};

@@ -7,7 +7,7 @@
 
 // The seed's IDs, so that a fresh `logstream up` shows logs with one click.
 const PREFILL = { workspace_id: 'workspace123', workflow_id: 'workflow456', function_id: 'function789' };
-// One channel segment (CONTRACT section 2); the server checks again.
+// One channel segment (docs/reference/channels.md); the server checks again.
 const SEGMENT = /^[A-Za-z0-9_-]{1,64}$/;
 const PARAM = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
