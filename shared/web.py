@@ -16,7 +16,7 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from logstream.shared import audit
+from logstream.shared import audit, fast_paths
 from logstream.shared.errors import (
     BrokerUnavailable,
     Forbidden,
@@ -29,11 +29,11 @@ from logstream.shared.errors import (
 )
 from logstream.shared.settings import ServiceSettings
 from logstream.shared.structured_logging import uvicorn_log_config
+from logstream.shared.uvicorn_adapter import CONNECTION_KEY, FAST_PATH, HttpProtocol, check
 
 __all__ = [
     "AUDITED_STATUSES",
     "EXCEPTION_HANDLERS",
-    "RAW_SEND_KEY",
     "ServiceState",
     "audit_denial",
     "error_response",
@@ -56,9 +56,6 @@ _STATUS = (
 AUDITED_STATUSES = frozenset({401, 403, 429})
 # Request headers, all together: a browser sends 1-4 KiB, a JWT in a header and a cookie a few
 # KiB more; 32 KiB leaves room and stops a client that streams megabytes of headers.
-# Where the outermost ASGI wrapper leaves the server's own ``send`` in the scope (see
-# logstream.services.gateway.direct).
-RAW_SEND_KEY = "logstream.raw_send"
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
 # uvicorn's own backstop after SIGTERM: our streams close at once on the drain event; this only
@@ -146,6 +143,7 @@ class ServiceState:
         self.name = name
         self.readiness = readiness
         self.registry = CollectorRegistry()
+        self.registry.register(fast_paths.FastPathCollector())
         self.draining = asyncio.Event()
 
 
@@ -202,9 +200,6 @@ def limit_request_headers(
 
     async def guarded(scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
-            # The server's own send, for a stream that writes to its socket directly
-            # (logstream.services.gateway.direct); the app's send is wrapped by Litestar's middleware.
-            scope[RAW_SEND_KEY] = send
             headers = scope["headers"]
             size = sum(len(name) + len(value) for name, value in headers)
             if size > max_bytes or len(headers) > max_count:
@@ -232,20 +227,26 @@ def limit_request_headers(
         try:
             await app(scope, receive, send)
         finally:
-            # The bound ``send`` holds uvicorn's cycle, which holds this scope: a reference
-            # cycle per request that only a full collection would free (with 10,000 streams
-            # that is a pause of hundreds of ms for every stream). Break it.
-            scope.pop(RAW_SEND_KEY, None)
+            # The request's HttpConnection holds uvicorn's cycle, which holds this scope: a
+            # reference cycle per request that only a full collection would free (with 10,000
+            # streams that is a pause of hundreds of ms for every stream). Break it.
+            scope.pop(CONNECTION_KEY, None)
 
     return guarded
 
 
 def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
-    """Serve ``app`` until SIGINT/SIGTERM; returns the process exit code."""
+    """Serve ``app`` until SIGINT/SIGTERM; returns the process exit code.
+
+    The HTTP protocol is named, not left to uvicorn's choice: ``HttpProtocol`` when this uvicorn
+    has what it hooks (``logstream.shared.uvicorn_adapter.check``), else uvicorn's own httptools
+    protocol, and the fast path is reported off."""
+    direct = fast_paths.record(FAST_PATH, check())
     config = uvicorn.Config(
         limit_request_headers(app),
         host=settings.host,
         port=settings.port,
+        http=HttpProtocol if direct else "httptools",
         log_config=uvicorn_log_config(name, settings.log_level),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         access_log=False,

@@ -38,14 +38,13 @@ from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.test_route import publish_test_record
 from logstream.services.gateway.ticker import Ticker
 from logstream.shared.api_doc import complete_document
-from logstream.shared.direct_write import disconnect_probe, on_client_gone
 from logstream.shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from logstream.shared.nats_link import NatsLink
 from logstream.shared.sse import SSE_HEADERS
 from logstream.shared.stream_doc import STREAM_RESPONSES, STREAM_SECURITY
+from logstream.shared.uvicorn_adapter import connection_of
 from logstream.shared.web import (
     EXCEPTION_HANDLERS,
-    RAW_SEND_KEY,
     ServiceState,
     service_routes,
     status_of,
@@ -163,7 +162,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         gateway.metrics.streams_ended.labels(reason).inc()
         log.info("stream ended", extra={"connection_id": sub.connection_id, "reason": reason})
 
-    raw_send = request.scope.get(RAW_SEND_KEY)
+    connection = connection_of(request.scope)
     writer = StreamWriter(
         gateway.hub,
         sub,
@@ -175,13 +174,16 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         on_end,
         gateway.source,
         plan,
-        raw_send,
+        connection,
     )
-    gone = disconnect_probe(raw_send)
-    if gone is not None:
+    if connection is not None:
+
+        def gone() -> bool:
+            return connection.gone
+
         sub.client_gone = gone
         # A client that leaves lets go of its slot, subscription and fan-out share at once.
-        let_go = on_client_gone(raw_send, lambda: sub.lost_sink(gone=True))
+        let_go = connection.on_lost(lambda: sub.lost_sink(gone=True))
         return SseAnswer(writer.frames(), gone, let_go)
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 

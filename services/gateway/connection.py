@@ -21,8 +21,8 @@ from logstream.services.gateway.source import LogSource
 from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.ticker import tick_period
-from logstream.shared.direct_write import DirectSink
 from logstream.shared.sse import HEARTBEAT, sse_frame
+from logstream.shared.uvicorn_adapter import HttpConnection
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
 
@@ -51,9 +51,9 @@ class StreamWriter:
     on_end: Callable[[str], None]
     source: LogSource | None = None
     replay: ReplayPlan | None = None
-    # The server's own ``send`` (``logstream.shared.web.RAW_SEND_KEY``): lets a caught-up connection take
-    # records straight to its socket. None: every record goes through the outbox.
-    raw_send: Callable | None = None
+    # The response's connection (``logstream.shared.uvicorn_adapter``): lets a caught-up stream
+    # take records straight to its socket. None: every record goes through the outbox.
+    connection: HttpConnection | None = None
 
     def opening(self) -> bytes:
         connected = _ENCODE(
@@ -86,9 +86,11 @@ class StreamWriter:
             return  # still subscribing
         # Records the hub still fans out at or before the cursor are dropped on either path
         # (the outbox's floor, ``Subscription.last_sent``).
-        self.sub.sink = DirectSink.attach(self.raw_send, self.sub.outbox.limit)
+        if self.connection is None:
+            return
+        self.sub.sink = self.connection.direct_sink(self.sub.outbox.limit)
         if self.sub.sink is None:
-            self.raw_send = None  # not this server, or not this response: keep the outbox
+            self.connection = None  # not this response (not chunked, closing): keep the outbox
 
     async def _live(self) -> AsyncIterator[bytes | str]:
         """After the opening and any replay: records (through the outbox until the hub writes
@@ -102,7 +104,7 @@ class StreamWriter:
             expiry = time.monotonic() + (self.expires_at - time.time())
         last_write = time.monotonic()
         while True:
-            if sub.sink is None and self.raw_send is not None and not outbox.size:
+            if sub.sink is None and self.connection is not None and not outbox.size:
                 self._go_direct()
             last_write = max(last_write, sub.written_at)
             sub.wake_at = min(last_write + self.heartbeat_s - early, expiry)

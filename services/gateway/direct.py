@@ -10,11 +10,11 @@ connection's writer task stays for what is rare: heartbeats, token expiry, the d
 final frame, all of which it sends through ``send`` as before (one thread, so every write lands
 in order).
 
-The transport comes from uvicorn's httptools protocol (``RequestResponseCycle.transport``, via
-the raw ``send`` that ``logstream.shared.web`` leaves in the scope); under any other server, or before the
-response is under way in chunked encoding, ``logstream.shared.direct_write.DirectSink.attach`` answers None
-and the connection keeps the outbox path. The transport's write buffer is the outbox: past the connection's byte limit the
-write is refused and the connection ends with ``overflow``, as a full outbox does.
+The sink comes from the request's ``HttpConnection`` (``logstream.shared.uvicorn_adapter``, the one
+module that knows uvicorn's internals); under any other server, or before the response is under
+way in chunked encoding, there is none and the connection keeps the outbox path. The transport's
+write buffer is the outbox: past the connection's byte limit the write is refused and the
+connection ends with ``overflow``, as a full outbox does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import time
 from typing import Any
 
-from logstream.shared.direct_write import chunk
+from logstream.shared.uvicorn_adapter import chunk
 
 __all__ = ["Coalescer"]
 

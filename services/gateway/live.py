@@ -15,10 +15,9 @@ puts ``MISSED`` in the batch where the loss happened, and the hub catches up fro
 ``NatsLiveFeed`` is the real one. nats-py gives every subscription with a callback its own task
 and queue, so records of different subjects would be handed over out of order, and 10,000
 subscriptions would be 10,000 tasks. Instead each subscription is made without a callback and its
-pending queue is this feed's one buffer (``_Inbox``): one queue, one reader, arrival order. Those
-two attributes (``_pending_queue``, ``_message_iterator``) are the only nats-py internals this
-module relies on;
-``tests/integration/test_gateway_live.py`` checks it against a real server.
+pending queue is this feed's one buffer (``_Inbox``): one queue, one reader, arrival order. That
+is a nats-py internal (``logstream.shared.nats_internals.share_pending_queue``, checked when the
+feed is made); ``tests/integration/test_gateway_live.py`` checks it against a real server.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from logstream.services.gateway.source import StoredMessage, subject_matches
+from logstream.shared import fast_paths, nats_internals
 from logstream.shared.nats_names import LIVE_PREFIX
 
 __all__ = ["LIVE_BUFFER", "MISSED", "LiveFeed", "MemoryLiveFeed", "NatsLiveFeed"]
@@ -145,6 +145,10 @@ class _BufferedFeed:
 
 class NatsLiveFeed(_BufferedFeed):
     def __init__(self, nc: Client, *, limit: int = LIVE_BUFFER) -> None:
+        # Callbacks would lose the stream's order: without this hook the gateway does not start.
+        fast_paths.require(
+            nats_internals.LIVE_INBOX, nats_internals.check_subscription(), "nats-py"
+        )
         super().__init__(limit)
         self._nc = nc
         self._inbox = _Inbox(self._buffer)
@@ -159,8 +163,7 @@ class NatsLiveFeed(_BufferedFeed):
         sub = await self._nc.subscribe(f"{LIVE_PREFIX}.{pattern}", pending_bytes_limit=0)
         # The one seam into nats-py (see the module docstring): records go to the shared inbox,
         # and the subscription's own queue and iterator (about 3 KiB) are let go.
-        sub._pending_queue = self._inbox
-        sub._message_iterator = None
+        nats_internals.share_pending_queue(sub, self._inbox)
         self._subs[pattern] = sub
 
     async def remove(self, pattern: str) -> None:

@@ -13,9 +13,9 @@ import msgspec
 from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.source import StoredMessage
 from logstream.shared.channels import ChannelPattern, to_subject
-from logstream.shared.direct_write import DirectSink
 from logstream.shared.records import delivered_json, level_rank
 from logstream.shared.sse import sse_frame
+from logstream.shared.uvicorn_adapter import DirectSink
 
 __all__ = ["FILTER_VIEW", "Subscription", "encode_record"]
 
@@ -58,7 +58,7 @@ class Subscription:
     # ends it to resend a record it missed, the id it resumes after (``Hub._repair``).
     last_sent: int = field(init=False, default=0)
     rewind: int | None = field(init=False, default=None)
-    # Has the client left? (``logstream.shared.direct_write.disconnect_probe``; None: the server says so
+    # Has the client left? (``logstream.shared.uvicorn_adapter.HttpConnection.gone``; None: the server says so
     # through ``receive`` instead.) Asked by the ticker: a quiet stream writes nothing that
     # could fail.
     client_gone: Callable[[], bool] | None = field(init=False, default=None)

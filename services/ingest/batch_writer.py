@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from logstream.services.ingest.ack_parser import install_ack_parser
+from logstream.shared import fast_paths, nats_internals
 
 __all__ = [
     "MSG_ID_HEAD",
@@ -162,6 +162,10 @@ class BatchWriter:
     """Writes batches on one nats-py connection; ``start`` once connected, ``drained`` at stop."""
 
     def __init__(self, nc: Client) -> None:
+        # No other way to write a batch: without these hooks ingest does not start.
+        fast_paths.require(
+            nats_internals.BATCH_WRITES, nats_internals.check_batch_writes(), "nats-py"
+        )
         self._nc = nc
         self._prefix = ""
         self._reply_prefix = b""
@@ -180,28 +184,28 @@ class BatchWriter:
         self._prefix = inbox + "."
         self._reply_prefix = self._prefix.encode()
         sub = await self._nc.subscribe(inbox + ".*.*", cb=self._on_ack)
-        self._take_acks_first(sub._id)
-        install_ack_parser(self._nc, sub._id, self._reply_prefix, self._on_acks)
-
-    def _take_acks_first(self, sid: int) -> None:
-        """Acks straight from nats-py's protocol parser: its ``_process_msg`` builds a ``Msg``,
-        parses its headers and queues it for the subscription's task, about 8 us per ack; this
-        writer needs only the subject's tail and the JSON. Other subscriptions are untouched;
-        a nats-py without ``_process_msg`` keeps the ordinary callback (``_on_ack``)."""
-        original = getattr(self._nc, "_process_msg", None)
-        if original is None:
-            return
+        sid = nats_internals.subscription_id(sub)
+        # Acks straight from nats-py's protocol reader, skipping the Msg, its headers' parse and
+        # the subscription's queue (about 8 us per ack), and read by the AckParser in runs
+        # (``logstream.shared.nats_internals``); either one off, ``_on_ack`` still gets them.
+        missing = nats_internals.check_ack_lane()
         offset = len(self._reply_prefix)
-
-        async def process_msg(
-            msg_sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-        ) -> None:
-            if msg_sid != sid:
-                await original(msg_sid, subject, reply, data, headers)
-            else:
-                self._acked(subject[offset:], data, headers)
-
-        self._nc._process_msg = process_msg
+        intercepted = not missing and nats_internals.take_messages_first(
+            self._nc,
+            sid,
+            lambda subject, data, headers: self._acked(subject[offset:], data, headers),
+        )
+        fast_paths.record(
+            nats_internals.ACK_INTERCEPT,
+            missing or ([] if intercepted else ["Client._process_msg"]),
+        )
+        parsed = not missing and nats_internals.install_ack_parser(
+            self._nc, sid, self._reply_prefix, self._on_acks
+        )
+        fast_paths.record(
+            nats_internals.ACK_PARSER,
+            missing or ([] if parsed else ["Client._ps is not nats-py's Parser"]),
+        )
 
     async def _on_ack(self, msg: Msg) -> None:
         raw_headers = None
@@ -273,14 +277,8 @@ class BatchWriter:
         return pub_commands(messages, reply, self._nc.max_payload)
 
     async def _send(self, command: bytes, count: int) -> None:
-        """Into the connection's write buffer, then kick its flusher (nats-py internals, as
-        ``Client._send_publish`` does for one message)."""
-        nc = self._nc
-        nc.stats["out_msgs"] += count
-        nc.stats["out_bytes"] += len(command)
-        await nc._send_command(command)
-        if nc._flush_queue is not None and nc._flush_queue.empty():
-            await nc._flush_pending()
+        """Into the connection's write buffer in one go (``nats_internals.send_commands``)."""
+        await nats_internals.send_commands(self._nc, command, count)
 
     async def drained(self) -> None:
         """Returns once no batch is waiting for acks."""

@@ -168,7 +168,7 @@ class NatsIngest:
     @property
     def connected(self) -> bool:
         try:
-            return self._broker.config.connection_state.connection.is_connected
+            return self._broker.connection.is_connected  # FastStream's public accessor
         except Exception:  # not connected yet, or stopped
             return False
 
@@ -187,7 +187,10 @@ class NatsIngest:
             await asyncio.wait_for(self._broker.stop(), STOP_TIMEOUT_S + 2.0)
         except Exception as exc:  # a broker that is down cannot be drained; close regardless
             log.warning("NATS consumer did not stop cleanly: %s", exc)
-            connection = getattr(self._broker, "_connection", None)
+            try:
+                connection = self._broker.connection
+            except Exception:  # never connected: nothing to close
+                return
             if connection is not None and not connection.is_closed:
                 await connection.close()
 

@@ -6,7 +6,7 @@ the connection's ``send`` and ``receive``; it sends the answer head, then copies
 
 - push (the usual one, under uvicorn's httptools server): each read from the gateway is
   written to the client's socket from inside ``data_received``, as one HTTP/1.1 chunk, through
-  a ``DirectSink`` (``logstream.shared.direct_write``). No task wakes, no ``send`` per
+  a ``DirectSink`` (``logstream.shared.uvicorn_adapter``). No task wakes, no ``send`` per
   read: the proxy's cost per read is a parse and a write.
 - pull: the relay task waits for body bytes and sends everything buffered as one ``send``.
   It takes over while the client is behind (a direct write would pass ``PUSH_BACKLOG_LIMIT``:
@@ -30,9 +30,8 @@ from litestar import Response
 from prometheus_client import Gauge
 
 from logstream.services.proxy.upstream import GatewayStream
-from logstream.shared.direct_write import DirectSink, chunk
 from logstream.shared.sse import SSE_START_HEADERS, sse_frame
-from logstream.shared.web import RAW_SEND_KEY
+from logstream.shared.uvicorn_adapter import DirectSink, chunk, connection_of
 
 __all__ = ["DRAIN_RETRY_MS", "OpenRelays", "StreamRelay", "complete_frames"]
 
@@ -113,7 +112,8 @@ class StreamRelay(Response):
         self._tail = FRAME_END  # the last two bytes sent: a drain must know if mid-frame
         self.relayed = 0
 
-    def to_asgi_response(self, *args: Any, **kwargs: Any) -> StreamRelay:
+    # Litestar only calls the result as an ASGI app, but annotates it as its own ASGIResponse.
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> StreamRelay:  # type: ignore[override]
         return self  # this answer is its own ASGI app: no Litestar body machinery per chunk
 
     def drain(self) -> None:
@@ -127,7 +127,8 @@ class StreamRelay(Response):
         started = time.monotonic()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_START_HEADERS})
-            self._sink = DirectSink.attach(scope.get(RAW_SEND_KEY), PUSH_BACKLOG_LIMIT)
+            connection = connection_of(scope)
+            self._sink = connection.direct_sink(PUSH_BACKLOG_LIMIT) if connection else None
             await self._copy(send)
         finally:
             watcher.cancel()

@@ -13,7 +13,7 @@ from logstream.services.gateway.outbox import Outbox
 from logstream.services.gateway.source import MemoryLogSource
 from logstream.services.gateway.subscription import Subscription
 from logstream.shared.channels import parse_pattern
-from logstream.shared.direct_write import DirectSink, chunk
+from logstream.shared.uvicorn_adapter import DirectSink, chunk, connection_of
 
 
 class Transport:
@@ -120,11 +120,9 @@ def test_a_connection_taken_back_before_the_flush_gets_nothing_more():
     assert asyncio.run(scenario()) == []
 
 
-def test_attach_answers_none_for_a_server_whose_send_is_not_uvicorns():
-    async def send(message): ...
-
-    assert DirectSink.attach(send, 4096) is None
-    assert DirectSink.attach(None, 4096) is None
+def test_a_request_served_without_logstreams_http_protocol_has_no_connection_to_write_to():
+    assert connection_of({"type": "http"}) is None
+    assert connection_of({"type": "http", "logstream.connection": "not one"}) is None
 
 
 def test_the_hub_writes_caught_up_connections_directly_and_filters_them_too():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from nats.protocol.parser import Parser
 
-from logstream.services.ingest.ack_parser import AckParser, install_ack_parser
+from logstream.shared.nats_internals import AckParser, install_ack_parser
 
 PREFIX = b"_INBOX_ingest.abc123."
 SID = 4

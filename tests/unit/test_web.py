@@ -1,27 +1,22 @@
-"""logstream.shared.web's ASGI wrapper: the raw send it lends a request does not outlive the request."""
+"""logstream.shared.web's ASGI wrapper: the connection it lends a request does not outlive it."""
 
 from __future__ import annotations
 
-from logstream.shared.web import RAW_SEND_KEY, limit_request_headers
+from logstream.shared.uvicorn_adapter import CONNECTION_KEY
+from logstream.shared.web import limit_request_headers
 
 
-class Cycle:
-    """Like uvicorn's request cycle: it holds the scope, and its ``send`` is a bound method."""
-
-    def __init__(self, scope: dict) -> None:
-        self.scope = scope
-
-    async def send(self, message: dict) -> None: ...
-
-
-async def test_the_raw_send_is_in_the_scope_during_the_request_and_gone_after_it():
+async def test_the_connection_is_in_the_scope_during_the_request_and_gone_after_it():
     seen = []
+    connection = object()  # stands in for the HttpConnection uvicorn's protocol leaves there
 
     async def app(scope, receive, send):
-        seen.append(scope.get(RAW_SEND_KEY))
+        seen.append(scope.get(CONNECTION_KEY))
 
-    scope = {"type": "http", "headers": []}
-    cycle = Cycle(scope)
-    await limit_request_headers(app)(scope, None, cycle.send)
-    assert seen == [cycle.send]
-    assert RAW_SEND_KEY not in scope  # else cycle -> scope -> send -> cycle: a reference cycle
+    async def send(message): ...
+
+    scope = {"type": "http", "headers": [], CONNECTION_KEY: connection}
+    await limit_request_headers(app)(scope, None, send)
+    assert seen == [connection]
+    # else connection -> cycle -> scope -> connection: a reference cycle per request
+    assert CONNECTION_KEY not in scope
