@@ -19,6 +19,7 @@ import socket
 import time
 from array import array
 from collections import Counter, deque
+from typing import Any
 
 from bench.load import WorkerProcesses
 from bench.messages import MARK, stamp_at
@@ -292,7 +293,7 @@ class ChannelPool(WorkerProcesses):
         self._dealt("plan", entries, lambda entry: entry[2] if entry[1] == "close" else entry[2][0])
 
     def status(self) -> dict:
-        total = {
+        total: dict[str, Any] = {
             "ready": 0,
             "waiting": 0,
             "scheduled": 0,
@@ -313,7 +314,7 @@ class ChannelPool(WorkerProcesses):
     def report(self) -> dict:
         """Every stream's count and connect time (ms), the keys cut by the server, closed
         unconnected (``abandoned``) and sent ``overflow``, failures, delivery latencies (ms)."""
-        total = {
+        total: dict[str, Any] = {
             "counts": {},
             "ready_ms": {},
             "cut": set(),

@@ -150,7 +150,7 @@ class ChannelsJetStream(_Accepted):
         replies = await self._wire.request_each(
             [(self._subjects[seq % n], self._records[seq % n](seq)) for seq in seqs]
         )
-        return self._count(seqs, [bool(r) and b'"error"' not in r for r in replies])
+        return self._count(seqs, [bool(r and b'"error"' not in r) for r in replies])
 
     async def close(self) -> None:
         await self._wire.close()
@@ -188,7 +188,7 @@ class ChannelsNchan(_Accepted):
 _SAMPLE = re.compile(r'^(logstream_gateway_\w+?)(?:\{le="([^"]+)"\})? ([0-9.e+-]+|NaN)$', re.M)
 _READ = "logstream_gateway_records_read_total"
 _LAG = "logstream_gateway_loop_lag_seconds_bucket"
-# Gauges of the hub's broker work (gateways since issue 9; None when absent).
+# Gauges of the hub's broker work (None from a gateway that does not export them).
 _GAUGES = {
     "logstream_gateway_catch_ups": "catch_ups",
     "logstream_gateway_repairs": "repairs",
@@ -252,7 +252,7 @@ _PROBLEM = re.compile(r"warn|error|critical|crit\]|alert\]|emerg\]|traceback", r
 
 def log_problems(paths: list[Path], limit: int = 6) -> tuple[int, list[str]]:
     """(lines that warn or err in these logs, the first few distinct ones, trimmed)."""
-    count, kinds, shown = 0, set(), []
+    count, kinds, shown = 0, set[str](), list[str]()
     for path in paths:
         try:
             lines = Path(path).read_text(errors="replace").splitlines()

@@ -17,7 +17,10 @@ try:  # one NATS user per role (logstream.shared.nats_permissions), each with it
 
     WRITER_INBOX, PRODUCER_INBOX = inbox_prefix("ingest"), inbox_prefix("producer")
 except ImportError:  # before the split: one services user, replies anywhere under _INBOX
-    from logstream.shared.identities import DEV_NATS_SERVICE as JETSTREAM_WRITER
+    # An older logstream than the one checked here: mypy sees neither the name nor the redefinition.
+    from logstream.shared.identities import (  # type: ignore[attr-defined, no-redef]
+        DEV_NATS_SERVICE as JETSTREAM_WRITER,
+    )
 
     WRITER_INBOX = PRODUCER_INBOX = "_INBOX"
 

@@ -55,25 +55,31 @@ class HttpWire:
         await wire._open()
         return wire
 
-    async def _open(self) -> None:
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         self._reader, self._writer = await asyncio.open_connection(*self._address)
         self._left = b""
+        return self._reader, self._writer
+
+    def _streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        assert self._reader is not None and self._writer is not None, "connect() opens them"
+        return self._reader, self._writer
 
     async def pipeline(self, requests: list[bytes]) -> list[tuple[int, bytes]]:
         """Send every request in one write; (status, body) of each response, in order.
 
         A connection the server closed while idle (uvicorn: after 5 s) is opened again first.
         """
-        if self._writer.is_closing() or self._reader.at_eof():
-            self._writer.close()
-            await self._open()
-        self._writer.write(b"".join(requests))
+        reader, writer = self._streams()
+        if writer.is_closing() or reader.at_eof():
+            writer.close()
+            reader, writer = await self._open()
+        writer.write(b"".join(requests))
         answers: list[tuple[int, bytes]] = []
         buffer, position = self._left, 0
         while len(answers) < len(requests):
             parsed = _response_at(buffer, position)
             if parsed is None:
-                chunk = await self._reader.read(_READ_BYTES)
+                chunk = await reader.read(_READ_BYTES)
                 if not chunk:
                     raise ConnectionError("the server closed the connection")
                 buffer, position = buffer[position:] + chunk, 0
@@ -84,8 +90,9 @@ class HttpWire:
         return answers
 
     async def close(self) -> None:
-        self._writer.close()
+        _, writer = self._streams()
+        writer.close()
         try:
-            await self._writer.wait_closed()
+            await writer.wait_closed()
         except OSError:
             pass

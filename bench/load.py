@@ -228,7 +228,7 @@ class WorkerProcesses:
 
     @property
     def pids(self) -> list[int]:
-        return [proc.pid for proc in self._procs]
+        return [proc.pid for proc in self._procs if proc.pid is not None]  # all started
 
     def _all(self, *command) -> list:
         for pipe in self._pipes:
@@ -274,7 +274,7 @@ class SubscriberPool(WorkerProcesses):
         shares: list[list] = [[] for _ in self._procs]
         reactive = range(self._reactive) or range(len(self._procs))
         bulk = range(self._reactive, len(self._procs)) or reactive
-        dealt = Counter()
+        dealt: Counter[int] = Counter()
         for index in range(count):
             kind = reactive if (index // len(targets)) % sample_every == 0 else bulk
             worker = kind[dealt[kind.start] % len(kind)]
@@ -283,7 +283,7 @@ class SubscriberPool(WorkerProcesses):
         for pipe, share in zip(self._pipes, shares):
             pipe.send(("open", share, wave, timeout))
         replies = [pipe.recv() for pipe in self._pipes]
-        failed = Counter()
+        failed: Counter[str] = Counter()
         for reply in replies:
             failed.update(reply["failed"])
         return sum(reply["ready"] for reply in replies), failed

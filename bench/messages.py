@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 MARK = b"BM|"
-# The workload: 200-byte messages.
+# The bench's workload: 200-byte messages.
 MESSAGE_BYTES = 200
 STAMP_START = len(MARK) + 11
 STAMP_END = STAMP_START + 19

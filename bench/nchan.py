@@ -107,7 +107,7 @@ class Nchan:
                 module=self.module, user=user, workers=self.workers, dir=self.dir, port=self.port
             )
         )
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [
                 self.nginx,
                 "-p",
@@ -122,15 +122,15 @@ class Nchan:
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "stderr.log", "wb"),
         )
-        self._wait_listening()
+        self._wait_listening(process)
         return self
 
-    def _wait_listening(self) -> None:
+    def _wait_listening(self, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(
-                    f"nginx exited with {self.process.returncode}: "
+                    f"nginx exited with {process.returncode}: "
                     + (self.dir / "stderr.log").read_text()[-2000:]
                 )
             try:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from bench.credentials import JETSTREAM_WRITER, SERVICE_TOKEN, WRITER_INBOX
 from bench.http_wire import HttpWire, post_request
@@ -47,7 +48,7 @@ class Paced:
 
 
 async def pace(
-    publish: Callable[[int, int], Awaitable[int]],
+    publish: Callable[[int, int], Coroutine[Any, Any, int]],
     rate: float,
     duration_s: float,
     first_seq: int = 0,

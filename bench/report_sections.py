@@ -203,7 +203,7 @@ def profile_section(profile) -> list[str]:
     return lines
 
 
-# Issue 9's targets for the channels case.
+# The targets of the many-channels case.
 COLD_OPEN_TARGET_S = 10.0
 REOPEN_P99_TARGET_MS = 50.0
 CHURN_P99_TARGET_MS = 20.0
@@ -259,7 +259,7 @@ def _phase_rows(runs, name: str) -> list[str]:
 
 
 def channels_section(runs, settings: dict) -> list[str]:
-    head = "## 7. Many channels (issue 9)"
+    head = "## 7. Many channels"
     single = [run for run in runs if not run.system.startswith("Logstream 4")]
     if not single:
         return [head, "", "Not run."]

@@ -1,4 +1,4 @@
-"""Logstream's benchmark, side by side with nginx + Nchan in the same run (issues 6 and 9).
+"""Logstream's benchmark, side by side with nginx + Nchan in the same run.
 
     python bench/run.py            # every case, ~7 min; writes bench/RESULTS.md + fanout.png
     python bench/run.py --quick    # a smoke run, written to a temp dir
@@ -160,10 +160,11 @@ def nchan_tools(args) -> tuple[str, str] | None:
             f"{' '.join(APT_COMMAND)}\nor run with --install-nchan as root, or "
             "--no-nchan for Logstream alone."
         )
+    assert nginx is not None and module is not None  # else `missing` named them
     return nginx, module
 
 
-async def run_cases(args, results: Results, workdir: Path, tools) -> None:
+async def run_cases(args, results: Results, workdir: Path, tools: tuple[str, str] | None) -> None:
     stack = LogstreamStack(workdir / "logstream", gateways=2)
     nchans: list[Nchan] = []
     try:

@@ -25,6 +25,16 @@ _MANY_STREAMS = ["--max-connections-per-user", "1000000"]
 READY_TIMEOUT_S = 60.0
 
 
+def _started(service: ServiceProcess | None) -> ServiceProcess:
+    assert service is not None, "LogstreamStack.start() starts it"
+    return service
+
+
+def _pid(server: ServiceProcess | EmbeddedNats) -> int:
+    assert server.process is not None, "LogstreamStack.start() starts it"
+    return server.process.pid
+
+
 class LogstreamStack:
     def __init__(self, workdir: Path, gateways: int = 2, *, sync_always: bool = False) -> None:
         self.workdir = Path(workdir)
@@ -95,19 +105,20 @@ class LogstreamSystem:
                 f"/api/dapadmin/l5-etl/sse/logs/stream?workspace_id={workspace}"
                 f"&workflow_id={workflow}"
             )
-            return [("127.0.0.1", self.stack.proxy.port, f"GET {path} {head}".encode())]
+            proxy = _started(self.stack.proxy)
+            return [("127.0.0.1", proxy.port, f"GET {path} {head}".encode())]
         request = f"GET /api/logs/stream?channels={channel} {head}".encode()
         return [("127.0.0.1", gateway.port, request) for gateway in self.gateways]
 
     def server_pids(self) -> dict[str, list[int]]:
         pids = {
-            "gateway": [g.process.pid for g in self.gateways],
-            "nats-server": [self.stack.broker.process.pid],
+            "gateway": [_pid(g) for g in self.gateways],
+            "nats-server": [_pid(self.stack.broker)],
         }
         if self.via_ingest:
-            pids["ingest"] = [self.stack.ingest.process.pid]
+            pids["ingest"] = [_pid(_started(self.stack.ingest))]
         if self.via_proxy:
-            pids["proxy"] = [self.stack.proxy.process.pid]
+            pids["proxy"] = [_pid(_started(self.stack.proxy))]
         return pids
 
     async def publisher(self, channel: str):
@@ -115,7 +126,7 @@ class LogstreamSystem:
         the ingest NATS user (the gateway's fan-out is what is measured, not ingest)."""
         if self.via_ingest:
             return await IngestHttpPublisher.connect(
-                self.stack.ingest.port, channel, uuid.uuid4().hex[:8]
+                _started(self.stack.ingest).port, channel, uuid.uuid4().hex[:8]
             )
         return await JetStreamPublisher.connect(self.stack.broker.url, channel)
 

@@ -184,7 +184,9 @@ def _outage_to(
 ) -> Callable[[BatchFailure | None], None] | None:
     if on_outage is None:
         return None
-    return lambda failure: on_outage(failure and PublishFailed.from_batches([failure]))
+    return lambda failure: on_outage(
+        None if failure is None else PublishFailed.from_batches([failure])
+    )
 
 
 class LogPublisher:

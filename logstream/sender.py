@@ -119,7 +119,8 @@ class Outbox:
     def take(self, max_records: int, max_bytes: int) -> list[bytes]:
         """The oldest records that fit one request body (a JSON array of them)."""
         with self.changed:
-            batch, size = [], 2  # the array's brackets
+            batch: list[bytes] = []
+            size = 2  # the array's brackets
             while self.records and len(batch) < max_records:
                 if batch and size + len(self.records[0]) + 1 > max_bytes:
                     break
@@ -180,9 +181,9 @@ class Sender:
         """Start the thread (once). It holds ``owner`` until it ends, so a publisher nobody
         holds any more is still alive, and flushed, at interpreter exit."""
         if self._thread is None:
-            self._loop = asyncio.new_event_loop()
+            self._loop = loop = asyncio.new_event_loop()
             self._thread = threading.Thread(
-                target=self._run, args=(owner,), name="logstream-publisher", daemon=True
+                target=self._run, args=(owner, loop), name="logstream-publisher", daemon=True
             )
             self._thread.start()
         return self._thread
@@ -195,14 +196,16 @@ class Sender:
             if urgent:
                 self._urgent.set()
 
-        with contextlib.suppress(RuntimeError, AttributeError):  # not started, or stopped
+        if self._loop is None:  # not started
+            return
+        with contextlib.suppress(RuntimeError):  # stopped
             self._loop.call_soon_threadsafe(wake)
 
     def stop(self, join_s: float) -> None:
         """Send what is queued and end the thread; if records are still unanswered (the
         caller's flush gave up), cancel instead: nobody is left to retry them for."""
         self._stopping = True
-        if self._thread is None:
+        if self._thread is None or self._loop is None:  # never started (both are set at once)
             return
         if self._outbox.pending:
             with contextlib.suppress(RuntimeError):
@@ -213,15 +216,16 @@ class Sender:
 
     # -- the sender thread -------------------------------------------------------------------
 
-    def _run(self, owner: object) -> None:  # owner is only held: see start()
+    def _run(self, owner: object, loop: asyncio.AbstractEventLoop) -> None:
+        # owner is only held: see start(); loop is the sender's, self._loop
         _SENDER.active = True
-        asyncio.set_event_loop(self._loop)
+        asyncio.set_event_loop(loop)
         try:
-            self._task = self._loop.create_task(self._send_forever())
+            self._task = loop.create_task(self._send_forever())
             with contextlib.suppress(asyncio.CancelledError):
-                self._loop.run_until_complete(self._task)
+                loop.run_until_complete(self._task)
         finally:
-            self._loop.close()
+            loop.close()
 
     async def _send_forever(self) -> None:
         try:

@@ -133,6 +133,7 @@ class TokenSource:
                 return Path(self.path).read_text().strip()
             except OSError as exc:
                 raise TailError(f"cannot read --token-file {self.path}: {exc.strerror}") from None
+        assert self.dev_user is not None, "from_args() always sets one of the three"
         return UserTokens(DEV_JWT_SECRET).issue_dev(self.dev_user)
 
 

@@ -149,6 +149,7 @@ class LocalStack:
                 if failed:
                     self.children.append(failed)
                 raise StartFailed(f"nats-server did not start: {exc}", failed) from None
+        assert broker.process is not None  # start() returned: it launched the server
         self.children.append(Child("nats", broker.process, log_path))
         _say(f"  nats       listening on {plan.broker_url} (store {plan.data_dir / 'nats'})")
 
@@ -162,18 +163,19 @@ class LocalStack:
             host=plan.host,
         )
         for node in cluster.nodes:
-            log_path = plan.log_dir / f"{node.server_name}.log"
+            name = node.server_name
+            assert name is not None  # EmbeddedCluster names every node
+            log_path = plan.log_dir / f"{name}.log"
             with open(log_path, "wb") as log_file:
                 try:
                     node.start(log_file=log_file, **child_options())
                 except (RuntimeError, OSError) as exc:
-                    failed = (
-                        Child(node.server_name, node.process, log_path) if node.process else None
-                    )
-                    raise StartFailed(f"{node.server_name} did not start: {exc}", failed) from None
-            self.children.append(Child(node.server_name, node.process, log_path))
+                    failed = Child(name, node.process, log_path) if node.process else None
+                    raise StartFailed(f"{name} did not start: {exc}", failed) from None
+            assert node.process is not None  # start() returned: it launched the server
+            self.children.append(Child(name, node.process, log_path))
             _say(
-                f"  {node.server_name:<10} listening on {node.url} (routes on port "
+                f"  {name:<10} listening on {node.url} (routes on port "
                 f"{node.cluster_port}, store {node.store_dir})"
             )
         try:

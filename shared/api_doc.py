@@ -8,14 +8,14 @@ exists, and documents the 503 of ``GET /ready`` (``logstream.shared.web``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse
+from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, Schema
 
 from logstream.shared.records import LEVELS
 
@@ -29,6 +29,7 @@ __all__ = [
     "channel_regex",
     "complete_document",
     "document_readiness",
+    "json_schema",
     "level_schema",
 ]
 
@@ -47,6 +48,17 @@ VERSION = _installed_version()
 _SEGMENT = "[A-Za-z0-9_-]{1,64}"
 
 
+def json_schema(schema: Mapping[str, Any]) -> Schema:
+    """``schema``, a JSON Schema written as a dict, where a Litestar spec object takes a schema.
+
+    Litestar writes such a dict into the document as it is (``BaseSchemaObject.to_schema``
+    normalises dicts as well as its own spec objects), but annotates those fields as
+    ``Schema | Reference`` only. The dict keeps the schema exactly as written here (its keys,
+    their order, ``$ref``), so the cast only corrects that annotation.
+    """
+    return cast(Schema, schema)
+
+
 class ErrorBody(msgspec.Struct):
     """Every refusal: a machine code, a sentence for a human, and details."""
 
@@ -56,12 +68,14 @@ class ErrorBody(msgspec.Struct):
 
 
 RETRY_AFTER = OpenAPIHeader(
-    schema={"type": "integer", "minimum": 0},
+    schema=json_schema({"type": "integer", "minimum": 0}),
     required=True,
     description="Seconds to wait before sending the same request again.",
 )
 WWW_AUTHENTICATE = OpenAPIHeader(
-    schema={"type": "string"}, required=True, description="`Bearer`: how to present the credential."
+    schema=json_schema({"type": "string"}),
+    required=True,
+    description="`Bearer`: how to present the credential.",
 )
 
 
@@ -123,5 +137,6 @@ def document_readiness(paths: dict[str, Any] | None) -> None:
         ("503", "Not ready: a dependency does not answer, or the service is shutting down."),
     ):
         item.get.responses[status] = OpenAPIResponse(
-            description=text, content={"application/json": OpenAPIMediaType(schema=body)}
+            description=text,
+            content={"application/json": OpenAPIMediaType(schema=json_schema(body))},
         )

@@ -196,18 +196,18 @@ class EmbeddedNats:
         )
         self.log_path = self.store_dir / "nats-server.log"
         output = log_file or open(self.log_path, "ab")
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [find_nats_server(), "-c", str(config)], stdout=output, stderr=output, **popen_options
         )
-        self._wait_until_listening()
+        self._wait_until_listening(process)
         return self
 
-    def _wait_until_listening(self) -> None:
+    def _wait_until_listening(self, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(
-                    f"nats-server exited with code {self.process.returncode} at start "
+                    f"nats-server exited with code {process.returncode} at start "
                     f"(port {self.port}, store {self.store_dir}): {self._last_log_line()}"
                 )
             try:
@@ -328,7 +328,7 @@ class EmbeddedCluster:
             if abandon():
                 return False
             if time.monotonic() > deadline:
-                names = ", ".join(node.server_name for node in waiting)
+                names = ", ".join(f"{node.server_name}" for node in waiting)
                 raise RuntimeError(
                     f"JetStream had no meta leader within {timeout:g}s "
                     f"({names} never answered $JS.API.INFO)"

@@ -233,8 +233,8 @@ class NatsTransport:
             raise TransportFailed(
                 f"NATS request on {INGEST_SUBJECT} failed: {describe_error(exc)}", unreachable=False
             ) from None
-        body = _body_of(msg.data)
-        status = body.get("status")
+        answer = _body_of(msg.data)
+        status = answer.get("status")
         if not isinstance(status, int):
             return Reply(
                 502,
@@ -246,7 +246,9 @@ class NatsTransport:
             )
         header = _header(msg.headers, "Retry-After")
         return Reply(
-            status, body, _retry_after(header if header is not None else body.get("retry_after"))
+            status,
+            answer,
+            _retry_after(header if header is not None else answer.get("retry_after")),
         )
 
     async def close(self) -> None:

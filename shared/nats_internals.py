@@ -150,7 +150,8 @@ def take_messages_first(
         else:
             handler(subject, data, headers)
 
-    nc._process_msg = process_msg  # type: ignore[method-assign]
+    # nats-py types `headers` as bytes, but its parser passes None for a message without any.
+    nc._process_msg = process_msg  # type: ignore[method-assign, assignment]
     return True
 
 

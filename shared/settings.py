@@ -148,8 +148,14 @@ def _fields(cls: type[ServiceSettings]) -> list[msgspec.structs.FieldInfo]:
     return list(msgspec.structs.fields(cls))
 
 
+def _struct_fields(cls: type[ServiceSettings]) -> tuple[msgspec.inspect.Field, ...]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)  # a settings class is a Struct
+    return info.fields
+
+
 def _description(cls: type[ServiceSettings], field: str) -> str:
-    for item in msgspec.inspect.type_info(cls).fields:
+    for item in _struct_fields(cls):
         if item.name == field:
             schema = getattr(item.type, "extra_json_schema", None) or {}
             return schema.get("description", "")
@@ -215,7 +221,7 @@ def _explain(text: str, raw: Mapping[str, Any], cls: type[ServiceSettings]) -> s
 
 def _choices(cls: type[ServiceSettings], field: str) -> list[str]:
     """The allowed values of a ``Literal`` setting; empty for any other kind."""
-    for item in msgspec.inspect.type_info(cls).fields:
+    for item in _struct_fields(cls):
         kind = item.type
         kind = getattr(kind, "type", kind)  # through Annotated/Meta
         if item.name == field and isinstance(kind, msgspec.inspect.LiteralType):

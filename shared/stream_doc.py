@@ -9,9 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIHeader, Parameter, SecurityScheme
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    Parameter,
+    Reference,
+    SecurityRequirement,
+    SecurityScheme,
+)
 
-from logstream.shared.api_doc import SCHEMAS, ErrorBody, add_response_headers, level_schema
+from logstream.shared.api_doc import (
+    SCHEMAS,
+    ErrorBody,
+    add_response_headers,
+    json_schema,
+    level_schema,
+)
 
 __all__ = [
     "CHANNELS",
@@ -53,11 +65,15 @@ when the gateway shuts down."""
 
 
 def _query(name: str, schema: dict[str, Any], description: str, **more: Any) -> Parameter:
-    return Parameter(name=name, param_in="query", schema=schema, description=description, **more)
+    return Parameter(
+        name=name, param_in="query", schema=json_schema(schema), description=description, **more
+    )
 
 
 def _header(name: str, schema: dict[str, Any], description: str) -> Parameter:
-    return Parameter(name=name, param_in="header", schema=schema, description=description)
+    return Parameter(
+        name=name, param_in="header", schema=json_schema(schema), description=description
+    )
 
 
 CHANNELS = _query(
@@ -114,7 +130,7 @@ STREAM_PARAMETERS = [
     _header("X-User-Id", {"type": "string"}, "Recorded in the gateway's log, never trusted."),
     _header("X-Workspace-Id", {"type": "string"}, "Recorded in the gateway's log, never trusted."),
 ]
-SECURITY_SCHEMES = {
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "userBearer": SecurityScheme(
         type="http",
         scheme="bearer",
@@ -135,7 +151,7 @@ SECURITY_SCHEMES = {
         "mode).",
     ),
 }
-STREAM_SECURITY = [{"userBearer": []}, {"sessionCookie": []}]
+STREAM_SECURITY: list[SecurityRequirement] = [{"userBearer": []}, {"sessionCookie": []}]
 
 
 def error_responses(texts: dict[int, str]) -> dict[int, ResponseSpec]:
@@ -166,10 +182,14 @@ STREAM_RESPONSES = {
 }
 _STREAM_HEADERS = {
     "Cache-Control": OpenAPIHeader(
-        schema={"type": "string", "const": "no-cache"}, required=True, description="Never cached."
+        schema=json_schema({"type": "string", "const": "no-cache"}),
+        required=True,
+        description="Never cached.",
     ),
     "X-Accel-Buffering": OpenAPIHeader(
-        schema={"type": "string", "const": "no"}, required=True, description="No proxy buffering."
+        schema=json_schema({"type": "string", "const": "no"}),
+        required=True,
+        description="No proxy buffering.",
     ),
 }
 

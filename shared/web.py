@@ -14,6 +14,7 @@ import msgspec
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from logstream.shared import audit, fast_paths
@@ -129,7 +130,7 @@ def _unexpected(_: Request, exc: Exception) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LogstreamError: _logstream_error,
     HTTPException: _http_error,
     Exception: _unexpected,

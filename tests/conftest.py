@@ -6,6 +6,7 @@ Tests share the stack; each isolates itself with its own workspace ids (``unique
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session")
-def nats_server(tmp_path_factory) -> NatsUnderTest:
+def nats_server(tmp_path_factory) -> Iterator[NatsUnderTest]:
     server = start_nats(tmp_path_factory.mktemp("nats"))
     _SOURCE.append(f"{server.source} ({server.url})")
     yield server
@@ -60,7 +61,7 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(nats_server, log_dir) -> Stack:
+def stack(nats_server, log_dir) -> Iterator[Stack]:
     """ingest, gateway and proxy in dev mode, as separate processes, on the suite's NATS."""
     ingest = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir).start()
     gateway = ServiceProcess("gateway", nats_url=nats_server.url, log_dir=log_dir).start()

@@ -1,1 +1,1 @@
-"""The issue's six cases, one module each; ``bench.run`` runs them in order."""
+"""The bench's cases, one module each; ``bench.run`` runs them in order."""

@@ -1,4 +1,4 @@
-"""The channels case (issue 9). Streams on thousands of distinct channels, opened from cold,
+"""The many-channels case. Streams on thousands of distinct channels, opened from cold,
 fed a steady load spread over them, churned, and dealt over four gateways.
 
 Per system (Logstream: one fresh gateway of a stack of its own; Nchan: one worker), in turn:
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from bench.channel_pool import ChannelPool
 from bench.channel_systems import (
     WORKSPACES,
+    LagSummary,
     LogstreamChannels,
     NchanChannels,
     channel_of,
@@ -84,7 +85,7 @@ class Phase:
     p99: float = float("nan")
     cpu_s: dict = field(default_factory=dict)  # group -> CPU seconds in the publishing window
     window_s: float = 0.0
-    lag: object = None  # LagSummary (Logstream after issue 9), else None
+    lag: LagSummary | None = None  # a gateway exporting loop lag, else None
     reopen: Opened | None = None
     broker: dict = field(default_factory=dict)  # the gateways' catch-ups, repairs, interests
     gateways: list = field(default_factory=list)  # (streams, read, wanted, CPU s)
@@ -191,7 +192,7 @@ async def _window(
     phase.p50, phase.p99 = percentile(latency, 0.5), percentile(latency, 0.99)
     if before and at_end:
         phase.lag = lag_between(before[0], at_end[0])
-    if before and before[0].interests is not None:  # gateways since issue 9
+    if before and before[0].interests is not None:  # a gateway exporting the broker gauges
         phase.broker = {
             name: sum(getattr(a, name) - getattr(b, name) for a, b in zip(after, before))
             for name in ("catch_ups", "repairs")

@@ -20,7 +20,7 @@ from bench.window import Window, measure_window
 
 __all__ = ["P99_LIMIT_MS", "FanoutRun", "fanout_ramp", "open_streams"]
 
-# The bound: past 100 ms at p99 the stream is not live any more.
+# The liveness bound: past 100 ms at p99 the stream is not live any more.
 P99_LIMIT_MS = 100.0
 # Bulk (counting) client workers let bytes pile up this long between polls: fewer, larger
 # reads. Latency is read by a reactive worker on one stream in FANOUT_SAMPLE_EVERY.

@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bench.credentials import NATS_PRODUCER, PRODUCER_INBOX, SERVICE_TOKEN
@@ -56,9 +56,11 @@ class _Records:
         return published_records(self.channel, self.next - count, count, self.tag)
 
 
-async def _http_worker(port: int, batch: int, records: _Records, until: float):
+async def _http_worker(
+    port: int, batch: int, records: _Records, until: float
+) -> tuple[int, Counter[str]]:
     wire = await HttpWire.connect("127.0.0.1", port)
-    stored, failed = 0, Counter()
+    stored, failed = 0, Counter[str]()
     try:
         while time.monotonic() < until:
             body = records.body(batch)
@@ -72,11 +74,13 @@ async def _http_worker(port: int, batch: int, records: _Records, until: float):
     return stored, failed
 
 
-async def _nats_worker(nats_url: str, batch: int, records: _Records, until: float):
+async def _nats_worker(
+    nats_url: str, batch: int, records: _Records, until: float
+) -> tuple[int, Counter[str]]:
     """``batch`` 1: 64 single-record requests per round trip; else one batch request."""
     wire = await NatsWire.connect(nats_url, NATS_PRODUCER, PRODUCER_INBOX)
     bodies_per_trip, size = (64, 1) if batch == 1 else (1, batch)
-    stored, failed = 0, Counter()
+    stored, failed = 0, Counter[str]()
     try:
         while time.monotonic() < until:
             replies = await wire.request_many(
@@ -103,7 +107,7 @@ def _status_of(reply: bytes | None) -> str:
 
 async def _measure(
     way: str,
-    workers: list[Callable[[float], Awaitable[tuple[int, Counter]]]],
+    workers: Sequence[Callable[[float], Awaitable[tuple[int, Counter[str]]]]],
     seconds: float,
     stack,
 ) -> IngestResult:

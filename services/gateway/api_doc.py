@@ -29,6 +29,7 @@ from logstream.shared.api_doc import (
     VERSION,
     add_response_headers,
     channel_regex,
+    json_schema,
     level_schema,
 )
 from logstream.shared.stream_doc import (
@@ -138,7 +139,7 @@ class TestRecordOperation(Operation):
             required=False,
             content={
                 "application/json": OpenAPIMediaType(
-                    schema={"$ref": SCHEMAS + "TestRecordRequest"},
+                    schema=json_schema({"$ref": SCHEMAS + "TestRecordRequest"}),
                     example={"channel": SEED_CHANNEL, "message": "hello"},
                 )
             },

@@ -1,6 +1,6 @@
 """Live records by interest: the broker sends a gateway the records of the subjects it asks for.
 
-The LOGS stream republishes every record it stores on core NATS (``logstream.shared.nats_link.LIVE_PREFIX``
+The LOGS stream republishes every record it stores on core NATS (``logstream.shared.nats_names.LIVE_PREFIX``
 + its subject, JetStream ``RePublish``) with headers naming its stream sequence and the previous
 sequence on the same subject. A gateway subscribes to exactly the subjects (or workspace
 wildcards) its connections want, so NATS routes it only those records, and subscribing or
@@ -28,6 +28,7 @@ from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from logstream.services.gateway.source import StoredMessage, subject_matches
 from logstream.shared import fast_paths, nats_internals
@@ -152,7 +153,7 @@ class NatsLiveFeed(_BufferedFeed):
         super().__init__(limit)
         self._nc = nc
         self._inbox = _Inbox(self._buffer)
-        self._subs: dict[str, object] = {}
+        self._subs: dict[str, Subscription] = {}
 
     async def add(self, pattern: str) -> None:
         """Ask the broker for ``pattern``'s records (a ``logs.…`` subject, wildcards allowed).

@@ -95,7 +95,7 @@ class _NatsFollow:
     """
 
     def __init__(self) -> None:
-        self._sub = None
+        self._sub: JetStreamContext.PushSubscription | None = None  # set by follow()
         self._items: deque[StoredMessage] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -119,18 +119,23 @@ class _NatsFollow:
             self._room.set()
         return batch
 
+    def _subscription(self) -> JetStreamContext.PushSubscription:
+        assert self._sub is not None, "follow() subscribes before it hands the follow out"
+        return self._sub
+
     async def position(self) -> FollowPosition:
-        info = await self._sub.consumer_info()
+        info = await self._subscription().consumer_info()
+        assert info.delivered is not None  # the server's consumer info always has it
         return FollowPosition(info.num_pending or 0, info.delivered.stream_seq or 0)
 
     def buffered(self) -> int:
         """Records the broker delivered that this process has not taken yet."""
-        return len(self._items) + self._sub.pending_msgs
+        return len(self._items) + self._subscription().pending_msgs
 
     async def close(self) -> None:
         self._room.set()
         try:
-            await self._sub.unsubscribe()
+            await self._subscription().unsubscribe()
         except Exception:  # the link may be down; the consumer is ephemeral and will expire
             pass
 
@@ -247,7 +252,7 @@ class _MemoryFollow:
 
     async def next_batch(self, limit: int) -> list[StoredMessage]:
         while True:
-            batch = []
+            batch: list[StoredMessage] = []
             for message in self._source.messages[self._next - 1 :]:
                 if len(batch) == limit:
                     break

@@ -26,7 +26,9 @@ from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
     Operation,
+    Reference,
     RequestBody,
+    SecurityRequirement,
     SecurityScheme,
 )
 
@@ -36,6 +38,7 @@ from logstream.shared.api_doc import (
     ErrorBody,
     add_response_headers,
     channel_regex,
+    json_schema,
     level_schema,
 )
 from logstream.shared.records import MAX_FIELDS_BYTES, MAX_FIELDS_DEPTH, PublishedRecord
@@ -68,7 +71,7 @@ PUBLISH_RESPONSES = {
     status: ResponseSpec(data_container=ErrorBody, description=text, generate_examples=False)
     for status, text in _ERRORS.items()
 }
-SECURITY_SCHEMES = {
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "serviceBearer": SecurityScheme(
         type="http",
         scheme="bearer",
@@ -82,7 +85,7 @@ SECURITY_SCHEMES = {
         description="The same service token, in its own header.",
     ),
 }
-PUBLISH_SECURITY = [{"serviceBearer": []}, {"serviceToken": []}]
+PUBLISH_SECURITY: list[SecurityRequirement] = [{"serviceBearer": []}, {"serviceToken": []}]
 _EXAMPLE_RECORD = {
     "channel": "logs:etl:workspace123:workflow456",
     "message": "step 3 done",
@@ -98,17 +101,24 @@ _PUBLISH_BODY = RequestBody(
     "none is stored.",
     content={
         "application/json": OpenAPIMediaType(
-            schema={
-                "oneOf": [{"$ref": SCHEMAS + "PublishedRecord"}, {"$ref": SCHEMAS + "PublishBatch"}]
-            },
+            schema=json_schema(
+                {
+                    "oneOf": [
+                        {"$ref": SCHEMAS + "PublishedRecord"},
+                        {"$ref": SCHEMAS + "PublishBatch"},
+                    ]
+                }
+            ),
             example=_EXAMPLE_RECORD,
         ),
         "application/x-ndjson": OpenAPIMediaType(
-            schema={
-                "type": "string",
-                "description": "One PublishedRecord JSON object per line (blank lines "
-                "are skipped), at most `max_batch_records` lines.",
-            },
+            schema=json_schema(
+                {
+                    "type": "string",
+                    "description": "One PublishedRecord JSON object per line (blank lines "
+                    "are skipped), at most `max_batch_records` lines.",
+                }
+            ),
             example=msgspec.json.encode(_EXAMPLE_RECORD).decode() + "\n",
         ),
     },

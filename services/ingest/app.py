@@ -19,7 +19,8 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Request, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from logstream.services.ingest.api_doc import (
     PUBLISH_RESPONSES,
@@ -75,12 +76,12 @@ def close_when_body_unread(app: ASGIApp) -> ASGIApp:
     keep the connection alive: an endless chunked body would never stop."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         body_done = not _has_body(scope)
 
-        async def tracked_receive() -> Message:
+        async def tracked_receive() -> ReceiveMessage:
             nonlocal body_done
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
@@ -92,7 +93,9 @@ def close_when_body_unread(app: ASGIApp) -> ASGIApp:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(LINGER_S):
                     while not body_done and left > 0:
-                        left -= len((await tracked_receive()).get("body", b""))
+                        message = await tracked_receive()
+                        if message["type"] == "http.request":  # else a disconnect: no body
+                            left -= len(message.get("body", b""))
 
         async def closing_send(message: Message) -> None:
             if message["type"] == "http.response.start" and not body_done:
@@ -175,7 +178,7 @@ def reload_tokens(tokens: TokenRegistry, metrics: IngestMetrics) -> bool:
     return True
 
 
-def _on_sighup(reload: Callable[[], object]) -> Callable[[], None]:
+def _on_sighup(reload: Callable[[], object]) -> Callable[[], object]:
     """Run ``reload`` on SIGHUP (uvicorn handles only SIGINT/SIGTERM); returns the undo."""
     loop = asyncio.get_running_loop()
     try:

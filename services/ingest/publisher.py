@@ -126,6 +126,7 @@ class JetStreamPublisher:
 
     async def _ensure_stream(self) -> None:
         settings = self._settings
+        assert self._link is not None  # start() connected before any check of the stream
         await ensure_stream(
             self._link.js,
             max_age_s=settings.retention_s,
@@ -155,12 +156,13 @@ class JetStreamPublisher:
 
     async def store(self, records: Sequence[ValidRecord], publisher: str) -> list[int]:
         """Publish every record and wait for every ack; the stream sequences, in order."""
-        if not self.connected:
+        writer = self._writer  # set with the link (and cleared with it) in one step
+        if not self.connected or writer is None:
             raise BrokerUnavailable(
                 "NATS is unavailable; nothing was stored", retry_after=RETRY_AFTER_S
             )
         try:
-            return await self._writer.write_commands(
+            return await writer.write_commands(
                 len(records), record_commands(records, publisher), self._timeout
             )
         except TimeoutError:

@@ -14,10 +14,16 @@ from typing import Any
 
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, OpenAPIHeader, Operation, Parameter
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+)
 
 from logstream.services.proxy.routes import Route
-from logstream.shared.api_doc import RETRY_AFTER, VERSION, ErrorBody
+from logstream.shared.api_doc import RETRY_AFTER, VERSION, ErrorBody, json_schema
 from logstream.shared.identities import DEV_USERS
 from logstream.shared.stream_doc import (
     CHANNELS,
@@ -112,7 +118,7 @@ def _route_parameter(route: Route, name: str) -> Parameter:
         name=name,
         param_in="query",
         required=True,
-        schema={"type": "string", "pattern": _SEGMENT},
+        schema=json_schema({"type": "string", "pattern": _SEGMENT}),
         description=f"Fills `{{{name}}}` in the channel `{route.template}`: 1-64 "
         "of A-Z a-z 0-9 _ -. Required, given once: there are no "
         "default ids.",
@@ -128,8 +134,9 @@ def stream_operation(route: Route) -> type[Operation]:
         def __post_init__(self) -> None:
             self.parameters = list(parameters)
             document_stream_answers(self.responses)
-            if self.responses and "502" in self.responses:
-                self.responses["502"].headers = {"Retry-After": RETRY_AFTER}
+            answer = (self.responses or {}).get("502")
+            if isinstance(answer, OpenAPIResponse):  # Litestar's own, never a Reference
+                answer.headers = {"Retry-After": RETRY_AFTER}
 
     return RouteStreamOperation
 
@@ -144,17 +151,18 @@ class DevTokenOperation(Operation):
                 name="user",
                 param_in="query",
                 required=True,
-                schema={"type": "string", "enum": sorted(DEV_USERS)},
+                schema=json_schema({"type": "string", "enum": sorted(DEV_USERS)}),
                 description="A built-in dev user: "
                 + ", ".join(
                     f"{user} ({', '.join(spaces)})" for user, spaces in sorted(DEV_USERS.items())
                 ),
             )
         ]
-        if self.responses and "200" in self.responses:
-            self.responses["200"].headers = {
+        answer = (self.responses or {}).get("200")
+        if isinstance(answer, OpenAPIResponse):  # Litestar's own, never a Reference
+            answer.headers = {
                 "Set-Cookie": OpenAPIHeader(
-                    schema={"type": "string"},
+                    schema=json_schema({"type": "string"}),
                     required=True,
                     description="logstream_session=<token>; HttpOnly; SameSite=Lax; Path=/",
                 )

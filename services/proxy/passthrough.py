@@ -187,7 +187,8 @@ def _user_id(token: str | None) -> str | None:
 
 
 def _upstream_request(base: str, request: Request, channel: Channel) -> httpx.Request:
-    params = [("channels", str(channel))]
+    # httpx's query type, as a list of pairs (a list[tuple[str, str]] is not one to mypy)
+    params: list[tuple[str, str | int | float | bool | None]] = [("channels", str(channel))]
     for name in FORWARDED_QUERY:
         # EventSource resends its own, newer Last-Event-ID header on reconnect to the same URL;
         # a last_event_id still in that URL is stale then, so the header wins.

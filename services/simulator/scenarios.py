@@ -14,6 +14,7 @@ deduplicate each other in ingest.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -45,13 +46,17 @@ def _lanes(rng: random.Random, catalog: Catalog, services: frozenset[str]) -> li
             lanes.append(_Lane(channel, weight, make(own)))
 
     for workflow in catalog.workflows:
-        add(workflow.channel, workflow.weight, lambda r, w=workflow: etl_runs(r, w))
+        add(workflow.channel, workflow.weight, functools.partial(etl_runs, spec=workflow))
     for function in catalog.functions:
-        add(function.channel, function.weight, lambda r, f=function: faas_invocations(r, f))
+        add(function.channel, function.weight, functools.partial(faas_invocations, spec=function))
     for job in catalog.analytics:
-        add(job.channel, job.weight, lambda r, j=job: analytics_jobs(r, j))
+        add(job.channel, job.weight, functools.partial(analytics_jobs, spec=job))
     for workspace, weight in catalog.platform:
-        add(Channel("platform", workspace), weight, lambda r, w=workspace: platform_events(r, w))
+        add(
+            Channel("platform", workspace),
+            weight,
+            functools.partial(platform_events, workspace=workspace),
+        )
     return lanes
 
 

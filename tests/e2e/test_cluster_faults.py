@@ -168,7 +168,7 @@ async def wait_ready(service: ServiceProcess) -> None:
 
     deadline = time.monotonic() + WAIT_S
     while not await ready():
-        assert service.process.poll() is None, service.log()
+        assert service.process is not None and service.process.poll() is None, service.log()
         assert time.monotonic() < deadline, f"{service.service} not ready:\n{service.log()}"
         await asyncio.sleep(0.1)
 
@@ -181,12 +181,14 @@ async def stream_leader(cluster: EmbeddedCluster, *, settled: bool):
         while True:
             try:
                 info = await client.jetstream(timeout=2).stream_info(STREAM_NAME)
-                replicas = info.cluster.replicas or []
-                if info.cluster.leader and (
+                cluster_info = info.cluster
+                assert cluster_info is not None  # LOGS is replicated on a cluster
+                replicas = cluster_info.replicas or []
+                if cluster_info.leader and (
                     not settled or (len(replicas) == NODES - 1 and all(r.current for r in replicas))
                 ):
                     return next(
-                        node for node in cluster.nodes if node.server_name == info.cluster.leader
+                        node for node in cluster.nodes if node.server_name == cluster_info.leader
                     )
             except (TimeoutError, nats.errors.Error):
                 pass  # no leader yet, or the node asked is the dead one: ask again
@@ -226,7 +228,7 @@ def services(cluster, log_dir):
     everything = [*ingests, *gateways, proxy]
     try:
         # The first ingest creates LOGS alone: two creating it at once on a cluster that has
-        # just formed can time out (see the report on issue 7); the rest start meanwhile.
+        # just formed can time out; the rest start meanwhile.
         ingests[0].start(wait=False)
         for service in everything[2:]:
             service.start(wait=False)

@@ -1,5 +1,5 @@
 """The Logs page's controls in a real Chromium: the URL drives the form, filters apply as you
-type, pause counts new rows, clear and download, the keyboard, 401, the dark scheme (issue 5).
+type, pause counts new rows, clear and download, the keyboard, 401, the dark scheme.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The Logs page's stream in a real Chromium: history on connect, reloads, the network going
-away, and the bounded list (issue 5). Publishing goes through the real ingest; each test has
+away, and the bounded list. Publishing goes through the real ingest; each test has
 its own workflow id, so the shared stack's other traffic never shows up here.
 """
 

@@ -1,4 +1,4 @@
-"""Tabs of one origin share one stream (issue 5): the leader tab (a Web Lock) holds the only
+"""Tabs of one origin share one stream: the leader tab (a Web Lock) holds the only
 connection and relays rows over a BroadcastChannel; when it closes, another tab takes over from
 its last id. Counted on the gateway's own stats, in a real Chromium.
 """

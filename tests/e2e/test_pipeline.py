@@ -12,9 +12,9 @@ import pytest
 
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
-from tests.integration.conftest import wait_until
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, responds_with
 from tests.support.sse_client import StreamRefused, open_stream
+from tests.support.waiting import wait_until
 
 ETL_ROUTE = "/api/dapadmin/l5-etl/sse/logs/stream"
 FAAS_ROUTE = "/api/dapadmin/faas/sse/logs/stream"
@@ -150,7 +150,7 @@ async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_withou
     body = {"channel": channel, "message": "m"}
     headers = {"Authorization": "Bearer l5-etl-token"}
     try:
-        wait_until(lambda: httpx.get(proxy.url + "/ready").status_code == 200)
+        await wait_until(lambda: responds_with(proxy.url + "/ready", 200), "the proxy to be ready")
         before = httpx.post(f"{ingest.url}/api/logs/publish", json=body, headers=headers)
         assert before.status_code == 202
         broker.kill()
@@ -159,14 +159,17 @@ async def test_a_broker_outage_is_503_everywhere_then_everything_recovers_withou
         )
         assert refused.status_code == 503 and refused.headers["retry-after"]
         for service in services:
-            wait_until(lambda service=service: httpx.get(service.url + "/ready").status_code == 503)
+            await wait_until(
+                lambda service=service: responds_with(service.url + "/ready", 503),
+                f"{service.service}'s /ready to answer 503 with the broker down",
+            )
         relayed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert relayed.status_code == 503 and relayed.headers["retry-after"]
         broker.start()
         for service in services:
-            wait_until(
-                lambda service=service: httpx.get(service.url + "/ready").status_code == 200,
-                timeout=30,
+            await wait_until(
+                lambda service=service: responds_with(service.url + "/ready", 200),
+                f"{service.service}'s /ready to answer 200 with the broker back",
             )
         first = before.json()["seqs"][0]
         async with open_stream(

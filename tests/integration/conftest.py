@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -60,14 +59,3 @@ async def js_writer(nats_server):
 
     yield Writer()
     await client.close()
-
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
-    """Poll ``predicate`` until true or raise; for state only visible by asking (stats, ports)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

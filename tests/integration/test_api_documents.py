@@ -1,4 +1,4 @@
-"""The API documents the services serve (docs/reference/stream.md#service-endpoints, issue 8): valid, complete, and true.
+"""The API documents the services serve (docs/reference/stream.md#service-endpoints): valid, complete, and true.
 
 Read from the suite's dev-mode ``stack`` (real processes): each OpenAPI document is valid
 OpenAPI 3.1 (schemathesis' validator, and openapi-spec-validator where installed), every

@@ -15,8 +15,8 @@ import pytest
 
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
-from tests.integration.conftest import wait_until
 from tests.support.processes import ServiceProcess
+from tests.support.waiting import wait_until_blocking
 
 TOKENS = UserTokens(DEV_JWT_SECRET)
 PUBLISH = "/api/logs/publish"
@@ -79,7 +79,9 @@ class AuditTrail:
             return found if len(found) >= self.expected else None
 
         # Written before the response is sent; the poll only bounds a slow filesystem.
-        lines = wait_until(written, timeout=10)
+        lines = wait_until_blocking(
+            written, f"audit line {self.expected} ({denial.rule})", timeout=10
+        )
         assert len(lines) == self.expected, lines[-3:]
         line = lines[-1]
         assert (line["who"], line["what"], line["status"], line["rule"]) == (

@@ -196,12 +196,13 @@ class TailProcess:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             self.lines.put(line.rstrip("\n"))
 
     def take(self, count: int) -> list[str]:
         deadline = time.monotonic() + LINES_WITHIN_S
-        taken = []
+        taken: list[str] = []
         while len(taken) < count:
             try:
                 taken.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
@@ -218,6 +219,7 @@ class TailProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(LINES_WITHIN_S)
+        assert self.process.stderr is not None  # stderr=PIPE
         return self.process.stderr.read()
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
-from tests.integration.conftest import wait_until
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
+from tests.support.waiting import wait_until
 
 TOKENS = UserTokens(DEV_JWT_SECRET)
 ADMIN = {"Authorization": "Bearer " + TOKENS.issue("ops", ["*"], roles=["admin"])}
@@ -37,8 +37,19 @@ def gateway(nats_server, log_dir, js_writer):
     service.stop()
 
 
-def stats(gateway) -> dict:
-    return httpx.get(f"{gateway.url}/admin/logs/stats", headers=ADMIN, timeout=10).json()
+async def stats(gateway) -> dict:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=10) as client:
+        return (await client.get(f"{gateway.url}/admin/logs/stats")).json()
+
+
+async def direct_connections_at_least(gateway, count: int) -> bool:
+    return (await stats(gateway))["direct_connections"] >= count
+
+
+async def channel_count_is(gateway, channel: str, count: int | None) -> bool:
+    """Whether the gateway counts ``count`` connections on ``channel`` (None: it has let the
+    channel go)."""
+    return (await stats(gateway))["channels"].get(channel) == count
 
 
 def url(gateway, *channels: str, **params) -> str:
@@ -58,7 +69,11 @@ async def test_streams_with_filters_and_several_channels_each_get_their_records_
     ):
         for stream in (plain, errors, both):
             await stream.next_of("connected")
-        wait_until(lambda: stats(gateway)["direct_connections"] >= 3, DEADLINE_S)
+        await wait_until(
+            lambda: direct_connections_at_least(gateway, 3),
+            "the three caught-up streams to be written directly",
+            timeout=DEADLINE_S,
+        )
         sent = await js_writer.put_many(one, 300)  # concurrent acks: large read batches
         other = [await js_writer.put(two, f"two {i}") for i in range(5)]
         failed = [await js_writer.put(one, f"bad {i}", level="error") for i in range(3)]
@@ -111,8 +126,20 @@ async def test_a_client_that_leaves_a_caught_up_stream_is_let_go(gateway, js_wri
     token = TOKENS.issue("leaver", [unique_id])
     async with open_stream(url(gateway, channel), token=token) as stream:
         await stream.next_of("connected")
-        wait_until(lambda: stats(gateway)["channels"].get(channel) == 1, DEADLINE_S)
-        wait_until(lambda: stats(gateway)["direct_connections"] >= 1, DEADLINE_S)
+        await wait_until(
+            lambda: channel_count_is(gateway, channel, 1),
+            "the gateway to count the stream on its channel",
+            timeout=DEADLINE_S,
+        )
+        await wait_until(
+            lambda: direct_connections_at_least(gateway, 1),
+            "the caught-up stream to be written directly",
+            timeout=DEADLINE_S,
+        )
     for i in range(3):  # writes to the closed socket are refused, nothing is raised
         await js_writer.put(channel, f"after {i}")
-    wait_until(lambda: channel not in stats(gateway)["channels"], DEADLINE_S)
+    await wait_until(
+        lambda: channel_count_is(gateway, channel, None),
+        "the gateway to let the channel go after the client left",
+        timeout=DEADLINE_S,
+    )

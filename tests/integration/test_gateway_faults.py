@@ -1,4 +1,4 @@
-"""Fault injection on the reading side, counting every record sent and received (issue: no loss).
+"""Fault injection on the reading side, counting every record sent and received: none may be lost.
 
 Real processes and sockets: a gateway killed mid-stream, a client reconnecting in a tight loop,
 a long replay next to a live reader, and 200 connections on one channel.

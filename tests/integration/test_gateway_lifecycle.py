@@ -11,10 +11,10 @@ import pytest
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.nats_link import ensure_stream
 from logstream.shared.user_tokens import UserTokens
-from tests.integration.conftest import wait_until
 from tests.support.nats_source import connect_as
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, responds_with
 from tests.support.sse_client import open_stream
+from tests.support.waiting import wait_until
 
 PROD_SECRET = "a-production-secret-of-enough-length-for-hs256"
 
@@ -54,13 +54,19 @@ async def test_a_broker_outage_makes_ready_and_new_streams_503_then_recovers(own
     headers = {"Authorization": f"Bearer {token()}"}
     try:
         own_broker.kill()
-        wait_until(lambda: httpx.get(f"{gateway.url}/ready").status_code == 503)
+        await wait_until(
+            lambda: responds_with(f"{gateway.url}/ready", 503),
+            "the gateway's /ready to answer 503 with the broker down",
+        )
         refused = httpx.get(url, headers=headers, timeout=10)
         assert refused.status_code == 503
         assert refused.headers["retry-after"]
         assert refused.json()["error"] == "broker_unavailable"
         own_broker.start()
-        wait_until(lambda: httpx.get(f"{gateway.url}/ready").status_code == 200, timeout=20)
+        await wait_until(
+            lambda: responds_with(f"{gateway.url}/ready", 200),
+            "the gateway's /ready to answer 200 with the broker back",
+        )
         async with open_stream(url, token=token()) as stream:
             assert (await stream.next()).event == "connected"
     finally:

@@ -13,6 +13,7 @@ from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
+from tests.support.waiting import wait_until
 
 TOKEN = UserTokens(DEV_JWT_SECRET).issue("user123", ["workspace123"])
 OUTBOX = 256 * 1024
@@ -94,9 +95,11 @@ async def test_a_stalled_reader_overflows_with_bounded_memory_and_resumes_withou
 async def _wait_until_read(gateway, seq: int) -> None:
     """The hub has read the burst from NATS (its stats say so)."""
     async with httpx.AsyncClient() as client:
-        async with asyncio.timeout(120):
-            while True:
-                stats = (await client.get(f"{gateway.url}/admin/logs/stats")).json()
-                if stats["read_total"] and stats.get("last_seq", 0) >= seq:
-                    return
-                await asyncio.sleep(0.1)
+
+        async def read() -> bool:
+            stats = (await client.get(f"{gateway.url}/admin/logs/stats")).json()
+            return bool(stats["read_total"]) and stats.get("last_seq", 0) >= seq
+
+        await wait_until(
+            read, f"the hub to read the burst up to seq {seq}", timeout=120, interval=0.1
+        )

@@ -13,10 +13,10 @@ import pytest
 
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
-from tests.integration.conftest import wait_until
 from tests.support.metrics import metric_value
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream
+from tests.support.waiting import wait_until
 
 TOKENS = UserTokens(DEV_JWT_SECRET)
 
@@ -266,9 +266,13 @@ async def test_stats_count_connections_users_and_channels(gateway, unique_id):
         assert stats["channels"][channel] == 1
         assert stats["connections"] >= 1 and stats["users"] >= 1
         assert {"delivered_total", "uptime_s"} <= set(stats)
-    wait_until(
-        lambda: channel not in httpx.get(f"{gateway.url}/admin/logs/stats").json()["channels"]
-    )
+
+    async def channel_let_go() -> bool:
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"{gateway.url}/admin/logs/stats")).json()
+        return channel not in stats["channels"]
+
+    await wait_until(channel_let_go, "the gateway to let the channel go after the client left")
 
 
 async def test_a_record_is_read_from_nats_once_for_many_connections(gateway, js_writer, unique_id):

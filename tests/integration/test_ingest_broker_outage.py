@@ -37,12 +37,14 @@ def ingest(own_broker, log_dir):
 async def stored(own_broker, subjects: str) -> list[dict]:
     nc = await connect_as(own_broker.url, "gateway")
     try:
-        js, found, seq = nc.jetstream(), [], 0
+        js, seq = nc.jetstream(), 0
+        found: list[dict] = []
         while True:
             try:
                 msg = await js.get_msg(STREAM_NAME, seq=seq + 1, subject=subjects, next=True)
             except NotFoundError:
                 return found
+            assert msg.seq is not None and msg.data is not None  # a stored message has both
             found.append({"seq": msg.seq, **json.loads(msg.data)})
             seq = msg.seq
     finally:

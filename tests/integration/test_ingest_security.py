@@ -19,10 +19,10 @@ import pytest
 from logstream.services.ingest.app import LINGER_BYTES
 from logstream.shared.identities import DEV_NATS_INGEST
 from logstream.shared.nats_names import INGEST_SUBJECT, STREAM_NAME
-from tests.integration.conftest import wait_until
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess
+from tests.support.waiting import wait_until
 
 PUBLISH = "/api/logs/publish"
 # Records/s and bucket size of every token here: the burst is below the batch limit (1,000),
@@ -138,7 +138,7 @@ class Audit:
                 found.append(entry)
         return found
 
-    def await_line(self, **expected) -> dict:
+    async def await_line(self, **expected) -> dict:
         """The first new line carrying ``expected``; written before the answer, so the poll
         only bounds a slow filesystem."""
 
@@ -152,7 +152,7 @@ class Audit:
                 None,
             )
 
-        return wait_until(match, timeout=10)
+        return await wait_until(match, f"an audit line with {expected}", timeout=10)
 
 
 # Bodies: size, encoding, nesting
@@ -185,6 +185,7 @@ async def test_a_chunked_body_that_never_ends_is_cut_off_not_read_to_its_end(cli
 
 
 def _rss_bytes(service: ServiceProcess) -> int | None:
+    assert service.process is not None  # started by the fixture
     try:
         status = open(f"/proc/{service.process.pid}/status").read()
     except OSError:
@@ -335,7 +336,7 @@ async def test_an_absurd_or_near_miss_credential_is_a_clear_401_audited_and_noth
     response = await client.post(PUBLISH, json=rec(f"logs:etl:{unique_id}"), headers=headers)
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "unauthenticated" and response.json()["message"]
-    line = audit.await_line(status=401)
+    line = await audit.await_line(status=401)
     assert (line["who"], line["rule"], line["via"]) == ("anonymous", rule, "http")
     assert await nothing_stored(js, unique_id)
 
@@ -402,7 +403,7 @@ async def test_over_the_publish_rate_is_a_429_with_retry_after_and_an_audit_line
     # 200 records at 50/s: at most 4 s away, and never less than 1.
     assert 1 <= int(response.headers["Retry-After"]) <= 4
     assert "'sec-rate-http'" in response.json()["message"]
-    line = audit.await_line(status=429)
+    line = await audit.await_line(status=429)
     assert (line["who"], line["rule"], line["via"]) == (
         "token:sec-rate-http",
         "publish_rate",
@@ -428,7 +429,7 @@ async def test_a_nats_request_without_a_valid_token_is_401_and_audited(
     audit = Audit(ingest)
     reply, _ = await nats_request(producer, rec(f"logs:etl:{unique_id}"), headers)
     assert reply["status"] == 401 and reply["error"] == "unauthenticated"
-    line = audit.await_line(status=401, via="nats")
+    line = await audit.await_line(status=401, via="nats")
     assert (line["who"], line["what"], line["rule"]) == ("anonymous", INGEST_SUBJECT, rule)
     assert await nothing_stored(js, unique_id)
 
@@ -445,7 +446,7 @@ async def test_a_nats_batch_mixing_granted_and_refused_channels_is_403_and_audit
     )
     assert reply["status"] == 403
     assert reply["details"] == [{"channel": channel} for channel in refused]
-    line = audit.await_line(status=403, via="nats")
+    line = await audit.await_line(status=403, via="nats")
     assert (line["who"], line["what"], line["rule"]) == (
         "token:sec-etl",
         ",".join(refused),
@@ -472,7 +473,7 @@ async def test_over_the_publish_rate_over_nats_is_429_with_retry_after_and_audit
     reply, reply_headers = await nats_request(producer, full[:200], headers)
     assert reply["status"] == 429 and reply["error"] == "rate_limited"
     assert 1 <= int(reply_headers["Retry-After"]) <= 4
-    line = audit.await_line(status=429, via="nats")
+    line = await audit.await_line(status=429, via="nats")
     assert (line["who"], line["what"], line["rule"]) == (
         "token:sec-rate-nats",
         INGEST_SUBJECT,
@@ -526,7 +527,7 @@ async def test_no_secret_reaches_the_log_whatever_was_refused(client, producer, 
         await nats_request(
             producer, rec(f"logs:platform:{unique_id}"), {"Authorization": f"Bearer {secret}"}
         )
-    audit.await_line(status=403, via="nats", who="token:sec-rate-nats")
+    await audit.await_line(status=403, via="nats", who="token:sec-rate-nats")
     text = ingest.log_path.read_text(errors="replace")
     for secret, _ in TOKENS.values():
         assert secret not in text

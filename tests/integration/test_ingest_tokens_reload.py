@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from logstream.shared.identities import DEV_NATS_INGEST
-from tests.integration.conftest import wait_until
 from tests.support.jetstream import stored
 from tests.support.processes import ServiceProcess
+from tests.support.waiting import wait_until, wait_until_blocking
 
 PUBLISH = "/api/logs/publish"
 # A reload is one file read after the signal; this only bounds a slow, busy machine.
@@ -82,6 +82,17 @@ def publish(ingest: ServiceProcess, secret: str, channel: str) -> httpx.Response
     )
 
 
+async def publish_status(ingest: ServiceProcess, secret: str, channel: str) -> int:
+    """The status ``publish`` gets, for async tests (the event loop keeps running)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            ingest.url + PUBLISH,
+            json={"channel": channel, "message": "m"},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+    return answer.status_code
+
+
 def log_lines(ingest: ServiceProcess) -> list[dict]:
     lines = []
     for text in ingest.log_path.read_text(errors="replace").splitlines():
@@ -97,8 +108,13 @@ def log_lines(ingest: ServiceProcess) -> list[dict]:
 def reload(ingest: ServiceProcess) -> list[dict]:
     """Send SIGHUP and wait for the reload's own log line; returns that line's successors."""
     before = len(log_lines(ingest))
+    assert ingest.process is not None  # started by the fixture
     ingest.process.send_signal(signal.SIGHUP)
-    return wait_until(lambda: log_lines(ingest)[before:] or None, timeout=RELOAD_WITHIN_S)
+    return wait_until_blocking(
+        lambda: log_lines(ingest)[before:],
+        "the reload's log line after SIGHUP",
+        timeout=RELOAD_WITHIN_S,
+    )
 
 
 def metric(ingest: ServiceProcess, sample: str) -> float:
@@ -119,13 +135,17 @@ async def test_a_sighup_swaps_the_token_file_without_a_restart(
     write_tokens(tokens_path, {"etl-second": second})
     ingest.process.send_signal(signal.SIGHUP)
 
-    def swapped() -> bool:
+    async def swapped() -> bool:
         return (
-            publish(ingest, first_secret, channel).status_code == 401
-            and publish(ingest, second, channel).status_code == 202
+            await publish_status(ingest, first_secret, channel) == 401
+            and await publish_status(ingest, second, channel) == 202
         )
 
-    wait_until(swapped, timeout=RELOAD_WITHIN_S)
+    await wait_until(
+        swapped,
+        "the first token refused (401) and the second accepted (202) after SIGHUP",
+        timeout=RELOAD_WITHIN_S,
+    )
     assert ingest.process.poll() is None and ingest.process.pid == pid
     [line] = [entry for entry in log_lines(ingest) if "reloaded" in entry["msg"]][-1:]
     assert line["level"] == "info" and "1 token(s)" in line["msg"]

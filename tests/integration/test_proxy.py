@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from tests.support.nats_source import free_port
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, responds_with
 from tests.support.sse_client import open_stream
+from tests.support.waiting import wait_until, wait_until_blocking
 
 ETL = "/api/dapadmin/l5-etl/sse/logs/stream"
 FAAS = "/api/dapadmin/faas/sse/logs/stream"
@@ -72,17 +73,6 @@ async def next_record_with(stream, message: str) -> dict:
                 return record
 
     return await asyncio.wait_for(find(), DEADLINE_S)
-
-
-def wait_until(check, what: str, deadline_s: float = DEADLINE_S):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {deadline_s}s: {what}")
-        time.sleep(0.05)
 
 
 # -- extra proxies --------------------------------------------------------------------------
@@ -235,22 +225,21 @@ async def test_stream_filters_pass_through_to_the_gateway(stack, unique_id):
 async def test_the_upstream_stream_closes_soon_after_the_client_leaves(stack, unique_id):
     query, channel = route_query(ETL, unique_id)
 
-    def subscribers() -> int:
-        stats = httpx.get(f"{stack.gateway.url}/admin/logs/stats", timeout=5).json()
+    async def subscribers() -> int:
+        async with httpx.AsyncClient(timeout=5) as client:
+            stats = (await client.get(f"{stack.gateway.url}/admin/logs/stats")).json()
         return stats["channels"].get(channel, 0)
+
+    async def none_left() -> bool:
+        return await subscribers() == 0
 
     async with open_stream(
         stack.proxy.url + ETL, token=stack.user_token("user123"), params=query
     ) as stream:
         await stream.next_of("connected")
-        assert await asyncio.to_thread(subscribers) == 1
+        assert await subscribers() == 1
         left_at = time.monotonic()
-    await asyncio.to_thread(
-        wait_until,
-        lambda: subscribers() == 0,
-        "the gateway connection to close",
-        UPSTREAM_CLOSE_BOUND_S,
-    )
+    await wait_until(none_left, "the gateway connection to close", timeout=UPSTREAM_CLOSE_BOUND_S)
     assert time.monotonic() - left_at < UPSTREAM_CLOSE_BOUND_S
 
 
@@ -291,8 +280,16 @@ def test_a_client_gone_before_the_stream_starts_leaves_no_upstream_open(stack, u
     )
     with socket.create_connection(("127.0.0.1", stack.proxy.port), timeout=5) as sock:
         sock.sendall(request.encode())  # and hang up at once, before any answer
-    wait_until(lambda: upstreams_opened() > before, "the proxy to open the upstream stream")
-    wait_until(lambda: subscribers() == 0, "the upstream stream to close", UPSTREAM_CLOSE_BOUND_S)
+    wait_until_blocking(
+        lambda: upstreams_opened() > before,
+        "the proxy to open the upstream stream",
+        timeout=DEADLINE_S,
+    )
+    wait_until_blocking(
+        lambda: subscribers() == 0,
+        "the upstream stream to close",
+        timeout=UPSTREAM_CLOSE_BOUND_S,
+    )
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -391,10 +388,10 @@ def test_a_gateway_that_is_down_is_a_502(proxies, unique_id):
 
 
 async def test_streams_fail_over_to_a_gateway_that_answers(proxies, stack, unique_id):
-    await asyncio.to_thread(
-        wait_until,
-        lambda: httpx.get(proxies.failover.url + "/ready").status_code == 200,
+    await wait_until(
+        lambda: responds_with(proxies.failover.url + "/ready", 200),
         "the failover proxy to be ready",
+        timeout=DEADLINE_S,
     )
     assert "1 of 2" in httpx.get(proxies.failover.url + "/ready").json()["reason"]
     query, _ = route_query(PLATFORM, unique_id)
@@ -536,9 +533,10 @@ def test_the_page_in_production_mode_offers_no_dev_sign_in(proxies):
 
 
 def test_ready_follows_the_gateways_health(stack, proxies):
-    wait_until(
+    wait_until_blocking(
         lambda: httpx.get(stack.proxy.url + "/ready").status_code == 200,
         "the stack's proxy to be ready",
+        timeout=DEADLINE_S,
     )
     answer = httpx.get(proxies.dead.url + "/ready", timeout=DEADLINE_S)
     assert answer.status_code == 503

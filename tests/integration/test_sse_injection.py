@@ -92,7 +92,8 @@ def _assert_delivered_intact(raw: bytes, events: list[SpecEvent], sent: list[tup
     assert b"\r" not in raw and b"\0" not in raw
     assert {event.event for event in events} <= {"connected", "log"}
     logs = [event for event in events if event.event == "log"]
-    assert [int(event.id) for event in logs] == [seq for seq, _ in sent]
+    ids = [None if event.id is None else int(event.id) for event in logs]
+    assert ids == [seq for seq, _ in sent]
     for event, (seq, record) in zip(logs, sent):
         delivered = json.loads(event.data)
         assert "forged" not in delivered

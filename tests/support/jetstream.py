@@ -11,7 +11,8 @@ from logstream.shared.nats_names import STREAM_NAME
 
 async def stored(js, subjects: str) -> list[tuple[int, str, dict]]:
     """Every record stored under ``subjects`` (a NATS filter), as (seq, subject, record)."""
-    found, seq = [], 0
+    found: list[tuple[int, str, dict]] = []
+    seq = 0
     while True:
         try:
             msg = await js.get_msg(STREAM_NAME, seq=seq + 1, subject=subjects, next=True)

@@ -21,12 +21,17 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
+import nats.aio.client
 
 from logstream.shared.embedded_nats import EmbeddedNats
 from logstream.shared.identities import DEV_NATS_USERS
 from logstream.shared.nats_names import inbox_prefix
+
+if TYPE_CHECKING:  # imported where used: a run without Docker needs none of it
+    from testcontainers.core.container import DockerContainer
 
 # A pinned NATS image with JetStream: `latest` would change under the suite.
 NATS_IMAGE = "nats:2.10.22"
@@ -86,7 +91,7 @@ class NatsUnderTest:
     url: str
     source: str
     embedded: EmbeddedNats | None = None
-    container: object | None = None
+    container: DockerContainer | None = None
     with_users: bool = False
     _extra: dict = field(default_factory=dict)
 

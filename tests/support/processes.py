@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.nats_source import free_port
+from tests.support.waiting import WaitTimeout, wait_until_blocking
 
 # A service imports litestar, faststream and nats-py; on a busy 2-core machine that takes a few
 # seconds. 30 s is for the worst case, a healthy start is ~1-2 s.
@@ -77,19 +77,25 @@ class ServiceProcess:
         self._wait_for("/ready", "ready", timeout)
 
     def _wait_for(self, path: str, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+        assert process is not None, "start() the service first"
+
+        def answers() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(
-                    f"{self.service} exited with {self.process.returncode}:\n" + self.log()
+                    f"{self.service} exited with {process.returncode}:\n" + self.log()
                 )
-            try:
-                if httpx.get(self.url + path, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.service} not {what} within {timeout}s:\n{self.log()}")
+            return httpx.get(self.url + path, timeout=1).status_code == 200
+
+        try:
+            wait_until_blocking(
+                answers,
+                f"{self.service} to be {what} ({path} answering 200)",
+                timeout=timeout,
+                retry_on=httpx.HTTPError,
+            )
+        except WaitTimeout as late:
+            raise RuntimeError(f"{late}\n{self.log()}") from late
 
     def log(self) -> str:
         try:
@@ -112,3 +118,10 @@ class ServiceProcess:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+async def responds_with(url: str, status: int, timeout: float = 5.0) -> bool:
+    """Whether a GET of ``url`` answers ``status``; for ``await wait_until(lambda: ...)`` in
+    async tests (it does not block the event loop)."""
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        return (await client.get(url)).status_code == status

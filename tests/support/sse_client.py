@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ DEFAULT_DEADLINE_S = 20.0
 @dataclass
 class OpenStream:
     response: httpx.Response
-    events: object  # async iterator of ServerSentEvent
+    events: AsyncIterator[ServerSentEvent]
 
     async def next(self, timeout: float = DEFAULT_DEADLINE_S) -> ServerSentEvent:
         return await asyncio.wait_for(self.events.__anext__(), timeout)

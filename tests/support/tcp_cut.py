@@ -31,6 +31,7 @@ class CuttableLink:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        assert self._server is not None  # __aenter__ started it
         self._server.close()
         self.cut()
         await self._server.wait_closed()

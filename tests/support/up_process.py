@@ -52,6 +52,12 @@ class Up:
     def url(self, role: str) -> str:
         return f"http://127.0.0.1:{self.ports[role]}"
 
+    @property
+    def running(self) -> subprocess.Popen:
+        """The ``logstream up`` process ``start()`` made."""
+        assert self.process is not None, "start() first"
+        return self.process
+
     def start(self) -> Up:
         port_flags = [f"--{role}-port={port}" for role, port in self.ports.items()]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
@@ -71,25 +77,27 @@ class Up:
     def wait_banner(self) -> Up:
         deadline = time.monotonic() + BANNER_TIMEOUT_S
         while "Ctrl-C to stop" not in self.output:
-            assert self.process.poll() is None, f"up exited early:\n{self.output}"
+            assert self.running.poll() is None, f"up exited early:\n{self.output}"
             assert time.monotonic() < deadline, f"no banner in time:\n{self.output}"
             time.sleep(0.1)
-        self.children = children_of(self.process.pid)
+        self.children = children_of(self.running.pid)
         return self
 
     def wait_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
         try:
-            return self.process.wait(timeout)
+            return self.running.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.running.kill()
             pytest.fail(f"up did not exit within {timeout}s:\n{self.output}")
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
+        self.running.send_signal(signum)
         return self.wait_exit()
 
     def data_dir(self) -> Path:
-        return Path(re.search(r"Data dir:\s+(\S+)", self.output).group(1))
+        found = re.search(r"Data dir:\s+(\S+)", self.output)
+        assert found is not None, f"no data dir in the banner:\n{self.output}"
+        return Path(found.group(1))
 
     def kill_everything(self) -> None:
         """Test teardown backstop: whatever is still alive of this run."""

@@ -46,6 +46,7 @@ def _as_process_msg(acks):
 
 async def _feed(parser_class, stream: bytes, cut: int):
     client = _Client()
+    parser: Parser
     if parser_class is AckParser:
         parser = AckParser(
             client, SID, PREFIX, lambda acks: client.seen.extend(_as_process_msg(acks))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +24,7 @@ from logstream.publisher import (
 from logstream.sender import retry_delay
 from logstream.shared.errors import LogstreamError
 from logstream.shared.ingest_client import Reply, TransportFailed
+from tests.support.waiting import wait_until_blocking
 
 CHANNEL = "logs:etl:workspace123:workflow456"
 # Only bounds a failing test: a passing one returns as soon as the double has answered.
@@ -77,13 +77,6 @@ def publisher(ingest: ScriptedIngest, **options) -> LogPublisher:
     return LogPublisher(token="l5-etl-token", transport=ingest, **options)
 
 
-def wait_until(predicate, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def test_publish_returns_a_uuid_hex_id_and_flush_waits_until_ingest_stored_it():
     ingest = ScriptedIngest()
     with publisher(ingest) as logs:
@@ -112,7 +105,9 @@ def test_a_lone_record_is_sent_without_a_flush():
     ingest = ScriptedIngest()
     logs = publisher(ingest, linger_s=0.01)
     logs.publish(CHANNEL, "on its own")
-    wait_until(lambda: ingest.messages == ["on its own"], "the record is sent by the thread")
+    wait_until_blocking(
+        lambda: ingest.messages == ["on its own"], "the record is sent by the thread"
+    )
     logs.close()
 
 
@@ -213,7 +208,7 @@ def test_on_error_hears_of_a_refused_batch_from_the_sender_thread():
     ingest = ScriptedIngest(Reply(403, {"error": "forbidden", "message": "no"}))
     logs = publisher(ingest, on_error=heard.append)
     logs.publish(CHANNEL, "m")
-    wait_until(lambda: heard, "on_error is called")
+    wait_until_blocking(lambda: heard, "on_error is called")
     assert heard[0].status == 403
     with pytest.raises(PublishFailed):
         logs.close()
@@ -291,7 +286,7 @@ def test_a_full_queue_drops_the_oldest_by_default_never_raising_and_counts_them(
     ingest.release.clear()
     logs = publisher(ingest, max_queue=3)
     logs.publish(CHANNEL, "m0")
-    wait_until(lambda: ingest.arrived == 1, "the first record is taken")
+    wait_until_blocking(lambda: ingest.arrived == 1, "the first record is taken")
     for n in range(1, 8):  # m1..m7 into a queue of 3: m1..m4 make room for the newest
         logs.publish(CHANNEL, f"m{n}")
     assert logs.dropped == 4
@@ -307,7 +302,7 @@ def test_the_raise_policy_refuses_at_once_when_full():
     for n in range(6):  # the first is taken by the held request, five wait in the queue
         logs.publish(CHANNEL, f"m{n}")
         if n == 0:
-            wait_until(lambda: ingest.arrived == 1, "the first record is taken")
+            wait_until_blocking(lambda: ingest.arrived == 1, "the first record is taken")
     with pytest.raises(PublishQueueFull, match="5 records are waiting"):
         logs.publish(CHANNEL, "one too many")
     ingest.release.set()
@@ -320,7 +315,7 @@ def test_a_full_queue_waits_for_room_within_queue_timeout():
     ingest.release.clear()
     logs = publisher(ingest, max_queue=1, when_full="block", queue_timeout=DEADLINE_S)
     logs.publish(CHANNEL, "m0")
-    wait_until(lambda: ingest.arrived == 1, "the first record is taken")
+    wait_until_blocking(lambda: ingest.arrived == 1, "the first record is taken")
     logs.publish(CHANNEL, "m1")
     threading.Timer(0.2, ingest.release.set).start()
     logs.publish(CHANNEL, "m2")  # blocks until the sender takes m1
@@ -350,7 +345,7 @@ def test_flush_times_out_when_ingest_does_not_answer_and_close_gives_the_records
         logs.flush(timeout=0.2)
     with pytest.raises(FlushTimeout):
         logs.close(timeout=0.2)
-    wait_until(lambda: logs.lost == 1, "the abandoned record is counted as lost")
+    wait_until_blocking(lambda: logs.lost == 1, "the abandoned record is counted as lost")
     ingest.release.set()
     assert logs._thread is not None and not logs._thread.is_alive()
 

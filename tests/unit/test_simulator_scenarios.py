@@ -89,6 +89,7 @@ def _etl_runs(count: int, seed: int = 11):
             current = [event]
             runs.append(current)
         else:
+            assert current is not None, "the first event starts a run"
             current.append(event)
         if len(runs) > count:
             return runs[:count]

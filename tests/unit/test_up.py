@@ -10,13 +10,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from logstream.children import Child, child_options, notable, stop_together
 from logstream.shared.embedded_nats import EmbeddedNats
-from logstream.up import LocalStack, banner, run
+from logstream.up import LocalStack, StopRequest, banner, run
 from logstream.up_plan import Plan, PlanRefused, add_arguments, find_port_conflict, make_plan
 from tests.support.nats_source import free_port
 
@@ -282,10 +282,19 @@ class _Exited:
         return self.code
 
 
+class _NoStop(StopRequest):
+    """No stop requested, and no signal handlers installed."""
+
+    def __init__(self) -> None:
+        self.signum = None
+
+
 def _stack(plan: Plan, **codes: int | None) -> LocalStack:
-    stack = LocalStack(plan, SimpleNamespace(requested=False))
+    stack = LocalStack(plan, _NoStop())
     stack.children = [
-        Child(name, _Exited(code), Path("/nonexistent")) for name, code in codes.items()
+        # A stand-in for the Popen: watch() only polls it.
+        Child(name, cast(subprocess.Popen, _Exited(code)), Path("/nonexistent"))
+        for name, code in codes.items()
     ]
     return stack
 
