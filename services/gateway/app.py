@@ -77,6 +77,12 @@ class GatewayState:
         self.per_user: Counter[str] = Counter()
         self.started = time.monotonic()
 
+    def running(self) -> tuple[NatsLink, NatsLogSource, Hub]:
+        """What the lifespan started; before that (or once it ended) a request gets a 503."""
+        if self.link is None or self.source is None or self.hub is None:
+            raise BrokerUnavailable("the gateway is starting; retry shortly")
+        return self.link, self.source, self.hub
+
     def ready(self) -> tuple[bool, str]:
         if self.link is None:
             return False, "starting"
@@ -119,7 +125,8 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
             retry_after=CONNECTION_CAP_RETRY_S,
             rule="connection_cap",
         )
-    if gateway.link is None or not gateway.link.connected:
+    link, source, hub = gateway.running()
+    if not link.connected:
         raise BrokerUnavailable("the broker is unavailable; retry shortly")
     sub = Subscription(
         uuid.uuid4().hex[:16],
@@ -131,14 +138,14 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
     )
     gateway.per_user[user.user_id] += 1
     try:
-        cursor = await gateway.hub.subscribe(sub)
+        cursor = await hub.subscribe(sub)
     except BaseException:
         _release(gateway, user.user_id)
         raise
     try:
-        plan = await plan_replay(gateway.source, wanted, covering_filters(sub.subjects), cursor)
+        plan = await plan_replay(source, wanted, covering_filters(sub.subjects), cursor)
     except BaseException:
-        gateway.hub.unsubscribe(sub)
+        hub.unsubscribe(sub)
         _release(gateway, user.user_id)
         raise
     if plan is not None:
@@ -164,7 +171,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
 
     connection = connection_of(request.scope)
     writer = StreamWriter(
-        gateway.hub,
+        hub,
         sub,
         cursor,
         settings.retry_ms,
@@ -172,7 +179,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         request.app.state.service.draining,
         user.expires_at,
         on_end,
-        gateway.source,
+        source,
         plan,
         connection,
     )
@@ -181,7 +188,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         def gone() -> bool:
             return connection.gone
 
-        sub.client_gone = gone
+        sub.set_client_probe(gone)
         # A client that leaves lets go of its slot, subscription and fan-out share at once.
         let_go = connection.on_lost(lambda: sub.lost_sink(gone=True))
         return SseAnswer(writer.frames(), gone, let_go)
@@ -246,7 +253,8 @@ async def test_logs(request: Request) -> Response:
     """Dev mode only: publish one test record through ingest (section 4 rules apply)."""
     gateway: GatewayState = request.app.state.gateway
     body = await request.body()
-    status, reply = await publish_test_record(gateway.link, gateway.settings, body)
+    link, _, _ = gateway.running()
+    status, reply = await publish_test_record(link, gateway.settings, body)
     return Response(reply, status_code=status, media_type=MediaType.JSON)
 
 
@@ -254,17 +262,17 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
     @asynccontextmanager
     async def lifespan(app: Litestar):
         settings = gateway.settings
-        gateway.link = await NatsLink.connect(settings, name="logstream-gateway")
+        link = gateway.link = await NatsLink.connect(settings, name="logstream-gateway")
         metrics = gateway.metrics
-        gateway.source = NatsLogSource(gateway.link.js)
-        live = NatsLiveFeed(gateway.link.nc)
-        gateway.link.on_disconnect(live.missed)
-        gateway.hub = Hub(gateway.source, live, on_read=metrics.records_read.inc)
-        metrics.watch(gateway.hub)
-        ticker = Ticker(settings.heartbeat, lambda: gateway.hub.subscriptions)
+        source = gateway.source = NatsLogSource(link.js)
+        live = NatsLiveFeed(link.nc)
+        link.on_disconnect(live.missed)
+        hub = gateway.hub = Hub(source, live, on_read=metrics.records_read.inc)
+        metrics.watch(hub)
+        ticker = Ticker(settings.heartbeat, lambda: hub.subscriptions)
         watchers = [
             asyncio.create_task(_wake_on_drain(gateway, service.draining)),
-            asyncio.create_task(_watch_stream(gateway.hub, gateway.source)),
+            asyncio.create_task(_watch_stream(hub, source)),
             asyncio.create_task(_watch_loop_lag(metrics)),
             asyncio.create_task(keep_collections_short()),
             asyncio.create_task(ticker.run()),
@@ -274,8 +282,8 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         finally:
             for watcher in watchers:
                 watcher.cancel()
-            await gateway.hub.close()
-            await gateway.link.close()
+            await hub.close()
+            await link.close()
 
     return lifespan
 
@@ -307,14 +315,13 @@ async def _watch_loop_lag(metrics: GatewayMetrics) -> None:
 async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None:
     """On SIGTERM wake every connection so it sends its final frame and ends."""
     await draining.wait()
-    for sub in gateway.hub.subscriptions:
+    for sub in gateway.hub.subscriptions if gateway.hub is not None else ():
         sub.outbox.ready.set()
 
 
 def create_app(settings: Settings) -> Litestar:
-    gateway = GatewayState(settings, None)  # metrics need the registry below
-    service = ServiceState("gateway", gateway.ready)
-    gateway.metrics = GatewayMetrics(service.registry)
+    service = ServiceState("gateway", lambda: gateway.ready())
+    gateway = GatewayState(settings, GatewayMetrics(service.registry))
     routes: list = [stream, stats, *service_routes()]
     if settings.dev:
         routes.append(test_logs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -66,14 +66,12 @@ class StreamWriter:
         )
         return sse_frame(retry=self.retry_ms, id=self.cursor, event="connected", data=connected)
 
-    async def _replayed(self) -> AsyncIterator[bytes]:
-        if self.replay.gap is not None:
-            first, last = self.replay.gap
+    async def _replayed(self, source: LogSource, replay: ReplayPlan) -> AsyncIterator[bytes]:
+        if replay.gap is not None:
+            first, last = replay.gap
             yield sse_frame(event="gap", data=_ENCODE({"from": first, "to": last}))
         filters = covering_filters(self.sub.subjects)
-        async for chunk in replay_chunks(
-            self.source, filters, self.replay, self.sub, self.hub.count_read
-        ):
+        async for chunk in replay_chunks(source, filters, replay, self.sub, self.hub.count_read):
             yield chunk
 
     def _go_direct(self) -> None:
@@ -88,9 +86,11 @@ class StreamWriter:
         # (the outbox's floor, ``Subscription.last_sent``).
         if self.connection is None:
             return
-        self.sub.sink = self.connection.direct_sink(self.sub.outbox.limit)
-        if self.sub.sink is None:
+        sink = self.connection.direct_sink(outbox.limit)
+        if sink is None:
             self.connection = None  # not this response (not chunked, closing): keep the outbox
+        else:
+            self.sub.go_direct(sink)
 
     async def _live(self) -> AsyncIterator[bytes | str]:
         """After the opening and any replay: records (through the outbox until the hub writes
@@ -107,20 +107,20 @@ class StreamWriter:
             if sub.sink is None and self.connection is not None and not outbox.size:
                 self._go_direct()
             last_write = max(last_write, sub.written_at)
-            sub.wake_at = min(last_write + self.heartbeat_s - early, expiry)
+            sub.wake_by(min(last_write + self.heartbeat_s - early, expiry))
             if not outbox.ready.is_set() and not self.draining.is_set():
                 await outbox.ready.wait()
             if sub.gone:
                 yield ConnectionEnd.CLIENT_LEFT
                 return
-            chunk, _, _ = outbox.take()
+            chunk = outbox.take()
             if chunk:
                 yield chunk
                 last_write = time.monotonic()
             now = time.monotonic()
             last_write = max(last_write, sub.written_at)
             if outbox.overflowed or self.draining.is_set() or now >= expiry:
-                sub.sink = None  # the final frame must be the last thing written
+                sub.take_back_sink()  # the final frame must be the last thing written
             if outbox.overflowed:
                 # ``rewind``: the hub found a record this connection missed, older than what
                 # it was sent since; its id takes the client back to just before it.
@@ -150,14 +150,15 @@ class StreamWriter:
                 yield HEARTBEAT
                 last_write = now
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def frames(self) -> AsyncGenerator[bytes, None]:
         """The body of the response; its ``finally`` releases the subscription."""
         end = ConnectionEnd.CLIENT_LEFT
         try:
             yield self.opening()
             if self.replay is not None:
+                assert self.source is not None, "a replay plan comes with its source"
                 try:
-                    async for chunk in self._replayed():
+                    async for chunk in self._replayed(self.source, self.replay):
                         yield chunk
                 except ReplayStalled:
                     end = ConnectionEnd.REPLAY_STALLED
@@ -169,6 +170,6 @@ class StreamWriter:
                     return
                 yield piece
         finally:
-            self.sub.sink = None  # before the server's closing chunk: nothing may follow it
+            self.sub.take_back_sink()  # before the closing chunk: nothing may follow it
             self.hub.unsubscribe(self.sub)
             self.on_end(end)

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from logstream.shared.uvicorn_adapter import chunk
+
+if TYPE_CHECKING:
+    from logstream.services.gateway.subscription import Subscription
 
 __all__ = ["Coalescer"]
 
@@ -33,22 +36,19 @@ class Coalescer:
     connection: a connection on one channel gets every frame of the batch in one ``write``,
     and connections that get the same frames share the same chunk bytes."""
 
-    __slots__ = ("_dirty", "_handle", "written")
+    __slots__ = ("_dirty", "_handle")
 
     def __init__(self) -> None:
-        self._dirty: list = []  # subscriptions with pending frames, in first-frame order
+        self._dirty: list[Subscription] = []  # with pending frames, in first-frame order
         self._handle: asyncio.Handle | None = None
-        self.written = 0  # chunks written (for tests and stats)
 
-    def add(self, sub: Any, frame: bytes) -> None:
-        """Queue ``frame`` for ``sub`` (which has a sink); written at the next ``flush``, which
-        runs by itself on the next loop turn if nobody calls it sooner."""
-        pending = sub.pending
-        if not pending:
-            self._dirty.append(sub)
-            if self._handle is None:
-                self._handle = asyncio.get_running_loop().call_soon(self.flush)
-        pending.append(frame)
+    def note(self, sub: Subscription) -> None:
+        """``sub`` queued the first frame of this batch (``Subscription.deliver``): write its
+        frames at the next ``flush``, which runs by itself on the next loop turn if nobody
+        calls it sooner."""
+        self._dirty.append(sub)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         if self._handle is not None:
@@ -62,7 +62,7 @@ class Coalescer:
         # until its connection is written, and no frame is created meanwhile, so ids are unique.
         shared: dict[tuple[int, ...], bytes] = {}
         for sub in dirty:
-            frames, sub.pending = sub.pending, []
+            frames = sub.take_pending()
             sink = sub.sink
             if sink is None:
                 continue  # the writer took the connection back to end it: it ends, and resumes
@@ -71,8 +71,6 @@ class Coalescer:
             if data is None:
                 data = shared[key] = chunk(frames[0] if len(frames) == 1 else b"".join(frames))
             if sink.write(data):
-                sub.written_at = now
-                self.written += 1
+                sub.mark_written(now)
             else:
-                sub.sink = None
                 sub.lost_sink(gone=sink.gone)

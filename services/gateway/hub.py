@@ -91,9 +91,10 @@ class Hub:
             raise
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="hub-live")
-        cursor = max(self.last_seq, *(interest.since for interest in interests))
-        sub.outbox.set_floor(cursor)
-        sub.last_sent = max(sub.last_sent, cursor)  # records up to it are not this one's
+        # (``add`` returns once every interest has its start)
+        starts = [interest.since for interest in interests if interest.since is not None]
+        cursor = max(self.last_seq, *starts)
+        sub.start_after(cursor)
         return cursor
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -151,7 +152,8 @@ class Hub:
                 await self._catch_up()
                 continue
             missing_after = self._note(message)
-            if missing_after is not None:
+            if missing_after is not None and message.previous is not None:
+                # (``_note`` finds a gap only in a record that names its previous one)
                 self._direct.flush()
                 await self._repair(message.subject, missing_after, message.previous)
             self.fan_out(message)
@@ -186,25 +188,19 @@ class Hub:
     ) -> None:
         seq = message.seq
         frame = encode_record(message)
+        direct = self._direct
         view = None
         for sub in targets:
             if seq <= sub.last_sent:
-                if not late:
-                    continue  # at or before its cursor: still in flight when it connected
-                floor = sub.outbox.floor
-                if floor is None or seq > floor:
-                    sub.cut(rewind=seq - 1)  # it has later records already: resume from here
-                continue
+                if late:
+                    sub.missed(seq)  # it has later records already: resume from before this
+                continue  # live: at or before its cursor, still in flight when it connected
             if sub.filtered:
                 view = view or FILTER_VIEW.decode(message.data)
                 if not sub.accepts(view):
                     continue
-            if sub.sink is not None:
-                self._direct.add(sub, frame)
-            elif not sub.outbox.push(seq, frame):
-                continue
-            sub.last_sent = seq
-            self.delivered_total += 1
+            if sub.deliver(seq, frame, direct):
+                self.delivered_total += 1
 
     async def _catch_up(self) -> None:
         """Records may have been missed after ``last_seq`` (the link dropped, or the live buffer
@@ -284,19 +280,19 @@ class Hub:
         for sub in self._interests.targets(subject):
             sub.cut()
 
-    async def check_stream(self) -> bool:
+    async def check_stream(self) -> None:
         """Notice a recreated stream (e.g. a broker back with an empty store) and start over.
 
         Its seqs begin again at 1, so records would be taken for ones already fanned out.
         Instead every connection is cut to resume, and the hub goes on from the new stream's
-        last seq. True on a reset.
+        last seq.
         """
         seen = self.last_seq  # before asking: records fanned out meanwhile are newer than it
         identity, last = await self._source.identity()
         known = self._stream_identity
         self._stream_identity = identity
         if known is None or (identity == known and last >= seen):
-            return False
+            return
         log.warning(
             "stream LOGS was recreated (last seq %d, had seen %d): connections resume", last, seen
         )
@@ -304,7 +300,6 @@ class Hub:
         self._interests.restart(last)
         for sub in list(self._subs):
             sub.cut()
-        return True
 
     async def close(self) -> None:
         if self._task is not None:

@@ -90,15 +90,14 @@ class Outbox:
         self._bytes = sum(len(frame) for _, frame in kept)
         self._frames = kept
 
-    def take(self) -> tuple[bytes, int, int]:
-        """Everything queued as one chunk, the number of frames, and the last seq (0 if none)."""
+    def take(self) -> bytes:
+        """Everything queued, as one chunk (b"" if nothing is)."""
         if not self._frames:
             self.ready.clear()
-            return b"", 0, 0
-        count, last = len(self._frames), self._frames[-1][0]
+            return b""
         chunk = b"".join(frame for _, frame in self._frames)
         self._frames = []
         self._bytes = 0
         if not self.overflowed:
             self.ready.clear()
-        return chunk, count, last
+        return chunk

@@ -11,7 +11,7 @@ task. Under any other server the gateway keeps ``Stream``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from litestar import Response
@@ -24,15 +24,17 @@ __all__ = ["SseAnswer"]
 class SseAnswer(Response):
     def __init__(
         self,
-        frames: AsyncIterator[bytes],
+        frames: AsyncGenerator[bytes, None],
         gone: Callable[[], bool],
         ended: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(content=None, status_code=200, media_type="text/event-stream")
         self._frames, self._gone, self._ended = frames, gone, ended
 
-    def to_asgi_response(self, *args: Any, **kwargs: Any) -> SseAnswer:
-        return self  # this answer is its own ASGI app
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> SseAnswer:  # type: ignore[override]
+        # Litestar annotates the result as an ASGIResponse but only calls it as an ASGI app:
+        # this answer is its own ASGI app.
+        return self
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         frames = self._frames

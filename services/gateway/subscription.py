@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -16,6 +17,9 @@ from logstream.shared.channels import ChannelPattern, to_subject
 from logstream.shared.records import delivered_json, level_rank
 from logstream.shared.sse import sse_frame
 from logstream.shared.uvicorn_adapter import DirectSink
+
+if TYPE_CHECKING:
+    from logstream.services.gateway.direct import Coalescer
 
 __all__ = ["FILTER_VIEW", "Subscription", "encode_record"]
 
@@ -35,7 +39,15 @@ def encode_record(message: StoredMessage) -> bytes:
 
 @dataclass(eq=False, slots=True)
 class Subscription:
-    """One connection's interest: its channels, optional filters, and its outbox."""
+    """One connection's interest: its channels, optional filters, and where its records go.
+
+    Its state below is assigned here only, by methods named for what happened: the hub
+    (``start_after``, ``deliver``, ``missed``, ``cut``), the coalescer (``take_pending``,
+    ``mark_written``, ``lost_sink``), the ticker (``lost_sink``), the connection's writer
+    (``go_direct``, ``take_back_sink``, ``wake_by``) and the stream handler
+    (``set_client_probe``, ``lost_sink``) ask instead of setting it. The fields stay plain
+    slots for reading: the fan-out reads them per record per connection.
+    """
 
     connection_id: str
     user_id: str
@@ -69,6 +81,55 @@ class Subscription:
             self.query = self.query.lower()
         self.filtered = self.min_level > 0 or bool(self.query)
 
+    # -- the hub -------------------------------------------------------------------------
+
+    def start_after(self, cursor: int) -> None:
+        """Registered with the hub at ``cursor``: records up to it are not this one's (the hub
+        may still be fanning some out), whether they would go to the outbox or the socket."""
+        self.outbox.set_floor(cursor)
+        self.last_sent = max(self.last_sent, cursor)
+
+    def deliver(self, seq: int, frame: bytes, direct: Coalescer) -> bool:
+        """Take record ``seq``'s frame: once caught up, into the batch ``direct`` writes to the
+        socket at its next flush; before, into the outbox. False if it was not taken (before
+        the outbox's floor, or the outbox is full)."""
+        if self.sink is not None:
+            pending = self.pending
+            if not pending:
+                direct.note(self)  # the batch's first frame for this connection
+            pending.append(frame)
+        elif not self.outbox.push(seq, frame):
+            return False
+        self.last_sent = seq
+        return True
+
+    def missed(self, seq: int) -> None:
+        """The hub read back record ``seq``, which this connection never got though it has
+        later ones (``Hub._repair``): unless it is at or before the cursor it started after,
+        end the connection so the client resumes from just before it."""
+        floor = self.outbox.floor
+        if floor is None or seq > floor:
+            self.cut(rewind=seq - 1)
+
+    def cut(self, *, rewind: int | None = None) -> None:
+        """End the connection with ``overflow`` (the client resumes from its last id, or from
+        ``rewind``); nothing more is written to its socket directly, so that frame is the last."""
+        self.sink = None
+        if rewind is not None:
+            self.rewind = rewind if self.rewind is None else min(self.rewind, rewind)
+        self.outbox.cut()
+
+    # -- the coalescer (direct writes) ---------------------------------------------------
+
+    def take_pending(self) -> list[bytes]:
+        """The frames queued for the socket since the last flush; none are left queued."""
+        frames, self.pending = self.pending, []
+        return frames
+
+    def mark_written(self, now: float) -> None:
+        """Frames reached the socket at ``now``: the writer's next heartbeat counts from it."""
+        self.written_at = now
+
     def lost_sink(self, *, gone: bool) -> None:
         """A direct write was refused: the client left, or it fell behind (``overflow``)."""
         if gone:
@@ -78,13 +139,28 @@ class Subscription:
         else:
             self.cut()
 
-    def cut(self, *, rewind: int | None = None) -> None:
-        """End the connection with ``overflow`` (the client resumes from its last id, or from
-        ``rewind``); nothing more is written to its socket directly, so that frame is the last."""
+    # -- the connection's writer ---------------------------------------------------------
+
+    def go_direct(self, sink: DirectSink) -> None:
+        """Caught up: from now on the hub's records go straight to ``sink``."""
+        self.sink = sink
+
+    def take_back_sink(self) -> None:
+        """The writer sends what follows itself (its final frame, the server's closing chunk):
+        nothing more is written to the socket directly, and frames still pending are dropped
+        at the flush."""
         self.sink = None
-        if rewind is not None:
-            self.rewind = rewind if self.rewind is None else min(self.rewind, rewind)
-        self.outbox.cut()
+
+    def wake_by(self, when: float) -> None:
+        """The writer wants waking at ``when`` (time.monotonic()) even without records."""
+        self.wake_at = when
+
+    def set_client_probe(self, client_gone: Callable[[], bool]) -> None:
+        """How the ticker asks whether the client left (a quiet stream writes nothing that
+        could fail)."""
+        self.client_gone = client_gone
+
+    # -- filters -------------------------------------------------------------------------
 
     def accepts(self, view: FilterView) -> bool:
         if level_rank(view.level) < self.min_level:

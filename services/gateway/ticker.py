@@ -37,20 +37,15 @@ class Ticker:
         self.period = tick_period(heartbeat_s)
         self._subscriptions = subscriptions
 
-    def wake_due(self, now: float | None = None) -> int:
-        """Wake every connection whose ``wake_at`` has come, or whose client has left; returns
-        how many."""
+    def wake_due(self, now: float | None = None) -> None:
+        """Wake every connection whose ``wake_at`` has come, or whose client has left."""
         now = time.monotonic() if now is None else now
-        woken = 0
         for sub in self._subscriptions():
             if sub.wake_at <= now:
                 sub.outbox.ready.set()
-                woken += 1
             elif sub.client_gone is not None and not sub.gone and sub.client_gone():
                 # A quiet connection's client left: nothing else would tell its writer.
                 sub.lost_sink(gone=True)
-                woken += 1
-        return woken
 
     async def run(self) -> None:
         while True:

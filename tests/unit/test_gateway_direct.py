@@ -40,7 +40,7 @@ def caught_up(*channels: str, limit: int = 1 << 20, unread: int = 0, **kw):
     patterns = tuple(parse_pattern(c) for c in channels)
     sub = Subscription("c" + str(id(patterns)), "u", patterns, Outbox(limit), **kw)
     transport = Transport(unread)
-    sub.sink = DirectSink(Cycle(), transport, limit)
+    sub.go_direct(DirectSink(Cycle(), transport, limit))
     return sub, transport
 
 
@@ -58,8 +58,8 @@ def test_the_frames_of_one_batch_reach_each_connection_in_one_write_in_order():
         coalescer = Coalescer()
         (a, ta), (b, tb) = caught_up("logs:etl:ws"), caught_up("logs:etl:ws")
         for n in (1, 2, 3):
-            coalescer.add(a, frame(n))
-            coalescer.add(b, frame(n))
+            a.deliver(n, frame(n), coalescer)
+            b.deliver(n, frame(n), coalescer)
         coalescer.flush()
         return ta.written, tb.written, a.written_at
 
@@ -72,7 +72,7 @@ def test_frames_left_pending_are_written_on_the_next_loop_turn_without_a_flush_c
     async def scenario():
         coalescer = Coalescer()
         sub, transport = caught_up("logs:etl:ws")
-        coalescer.add(sub, frame(7))
+        sub.deliver(7, frame(7), coalescer)
         assert transport.written == []
         await asyncio.sleep(0)
         return transport.written
@@ -84,7 +84,7 @@ def test_a_write_past_the_limit_is_refused_and_ends_the_connection_with_overflow
     async def scenario():
         coalescer = Coalescer()
         sub, transport = caught_up("logs:etl:ws", limit=4096, unread=4000)
-        coalescer.add(sub, frame(1) * 10)
+        sub.deliver(1, frame(1) * 10, coalescer)
         coalescer.flush()
         return sub, transport
 
@@ -99,7 +99,7 @@ def test_a_client_gone_is_noticed_on_write_and_its_writer_woken_to_end():
         coalescer = Coalescer()
         sub, transport = caught_up("logs:etl:ws")
         transport.closing = True
-        coalescer.add(sub, frame(1))
+        sub.deliver(1, frame(1), coalescer)
         coalescer.flush()
         return sub, transport
 
@@ -112,8 +112,8 @@ def test_a_connection_taken_back_before_the_flush_gets_nothing_more():
     async def scenario():
         coalescer = Coalescer()
         sub, transport = caught_up("logs:etl:ws")
-        coalescer.add(sub, frame(1))
-        sub.sink = None  # its writer is ending it (drain, expiry): the final frame is last
+        sub.deliver(1, frame(1), coalescer)
+        sub.take_back_sink()  # its writer is ending it (drain, expiry): the final frame is last
         coalescer.flush()
         return transport.written
 

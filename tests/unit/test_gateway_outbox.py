@@ -7,7 +7,7 @@ def test_frames_are_taken_together_as_one_chunk():
     box = Outbox(1000)
     box.push(1, b"a")
     box.push(2, b"b")
-    assert box.take() == (b"ab", 2, 2)
+    assert box.take() == b"ab"
     assert box.size == 0 and not box.ready.is_set()
 
 
@@ -17,7 +17,7 @@ def test_frames_at_or_before_the_floor_are_dropped():
     box.push(5, b"b")
     box.set_floor(1)
     assert not box.push(1, b"again")
-    assert box.take() == (b"b", 1, 5)
+    assert box.take() == b"b"
 
 
 def test_a_push_past_the_limit_overflows_and_keeps_what_was_queued():
@@ -25,5 +25,5 @@ def test_a_push_past_the_limit_overflows_and_keeps_what_was_queued():
     assert box.push(1, b"12345")
     assert not box.push(2, b"123456")
     assert box.overflowed and box.ready.is_set()
-    assert box.take() == (b"12345", 1, 1)
+    assert box.take() == b"12345"
     assert not box.push(3, b"1")

@@ -15,7 +15,7 @@ from logstream.shared.channels import parse_pattern
 
 def sub(wake_at: float) -> Subscription:
     made = Subscription(f"c{wake_at}", "u", (parse_pattern("logs:etl:ws"),), Outbox(4096))
-    made.wake_at = wake_at
+    made.wake_by(wake_at)
     return made
 
 
@@ -29,7 +29,7 @@ def test_the_ticker_looks_four_times_per_heartbeat_and_at_least_four_times_a_sec
 def test_only_connections_whose_time_has_come_are_woken():
     due, exactly_due, later, never = sub(9.0), sub(10.0), sub(10.5), sub(math.inf)
     ticker = Ticker(15.0, lambda: [due, exactly_due, later, never])
-    assert ticker.wake_due(now=10.0) == 2
+    ticker.wake_due(now=10.0)
     assert due.outbox.ready.is_set() and exactly_due.outbox.ready.is_set()
     assert not later.outbox.ready.is_set() and not never.outbox.ready.is_set()
 
@@ -55,10 +55,13 @@ async def test_the_running_ticker_wakes_a_due_connection_within_a_period():
 
 def test_a_quiet_connection_whose_client_left_is_woken_to_end_and_no_other():
     left, staying, unknown = sub(math.inf), sub(math.inf), sub(math.inf)
-    left.client_gone, staying.client_gone = (lambda: True), (lambda: False)
+    left.set_client_probe(lambda: True)
+    staying.set_client_probe(lambda: False)
     ticker = Ticker(15.0, lambda: [left, staying, unknown])
-    assert ticker.wake_due(now=10.0) == 1
+    ticker.wake_due(now=10.0)
     assert left.gone and left.outbox.ready.is_set() and not left.outbox.overflowed
     assert not staying.gone and not staying.outbox.ready.is_set()
     assert not unknown.gone and not unknown.outbox.ready.is_set()
-    assert ticker.wake_due(now=11.0) == 0  # woken once
+    left.outbox.ready.clear()  # its writer woke and looked
+    ticker.wake_due(now=11.0)
+    assert not left.outbox.ready.is_set()  # woken once
