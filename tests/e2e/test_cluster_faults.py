@@ -12,6 +12,7 @@ the no-loss ledger, not held to a tight bound.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -26,7 +27,8 @@ from logstream.shared.nats_names import STREAM_NAME
 from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.nats_source import connect_as, distinct_free_ports
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, responds_with
+from tests.support.waiting import WaitTimeout, wait_until
 
 NODES = 3
 SUBSCRIBERS = 4
@@ -70,31 +72,36 @@ class Publisher:
     async def _send(self, index: int) -> None:
         message = f"record {index:05d}"
         record = {"channel": self.channel, "message": message, "id": f"faults-{index}"}
-        deadline, target = time.monotonic() + WAIT_S, index
-        while True:
-            ingest = self.ingests[target % len(self.ingests)]
-            try:
-                answer = await self.client.post(
-                    ingest + "/api/logs/publish",
-                    json=record,
-                    headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
-                )
-                if answer.status_code == 202:
-                    self.accepted.append((answer.json()["seqs"][0], message))
-                    self.acked_at.append(time.monotonic())
-                    return
-                assert answer.status_code == 503, answer.text
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{message} never got a 202"
-            self.retries += 1
-            target += 1  # the other ingest
-            await asyncio.sleep(RETRY_S)
+        targets = itertools.count(index)  # this record's ingest first, then the other, ...
+
+        async def accepted() -> httpx.Response | None:
+            target = next(targets)
+            if target != index:
+                self.retries += 1
+            answer = await self.client.post(
+                self.ingests[target % len(self.ingests)] + "/api/logs/publish",
+                json=record,
+                headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+            )
+            assert answer.status_code in (202, 503), answer.text
+            return answer if answer.status_code == 202 else None
+
+        answer = await wait_until(
+            accepted,
+            f"{message} to get a 202 from either ingest",
+            timeout=WAIT_S,
+            interval=RETRY_S,
+            retry_on=httpx.TransportError,
+        )
+        self.accepted.append((answer.json()["seqs"][0], message))
+        self.acked_at.append(time.monotonic())
 
     async def accepted_more(self, count: int) -> None:
         """Until ``count`` more records than now have got their 202."""
         goal = len(self.accepted) + count
-        await until(lambda: len(self.accepted) >= goal, f"{count} more 202s", self.task)
+        await until(
+            lambda: len(self.accepted) >= goal, f"{count} more records to get their 202", self.task
+        )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -147,53 +154,70 @@ class Subscriber:
 
 
 async def until(condition, what: str, *tasks: asyncio.Task) -> None:
-    """Poll ``condition`` until true; fail after ``WAIT_S`` or as soon as a task has failed."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
+    """Until ``condition()`` holds; fails after ``WAIT_S``, or as soon as one of ``tasks`` (the
+    publisher and subscribers, whose progress ``condition`` reads) has ended."""
+
+    def met():
+        if held := condition():
+            return held
         for task in tasks:
             if task.done():
                 task.result()  # raises what went wrong
                 raise AssertionError(f"{task} ended while waiting for {what}")
-        assert time.monotonic() < deadline, f"no {what} within {WAIT_S:g}s"
-        await asyncio.sleep(0.05)
+        return held
+
+    await wait_until(met, what, timeout=WAIT_S)
 
 
 async def wait_ready(service: ServiceProcess) -> None:
-    async def ready() -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=1) as client:
-                return (await client.get(service.url + "/ready")).status_code == 200
-        except httpx.TransportError:
-            return False
+    """Until ``/ready`` answers 200; fails at once if the process exits."""
+    process = service.process
+    assert process is not None, "start() the service first"
 
-    deadline = time.monotonic() + WAIT_S
-    while not await ready():
-        assert service.process is not None and service.process.poll() is None, service.log()
-        assert time.monotonic() < deadline, f"{service.service} not ready:\n{service.log()}"
-        await asyncio.sleep(0.1)
+    async def ready() -> bool:
+        assert process.poll() is None, f"{service.service} exited:\n{service.log()}"
+        return await responds_with(service.url + "/ready", 200, timeout=1)
+
+    try:
+        await wait_until(
+            ready,
+            f"{service.service} to be ready (/ready answering 200)",
+            timeout=WAIT_S,
+            interval=0.1,
+            retry_on=httpx.TransportError,
+        )
+    except WaitTimeout as late:
+        raise AssertionError(f"{late}\n{service.log()}") from late
+
+
+class Unsettled(Exception):
+    """LOGS as JetStream described it, without a leader or with a replica behind: ask again."""
 
 
 async def stream_leader(cluster: EmbeddedCluster, *, settled: bool):
     """The node leading LOGS; with ``settled``, once every replica is current again."""
     client = await connect_as(cluster.url, "gateway")
+
+    async def leader():
+        info = await client.jetstream(timeout=2).stream_info(STREAM_NAME)
+        cluster_info = info.cluster
+        assert cluster_info is not None  # LOGS is replicated on a cluster
+        replicas = cluster_info.replicas or []
+        if not cluster_info.leader or (
+            settled and not (len(replicas) == NODES - 1 and all(r.current for r in replicas))
+        ):
+            raise Unsettled(cluster_info)
+        return next(node for node in cluster.nodes if node.server_name == cluster_info.leader)
+
     try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            try:
-                info = await client.jetstream(timeout=2).stream_info(STREAM_NAME)
-                cluster_info = info.cluster
-                assert cluster_info is not None  # LOGS is replicated on a cluster
-                replicas = cluster_info.replicas or []
-                if cluster_info.leader and (
-                    not settled or (len(replicas) == NODES - 1 and all(r.current for r in replicas))
-                ):
-                    return next(
-                        node for node in cluster.nodes if node.server_name == cluster_info.leader
-                    )
-            except (TimeoutError, nats.errors.Error):
-                pass  # no leader yet, or the node asked is the dead one: ask again
-            assert time.monotonic() < deadline, "LOGS had no settled leader in time"
-            await asyncio.sleep(0.2)
+        # TimeoutError or a NATS error: no leader yet, or the node asked is the dead one.
+        return await wait_until(
+            leader,
+            "LOGS to have a leader" + (" and every replica current" if settled else ""),
+            timeout=WAIT_S,
+            interval=0.2,
+            retry_on=(Unsettled, TimeoutError, nats.errors.Error),
+        )
     finally:
         await client.close()
 
@@ -232,7 +256,7 @@ def services(cluster, log_dir):
         ingests[0].start(wait=False)
         for service in everything[2:]:
             service.start(wait=False)
-        asyncio.run(wait_ready(ingests[0]))
+        ingests[0].wait_ready(WAIT_S)
         ingests[1].start(wait=False)
         yield ingests, gateways, proxy
     finally:
@@ -261,7 +285,11 @@ async def test_records_acked_through_node_gateway_and_ingest_kills_reach_every_s
         ]
         tasks = [s.task for s in subscribers]
         try:
-            await until(lambda: all(s.opens for s in subscribers), "open streams", *tasks)
+            await until(
+                lambda: all(s.opens for s in subscribers),
+                "every subscriber's stream to open",
+                *tasks,
+            )
             publisher = Publisher(client, [ingest.url for ingest in ingests], channel)
             tasks.append(publisher.task)
             await publisher.accepted_more(RECORDS_BETWEEN_FAULTS)
@@ -280,7 +308,7 @@ async def test_records_acked_through_node_gateway_and_ingest_kills_reach_every_s
             last = publisher.accepted[-1][0]
             await until(
                 lambda: all(s.holds(last) for s in subscribers),
-                "delivery of every acked record",
+                "every subscriber to receive every acked record",
                 *(s.task for s in subscribers),
             )
         finally:

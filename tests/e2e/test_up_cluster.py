@@ -12,15 +12,15 @@ import re
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource
 
 from tests.support.nats_source import connect_as
 from tests.support.up_process import assert_nothing_left
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads the process tree from /proc"
@@ -103,22 +103,24 @@ async def publish_until_stored(
 ) -> int:
     """POST with an ``id`` until 202: a 503 while a new leader is elected is retried, stored
     once (docs/reference/ingest.md)."""
-    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     record = {"channel": channel, "message": message, "id": f"{channel}/{message}"}
-    while True:
-        try:
-            response = await client.post(
-                ingest + "/api/logs/publish",
-                json=record,
-                headers={"Authorization": "Bearer l5-etl-token"},
-            )
-            if response.status_code == 202:
-                return response.json()["seqs"][0]
-            assert response.status_code == 503, response.text
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{message!r} was never stored"
-        await asyncio.sleep(0.2)
+
+    async def stored_seq() -> int | None:
+        response = await client.post(
+            ingest + "/api/logs/publish",
+            json=record,
+            headers={"Authorization": "Bearer l5-etl-token"},
+        )
+        assert response.status_code in (202, 503), response.text
+        return response.json()["seqs"][0] if response.status_code == 202 else None
+
+    return await wait_until(
+        stored_seq,
+        f"{message!r} to be stored through {ingest}",
+        timeout=RECOVERY_TIMEOUT_S,
+        interval=0.2,
+        retry_on=httpx.TransportError,
+    )
 
 
 class Follower:
@@ -130,20 +132,37 @@ class Follower:
         self.task = asyncio.create_task(self._follow(client, url, params, token))
 
     async def _follow(self, client, url: str, params: dict, token: str) -> None:
-        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-        headers = {"Authorization": f"Bearer {token}"}
-        while True:  # a 503: its gateway is reconnecting to another node; open it again
-            async with aconnect_sse(client, "GET", url, params=params, headers=headers) as source:
-                if source.response.status_code == 503 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
-                    continue
-                assert source.response.status_code == 200, await source.response.aread()
-                async for event in source.aiter_sse():
-                    if event.event == "connected":
-                        self.opened.set()
-                    elif event.event == "log":
-                        self.records.put_nowait(json.loads(event.data))
-                return
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-store",
+        }
+
+        async def answered():
+            """The stream's response; None on a 503 (its gateway is reconnecting to another
+            node), which is closed, and the stream opened again."""
+            request = client.build_request("GET", url, params=params, headers=headers)
+            response = await client.send(request, stream=True)
+            if response.status_code != 503:
+                return response
+            await response.aclose()
+            return None
+
+        response = await wait_until(
+            answered,
+            f"{url} to answer other than 503",
+            timeout=RECOVERY_TIMEOUT_S,
+            interval=0.2,
+        )
+        try:
+            assert response.status_code == 200, await response.aread()
+            async for event in EventSource(response).aiter_sse():
+                if event.event == "connected":
+                    self.opened.set()
+                elif event.event == "log":
+                    self.records.put_nowait(json.loads(event.data))
+        finally:
+            await response.aclose()
 
     async def wait_open(self) -> None:
         await asyncio.wait_for(asyncio.shield(self.opened.wait()), READ_TIMEOUT_S)
@@ -175,22 +194,33 @@ def gateway_follower(url: str, client, token: str, workflow: str) -> Follower:
     )
 
 
+class Unsettled(Exception):
+    """LOGS as JetStream described it, without a leader or with a replica behind: ask again."""
+
+
 async def settled_stream_info(up):
     """LOGS as JetStream describes it, once it has a leader and every replica is current."""
-    deadline = time.monotonic() + READ_TIMEOUT_S
     client = await connect_as(nats_url(up), "gateway")  # `up`'s own user that reads LOGS
+
+    async def settled():
+        info = await client.jetstream(timeout=5).stream_info("LOGS")
+        replicas = info.cluster.replicas or []
+        if not (
+            info.cluster.leader
+            and len(replicas) == NODES - 1
+            and all(replica.current for replica in replicas)
+        ):
+            raise Unsettled(info.cluster)
+        return info
+
     try:
-        while True:
-            info = await client.jetstream(timeout=5).stream_info("LOGS")
-            replicas = info.cluster.replicas or []
-            if (
-                info.cluster.leader
-                and len(replicas) == NODES - 1
-                and all(replica.current for replica in replicas)
-            ):
-                return info
-            assert time.monotonic() < deadline, f"LOGS never settled: {info.cluster}"
-            await asyncio.sleep(0.2)
+        return await wait_until(
+            settled,
+            "LOGS to have a leader and every replica current",
+            timeout=READ_TIMEOUT_S,
+            interval=0.2,
+            retry_on=Unsettled,
+        )
     finally:
         await client.close()
 
@@ -264,5 +294,5 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
     assert up.process.poll() is None, up.output
     assert f"{info.cluster.leader} exited with code -9; 2 of 3 nodes still run" in up.output
     assert "gateway-1 exited with code -9; 1 of 2 gateways still serve" in up.output
-    assert up.stop(signal.SIGTERM) == 0
-    assert_nothing_left(up)
+    assert await asyncio.to_thread(up.stop, signal.SIGTERM) == 0
+    await asyncio.to_thread(assert_nothing_left, up)

@@ -45,6 +45,7 @@ from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
+from tests.support.waiting import WaitTimeout, wait_until, wait_until_blocking
 
 # Bounds of waits that end on an event well before on a healthy run (busy 2-core machine).
 WAIT_S = 10.0
@@ -358,10 +359,14 @@ async def test_a_refused_publish_on_a_service_link_is_one_audit_line_naming_user
             timeout=WAIT_S,
             json={"channel": f"logs:etl:{unique_id}", "message": "m"},
         )
-        deadline = time.monotonic() + WAIT_S
-        while not (lines := [line for line in ingest.log().splitlines() if subject in line]):
-            assert time.monotonic() < deadline, "no audit line\n" + ingest.log()
-            await asyncio.sleep(0.05)
+        try:
+            lines = await wait_until(
+                lambda: [line for line in ingest.log().splitlines() if subject in line],
+                f"ingest's log to name {subject}",
+                timeout=WAIT_S,
+            )
+        except WaitTimeout as late:
+            raise AssertionError(f"{late}\n{ingest.log()}") from late
     finally:
         ingest.stop()
     assert response.status_code == 503  # not confirmed: the broker dropped the publish
@@ -474,12 +479,15 @@ def operator_broker(tmp_path_factory):
     process = subprocess.Popen(
         [find_nats_server(), "-c", str(work / "server.conf")], stdout=log, stderr=log
     )
-    deadline = time.monotonic() + WAIT_S
-    while "Server is ready" not in (work / "server.log").read_text():
-        assert process.poll() is None and time.monotonic() < deadline, (
-            work / "server.log"
-        ).read_text()
-        time.sleep(0.02)
+
+    def ready() -> bool:
+        assert process.poll() is None, (work / "server.log").read_text()
+        return "Server is ready" in (work / "server.log").read_text()
+
+    try:
+        wait_until_blocking(ready, "the operator-mode nats-server to be ready", timeout=WAIT_S)
+    except WaitTimeout as late:
+        raise AssertionError(f"{late}\n{(work / 'server.log').read_text()}") from late
     yield f"nats://127.0.0.1:{config['port']}", work / "gateway.creds"
     process.terminate()
     process.wait(5)
@@ -500,10 +508,9 @@ async def test_a_service_logs_in_with_a_creds_file_and_its_jwt_permissions_hold(
             await link.js.stream_info(STREAM_NAME)
         with caplog.at_level("WARNING", logger="logstream.audit"):
             await link.nc.publish("logs.etl.ws.forged", b"{}")
-            deadline = time.monotonic() + WAIT_S
-            while not caplog.records:
-                assert time.monotonic() < deadline, "no audit line"
-                await asyncio.sleep(0.02)
+            await wait_until(
+                lambda: caplog.records, "the audit line of the forged publish", timeout=WAIT_S
+            )
     finally:
         await link.close()
     [entry] = caplog.records

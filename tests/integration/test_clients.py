@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -192,28 +190,43 @@ class TailProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.printed: list[str] = []  # every line so far; the reader notifies each one
+        self.taken = 0  # how many of them take() has handed out
+        self._printing = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+            with self._printing:
+                self.printed.append(line.rstrip("\n"))
+                self._printing.notify_all()
 
     def take(self, count: int) -> list[str]:
-        deadline = time.monotonic() + LINES_WITHIN_S
-        taken: list[str] = []
-        while len(taken) < count:
-            try:
-                taken.append(self.lines.get(timeout=max(0.01, deadline - time.monotonic())))
-            except queue.Empty:
-                raise AssertionError(
-                    f"tail printed {len(taken)} of {count} lines; stderr: " + self.stop()
-                ) from None
+        """The next ``count`` lines, as soon as tail has printed them."""
+        goal = self.taken + count
+        with self._printing:
+            arrived = self._printing.wait_for(lambda: len(self.printed) >= goal, LINES_WITHIN_S)
+            taken = self.printed[self.taken : goal]
+        if not arrived:
+            raise AssertionError(
+                f"tail printed {len(taken)} of {count} lines within {LINES_WITHIN_S:g}s; "
+                "stderr: " + self.stop()
+            )
+        self.taken = goal
         return taken
 
+    def untaken(self) -> list[str]:
+        """Lines printed but not taken; after ``wait()``, every line tail printed is in."""
+        with self._printing:
+            return self.printed[self.taken :]
+
     def wait(self) -> int:
-        return self.process.wait(LINES_WITHIN_S)
+        """Until tail exits and its last line has been read; its exit code."""
+        code = self.process.wait(LINES_WITHIN_S)
+        self._reader.join(LINES_WITHIN_S)  # stdout ends with the process
+        return code
 
     def stop(self) -> str:
         if self.process.poll() is None:
@@ -244,7 +257,7 @@ def test_tail_json_count_prints_exactly_the_published_records(stack, unique_id):
         stack.user_token(),
     )
     records = [json.loads(line) for line in tail.take(3)]
-    assert tail.wait() == 0 and tail.lines.empty()
+    assert tail.wait() == 0 and tail.untaken() == []
     assert [record["id"] for record in records] == ids
     assert all(isinstance(record["seq"], int) for record in records)
 

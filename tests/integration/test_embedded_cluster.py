@@ -3,7 +3,6 @@ with clustered JetStream, a replicated LOGS stream, and the loss of a node."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -18,6 +17,7 @@ from logstream.shared.nats_permissions import dev_users
 from tests.support import ledger
 from tests.support.jetstream import stored
 from tests.support.nats_source import connect_as, distinct_free_ports, free_port
+from tests.support.waiting import wait_until
 
 # Generous bounds for a busy 2-core machine: a fresh cluster elects its meta leader in about
 # 1 s here, a stream leader after a kill -9 in a few seconds.
@@ -48,19 +48,24 @@ async def _ignore(_exc: Exception) -> None:
     pass
 
 
-async def publish_until_acked(js, index: int, deadline: float) -> int:
+async def publish_until_acked(js, index: int) -> int:
     """Publish record ``index`` (with its ``Nats-Msg-Id``) until JetStream acknowledges it;
     retries cover the election after a node dies and store it once."""
     body = json.dumps({"channel": "logs:etl:ws1:wf1", "message": f"{index:05d}"}).encode()
-    while True:
-        try:
-            ack = await js.publish(
-                "logs.etl.ws1.wf1", body, timeout=2, headers={"Nats-Msg-Id": f"record-{index}"}
-            )
-            return ack.seq
-        except (TimeoutError, nats.errors.Error):
-            assert time.monotonic() < deadline, f"record {index} was never acknowledged"
-            await asyncio.sleep(0.1)
+
+    async def acked() -> int:
+        ack = await js.publish(
+            "logs.etl.ws1.wf1", body, timeout=2, headers={"Nats-Msg-Id": f"record-{index}"}
+        )
+        return ack.seq
+
+    return await wait_until(
+        acked,
+        f"record {index} to be acknowledged",
+        timeout=WAIT_S,
+        interval=0.1,
+        retry_on=(TimeoutError, nats.errors.Error),
+    )
 
 
 def test_every_node_routes_to_the_others_with_its_own_name_and_store(cluster):
@@ -87,8 +92,7 @@ async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node
             js, max_age_s=3600, max_bytes=1 << 30, duplicate_window_s=120, replicas=3
         )
         assert config.num_replicas == 3
-        deadline = time.monotonic() + WAIT_S
-        sent = [await publish_until_acked(js, i, deadline) for i in range(RECORDS_BEFORE_KILL)]
+        sent = [await publish_until_acked(js, i) for i in range(RECORDS_BEFORE_KILL)]
         info = await js.stream_info(STREAM_NAME)
         assert len(info.cluster.replicas) == 2
         leader = next(n for n in cluster.nodes if n.server_name == info.cluster.leader)
@@ -96,7 +100,7 @@ async def test_a_three_replica_stream_keeps_acking_and_loses_nothing_when_a_node
         leader.kill()  # SIGKILL: the stream's leader, so a new one must be elected
 
         sent += [
-            await publish_until_acked(js, i, deadline)
+            await publish_until_acked(js, i)
             for i in range(RECORDS_BEFORE_KILL, RECORDS_BEFORE_KILL + RECORDS_AFTER_KILL)
         ]
     finally:

@@ -9,7 +9,6 @@ break one rule and checks that it does not. Records are written to JetStream as 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,6 +27,7 @@ from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import StreamRefused, open_stream
+from tests.support.waiting import wait_until
 
 SECRET = "a-production-secret-for-the-security-tests-" * 2  # 64+ bytes: HS512 warns on less
 ADMIN_TOKEN = "the-admin-token-of-the-security-tests-0123456789"
@@ -463,16 +463,23 @@ def test_a_wildcard_reaching_outside_the_users_workspaces_is_403_listing_each(ga
 async def open_once_allowed(url: str, token: str) -> None:
     """Open and close a stream, retrying while the gateway still answers 429 (polling: the
     gateway releases a slot when it sees the close, which nothing outside it can await)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
+
+    async def opened() -> bool:
         try:
             async with open_stream(url, token=token) as stream:
                 await stream.next_of("connected")
-                return
+                return True
         except StreamRefused as refusal:
-            if refusal.status != 429 or time.monotonic() > deadline:
+            if refusal.status != 429:
                 raise
-        await asyncio.sleep(0.1)
+            return False
+
+    await wait_until(
+        opened,
+        "a stream to open once a closed one freed its slot (no 429)",
+        timeout=DEADLINE_S,
+        interval=0.1,
+    )
 
 
 async def test_past_the_connection_cap_a_user_gets_429_and_a_closed_stream_frees_its_slot(

@@ -6,9 +6,7 @@ ingest process on it, so the rest of the suite never sees the outage.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -18,6 +16,7 @@ from logstream.shared.embedded_nats import EmbeddedNats
 from logstream.shared.nats_names import INGEST_SUBJECT, STREAM_NAME
 from tests.support.nats_source import connect_as, embedded_for_tests
 from tests.support.processes import ServiceProcess
+from tests.support.waiting import wait_until
 
 PUBLISH = "/api/logs/publish"
 ETL = {"Authorization": "Bearer l5-etl-token"}
@@ -51,17 +50,6 @@ async def stored(own_broker, subjects: str) -> list[dict]:
         await nc.close()
 
 
-async def poll(check, what: str, timeout: float = RECOVERY_S):
-    """Call ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} within {timeout:g}s"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_returns(
     own_broker, ingest, unique_id
 ):
@@ -84,7 +72,9 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
             async def not_ready():
                 return (await client.get("/ready")).status_code == 503
 
-            await poll(not_ready, "/ready turns 503 while NATS is down")
+            await wait_until(
+                not_ready, "/ready to answer 503 while NATS is down", timeout=RECOVERY_S
+            )
             still_down = await client.post(PUBLISH, json=retry, headers=ETL)
             assert still_down.status_code == 503
 
@@ -97,12 +87,14 @@ async def test_a_down_broker_answers_503_at_once_and_ingest_recovers_when_it_ret
                 assert response.status_code in (202, 503), response.text
                 return response if response.status_code == 202 else None
 
-            after = await poll(accepted, "publishing works again after NATS restarts")
+            after = await wait_until(
+                accepted, "publishing to work again after NATS restarts", timeout=RECOVERY_S
+            )
 
             async def ready():
                 return (await client.get("/ready")).status_code == 200
 
-            await poll(ready, "/ready turns 200 again")
+            await wait_until(ready, "/ready to answer 200 again", timeout=RECOVERY_S)
         records = await stored(own_broker, f"logs.etl.{unique_id}")
         # The retried id is stored exactly once, however many 503s left it buffered meanwhile.
         assert [r["message"] for r in records] == ["before", "during"]
@@ -128,12 +120,16 @@ async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
 
     try:
         async with httpx.AsyncClient(base_url=ingest.url, timeout=ANSWER_WITHIN_S) as client:
-            await poll(stream_exists, "ingest creates the stream")
+            await wait_until(stream_exists, "ingest to create the stream", timeout=RECOVERY_S)
             await js.delete_stream(STREAM_NAME)
             response = await client.post(PUBLISH, json=body, headers=ETL)
             assert response.status_code == 503, response.text
             assert int(response.headers["Retry-After"]) >= 1
-            await poll(stream_exists, "ingest recreates the stream after a refused publish")
+            await wait_until(
+                stream_exists,
+                "ingest to recreate the stream after a refused publish",
+                timeout=RECOVERY_S,
+            )
 
             await js.delete_stream(STREAM_NAME)
             reply = await producer.request(
@@ -146,7 +142,11 @@ async def test_a_missing_stream_answers_503_on_both_transports_and_is_recreated(
             async def accepted():
                 return (await client.post(PUBLISH, json=body, headers=ETL)).status_code == 202
 
-            await poll(accepted, "publishing works again once the stream is recreated")
+            await wait_until(
+                accepted,
+                "publishing to work again once the stream is recreated",
+                timeout=RECOVERY_S,
+            )
         assert len(await stored(own_broker, f"logs.etl.{unique_id}")) == 1
     finally:
         await producer.close()

@@ -23,6 +23,7 @@ from logstream.shared.identities import DEV_NATS_PRODUCER
 from logstream.shared.nats_names import STREAM_NAME
 from tests.support.nats_source import free_port
 from tests.support.processes import ServiceProcess
+from tests.support.waiting import wait_until
 
 SEED_SUBJECT = "logs.etl.workspace123.workflow456"
 # A simulator run starts a Python process (~1-2 s of imports on a busy 2-core machine).
@@ -175,12 +176,17 @@ async def test_continuous_until_stopped_ends_cleanly_on_sigterm(ingest, nc, uniq
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    async def stored_some():
+        if stored := await records_of_run(nc, unique_id, before):
+            return stored
+        assert process.poll() is None, process.stderr.read()
+        return stored
+
     try:
-        deadline = time.monotonic() + 30
-        while not await records_of_run(nc, unique_id, before):
-            assert time.monotonic() < deadline, "no record of the run reached the stream"
-            assert process.poll() is None, process.stderr.read()
-            await asyncio.sleep(0.1)
+        await wait_until(
+            stored_some, "a record of the run to reach the stream", timeout=30, interval=0.1
+        )
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=10)
     finally:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import pytest
 
 from tests.support.nats_source import distinct_free_ports
+from tests.support.waiting import WaitTimeout, wait_until_blocking
 
 # Four Python services import litestar/faststream on 2 cores: ~5 s healthy, far more when busy.
 BANNER_TIMEOUT_S = 90.0
@@ -75,11 +76,19 @@ class Up:
         return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
 
     def wait_banner(self) -> Up:
-        deadline = time.monotonic() + BANNER_TIMEOUT_S
-        while "Ctrl-C to stop" not in self.output:
+        """Until up prints its banner (every service it runs is ready); fails at once if up
+        exits."""
+
+        def printed() -> bool:
             assert self.running.poll() is None, f"up exited early:\n{self.output}"
-            assert time.monotonic() < deadline, f"no banner in time:\n{self.output}"
-            time.sleep(0.1)
+            return "Ctrl-C to stop" in self.output
+
+        try:
+            wait_until_blocking(
+                printed, "up's banner (Ctrl-C to stop)", timeout=BANNER_TIMEOUT_S, interval=0.1
+            )
+        except WaitTimeout as late:
+            raise AssertionError(f"{late}\n{self.output}") from late
         self.children = children_of(self.running.pid)
         return self
 
@@ -165,8 +174,15 @@ def listening(port: int) -> bool:
 
 
 def assert_nothing_left(up: Up, timeout: float = STOP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while any(alive(child) for child in up.children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = {child.pid: cmd for child, cmd in up.children.items() if alive(child)}
-    assert not left, f"processes left behind: {left}"
+    """Every process up started has exited, or does within ``timeout``. (They are not this
+    process's children, so there is no exit to wait on: /proc is asked.)"""
+
+    def left() -> dict[int, str]:
+        return {child.pid: cmd for child, cmd in up.children.items() if alive(child)}
+
+    try:
+        wait_until_blocking(
+            lambda: not left(), "every process up started to exit", timeout=timeout, interval=0.1
+        )
+    except WaitTimeout as late:
+        raise AssertionError(f"{late}; processes left behind: {left()}") from late
