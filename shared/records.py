@@ -4,13 +4,21 @@
 JetStream (normalised level and timestamp, plus ``received_at`` and ``publisher``); a delivered
 record is the stored JSON with ``seq`` spliced in front by ``delivered_json``, so the gateway
 never decodes a record to deliver it.
+
+Every rule of a record is written here once, and both ingest paths take it from here: the
+general path (``decode_batch`` + ``validate_records``, which names every problem) and the fast
+path of services/ingest/valid_batch.py, whose ``Draft`` is derived from ``PublishedRecord``
+(field names, types, size limits, defaults, unknown keys refused) and which calls
+``ndjson_lines``, ``check_count``, ``record_channel``, ``receipt_time``, ``all_normal`` and
+``normalised`` rather than checking anything itself.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -25,18 +33,24 @@ __all__ = [
     "MAX_FIELDS_BYTES",
     "MAX_FIELDS_DEPTH",
     "MAX_MESSAGE_BYTES",
+    "NDJSON",
     "SURELY_SHORT_CHARS",
     "PublishedRecord",
     "RecordProblem",
     "StoredRecord",
     "ValidRecord",
+    "all_normal",
+    "check_count",
     "decode_batch",
     "delivered_json",
     "encode_stored",
     "format_time",
     "level_rank",
+    "ndjson_lines",
     "normalised",
     "parse_rfc3339",
+    "receipt_time",
+    "record_channel",
     "validate_records",
 ]
 
@@ -50,7 +64,11 @@ MAX_SOURCE_CHARS = 128
 MAX_ID_CHARS = 128
 # docs/reference/ingest.md: a batch holds at most 1,000 records.
 MAX_BATCH_RECORDS = 1000
+# The media type of a body of one record per line (docs/reference/ingest.md#body); any other
+# accepted type is JSON: one record object or an array of them.
+NDJSON = "application/x-ndjson"
 LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+_LEVEL_NAMES = frozenset(LEVELS)
 _LEVEL_ALIASES = {"warning": "warn"}
 _LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Epoch milliseconds from 1970 to the end of year 9999: anything else is not a timestamp.
@@ -68,7 +86,7 @@ class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     pass
 
 
-class PublishedRecord(_Wire):
+class PublishedRecord(_Wire, frozen=True):  # (frozen again: mypy reads no inherited config)
     channel: str
     message: Annotated[str, Meta(max_length=MAX_MESSAGE_BYTES)]
     level: str = "info"
@@ -78,7 +96,7 @@ class PublishedRecord(_Wire):
     id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)] | None = None
 
 
-class StoredRecord(_Wire):
+class StoredRecord(_Wire, frozen=True):
     channel: str
     level: str
     message: str
@@ -118,10 +136,15 @@ def decode_batch(body: bytes, media_type: str, *, max_records: int = MAX_BATCH_R
         ) from None
 
 
+def ndjson_lines(body: bytes) -> list[bytes]:
+    """An NDJSON body's records, one a line: blank lines (and a CR before a LF) are no record."""
+    return [line for line in body.split(b"\n") if line.strip()]
+
+
 def _decode_batch(body: bytes, media_type: str, max_records: int):
-    if media_type == "application/x-ndjson":
-        lines = [line for line in body.split(b"\n") if line.strip()]
-        _check_count(len(lines), max_records)
+    if media_type == NDJSON:
+        lines = ndjson_lines(body)
+        check_count(len(lines), max_records)
         records, details = [], []
         for index, line in enumerate(lines):
             try:
@@ -138,7 +161,7 @@ def _decode_batch(body: bytes, media_type: str, max_records: int):
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
     records = [decoded] if isinstance(decoded, PublishedRecord) else decoded
-    _check_count(len(records), max_records)
+    check_count(len(records), max_records)
     return records
 
 
@@ -155,7 +178,7 @@ def _explain_json(body: bytes, max_records: int):
         items = raw
     else:
         raise InvalidRequest("body must be a JSON object or an array of objects")
-    _check_count(len(items), max_records)
+    check_count(len(items), max_records)
     details = []
     for index, item in enumerate(items):
         try:
@@ -167,7 +190,8 @@ def _explain_json(body: bytes, max_records: int):
     raise InvalidRequest(_summary(details), details=details)
 
 
-def _check_count(count: int, max_records: int) -> None:
+def check_count(count: int, max_records: int) -> None:
+    """A batch holds 1 to ``max_records`` records: 400 for none, 413 for too many."""
     if count == 0:
         raise InvalidRequest("body holds no records")
     if count > max_records:
@@ -199,10 +223,10 @@ def validate_records(
 ) -> list[ValidRecord]:
     """Check every record's semantics; all problems are reported together, nothing is partial."""
     services = frozenset(services)
-    received_at = format_time(now or datetime.now(UTC))
+    received_at = receipt_time(now)
     valid, details = [], []
     # A batch names few channels: each is parsed (and formatted) once.
-    channels: dict[str, tuple[Channel, str] | InvalidChannel] = {}
+    channels: dict[str, tuple[Channel, str] | str] = {}
     for index, record in enumerate(records):
         try:
             valid.append(_validate_one(record, publisher, services, received_at, channels))
@@ -225,18 +249,34 @@ class RecordProblem(Exception):
 SURELY_SHORT_CHARS = MAX_MESSAGE_BYTES // 4
 
 
+def receipt_time(now: datetime | None = None) -> str:
+    """A request's ``received_at`` (and the ``timestamp`` of its records that have none)."""
+    return format_time(now or datetime.now(UTC))
+
+
+def record_channel(name: str, services: frozenset[str]) -> tuple[Channel, str]:
+    """A record's channel (docs/reference/channels.md#grammar) and the name it is stored
+    under; ``RecordProblem`` naming ``channel`` otherwise."""
+    try:
+        channel = parse_channel(name, services)
+    except InvalidChannel as exc:
+        raise RecordProblem("channel", exc.message) from None
+    return channel, str(channel)
+
+
 def _channel_of(
-    name: str, services: frozenset[str], channels: dict[str, tuple[Channel, str] | InvalidChannel]
+    name: str, services: frozenset[str], channels: dict[str, tuple[Channel, str] | str]
 ) -> tuple[Channel, str]:
+    """``record_channel``, once per name: ``channels`` keeps each answer (or problem)."""
     known = channels.get(name)
     if known is None:
         try:
-            channel = parse_channel(name, services)
-            known = channels[name] = (channel, str(channel))
-        except InvalidChannel as exc:
-            known = channels[name] = exc
-    if isinstance(known, InvalidChannel):
-        raise RecordProblem("channel", known.message)
+            known = record_channel(name, services)
+        except RecordProblem as problem:
+            known = problem.message
+        channels[name] = known
+    if isinstance(known, str):
+        raise RecordProblem("channel", known)
     return known
 
 
@@ -245,7 +285,7 @@ def _validate_one(
     publisher: str,
     services: frozenset[str],
     received_at: str,
-    channels: dict[str, tuple[Channel, str] | InvalidChannel],
+    channels: dict[str, tuple[Channel, str] | str],
 ) -> ValidRecord:
     channel, name = _channel_of(record.channel, services, channels)
     level, timestamp = normalised(
@@ -278,9 +318,9 @@ def normalised(
     the level and timestamp as stored; ``RecordProblem`` naming the field otherwise."""
     if len(message) > SURELY_SHORT_CHARS and len(message.encode()) > MAX_MESSAGE_BYTES:
         raise RecordProblem("message", f"message is over {MAX_MESSAGE_BYTES} bytes")
-    if level not in _LEVEL_RANK:  # (the usual case is already a level's own name)
+    if level not in _LEVEL_NAMES:  # (the usual case is already a level's own name)
         named = _LEVEL_ALIASES.get(level.lower(), level.lower())
-        if named not in _LEVEL_RANK:
+        if named not in _LEVEL_NAMES:
             raise RecordProblem("level", f"level {level!r} is not one of {', '.join(LEVELS)}")
         level = named
     if fields is not None:
@@ -289,6 +329,27 @@ def normalised(
         if len(_ENCODER.encode(fields)) > MAX_FIELDS_BYTES:
             raise RecordProblem("fields", f"fields encode to over {MAX_FIELDS_BYTES} bytes")
     return level, received_at if timestamp is None else _timestamp(timestamp)
+
+
+_LEVEL_OF = attrgetter("level")
+_MESSAGE_OF = attrgetter("message")
+_FIELDS_OF = attrgetter("fields")
+_TIMESTAMP_OF = attrgetter("timestamp")
+
+
+def all_normal(records: Sequence[Any]) -> bool:
+    """Whether ``normalised`` would pass each of ``records`` (with ``level``, ``message``,
+    ``fields`` and ``timestamp``) unchanged, its timestamp ``received_at``, so needs no call:
+    no timestamp, a level's own name, no fields (``{}`` is valid as it is) and a message short
+    enough to fit whatever its characters. Each step is one ``map`` over the batch, in C."""
+    if not records:  # (``max`` needs one; its ``default=`` would add a quarter to this test)
+        return True
+    return (
+        list(map(_TIMESTAMP_OF, records)).count(None) == len(records)
+        and _LEVEL_NAMES.issuperset(map(_LEVEL_OF, records))
+        and not any(map(_FIELDS_OF, records))
+        and max(map(len, map(_MESSAGE_OF, records))) <= SURELY_SHORT_CHARS
+    )
 
 
 def _depth(value: Any) -> int:

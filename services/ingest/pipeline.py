@@ -26,7 +26,7 @@ from logstream.shared.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from logstream.shared.records import ValidRecord, decode_batch, validate_records
+from logstream.shared.records import NDJSON, ValidRecord, decode_batch, validate_records
 from logstream.shared.service_tokens import ServiceToken, TokenRegistry
 from logstream.shared.web import status_of
 
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 JSON = "application/json"
-NDJSON = "application/x-ndjson"
 MEDIA_TYPES = (JSON, NDJSON)
 
 # Reads the body, raising PayloadTooLarge past the given number of bytes.

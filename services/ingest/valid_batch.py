@@ -8,59 +8,73 @@ run over the whole batch (``map`` in C), only records that need normalising (a l
 timestamp, fields, a long message) get a Python call of their own, and once ``received_at``
 and ``publisher`` are set a draft encodes to the very bytes of its ``StoredRecord``. Anything
 wrong, or not decodable this way, is left to the general path, which names every problem.
+
+No rule of a record is written here: ``Draft`` is derived from ``PublishedRecord`` and every
+check is a function of shared/records.py, so the two paths cannot drift apart
+(tests/unit/test_record_rules_differential.py holds them to it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET, UnsetType
 
-from logstream.shared.channels import Channel, parse_channel
-from logstream.shared.errors import InvalidChannel
+from logstream.shared.channels import Channel
+from logstream.shared.errors import LogstreamError
 from logstream.shared.records import (
-    LEVELS,
     MAX_BATCH_RECORDS,
-    MAX_ID_CHARS,
-    MAX_MESSAGE_BYTES,
-    MAX_SOURCE_CHARS,
-    SURELY_SHORT_CHARS,
+    NDJSON,
+    PublishedRecord,
     RecordProblem,
     StoredRecord,
     ValidRecord,
-    format_time,
+    all_normal,
+    check_count,
+    ndjson_lines,
     normalised,
+    receipt_time,
+    record_channel,
 )
 
 __all__ = ["Draft", "ValidBatch", "decode_valid"]
 
-_LEVEL_SET = frozenset(LEVELS)
 _CHANNEL = attrgetter("channel")
-_LEVEL = attrgetter("level")
-_MESSAGE = attrgetter("message")
-_TIMESTAMP = attrgetter("timestamp")
-_FIELDS = attrgetter("fields")
 
 
-class Draft(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
-    """A producer's record (``PublishedRecord``'s rules) in ``StoredRecord``'s field order;
-    ``received_at`` and ``publisher`` are not the producer's to send (a value for either fails
-    the decode, as an unknown key does)."""
+def _draft_fields() -> list[tuple[str, Any] | tuple[str, Any, Any]]:
+    """``PublishedRecord``'s fields as declared (type, limits, default), in ``StoredRecord``'s
+    order; the stored fields a producer does not send typed ``UnsetType``, so a value for one
+    fails the decode as an unknown key does."""
+    published = {field.name: field for field in msgspec.structs.fields(PublishedRecord)}
+    layout: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for name in StoredRecord.__struct_fields__:
+        field = published.pop(name, None)
+        if field is None:
+            layout.append((name, UnsetType, UNSET))
+        elif field.required:
+            layout.append((name, field.type))
+        else:
+            layout.append((name, field.type, field.default))
+    if published:  # a draft could not be stored as it is
+        raise TypeError(f"StoredRecord lacks the published fields {', '.join(published)}")
+    return layout
 
-    channel: str
-    level: str = "info"
-    message: Annotated[str, Meta(max_length=MAX_MESSAGE_BYTES)]
-    timestamp: str | int | None = None
-    received_at: UnsetType = UNSET
-    publisher: UnsetType = UNSET
-    source: Annotated[str, Meta(max_length=MAX_SOURCE_CHARS)] | None = None
-    fields: dict[str, Any] | None = None
-    id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)] | None = None
 
+# A producer's record (``PublishedRecord``'s rules) in ``StoredRecord``'s field order. Built,
+# not declared, so that it cannot drift from ``PublishedRecord``; hence ``Any`` to mypy.
+Draft: Any = msgspec.defstruct(
+    "Draft",
+    _draft_fields(),
+    module=__name__,
+    kw_only=True,
+    forbid_unknown_fields=PublishedRecord.__struct_config__.forbid_unknown_fields,
+    gc=False,
+)
 
 _JSON_BATCH = msgspec.json.Decoder(Draft | list[Draft])
 _JSON_ONE = msgspec.json.Decoder(Draft)
@@ -72,7 +86,7 @@ class ValidBatch(Sequence[ValidRecord]):
 
     __slots__ = ("channels", "drafts")
 
-    def __init__(self, drafts: list[Draft], channels: dict[str, Channel]) -> None:
+    def __init__(self, drafts: list[Any], channels: dict[str, Channel]) -> None:
         self.drafts = drafts
         self.channels = channels
 
@@ -112,34 +126,34 @@ def decode_valid(
     if drafts is None:
         return None
     channels = _channels(drafts, frozenset(services))
-    received_at = format_time(now or datetime.now(UTC))
+    received_at = receipt_time(now)
     if channels is None or not _normalise(drafts, publisher, received_at):
         return None
     return ValidBatch(drafts, channels)
 
 
-def _decode(body: bytes, media_type: str, max_records: int) -> list[Draft] | None:
+def _decode(body: bytes, media_type: str, max_records: int) -> list[Any] | None:
     try:
-        if media_type == "application/x-ndjson":
-            drafts = [_JSON_ONE.decode(line) for line in body.split(b"\n") if line.strip()]
+        if media_type == NDJSON:
+            drafts = list(map(_JSON_ONE.decode, ndjson_lines(body)))
         else:
             decoded = _JSON_BATCH.decode(body)
             drafts = [decoded] if isinstance(decoded, Draft) else decoded
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        check_count(len(drafts), max_records)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, LogstreamError):
         return None
-    return drafts if 0 < len(drafts) <= max_records else None
+    return drafts
 
 
-def _channels(drafts: list[Draft], services: frozenset[str]) -> dict[str, Channel] | None:
+def _channels(drafts: list[Any], services: frozenset[str]) -> dict[str, Channel] | None:
     """The batch's channels by stored name, in record order (drafts renamed to it), or
     ``None``: one is invalid."""
     channels, renamed = {}, {}
     for name in dict.fromkeys(map(_CHANNEL, drafts)):  # few, in record order
         try:
-            channel = parse_channel(name, services)
-        except InvalidChannel:
+            channel, stored = record_channel(name, services)
+        except RecordProblem:
             return None
-        stored = str(channel)
         channels[stored] = channel
         if stored != name:
             renamed[name] = stored
@@ -149,16 +163,9 @@ def _channels(drafts: list[Draft], services: frozenset[str]) -> dict[str, Channe
     return channels
 
 
-def _normalise(drafts: list[Draft], publisher: str, received_at: str) -> bool:
+def _normalise(drafts: list[Any], publisher: str, received_at: str) -> bool:
     """Sets what a draft lacks to be stored; ``False`` when a record is invalid."""
-    timestamps = list(map(_TIMESTAMP, drafts))
-    usual = (
-        timestamps.count(None) == len(timestamps)
-        and _LEVEL_SET.issuperset(map(_LEVEL, drafts))
-        and not any(map(_FIELDS, drafts))  # ({} is valid as it is)
-        and max(map(len, map(_MESSAGE, drafts))) <= SURELY_SHORT_CHARS
-    )
-    if usual:  # no timestamp, a level's own name, no fields, a short message: nothing to check
+    if all_normal(drafts):  # no timestamp, a level's own name, no fields, a short message
         for draft in drafts:
             draft.timestamp = draft.received_at = received_at
             draft.publisher = publisher

@@ -7,14 +7,21 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import msgspec
 import nats.errors
 import pytest
 
 from logstream.services.ingest.batch_commands import _encode
 from logstream.services.ingest.publisher import record_commands
-from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
+from logstream.services.ingest.valid_batch import Draft, ValidBatch, decode_valid
 from logstream.shared.errors import LogstreamError
-from logstream.shared.records import decode_batch, encode_stored, validate_records
+from logstream.shared.records import (
+    PublishedRecord,
+    StoredRecord,
+    decode_batch,
+    encode_stored,
+    validate_records,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 JSON = "application/json"
@@ -36,6 +43,26 @@ def _general(body: bytes, media_type: str = JSON, publisher: str = "etl"):
     return validate_records(
         decode_batch(body, media_type), publisher=publisher, services=SERVICES, now=NOW
     )
+
+
+def test_a_draft_is_a_published_record_laid_out_as_a_stored_one():
+    """``Draft`` takes every rule of its fields from ``PublishedRecord``; only the fields ingest
+    sets are its own, and no producer may send them."""
+    published = {field.name: field for field in msgspec.structs.fields(PublishedRecord)}
+    drafts = msgspec.structs.fields(Draft)
+    assert [field.name for field in drafts] == list(StoredRecord.__struct_fields__)
+    for field in drafts:
+        rule = published.pop(field.name, None)
+        if rule is None:
+            assert (field.type, field.default) == (msgspec.UnsetType, msgspec.UNSET)
+        else:
+            assert (field.type, field.default, field.required) == (
+                rule.type,
+                rule.default,
+                rule.required,
+            )
+    assert not published
+    assert Draft.__struct_config__.forbid_unknown_fields
 
 
 BATCHES = {

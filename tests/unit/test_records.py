@@ -14,11 +14,17 @@ from logstream.shared.records import (
     MAX_FIELDS_BYTES,
     MAX_FIELDS_DEPTH,
     MAX_MESSAGE_BYTES,
+    SURELY_SHORT_CHARS,
     PublishedRecord,
+    RecordProblem,
+    all_normal,
     decode_batch,
     delivered_json,
     encode_stored,
     level_rank,
+    ndjson_lines,
+    normalised,
+    record_channel,
     validate_records,
 )
 
@@ -407,6 +413,55 @@ def test_a_valid_record_carries_the_publisher_and_the_receipt_time():
         "abc",
         "warn",
     )
+
+
+# the pieces the fast path (services/ingest/valid_batch.py) takes its rules from
+
+
+def test_ndjson_lines_are_the_lines_that_are_not_blank():
+    assert ndjson_lines(b'{"a":1}\r\n\n \t\n\r\n{"b":2}') == [b'{"a":1}\r', b'{"b":2}']
+    assert ndjson_lines(b"") == ndjson_lines(b"\n \n") == []
+
+
+def test_a_record_channel_is_parsed_with_its_stored_name_or_is_a_channel_problem():
+    assert record_channel("logs:etl:ws1:wf1", frozenset({"etl"})) == (
+        Channel("etl", "ws1", "wf1"),
+        "logs:etl:ws1:wf1",
+    )
+    with pytest.raises(RecordProblem) as caught:
+        record_channel("logs:etl:ws1", frozenset({"billing"}))
+    assert caught.value.field == "channel" and "unknown service 'etl'" in caught.value.message
+
+
+def record_of(**fields) -> PublishedRecord:
+    return PublishedRecord(**{"channel": CHANNEL, "message": "m", **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "normal"),
+    [
+        ({}, True),
+        ({"level": "error", "fields": {}, "message": "a" * SURELY_SHORT_CHARS}, True),
+        ({"level": "ERROR"}, False),
+        ({"level": "warning"}, False),
+        ({"level": "loud"}, False),
+        ({"timestamp": 0}, False),
+        ({"timestamp": ""}, False),
+        ({"fields": {"k": 1}}, False),
+        ({"message": "a" * (SURELY_SHORT_CHARS + 1)}, False),
+    ],
+)
+def test_all_normal_is_true_only_of_records_normalised_leaves_as_they_are(fields, normal):
+    records = [PublishedRecord(channel=CHANNEL, message="m"), record_of(**fields)]
+    assert all_normal(records) is normal
+    if normal:  # then each record is stored as it is, with the time of receipt
+        for item in records:
+            got = normalised(item.level, item.message, item.fields, item.timestamp, "now")
+            assert got == (item.level, "now")
+
+
+def test_no_records_are_all_normal():
+    assert all_normal([])
 
 
 # delivered_json
