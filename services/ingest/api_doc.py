@@ -26,6 +26,7 @@ from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
     Operation,
+    Parameter,
     Reference,
     RequestBody,
     SecurityRequirement,
@@ -56,12 +57,14 @@ MAX_EPOCH_MS = 253402300799999
 
 
 _ERRORS = {
-    400: "a record breaks the contract; details name the record index and field",
+    400: "a record breaks the rules (details name the record index and field), or the body "
+    "is not valid data of its Content-Encoding",
     401: "no service token, or one that does not verify",
     403: "the token may not publish to some channels; details list them; nothing was stored",
-    413: "body over the size limit, or more records than the batch limit or the token's "
-    "publish burst",
-    415: "content type is neither application/json nor application/x-ndjson",
+    413: "body over the size limit (decompressed, for a compressed body), or more records than "
+    "the batch limit or the token's publish burst",
+    415: "content type is neither application/json nor application/x-ndjson, or a "
+    "Content-Encoding other than gzip, deflate, zstd or identity",
     429: "the token is over its publish rate (records/s); see Retry-After",
     431: "request headers over 32 KiB or more than 100 of them; nothing was read",
     503: "NATS/JetStream did not confirm; the records may or may not be stored (retry with the "
@@ -125,6 +128,17 @@ _PUBLISH_BODY = RequestBody(
 )
 
 
+_CONTENT_ENCODING = Parameter(
+    name="Content-Encoding",
+    param_in="header",
+    required=False,
+    schema=json_schema(
+        {"type": "string", "enum": ["gzip", "x-gzip", "deflate", "zstd", "identity"]}
+    ),
+    description="The body's compression. Every limit applies to the decompressed bytes.",
+)
+
+
 @dataclass
 class PublishOperation(Operation):
     """``POST /api/logs/publish`` as Litestar builds it, plus the body it reads by itself and
@@ -132,6 +146,7 @@ class PublishOperation(Operation):
 
     def __post_init__(self) -> None:
         self.request_body = _PUBLISH_BODY
+        self.parameters = [*(self.parameters or []), _CONTENT_ENCODING]
         add_response_headers(self.responses)
 
 

@@ -30,13 +30,14 @@ from logstream.services.ingest.api_doc import (
     record_schemas,
 )
 from logstream.services.ingest.asyncapi_doc import asyncapi_routes
+from logstream.services.ingest.content_coding import read_decoded
 from logstream.services.ingest.metrics import HTTP, IngestMetrics
 from logstream.services.ingest.nats_ingest import NatsIngest
 from logstream.services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
 from logstream.services.ingest.publisher import JetStreamPublisher
 from logstream.services.ingest.settings import Settings
 from logstream.shared.api_doc import complete_document
-from logstream.shared.errors import LogstreamError, PayloadTooLarge, SettingsError
+from logstream.shared.errors import LogstreamError, SettingsError
 from logstream.shared.identities import bearer_token
 from logstream.shared.nats_names import redact_url
 from logstream.shared.service_tokens import TokenRegistry
@@ -53,16 +54,6 @@ LINGER_BYTES = 16 * 1024 * 1024
 LINGER_S = 5.0
 
 log = logging.getLogger("logstream.ingest")
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes (chunked bodies included)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-    return bytes(body)
 
 
 def close_when_body_unread(app: ASGIApp) -> ASGIApp:
@@ -130,9 +121,10 @@ def _declared_length(request: Request) -> int | None:
     status_code=202,
     request_max_body_size=None,  # the pipeline enforces max_body_bytes with our error shape
     summary="Publish log records",
-    description="One record (JSON object), an array of records, or NDJSON lines. All or "
-    "nothing: 202 only once JetStream has stored every record. Credential: "
-    "`Authorization: Bearer <token>` or `X-Service-Token`.",
+    description="One record (JSON object), an array of records, or NDJSON lines, optionally "
+    "compressed (`Content-Encoding: gzip`, `deflate` or `zstd`; limits apply to the "
+    "decompressed bytes). All or nothing: 202 only once JetStream has stored every record. "
+    "Credential: `Authorization: Bearer <token>` or `X-Service-Token`.",
     tags=["publish"],
     response_description="Every record is stored; `seqs` are their stream sequences, in order",
     responses=PUBLISH_RESPONSES,
@@ -142,13 +134,16 @@ def _declared_length(request: Request) -> int | None:
 async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
     headers = request.headers
     credential = bearer_token(headers.get("authorization")) or headers.get("x-service-token")
+    coding = headers.get("content-encoding")
+    compressed = coding is not None and coding.strip().lower() != "identity"
     return await pipeline.publish(
         IngestRequest(
             transport=HTTP,
             content_type=headers.get("content-type"),
-            declared_length=_declared_length(request),
+            # a compressed body's length says nothing of what it holds: the reader checks both
+            declared_length=None if compressed else _declared_length(request),
             credential=credential,
-            read_body=lambda limit: _read_capped(request, limit),
+            read_body=lambda limit: read_decoded(request.stream(), coding, limit),
             identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
         )
     )
