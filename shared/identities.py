@@ -1,4 +1,5 @@
-"""Dev-mode identities (docs/reference/identities.md) and the one parser of ``Authorization: Bearer``.
+"""Dev-mode identities (docs/reference/identities.md) and the parsers of `Authorization` (Bearer;
+Basic for a service token).
 
 Service tokens live in ``logstream.shared.service_tokens``, user tokens in ``logstream.shared.user_tokens``.
 Dev mode has built-in, deterministic identities so that every process started in dev mode, by
@@ -6,6 +7,8 @@ Dev mode has built-in, deterministic identities so that every process started in
 """
 
 from __future__ import annotations
+
+import base64
 
 from logstream.shared.channels import WILDCARD
 
@@ -18,7 +21,9 @@ __all__ = [
     "DEV_SERVICE_TOKENS",
     "DEV_USERS",
     "DEV_USER_TOKEN_TTL_S",
+    "basic_password",
     "bearer_token",
+    "service_credential",
 ]
 
 # Dev-mode identities. Public by design: they exist only when a service runs with --dev.
@@ -47,6 +52,28 @@ DEV_NATS_USERS: dict[str, tuple[str, str]] = {
 }
 # Dev user tokens live half a working day: long enough for a demo, short enough to expire.
 DEV_USER_TOKEN_TTL_S = 12 * 3600
+
+
+def service_credential(authorization: str | None, service_token: str | None = None) -> str | None:
+    """The service token a producer presents over HTTP: ``Authorization: Bearer <token>``; or
+    HTTP Basic whose password is the token (what Loki clients and Grafana agents send; the user
+    name is not read); else the ``X-Service-Token`` header."""
+    return bearer_token(authorization) or basic_password(authorization) or service_token or None
+
+
+def basic_password(authorization: str | None) -> str | None:
+    """The password of ``Authorization: Basic <base64 user:password>``; ``None`` otherwise."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon and password else None
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -25,6 +25,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
+    OpenAPIResponse,
     Operation,
     Parameter,
     Reference,
@@ -45,8 +46,12 @@ from logstream.shared.api_doc import (
 from logstream.shared.records import MAX_FIELDS_BYTES, MAX_FIELDS_DEPTH, PublishedRecord
 
 __all__ = [
+    "LOKI_RESPONSES",
+    "OTLP_RESPONSES",
     "PUBLISH_RESPONSES",
     "PUBLISH_SECURITY",
+    "LokiOperation",
+    "OtlpOperation",
     "PublishOperation",
     "openapi_config",
     "record_schemas",
@@ -81,6 +86,12 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
         description="A service token (an opaque secret from the token file; dev mode: "
         "l5-etl-token, faas-token, analytics-token, platform-token).",
     ),
+    "serviceBasic": SecurityScheme(
+        type="http",
+        scheme="basic",
+        description="The same service token as HTTP Basic's password (any user name): what "
+        "Loki clients and Grafana agents send.",
+    ),
     "serviceToken": SecurityScheme(
         type="apiKey",
         name="X-Service-Token",
@@ -88,7 +99,11 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
         description="The same service token, in its own header.",
     ),
 }
-PUBLISH_SECURITY: list[SecurityRequirement] = [{"serviceBearer": []}, {"serviceToken": []}]
+PUBLISH_SECURITY: list[SecurityRequirement] = [
+    {"serviceBearer": []},
+    {"serviceBasic": []},
+    {"serviceToken": []},
+]
 _EXAMPLE_RECORD = {
     "channel": "logs:etl:workspace123:workflow456",
     "message": "step 3 done",
@@ -146,6 +161,94 @@ class PublishOperation(Operation):
 
     def __post_init__(self) -> None:
         self.request_body = _PUBLISH_BODY
+        self.parameters = [*(self.parameters or []), _CONTENT_ENCODING]
+        add_response_headers(self.responses)
+
+
+_BINARY = json_schema({"type": "string", "format": "binary"})
+_OTLP_BODY = RequestBody(
+    required=True,
+    description="An OTLP ExportLogsServiceRequest: protobuf, or OTLP/JSON (trace and span ids "
+    "in hex). Each log record names its channel in the attribute `logstream.channel`, on "
+    "itself or its resource.",
+    content={
+        "application/x-protobuf": OpenAPIMediaType(schema=_BINARY),
+        "application/json": OpenAPIMediaType(
+            schema=json_schema(
+                {"type": "object", "properties": {"resourceLogs": {"type": "array"}}}
+            )
+        ),
+    },
+)
+_LOKI_BODY = RequestBody(
+    required=True,
+    description="A Loki push: snappy-compressed `logproto.PushRequest` protobuf, or JSON. Each "
+    "stream names its channel in the label `channel`.",
+    content={
+        "application/x-protobuf": OpenAPIMediaType(schema=_BINARY),
+        "application/json": OpenAPIMediaType(
+            schema=json_schema(
+                {
+                    "type": "object",
+                    "required": ["streams"],
+                    "properties": {
+                        "streams": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "stream": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "string"},
+                                    },
+                                    "values": {
+                                        "type": "array",
+                                        "items": {"type": "array", "minItems": 2, "maxItems": 3},
+                                    },
+                                },
+                            },
+                        }
+                    },
+                }
+            )
+        ),
+    },
+)
+OTLP_RESPONSES = {
+    200: ResponseSpec(
+        data_container=bytes,
+        media_type="application/x-protobuf",
+        description="Every record is stored: an empty ExportLogsServiceResponse (`{}` in "
+        "OTLP/JSON)",
+        generate_examples=False,
+    ),
+    **PUBLISH_RESPONSES,
+}
+LOKI_RESPONSES = dict(PUBLISH_RESPONSES)
+
+
+@dataclass
+class OtlpOperation(Operation):
+    """``POST /v1/logs``: the body it reads by itself, the headers its refusals carry."""
+
+    def __post_init__(self) -> None:
+        self.request_body = _OTLP_BODY
+        self.parameters = [*(self.parameters or []), _CONTENT_ENCODING]
+        add_response_headers(self.responses)
+        if self.responses and "200" in self.responses:
+            ok = self.responses["200"]
+            if isinstance(ok, OpenAPIResponse) and ok.content:
+                ok.content["application/json"] = OpenAPIMediaType(
+                    schema=json_schema({"type": "object"})
+                )
+
+
+@dataclass
+class LokiOperation(Operation):
+    """``POST /loki/api/v1/push``: the body it reads by itself, the headers its refusals carry."""
+
+    def __post_init__(self) -> None:
+        self.request_body = _LOKI_BODY
         self.parameters = [*(self.parameters or []), _CONTENT_ENCODING]
         add_response_headers(self.responses)
 

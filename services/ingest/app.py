@@ -15,30 +15,38 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, Request, post
+import msgspec
+from litestar import Litestar, Request, Response, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from logstream.services.ingest.api_doc import (
+    LOKI_RESPONSES,
+    OTLP_RESPONSES,
     PUBLISH_RESPONSES,
     PUBLISH_SECURITY,
+    LokiOperation,
+    OtlpOperation,
     PublishOperation,
     openapi_config,
     record_schemas,
 )
 from logstream.services.ingest.asyncapi_doc import asyncapi_routes
 from logstream.services.ingest.content_coding import read_decoded
-from logstream.services.ingest.metrics import HTTP, IngestMetrics
+from logstream.services.ingest.loki import LOKI_PATH, loki_media_type, loki_records
+from logstream.services.ingest.metrics import HTTP, LOKI, OTLP, IngestMetrics
 from logstream.services.ingest.nats_ingest import NatsIngest
+from logstream.services.ingest.otlp import OTLP_PATH, empty_response, otlp_media_type, otlp_records
 from logstream.services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
 from logstream.services.ingest.publisher import JetStreamPublisher
 from logstream.services.ingest.settings import Settings
 from logstream.shared.api_doc import complete_document
 from logstream.shared.errors import LogstreamError, SettingsError
-from logstream.shared.identities import bearer_token
+from logstream.shared.identities import service_credential
 from logstream.shared.nats_names import redact_url
 from logstream.shared.service_tokens import TokenRegistry
 from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
@@ -54,6 +62,8 @@ LINGER_BYTES = 16 * 1024 * 1024
 LINGER_S = 5.0
 
 log = logging.getLogger("logstream.ingest")
+_BATCH = msgspec.json.Encoder()
+JSON = "application/json"
 
 
 def close_when_body_unread(app: ASGIApp) -> ASGIApp:
@@ -124,7 +134,8 @@ def _declared_length(request: Request) -> int | None:
     description="One record (JSON object), an array of records, or NDJSON lines, optionally "
     "compressed (`Content-Encoding: gzip`, `deflate` or `zstd`; limits apply to the "
     "decompressed bytes). All or nothing: 202 only once JetStream has stored every record. "
-    "Credential: `Authorization: Bearer <token>` or `X-Service-Token`.",
+    "Credential: `Authorization: Bearer <token>`, HTTP Basic with the token as password, or "
+    "`X-Service-Token`.",
     tags=["publish"],
     response_description="Every record is stored; `seqs` are their stream sequences, in order",
     responses=PUBLISH_RESPONSES,
@@ -133,7 +144,7 @@ def _declared_length(request: Request) -> int | None:
 )
 async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
     headers = request.headers
-    credential = bearer_token(headers.get("authorization")) or headers.get("x-service-token")
+    credential = service_credential(headers.get("authorization"), headers.get("x-service-token"))
     coding = headers.get("content-encoding")
     compressed = coding is not None and coding.strip().lower() != "identity"
     return await pipeline.publish(
@@ -144,6 +155,80 @@ async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
             declared_length=None if compressed else _declared_length(request),
             credential=credential,
             read_body=lambda limit: read_decoded(request.stream(), coding, limit),
+            identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
+        )
+    )
+
+
+@post(
+    OTLP_PATH,
+    status_code=200,
+    request_max_body_size=None,  # read_decoded enforces max_body_bytes on the decompressed body
+    summary="Publish log records as OTLP/HTTP (OpenTelemetry)",
+    description="An OTLP `ExportLogsServiceRequest`, protobuf (`application/x-protobuf`) or "
+    "OTLP/JSON (`application/json`), optionally compressed (`Content-Encoding`). Each log "
+    "record's channel is its attribute `logstream.channel`, else its resource's. All or "
+    "nothing, with the rules, grants and limits of `POST /api/logs/publish`; 200 with an empty "
+    "`ExportLogsServiceResponse` once every record is stored. A retried export is stored once.",
+    tags=["publish"],
+    responses=OTLP_RESPONSES,
+    security=PUBLISH_SECURITY,
+    operation_class=OtlpOperation,  # declares the body this handler reads by itself
+)
+async def publish_otlp(request: Request, pipeline: IngestPipeline) -> Response[bytes]:
+    media_type = otlp_media_type(request.headers.get("content-type"))
+    await _publish_converted(
+        request, pipeline, OTLP, lambda body, _: otlp_records(body, media_type)
+    )
+    return Response(empty_response(media_type), status_code=200, media_type=media_type)
+
+
+@post(
+    LOKI_PATH,
+    status_code=204,
+    request_max_body_size=None,  # read_decoded enforces max_body_bytes on the decompressed body
+    summary="Publish log records with the Loki push API",
+    description="What Promtail, Grafana Alloy, Fluent Bit's `loki` output and Loki clients "
+    "send: JSON (`application/json`, optionally with `Content-Encoding`) or snappy-compressed "
+    "protobuf (`application/x-protobuf`, Loki's `PushRequest`). Each entry's channel is its "
+    "stream's label `channel`. All or nothing, with the rules, grants and limits of "
+    "`POST /api/logs/publish`; 204 once every entry is stored. A retried push is stored once.",
+    tags=["publish"],
+    responses=LOKI_RESPONSES,
+    security=PUBLISH_SECURITY,
+    operation_class=LokiOperation,  # declares the body this handler reads by itself
+)
+async def publish_loki(request: Request, pipeline: IngestPipeline) -> None:
+    media_type = loki_media_type(request.headers.get("content-type"))
+    await _publish_converted(
+        request, pipeline, LOKI, lambda body, limit: loki_records(body, media_type, limit)
+    )
+
+
+async def _publish_converted(
+    request: Request,
+    pipeline: IngestPipeline,
+    transport: str,
+    convert: Callable[[bytes, int], list[dict[str, Any]]],
+) -> None:
+    """Another tool's request, as a native batch through the same pipeline: credential, then
+    the body (decompressed, within max_body_bytes) turned into records by ``convert``."""
+    headers = request.headers
+
+    async def read_records(limit: int) -> bytes:
+        body = await read_decoded(request.stream(), headers.get("content-encoding"), limit)
+        # the limit held the request; its records, re-encoded as a native batch, go on as one
+        return _BATCH.encode(convert(body, limit))
+
+    await pipeline.publish(
+        IngestRequest(
+            transport=transport,
+            content_type=JSON,
+            declared_length=None,
+            credential=service_credential(
+                headers.get("authorization"), headers.get("x-service-token")
+            ),
+            read_body=read_records,
             identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
         )
     )
@@ -245,6 +330,8 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             publish_logs,
+            publish_otlp,
+            publish_loki,
             *service_routes(),
             *asyncapi_routes(consumer.broker, settings),
         ],

@@ -12,6 +12,10 @@ __all__ = ["HTTP", "NATS", "IngestMetrics"]
 
 HTTP = "http"
 NATS = "nats"
+# OTLP/HTTP logs (POST /v1/logs)
+OTLP = "otlp"
+# the Loki push API (POST /loki/api/v1/push)
+LOKI = "loki"
 # JetStream confirms a local batch in about a millisecond; the top buckets show a struggling
 # broker well before the publish timeout (2 s by default) turns it into a 503.
 _PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

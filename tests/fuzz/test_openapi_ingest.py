@@ -23,7 +23,18 @@ SENDERS = {
 }
 # docs/reference/ingest.md: every answer of the publish route (503 only when NATS is down: it is up here).
 PUBLISH_STATUSES = {202, 400, 401, 403, 413, 415, 429}
-FUZZED = {("POST", PUBLISH), ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
+OTLP, LOKI = "/v1/logs", "/loki/api/v1/push"
+FUZZED = {
+    ("POST", PUBLISH),
+    ("POST", OTLP),
+    ("POST", LOKI),
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+}
+# What other tools' routes answer a generated request: stored, or a documented refusal; never a
+# 5xx (an exporter would retry a broken request for ever).
+FOREIGN_STATUSES = {OTLP: {200, 400, 401, 403, 413, 415}, LOKI: {204, 400, 401, 403, 413, 415}}
 
 
 @pytest.mark.parametrize("sender", SENDERS)
@@ -39,6 +50,23 @@ def test_publish_answers_every_generated_request_as_documented(stack, ingest_sch
         headers=headers,
         statuses=PUBLISH_STATUSES,
         max_examples=examples,
+    )
+
+
+@pytest.mark.parametrize("path", [OTLP, LOKI])
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
+def test_other_tools_routes_answer_every_generated_request_as_documented(
+    stack, ingest_schema, mode, path
+):
+    fuzz_operation(
+        ingest_schema[path]["POST"],
+        mode,
+        base_url=stack.ingest.url,
+        headers={"Authorization": "Bearer l5-etl-token"},
+        statuses=FOREIGN_STATUSES[path],
+        max_examples=25,
     )
 
 

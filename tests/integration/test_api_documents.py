@@ -163,8 +163,13 @@ def test_publish_declares_a_json_record_or_batch_and_an_ndjson_body(documents):
 def test_publish_declares_both_credentials_and_every_refusal_with_its_headers(documents):
     document = documents["ingest"]
     operation = document["paths"][PUBLISH]["post"]
-    assert operation["security"] == [{"serviceBearer": []}, {"serviceToken": []}]
+    assert operation["security"] == [
+        {"serviceBearer": []},
+        {"serviceBasic": []},
+        {"serviceToken": []},
+    ]
     schemes = document["components"]["securitySchemes"]
+    assert (schemes["serviceBasic"]["type"], schemes["serviceBasic"]["scheme"]) == ("http", "basic")
     assert (schemes["serviceBearer"]["type"], schemes["serviceBearer"]["scheme"]) == (
         "http",
         "bearer",

@@ -72,6 +72,8 @@ def test_the_wheel_holds_no_top_level_name_but_logstream(tmp_path):
     assert "logstream/shared/channels.py" in names
     assert "logstream/services/proxy/static/index.html" in names
     assert "logstream/services/proxy/routes.toml" in names
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "logstream = logstream.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 @pytest.fixture(scope="module")

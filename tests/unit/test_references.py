@@ -23,8 +23,9 @@ GENERATED = {"bench/RESULTS.md", "bench/gateway-profile.txt"}
 
 # (not inside a string literal: a logger's or a storage key's name is not a module)
 DOTTED = re.compile(r"(?<![\w./'\"-])logstream(?:\.[A-Za-z_]\w*)+")
-# a logger's name: getLogger("logstream.x"), or a constant holding one (AUDIT_LOGGER = "...")
-LOGGER = re.compile(r"(?:getLogger\(\s*|_LOGGER = )[\"'](logstream(?:\.\w+)*)[\"']")
+# a name that is not a module: a logger's (getLogger("logstream.x")), or one a constant holds
+# (AUDIT_LOGGER = "logstream.audit", an attribute key such as CHANNEL_ATTRIBUTE)
+LOGGER = re.compile(r"(?:getLogger\(\s*|\b[A-Z][A-Z_]* = )[\"'](logstream(?:\.\w+)*)[\"']")
 FILE = re.compile(
     r"(?<![\w./-])((?:services|shared|logstream|tests|bench|docs|deploy|examples|client|\.ci)"
     r"/[\w./-]*\w\.(?:py|md|toml|yaml|yml|conf|json|js|html|css|txt))\b"
@@ -46,7 +47,7 @@ def _texts() -> list[Path]:
 
 
 TEXTS = _texts()
-# Loggers are named like modules (``logstream.audit``); a document may name one.
+# Loggers and keys are named like modules (``logstream.audit``); a document may name one.
 LOGGERS = {
     name for path in TEXTS if path.suffix == ".py" for name in LOGGER.findall(path.read_text())
 }
