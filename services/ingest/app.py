@@ -36,6 +36,7 @@ from logstream.services.ingest.api_doc import (
     record_schemas,
 )
 from logstream.services.ingest.asyncapi_doc import asyncapi_routes
+from logstream.services.ingest.channel_rules import load_channel_rules
 from logstream.services.ingest.content_coding import read_decoded
 from logstream.services.ingest.loki import LOKI_PATH, loki_media_type, loki_records
 from logstream.services.ingest.metrics import HTTP, LOKI, OTLP, IngestMetrics
@@ -177,8 +178,9 @@ async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
 )
 async def publish_otlp(request: Request, pipeline: IngestPipeline) -> Response[bytes]:
     media_type = otlp_media_type(request.headers.get("content-type"))
+    rules = request.app.state.channel_rules
     await _publish_converted(
-        request, pipeline, OTLP, lambda body, _: otlp_records(body, media_type)
+        request, pipeline, OTLP, lambda body, _: otlp_records(body, media_type, rules)
     )
     return Response(empty_response(media_type), status_code=200, media_type=media_type)
 
@@ -200,8 +202,9 @@ async def publish_otlp(request: Request, pipeline: IngestPipeline) -> Response[b
 )
 async def publish_loki(request: Request, pipeline: IngestPipeline) -> None:
     media_type = loki_media_type(request.headers.get("content-type"))
+    rules = request.app.state.channel_rules
     await _publish_converted(
-        request, pipeline, LOKI, lambda body, limit: loki_records(body, media_type, limit)
+        request, pipeline, LOKI, lambda body, limit: loki_records(body, media_type, limit, rules)
     )
 
 
@@ -312,6 +315,7 @@ def _lifespan(
 
 def create_app(settings: Settings) -> Litestar:
     tokens = _service_tokens(settings)
+    channel_rules = load_channel_rules(settings.channel_rules, frozenset(settings.service_names))
     store = JetStreamPublisher(settings)
 
     def readiness() -> tuple[bool, str]:
@@ -339,7 +343,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[close_when_body_unread],
         lifespan=[_lifespan(settings, service, tokens, store, consumer, reload)],
-        state=State({"service": service}),
+        state=State({"service": service, "channel_rules": channel_rules}),
         openapi_config=openapi_config(),
         logging_config=None,  # the CLI configured structured logging; keep Litestar off it
     )

@@ -12,7 +12,8 @@ Two bodies, as Loki takes them:
   decompressed.
 
 Each entry becomes one record, through the same checks, grants and limits as a native batch:
-``channel`` from the label ``channel``; ``level`` from ``level``, else ``detected_level``, else
+``channel`` from the label ``channel``, else the first channel mapping rule that matches the
+labels and structured metadata (``channel_rules``); ``level`` from ``level``, else ``detected_level``, else
 ``severity`` (python-logging-loki's); ``source`` from ``service_name``, else ``job``; every other
 label and the entry's structured metadata into ``fields``; the entry's time as ``timestamp``;
 ``id`` from the request's content and the entry's place in it (a retried push is stored once).
@@ -28,6 +29,7 @@ import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
+from logstream.services.ingest.channel_rules import ChannelRules
 from logstream.services.ingest.foreign import id_maker, level_named, timestamp_from_nanos
 from logstream.shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -198,7 +200,9 @@ def _decode_json(body: bytes) -> list[tuple[dict[str, str], list[tuple[int, str,
     return streams
 
 
-def loki_records(body: bytes, media_type: str, limit: int) -> list[dict[str, Any]]:
+def loki_records(
+    body: bytes, media_type: str, limit: int, rules: ChannelRules | None = None
+) -> list[dict[str, Any]]:
     """Logstream records (as a native batch holds them) for every entry of the push; 400 for
     a body that is not a push, or entries with no channel."""
     streams = _decode_protobuf(body, limit) if media_type == PROTOBUF else _decode_json(body)
@@ -214,8 +218,11 @@ def loki_records(body: bytes, media_type: str, limit: int) -> list[dict[str, Any
         source = next((fields.pop(n) for n in SOURCE_LABELS if n in fields), None)
         for nanos, line, metadata in entries:
             index = len(records)
+            mapped = channel
+            if not mapped and rules:
+                mapped = rules.channel({**labels, **metadata})
             record: dict[str, Any] = {
-                "channel": channel or "",
+                "channel": mapped or "",
                 "message": line,
                 "level": level_named(level),
                 "id": make_id(index),
@@ -227,13 +234,19 @@ def loki_records(body: bytes, media_type: str, limit: int) -> list[dict[str, Any
                 record["source"] = source
             if fields or metadata:
                 record["fields"] = {**fields, **metadata}
-            if not channel:
-                missing.append({"index": index, "field": "channel", "message": "no channel label"})
+            if not mapped:
+                missing.append(
+                    {
+                        "index": index,
+                        "field": "channel",
+                        "message": "no channel label, and no channel rule matches",
+                    }
+                )
             records.append(record)
     if missing:
         raise InvalidRequest(
             f"{len(missing)} entr{'y' if len(missing) == 1 else 'ies'} name no channel: set "
-            f"the label {CHANNEL_LABEL}",
+            f"the label {CHANNEL_LABEL}, or a channel rule (channel_rules) that matches",
             details=missing,
         )
     if not records:

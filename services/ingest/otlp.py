@@ -5,8 +5,9 @@ The body is an ``ExportLogsServiceRequest``, protobuf (``application/x-protobuf`
 Logstream record, which then goes through the same checks, grants, limits and store as a native
 batch (all or nothing):
 
-- ``channel``: the record's attribute ``logstream.channel``, else its resource's; a record with
-  neither is refused (400 naming it);
+- ``channel``: the record's attribute ``logstream.channel``, else its resource's, else the first
+  channel mapping rule that matches its attributes (``channel_rules``); a record with none is
+  refused (400 naming it);
 - ``message``: the body; a string as it is, any other value as its JSON text;
 - ``level``: from ``severity_number`` (1-4 trace, 5-8 debug, 9-12 info, 13-16 warn, 17-20 error,
   21-24 fatal), else ``severity_text`` (a level name Logstream knows), else info;
@@ -33,6 +34,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from logstream.services.ingest.channel_rules import ChannelRules
 from logstream.services.ingest.foreign import id_maker, level_named, timestamp_from_nanos
 from logstream.shared.errors import InvalidRequest, UnsupportedMediaType
 
@@ -146,9 +148,12 @@ def _message(body: AnyValue) -> str:
     return json.dumps(_value(body), separators=(",", ":"), ensure_ascii=False)
 
 
-def otlp_records(body: bytes, media_type: str) -> list[dict[str, Any]]:
+def otlp_records(
+    body: bytes, media_type: str, rules: ChannelRules | None = None
+) -> list[dict[str, Any]]:
     """Logstream records (as a native batch holds them) for every log record in the export;
-    400 for a body that is not an export, or records with no channel."""
+    400 for a body that is not an export, or records with no channel (explicit, or by a
+    mapping rule)."""
     request = _decode(body, media_type)
     make_id = id_maker("otlp", body)
     records: list[dict[str, Any]] = []
@@ -163,6 +168,8 @@ def otlp_records(body: bytes, media_type: str) -> list[dict[str, Any]]:
                 channel = attributes.pop(CHANNEL_ATTRIBUTE, None) or resource_channel
                 index = len(records)
                 fields = {**resource, **attributes}
+                if not channel and rules:
+                    channel = rules.channel({SOURCE_ATTRIBUTE: source, **fields})
                 if log.trace_id:
                     fields["trace_id"] = log.trace_id.hex()
                 if log.span_id:
@@ -186,14 +193,15 @@ def otlp_records(body: bytes, media_type: str) -> list[dict[str, Any]]:
                             "index": index,
                             "field": "channel",
                             "message": f"no {CHANNEL_ATTRIBUTE} attribute on the log record "
-                            "or its resource",
+                            "or its resource, and no channel rule matches",
                         }
                     )
                 records.append(record)
     if missing:
         raise InvalidRequest(
             f"{len(missing)} log record(s) name no channel: set the attribute "
-            f"{CHANNEL_ATTRIBUTE} on the record or its resource",
+            f"{CHANNEL_ATTRIBUTE} on the record or its resource, or a channel rule "
+            "(channel_rules) that matches",
             details=missing,
         )
     if not records:

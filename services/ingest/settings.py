@@ -35,6 +35,13 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     tokens_file: Annotated[
         str, Meta(description="JSON or TOML file of service tokens (required outside dev mode)")
     ] = ""
+    channel_rules: Annotated[
+        str,
+        Meta(
+            description="TOML file of channel mapping rules for records that come without a "
+            "channel (OTLP attributes, Loki labels)"
+        ),
+    ] = ""
     max_body_bytes: Annotated[
         int, Meta(ge=1024, le=64 * 1024 * 1024, description="largest request body accepted")
     ] = DEFAULT_MAX_BODY_BYTES

@@ -77,6 +77,21 @@ REFUSALS = [
     # A token file that cannot be used (these reach ingest's create_app).
     ("ingest-bad-tokens", "ingest", ["--tokens-file", "{tmp}/bad.json"], {}, "tokens_file"),
     ("ingest-no-tokens", "ingest", ["--tokens-file", "{tmp}/absent.toml"], {}, "tokens_file"),
+    # Channel mapping rules that cannot be used (not TOML; not there).
+    (
+        "ingest-bad-rules",
+        "ingest",
+        ["--dev", "--channel-rules", "{tmp}/bad.json"],
+        {},
+        "channel_rules",
+    ),
+    (
+        "ingest-no-rules",
+        "ingest",
+        ["--dev", "--channel-rules", "{tmp}/absent.toml"],
+        {},
+        "channel_rules",
+    ),
     # NATS logins: a credential file that is not there, and two ways to log in at once.
     (
         "gateway-no-creds-file",
@@ -114,7 +129,7 @@ REFUSALS = [
         "nats_password (LOGSTREAM_NATS_PASSWORD): it needs nats_user",
     ),
 ]
-_NEEDS_INGEST_APP = {"ingest-bad-tokens", "ingest-no-tokens"}
+_NEEDS_INGEST_APP = {"ingest-bad-tokens", "ingest-no-tokens", "ingest-bad-rules", "ingest-no-rules"}
 
 
 @pytest.fixture(scope="module")
