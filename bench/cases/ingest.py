@@ -2,11 +2,16 @@
 
 Each way keeps a few requests in flight for a fixed time and counts records confirmed stored:
 HTTP 202 (JetStream acknowledged every record), or ingest's NATS reply with status 202.
+
+Compressed and OTLP bodies are built before the clock starts (a shipper compresses on its own
+machine), and so are the plain bodies they are compared with, side by side in the same run:
+"JSON, pre-built" against "JSON gzip, pre-built" is what compression costs ingest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import re
 import time
@@ -14,6 +19,11 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from bench.credentials import NATS_PRODUCER, PRODUCER_INBOX, SERVICE_TOKEN
 from bench.http_wire import HttpWire, post_request
@@ -26,6 +36,19 @@ __all__ = ["IngestResult", "ingest_case"]
 
 _STATUS = re.compile(rb'"status":\s*(\d+)')
 _HEADERS = {"Authorization": f"Bearer {SERVICE_TOKEN}", "Content-Type": "application/json"}
+_GZIP_HEADERS = {**_HEADERS, "Content-Encoding": "gzip"}
+_OTLP_HEADERS = {
+    "Authorization": f"Bearer {SERVICE_TOKEN}",
+    "Content-Type": "application/x-protobuf",
+    "Content-Encoding": "gzip",
+}
+# What shippers use by default (Vector, Fluent Bit and the OTLP exporters: zlib's level 6).
+GZIP_LEVEL = 6
+# The OpenTelemetry SDK's BatchLogRecordProcessor exports at most 512 records at a time.
+OTLP_BATCH = 512
+# Pre-built bodies per way: more than the busiest way sends in the bench's time (runs out: the
+# way ends early and its rate is still records / seconds it ran).
+PREBUILT_RECORDS = 1_000_000
 
 
 @dataclass
@@ -66,6 +89,66 @@ async def _http_worker(
             body = records.body(batch)
             [(status, _)] = await wire.pipeline([post_request("/api/logs/publish", body, _HEADERS)])
             if status == 202:
+                stored += batch
+            else:
+                failed[f"HTTP {status}"] += batch
+    finally:
+        await wire.close()
+    return stored, failed
+
+
+def _gzip_json(records: _Records, batch: int) -> bytes:
+    return gzip.compress(records.body(batch), GZIP_LEVEL)
+
+
+def _otlp_export(records: _Records, batch: int) -> bytes:
+    """An OTLP ExportLogsServiceRequest of ``batch`` log records as the SDK's exporter sends
+    one (a resource with service.name and the channel, severity, time, a body, two attributes),
+    gzip-compressed."""
+    first = records.next
+    records.next += batch
+    now = time.time_ns()
+    logs = [
+        LogRecord(
+            time_unix_nano=now + n,
+            severity_number=SeverityNumber.SEVERITY_NUMBER_INFO,
+            severity_text="INFO",
+            body=AnyValue(string_value=f"{records.tag} record {n} of the batch: rows copied"),
+            attributes=[
+                KeyValue(key="code.function", value=AnyValue(string_value="copy_rows")),
+                KeyValue(key="rows", value=AnyValue(int_value=n)),
+            ],
+        )
+        for n in range(first, first + batch)
+    ]
+    resource = Resource(
+        attributes=[
+            KeyValue(key="service.name", value=AnyValue(string_value="bench-etl")),
+            KeyValue(key="logstream.channel", value=AnyValue(string_value=records.channel)),
+        ]
+    )
+    export = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(resource=resource, scope_logs=[ScopeLogs(log_records=logs)])]
+    )
+    return gzip.compress(export.SerializeToString(), GZIP_LEVEL)
+
+
+def _prebuilt(make: Callable[[_Records, int], bytes], batch: int, count: int) -> list[bytes]:
+    records = _Records()
+    return [make(records, batch) for _ in range(count)]
+
+
+async def _prebuilt_worker(
+    port: int, path: str, headers: dict[str, str], batch: int, bodies: list[bytes], until: float
+) -> tuple[int, Counter[str]]:
+    """POSTs ``bodies`` (built before the clock started) until the time is up or they run out."""
+    wire = await HttpWire.connect("127.0.0.1", port)
+    stored, failed = 0, Counter[str]()
+    try:
+        while time.monotonic() < until and bodies:
+            body = bodies.pop()
+            [(status, _)] = await wire.pipeline([post_request(path, body, headers)])
+            if status in (200, 202):
                 stored += batch
             else:
                 failed[f"HTTP {status}"] += batch
@@ -162,6 +245,39 @@ async def ingest_case(stack, seconds: float, *, synced_stack=None) -> list[Inges
         (
             "NATS ingest.logs, single records, 64 in flight",
             [lambda u: _nats_worker(url, 1, records, u) for _ in range(1)],
+            stack,
+        ),
+    ]
+    # Built before the clock starts; each way's bodies are its own (unique records).
+    body_count = max(8, min(PREBUILT_RECORDS, int(seconds * 150_000)) // 1000)
+    plain = _prebuilt(lambda r, b: r.body(b), 1000, body_count)
+    gzipped = _prebuilt(_gzip_json, 1000, body_count)
+    otlp = _prebuilt(_otlp_export, OTLP_BATCH, body_count * 2)
+    ways += [
+        (
+            "HTTP JSON, batches of 1,000, pre-built, 4 in flight",
+            [
+                lambda u: _prebuilt_worker(port, "/api/logs/publish", _HEADERS, 1000, plain, u)
+                for _ in range(4)
+            ],
+            stack,
+        ),
+        (
+            "HTTP JSON gzip, batches of 1,000, pre-built, 4 in flight",
+            [
+                lambda u: _prebuilt_worker(
+                    port, "/api/logs/publish", _GZIP_HEADERS, 1000, gzipped, u
+                )
+                for _ in range(4)
+            ],
+            stack,
+        ),
+        (
+            f"OTLP/HTTP protobuf gzip, batches of {OTLP_BATCH}, pre-built, 4 in flight",
+            [
+                lambda u: _prebuilt_worker(port, "/v1/logs", _OTLP_HEADERS, OTLP_BATCH, otlp, u)
+                for _ in range(4)
+            ],
             stack,
         ),
     ]
