@@ -38,7 +38,12 @@ from logstream.services.ingest.api_doc import (
 from logstream.services.ingest.asyncapi_doc import asyncapi_routes
 from logstream.services.ingest.channel_rules import load_channel_rules
 from logstream.services.ingest.content_coding import read_decoded
-from logstream.services.ingest.loki import LOKI_PATH, loki_media_type, loki_records
+from logstream.services.ingest.loki import (
+    LOKI_PATH,
+    loki_body_coding,
+    loki_media_type,
+    loki_records,
+)
 from logstream.services.ingest.metrics import HTTP, LOKI, OTLP, IngestMetrics
 from logstream.services.ingest.nats_ingest import NatsIngest
 from logstream.services.ingest.otlp import OTLP_PATH, empty_response, otlp_media_type, otlp_records
@@ -204,7 +209,11 @@ async def publish_loki(request: Request, pipeline: IngestPipeline) -> None:
     media_type = loki_media_type(request.headers.get("content-type"))
     rules = request.app.state.channel_rules
     await _publish_converted(
-        request, pipeline, LOKI, lambda body, limit: loki_records(body, media_type, limit, rules)
+        request,
+        pipeline,
+        LOKI,
+        lambda body, limit: loki_records(body, media_type, limit, rules),
+        coding=loki_body_coding(request.headers.get("content-encoding"), media_type),
     )
 
 
@@ -213,13 +222,18 @@ async def _publish_converted(
     pipeline: IngestPipeline,
     transport: str,
     convert: Callable[[bytes, int], list[dict[str, Any]]],
+    *,
+    coding: str | None = None,
 ) -> None:
     """Another tool's request, as a native batch through the same pipeline: credential, then
-    the body (decompressed, within max_body_bytes) turned into records by ``convert``."""
+    the body (decompressed as ``coding``, by default its Content-Encoding, within
+    max_body_bytes) turned into records by ``convert``."""
     headers = request.headers
+    if coding is None:
+        coding = headers.get("content-encoding")
 
     async def read_records(limit: int) -> bytes:
-        body = await read_decoded(request.stream(), headers.get("content-encoding"), limit)
+        body = await read_decoded(request.stream(), coding, limit)
         # the limit held the request; its records, re-encoded as a native batch, go on as one
         return _BATCH.encode(convert(body, limit))
 

@@ -6,7 +6,8 @@ Two bodies, as Loki takes them:
 - JSON (``application/json``, compressed or not): ``{"streams": [{"stream": {labels},
   "values": [["<unix ns>", "<line>"], ["<unix ns>", "<line>", {structured metadata}]]}]}``;
 - protobuf (``application/x-protobuf``): Loki's ``logproto.PushRequest`` (``push.proto``),
-  compressed with snappy's block format, as every Loki client sends it. The messages are built
+  compressed with snappy's block format, as every Loki client sends it (with
+  ``Content-Encoding: snappy`` or without). The messages are built
   here from their descriptor (four small messages), so no generated code is vendored. The
   uncompressed size snappy states up front is checked against the limit before anything is
   decompressed.
@@ -33,7 +34,13 @@ from logstream.services.ingest.channel_rules import ChannelRules
 from logstream.services.ingest.foreign import id_maker, level_named, timestamp_from_nanos
 from logstream.shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["LOKI_PATH", "loki_media_type", "loki_records", "push_request_class"]
+__all__ = [
+    "LOKI_PATH",
+    "loki_body_coding",
+    "loki_media_type",
+    "loki_records",
+    "push_request_class",
+]
 
 LOKI_PATH = "/loki/api/v1/push"
 PROTOBUF = "application/x-protobuf"
@@ -108,6 +115,16 @@ def loki_media_type(content_type: str | None) -> str:
             f"(snappy-compressed) or {JSON}"
         )
     return media_type
+
+
+def loki_body_coding(header: str | None, media_type: str) -> str | None:
+    """The Content-Encoding to undo before the push is read. A protobuf push is a snappy block
+    already, and Grafana Alloy (since v1.13) says so with ``Content-Encoding: snappy``: that is
+    the body as this module reads it, not a coding on top of it. Anything else is for
+    ``content_coding`` (which refuses ``snappy`` on a JSON push, as Loki does)."""
+    if media_type == PROTOBUF and (header or "").strip().lower() == "snappy":
+        return "identity"
+    return header
 
 
 def _labels(text: str) -> dict[str, str]:
