@@ -172,3 +172,11 @@ async def test_entries_without_a_channel_label_or_outside_the_grants_store_nothi
     )
     assert refused.status_code == 403
     assert await stored(js, _subject(channel)) == [] and await stored(js, _subject(foreign)) == []
+
+
+async def test_a_push_past_the_batch_limit_is_a_413_and_nothing_is_stored(stack, js, unique_id):
+    channel = f"logs:etl:ws-{unique_id}:big"
+    body = _snappy_push((f'{{channel="{channel}"}}', [(f"e{n}", {}) for n in range(1001)]))
+    answer = httpx.post(stack.ingest.url + PUSH, content=body, headers=SNAPPY)
+    assert answer.status_code == 413
+    assert await stored(js, _subject(channel)) == []

@@ -245,3 +245,13 @@ async def test_a_channel_outside_the_tokens_grants_is_a_403_and_nothing_is_store
     answer = httpx.post(stack.ingest.url + OTLP, content=body, headers={**ETL, **PROTOBUF})
     assert answer.status_code == 403
     assert await stored(js, _subject(channel)) == []
+
+
+async def test_an_export_past_the_batch_limit_is_a_413_and_nothing_is_stored(stack, js, unique_id):
+    channel = f"logs:etl:ws-{unique_id}:big"
+    records = [_record(f"r{n}", channel) for n in range(1001)]  # max_batch_records is 1,000
+    body = _export(*records).SerializeToString()
+    answer = httpx.post(stack.ingest.url + OTLP, content=body, headers={**ETL, **PROTOBUF})
+    assert answer.status_code == 413
+    assert "1000" in answer.json()["message"].replace(",", "")
+    assert await stored(js, _subject(channel)) == []
