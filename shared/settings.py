@@ -9,7 +9,8 @@ start instead of failing later. Nothing here reads the environment at import tim
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlparse
@@ -33,6 +34,7 @@ __all__ = [
 
 ENV_PREFIX = "LOGSTREAM_"
 S = TypeVar("S", bound="ServiceSettings")
+T = TypeVar("T")
 
 
 class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,3 +241,14 @@ def settings_table(cls: type[ServiceSettings]) -> str:
             f"{default} | {_description(cls, field.name)} |"
         )
     return "\n".join(rows)
+
+
+def decode_toml_file(text: str, kind: type[T], refuse: Callable[[str], Exception]) -> T:
+    """A settings file's TOML ``text`` as ``kind`` (a msgspec Struct); ``refuse(why)`` is raised
+    when it is not TOML or not of that shape (the route table, the channel rules)."""
+    try:
+        return msgspec.convert(tomllib.loads(text), kind)
+    except tomllib.TOMLDecodeError as exc:
+        raise refuse(f"not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise refuse(str(exc).replace("$.", "")) from None

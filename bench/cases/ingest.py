@@ -253,32 +253,24 @@ async def ingest_case(stack, seconds: float, *, synced_stack=None) -> list[Inges
     plain = _prebuilt(lambda r, b: r.body(b), 1000, body_count)
     gzipped = _prebuilt(_gzip_json, 1000, body_count)
     otlp = _prebuilt(_otlp_export, OTLP_BATCH, body_count * 2)
+
+    def prebuilt(way: str, path: str, headers: dict[str, str], batch: int, bodies: list[bytes]):
+        workers = [
+            lambda u: _prebuilt_worker(port, path, headers, batch, bodies, u) for _ in range(4)
+        ]
+        return (f"{way}, pre-built, 4 in flight", workers, stack)
+
     ways += [
-        (
-            "HTTP JSON, batches of 1,000, pre-built, 4 in flight",
-            [
-                lambda u: _prebuilt_worker(port, "/api/logs/publish", _HEADERS, 1000, plain, u)
-                for _ in range(4)
-            ],
-            stack,
+        prebuilt("HTTP JSON, batches of 1,000", "/api/logs/publish", _HEADERS, 1000, plain),
+        prebuilt(
+            "HTTP JSON gzip, batches of 1,000", "/api/logs/publish", _GZIP_HEADERS, 1000, gzipped
         ),
-        (
-            "HTTP JSON gzip, batches of 1,000, pre-built, 4 in flight",
-            [
-                lambda u: _prebuilt_worker(
-                    port, "/api/logs/publish", _GZIP_HEADERS, 1000, gzipped, u
-                )
-                for _ in range(4)
-            ],
-            stack,
-        ),
-        (
-            f"OTLP/HTTP protobuf gzip, batches of {OTLP_BATCH}, pre-built, 4 in flight",
-            [
-                lambda u: _prebuilt_worker(port, "/v1/logs", _OTLP_HEADERS, OTLP_BATCH, otlp, u)
-                for _ in range(4)
-            ],
-            stack,
+        prebuilt(
+            f"OTLP/HTTP protobuf gzip, batches of {OTLP_BATCH}",
+            "/v1/logs",
+            _OTLP_HEADERS,
+            OTLP_BATCH,
+            otlp,
         ),
     ]
     if synced_stack is not None:

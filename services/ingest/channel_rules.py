@@ -26,7 +26,6 @@ at start naming the rule.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import msgspec
 
 from logstream.shared.channels import parse_channel, valid_segment
 from logstream.shared.errors import InvalidChannel, SettingsError
+from logstream.shared.settings import decode_toml_file
 
 __all__ = ["ChannelRule", "ChannelRules", "load_channel_rules"]
 
@@ -110,12 +110,7 @@ def _check_template(template: str, services: frozenset[str]) -> None:
 
 
 def parse_channel_rules(text: str, source: str, services: frozenset[str]) -> ChannelRules:
-    try:
-        entries = msgspec.convert(tomllib.loads(text), _RuleFile).rules
-    except tomllib.TOMLDecodeError as exc:
-        raise _bad(source, f"not valid TOML: {exc}") from None
-    except msgspec.ValidationError as exc:
-        raise _bad(source, str(exc).replace("$.", "")) from None
+    entries = decode_toml_file(text, _RuleFile, lambda why: _bad(source, why)).rules
     rules = []
     for index, entry in enumerate(entries):
         try:

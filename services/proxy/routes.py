@@ -17,7 +17,6 @@ used twice) raises ``SettingsError`` naming ``routes_file``, so the proxy refuse
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -35,7 +34,7 @@ from logstream.shared.channels import (
     valid_segment,
 )
 from logstream.shared.errors import InvalidChannel, InvalidRequest, SettingsError
-from logstream.shared.settings import env_name
+from logstream.shared.settings import decode_toml_file, env_name
 
 __all__ = ["PACKAGED_ROUTES", "RESERVED_PATHS", "Route", "RouteTable", "load_routes"]
 
@@ -146,12 +145,7 @@ def load_routes(routes_file: str = "", services: Iterable[str] = DEFAULT_SERVICE
 
 def parse_routes(text: str, source: str, services: Iterable[str] = DEFAULT_SERVICES) -> RouteTable:
     services = frozenset(services)
-    try:
-        entries = msgspec.convert(tomllib.loads(text), _RouteFile).routes
-    except tomllib.TOMLDecodeError as exc:
-        raise _bad(source, f"not valid TOML: {exc}") from None
-    except msgspec.ValidationError as exc:
-        raise _bad(source, str(exc).replace("$.", "")) from None
+    entries = decode_toml_file(text, _RouteFile, lambda why: _bad(source, why)).routes
     if not entries:
         raise _bad(source, "it has no [[routes]]")
     routes: list[Route] = []
