@@ -235,12 +235,15 @@ class OtlpOperation(Operation):
         self.request_body = _OTLP_BODY
         self.parameters = [*(self.parameters or []), _CONTENT_ENCODING]
         add_response_headers(self.responses)
-        if self.responses and "200" in self.responses:
-            ok = self.responses["200"]
-            if isinstance(ok, OpenAPIResponse) and ok.content:
-                ok.content["application/json"] = OpenAPIMediaType(
+        for status, answer in (self.responses or {}).items():
+            if not isinstance(answer, OpenAPIResponse) or not answer.content:
+                continue
+            if status == "200":
+                answer.content["application/json"] = OpenAPIMediaType(
                     schema=json_schema({"type": "object"})
                 )
+            else:  # a protobuf export's refusal is a google.rpc.Status (the OTLP/HTTP spec)
+                answer.content["application/x-protobuf"] = OpenAPIMediaType(schema=_BINARY)
 
 
 @dataclass

@@ -46,7 +46,14 @@ from logstream.services.ingest.loki import (
 )
 from logstream.services.ingest.metrics import HTTP, LOKI, OTLP, IngestMetrics
 from logstream.services.ingest.nats_ingest import NatsIngest
-from logstream.services.ingest.otlp import OTLP_PATH, empty_response, otlp_media_type, otlp_records
+from logstream.services.ingest.otlp import (
+    OTLP_PATH,
+    PROTOBUF,
+    empty_response,
+    otlp_media_type,
+    otlp_records,
+    status_body,
+)
 from logstream.services.ingest.pipeline import Accepted, IngestPipeline, IngestRequest
 from logstream.services.ingest.publisher import JetStreamPublisher
 from logstream.services.ingest.settings import Settings
@@ -55,7 +62,15 @@ from logstream.shared.errors import LogstreamError, SettingsError
 from logstream.shared.identities import service_credential
 from logstream.shared.nats_names import redact_url
 from logstream.shared.service_tokens import TokenRegistry
-from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
+from logstream.shared.web import (
+    AUDITED_STATUSES,
+    EXCEPTION_HANDLERS,
+    ServiceState,
+    audit_denial,
+    error_response,
+    service_routes,
+    status_of,
+)
 
 __all__ = ["PUBLISH_PATH", "create_app", "reload_tokens"]
 
@@ -184,9 +199,22 @@ async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
 async def publish_otlp(request: Request, pipeline: IngestPipeline) -> Response[bytes]:
     media_type = otlp_media_type(request.headers.get("content-type"))
     rules = request.app.state.channel_rules
-    await _publish_converted(
-        request, pipeline, OTLP, lambda body, _: otlp_records(body, media_type, rules)
-    )
+    try:
+        await _publish_converted(
+            request, pipeline, OTLP, lambda body, _: otlp_records(body, media_type, rules)
+        )
+    except LogstreamError as exc:
+        if media_type != PROTOBUF:
+            raise  # OTLP/JSON: Logstream's JSON error body, from the exception handler
+        refusal, status = error_response(exc), status_of(exc)
+        if status in AUDITED_STATUSES:
+            audit_denial(request, rule=exc.rule, status=status, reason=exc.message)
+        return Response(
+            status_body(status, exc.message),
+            status_code=status,
+            headers=refusal.headers,
+            media_type=PROTOBUF,
+        )
     return Response(empty_response(media_type), status_code=200, media_type=media_type)
 
 

@@ -17,6 +17,10 @@ batch (all or nothing):
   ``span_id`` as hex;
 - ``id``: derived from the request's content and the record's place in it, so an exporter that
   retries the same request has it stored once (ingest's duplicate window).
+
+A refusal of a protobuf export carries a protobuf ``google.rpc.Status`` body, as the OTLP/HTTP
+specification requires of a binary-encoded request (the status code and headers are those of
+every ingest route); an OTLP/JSON export's refusal is Logstream's JSON error body.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -46,6 +51,7 @@ __all__ = [
     "empty_response",
     "otlp_media_type",
     "otlp_records",
+    "status_body",
 ]
 
 OTLP_PATH = "/v1/logs"
@@ -67,6 +73,18 @@ def otlp_media_type(content_type: str | None) -> str:
             f"content type {shown} is not accepted on {OTLP_PATH}; send {PROTOBUF} or {JSON}"
         )
     return media_type
+
+
+# The gRPC code an OTLP Status carries for each refusal's HTTP status (the OTLP/HTTP spec's
+# failure body; a client reads the HTTP status for what to retry, the Status for why).
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 431: 3, 503: 14}
+_GRPC_INTERNAL = 13
+
+
+def status_body(status: int, message: str) -> bytes:
+    """A refusal as OTLP/HTTP says a protobuf client gets it: a ``google.rpc.Status``."""
+    code = _GRPC_CODES.get(status, _GRPC_INTERNAL)
+    return Status(code=code, message=message).SerializeToString()
 
 
 def empty_response(media_type: str) -> bytes:
