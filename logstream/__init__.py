@@ -12,24 +12,13 @@ links to them, so a checkout, an editor, the type checker and the wheel all see 
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from typing import Any
+
+from logstream.shared.version import VERSION as __version__
 
 __all__ = ["LogPublisher", "LogstreamHandler", "__version__"]
 
 _LAZY = {"LogPublisher": "logstream.publisher", "LogstreamHandler": "logstream.handler"}
-
-
-def _version() -> str:
-    for distribution in ("logstream", "logstream-client"):
-        try:
-            return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            continue
-    return "0+unknown"  # a source checkout nobody installed
-
-
-__version__ = _version()
 
 
 def __getattr__(name: str) -> Any:

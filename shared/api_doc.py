@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from importlib import metadata
 from typing import Any, cast
 
 import msgspec
@@ -18,6 +17,7 @@ from litestar import Litestar
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, Schema
 
 from logstream.shared.records import LEVELS
+from logstream.shared.version import VERSION
 
 __all__ = [
     "RETRY_AFTER",
@@ -36,15 +36,6 @@ __all__ = [
 SCHEMAS = "#/components/schemas/"
 
 
-def _installed_version() -> str:
-    try:
-        return metadata.version("logstream")
-    except metadata.PackageNotFoundError:  # a source checkout nobody installed
-        return "0+unknown"
-
-
-# The version every service's API document states: the installed distribution's.
-VERSION = _installed_version()
 _SEGMENT = "[A-Za-z0-9_-]{1,64}"
 
 

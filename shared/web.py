@@ -39,6 +39,7 @@ __all__ = [
     "audit_denial",
     "error_response",
     "limit_request_headers",
+    "refusal",
     "run_service",
     "service_routes",
     "status_of",
@@ -81,7 +82,8 @@ def error_response(exc: LogstreamError) -> Response:
     )
 
 
-def _logstream_error(request: Request, exc: LogstreamError) -> Response:
+def refusal(request: Request, exc: LogstreamError) -> Response:
+    """The answer to a refused request, in the JSON error shape; a denial leaves its audit line."""
     response = error_response(exc)
     if response.status_code in AUDITED_STATUSES:
         audit_denial(request, rule=exc.rule, status=response.status_code, reason=exc.message)
@@ -131,7 +133,7 @@ def _unexpected(_: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    LogstreamError: _logstream_error,
+    LogstreamError: refusal,
     HTTPException: _http_error,
     Exception: _unexpected,
 }

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +37,7 @@ from logstream.services.ingest.api_doc import (
 )
 from logstream.services.ingest.asyncapi_doc import asyncapi_routes
 from logstream.services.ingest.channel_rules import load_channel_rules
-from logstream.services.ingest.content_coding import read_decoded
+from logstream.services.ingest.content_coding import is_identity, read_decoded
 from logstream.services.ingest.loki import (
     LOKI_PATH,
     loki_body_coding,
@@ -63,11 +63,9 @@ from logstream.shared.identities import service_credential
 from logstream.shared.nats_names import redact_url
 from logstream.shared.service_tokens import TokenRegistry
 from logstream.shared.web import (
-    AUDITED_STATUSES,
     EXCEPTION_HANDLERS,
     ServiceState,
-    audit_denial,
-    error_response,
+    refusal,
     service_routes,
     status_of,
 )
@@ -164,20 +162,37 @@ def _declared_length(request: Request) -> int | None:
     operation_class=PublishOperation,  # declares the body this handler reads by itself
 )
 async def publish_logs(request: Request, pipeline: IngestPipeline) -> Accepted:
-    headers = request.headers
-    credential = service_credential(headers.get("authorization"), headers.get("x-service-token"))
-    coding = headers.get("content-encoding")
-    compressed = coding is not None and coding.strip().lower() != "identity"
+    coding = request.headers.get("content-encoding")
     return await pipeline.publish(
-        IngestRequest(
-            transport=HTTP,
-            content_type=headers.get("content-type"),
+        _ingest_request(
+            request,
+            HTTP,
+            content_type=request.headers.get("content-type"),
             # a compressed body's length says nothing of what it holds: the reader checks both
-            declared_length=None if compressed else _declared_length(request),
-            credential=credential,
+            declared_length=_declared_length(request) if is_identity(coding) else None,
             read_body=lambda limit: read_decoded(request.stream(), coding, limit),
-            identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
         )
+    )
+
+
+def _ingest_request(
+    request: Request,
+    transport: str,
+    *,
+    content_type: str | None,
+    declared_length: int | None,
+    read_body: Callable[[int], Awaitable[bytes]],
+) -> IngestRequest:
+    """An HTTP publish request as the pipeline takes it: the service token from its headers,
+    and the token's name kept for the audit line of a later denial."""
+    headers = request.headers
+    return IngestRequest(
+        transport=transport,
+        content_type=content_type,
+        declared_length=declared_length,
+        credential=service_credential(headers.get("authorization"), headers.get("x-service-token")),
+        read_body=read_body,
+        identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
     )
 
 
@@ -206,13 +221,11 @@ async def publish_otlp(request: Request, pipeline: IngestPipeline) -> Response[b
     except LogstreamError as exc:
         if media_type != PROTOBUF:
             raise  # OTLP/JSON: Logstream's JSON error body, from the exception handler
-        refusal, status = error_response(exc), status_of(exc)
-        if status in AUDITED_STATUSES:
-            audit_denial(request, rule=exc.rule, status=status, reason=exc.message)
-        return Response(
+        status = status_of(exc)
+        return Response(  # the status, headers and audit line of every refusal; its own body
             status_body(status, exc.message),
             status_code=status,
-            headers=refusal.headers,
+            headers=refusal(request, exc).headers,
             media_type=PROTOBUF,
         )
     return Response(empty_response(media_type), status_code=200, media_type=media_type)
@@ -266,15 +279,8 @@ async def _publish_converted(
         return _BATCH.encode(convert(body, limit))
 
     await pipeline.publish(
-        IngestRequest(
-            transport=transport,
-            content_type=JSON,
-            declared_length=None,
-            credential=service_credential(
-                headers.get("authorization"), headers.get("x-service-token")
-            ),
-            read_body=read_records,
-            identified=lambda name: setattr(request.state, "audit_who", f"token:{name}"),
+        _ingest_request(
+            request, transport, content_type=JSON, declared_length=None, read_body=read_records
         )
     )
 

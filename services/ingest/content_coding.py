@@ -25,7 +25,7 @@ import zstandard
 
 from logstream.shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["CODINGS", "coding_of", "compressed_limit", "decode", "read_decoded"]
+__all__ = ["CODINGS", "coding_of", "compressed_limit", "decode", "is_identity", "read_decoded"]
 
 # The codings a client may send, as named in Content-Encoding (x-gzip is gzip's old name).
 CODINGS = ("gzip", "deflate", "zstd", "identity")
@@ -35,10 +35,19 @@ _ALIASES = {"x-gzip": "gzip"}
 STEP_BYTES = 256 * 1024
 
 
+def _named(header: str | None) -> str:
+    value = (header or "identity").strip().lower()
+    return _ALIASES.get(value, value)
+
+
+def is_identity(header: str | None) -> bool:
+    """Whether the body comes as it is (no header, or ``identity``): its length is its size."""
+    return _named(header) == "identity"
+
+
 def coding_of(header: str | None) -> str:
     """The one coding a ``Content-Encoding`` header names; 415 for any other."""
-    value = (header or "identity").strip().lower()
-    value = _ALIASES.get(value, value)
+    value = _named(header)
     if value in CODINGS:
         return value
     shown = repr(header[:80]) if header else "none"

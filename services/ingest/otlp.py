@@ -133,15 +133,15 @@ def _decode(body: bytes, media_type: str) -> ExportLogsServiceRequest:
     return request
 
 
-def _value(value: AnyValue, depth: int = 0) -> Any:
+def _value(value: AnyValue) -> Any:
     """An OTLP AnyValue as plain JSON data (bytes as base64)."""
     kind = value.WhichOneof("value")
     if kind is None:
         return None
     if kind == "kvlist_value":
-        return {kv.key: _value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
     if kind == "array_value":
-        return [_value(item, depth + 1) for item in value.array_value.values]
+        return [_value(item) for item in value.array_value.values]
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     return getattr(value, kind)

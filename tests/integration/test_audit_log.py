@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from google.rpc.status_pb2 import Status
 
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.user_tokens import UserTokens
@@ -91,8 +92,29 @@ class AuditTrail:
             denial.rule,
         ), line
         assert line["audit"] == "denied" and line["via"] == "http" and line["remote"]
-        assert line["reason"] == response.json()["message"]
+        assert line["reason"] == _refusal_message(response)
         return line
+
+
+def _refusal_message(response: httpx.Response) -> str:
+    """The JSON error body's message, or a refused protobuf OTLP export's google.rpc.Status's."""
+    if response.headers["content-type"].startswith("application/x-protobuf"):
+        return Status.FromString(response.content).message
+    return response.json()["message"]
+
+
+def test_a_denied_protobuf_otlp_export_leaves_its_audit_line_too(services, unique_id):
+    ingest, _ = services
+    trail, bad_secret = AuditTrail(ingest), f"not-a-token-{unique_id}"
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    trail.expect(
+        httpx.post(
+            ingest.url + "/v1/logs",
+            content=b"",
+            headers={**protobuf, "Authorization": f"Bearer {bad_secret}"},
+        ),
+        Denial("anonymous", "POST /v1/logs", 401, "token_invalid"),
+    )
 
 
 def test_every_ingest_denial_leaves_one_audit_line_naming_who_and_the_rule(services, unique_id):
