@@ -9,7 +9,8 @@ ETL channel...) is refused before anything is opened, naming the routes.
 The token comes from ``--token``, ``--token-file`` (read again on each reconnect) or
 ``LOGSTREAM_TOKEN``; with none, tail signs a dev-mode token for ``--user`` (default user123),
 which only a dev-mode gateway accepts. History: ``--since``/``--tail`` on the first connection;
-filters ``--level`` (that level and above) and ``--grep`` (substring) apply on the server.
+filters ``--level`` (that level and above), ``--grep`` (substring) and ``--where`` (an
+expression on the record's fields, docs/reference/where.md) apply on the server.
 A dropped connection, a draining gateway or an ``overflow`` reconnects with ``Last-Event-ID``
 (the last seq printed), so nothing is lost or printed twice; ``auth-expired`` reconnects with a
 fresh token when there is one to get (dev token, token file) and ends otherwise. ``--count N``
@@ -84,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", help="only this level and above (trace ... fatal)")
     parser.add_argument("--grep", metavar="TEXT", help="only records containing TEXT")
     parser.add_argument(
+        "--where",
+        metavar="EXPR",
+        help='only records this expression accepts, e.g. "fields.rows > 1000 and level >= '
+        'warn" (docs/reference/where.md)',
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print each delivered record as one JSON line"
     )
     parser.add_argument("--count", type=_count, metavar="N", help="exit after N records")
@@ -148,7 +155,7 @@ class StreamSpec:
 
 def _filters(args: argparse.Namespace, *, first: bool) -> list[tuple[str, str]]:
     """Query parameters: filters on every connection, history only on the first."""
-    pairs = [("level", args.level), ("q", args.grep)]
+    pairs = [("level", args.level), ("q", args.grep), ("where", args.where)]
     if first:
         pairs += [("since", args.since), ("tail", None if args.tail is None else str(args.tail))]
     return [(name, value) for name, value in pairs if value]

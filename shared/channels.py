@@ -30,6 +30,8 @@ __all__ = [
     "parse_channel",
     "parse_grant",
     "parse_pattern",
+    "parse_prefix",
+    "prefix_filters",
     "to_subject",
     "valid_segment",
 ]
@@ -169,6 +171,31 @@ def parse_grant(text: object, services: Iterable[str] = DEFAULT_SERVICES) -> Cha
         raise InvalidChannel(f"grant {_show(text)} must have 1 to 3 segments after 'logs:'")
     _check_segments(str(text), parts, frozenset(services), wildcards=True, what="grant")
     return ChannelGrant(tuple(parts))
+
+
+def parse_prefix(text: object, services: Iterable[str] = DEFAULT_SERVICES) -> tuple[str, ...]:
+    """A channel prefix such as ``logs:etl`` or ``logs:etl:workspace123``: 0 to 3 literal
+    segments after ``logs`` (no ``*``), each by the channel grammar."""
+    if text == PREFIX:
+        return ()
+    parts = _split(text, "prefix")
+    if len(parts) > 3:
+        raise InvalidChannel(
+            f"prefix {_show(text)} must be logs[:<service>[:<workspace>[:<resource>]]]"
+        )
+    _check_segments(str(text), parts, frozenset(services), wildcards=False, what="prefix")
+    return tuple(parts)
+
+
+def prefix_filters(segments: tuple[str, ...]) -> list[str]:
+    """The subject filters of every channel under a parsed prefix, its own channel included
+    (``logs.etl.ws1.>`` does not match ``logs.etl.ws1``, so a workspace prefix needs both)."""
+    subject = ".".join((PREFIX, *segments))
+    if len(segments) >= 3:
+        return [subject]
+    if len(segments) == 2:
+        return [subject, subject + ".>"]
+    return [subject + ".>"]
 
 
 def to_subject(channel: Channel | ChannelPattern) -> str:

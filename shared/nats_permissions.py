@@ -79,6 +79,9 @@ def role_permissions(role: str, *, stream: str = STREAM_NAME, dev: bool = True) 
                 stream,
                 "STREAM.INFO.{stream}",
                 "STREAM.MSG.GET.{stream}",
+                # batched direct gets: the newest record of many channels at once (the
+                # channel list), answered by any replica
+                "DIRECT.GET.{stream}",
                 "CONSUMER.CREATE.{stream}",
                 "CONSUMER.INFO.{stream}.*",
                 "CONSUMER.DELETE.{stream}.*",

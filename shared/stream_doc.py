@@ -6,8 +6,10 @@ here too, so the two documents cannot drift and neither service imports the othe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIHeader,
@@ -24,27 +26,47 @@ from logstream.shared.api_doc import (
     json_schema,
     level_schema,
 )
+from logstream.shared.where import MAX_WHERE_CHARS
 
 __all__ = [
     "CHANNELS",
+    "CHANNELS_PARAMETERS",
+    "CHANNELS_RESPONSES",
+    "DEFAULT_CHANNELS_LIMIT",
+    "DEFAULT_HISTORY_LIMIT",
+    "HISTORY_PARAMETERS",
+    "HISTORY_RESPONSES",
+    "MAX_CHANNELS_LIMIT",
+    "MAX_CHANNELS_SETTING",
     "MAX_CHANNEL_CHARS",
     "MAX_CURSOR_DIGITS",
+    "MAX_HISTORY_LIMIT",
     "MAX_QUERY_CHARS",
     "MAX_TAIL",
     "SECURITY_SCHEMES",
     "STREAM_PARAMETERS",
     "STREAM_RESPONSES",
     "STREAM_SECURITY",
+    "channel_schemas",
     "document_stream_answers",
     "error_responses",
 ]
 
+_SEGMENT = "[A-Za-z0-9_-]{1,64}"
+# The most channels the gateway's max_channels setting may allow on one stream.
+MAX_CHANNELS_SETTING = 1000
 # History on connect is for catching up a screen, not for bulk export.
 MAX_TAIL = 10_000
 # A substring filter longer than this is not a search a person typed.
 MAX_QUERY_CHARS = 256
 # The longest channel the grammar allows: "logs" and three 64-character segments, with colons.
 MAX_CHANNEL_CHARS = len("logs") + 3 * (1 + 64)
+# docs/reference/stream.md#history: a page of a log view, not an export.
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
+# docs/reference/stream.md#channels: a sidebar, not an export.
+DEFAULT_CHANNELS_LIMIT = 100
+MAX_CHANNELS_LIMIT = 1000
 # A stream cursor is a JetStream sequence, an unsigned 64-bit integer: at most 20 digits.
 MAX_CURSOR_DIGITS = 20
 
@@ -87,6 +109,60 @@ CHANNELS = _query(
     style="form",
     explode=True,
 )
+WHERE = _query(
+    "where",
+    {"type": "string", "maxLength": MAX_WHERE_CHARS},
+    "Only records this expression accepts: comparisons on level, source, message, channel "
+    "and fields.<name> with =, !=, ~, ^=, <, <=, >, >=, in (...), combined with and, or, not "
+    "and parentheses (docs/reference/where.md). A malformed one is a 400 naming the position.",
+)
+ACCESS_TOKEN = _query(
+    "access_token",
+    {"type": "string"},
+    "The user token in the URL: accepted in dev mode only (setting query_token); in "
+    "production it is refused with 401, since URLs end up in access logs.",
+)
+LEVEL = _query("level", level_schema(), "Only records of this level and above.")
+QUERY = _query(
+    "q",
+    {"type": "string", "maxLength": MAX_QUERY_CHARS},
+    "Only records whose message contains this text (case-insensitive).",
+)
+HISTORY_PARAMETERS = [
+    CHANNELS,
+    _query(
+        "before",
+        {"type": "integer", "minimum": 1, "maximum": 2**64 - 1},
+        "Records before this seq (the `next_before` of the previous page); absent: up to the "
+        "newest record.",
+    ),
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT},
+        f"Records per page (default {DEFAULT_HISTORY_LIMIT}).",
+    ),
+    LEVEL,
+    QUERY,
+    WHERE,
+    ACCESS_TOKEN,
+]
+CHANNELS_PARAMETERS = [
+    _query(
+        "prefix",
+        {"type": "string", "pattern": r"^logs(:[A-Za-z0-9_-]{1,64}){0,3}$"},
+        "The channels under this prefix: logs:<service>, logs:<service>:<workspace> (the "
+        "workspace's own channel and those below it) or a whole channel. Above the workspace, "
+        "only the caller's workspaces are listed.",
+        required=True,
+    ),
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS_LIMIT},
+        f"Channels listed at most (default {DEFAULT_CHANNELS_LIMIT}), the most recently "
+        "active ones.",
+    ),
+    ACCESS_TOKEN,
+]
 STREAM_PARAMETERS = [
     CHANNELS,
     _query(
@@ -110,18 +186,10 @@ STREAM_PARAMETERS = [
         "Replay records since this time: RFC 3339 with an offset, or a duration back from "
         "now such as 30s, 10m, 2h.",
     ),
-    _query("level", level_schema(), "Only records of this level and above."),
-    _query(
-        "q",
-        {"type": "string", "maxLength": MAX_QUERY_CHARS},
-        "Only records whose message contains this text (case-insensitive).",
-    ),
-    _query(
-        "access_token",
-        {"type": "string"},
-        "The user token in the URL: accepted in dev mode only (setting query_token); in "
-        "production it is refused with 401, since URLs end up in access logs.",
-    ),
+    LEVEL,
+    QUERY,
+    WHERE,
+    ACCESS_TOKEN,
     _header(
         "Last-Event-ID",
         {"type": "string", "pattern": f"^[0-9]{{1,{MAX_CURSOR_DIGITS}}}$"},
@@ -180,6 +248,56 @@ STREAM_RESPONSES = {
         }
     ),
 }
+_LISTING_ERRORS = {
+    401: "no credential, or one that does not verify (expired, forged, not Bearer)",
+    403: "outside the user's workspaces; details name the channel",
+    503: "the broker is unavailable; see Retry-After",
+}
+
+
+class ListedChannel(msgspec.Struct):
+    """A channel that holds records."""
+
+    channel: str
+    records: int  # records of the channel still in the stream
+    last_seq: int  # its newest record's seq
+    last_at: str | None  # when ingest received that record (RFC 3339, UTC)
+    last_level: str  # that record's level
+
+
+class ChannelListing(msgspec.Struct):
+    channels: list[ListedChannel]  # most recently active first
+
+
+class HistoryPageBody(msgspec.Struct):
+    records: list[dict[str, Any]]  # delivered records (as in the stream's log events), ascending
+    next_before: int | None  # pass as before for the page before this one; null: nothing older
+
+
+CHANNELS_RESPONSES = {
+    200: ResponseSpec(
+        data_container=ChannelListing,
+        description="The readable channels with records under the prefix, most recently "
+        "active first",
+        generate_examples=False,
+    ),
+    **error_responses(
+        {400: "a bad prefix or limit, or a prefix with too many channels", **_LISTING_ERRORS}
+    ),
+}
+HISTORY_RESPONSES = {
+    200: ResponseSpec(
+        data_container=HistoryPageBody,
+        description="The newest matching records before `before`, in ascending seq",
+        generate_examples=False,
+    ),
+    **error_responses(
+        {
+            400: "bad channels, before, limit, level, q or where (which names the position)",
+            **_LISTING_ERRORS,
+        }
+    ),
+}
 _STREAM_HEADERS = {
     "Cache-Control": OpenAPIHeader(
         schema=json_schema({"type": "string", "const": "no-cache"}),
@@ -192,6 +310,25 @@ _STREAM_HEADERS = {
         description="No proxy buffering.",
     ),
 }
+
+
+def channel_schemas(services: Iterable[str], max_channels: int) -> dict[str, Any]:
+    """The component schemas of the ``channels`` parameter, which depend on the settings."""
+    names = "|".join(sorted(services))
+    one = rf"logs:({names}|\*):({_SEGMENT}|\*)(:({_SEGMENT}|\*))?"
+    channel_list = {
+        "type": "string",
+        "pattern": f"^{one}(,{one})*$",
+        "description": "One channel, or a comma list: logs:<service>:<workspace>"
+        "[:<resource>], any segment may be `*`.",
+    }
+    channels = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_channels,
+        "items": {"$ref": SCHEMAS + "ChannelList"},
+    }
+    return {"ChannelList": channel_list, "StreamChannels": channels}
 
 
 def document_stream_answers(responses: dict[str, Any] | None) -> None:

@@ -33,15 +33,24 @@ from logstream.shared.api_doc import (
     level_schema,
 )
 from logstream.shared.stream_doc import (
+    CHANNELS_PARAMETERS,
+    CHANNELS_RESPONSES,
+    HISTORY_PARAMETERS,
+    HISTORY_RESPONSES,
     SECURITY_SCHEMES,
     STREAM_PARAMETERS,
+    channel_schemas,
     document_stream_answers,
     error_responses,
 )
 
 __all__ = [
+    "CHANNELS_RESPONSES",
+    "HISTORY_RESPONSES",
     "STATS_RESPONSES",
     "TEST_RECORD_RESPONSES",
+    "ChannelsOperation",
+    "HistoryOperation",
     "StreamOperation",
     "TestRecordOperation",
     "openapi_config",
@@ -116,6 +125,24 @@ class StreamOperation(Operation):
         document_stream_answers(self.responses)
 
 
+@dataclass
+class ChannelsOperation(Operation):
+    """``GET /api/logs/channels``, plus the query its handler reads by itself."""
+
+    def __post_init__(self) -> None:
+        self.parameters = list(CHANNELS_PARAMETERS)
+        add_response_headers(self.responses)
+
+
+@dataclass
+class HistoryOperation(Operation):
+    """``GET /api/logs/history``, plus the query its handler reads by itself."""
+
+    def __post_init__(self) -> None:
+        self.parameters = list(HISTORY_PARAMETERS)
+        add_response_headers(self.responses)
+
+
 def _test_record_schema(services: Iterable[str]) -> dict[str, Any]:
     """The body ``POST /test/logs`` decodes (``test_route._TestBody``), as a schema."""
     (_,), components = msgspec.json.schema_components([_TestBody])
@@ -151,23 +178,8 @@ class TestRecordOperation(Operation):
 
 def stream_schemas(services: Iterable[str], max_channels: int) -> dict[str, Any]:
     """The component schemas the operations refer to that depend on the settings."""
-    names = "|".join(sorted(services))
-    one = rf"logs:({names}|\*):({_SEGMENT}|\*)(:({_SEGMENT}|\*))?"
-    channel_list = {
-        "type": "string",
-        "pattern": f"^{one}(,{one})*$",
-        "description": "One channel, or a comma list: logs:<service>:<workspace>"
-        "[:<resource>], any segment may be `*`.",
-    }
-    channels = {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": max_channels,
-        "items": {"$ref": SCHEMAS + "ChannelList"},
-    }
     return {
-        "ChannelList": channel_list,
-        "StreamChannels": channels,
+        **channel_schemas(services, max_channels),
         "TestRecordRequest": _test_record_schema(services),
     }
 

@@ -14,16 +14,22 @@ from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.response import Stream
 
 from logstream.services.gateway.api_doc import (
+    CHANNELS_RESPONSES,
+    HISTORY_RESPONSES,
     STATS_RESPONSES,
     TEST_RECORD_RESPONSES,
+    ChannelsOperation,
+    HistoryOperation,
     StreamOperation,
     TestRecordOperation,
     openapi_config,
     stream_schemas,
 )
 from logstream.services.gateway.auth import require_admin, require_user, user_tokens_for
+from logstream.services.gateway.channel_list import list_channels, parse_channels_request
 from logstream.services.gateway.connection import StreamWriter
 from logstream.services.gateway.gc_policy import keep_collections_short
+from logstream.services.gateway.history import read_history
 from logstream.services.gateway.hub import Hub
 from logstream.services.gateway.live import NatsLiveFeed
 from logstream.services.gateway.metrics import GatewayMetrics
@@ -32,7 +38,11 @@ from logstream.services.gateway.replay import plan_replay
 from logstream.services.gateway.settings import Settings
 from logstream.services.gateway.source import NatsLogSource
 from logstream.services.gateway.sse_answer import SseAnswer
-from logstream.services.gateway.stream_request import authorise, parse_stream_request
+from logstream.services.gateway.stream_request import (
+    authorise,
+    parse_history_request,
+    parse_stream_request,
+)
 from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.test_route import publish_test_record
@@ -65,6 +75,8 @@ LOOP_LAG_SAMPLE_S = 0.1
 CONNECTION_CAP_RETRY_S = 5
 # X-User-Id/X-Workspace-Id are logged, never trusted; a longer value is cut, not stored.
 MAX_CLAIMED_CHARS = 128
+# Lists and pages of records are the caller's alone: no shared cache may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class GatewayState:
@@ -135,6 +147,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         Outbox(settings.outbox_bytes),
         wanted.min_level,
         wanted.query,
+        wanted.where,
     )
     gateway.per_user[user.user_id] += 1
     try:
@@ -207,6 +220,45 @@ def _release(gateway: GatewayState, user_id: str) -> None:
 
 
 @get(
+    "/api/logs/channels",
+    guards=[require_user],
+    summary="List the channels that hold records, most recently active first",
+    tags=["stream"],
+    responses=CHANNELS_RESPONSES,
+    security=STREAM_SECURITY,
+    operation_class=ChannelsOperation,
+)
+async def channels(request: Request) -> Response:
+    gateway: GatewayState = request.app.state.gateway
+    services = gateway.settings.service_names
+    wanted = parse_channels_request(request, services=services)
+    _, source, _ = gateway.running()
+    listed = await list_channels(source, request.state.user, wanted, services=services)
+    return Response({"channels": listed}, media_type=MediaType.JSON, headers=NO_STORE)
+
+
+@get(
+    "/api/logs/history",
+    guards=[require_user],
+    summary="A page of past records before a seq (scroll back)",
+    tags=["stream"],
+    responses=HISTORY_RESPONSES,
+    security=STREAM_SECURITY,
+    operation_class=HistoryOperation,
+)
+async def history(request: Request) -> Response:
+    gateway: GatewayState = request.app.state.gateway
+    settings = gateway.settings
+    wanted = parse_history_request(
+        request, services=settings.service_names, max_channels=settings.max_channels
+    )
+    authorise(request.state.user, wanted)
+    _, source, hub = gateway.running()
+    page = await read_history(source, wanted, on_read=hub.count_read)
+    return Response(page.to_json(), media_type=MediaType.JSON, headers=NO_STORE)
+
+
+@get(
     "/admin/logs/stats",
     guards=[require_admin],
     sync_to_thread=False,
@@ -264,7 +316,7 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         settings = gateway.settings
         link = gateway.link = await NatsLink.connect(settings, name="logstream-gateway")
         metrics = gateway.metrics
-        source = gateway.source = NatsLogSource(link.js)
+        source = gateway.source = NatsLogSource(link.nc, link.js)
         live = NatsLiveFeed(link.nc)
         link.on_disconnect(live.missed)
         hub = gateway.hub = Hub(source, live, on_read=metrics.records_read.inc)
@@ -322,7 +374,7 @@ async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None
 def create_app(settings: Settings) -> Litestar:
     service = ServiceState("gateway", lambda: gateway.ready())
     gateway = GatewayState(settings, GatewayMetrics(service.registry))
-    routes: list = [stream, stats, *service_routes()]
+    routes: list = [stream, channels, history, stats, *service_routes()]
     if settings.dev:
         routes.append(test_logs)
     app = Litestar(

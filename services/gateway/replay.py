@@ -17,7 +17,14 @@ from logstream.services.gateway.source import LogSource
 from logstream.services.gateway.stream_request import StreamRequest
 from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 
-__all__ = ["ReplayPlan", "ReplayStalled", "plan_replay", "replay_chunks"]
+__all__ = [
+    "ReplayPlan",
+    "ReplayStalled",
+    "plan_replay",
+    "replay_chunks",
+    "tail_range",
+    "tail_start",
+]
 
 # Frames written per chunk: big enough to amortise a socket write, small enough to interleave.
 CHUNK_FRAMES = 256
@@ -55,7 +62,7 @@ async def plan_replay(
     first, _ = await source.bounds()
     start = first
     if request.tail is not None:
-        start = await _tail_start(source, filters, request.tail, first, end_seq)
+        start = await tail_start(source, filters, request.tail, first, end_seq)
         if start > end_seq:
             return None
     if request.since is not None:
@@ -63,27 +70,38 @@ async def plan_replay(
     return ReplayPlan(start, end_seq)
 
 
-async def _tail_start(
+async def tail_start(
     source: LogSource, filters: Sequence[str], tail: int, first: int, end: int
 ) -> int:
-    """The largest seq from which ``filters`` still have ``tail`` records up to ``end``.
+    """The largest seq from which ``filters`` still have ``tail`` records up to ``end``."""
+    start, _ = await tail_range(source, filters, tail, first, end)
+    return start
+
+
+async def tail_range(
+    source: LogSource, filters: Sequence[str], tail: int, first: int, end: int
+) -> tuple[int, int]:
+    """The largest seq from which ``filters`` still have ``tail`` records up to ``end``, and
+    how many they have from there (fewer than ``tail`` only when the search reached ``first``).
 
     A binary search over counts (each a throw-away consumer): log2(stream length) requests,
     however many records the channels hold.
     """
     if tail == 0:
-        return end + 1
+        return end + 1, 0
     after = await source.count_from(filters, end + 1)
-    if await source.count_from(filters, first) - after <= tail:
-        return first
-    low, high = first, end
+    held = await source.count_from(filters, first) - after
+    if held <= tail:
+        return first, held
+    low, high, found = first, end, held
     while low < high:
         mid = (low + high + 1) // 2
-        if await source.count_from(filters, mid) - after >= tail:
-            low = mid
+        count = await source.count_from(filters, mid) - after
+        if count >= tail:
+            low, found = mid, count
         else:
             high = mid - 1
-    return low
+    return low, found
 
 
 class ReplayStalled(Exception):

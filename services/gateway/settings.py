@@ -9,6 +9,7 @@ from msgspec import Meta
 from logstream.shared.errors import SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.settings import ServiceSettings, env_name
+from logstream.shared.stream_doc import MAX_CHANNELS_SETTING
 from logstream.shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file, secret_key
 
 __all__ = ["Settings"]
@@ -71,9 +72,9 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     retry_ms: Annotated[
         int, Meta(ge=0, le=600000, description="reconnect delay sent as `retry:`")
     ] = DEFAULT_RETRY_MS
-    max_channels: Annotated[int, Meta(ge=1, le=1000, description="most channels on one stream")] = (
-        20
-    )
+    max_channels: Annotated[
+        int, Meta(ge=1, le=MAX_CHANNELS_SETTING, description="most channels on one stream")
+    ] = 20
     max_connections_per_user: Annotated[
         int, Meta(ge=1, description="open streams one user may hold")
     ] = 32

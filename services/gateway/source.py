@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import msgspec
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -25,7 +27,14 @@ from nats.js.errors import NotFoundError
 from logstream.shared.errors import BrokerUnavailable
 from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
 
-__all__ = ["FollowPosition", "LogSource", "MemoryLogSource", "NatsLogSource", "StoredMessage"]
+__all__ = [
+    "FollowPosition",
+    "LastRecord",
+    "LogSource",
+    "MemoryLogSource",
+    "NatsLogSource",
+    "StoredMessage",
+]
 
 # How long a stream-info request may take before the broker counts as unavailable.
 INFO_TIMEOUT_S = 2.0
@@ -37,6 +46,26 @@ FOLLOW_BUFFER = 1024
 # never should: flow control pauses the server long before; a drop would lose records).
 PENDING_MSGS = 200_000
 PENDING_BYTES = 256 * 1024 * 1024
+# The broker answers a direct get of the last record of at most this many subjects at once
+# (more: "413 Too Many Results"); ``last_per_subject`` asks in slices of it.
+MULTI_LAST_MAX = 1024
+# A direct get's replies end with a status message: 204 (end of batch) or 404 (nothing there).
+_END_OF_BATCH = ("204", "404")
+# JetStream's error code for "stream not found" (ingest has not created LOGS yet).
+STREAM_NOT_FOUND = 10059
+
+
+class _StreamState(msgspec.Struct):
+    subjects: dict[str, int] | None = None
+
+
+class _StreamInfo(msgspec.Struct):
+    state: _StreamState = msgspec.field(default_factory=_StreamState)
+    total: int | None = None
+    error: dict | None = None
+
+
+_STREAM_INFO = msgspec.json.Decoder(_StreamInfo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +93,19 @@ class Follow(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LastRecord:
+    """The newest stored record of one subject (``LogSource.last_per_subject``)."""
+
+    subject: str
+    seq: int
+    data: bytes
+
+
 class LogSource(Protocol):
     async def last_seq(self) -> int: ...
+    async def subject_counts(self, subject_filter: str) -> tuple[dict[str, int], int]: ...
+    async def last_per_subject(self, subjects: Sequence[str]) -> list[LastRecord]: ...
     async def identity(self) -> tuple[str, int]: ...
     async def bounds(self) -> tuple[int, int]: ...
     async def count_from(
@@ -141,7 +181,8 @@ class _NatsFollow:
 
 
 class NatsLogSource:
-    def __init__(self, js: JetStreamContext, stream: str = STREAM_NAME) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = STREAM_NAME) -> None:
+        self._nc = nc
         self._js = js
         self.stream = stream
         # Does the stream republish its records where the gateway reads them live? (None: not
@@ -159,6 +200,66 @@ class NatsLogSource:
         except Exception as exc:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
         return info.state.last_seq
+
+    async def subject_counts(self, subject_filter: str) -> tuple[dict[str, int], int]:
+        """Records per subject under ``subject_filter`` from the stream's own per-subject
+        state (nothing is read), and how many subjects match: the broker lists at most
+        100,000 of them in one answer (its ``total`` says how many there were).
+
+        Asked as a plain request: nats-py's ``stream_info`` drops that ``total``."""
+        request = msgspec.json.encode({"subjects_filter": subject_filter})
+        try:
+            reply = await self._nc.request(
+                f"$JS.API.STREAM.INFO.{self.stream}", request, timeout=INFO_TIMEOUT_S
+            )
+            answer = _STREAM_INFO.decode(reply.data)
+        except (TimeoutError, nats.errors.Error, msgspec.DecodeError) as exc:
+            raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        if answer.error is not None:
+            if answer.error.get("err_code") == STREAM_NOT_FOUND:
+                return {}, 0
+            raise BrokerUnavailable(f"JetStream refused: {answer.error.get('description')}")
+        subjects = answer.state.subjects or {}
+        return subjects, max(len(subjects), answer.total or 0)
+
+    async def last_per_subject(self, subjects: Sequence[str]) -> list[LastRecord]:
+        """The newest record of each subject (those with none are left out), with batched
+        direct gets: one request per ``MULTI_LAST_MAX`` subjects, answered by any replica."""
+        found: list[LastRecord] = []
+        for start in range(0, len(subjects), MULTI_LAST_MAX):
+            found.extend(await self._multi_last(subjects[start : start + MULTI_LAST_MAX]))
+        return found
+
+    async def _multi_last(self, subjects: Sequence[str]) -> list[LastRecord]:
+        nc = self._nc
+        inbox = nc.new_inbox()
+        found: list[LastRecord] = []
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def take(msg: Msg) -> None:
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status is not None:
+                if not ended.done():
+                    ended.set_result(status)
+                return
+            found.append(
+                LastRecord(headers["Nats-Subject"], int(headers["Nats-Sequence"]), msg.data)
+            )
+
+        request = msgspec.json.encode({"multi_last": list(subjects)})
+        try:
+            sub = await nc.subscribe(inbox, cb=take)
+            try:
+                await nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+                status = await asyncio.wait_for(ended, INFO_TIMEOUT_S)
+            finally:
+                await sub.unsubscribe()
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(f"could not read the channels' last records: {exc}") from None
+        if status not in _END_OF_BATCH:
+            raise BrokerUnavailable(f"the broker refused a direct get (status {status})")
+        return found
 
     async def identity(self) -> tuple[str, int]:
         """When the stream was created, and its last seq: a new creation time, or a last seq
@@ -301,6 +402,23 @@ class MemoryLogSource:
 
     async def last_seq(self) -> int:
         return len(self.messages)
+
+    async def subject_counts(self, subject_filter: str) -> tuple[dict[str, int], int]:
+        counts: dict[str, int] = {}
+        for message in self.messages[self.first_seq - 1 :]:
+            if subject_matches(subject_filter, message.subject):
+                counts[message.subject] = counts.get(message.subject, 0) + 1
+        return counts, len(counts)
+
+    async def last_per_subject(self, subjects: Sequence[str]) -> list[LastRecord]:
+        last: dict[str, StoredMessage] = {}
+        wanted = set(subjects)
+        for message in self.messages[self.first_seq - 1 :]:
+            if message.subject in wanted:
+                last[message.subject] = message
+        return [
+            LastRecord(m.subject, m.seq, m.data) for m in sorted(last.values(), key=lambda m: m.seq)
+        ]
 
     async def identity(self) -> tuple[str, int]:
         return str(self.created), len(self.messages)

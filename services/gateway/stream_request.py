@@ -16,14 +16,23 @@ from logstream.shared.durations import parse_duration
 from logstream.shared.errors import Forbidden, InvalidChannel, InvalidRequest
 from logstream.shared.records import LEVELS, level_rank, parse_rfc3339
 from logstream.shared.stream_doc import (
+    DEFAULT_HISTORY_LIMIT,
     MAX_CHANNEL_CHARS,
     MAX_CURSOR_DIGITS,
+    MAX_HISTORY_LIMIT,
     MAX_QUERY_CHARS,
     MAX_TAIL,
 )
 from logstream.shared.user_tokens import UserIdentity
+from logstream.shared.where import Where, parse_where
 
-__all__ = ["StreamRequest", "authorise", "parse_stream_request"]
+__all__ = [
+    "HistoryRequest",
+    "StreamRequest",
+    "authorise",
+    "parse_history_request",
+    "parse_stream_request",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,17 @@ class StreamRequest:
     tail: int | None = None
     min_level: int = 0
     query: str | None = None
+    where: Where | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    patterns: tuple[ChannelPattern, ...]
+    before: int | None
+    limit: int
+    min_level: int = 0
+    query: str | None = None
+    where: Where | None = None
 
 
 def _channels(connection: ASGIConnection, services, max_channels: int):
@@ -114,21 +134,66 @@ def _level(value: str | None) -> int:
     return level_rank(level)
 
 
-def parse_stream_request(connection: ASGIConnection, *, services, max_channels: int):
+def _query(connection: ASGIConnection) -> str | None:
     query = connection.query_params.get("q") or None
     if query is not None and len(query) > MAX_QUERY_CHARS:
         raise InvalidRequest(f"q is longer than {MAX_QUERY_CHARS} characters")
+    return query
+
+
+def _where(connection: ASGIConnection) -> Where | None:
+    text = connection.query_params.get("where")
+    return parse_where(text) if text and text.strip() else None
+
+
+def _seq(name: str, value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not _digits(value) or len(value) > MAX_CURSOR_DIGITS or not 1 <= int(value) < 2**64:
+        raise InvalidRequest(
+            f"{name} {value[:40]!r} must be a record seq (an integer from 1 to 2^64-1)",
+            details=[{"parameter": name, "problem": "not a seq"}],
+        )
+    return int(value)
+
+
+def _limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_HISTORY_LIMIT
+    if not _digits(value) or len(value) > 4 or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
+        raise InvalidRequest(
+            f"limit {value[:40]!r} must be an integer from 1 to {MAX_HISTORY_LIMIT}",
+            details=[{"parameter": "limit", "problem": "out of range"}],
+        )
+    return int(value)
+
+
+def parse_stream_request(connection: ASGIConnection, *, services, max_channels: int):
     return StreamRequest(
         patterns=_channels(connection, services, max_channels),
         last_event_id=_cursor(connection),
         since=_since(connection.query_params.get("since")),
         tail=_tail(connection.query_params.get("tail")),
         min_level=_level(connection.query_params.get("level")),
-        query=query,
+        query=_query(connection),
+        where=_where(connection),
     )
 
 
-def authorise(user: UserIdentity, request: StreamRequest) -> None:
+def parse_history_request(
+    connection: ASGIConnection, *, services, max_channels: int
+) -> HistoryRequest:
+    return HistoryRequest(
+        patterns=_channels(connection, services, max_channels),
+        before=_seq("before", connection.query_params.get("before")),
+        limit=_limit(connection.query_params.get("limit")),
+        min_level=_level(connection.query_params.get("level")),
+        query=_query(connection),
+        where=_where(connection),
+    )
+
+
+def authorise(user: UserIdentity, request: StreamRequest | HistoryRequest) -> None:
     refused = [str(p) for p in request.patterns if not user.may_read(p)]
     if refused:
         raise Forbidden(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -17,19 +17,55 @@ from logstream.shared.channels import ChannelPattern, to_subject
 from logstream.shared.records import delivered_json, level_rank
 from logstream.shared.sse import sse_frame
 from logstream.shared.uvicorn_adapter import DirectSink
+from logstream.shared.where import Where
 
 if TYPE_CHECKING:
     from logstream.services.gateway.direct import Coalescer
 
-__all__ = ["FILTER_VIEW", "Subscription", "encode_record"]
+__all__ = ["FILTER_VIEW", "FilterView", "Subscription", "encode_record", "record_accepted"]
+
+
+_NO_FIELDS = msgspec.Raw(b"null")
 
 
 class FilterView(msgspec.Struct):
+    """What the filters look at in a stored record, decoded once per record for every
+    filtered connection; ``fields`` stays raw JSON until a ``where`` asks about it."""
+
     level: str = "info"
     message: str = ""
+    source: str | None = None
+    channel: str = ""
+    fields: msgspec.Raw = _NO_FIELDS
 
 
 FILTER_VIEW = msgspec.json.Decoder(FilterView)
+_FIELDS = msgspec.json.Decoder(dict[str, Any] | None)
+
+
+@dataclass(slots=True)
+class _WhereRecord:
+    """A record as ``logstream.shared.where.Where.matches`` reads it."""
+
+    level: str
+    source: str | None
+    message: str
+    channel: str
+    fields: dict[str, Any] | None
+
+
+def record_accepted(
+    view: FilterView, min_level: int, query: str | None, where: Where | None
+) -> bool:
+    """The level, ``q`` (lower case) and ``where`` filters, in that order (cheapest first)."""
+    if level_rank(view.level) < min_level:
+        return False
+    if query and query not in view.message.lower():
+        return False
+    if where is None:
+        return True
+    fields = _FIELDS.decode(view.fields) if view.fields else None
+    return where.matches(_WhereRecord(view.level, view.source, view.message, view.channel, fields))
 
 
 def encode_record(message: StoredMessage) -> bytes:
@@ -55,6 +91,7 @@ class Subscription:
     outbox: Outbox
     min_level: int = 0
     query: str | None = None
+    where: Where | None = None
     subjects: frozenset[str] = field(init=False)
     filtered: bool = field(init=False)  # a plain attribute: read per record per connection
     # When (time.monotonic()) the writer wants waking even without records: its next heartbeat
@@ -79,7 +116,7 @@ class Subscription:
         self.subjects = frozenset(to_subject(p) for p in self.patterns)
         if self.query is not None:
             self.query = self.query.lower()
-        self.filtered = self.min_level > 0 or bool(self.query)
+        self.filtered = self.min_level > 0 or bool(self.query) or self.where is not None
 
     # -- the hub -------------------------------------------------------------------------
 
@@ -163,6 +200,4 @@ class Subscription:
     # -- filters -------------------------------------------------------------------------
 
     def accepts(self, view: FilterView) -> bool:
-        if level_rank(view.level) < self.min_level:
-            return False
-        return not self.query or self.query in view.message.lower()
+        return record_accepted(view, self.min_level, self.query, self.where)

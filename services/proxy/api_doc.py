@@ -23,23 +23,42 @@ from litestar.openapi.spec import (
 )
 
 from logstream.services.proxy.routes import Route
-from logstream.shared.api_doc import RETRY_AFTER, VERSION, ErrorBody, json_schema
+from logstream.shared.api_doc import (
+    RETRY_AFTER,
+    VERSION,
+    ErrorBody,
+    add_response_headers,
+    json_schema,
+)
 from logstream.shared.identities import DEV_USERS
 from logstream.shared.stream_doc import (
     CHANNELS,
+    CHANNELS_PARAMETERS,
+    HISTORY_PARAMETERS,
     SECURITY_SCHEMES,
     STREAM_PARAMETERS,
     document_stream_answers,
+)
+from logstream.shared.stream_doc import (
+    CHANNELS_RESPONSES as GATEWAY_CHANNELS_RESPONSES,
+)
+from logstream.shared.stream_doc import (
+    HISTORY_RESPONSES as GATEWAY_HISTORY_RESPONSES,
 )
 from logstream.shared.stream_doc import (
     STREAM_RESPONSES as GATEWAY_STREAM_RESPONSES,
 )
 
 __all__ = [
+    "CHANNELS_RESPONSES",
     "DEV_TOKEN_RESPONSES",
+    "HISTORY_RESPONSES",
     "ROUTES_RESPONSES",
     "STREAM_RESPONSES",
+    "ChannelsOperation",
     "DevTokenOperation",
+    "GatewayStreamOperation",
+    "HistoryOperation",
     "openapi_config",
     "stream_operation",
 ]
@@ -97,6 +116,12 @@ STREAM_RESPONSES = {
     ),
     502: _error("no gateway is reachable; see Retry-After"),
 }
+_NO_GATEWAY = {
+    502: _error("no gateway is reachable; see Retry-After"),
+    504: _error("the gateway did not answer in time; see Retry-After"),
+}
+CHANNELS_RESPONSES = {**GATEWAY_CHANNELS_RESPONSES, **_NO_GATEWAY}
+HISTORY_RESPONSES = {**GATEWAY_HISTORY_RESPONSES, **_NO_GATEWAY}
 ROUTES_RESPONSES = {
     200: ResponseSpec(
         data_container=RouteTableBody, generate_examples=False, description="The route table"
@@ -141,6 +166,43 @@ def stream_operation(route: Route) -> type[Operation]:
     return RouteStreamOperation
 
 
+def _retry_after_on_refusals(responses: dict[str, Any] | None) -> None:
+    for status in ("502", "504"):
+        answer = (responses or {}).get(status)
+        if isinstance(answer, OpenAPIResponse):  # Litestar's own, never a Reference
+            answer.headers = {"Retry-After": RETRY_AFTER}
+
+
+@dataclass
+class GatewayStreamOperation(Operation):
+    """``GET /api/logs/stream``: the gateway's own stream parameters, passed through."""
+
+    def __post_init__(self) -> None:
+        self.parameters = [p for p in STREAM_PARAMETERS if not p.name.startswith("X-")]
+        document_stream_answers(self.responses)
+        _retry_after_on_refusals(self.responses)
+
+
+@dataclass
+class ChannelsOperation(Operation):
+    """``GET /api/logs/channels``, passed through to a gateway."""
+
+    def __post_init__(self) -> None:
+        self.parameters = list(CHANNELS_PARAMETERS)
+        add_response_headers(self.responses)
+        _retry_after_on_refusals(self.responses)
+
+
+@dataclass
+class HistoryOperation(Operation):
+    """``GET /api/logs/history``, passed through to a gateway."""
+
+    def __post_init__(self) -> None:
+        self.parameters = list(HISTORY_PARAMETERS)
+        add_response_headers(self.responses)
+        _retry_after_on_refusals(self.responses)
+
+
 @dataclass
 class DevTokenOperation(Operation):
     """``GET /dev/token``: ``user`` is required and names one of the dev users."""
@@ -176,7 +238,9 @@ def openapi_config(dev: bool) -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Logstream proxy",
         version=VERSION,
-        description="The product routes: each one streams one channel from a gateway."
+        description="The product routes: each one streams one channel from a gateway; and "
+        "the gateway's own read paths (a stream of several channels, the channel list, "
+        "history pages), passed through."
         + (" Dev mode: `GET /dev/token` logs a dev user in." if dev else ""),
         components=Components(security_schemes=schemes),
     )

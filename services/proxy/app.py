@@ -24,27 +24,36 @@ from litestar.datastructures import CacheControlHeader, Cookie
 from litestar.static_files import create_static_files_router
 
 from logstream.services.proxy.api_doc import (
+    CHANNELS_RESPONSES,
     DEV_TOKEN_RESPONSES,
+    HISTORY_RESPONSES,
     ROUTES_RESPONSES,
     STREAM_RESPONSES,
+    ChannelsOperation,
     DevTokenOperation,
+    GatewayStreamOperation,
+    HistoryOperation,
     openapi_config,
     stream_operation,
 )
 from logstream.services.proxy.passthrough import (
+    CHANNELS_QUERY,
+    HISTORY_QUERY,
     SESSION_COOKIE,
+    STREAM_PATH,
     GatewayPool,
     OpenRelays,
     ProxyMetrics,
+    forward_json,
     new_http_client,
     open_stream,
 )
 from logstream.services.proxy.routes import Route, RouteTable, load_routes
 from logstream.services.proxy.settings import Settings
 from logstream.shared.api_doc import complete_document
-from logstream.shared.errors import InvalidRequest, LogstreamError
+from logstream.shared.errors import BrokerUnavailable, InvalidRequest, LogstreamError
 from logstream.shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
-from logstream.shared.stream_doc import STREAM_SECURITY
+from logstream.shared.stream_doc import MAX_CHANNELS_SETTING, STREAM_SECURITY, channel_schemas
 from logstream.shared.user_tokens import DEV_USER_ROLES, UserTokens
 from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
@@ -55,6 +64,8 @@ _STATIC = Path(str(resources.files(__package__).joinpath("static")))
 _CONFIG_MARK = "__LOGSTREAM_CONFIG__"
 # Where clients such as `logstream tail` read the route table (also embedded in the page).
 ROUTES_PATH = "/api/logs/routes"
+CHANNELS_PATH = "/api/logs/channels"
+HISTORY_PATH = "/api/logs/history"
 # The page runs only its own script and talks only to its own origin.
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -98,6 +109,7 @@ def create_app(settings: Settings) -> Litestar:
         _page_handler(proxy),
         _routes_handler(proxy),
         *(_stream_handler(route, proxy) for route in routes),
+        *_gateway_handlers(proxy),
     ]
     if settings.dev:
         handlers.append(_dev_token_handler(UserTokens(settings.user_token_secret)))
@@ -113,7 +125,8 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=openapi_config(settings.dev),
         logging_config=None,  # keep the process's JSON logging (logstream.shared.structured_logging)
     )
-    complete_document(app, {})
+    # The gateway's channel limit is its own setting: the proxy documents the most it may be.
+    complete_document(app, channel_schemas(settings.service_names, MAX_CHANNELS_SETTING))
     app.state.service = service
     app.state.proxy = proxy
     return app
@@ -143,7 +156,8 @@ def _stream_handler(route: Route, proxy: _Proxy):
         return await open_stream(
             proxy.pool,
             request,
-            channel,
+            [str(channel)],
+            workspace=channel.workspace,
             route=route.name,
             relays=proxy.relays,
             metrics=proxy.metrics,
@@ -162,6 +176,62 @@ def _stream_handler(route: Route, proxy: _Proxy):
         security=STREAM_SECURITY,
         operation_class=stream_operation(route),  # the route's parameters and pass-through
     )(stream_logs)
+
+
+def _gateway_handlers(proxy: _Proxy) -> list:
+    """The gateway's own read paths, passed through as they are: a stream of several channels
+    (``channels=``), the channel list and history pages. The gateway checks every parameter."""
+
+    @get(
+        STREAM_PATH,
+        name="stream-channels",
+        summary="Stream log records of one or more channels (SSE), from a gateway",
+        tags=["streams"],
+        responses=STREAM_RESPONSES,
+        security=STREAM_SECURITY,
+        operation_class=GatewayStreamOperation,
+    )
+    async def stream_channels(request: Request) -> Response:
+        return await open_stream(
+            proxy.pool,
+            request,
+            request.query_params.getall("channels", []),
+            workspace=None,
+            route="channels",
+            relays=proxy.relays,
+            metrics=proxy.metrics,
+        )
+
+    @get(
+        CHANNELS_PATH,
+        summary="The channels that hold records, most recently active first (from a gateway)",
+        tags=["streams"],
+        responses=CHANNELS_RESPONSES,
+        security=STREAM_SECURITY,
+        operation_class=ChannelsOperation,
+    )
+    async def channel_list(request: Request) -> Response:
+        return await _forward(request, CHANNELS_PATH, CHANNELS_QUERY, "channel-list")
+
+    @get(
+        HISTORY_PATH,
+        summary="A page of past records before a seq (from a gateway)",
+        tags=["streams"],
+        responses=HISTORY_RESPONSES,
+        security=STREAM_SECURITY,
+        operation_class=HistoryOperation,
+    )
+    async def history(request: Request) -> Response:
+        return await _forward(request, HISTORY_PATH, HISTORY_QUERY, "history")
+
+    async def _forward(request: Request, path: str, query: tuple[str, ...], route: str):
+        if proxy.client is None:
+            raise BrokerUnavailable("the proxy is starting; retry shortly")
+        return await forward_json(
+            proxy.pool, proxy.client, request, path, query, route=route, metrics=proxy.metrics
+        )
+
+    return [stream_channels, channel_list, history]
 
 
 def _routes_handler(proxy: _Proxy):

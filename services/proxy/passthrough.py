@@ -34,7 +34,6 @@ from logstream.services.proxy.upstream import (
     GatewayUnreachable,
     open_gateway_stream,
 )
-from logstream.shared.channels import Channel
 from logstream.shared.identities import bearer_token
 
 __all__ = [
@@ -44,6 +43,7 @@ __all__ = [
     "OpenRelays",
     "ProxyMetrics",
     "bad_gateway",
+    "forward_json",
     "new_http_client",
     "open_stream",
 ]
@@ -52,7 +52,14 @@ SESSION_COOKIE = "logstream_session"
 STREAM_PATH = "/api/logs/stream"
 # Query parameters the gateway understands besides `channels`; everything else is dropped.
 # access_token goes through untouched so that the gateway alone decides whether it is allowed.
-FORWARDED_QUERY = ("last_event_id", "since", "tail", "level", "q", "access_token")
+FORWARDED_QUERY = ("last_event_id", "since", "tail", "level", "q", "where", "access_token")
+# The query of the JSON routes, passed on as given (the gateway checks it).
+HISTORY_QUERY = ("channels", "before", "limit", "level", "q", "where", "access_token")
+CHANNELS_QUERY = ("prefix", "limit", "access_token")
+# A page of history takes the gateway a few broker round trips; past this it is stuck.
+JSON_TIMEOUT = httpx.Timeout(connect=CONNECT_TIMEOUT_S, read=30.0, write=10.0, pool=None)
+# A stream of many channels is logged with its channel list cut to this length.
+MAX_LOGGED_CHANNELS = 512
 # Readiness and round-robin use each gateway's last /ready answer (503 while its broker is
 # down: the proxy is then not ready either, and new streams go to a ready gateway first), at
 # most this old. docs/reference/stream.md#service-endpoints: /ready must not hang, so it reads this cache, never a gateway.
@@ -186,21 +193,24 @@ def _user_id(token: str | None) -> str | None:
     return sub if isinstance(sub, str) and _HEADER_SAFE.fullmatch(sub) else None
 
 
-def _upstream_request(base: str, request: Request, channel: Channel) -> httpx.Request:
-    # httpx's query type, as a list of pairs (a list[tuple[str, str]] is not one to mypy)
-    params: list[tuple[str, str | int | float | bool | None]] = [("channels", str(channel))]
-    for name in FORWARDED_QUERY:
-        # EventSource resends its own, newer Last-Event-ID header on reconnect to the same URL;
-        # a last_event_id still in that URL is stale then, so the header wins.
-        if name == "last_event_id" and "last-event-id" in request.headers:
-            continue
-        params.extend((name, value) for value in request.query_params.getall(name, []))
+def _upstream_request(
+    base: str,
+    path: str,
+    request: Request,
+    params: list[tuple[str, str | int | float | bool | None]],
+    *,
+    accept: str,
+    workspace: str | None,
+) -> httpx.Request:
+    """A gateway request on behalf of the browser's: its credential (the Authorization header,
+    or only our own cookie), the given query, and hints the gateway records but never trusts."""
     headers = {
-        "Accept": "text/event-stream",
+        "Accept": accept,
         "Accept-Encoding": "identity",
         "User-Agent": "logstream-proxy",
-        "X-Workspace-Id": channel.workspace,
     }
+    if workspace:
+        headers["X-Workspace-Id"] = workspace
     for name in ("authorization", "last-event-id"):
         if name in request.headers:
             headers[name] = request.headers[name]
@@ -213,24 +223,53 @@ def _upstream_request(base: str, request: Request, channel: Channel) -> httpx.Re
     if request.client:
         headers["X-Forwarded-For"] = request.client.host
     # A Request built here (not by client.build_request) never picks up the shared client's
-    # cookie jar, so one user's cookies cannot leak into another user's upstream request (and
-    # it is sent on a connection of its own, not through that client at all).
-    return httpx.Request("GET", base + STREAM_PATH, params=params, headers=headers)
+    # cookie jar, so one user's cookies cannot leak into another user's upstream request.
+    return httpx.Request("GET", base + path, params=params, headers=headers)
+
+
+def _stream_params(
+    request: Request, channels: list[str]
+) -> list[tuple[str, str | int | float | bool | None]]:
+    # httpx's query type, as a list of pairs (a list[tuple[str, str]] is not one to mypy)
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("channels", channel) for channel in channels
+    ]
+    for name in FORWARDED_QUERY:
+        # EventSource resends its own, newer Last-Event-ID header on reconnect to the same URL;
+        # a last_event_id still in that URL is stale then, so the header wins.
+        if name == "last_event_id" and "last-event-id" in request.headers:
+            continue
+        params.extend((name, value) for value in request.query_params.getall(name, []))
+    return params
+
+
+def _stream_request(base: str, request: Request, channels: list[str], workspace: str | None):
+    return _upstream_request(
+        base,
+        STREAM_PATH,
+        request,
+        _stream_params(request, channels),
+        accept="text/event-stream",
+        workspace=workspace,
+    )
 
 
 async def open_stream(
     pool: GatewayPool,
     request: Request,
-    channel: Channel,
+    channels: list[str],
     *,
+    workspace: str | None,
     route: str,
     relays: OpenRelays,
     metrics: ProxyMetrics,
 ) -> Response:
-    """Open the channel's stream on a gateway and answer with it (or with the refusal)."""
+    """Open the channels' stream on a gateway and answer with it (or with the refusal)."""
     for base in pool.candidates():
         try:
-            upstream = await open_gateway_stream(_upstream_request(base, request, channel))
+            upstream = await open_gateway_stream(
+                _stream_request(base, request, channels, workspace)
+            )
         except GatewayUnreachable as exc:
             pool.mark(base, False)
             log.warning("gateway unreachable", extra={"gateway": base, "problem": str(exc)})
@@ -243,21 +282,64 @@ async def open_stream(
             relays,
             open_gauge=metrics.streams_open.labels(route),
             route=route,
-            channel=str(channel),
+            channel=",".join(channels)[:MAX_LOGGED_CHANNELS],
+        )
+    metrics.requests.labels(route, "502").inc()
+    return bad_gateway()
+
+
+async def forward_json(
+    pool: GatewayPool,
+    client: httpx.AsyncClient,
+    request: Request,
+    path: str,
+    forwarded: tuple[str, ...],
+    *,
+    route: str,
+    metrics: ProxyMetrics,
+) -> Response:
+    """A JSON GET (channels, history) answered by a gateway with the browser's credential:
+    the gateway's status, body, ``Retry-After`` and ``WWW-Authenticate`` as they came."""
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        (name, value) for name in forwarded for value in request.query_params.getall(name, [])
+    ]
+    for base in pool.candidates():
+        upstream = _upstream_request(
+            base, path, request, params, accept="application/json", workspace=None
+        )
+        upstream.extensions["timeout"] = JSON_TIMEOUT.as_dict()
+        try:
+            answer = await client.send(upstream)
+        except httpx.TimeoutException:
+            metrics.requests.labels(route, "504").inc()
+            return _refusal(504, "gateway_timeout", "the log gateway did not answer in time")
+        except httpx.TransportError as exc:
+            pool.mark(base, False)
+            log.warning("gateway unreachable", extra={"gateway": base, "problem": str(exc)})
+            continue
+        metrics.requests.labels(route, str(answer.status_code)).inc()
+        headers = {"Cache-Control": "no-store"}
+        for name in ("retry-after", "www-authenticate"):
+            if name in answer.headers:
+                headers[name] = answer.headers[name]
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=MediaType.JSON,
+            headers=headers,
         )
     metrics.requests.labels(route, "502").inc()
     return bad_gateway()
 
 
 def bad_gateway() -> Response:
-    body = {
-        "error": "bad_gateway",
-        "message": "no log gateway is reachable; try again shortly",
-        "details": [],
-    }
+    return _refusal(502, "bad_gateway", "no log gateway is reachable; try again shortly")
+
+
+def _refusal(status: int, error: str, message: str) -> Response:
     return Response(
-        body,
-        status_code=502,
+        {"error": error, "message": message, "details": []},
+        status_code=status,
         media_type=MediaType.JSON,
         headers={"Retry-After": str(BAD_GATEWAY_RETRY_S)},
     )

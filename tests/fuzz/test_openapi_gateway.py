@@ -38,6 +38,8 @@ SENDERS = {
 # docs/reference/stream.md: answers before the stream opens (503 only when NATS is down: it is up here).
 FUZZED = {
     ("GET", STREAM),
+    ("GET", "/api/logs/channels"),
+    ("GET", "/api/logs/history"),
     ("GET", "/admin/logs/stats"),
     ("GET", "/health"),
     ("GET", "/ready"),
@@ -60,6 +62,25 @@ def test_stream_requests_open_a_stream_or_are_refused_as_documented(
         base_url=stack.gateway.url,
         headers=headers,
         max_examples=examples,
+    )
+
+
+@pytest.mark.parametrize("sender", SENDERS)
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
+@pytest.mark.parametrize("path", ["/api/logs/channels", "/api/logs/history"])
+def test_channel_lists_and_history_pages_answer_as_documented(
+    stack, gateway_schema, path, mode, sender
+):
+    headers, examples = SENDERS[sender]
+    fuzz_operation(
+        gateway_schema[path]["GET"],
+        mode,
+        base_url=stack.gateway.url,
+        headers=headers,
+        statuses={200, 400, 401, 403},
+        max_examples=max(3, examples // 2),
     )
 
 

@@ -37,6 +37,9 @@ FUZZED = {
         "/api/dapadmin/faas/sse/logs/stream",
         "/api/dapadmin/platform/sse/logs/stream",
         "/api/logs/routes",
+        "/api/logs/stream",
+        "/api/logs/channels",
+        "/api/logs/history",
         "/dev/token",
         "/health",
         "/ready",
@@ -59,6 +62,42 @@ def test_product_routes_open_a_stream_or_are_refused_as_documented(
         mode,
         base_url=stack.proxy.url,
         headers=headers,
+        max_examples=examples,
+    )
+
+
+@pytest.mark.parametrize("sender", SENDERS)
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
+def test_the_passed_through_stream_opens_or_is_refused_as_documented(
+    stack, proxy_schema, mode, sender
+):
+    headers, examples = SENDERS[sender]
+    fuzz_stream(
+        proxy_schema["/api/logs/stream"]["GET"],
+        mode,
+        base_url=stack.proxy.url,
+        headers=headers,
+        max_examples=examples,
+    )
+
+
+@pytest.mark.parametrize("sender", SENDERS)
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"]
+)
+@pytest.mark.parametrize("path", ["/api/logs/channels", "/api/logs/history"])
+def test_passed_through_lists_and_pages_answer_as_the_gateway_documents(
+    stack, proxy_schema, path, mode, sender
+):
+    headers, examples = SENDERS[sender]
+    fuzz_operation(
+        proxy_schema[path]["GET"],
+        mode,
+        base_url=stack.proxy.url,
+        headers=headers,
+        statuses={200, 400, 401, 403},
         max_examples=examples,
     )
 

@@ -262,6 +262,28 @@ def test_tail_json_count_prints_exactly_the_published_records(stack, unique_id):
     assert all(isinstance(record["seq"], int) for record in records)
 
 
+def test_tail_where_prints_only_the_records_the_expression_accepts(stack, unique_id):
+    channel = f"logs:etl:workspace123:{unique_id}"
+    with LogPublisher(token=ETL_TOKEN, url=stack.ingest.url) as publisher:
+        for rows in (5, 1500, 20, 4000):
+            publisher.publish(channel, f"loaded {rows}", fields={"rows": rows, "table": "orders"})
+    tail = TailProcess(
+        channel,
+        "--url",
+        stack.gateway.url,
+        "--tail",
+        "4",
+        "--where",
+        "fields.rows > 1000 and fields.table = orders",
+        "--json",
+        "--count",
+        "2",
+    )
+    records = [json.loads(line) for line in tail.take(2)]
+    assert tail.wait() == 0 and tail.untaken() == []
+    assert [record["message"] for record in records] == ["loaded 1500", "loaded 4000"]
+
+
 def test_tail_through_the_proxy_follows_a_product_route_live(stack, unique_id):
     channel = f"logs:etl:workspace123:{unique_id}"
     publish(stack, channel, 1, prefix="before")
@@ -298,6 +320,10 @@ def test_tail_ends_quietly_with_0_on_ctrl_c(stack, unique_id):
         (
             ["--since", "yesterday"],
             "logstream tail: 400 invalid_request: since 'yesterday' must be",
+        ),
+        (
+            ["--where", "fields.rows >> 3"],
+            "logstream tail: 400 invalid_request: where: ",
         ),
     ],
 )

@@ -180,14 +180,17 @@ def test_route_templates_match_whole_segments_only():
 def test_history_goes_only_on_the_first_connection_filters_on_every_one():
     from logstream.tail import _filters
 
-    args = args_of(CHANNEL, "--since", "10m", "--tail", "5", "--level", "warn", "--grep", "x")
+    args = args_of(
+        CHANNEL, "--since", "10m", "--tail", "5", "--level", "warn", "--grep", "x", "--where", "a=1"
+    )
     assert _filters(args, first=True) == [
         ("level", "warn"),
         ("q", "x"),
+        ("where", "a=1"),
         ("since", "10m"),
         ("tail", "5"),
     ]
-    assert _filters(args, first=False) == [("level", "warn"), ("q", "x")]
+    assert _filters(args, first=False) == [("level", "warn"), ("q", "x"), ("where", "a=1")]
 
 
 def test_counts_must_be_whole_numbers():
