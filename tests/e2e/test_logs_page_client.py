@@ -241,3 +241,49 @@ async def test_the_react_hook_adapter_follows_a_real_stream(
     assert got["seqs"] == earlier
     assert got["states"][0] == "DISCONNECTED" and "CONNECTED" in got["states"]
     assert got["after"] == "DISCONNECTED"
+
+
+async def test_the_react_hook_exposes_channels_set_channels_and_load_older(
+    module_page, publish, records, unique_id
+):
+    a, b = (f"logs:etl:workspace123:{unique_id}-{n}" for n in "ab")
+    earlier_a = await publish(records(a, 3, "hook a"))
+    earlier_b = await publish(records(b, 5, "hook b"))
+    await module_page.evaluate(MINI_REACT)
+    got = await module_page.evaluate(
+        """async ([a, b, lastA, lastB]) => {
+      await fetch('/dev/token?user=user123');
+      const { createLogsSubscriptionHook } = await import('/static/use-logs-subscription.js');
+      const react = miniReact();
+      const useLogsSubscription = createLogsSubscriptionHook(react.React);
+      const list = (chs) => encodeURIComponent(chs.join(','));
+      const options = {
+        streamUrl: (chs) => `/api/logs/stream?channels=${list(chs)}`,
+        historyUrl: (chs, before, limit) =>
+          `/api/logs/history?channels=${list(chs)}&before=${before}&limit=${limit}`,
+        channels: [a], key: 'hook', historyLimit: 2, storage: null };
+      let latest = null;
+      const waitFor = (test) => new Promise((resolve) => {
+        const check = () => (latest && test(latest) ? resolve(latest) : setTimeout(check, 20));
+        check();
+      });
+      react.mount(() => (latest = useLogsSubscription(options)));
+      const first = await waitFor((r) => r.records.some((x) => x.seq === lastA));
+      first.setChannels([a, b]);
+      const both = await waitFor((r) => r.records.some((x) => x.seq === lastB)
+                                       && r.channels.length === 2);
+      const older = await both.loadOlder(100);
+      const all = await waitFor((r) => r.records.length === 8);
+      react.unmount();
+      return { first: first.records.map((r) => r.seq), channels: both.channels,
+               both: both.records.map((r) => r.seq), older: older.records.map((r) => r.seq),
+               done: older.done, all: all.records.map((r) => r.seq), role: first.role };
+    }""",
+        [a, b, earlier_a[-1], earlier_b[-1]],
+    )
+    assert got["first"] == earlier_a[-2:]
+    assert got["channels"] == [a, b]
+    assert got["both"] == sorted(earlier_a[-2:] + earlier_b[-2:])
+    assert got["older"] == sorted(earlier_a[:1] + earlier_b[:3]) and got["done"] is True
+    assert got["all"] == sorted(earlier_a + earlier_b)
+    assert got["role"] == "leader"

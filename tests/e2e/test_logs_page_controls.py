@@ -58,10 +58,20 @@ async def test_the_url_query_chooses_the_service_and_ids_and_the_form_can_change
     await expect(page.locator("#channel-name")).to_have_text("logs:analytics:workspace123")
     await page.get_by_test_id("service-select").select_option("etl")
     await page.get_by_test_id("resource-input").fill(unique_id)
-    await logs.connect()  # another channel: the list starts again, and the address follows
+    await logs.connect()  # another channel: watched too, and the address follows
     await logs.wait_state("CONNECTED")
-    await expect(logs.rows).to_have_count(0)
+    etl = f"logs:etl:workspace123:{unique_id}"
+    await expect(page.get_by_test_id("watched-channel")).to_have_count(2)
+    chips = page.get_by_test_id("watched-channel")
+    await expect(chips.nth(0)).to_have_attribute(
+        "data-channel", f"logs:faas:workspace123:{unique_id}"
+    )
+    await expect(chips.nth(1)).to_have_attribute("data-channel", etl)
+    assert await logs.seqs() == seqs  # the first channel's row stays
     assert f"service=etl&workspace_id=workspace123&workflow_id={unique_id}" in page.url
+    (etl_seq,) = await publish([{"channel": etl, "message": "etl joins"}])
+    await logs.wait_rows([etl_seq])
+    assert await logs.seqs() == [*seqs, etl_seq]
 
 
 async def test_the_level_filter_and_the_search_apply_as_you_type(
@@ -232,7 +242,7 @@ async def test_a_level_in_the_url_is_asked_of_the_server_so_lower_records_never_
     streams: list[str] = []
     page.on(
         "request",
-        lambda request: streams.append(request.url) if "/sse/logs/stream" in request.url else None,
+        lambda request: streams.append(request.url) if "/logs/stream" in request.url else None,
     )
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id), level="error")
@@ -264,7 +274,7 @@ async def test_a_search_in_the_url_is_asked_of_the_server_as_q(page, logs_page, 
     streams: list[str] = []
     page.on(
         "request",
-        lambda request: streams.append(request.url) if "/sse/logs/stream" in request.url else None,
+        lambda request: streams.append(request.url) if "/logs/stream" in request.url else None,
     )
     channel = f"logs:etl:workspace123:{unique_id}"
     logs = await logs_page(page, **etl_query(unique_id), q="Disk")

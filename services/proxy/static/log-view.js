@@ -1,9 +1,15 @@
 // The Logs page's row list: rendering, the level and text filters, follow/pause, download.
 // It knows records and the DOM, nothing of connections.
 //
-// The list is bounded: past `maxRows` the oldest rows leave the DOM. Filters hide rows (they
-// stay in the DOM, so clearing a filter is instant). Every row is a `data-testid="log-row"`
-// with `data-seq` and `data-level`; notices (a gap, a reload) are `data-testid="notice-row"`.
+// The list is bounded: past `maxRows` the oldest rows leave the DOM (pages loaded with "Load
+// older" raise the bound by their size: the reader asked for them). Filters hide rows (they
+// stay in the DOM, so clearing a filter is instant). Rows stay in seq order whatever order
+// records come in (a newly watched channel's history lands among the rows already there), and
+// a seq is shown once. Every row is a `data-testid="log-row"` with `data-seq`, `data-level` and
+// `data-channel`; notices (a gap, a reload) are `data-testid="notice-row"`. An expanded row's
+// values are buttons (`data-testid="field-filter"`) that ask the page to filter on them.
+
+import { equals, fieldPath } from './where-builder.js';
 
 export const LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
 // The first line of a message is shown in the row; longer than this, it is cut and expandable.
@@ -61,38 +67,168 @@ function expandable(record) {
     Object.values(record.fields || {}).some((v) => typeof v === 'object' || String(v).includes('\n'));
 }
 
+const seqNumber = (record) => {
+  const seq = Number(record.seq);
+  return Number.isFinite(seq) ? seq : null;
+};
+
 export class LogView {
-  constructor({ list, scroller, empty, maxRows, onChange }) {
+  /**
+   * @param options {list, scroller, empty, maxRows, onChange, onFilter(field, value),
+   *   onSelect(seq), channelLabel(channel) -> {text, title, tone}}
+   */
+  constructor({ list, scroller, empty, maxRows, onChange, onFilter, onSelect, channelLabel }) {
     this.list = list;
     this.scroller = scroller;
     this.empty = empty;
     this.maxRows = maxRows;
+    this.extra = 0;  // rows loaded with "Load older" on top of maxRows
     this.onChange = onChange || (() => {});
+    this.onFilter = onFilter || (() => {});
+    this.onSelect = onSelect || (() => {});
+    this.channelLabel = channelLabel || ((channel) => ({ text: channel || '', title: channel || '', tone: 0 }));
     this.minLevel = 0;
     this.text = '';
     this.follow = true;
     this.unseen = 0;
     this.dropped = 0;
+    this.seqs = new Set();
+    this.selected = null;
     list.addEventListener('click', (event) => {
+      const filter = event.target.closest('[data-testid="field-filter"]');
+      if (filter) {
+        this.onFilter(filter.dataset.field, JSON.parse(filter.value));
+        return;
+      }
       const line = event.target.closest('.row-line');
-      if (line && !window.getSelection().toString()) this.toggle(line.parentElement);
+      if (line && !window.getSelection().toString()) {
+        this.toggle(line.parentElement);
+        this.select(line.parentElement.record.seq);
+        this.onSelect(seqNumber(line.parentElement.record));
+      }
     });
     list.addEventListener('keydown', (event) => this._onKey(event));
     scroller.addEventListener('scroll', () => this._onScroll());
   }
 
+  /** Add records (any order; those already shown are skipped): new ones go where their seq says. */
   append(records) {
     if (!records.length) return;
-    const fragment = document.createDocumentFragment();
     let shown = 0;
+    let fragment = document.createDocumentFragment();
+    let lastSeq = this._lastSeq();
+    const flush = () => {
+      if (fragment.childElementCount) this.list.appendChild(fragment);
+      fragment = document.createDocumentFragment();
+    };
     for (const record of records) {
+      const seq = seqNumber(record);
+      if (seq !== null && this.seqs.has(seq)) continue;
       const row = this._row(record);
+      if (seq !== null) this.seqs.add(seq);
+      if (seq !== null && lastSeq !== null && seq < lastSeq) {
+        flush();
+        this._insertInOrder(row, seq);
+      } else {
+        fragment.appendChild(row);
+        if (seq !== null) lastSeq = seq;
+      }
       if (!row.hidden) shown++;
-      fragment.appendChild(row);
     }
-    this.list.appendChild(fragment);
+    flush();
     if (!this.follow) this.unseen += shown;
     this._settle();
+  }
+
+  /**
+   * Put an older page on top (ascending records, all older than the rows here), keeping what
+   * the reader sees where it is. Returns how many rows were added.
+   */
+  prepend(records) {
+    const fresh = records.filter((record) => {
+      const seq = seqNumber(record);
+      return seq === null || !this.seqs.has(seq);
+    });
+    if (!fresh.length) return 0;
+    const fragment = document.createDocumentFragment();
+    for (const record of fresh) {
+      const seq = seqNumber(record);
+      if (seq !== null) this.seqs.add(seq);
+      fragment.appendChild(this._row(record));
+    }
+    const before = this.scroller.scrollHeight;
+    const top = this.scroller.scrollTop;
+    const first = this.list.querySelector('.row');
+    this.list.insertBefore(fragment, first);
+    this.extra += fresh.length;
+    this.scroller.scrollTop = top + (this.scroller.scrollHeight - before);
+    this._settle({ scroll: false });
+    return fresh.length;
+  }
+
+  /** The oldest seq shown (null when there is none). */
+  oldestSeq() {
+    const row = this.list.querySelector('.row');
+    return row ? seqNumber(row.record) : null;
+  }
+
+  /** Remove the rows of channels not in `keep`. */
+  keepChannels(keep) {
+    const wanted = new Set(keep);
+    for (const row of [...this.list.querySelectorAll('.row')]) {
+      if (!wanted.has(row.record.channel)) {
+        this.seqs.delete(seqNumber(row.record));
+        row.remove();
+      }
+    }
+    this._settle();
+  }
+
+  /** Mark the row of `seq` as the one looked at (null: none); scroll to it when asked. */
+  select(seq, { scroll = false } = {}) {
+    if (this.selected) {
+      this.selected.classList.remove('selected');
+      this.selected.removeAttribute('aria-current');
+    }
+    this.selected = seq === null || seq === undefined ? null
+      : this.list.querySelector(`.row[data-seq="${Number(seq)}"]`);
+    if (!this.selected) return false;
+    this.selected.classList.add('selected');
+    this.selected.setAttribute('aria-current', 'true');
+    if (scroll) {
+      if (this.follow) this.setFollow(false);
+      this.selected.scrollIntoView({ block: 'center' });
+    }
+    return true;
+  }
+
+  /** Refresh the channel column (the labels depend on what is watched). */
+  relabel() {
+    for (const row of this.list.querySelectorAll('.row')) {
+      const cell = row.querySelector('.chan');
+      if (cell) this._labelChannel(cell, row.record.channel);
+    }
+  }
+
+  _lastSeq() {
+    const rows = this.list.querySelectorAll('.row');
+    for (let i = rows.length - 1; i >= 0; i--) {
+      const seq = seqNumber(rows[i].record);
+      if (seq !== null) return seq;
+    }
+    return null;
+  }
+
+  _insertInOrder(row, seq) {
+    const rows = this.list.querySelectorAll('.row');
+    let lo = 0;
+    let hi = rows.length;  // the first row with a larger seq
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const other = seqNumber(rows[mid].record);
+      if (other !== null && other > seq) hi = mid; else lo = mid + 1;
+    }
+    this.list.insertBefore(row, rows[lo] || null);
   }
 
   notice(text, kind = 'info') {
@@ -107,6 +243,9 @@ export class LogView {
     this.list.textContent = '';
     this.unseen = 0;
     this.dropped = 0;
+    this.extra = 0;
+    this.seqs.clear();
+    this.selected = null;
     this._settle();
   }
 
@@ -154,14 +293,19 @@ export class LogView {
     row.querySelector('.row-line').setAttribute('aria-expanded', String(open));
   }
 
-  _settle() {
-    let excess = this.list.childElementCount - this.maxRows;
+  _settle({ scroll = true } = {}) {
+    let excess = this.list.childElementCount - (this.maxRows + this.extra);
     while (excess-- > 0) {
-      if (this.list.firstElementChild.classList.contains('row')) this.dropped++;
-      this.list.firstElementChild.remove();
+      const first = this.list.firstElementChild;
+      if (first.classList.contains('row')) {
+        this.dropped++;
+        this.seqs.delete(seqNumber(first.record));
+      }
+      if (first === this.selected) this.selected = null;
+      first.remove();
     }
     this.empty.hidden = this.list.childElementCount > 0;
-    if (this.follow) this._scrollToEnd();
+    if (this.follow && scroll) this._scrollToEnd();
     this.onChange();
   }
 
@@ -197,6 +341,7 @@ export class LogView {
     row.dataset.testid = 'log-row';
     row.dataset.seq = String(record.seq ?? '');
     row.dataset.level = level;
+    row.dataset.channel = String(record.channel ?? '');
     row.record = record;
     const line = el('button', 'row-line');
     line.type = 'button';
@@ -214,10 +359,19 @@ export class LogView {
     const preview = fieldsPreview(record.fields);
     if (preview) text.appendChild(el('span', 'more', preview));
     if (expandable(record)) row.classList.add('has-more');
-    line.append(time, el('span', 'lvl', level), source, text);
+    const channel = el('span', 'chan');
+    this._labelChannel(channel, record.channel);
+    line.append(time, el('span', 'lvl', level), channel, source, text);
     row.appendChild(line);
     row.hidden = !this.matches(record);
     return row;
+  }
+
+  _labelChannel(cell, channel) {
+    const { text, title, tone } = this.channelLabel(String(channel ?? ''));
+    cell.textContent = text;
+    cell.title = title;
+    cell.dataset.tone = String(tone);
   }
 
   _details(record) {
@@ -234,20 +388,38 @@ export class LogView {
       if (typeof value === 'string' && value.includes('\n')) blocks.push([key, value, 'stack']);
       else if (value !== null && typeof value === 'object') {
         blocks.push([key, JSON.stringify(value, null, 2), '']);
-      } else plain.append(el('dt', null, key), el('dd', null, String(value)));
+      } else plain.append(el('dt', null, key), filterable(fieldPath(key), value));
     }
     if (plain.childElementCount) box.append(el('div', 'section-title', 'Fields'), plain);
     for (const [key, value, className] of blocks) {
       box.append(el('div', 'section-title', key), el('pre', className, value));
     }
     const meta = el('dl');
-    for (const name of ['seq', 'channel', 'timestamp', 'received_at', 'publisher', 'id']) {
+    meta.append(el('dt', null, 'level'), filterable('level', level));
+    if (record.source) meta.append(el('dt', null, 'source'), filterable('source', record.source));
+    if (record.channel) meta.append(el('dt', null, 'channel'), filterable('channel', record.channel));
+    for (const name of ['seq', 'timestamp', 'received_at', 'publisher', 'id']) {
       if (record[name] === undefined || record[name] === null) continue;
       meta.append(el('dt', null, name), el('dd', null, String(record[name])));
     }
     box.append(el('div', 'section-title', 'Record'), meta);
     return box;
   }
+}
+
+/** A <dd> whose value is a button: "filter on <field> = <value>". */
+function filterable(field, value) {
+  const dd = el('dd');
+  const button = el('button', 'field-value', String(value));
+  button.type = 'button';
+  button.dataset.testid = 'field-filter';
+  button.dataset.field = field;
+  button.value = JSON.stringify(value);
+  const clause = equals(field, value);
+  button.title = `Filter on the server: ${clause}`;
+  button.setAttribute('aria-label', `${String(value)}: add the filter ${clause}`);
+  dd.appendChild(button);
+  return dd;
 }
 
 /** The records as NDJSON, one per line, as delivered. */

@@ -104,6 +104,27 @@ export class StreamForm {
              url: `${route.path}?${new URLSearchParams(values)}` };
   }
 
+  /**
+   * The channel prefix of the chosen service and workspace (`logs:etl:workspace123`), whose
+   * channels the sidebar lists; null while the workspace ID is not a valid segment.
+   */
+  prefix() {
+    const route = this.route;
+    const template = route.channel;
+    const at = template.indexOf('{workspace_id}');
+    if (at < 0) return null;
+    const workspace = this.ui.workspace.value.trim();
+    if (!SEGMENT.test(workspace)) return null;
+    const head = template.slice(0, at + '{workspace_id}'.length);
+    if (/\{[A-Za-z_]/.test(head.replace('{workspace_id}', ''))) return null;  // another ID first
+    return head.replace('{workspace_id}', workspace);
+  }
+
+  /** The form's IDs as they are (for the page's address), trimmed. */
+  values() {
+    return Object.fromEntries(this.route.params.map((n) => [n, this._input(n).value.trim()]));
+  }
+
   /** {service, values} named by the page's query, or null. */
   fromQuery(query) {
     const route = this.routeNamed(query.get('service') || query.get('route'));

@@ -19,30 +19,53 @@
 //     </>;
 //   }
 //
-// Options are LogsSubscription's (url, key, history, maxRecords, headers, credentials,
-// renewCredential, storage, share, ...) plus `enabled` (default true: connect on mount unless a
-// reload restored a disconnected session). A new `key` (default: the url) or `enabled` opens a
-// new subscription; other options are read when it opens. Unmounting releases the stream but
-// keeps the saved session, so React StrictMode's double mount and a reload both resume from the
-// cursor instead of starting over.
+// The union mode (tabs share one connection carrying every tab's channels):
+//
+//   const { records, channels, setChannels, loadOlder, state } = useLogsSubscription({
+//     streamUrl: (channels) => `/api/logs/stream?channels=${encodeURIComponent(channels.join(','))}`,
+//     historyUrl: (channels, before, limit) => `/api/logs/history?channels=` +
+//       `${encodeURIComponent(channels.join(','))}&before=${before}&limit=${limit}`,
+//     channels: watched,           // a new list (by content) calls sub.setChannels, no reopen
+//     key: 'filters:',
+//   });
+//   <button onClick={() => loadOlder(100)}>Load older</button>
+//
+// Options are LogsSubscription's (url or streamUrl/historyUrl/channels, key, history,
+// historyLimit, maxRecords, headers, credentials, renewCredential, storage, share, ...) plus
+// `enabled` (default true: connect on mount unless a reload restored a disconnected session).
+// A new `key` (default: the url; in the union mode the key option, default '') or `enabled`
+// opens a new subscription; `channels` is applied to the open one; other options are read when
+// it opens. Unmounting releases the stream but keeps the saved session, so React StrictMode's
+// double mount and a reload both resume from the cursor instead of starting over.
 
 import { ConnectionState } from './logs-sse-client.js';
 import { LogsSubscription } from './logs-subscription.js';
 
-const IDLE = Object.freeze({ records: [], state: ConnectionState.DISCONNECTED, detail: '',
-                             role: null, error: null, lastEventId: null });
+const IDLE = Object.freeze({ records: [], channels: [], state: ConnectionState.DISCONNECTED,
+                             detail: '', role: null, error: null, lastEventId: null });
+const EVENTS = ['records', 'reset', 'older', 'channels', 'state', 'error', 'connected'];
 
 function snapshotOf(sub) {
-  return { records: sub.records.slice(), state: sub.state, detail: sub.detail, role: sub.role,
-           error: sub.error, lastEventId: sub.lastEventId };
+  return { records: sub.records.slice(), channels: sub.channels ? sub.channels.slice() : [],
+           state: sub.state, detail: sub.detail, role: sub.role, error: sub.error,
+           lastEventId: sub.lastEventId };
+}
+
+function keyOf(options) {
+  if (!options) return null;
+  if (typeof options.streamUrl === 'function') return `union:${options.key || ''}`;
+  return options.url ? options.key || options.url : null;
 }
 
 export function createLogsSubscriptionHook(React) {
   const { useCallback, useEffect, useRef, useState } = React;
 
   return function useLogsSubscription(options) {
-    const key = options && options.url ? options.key || options.url : null;
+    const key = keyOf(options);
     const enabled = Boolean(key) && options.enabled !== false;
+    // The channels by content: a new array with the same channels is no change.
+    const channelsKey = options && Array.isArray(options.channels)
+      ? JSON.stringify(options.channels) : null;
     const [snapshot, setSnapshot] = useState(IDLE);
     const subRef = useRef(null);
     const optionsRef = useRef(options);
@@ -53,7 +76,7 @@ export function createLogsSubscriptionHook(React) {
       const sub = new LogsSubscription(optionsRef.current);
       subRef.current = sub;
       const refresh = () => setSnapshot(snapshotOf(sub));
-      const offs = ['records', 'state', 'error', 'connected'].map((type) => sub.on(type, refresh));
+      const offs = EVENTS.map((type) => sub.on(type, refresh));
       const restoredIdle = sub.restored && sub.restored.active === false;
       if (enabled && !restoredIdle) sub.start();
       refresh();
@@ -64,6 +87,14 @@ export function createLogsSubscriptionHook(React) {
       };
     }, [key, enabled]);
 
+    useEffect(() => {
+      const sub = subRef.current;
+      if (!sub || channelsKey === null || typeof sub.setChannels !== 'function' || !sub.channels) {
+        return;
+      }
+      sub.setChannels(JSON.parse(channelsKey));
+    }, [channelsKey, key, enabled]);
+
     const connect = useCallback(() => subRef.current && subRef.current.start(), []);
     const disconnect = useCallback(() => subRef.current && subRef.current.stop(), []);
     const clear = useCallback(() => {
@@ -71,6 +102,11 @@ export function createLogsSubscriptionHook(React) {
       subRef.current.clear();
       setSnapshot(snapshotOf(subRef.current));
     }, []);
-    return { ...snapshot, connect, disconnect, clear };
+    const setChannels = useCallback((channels) => {
+      if (subRef.current && subRef.current.channels) subRef.current.setChannels(channels);
+    }, []);
+    const loadOlder = useCallback((limit) => (subRef.current && subRef.current.channels
+      ? subRef.current.loadOlder(limit) : Promise.resolve({ records: [], done: true })), []);
+    return { ...snapshot, connect, disconnect, clear, setChannels, loadOlder };
   };
 }
