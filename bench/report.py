@@ -8,6 +8,7 @@ from bench.cases.fanout import P99_LIMIT_MS, step_problem
 from bench.report_sections import (
     channels_section,
     flood_section,
+    history_section,
     ingest_section,
     latency_section,
     memory_section,
@@ -41,6 +42,7 @@ class Results:
     replay: object = None
     profile: object = None
     channels: list = field(default_factory=list)
+    history: object = None
     plot: str = ""
     errors: dict = field(default_factory=dict)
     duration_s: float = 0.0
@@ -295,6 +297,8 @@ def render(results: Results) -> str:
         *profile_section(results.profile),
         "",
         *channels_section(results.channels, results.settings),
+        "",
+        *history_section(results.history),
     ]
     if results.errors:
         lines += ["", "## Cases that did not complete", ""]

@@ -1,4 +1,4 @@
-"""The per-case sections of bench/RESULTS.md (cases 2 to 7 and the profile)."""
+"""The per-case sections of bench/RESULTS.md (cases 2 to 8 and the profile)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 __all__ = [
     "channels_section",
     "flood_section",
+    "history_section",
     "ingest_section",
     "latency_section",
     "memory_section",
@@ -426,4 +427,71 @@ def _split_lines(runs, single) -> list[str]:
             f"One gateway, the same load (steady window): {one:.2f} CPU s; the four "
             f"together {total:.2f} ({total / one:.2f}x).",
         ]
+    return lines
+
+
+def history_section(result) -> list[str]:
+    head = "## 8. History pages and the channel list (Logstream)"
+    if result is None:
+        return [head, "", "Not run."]
+    headline = result.timing("newest page, big channel", result.records)
+    ratio = result.scale_ratio
+    lines = [
+        head,
+        "",
+        f"A stack of its own (a fresh broker, one gateway), its LOGS stream filled straight "
+        f"into JetStream (as the ingest NATS user, records in ingest's layout) with "
+        f"{result.records:,} records on {result.channels:,} channels of one workspace: "
+        f"{result.channels - 2:,} filler channels round-robin and two page channels of exactly "
+        f"100 records each, spread evenly, *big* over the whole stream and *small* over its "
+        f"first {result.scale_records:,}. Filled in {result.fill_s:.1f} s of writing "
+        f"({result.fill_rate:,.0f} records/s; the pause at the scale point left out). At {result.scale_records:,} records the small "
+        "channel's newest page and the channel list were timed, then the fill went on. Each "
+        "row: sequential requests over one keep-alive connection (httpx) after one not "
+        "counted, timed from sending to the whole body read; every answer is compared with "
+        "what was written (records, order, `next_before`; the list's channels, counts and "
+        "newest seqs). CPU: the gateway's and nats-server's, per request. With this few "
+        "requests the p99 is close to the max.",
+        "",
+    ]
+    if headline is not None:
+        lines += [
+            f"**A page of a 100-record channel in a {result.records:,}-record stream: p50 "
+            f"{headline.p50:.1f} ms** (p99 {headline.p99:.1f} ms)"
+            + (
+                f"; {ratio:.2f}x the p50 of the same request on a 100-record channel in a "
+                f"{result.scale_records:,}-record stream."
+                if ratio is not None
+                else "."
+            ),
+            "",
+        ]
+    small_then = result.timing("newest page, small channel", result.scale_records)
+    small_now = result.timing(
+        "newest page, small channel (now in the oldest tenth)", result.records
+    )
+    if small_then and small_now:
+        lines += [
+            f"The small channel's page, its records in the first {result.scale_records:,}: "
+            f"p50 {small_then.p50:.1f} ms in a {result.scale_records:,}-record stream, "
+            f"{small_now.p50:.1f} ms in the {result.records:,}-record one: a page's cost "
+            "follows the stretch of stream its records lie in (the broker walks it for the "
+            "channel's records: nats-server CPU per request below), not the records after it.",
+            "",
+        ]
+    lines += [
+        "| request | stream records | requests | answer | p50 ms | p99 ms | max ms "
+        "| gateway CPU ms / request | nats-server CPU ms / request | answer right |",
+        "|---" * 10 + "|",
+    ]
+    for t in result.timings:
+        lines.append(
+            f"| {t.what}: `{t.request}` | {t.stream_records:,} | {t.requests} | {t.answer} | "
+            f"{t.p50:.1f} | {t.p99:.1f} | {t.max:.1f} | {t.gateway_cpu_ms:.1f} | "
+            f"{t.nats_cpu_ms:.1f} | {'yes' if t.problem is None else '**no**'} |"
+        )
+    lines.append(f"\nLoad average at the start: {result.load.split()[0]}.")
+    if result.problems:
+        lines += ["", "Wrong answers or a broken fill (the case failed):", ""]
+        lines += [f"- {problem}" for problem in result.problems]
     return lines

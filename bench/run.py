@@ -8,7 +8,7 @@
 Starts its own systems on free loopback ports: an embedded nats-server, ingest and two
 gateways (dev mode, separate processes), and nginx + Nchan with one and with two workers, each
 with its own config in a temp dir; the channels case starts a stack of its own with four
-gateways. See bench/README.md for what each case measures.
+gateways, the history case one with one gateway. See bench/README.md for what each case measures.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 from bench.cases.channels import channels_case
 from bench.cases.fanout import fanout_ramp
 from bench.cases.flood import flood_case
+from bench.cases.history import history_case
 from bench.cases.ingest import ingest_case
 from bench.cases.latency import latency_case
 from bench.cases.memory import memory_case
@@ -41,7 +42,17 @@ from bench.stack import LogstreamStack, LogstreamSystem
 from logstream.shared.embedded_nats import find_nats_server
 from tests.support.nats_source import free_port
 
-CASES = ("fanout", "latency", "memory", "ingest", "flood", "replay", "profile", "channels")
+CASES = (
+    "fanout",
+    "latency",
+    "memory",
+    "ingest",
+    "flood",
+    "replay",
+    "profile",
+    "channels",
+    "history",
+)
 BENCH_DIR = Path(__file__).resolve().parent
 FULL = dict(
     subscribers=1000,
@@ -60,6 +71,9 @@ FULL = dict(
     channels_churn=100.0,
     channels_s=10.0,
     channels_open_timeout=120.0,
+    history_records=1_000_000,
+    history_channels=1_000,
+    history_requests=30,
 )
 # Below this rate a 1,000-stream gateway idles too much for py-spy to say where time goes.
 PROFILE_MIN_RATE = 10.0
@@ -80,6 +94,9 @@ QUICK = dict(
     channels_churn=20.0,
     channels_s=3.0,
     channels_open_timeout=60.0,
+    history_records=50_000,
+    history_channels=1_000,
+    history_requests=10,
 )
 
 
@@ -210,6 +227,8 @@ async def run_cases(args, results: Results, workdir: Path, tools: tuple[str, str
                 "channels",
                 channels_case(LogstreamStack, workdir, nchans[0] if nchans else None, args),
             ),
+            # A stack of its own too: a stream of exactly the records it writes.
+            "history": lambda: _history(args, results, workdir),
         }
         for case in args.cases:
             print(f"== {case} (load average {load_average()})", flush=True)
@@ -245,6 +264,12 @@ async def _ingest(args, results: Results, stack, workdir: Path) -> None:
     finally:
         if synced is not None:
             synced.stop()
+
+
+async def _history(args, results: Results, workdir: Path) -> None:
+    results.history = await history_case(LogstreamStack, workdir, args)
+    if results.history.problems:  # the figures stay in RESULTS.md; the case failed
+        raise RuntimeError("; ".join(results.history.problems))
 
 
 async def _profile(args, results: Results, system, workdir: Path) -> None:
