@@ -1,10 +1,11 @@
 """``logstream tail CHANNEL...``: follow channels in the terminal, like ``kubectl logs -f``.
 
 ``--url`` is a gateway (default) or the proxy. A gateway streams every channel on one
-connection (wildcards too). The proxy serves only its product routes, one channel each, so
-there tail reads the route table from the proxy's Logs page and opens one stream per channel
-through the route whose template fits it; a channel no route fits (a wildcard, a resource-less
-ETL channel...) is refused before anything is opened, naming the routes.
+connection (wildcards too). Through the proxy, tail follows the product routes a browser of
+the product would use: it reads the route table from the proxy and opens one stream per
+channel through the route whose template fits it; a channel no route fits (a wildcard, a
+resource-less ETL channel...) is refused before anything is opened, naming the routes (the
+proxy's own ``/api/logs/stream`` pass-through takes any channels, and a gateway URL does).
 
 The token comes from ``--token``, ``--token-file`` (read again on each reconnect) or
 ``LOGSTREAM_TOKEN``; with none, tail signs a dev-mode token for ``--user`` (default user123),
