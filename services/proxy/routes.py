@@ -41,7 +41,20 @@ __all__ = ["PACKAGED_ROUTES", "RESERVED_PATHS", "Route", "RouteTable", "load_rou
 # The Datashop routes shipped with the package; used when no routes_file is configured.
 PACKAGED_ROUTES = "routes.toml"
 # Paths the proxy serves itself; a configured route may not shadow them.
-RESERVED_PATHS = frozenset({"/", "/health", "/ready", "/metrics", "/dev/token", "/api/logs/routes"})
+RESERVED_PATHS = frozenset(
+    {
+        "/",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/dev/token",
+        "/api/logs/routes",
+        # the gateway's own read paths, which the proxy passes through
+        "/api/logs/stream",
+        "/api/logs/channels",
+        "/api/logs/history",
+    }
+)
 _RESERVED_PREFIXES = ("/static/", "/schema")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", re.ASCII)
 # A URL path of plain segments: no query, fragment, placeholders or dot segments.
@@ -186,7 +199,7 @@ def _build_route(entry: _RouteEntry, services: frozenset[str]) -> Route:
 def _check_path(path: str) -> None:
     if not _PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
         raise ValueError(
-            "path must be an absolute URL path such as /api/logs/stream "
+            "path must be an absolute URL path such as /api/dapadmin/etl/sse/logs/stream "
             "(letters, digits, '-', '_', '.', '~' between slashes)"
         )
     if path in RESERVED_PATHS or path.startswith(_RESERVED_PREFIXES):

@@ -404,12 +404,19 @@ async def test_streams_fail_over_to_a_gateway_that_answers(proxies, stack, uniqu
     assert re.search(r'logstream_proxy_gateway_up\{gateway="http://[^"]+"\} 0\.0', metrics)
 
 
-def test_the_proxy_passes_through_only_its_configured_routes(stack):
-    for path in ("/api/logs/stream", "/admin/logs/stats", "/api/dapadmin/other/sse/logs/stream"):
+def test_the_proxy_passes_through_only_its_configured_routes_and_the_gateways_read_paths(stack):
+    for path in ("/admin/logs/stats", "/api/dapadmin/other/sse/logs/stream"):
         answer = httpx.get(
             stack.proxy.url + path, params={"channels": "logs:etl:workspace123"}, timeout=DEADLINE_S
         )
         assert answer.status_code == 404, path
+    for path in ("/api/logs/stream", "/api/logs/history", "/api/logs/channels"):
+        answer = httpx.get(
+            stack.proxy.url + path,
+            params={"channels": "logs:etl:workspace123", "prefix": "logs:etl:workspace123"},
+            timeout=DEADLINE_S,
+        )
+        assert answer.status_code == 401, path  # the gateway's answer: no credential
     assert httpx.post(stack.proxy.url + "/test/logs", timeout=DEADLINE_S).status_code in (404, 405)
 
 

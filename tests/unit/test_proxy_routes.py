@@ -117,6 +117,7 @@ def test_services_outside_the_configured_set_are_refused_at_load():
         (one_route(path="/api/{w}"), "absolute URL path"),
         (one_route(path="/health"), "reserved"),
         (one_route(path="/static/app.js"), "reserved"),
+        (one_route(path="/api/logs/history"), "reserved"),
         (one_route(channel="etl:{w}"), "must start with 'logs:<service>:'"),
         (one_route(channel="logs:{service}:{w}"), "service is fixed"),
         (one_route(channel="logs:etl:{w}:{w}"), "names a parameter twice"),
