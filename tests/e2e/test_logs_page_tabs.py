@@ -11,6 +11,8 @@ import time
 import pytest
 from playwright.async_api import expect
 
+from tests.support.waiting import wait_until
+
 pytestmark = pytest.mark.browser
 
 # Bounds the wait for the gateway to see a closed tab's connection go (the proxy closes its
@@ -84,3 +86,33 @@ async def test_a_follower_that_joins_later_shows_the_leaders_history(
     more = await publish(records(channel, 1, "only the leader"))
     await leader.wait_rows(more)
     assert await follower.seqs() == earlier + live
+
+
+async def test_three_page_tabs_on_three_channels_use_one_gateway_connection(
+    new_context, logs_page, publish, records, gateway_stats, screenshot, unique_id
+):
+    """The page itself (not only its client module): three tabs, each on its own workflow,
+    stream over one connection, and each shows only its own workflow's rows."""
+    workflows = [f"{unique_id}-{n}" for n in range(3)]
+    channels = [f"logs:etl:workspace123:{workflow}" for workflow in workflows]
+    context = await new_context()
+    tabs = []
+    for workflow in workflows:
+        query = {"service": "etl", "workspace_id": "workspace123", "workflow_id": workflow}
+        tab = await logs_page(await context.new_page(), **query, connect="1")
+        await tab.wait_state("CONNECTED")
+        tabs.append(tab)
+
+    async def one_connection_with_all_three() -> bool:
+        stats = await gateway_stats()  # (earlier tests' streams are gone: their contexts closed)
+        return stats["connections"] == 1 and set(stats["channels"]) == set(channels)
+
+    await wait_until(one_connection_with_all_three, "one connection carrying the three channels")
+    sent = [await publish(records(channel, 2, f"for {channel}")) for channel in channels]
+    for tab, seqs in zip(tabs, sent):
+        await tab.wait_rows(seqs)
+    for tab, seqs in zip(tabs, sent):
+        assert await tab.seqs() == seqs  # its own rows only, once each
+    stats = await gateway_stats()
+    assert stats["connections"] == 1 and stats["users"] == 1
+    await screenshot(tabs[0].tab, "first-of-three-tabs")
