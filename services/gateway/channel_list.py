@@ -18,6 +18,7 @@ import msgspec
 from litestar.connection import ASGIConnection
 
 from logstream.services.gateway.source import LogSource
+from logstream.services.gateway.stream_request import parse_limit
 from logstream.shared.channels import (
     ChannelPattern,
     from_subject,
@@ -70,16 +71,12 @@ def parse_channels_request(connection: ASGIConnection, *, services) -> ChannelsR
         raise InvalidRequest(
             exc.message, details=[{"parameter": "prefix", "problem": exc.message}]
         ) from None
-    limit = connection.query_params.get("limit")
-    if limit is None or limit == "":
-        return ChannelsRequest(prefix, DEFAULT_CHANNELS_LIMIT)
-    digits = limit.isascii() and limit.isdigit() and len(limit) <= len(str(MAX_CHANNELS_LIMIT))
-    if not digits or not 1 <= int(limit) <= MAX_CHANNELS_LIMIT:
-        raise InvalidRequest(
-            f"limit {limit[:40]!r} must be an integer from 1 to {MAX_CHANNELS_LIMIT}",
-            details=[{"parameter": "limit", "problem": "out of range"}],
-        )
-    return ChannelsRequest(prefix, int(limit))
+    limit = parse_limit(
+        connection.query_params.get("limit"),
+        default=DEFAULT_CHANNELS_LIMIT,
+        maximum=MAX_CHANNELS_LIMIT,
+    )
+    return ChannelsRequest(prefix, limit)
 
 
 def _authorise(user: UserIdentity, prefix: tuple[str, ...]) -> None:

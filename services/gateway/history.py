@@ -12,10 +12,10 @@ were read, when the page is answered short with ``next_before`` set so the clien
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 
-from logstream.services.gateway.replay import STALL_TIMEOUT_S, tail_range
+from logstream.services.gateway.replay import ReplayStalled, read_range, tail_range
 from logstream.services.gateway.source import LogSource, StoredMessage, subject_matches
 from logstream.services.gateway.stream_request import HistoryRequest
 from logstream.services.gateway.subjects import covering_filters
@@ -86,43 +86,33 @@ async def read_history(
             ]
         kept[:0] = found
         if len(kept) >= request.limit:
+            page = kept[-request.limit :]
             older = len(kept) > request.limit or start > first
-            return _page(kept[-request.limit :], older=older)
+            return _page(page, page[0].seq if older else None)
         if start <= first:
             break  # the channels hold nothing older
         end = start - 1
         if scanned >= SCAN_BUDGET:
-            return HistoryPage([delivered_json(m.seq, m.data) for m in kept], start)
-    return _page(kept, older=False)
+            return _page(kept, start)
+    return _page(kept, None)
 
 
-def _page(kept: list[StoredMessage], *, older: bool) -> HistoryPage:
-    records = [delivered_json(message.seq, message.data) for message in kept]
-    return HistoryPage(records, kept[0].seq if older and kept else None)
+def _page(kept: list[StoredMessage], next_before: int | None) -> HistoryPage:
+    return HistoryPage([delivered_json(message.seq, message.data) for message in kept], next_before)
 
 
 async def _read_range(
-    source: LogSource, filters: Sequence[str], start: int, end: int, remaining: int
+    source: LogSource, filters: Sequence[str], start: int, end: int, count: int
 ) -> list[StoredMessage]:
-    """The ``remaining`` records of ``filters`` in ``[start, end]`` (counted), in order."""
+    """The ``count`` records of ``filters`` in ``[start, end]`` (counted), in order."""
     found: list[StoredMessage] = []
-    if remaining <= 0:
-        return found
-    follow = await source.follow(filters, start)
+    batches = read_range(source, filters, start, end, count, chunk=max(count, 1))
     try:
-        while remaining > 0:
-            try:
-                async with asyncio.timeout(STALL_TIMEOUT_S):
-                    batch = await follow.next_batch(remaining)
-            except TimeoutError:
-                raise BrokerUnavailable(
-                    f"the broker stopped answering with {remaining} records to read; retry"
-                ) from None
-            for message in batch:
-                if message.seq > end:
-                    return found
-                found.append(message)
-                remaining -= 1
-    finally:
-        await follow.close()
+        async with aclosing(batches):
+            async for batch in batches:
+                found.extend(batch)
+    except ReplayStalled:
+        raise BrokerUnavailable(
+            f"the broker stopped answering with {count - len(found)} records to read; retry"
+        ) from None
     return found

@@ -9,11 +9,12 @@ then the outbox: no gap and no duplicate at the seam, on any gateway instance (d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from logstream.services.gateway.source import LogSource
+from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.services.gateway.stream_request import StreamRequest
 from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 
@@ -21,6 +22,7 @@ __all__ = [
     "ReplayPlan",
     "ReplayStalled",
     "plan_replay",
+    "read_range",
     "replay_chunks",
     "tail_range",
     "tail_start",
@@ -123,26 +125,58 @@ async def replay_chunks(
     """
     after = await source.count_from(filters, plan.end_seq + 1)
     remaining = await source.count_from(filters, plan.start_seq, plan.start_time) - after
-    if remaining <= 0:
+    batches = read_range(
+        source,
+        filters,
+        plan.start_seq,
+        plan.end_seq,
+        remaining,
+        start_time=plan.start_time,
+        chunk=CHUNK_FRAMES,
+        on_read=on_read,
+    )
+    async with aclosing(batches):
+        async for batch in batches:
+            frames = [
+                encode_record(message)
+                for message in batch
+                if not sub.filtered or sub.accepts(FILTER_VIEW.decode(message.data))
+            ]
+            if frames:
+                yield b"".join(frames)
+
+
+async def read_range(
+    source: LogSource,
+    filters: Sequence[str],
+    start_seq: int,
+    end_seq: int,
+    count: int,
+    *,
+    start_time: datetime | None = None,
+    chunk: int,
+    on_read: Callable[[int], None] = lambda count: None,
+) -> AsyncGenerator[list[StoredMessage], None]:
+    """The ``count`` records of ``filters`` (counted beforehand) from ``start_seq`` (or
+    ``start_time``) up to ``end_seq``, in order, at most ``chunk`` at a time, read with a
+    short-lived ordered consumer. Reading stops at ``count`` or at the first record past
+    ``end_seq``; a broker that delivers nothing for ``STALL_TIMEOUT_S`` raises
+    ``ReplayStalled``. ``on_read`` counts every record taken from the broker."""
+    if count <= 0:
         return
-    follow = await source.follow(filters, plan.start_seq, plan.start_time)
+    remaining = count
+    follow = await source.follow(filters, start_seq, start_time)
     try:
         while remaining > 0:
             try:
                 async with asyncio.timeout(STALL_TIMEOUT_S):
-                    batch = await follow.next_batch(min(CHUNK_FRAMES, remaining))
+                    batch = await follow.next_batch(min(chunk, remaining))
             except TimeoutError:
                 raise ReplayStalled(f"replay stalled with {remaining} records to go") from None
             on_read(len(batch))
-            frames = []
-            for message in batch:
-                if message.seq > plan.end_seq:
-                    remaining = 0
-                    break
-                remaining -= 1
-                if not sub.filtered or sub.accepts(FILTER_VIEW.decode(message.data)):
-                    frames.append(encode_record(message))
-            if frames:
-                yield b"".join(frames)
+            kept = [message for message in batch if message.seq <= end_seq]  # (in seq order)
+            remaining = remaining - len(kept) if len(kept) == len(batch) else 0
+            if kept:
+                yield kept
     finally:
         await follow.close()

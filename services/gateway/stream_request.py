@@ -31,6 +31,7 @@ __all__ = [
     "StreamRequest",
     "authorise",
     "parse_history_request",
+    "parse_limit",
     "parse_stream_request",
 ]
 
@@ -157,12 +158,13 @@ def _seq(name: str, value: str | None) -> int | None:
     return int(value)
 
 
-def _limit(value: str | None) -> int:
+def parse_limit(value: str | None, *, default: int, maximum: int) -> int:
+    """A ``limit`` parameter (history pages, the channel list): 1 to ``maximum``."""
     if value is None or value == "":
-        return DEFAULT_HISTORY_LIMIT
-    if not _digits(value) or len(value) > 4 or not 1 <= int(value) <= MAX_HISTORY_LIMIT:
+        return default
+    if not _digits(value) or len(value) > len(str(maximum)) or not 1 <= int(value) <= maximum:
         raise InvalidRequest(
-            f"limit {value[:40]!r} must be an integer from 1 to {MAX_HISTORY_LIMIT}",
+            f"limit {value[:40]!r} must be an integer from 1 to {maximum}",
             details=[{"parameter": "limit", "problem": "out of range"}],
         )
     return int(value)
@@ -186,7 +188,11 @@ def parse_history_request(
     return HistoryRequest(
         patterns=_channels(connection, services, max_channels),
         before=_seq("before", connection.query_params.get("before")),
-        limit=_limit(connection.query_params.get("limit")),
+        limit=parse_limit(
+            connection.query_params.get("limit"),
+            default=DEFAULT_HISTORY_LIMIT,
+            maximum=MAX_HISTORY_LIMIT,
+        ),
         min_level=_level(connection.query_params.get("level")),
         query=_query(connection),
         where=_where(connection),

@@ -159,14 +159,14 @@ def stream_operation(route: Route) -> type[Operation]:
         def __post_init__(self) -> None:
             self.parameters = list(parameters)
             document_stream_answers(self.responses)
-            answer = (self.responses or {}).get("502")
-            if isinstance(answer, OpenAPIResponse):  # Litestar's own, never a Reference
-                answer.headers = {"Retry-After": RETRY_AFTER}
+            _retry_after_on_refusals(self.responses)
 
     return RouteStreamOperation
 
 
 def _retry_after_on_refusals(responses: dict[str, Any] | None) -> None:
+    """The proxy's own refusals (no gateway reachable, or none answering in time) carry
+    ``Retry-After``, where they are documented."""
     for status in ("502", "504"):
         answer = (responses or {}).get(status)
         if isinstance(answer, OpenAPIResponse):  # Litestar's own, never a Reference
