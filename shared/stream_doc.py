@@ -34,6 +34,7 @@ __all__ = [
     "CHANNELS_RESPONSES",
     "DEFAULT_CHANNELS_LIMIT",
     "DEFAULT_HISTORY_LIMIT",
+    "DEFAULT_MAX_CHANNELS",
     "HISTORY_PARAMETERS",
     "HISTORY_RESPONSES",
     "MAX_CHANNELS_LIMIT",
@@ -53,7 +54,8 @@ __all__ = [
 ]
 
 _SEGMENT = "[A-Za-z0-9_-]{1,64}"
-# The most channels the gateway's max_channels setting may allow on one stream.
+# The gateway's max_channels setting: its default, and the most it may allow on one stream.
+DEFAULT_MAX_CHANNELS = 20
 MAX_CHANNELS_SETTING = 1000
 # History on connect is for catching up a screen, not for bulk export.
 MAX_TAIL = 10_000

@@ -9,7 +9,7 @@ from msgspec import Meta
 from logstream.shared.errors import SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.settings import ServiceSettings, env_name
-from logstream.shared.stream_doc import MAX_CHANNELS_SETTING
+from logstream.shared.stream_doc import DEFAULT_MAX_CHANNELS, MAX_CHANNELS_SETTING
 from logstream.shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file, secret_key
 
 __all__ = ["Settings"]
@@ -74,7 +74,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     ] = DEFAULT_RETRY_MS
     max_channels: Annotated[
         int, Meta(ge=1, le=MAX_CHANNELS_SETTING, description="most channels on one stream")
-    ] = 20
+    ] = DEFAULT_MAX_CHANNELS
     max_connections_per_user: Annotated[
         int, Meta(ge=1, description="open streams one user may hold")
     ] = 32

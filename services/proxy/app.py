@@ -53,7 +53,7 @@ from logstream.services.proxy.settings import Settings
 from logstream.shared.api_doc import complete_document
 from logstream.shared.errors import BrokerUnavailable, InvalidRequest, LogstreamError
 from logstream.shared.identities import DEV_USER_TOKEN_TTL_S, DEV_USERS
-from logstream.shared.stream_doc import MAX_CHANNELS_SETTING, STREAM_SECURITY, channel_schemas
+from logstream.shared.stream_doc import DEFAULT_MAX_CHANNELS, STREAM_SECURITY, channel_schemas
 from logstream.shared.user_tokens import DEV_USER_ROLES, UserTokens
 from logstream.shared.web import EXCEPTION_HANDLERS, ServiceState, service_routes
 
@@ -125,8 +125,10 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=openapi_config(settings.dev),
         logging_config=None,  # keep the process's JSON logging (logstream.shared.structured_logging)
     )
-    # The gateway's channel limit is its own setting: the proxy documents the most it may be.
-    complete_document(app, channel_schemas(settings.service_names, MAX_CHANNELS_SETTING))
+    # The gateway's channel limit is its own setting; the proxy documents its default, as the
+    # channels parameter's description does (a bound of 1,000 had schemathesis build URLs past
+    # what a client can send).
+    complete_document(app, channel_schemas(settings.service_names, DEFAULT_MAX_CHANNELS))
     app.state.service = service
     app.state.proxy = proxy
     return app
