@@ -34,7 +34,7 @@ from logstream.services.gateway.hub import Hub
 from logstream.services.gateway.live import NatsLiveFeed
 from logstream.services.gateway.metrics import GatewayMetrics
 from logstream.services.gateway.outbox import Outbox
-from logstream.services.gateway.replay import plan_replay
+from logstream.services.gateway.replay import plan_replay, start_after_client
 from logstream.services.gateway.settings import Settings
 from logstream.services.gateway.source import NatsLogSource
 from logstream.services.gateway.sse_answer import SseAnswer
@@ -157,6 +157,8 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         raise
     try:
         plan = await plan_replay(source, wanted, covering_filters(sub.subjects), cursor)
+        if plan is None:
+            cursor = await start_after_client(source, sub, wanted.last_event_id, cursor)
     except BaseException:
         hub.unsubscribe(sub)
         _release(gateway, user.user_id)

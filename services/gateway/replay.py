@@ -24,6 +24,7 @@ __all__ = [
     "plan_replay",
     "read_range",
     "replay_chunks",
+    "start_after_client",
     "tail_range",
     "tail_start",
 ]
@@ -70,6 +71,28 @@ async def plan_replay(
     if request.since is not None:
         return ReplayPlan(start, end_seq, start_time=request.since)
     return ReplayPlan(start, end_seq)
+
+
+async def start_after_client(
+    source: LogSource, sub: Subscription, last_event_id: int | None, cursor: int
+) -> int:
+    """Where a resumed connection starts: after ``cursor`` (where this gateway's reading
+    stands), or after the client's own cursor when that is further on.
+
+    A client can be ahead of the gateway it reconnects to: that gateway's hub may still be
+    catching up (its broker link dropped, or it is busy), and the records it reads up to the
+    client's cursor the client already has. The client's cursor counts only as far as the
+    stream's last record, so a cursor from a recreated stream cannot silence the connection;
+    the broker is asked only in this rare case.
+    """
+    if last_event_id is None or last_event_id <= cursor:
+        return cursor
+    _, last = await source.bounds()
+    ahead = min(last_event_id, last)
+    if ahead <= cursor:
+        return cursor
+    sub.start_after(ahead)
+    return ahead
 
 
 async def tail_start(

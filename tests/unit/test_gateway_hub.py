@@ -337,3 +337,31 @@ async def test_records_fanned_out_during_the_stream_check_are_not_taken_for_a_re
     hub.source.identity = identity_while_records_arrive
     await hub.check_stream()
     assert not sub.outbox.overflowed
+
+
+async def test_a_client_ahead_of_a_lagging_hub_resumes_after_its_own_cursor(hub):
+    """A client reconnecting to a gateway whose hub is still catching up (its link dropped)
+    must not be sent again what it already holds, nor be silenced by a cursor past the end."""
+    from logstream.services.gateway.replay import start_after_client
+
+    watcher = subscription("logs:etl:ws1:a")  # the channel is followed already
+    await hub.subscribe(watcher)
+    first = await publish(hub.source, "logs:etl:ws1:a")
+    await frames_of(watcher, 1)
+    hub.live.drop_next = 1_000  # the link is down: this hub falls behind the stream
+    held = [await publish(hub.source, "logs:etl:ws1:a") for _ in range(5)]
+
+    resumed = subscription("logs:etl:ws1:a")  # got them all from another gateway
+    cursor = await hub.subscribe(resumed)
+    assert cursor == first  # the hub's own position: behind the client
+    assert await start_after_client(hub.source, resumed, held[-1], cursor) == held[-1]
+    bogus = subscription("logs:etl:ws1:a")  # a cursor from a stream since recreated
+    cursor = await hub.subscribe(bogus)
+    assert await start_after_client(hub.source, bogus, 10**9, cursor) == held[-1]
+
+    hub.live.drop_next = 0
+    hub.live.missed()  # the hub catches up from the stream...
+    later = await publish(hub.source, "logs:etl:ws1:a")
+    assert await frames_of(resumed, 1) == [later]  # ...and the client gets only what is new
+    assert await frames_of(bogus, 1) == [later]
+    assert await frames_of(watcher, 6) == [*held, later]
