@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.cases.fanout import P99_LIMIT_MS, step_problem
 from bench.report_sections import (
@@ -22,6 +23,10 @@ __all__ = ["Results", "render"]
 # The performance targets, on this machine.
 IDLE_KIB_TARGET = 15
 INGEST_TARGET = 50_000
+# Durable ingest (sync_interval: always): records/s in HTTP batches of 1,000 on one node, and
+# its share of the lazy figure of the same run.
+DURABLE_TARGET = 25_000
+DURABLE_SHARE_TARGET = 0.40
 OTLP_TARGET = 30_000
 GZIP_SHARE_TARGET = 0.80
 P99_TARGET_MS = 10.0
@@ -43,6 +48,7 @@ class Results:
     profile: object = None
     channels: list = field(default_factory=list)
     history: object = None
+    fsync_floor: object = None
     plot: str = ""
     errors: dict = field(default_factory=dict)
     duration_s: float = 0.0
@@ -99,6 +105,7 @@ def summary(results: Results) -> list[str]:
         f"| - | {_verdict(None if batches is None else batches >= INGEST_TARGET)} |"
     )
     rows += _shipper_rows(results.ingest)
+    rows += _durable_rows(results.ingest)
     ours_lat = _by_name(results.latency, "Logstream 1 gateway, via HTTP ingest")
     nchan_lat = _by_name(results.latency, "Nchan 1 worker")
     rows.append(
@@ -120,6 +127,29 @@ def summary(results: Results) -> list[str]:
 
 def _ingest_way(results: list, starts: str):
     return next((r for r in results if r.way.startswith(starts)), None)
+
+
+def durable_share(ingest: list) -> tuple[float | None, float | None]:
+    """Durable records/s (HTTP batches of 1,000, 4 in flight, sync_interval: always) and its
+    share of the lazy figure of the same way in the same run."""
+    lazy = _ingest_way(ingest, "HTTP, batches of 1,000, 4 in flight")
+    durable = _ingest_way(
+        ingest, "HTTP, batches of 1,000, 4 in flight, broker with sync_interval: always"
+    )
+    if durable is None:
+        return None, None
+    return durable.rate, durable.rate / lazy.rate if lazy and lazy.rate else None
+
+
+def _durable_rows(ingest: list) -> list[str]:
+    rate, share = durable_share(ingest)
+    return [
+        f"| durable ingest (sync_interval: always) >= {DURABLE_TARGET:,} records/s, HTTP "
+        f"batches of 1,000 | {_num(rate)} | - | - | "
+        f"{_verdict(None if rate is None else rate >= DURABLE_TARGET)} |",
+        f"| durable ingest >= {DURABLE_SHARE_TARGET:.0%} of lazy, same run | {_num(share, 2)} "
+        f"| - | - | {_verdict(None if share is None else share >= DURABLE_SHARE_TARGET)} |",
+    ]
 
 
 def _shipper_rows(ingest: list) -> list[str]:
@@ -262,6 +292,32 @@ def _efficiency_lines(results: Results) -> list[str]:
     return rows
 
 
+def durability_lines(ingest: list, floor) -> list[str]:
+    """The fsync floor of the store's disk beside the lazy and durable figures of this run."""
+    if floor is None:
+        return []
+    rate, share = durable_share(ingest)
+    lines = [
+        "",
+        "### Durable ingest: the fsync floor",
+        "",
+        f"{floor.writes} appends of 4 KiB, each followed by fsync, on the durable broker's "
+        f"disk (`{Path(floor.directory).name}/` in the bench's work dir): p50 "
+        f"{floor.p50_ms:.3f} ms, p99 {floor.p99_ms:.3f} ms, so **{floor.per_second:,.0f} "
+        f"fsyncs/s**. One fsync per record would allow {floor.per_second:,.0f} records/s; one "
+        f"per batch of 1,000 (an atomic batch), {floor.records_per_second(1000):,.0f} "
+        "records/s, one batch at a time.",
+    ]
+    if rate is not None:
+        lines += [
+            "",
+            f"Durable ingest (broker with `sync_interval: always`, ingest writing each request "
+            f"as one atomic batch), HTTP batches of 1,000, 4 in flight: **{rate:,.0f} "
+            f"records/s**, {_num(share, 2)} of the lazy figure above (same run).",
+        ]
+    return lines
+
+
 def render(results: Results) -> str:
     machine = results.machine
     lines = [
@@ -289,6 +345,7 @@ def render(results: Results) -> str:
         *memory_section(results.memory),
         "",
         *ingest_section(results.ingest),
+        *durability_lines(results.ingest, results.fsync_floor),
         "",
         *flood_section(results.flood, results.settings),
         "",

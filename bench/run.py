@@ -29,7 +29,7 @@ from bench.cases.channels import channels_case
 from bench.cases.fanout import fanout_ramp
 from bench.cases.flood import flood_case
 from bench.cases.history import history_case
-from bench.cases.ingest import ingest_case
+from bench.cases.ingest import fsync_floor, ingest_case
 from bench.cases.latency import latency_case
 from bench.cases.memory import memory_case
 from bench.cases.replay import replay_case
@@ -258,6 +258,15 @@ async def _fanout(args, results: Results, systems) -> None:
 async def _ingest(args, results: Results, stack, workdir: Path) -> None:
     synced = None
     if not (args.quick or args.no_fsync_case):
+        # The floor first, on the disk the durable broker's store is on, with nothing else
+        # of the bench running.
+        results.fsync_floor = fsync_floor(workdir / "synced")
+        floor = results.fsync_floor
+        print(
+            f"   fsync floor: p50 {floor.p50_ms:.3f} ms, p99 {floor.p99_ms:.3f} ms "
+            f"({floor.per_second:,.0f} fsyncs/s)",
+            flush=True,
+        )
         synced = LogstreamStack(workdir / "synced", gateways=0, sync_always=True).start()
     try:
         results.ingest = await ingest_case(stack, args.ingest_s, synced_stack=synced)

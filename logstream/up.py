@@ -23,6 +23,7 @@ import argparse
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,6 +92,7 @@ class LocalStack:
         self.plan, self.stop_request = plan, stop
         self.children: list[Child] = []
         self.began = time.monotonic()
+        self.monitor_url: str | None = None  # the embedded broker's, once it runs
 
     def start(self) -> None:
         try:
@@ -140,6 +142,9 @@ class LocalStack:
             store_dir=plan.data_dir / "nats",
             sync_always=plan.sync_always,
             host=plan.host,
+            # Its monitoring endpoint, where the services read the broker's durability from;
+            # any free port on loopback (nothing else uses it).
+            monitor_port=_free_loopback_port(),
         )
         with open(log_path, "wb") as log_file:
             try:
@@ -151,6 +156,7 @@ class LocalStack:
                 raise StartFailed(f"nats-server did not start: {exc}", failed) from None
         assert broker.process is not None  # start() returned: it launched the server
         self.children.append(Child("nats", broker.process, log_path))
+        self.monitor_url = broker.monitor_url
         _say(f"  nats       listening on {plan.broker_url} (store {plan.data_dir / 'nats'})")
 
     def _start_cluster(self) -> None:
@@ -204,6 +210,7 @@ class LocalStack:
             str(self.plan.ports[role]),
             "--nats-url",
             self.plan.broker_url,
+            *(["--nats-monitor-url", self.monitor_url] if self.monitor_url else []),
             *extra,
         ]
         return self._spawn(role, command)
@@ -327,6 +334,7 @@ def banner(plan: Plan) -> str:
             f"    curl -X POST {ingest}/api/logs/publish -H 'Authorization: Bearer "
             f"{DEMO_SERVICE_TOKEN}' -H 'Content-Type: application/json' -d '{record}'",
             *_broker_lines(plan),
+            durability_line(plan),
             f"  Data dir:    {where}",
             f"  Logs:        {plan.log_dir}/<service>.log (warnings and errors also shown here)",
             "Ctrl-C to stop.",
@@ -360,6 +368,31 @@ def _broker_lines(plan: Plan) -> list[str]:
     lines.append(f"  Gateways:    {plan.copies('gateway')}, behind the proxy")
     lines += [f"    {role:<11}{plan.url(role)}" for role in plan.roles("gateway")]
     return lines + producer
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def durability_line(plan: Plan) -> str:
+    """What a 202 survives with this plan's broker, said at start."""
+    if plan.nats_url:
+        return "  Durability:  as your broker gives it (GET /ready on ingest says which)"
+    if plan.clustered:
+        return (
+            f"  Durability:  replicated: a record is acknowledged once {plan.nodes // 2 + 1} "
+            f"of {plan.nodes} nodes hold it"
+        )
+    if plan.sync_always:
+        return (
+            "  Durability:  fsync: the broker syncs every batch to disk before ingest answers 202"
+        )
+    return (
+        "  Durability:  lazy (development): the broker syncs every 2 minutes, so a power "
+        "failure loses what was acknowledged since; --sync-always for fsync"
+    )
 
 
 def _say(text: str) -> None:

@@ -121,6 +121,13 @@ def document_readiness(paths: dict[str, Any] | None) -> None:
             "ready": {"type": "boolean"},
             "service": {"type": "string"},
             "reason": {"type": "string"},
+            # ingest, gateway, proxy (logstream.shared.durability): what a 202 survives
+            "durability": {"type": "string", "enum": ["fsync", "replicated", "lazy", "unknown"]},
+            "broker_sync": {"type": ["string", "null"]},
+            "stream_replicas": {"type": ["integer", "null"]},
+            "durability_problem": {"type": "string"},
+            # gateway: where its user-token keys come from, and whether they are fresh
+            "user_keys": {"type": "object"},
         },
     }
     for status, text in (

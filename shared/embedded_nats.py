@@ -69,6 +69,7 @@ def _config(
     server_name: str | None = None,
     cluster: dict | None = None,
     extra_users: Sequence[Mapping[str, Any]] = (),
+    monitor_port: int | None = None,
 ) -> str:
     jetstream = {"store_dir": str(store_dir)}
     if sync_always:
@@ -79,6 +80,10 @@ def _config(
         "jetstream": jetstream,
         "authorization": {"users": dev_users(extra_users)},
     }
+    if monitor_port is not None:
+        # Monitoring (/varz: the JetStream config services read their durability from) on
+        # loopback only: it is not authenticated.
+        config["http"] = f"{_route_bind(host)}:{monitor_port}"
     if server_name:  # clustered JetStream requires one, unique in the cluster
         config["server_name"] = server_name
     if cluster:
@@ -137,6 +142,7 @@ class EmbeddedNats:
         routes: Sequence[str] = (),
         server_name: str | None = None,
         extra_users: Sequence[Mapping[str, Any]] = (),
+        monitor_port: int | None = None,
     ) -> None:
         if (cluster_name is None) != (cluster_port is None):
             raise ValueError("a cluster node needs both cluster_name and cluster_port")
@@ -147,6 +153,7 @@ class EmbeddedNats:
         self.routes = tuple(routes)
         self.server_name = server_name
         self.extra_users = tuple(extra_users)
+        self.monitor_port = monitor_port
         self.process: subprocess.Popen | None = None
 
     @property
@@ -170,6 +177,14 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def monitor_url(self) -> str | None:
+        """nats-server's monitoring endpoint (``/varz``), when it has one."""
+        if self.monitor_port is None:
+            return None
+        bind = _route_bind(self.host)
+        return f"http://{f'[{bind}]' if ':' in bind else bind}:{self.monitor_port}"
+
     def url_as(self, user_pass: tuple[str, str]) -> str:
         """The URL with a user's credentials, e.g. ``url_as(DEV_NATS_PRODUCER)``. A client of
         a role's user also needs that role's ``inbox_prefix`` to receive replies."""
@@ -192,6 +207,7 @@ class EmbeddedNats:
                 server_name=self.server_name,
                 cluster=self._cluster_block(),
                 extra_users=self.extra_users,
+                monitor_port=self.monitor_port,
             )
         )
         self.log_path = self.store_dir / "nats-server.log"

@@ -60,6 +60,13 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = ""
     nats_password: Annotated[str, Meta(description="NATS password of nats_user")] = ""
+    nats_monitor_url: Annotated[
+        str,
+        Meta(
+            description="nats-server monitoring URL(s), comma-separated (http://host:8222): "
+            "where /ready reads the broker's durability from (fsync, replicated, lazy)"
+        ),
+    ] = ""
     nats_creds_file: Annotated[
         str, Meta(description="NATS .creds file (user JWT and nkey seed), instead of nats_user")
     ] = ""
@@ -89,6 +96,10 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     @property
+    def nats_monitor_urls(self) -> list[str]:
+        return [url.strip() for url in self.nats_monitor_url.split(",") if url.strip()]
+
+    @property
     def service_names(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.services.split(",") if name.strip())
 
@@ -100,6 +111,13 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"invalid setting services ({env_name('services')}): {self.services!r} must be "
                 "a comma-separated list of channel segments"
             )
+        for url in self.nats_monitor_urls:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise SettingsError(
+                    f"invalid setting nats_monitor_url ({env_name('nats_monitor_url')}): "
+                    f"{url!r} is not an http(s)://host:port URL"
+                )
         self._check_nats_login()
 
     def _check_nats_login(self) -> None:

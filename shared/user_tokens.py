@@ -4,21 +4,31 @@ The gateway authorises from the verified token alone; ``workspaces: ["*"]`` read
 workspace, and the ``admin`` role (``roles: [..., "admin"]`` or ``role: "admin"``) opens the
 admin routes. Reading everything and administering are separate rights.
 
-One verification key, and the algorithm allow-list follows from it, never from the token:
+The verification keys form a ``KeySet``, and each key's algorithm follows from the key, never
+from the token:
 
 - a shared secret (``LOGSTREAM_JWT_SECRET``): HS256 only;
-- an RSA public key (``LOGSTREAM_JWT_PUBLIC_KEY_FILE``): RS256 only;
-- an EC P-256 public key (same setting): ES256 only.
+- an RSA public key (``LOGSTREAM_JWT_PUBLIC_KEY_FILE``, PEM): RS256 only;
+- an EC P-256 public key (same setting): ES256 only;
+- a JWKS (a JSON document of public keys, in that file or fetched by the gateway from
+  ``LOGSTREAM_JWT_JWKS_URL``): RS256, ES256 or EdDSA per key, as its ``alg`` says or its
+  ``kty``/``crv`` imply. A token names its key with the ``kid`` header; a symmetric (``oct``)
+  or private key in a JWKS is refused, so no HMAC algorithm is ever accepted from one.
 
 So ``alg: none``, another HMAC size, an RS256 token where only a secret is configured, or an
 HS256 token "signed" with the public key's PEM (algorithm confusion) never verify.
+
+This module ships in the client package (``logstream tail`` signs dev tokens with it), which
+has PyJWT without ``cryptography``: the public-key parts import it where they are used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +42,17 @@ __all__ = [
     "ADMIN_ROLE",
     "DEFAULT_LEEWAY_S",
     "DEV_USER_ROLES",
+    "JWKS_ALGORITHMS",
     "MIN_SECRET_BYTES",
+    "KeySet",
+    "KeyWatch",
+    "UnknownSigningKey",
     "UserIdentity",
     "UserTokens",
     "VerificationKey",
+    "key_set_from_jwks",
     "public_key_from_pem",
+    "read_key_file",
     "read_public_key_file",
     "secret_key",
 ]
@@ -53,21 +69,138 @@ MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
 # A user id longer than this is not an id but a payload (it lands in logs, stats and events).
 MAX_SUBJECT_CHARS = 256
+# The algorithms a JWKS key may carry: what the identity providers sign with (Keycloak, Auth0,
+# Okta and Entra default to RS256), all asymmetric. Never an HMAC one: a JWKS is public.
+JWKS_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+# A JWKS holds a handful of keys (current, next, previous); more is a misconfigured endpoint,
+# and each key costs a parse on every refresh.
+MAX_JWKS_KEYS = 100
+# A kid names a key; a longer one is not a name but a payload (it lands in messages and logs).
+MAX_KID_CHARS = 256
 _SECRET_SETTING = "jwt_secret (LOGSTREAM_JWT_SECRET)"
 _KEY_SETTING = "jwt_public_key_file (LOGSTREAM_JWT_PUBLIC_KEY_FILE)"
 
 
 @dataclass(frozen=True, slots=True)
 class VerificationKey:
-    """The key user tokens are checked with, and the one algorithm it allows."""
+    """A key user tokens are checked with, the one algorithm it allows, and its ``kid``."""
 
     key: Any  # the HS256 secret (str) or a ``cryptography`` public key object
     algorithm: str
+    kid: str | None = None
+    # What the key is, whatever it is called: an open stream remembers it, and ends once its
+    # key has left the key set (a kid may be reused for other key material; this may not).
+    fingerprint: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", _fingerprint(self.key))
 
     @property
     def signs(self) -> bool:
         """Only a shared secret can also issue tokens (dev mode, tests)."""
         return self.algorithm == "HS256"
+
+
+def _fingerprint(key: Any) -> str:
+    """SHA-256 of the secret, or of the public key's DER SubjectPublicKeyInfo; kept in memory
+    only (``UserIdentity.key_id``), never shown."""
+    if isinstance(key, str):
+        material = b"secret:" + key.encode()
+    else:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        material = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(material).hexdigest()
+
+
+class UnknownSigningKey(Unauthenticated):
+    """The token names (by ``kid``) a key the gateway does not hold: not published yet, or
+    withdrawn. A gateway reading a JWKS endpoint fetches it again once before refusing."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(
+            f"the user token's signing key (kid {kid!r}) is not one of this gateway's keys: "
+            "it was withdrawn or is not published yet; get a fresh token",
+            rule="jwt_unknown_key",
+        )
+        self.kid = kid
+
+
+class KeySet:
+    """The keys user tokens may be signed with, chosen by the token's ``kid`` header.
+
+    One key is used for every token, whatever its kid says, when it has no kid itself (a
+    secret, a PEM key, a one-key JWKS without kids); a one-key set whose key has a kid takes a
+    token without a kid too. With several keys a token must name its key: trying each in turn
+    would make every token cost several signature checks and blur which key signed it.
+    """
+
+    __slots__ = ("_by_kid", "_fingerprints", "keys", "skipped")
+
+    def __init__(self, keys: Sequence[VerificationKey], *, skipped: Sequence[str] = ()) -> None:
+        if not keys:
+            raise ValueError("a key set holds at least one key")
+        self.keys = tuple(keys)
+        # Notes on the JWKS members that were left out (not a signing key, an algorithm not
+        # accepted): logged by the gateway, so an operator sees why a kid is unknown.
+        self.skipped = tuple(skipped)
+        self._by_kid: dict[str, VerificationKey] = {}
+        for key in self.keys:
+            if key.kid is not None:
+                self._by_kid.setdefault(key.kid, key)
+        self._fingerprints = frozenset(key.fingerprint for key in self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def kids(self) -> list[str]:
+        return sorted(self._by_kid)
+
+    @property
+    def needs_kid(self) -> bool:
+        """Whether the token's header must be read to choose (not for one key without a kid:
+        the gateway with a secret or a PEM key skips that work)."""
+        return len(self.keys) > 1 or self.keys[0].kid is not None
+
+    def select(self, kid: str | None) -> VerificationKey:
+        if len(self.keys) == 1:
+            only = self.keys[0]
+            if kid is None or only.kid is None or only.kid == kid:
+                return only
+            raise UnknownSigningKey(kid)
+        if kid is None:
+            raise Unauthenticated(
+                f"the user token has no 'kid' header; this gateway holds {len(self.keys)} keys "
+                "and takes the token's kid to choose one",
+                rule="jwt_invalid",
+            )
+        try:
+            return self._by_kid[kid]
+        except KeyError:
+            raise UnknownSigningKey(kid) from None
+
+    def holds(self, fingerprint: str) -> bool:
+        return fingerprint in self._fingerprints
+
+
+class KeyWatch:
+    """Whether the key that verified a stream's token is still held. An open stream asks at
+    every wake; this costs an identity comparison until the key set is replaced."""
+
+    __slots__ = ("_fingerprint", "_held", "_seen", "_tokens")
+
+    def __init__(self, tokens: UserTokens, fingerprint: str) -> None:
+        self._tokens = tokens
+        self._fingerprint = fingerprint
+        self._seen = tokens.keys
+        self._held = self._seen.holds(fingerprint)
+
+    def held(self) -> bool:
+        keys = self._tokens.keys
+        if keys is not self._seen:
+            self._seen, self._held = keys, keys.holds(self._fingerprint)
+        return self._held
 
 
 def secret_key(secret: str) -> VerificationKey:
@@ -115,14 +248,126 @@ def public_key_from_pem(pem: bytes, *, where: str = "") -> VerificationKey:
     )
 
 
-def read_public_key_file(path: str) -> VerificationKey:
+def _read(path: str) -> bytes:
     try:
-        pem = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise SettingsError(
             f"invalid setting {_KEY_SETTING}: cannot read {path!r} ({exc.strerror or exc})"
         ) from None
-    return public_key_from_pem(pem, where=f" ({path})")
+
+
+def read_public_key_file(path: str) -> VerificationKey:
+    return public_key_from_pem(_read(path), where=f" ({path})")
+
+
+def read_key_file(path: str) -> KeySet:
+    """``LOGSTREAM_JWT_PUBLIC_KEY_FILE``: a JWKS (JSON, several keys chosen by kid: for setups
+    without a reachable JWKS endpoint) or one PEM public key or certificate."""
+    content = _read(path)
+    if content.lstrip().startswith(b"{"):
+        return key_set_from_jwks(content, source=f"invalid setting {_KEY_SETTING} ({path})")
+    return KeySet([public_key_from_pem(content, where=f" ({path})")])
+
+
+def key_set_from_jwks(document: bytes | str, *, source: str) -> KeySet:
+    """The signing keys of a JWKS (RFC 7517 section 5), parsed with PyJWT's ``PyJWK``.
+
+    Members that cannot sign user tokens here are left out with a note (``KeySet.skipped``)
+    rather than failing the whole set: identity providers publish encryption keys and keys of
+    other algorithms beside their signing keys. A set without one usable key raises
+    ``SettingsError`` starting with ``source`` (which names the setting and where the document
+    came from) and saying why each member was left out.
+    """
+    try:
+        parsed = json.loads(document)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{source}: not JSON ({exc})") from None
+    members = parsed.get("keys") if isinstance(parsed, dict) else None
+    if not isinstance(members, list):
+        raise SettingsError(f"{source}: not a JWKS (a JSON object with a 'keys' list)")
+    if len(members) > MAX_JWKS_KEYS:
+        raise SettingsError(f"{source}: {len(members)} keys; a JWKS may hold {MAX_JWKS_KEYS}")
+    keys: list[VerificationKey] = []
+    skipped: list[str] = []
+    seen: set[str] = set()
+    for index, member in enumerate(members):
+        name = _member_name(member, index)
+        try:
+            key = _jwk_key(member)
+        except ValueError as why:
+            skipped.append(f"{name}: {why}")
+            continue
+        if key.kid is not None:
+            if key.kid in seen:
+                skipped.append(f"{name}: its kid is used by an earlier key, which is the one used")
+                continue
+            seen.add(key.kid)
+        keys.append(key)
+    if not keys:
+        reasons = "; ".join(skipped) if skipped else "the 'keys' list is empty"
+        raise SettingsError(f"{source}: no usable signing key ({reasons})")
+    return KeySet(keys, skipped=skipped)
+
+
+def _member_name(member: Any, index: int) -> str:
+    kid = member.get("kid") if isinstance(member, dict) else None
+    if isinstance(kid, str):
+        return f"key {index} (kid {kid[:MAX_KID_CHARS]!r})"
+    return f"key {index}"
+
+
+def _jwk_key(jwk: Any) -> VerificationKey:
+    """One JWK as a verification key, or ``ValueError`` saying why it cannot be one."""
+    from jwt import PyJWK, PyJWTError
+
+    if not isinstance(jwk, dict):
+        raise ValueError("not a JSON object")
+    kty = jwk.get("kty")
+    if kty == "oct":
+        raise ValueError(
+            "a symmetric (oct) key is a shared secret; a JWKS may only publish public keys"
+        )
+    if "d" in jwk:
+        raise ValueError("it holds private key material; publish the public key only")
+    use = jwk.get("use")
+    if use is not None and use != "sig":
+        raise ValueError(f"its use is {use!r}, not 'sig'")
+    kid = jwk.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not 1 <= len(kid) <= MAX_KID_CHARS):
+        raise ValueError(f"its kid must be a string of 1-{MAX_KID_CHARS} characters")
+    alg = jwk.get("alg")
+    if alg is not None and alg not in JWKS_ALGORITHMS:
+        raise ValueError(f"alg {str(alg)[:32]!r} is not accepted ({', '.join(JWKS_ALGORITHMS)})")
+    try:
+        parsed = PyJWK(jwk)
+    except PyJWTError as exc:
+        raise ValueError(f"not a usable JWK ({exc})") from None
+    algorithm = parsed.algorithm_name
+    if algorithm not in JWKS_ALGORITHMS:  # derived from kty/crv: P-384 is ES384, and so on
+        raise ValueError(f"its key type implies {algorithm}, which is not accepted")
+    _check_strength(parsed.key, algorithm)
+    return VerificationKey(parsed.key, algorithm, kid)
+
+
+def _check_strength(key: Any, algorithm: str) -> None:
+    """The same floor as for a PEM key, and the algorithm the key's type can actually use."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    if algorithm == "RS256":
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("RS256 needs an RSA public key")
+        if key.key_size < MIN_RSA_BITS:
+            raise ValueError(
+                f"an RSA key needs at least {MIN_RSA_BITS} bits (this one has {key.key_size})"
+            )
+    elif algorithm == "ES256":
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, ec.SECP256R1
+        ):
+            raise ValueError("ES256 needs an EC public key on P-256")
+    elif not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        raise ValueError("EdDSA needs an Ed25519 or Ed448 public key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +377,9 @@ class UserIdentity:
     # When this gateway stops accepting the token: its exp plus the leeway (None: no exp).
     expires_at: float | None = None
     roles: frozenset[str] = frozenset()
+    # The fingerprint of the key that verified the token (``VerificationKey.fingerprint``):
+    # a stream on it ends once that key leaves the key set (``KeyWatch``).
+    key_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -151,8 +399,10 @@ class UserIdentity:
 class UserTokens:
     """Verify user JWTs (and issue them where the key is a shared secret: dev mode, tests).
 
-    ``UserTokens(secret)`` is HS256; ``UserTokens(key=read_public_key_file(path))`` RS256/ES256.
-    ``audience``/``issuer`` are checked when given; ``leeway_s`` applies to exp, nbf and iat.
+    ``UserTokens(secret)`` is HS256; ``UserTokens(key=read_public_key_file(path))`` RS256/ES256;
+    ``UserTokens(keys=key_set)`` any set (a JWKS). ``audience``/``issuer`` are checked when
+    given; ``leeway_s`` applies to exp, nbf and iat. A gateway reading a JWKS endpoint swaps the
+    set (``use_keys``) and fetches it again on an unknown kid (``refetch``, its rate limit).
     """
 
     def __init__(
@@ -160,20 +410,42 @@ class UserTokens:
         secret: str | None = None,
         *,
         key: VerificationKey | None = None,
+        keys: KeySet | None = None,
         audience: str | None = None,
         issuer: str | None = None,
         leeway_s: float = DEFAULT_LEEWAY_S,
     ) -> None:
-        if key is not None and secret:
+        if (key is not None or keys is not None) and secret:
             raise SettingsError(f"give one of {_SECRET_SETTING} or {_KEY_SETTING}, not both")
-        self._key = key if key is not None else secret_key(secret or "")
+        if key is not None and keys is not None:
+            raise ValueError("give key or keys, not both")
+        if keys is None:
+            keys = KeySet([key if key is not None else secret_key(secret or "")])
+        self._keys = keys
         self._audience = audience or None
         self._issuer = issuer or None
         self._leeway_s = leeway_s
+        # Asks the key source for the keys again on an unknown kid; True when it fetched them
+        # (it decides how often it may). None: the keys never change (a secret or a file).
+        self.refetch: Callable[[str], Awaitable[bool]] | None = None
+
+    @property
+    def keys(self) -> KeySet:
+        return self._keys
+
+    def use_keys(self, keys: KeySet) -> None:
+        """Verify with ``keys`` from now on (a refreshed JWKS); open streams compare against
+        them at their next wake (``KeyWatch``)."""
+        self._keys = keys
 
     @property
     def algorithm(self) -> str:
-        return self._key.algorithm
+        """The algorithm of the keys: one name, or several comma-separated (a JWKS)."""
+        return ",".join(sorted({key.algorithm for key in self._keys.keys}))
+
+    def watch(self, user: UserIdentity) -> KeyWatch | None:
+        """For an open stream of ``user``: whether the key of its token is still held."""
+        return KeyWatch(self, user.key_id) if user.key_id is not None else None
 
     def issue(
         self,
@@ -183,7 +455,8 @@ class UserTokens:
         *,
         roles: Iterable[str] = (),
     ) -> str:
-        if not self._key.signs:
+        signer = self._keys.keys[0]
+        if len(self._keys) != 1 or not signer.signs:
             raise SettingsError("a public key verifies user tokens; it cannot issue them")
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -198,7 +471,7 @@ class UserTokens:
             claims["aud"] = self._audience
         if self._issuer:
             claims["iss"] = self._issuer
-        return jwt.encode(claims, self._key.key, algorithm=self._key.algorithm)
+        return jwt.encode(claims, signer.key, algorithm=signer.algorithm)
 
     def issue_dev(self, user_id: str, ttl_s: float = DEV_USER_TOKEN_TTL_S) -> str:
         """A token for one of the built-in dev users, with that user's workspaces and roles."""
@@ -209,20 +482,35 @@ class UserTokens:
             raise Unauthenticated(
                 "a user token is required (Authorization: Bearer or cookie)", rule="no_credential"
             )
-        claims = self._decode(token)
+        keys = self._keys
+        key = keys.select(_kid_of(token)) if keys.needs_kid else keys.keys[0]
+        claims = self._decode(token, key)
         return UserIdentity(
             _subject(claims),
             frozenset(_strings(claims, "workspaces")),
             _expiry(claims, self._leeway_s),
             frozenset(_roles(claims)),
+            key.fingerprint,
         )
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    async def verify_current(self, token: str | None) -> UserIdentity:
+        """``verify``; but a token naming a key not held asks the key source (``refetch``) for
+        the keys again, once, and is checked against what it brought (a key published since
+        the last refresh). The source's rate limit decides whether it fetches at all."""
         try:
+            return self.verify(token)
+        except UnknownSigningKey as unknown:
+            if self.refetch is None or not await self.refetch(unknown.kid):
+                raise
+        return self.verify(token)
+
+    def _decode(self, token: str, key: VerificationKey) -> dict[str, Any]:
+        try:
+            # One algorithm, the key's own: the token's `alg` header cannot pick another.
             return jwt.decode(
                 token,
-                self._key.key,
-                algorithms=[self._key.algorithm],
+                key.key,
+                algorithms=[key.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway_s,
@@ -249,6 +537,20 @@ class UserTokens:
             raise Unauthenticated(
                 f"the user token is not valid: {exc}", rule="jwt_invalid"
             ) from None
+
+
+def _kid_of(token: str) -> str | None:
+    """The token's ``kid`` header, read before its signature is checked (to choose the key)."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError as exc:
+        raise Unauthenticated(f"the user token is not valid: {exc}", rule="jwt_invalid") from None
+    if kid is not None and (not isinstance(kid, str) or not 1 <= len(kid) <= MAX_KID_CHARS):
+        raise Unauthenticated(
+            f"the user token's 'kid' header must be a string of 1-{MAX_KID_CHARS} characters",
+            rule="jwt_invalid",
+        )
+    return kid
 
 
 def _subject(claims: dict[str, Any]) -> str:

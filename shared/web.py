@@ -142,9 +142,18 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 class ServiceState:
     """Per-app state every service exposes: readiness, metrics registry, the drain signal."""
 
-    def __init__(self, name: str, readiness: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        readiness: Callable[[], tuple[bool, str]],
+        *,
+        details: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.name = name
         self.readiness = readiness
+        # More of the service's state for /ready's body (the broker's durability, the user
+        # keys' freshness): what an operator checks, not what decides readiness.
+        self.details = details
         self.registry = CollectorRegistry()
         self.registry.register(fast_paths.FastPathCollector())
         self.draining = asyncio.Event()
@@ -161,8 +170,11 @@ def ready(request: Request) -> Response:
     ok, why = service.readiness()
     if service.draining.is_set():
         ok, why = False, "shutting down"
+    body: dict[str, Any] = {"ready": ok, "service": service.name, "reason": why}
+    if service.details is not None:
+        body.update(service.details())
     return Response(
-        {"ready": ok, "service": service.name, "reason": why},
+        body,
         status_code=200 if ok else 503,
         media_type=MediaType.JSON,
     )

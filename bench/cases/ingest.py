@@ -14,11 +14,13 @@ import asyncio
 import gzip
 import os
 import re
+import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -221,6 +223,52 @@ async def _measure(
         flush=True,
     )
     return result
+
+
+# The fsync floor: this many 4 KiB writes, each followed by an fsync, on the broker's disk.
+FSYNC_WRITES = 400
+FSYNC_BLOCK = 4096
+
+
+@dataclass
+class FsyncFloor:
+    """What the store's disk allows when every write waits for fsync."""
+
+    directory: str
+    writes: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def per_second(self) -> float:
+        return 1000 / self.p50_ms if self.p50_ms else 0.0
+
+    def records_per_second(self, batch: int) -> float:
+        """What one fsync per batch of ``batch`` records would allow, one batch at a time."""
+        return self.per_second * batch
+
+
+def fsync_floor(directory: Path, writes: int = FSYNC_WRITES) -> FsyncFloor:
+    """Append ``FSYNC_BLOCK`` bytes and fsync, ``writes`` times, in ``directory`` (the store's
+    disk): the latency no durable write there can beat."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "fsync-floor.bin"
+    block = os.urandom(FSYNC_BLOCK)
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(writes):
+            began = time.perf_counter()
+            os.write(fd, block)
+            os.fsync(fd)
+            times.append((time.perf_counter() - began) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    times.sort()
+    return FsyncFloor(
+        str(directory), writes, statistics.median(times), times[int(len(times) * 0.99) - 1]
+    )
 
 
 async def ingest_case(stack, seconds: float, *, synced_stack=None) -> list[IngestResult]:

@@ -47,7 +47,9 @@ from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.test_route import publish_test_record
 from logstream.services.gateway.ticker import Ticker
+from logstream.services.gateway.user_keys import UserKeyRefresh, fixed_keys_details
 from logstream.shared.api_doc import complete_document
+from logstream.shared.durability import BrokerDurability
 from logstream.shared.errors import BrokerUnavailable, LogstreamError, RateLimited
 from logstream.shared.nats_link import NatsLink
 from logstream.shared.sse import SSE_HEADERS
@@ -88,12 +90,23 @@ class GatewayState:
         self.source: NatsLogSource | None = None
         self.per_user: Counter[str] = Counter()
         self.started = time.monotonic()
+        self.durability: BrokerDurability | None = None
+        # Where the user-token keys come from, for /ready: the JWKS endpoint's refresher, or
+        # what /ready says of keys that never change (a secret, a key file).
+        self.user_keys: UserKeyRefresh | None = None
+        self.fixed_keys: dict[str, Any] = {}
 
     def running(self) -> tuple[NatsLink, NatsLogSource, Hub]:
         """What the lifespan started; before that (or once it ended) a request gets a 503."""
         if self.link is None or self.source is None or self.hub is None:
             raise BrokerUnavailable("the gateway is starting; retry shortly")
         return self.link, self.source, self.hub
+
+    def details(self) -> dict[str, Any]:
+        """More of the gateway's state for /ready's body."""
+        found = {} if self.durability is None else self.durability.details()
+        keys = self.user_keys.details() if self.user_keys is not None else self.fixed_keys
+        return {**found, "user_keys": keys}
 
     def ready(self) -> tuple[bool, str]:
         if self.link is None:
@@ -197,6 +210,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         source,
         plan,
         connection,
+        key_watch=request.app.state.user_tokens.watch(user),
     )
     if connection is not None:
 
@@ -324,6 +338,8 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
         hub = gateway.hub = Hub(source, live, on_read=metrics.records_read.inc)
         metrics.watch(hub)
         ticker = Ticker(settings.heartbeat, lambda: hub.subscriptions)
+        if gateway.durability is not None:
+            await gateway.durability.refresh(link.js)
         watchers = [
             asyncio.create_task(_wake_on_drain(gateway, service.draining)),
             asyncio.create_task(_watch_stream(hub, source)),
@@ -331,6 +347,10 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
             asyncio.create_task(keep_collections_short()),
             asyncio.create_task(ticker.run()),
         ]
+        if gateway.durability is not None:
+            watchers.append(asyncio.create_task(gateway.durability.watch(link.js)))
+        if gateway.user_keys is not None:
+            watchers.append(asyncio.create_task(gateway.user_keys.run()))
         try:
             yield
         finally:
@@ -338,6 +358,8 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
                 watcher.cancel()
             await hub.close()
             await link.close()
+            if gateway.user_keys is not None:
+                await gateway.user_keys.aclose()
 
     return lifespan
 
@@ -366,6 +388,13 @@ async def _watch_loop_lag(metrics: GatewayMetrics) -> None:
         metrics.loop_lag.observe(max(0.0, loop.time() - asked - LOOP_LAG_SAMPLE_S))
 
 
+def _wake_every_stream(gateway: GatewayState) -> None:
+    """A user-token key was withdrawn: each stream checks its token's key (``KeyWatch``) now,
+    not at its next heartbeat, and those signed with it end with ``auth-expired``."""
+    for sub in gateway.hub.subscriptions if gateway.hub is not None else ():
+        sub.outbox.ready.set()
+
+
 async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None:
     """On SIGTERM wake every connection so it sends its final frame and ends."""
     await draining.wait()
@@ -374,8 +403,9 @@ async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None
 
 
 def create_app(settings: Settings) -> Litestar:
-    service = ServiceState("gateway", lambda: gateway.ready())
+    service = ServiceState("gateway", lambda: gateway.ready(), details=lambda: gateway.details())
     gateway = GatewayState(settings, GatewayMetrics(service.registry))
+    gateway.durability = BrokerDurability(settings.nats_monitor_urls, service.registry)
     routes: list = [stream, channels, history, stats, *service_routes()]
     if settings.dev:
         routes.append(test_logs)
@@ -391,5 +421,25 @@ def create_app(settings: Settings) -> Litestar:
     app.state.service = service
     app.state.gateway = gateway
     app.state.settings = settings
-    app.state.user_tokens = user_tokens_for(settings)
+    app.state.user_tokens = tokens = user_tokens_for(settings)
+    if settings.jwt_jwks_url:
+        gateway.user_keys = UserKeyRefresh(
+            settings.jwt_jwks_url,
+            tokens,
+            every_s=settings.jwks_refresh_s,
+            metrics=gateway.metrics,
+            on_withdrawn=lambda: _wake_every_stream(gateway),
+        )
+    else:
+        source = next(
+            (name for name in ("jwt_public_key_file", "jwt_secret") if getattr(settings, name)),
+            "dev_secret",
+        )
+        gateway.fixed_keys = fixed_keys_details(source, tokens.keys)
+    gateway.metrics.user_keys.set_function(lambda: len(tokens.keys))
+    if tokens.keys.skipped:  # why a kid the issuer uses may be refused: say so at start
+        log.warning(
+            "some user-token keys cannot verify tokens here; they are left out",
+            extra={"skipped": list(tokens.keys.skipped)},
+        )
     return app

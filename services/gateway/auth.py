@@ -15,9 +15,10 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
 from logstream.services.gateway.settings import Settings
+from logstream.services.gateway.user_keys import fetch_at_start
 from logstream.shared.errors import Forbidden, Unauthenticated
 from logstream.shared.identities import bearer_token
-from logstream.shared.user_tokens import UserIdentity, UserTokens, read_public_key_file
+from logstream.shared.user_tokens import KeySet, UserIdentity, UserTokens, read_key_file
 
 __all__ = [
     "ADMIN_TOKEN_WHO",
@@ -34,13 +35,18 @@ ADMIN_TOKEN_WHO = "token:admin"
 
 
 def user_tokens_for(settings: Settings) -> UserTokens:
-    """The verifier the settings describe: a public key, else a secret (the dev one in dev)."""
-    key = (
-        read_public_key_file(settings.jwt_public_key_file) if settings.jwt_public_key_file else None
-    )
+    """The verifier the settings describe: the JWKS endpoint's keys (fetched now, blocking:
+    call it before the event loop runs), a key file's, else a secret (the dev one in dev).
+
+    Keeping a JWKS endpoint's keys fresh is ``logstream.services.gateway.user_keys``' job."""
+    keys: KeySet | None = None
+    if settings.jwt_jwks_url:
+        keys = fetch_at_start(settings.jwt_jwks_url)
+    elif settings.jwt_public_key_file:
+        keys = read_key_file(settings.jwt_public_key_file)
     return UserTokens(
         settings.user_token_secret or None,
-        key=key,
+        keys=keys,
         audience=settings.jwt_audience or None,
         issuer=settings.jwt_issuer or None,
         leeway_s=settings.jwt_leeway,
@@ -72,9 +78,10 @@ def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | No
     return None
 
 
-def _verified(connection: ASGIConnection, credential: str | None) -> UserIdentity:
+async def _verified(connection: ASGIConnection, credential: str | None) -> UserIdentity:
     tokens: UserTokens = connection.app.state.user_tokens
-    user = tokens.verify(credential)
+    # Awaits a fetch of the JWKS only for a kid not held (rate-limited: user_keys.py).
+    user = await tokens.verify_current(credential)
     connection.state.audit_who = f"user:{user.user_id}"
     return user
 
@@ -85,10 +92,11 @@ def _credential(connection: ASGIConnection) -> str | None:
 
 
 # Guards are coroutines: Litestar runs a plain function guard in its thread pool, a thread hop
-# per stream opened (a quarter of a churning gateway's CPU); verifying a token is microseconds.
+# per stream opened (a quarter of a churning gateway's CPU); verifying a token is microseconds,
+# and awaits nothing unless the token names a key not held yet (a JWKS fetch).
 async def require_user(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Guard: a verified user token; the identity is kept on the connection's state."""
-    connection.state.user = _verified(connection, _credential(connection))
+    connection.state.user = await _verified(connection, _credential(connection))
 
 
 def _is_admin_token(credential: str, admin_token: str) -> bool:
@@ -111,7 +119,7 @@ async def require_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None
     if _is_admin_token(credential, settings.admin_token):
         connection.state.audit_who = ADMIN_TOKEN_WHO
         return
-    user = _verified(connection, credential)
+    user = await _verified(connection, credential)
     if not user.is_admin:
         raise Forbidden(
             f"user {user.user_id!r} lacks the admin role this route needs", rule="admin_only"

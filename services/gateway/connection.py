@@ -1,8 +1,9 @@
 """One SSE connection's writer: the opening frames, then its outbox, heartbeats and endings.
 
 A connection ends with a final frame that tells the client what to do: ``overflow`` (it fell
-behind: resume from the last id), ``auth-expired`` (reconnect with a fresh token and the same
-cursor), or a ``retry:`` hint when the gateway drains for shutdown.
+behind: resume from the last id), ``auth-expired`` (its token expired, or the key that signed it
+was withdrawn from the JWKS: reconnect with a fresh token and the same cursor), or a ``retry:``
+hint when the gateway drains for shutdown.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.ticker import tick_period
 from logstream.shared.sse import HEARTBEAT, sse_frame
+from logstream.shared.user_tokens import KeyWatch
 from logstream.shared.uvicorn_adapter import HttpConnection
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
@@ -29,6 +31,10 @@ __all__ = ["ConnectionEnd", "StreamWriter"]
 _ENCODE = msgspec.json.encode
 # When the gateway drains, tell the browser to come back soon (to another instance).
 DRAIN_RETRY_MS = 500
+_EXPIRED = _ENCODE({"reason": "the user token expired; reconnect with a fresh token"})
+_KEY_WITHDRAWN = _ENCODE(
+    {"reason": "the key that signed the user token was withdrawn; reconnect with a fresh token"}
+)
 
 
 class ConnectionEnd:
@@ -54,6 +60,10 @@ class StreamWriter:
     # The response's connection (``logstream.shared.uvicorn_adapter``): lets a caught-up stream
     # take records straight to its socket. None: every record goes through the outbox.
     connection: HttpConnection | None = None
+    # Whether the key that verified the token is still held, checked where the expiry is (at
+    # every wake); None: a key that never changes. The gateway wakes every stream when a key
+    # is withdrawn, so the check comes at once, not at the next heartbeat.
+    key_watch: KeyWatch | None = None
 
     def opening(self) -> bytes:
         connected = _ENCODE(
@@ -119,7 +129,8 @@ class StreamWriter:
                 last_write = time.monotonic()
             now = time.monotonic()
             last_write = max(last_write, sub.written_at)
-            if outbox.overflowed or self.draining.is_set() or now >= expiry:
+            withdrawn = self.key_watch is not None and not self.key_watch.held()
+            if outbox.overflowed or self.draining.is_set() or now >= expiry or withdrawn:
                 sub.take_back_sink()  # the final frame must be the last thing written
             if outbox.overflowed:
                 # ``rewind``: the hub found a record this connection missed, older than what
@@ -137,12 +148,11 @@ class StreamWriter:
                 yield sse_frame(retry=DRAIN_RETRY_MS, comment="gateway shutting down")
                 yield ConnectionEnd.DRAINING
                 return
-            if now >= expiry:
+            if now >= expiry or withdrawn:
+                # The client's cursor is the last id it got: it resumes from there, with a new
+                # token, losing nothing.
                 yield sse_frame(
-                    event="auth-expired",
-                    data=_ENCODE(
-                        {"reason": "the user token expired; reconnect with a fresh token"}
-                    ),
+                    event="auth-expired", data=_KEY_WITHDRAWN if now < expiry else _EXPIRED
                 )
                 yield ConnectionEnd.AUTH_EXPIRED
                 return

@@ -59,6 +59,31 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.user_key_refreshes = Counter(
+            "logstream_gateway_user_key_refreshes",
+            "fetches of the JWKS (jwt_jwks_url), by trigger (schedule, unknown_kid) and "
+            "outcome (ok, failed: the keys held are kept)",
+            ["trigger", "outcome"],
+            registry=registry,
+        )
+        self.user_key_refetches_limited = Counter(
+            "logstream_gateway_user_key_refetches_limited",
+            "tokens with an unknown kid refused without a fetch of the JWKS, "
+            "one having been made under 10 s before (a flood of forged kids shows here)",
+            registry=registry,
+        )
+        self.user_keys = Gauge(
+            "logstream_gateway_user_keys",
+            "user-token verification keys held",
+            registry=registry,
+        )
+        self.user_keys_stale = Gauge(
+            "logstream_gateway_user_keys_stale_seconds",
+            "seconds since a JWKS refresh first failed with none succeeding since "
+            "(0: the keys are fresh, or come from a secret or a file)",
+            registry=registry,
+        )
+
     def watch(self, hub) -> None:
         """Read the hub's own counters when scraped, instead of counting twice."""
         self.interests.set_function(lambda: hub.interests)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlparse
 
 from msgspec import Meta
 
+from logstream.shared.durations import parse_duration
 from logstream.shared.errors import SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.settings import ServiceSettings, env_name
 from logstream.shared.stream_doc import DEFAULT_MAX_CHANNELS, MAX_CHANNELS_SETTING
-from logstream.shared.user_tokens import DEFAULT_LEEWAY_S, read_public_key_file, secret_key
+from logstream.shared.user_tokens import DEFAULT_LEEWAY_S, read_key_file, secret_key
 
 __all__ = ["Settings"]
 
@@ -23,6 +25,14 @@ DEFAULT_OUTBOX_BYTES = 1024 * 1024
 # The admin token is a bearer secret compared as typed: as long as a random 128-bit hex string
 # at least, so it cannot be guessed the way a password can.
 MIN_ADMIN_TOKEN_CHARS = 32
+# How often a JWKS endpoint is read again. Identity providers publish a new key well before
+# they sign with it (Keycloak, Auth0, Okta, Entra: hours to days), so minutes are plenty; a
+# token with a kid not seen yet makes the gateway look sooner anyway.
+DEFAULT_JWKS_REFRESH = "5m"
+# Faster than this is no refresh but a poll of the identity provider by every gateway.
+MIN_JWKS_REFRESH_S = 1.0
+# The ways to give the user-token key; exactly one (none in dev mode: the dev secret).
+USER_KEY_SETTINGS = ("jwt_secret", "jwt_public_key_file", "jwt_jwks_url")
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True):
@@ -30,17 +40,32 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     jwt_secret: Annotated[
         str,
         Meta(
-            description="HS256 secret of user tokens, 32 bytes or more (this or "
-            "jwt_public_key_file is required outside dev mode)"
+            description="HS256 secret of user tokens, 32 bytes or more (this, "
+            "jwt_public_key_file or jwt_jwks_url is required outside dev mode)"
         ),
     ] = ""
     jwt_public_key_file: Annotated[
         str,
         Meta(
             description="PEM public key (or certificate) of user tokens: RSA -> RS256, "
-            "EC P-256 -> ES256 (instead of jwt_secret)"
+            "EC P-256 -> ES256; or a JWKS JSON file of keys chosen by kid (instead of jwt_secret)"
         ),
     ] = ""
+    jwt_jwks_url: Annotated[
+        str,
+        Meta(
+            description="JWKS endpoint of the identity provider: user-token keys chosen by kid "
+            "(RS256, ES256, EdDSA), fetched at start and every jwt_jwks_refresh (instead of "
+            "jwt_secret or jwt_public_key_file)"
+        ),
+    ] = ""
+    jwt_jwks_refresh: Annotated[
+        str,
+        Meta(
+            description="how often jwt_jwks_url is read again (30s, 5m, 1h); a token with an "
+            "unknown kid also rereads it, at most once per 10 s"
+        ),
+    ] = DEFAULT_JWKS_REFRESH
     jwt_audience: Annotated[
         str,
         Meta(
@@ -110,24 +135,52 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
             )
 
     def _check_user_token_key(self) -> None:
-        secret, key_file = "jwt_secret", "jwt_public_key_file"
-        names = f"{secret} ({env_name(secret)}) or {key_file} ({env_name(key_file)})"
-        if self.jwt_secret and self.jwt_public_key_file:
-            raise SettingsError(f"invalid settings: give one of {names}, not both")
+        labels = [f"{name} ({env_name(name)})" for name in USER_KEY_SETTINGS]
+        names = f"{labels[0]}, {labels[1]} or {labels[2]}"
+        given = [label for name, label in zip(USER_KEY_SETTINGS, labels) if getattr(self, name)]
+        if len(given) > 1:
+            raise SettingsError(
+                f"invalid settings: {' and '.join(given)} are each a user-token key; give one "
+                f"of {names}, not {'both' if len(given) == 2 else 'all three'}"
+            )
+        self._check_jwks_refresh()
         if self.jwt_secret:
             secret_key(self.jwt_secret)
         elif self.jwt_public_key_file:
-            read_public_key_file(self.jwt_public_key_file)
+            read_key_file(self.jwt_public_key_file)
+        elif self.jwt_jwks_url:
+            self._check_jwks_url()
         elif not self.dev:
             raise SettingsError(
                 f"missing setting {names}: production mode has no default user-token key; "
                 "give one or run with --dev"
             )
 
+    def _check_jwks_url(self) -> None:
+        # Only its shape here: the gateway fetches it when it starts (services/gateway/user_keys.py).
+        url = urlparse(self.jwt_jwks_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError(
+                f"invalid setting jwt_jwks_url ({env_name('jwt_jwks_url')}): "
+                f"{self.jwt_jwks_url[:200]!r} is not an http:// or https:// URL"
+            )
+
+    def _check_jwks_refresh(self) -> None:
+        name = "jwt_jwks_refresh"
+        try:
+            if parse_duration(self.jwt_jwks_refresh) < MIN_JWKS_REFRESH_S:
+                raise ValueError(f"it must be at least {MIN_JWKS_REFRESH_S:g}s")
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting {name} ({env_name(name)}): {exc}") from None
+
+    @property
+    def jwks_refresh_s(self) -> float:
+        return parse_duration(self.jwt_jwks_refresh)
+
     @property
     def user_token_secret(self) -> str:
         """The HS256 secret, if user tokens are checked with one (the dev secret in dev mode)."""
-        if self.jwt_public_key_file:
+        if self.jwt_public_key_file or self.jwt_jwks_url:
             return ""
         return self.jwt_secret or (DEV_JWT_SECRET if self.dev else "")
 

@@ -58,6 +58,7 @@ from logstream.services.ingest.pipeline import Accepted, IngestPipeline, IngestR
 from logstream.services.ingest.publisher import JetStreamPublisher
 from logstream.services.ingest.settings import Settings
 from logstream.shared.api_doc import complete_document
+from logstream.shared.durability import BrokerDurability
 from logstream.shared.errors import LogstreamError, SettingsError
 from logstream.shared.identities import service_credential
 from logstream.shared.nats_names import redact_url
@@ -328,12 +329,14 @@ def _lifespan(
     store: JetStreamPublisher,
     consumer: NatsIngest,
     reload: Callable[[], object] | None,
+    durability: BrokerDurability,
 ):
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         try:
             await store.start()
             await consumer.start()
+            await durability.refresh(store.js)
         except LogstreamError as exc:
             # Said once, plainly, before uvicorn's traceback: this is why the service exits.
             log.error("ingest cannot start: %s", exc.message)
@@ -347,12 +350,15 @@ def _lifespan(
                 "service_tokens": len(tokens),
                 "publish_rate": settings.publish_rate or None,
                 "publish_burst": settings.burst if settings.publish_rate else None,
+                "durability": durability.mode,
             },
         )
         undo_sighup = _on_sighup(reload) if reload is not None else (lambda: None)
+        watcher = asyncio.create_task(durability.watch(store.js))
         try:
             yield
         finally:
+            watcher.cancel()
             undo_sighup()
             service.draining.set()
             await consumer.stop()  # NATS messages in hand finish and get their replies
@@ -364,7 +370,9 @@ def _lifespan(
 def create_app(settings: Settings) -> Litestar:
     tokens = _service_tokens(settings)
     channel_rules = load_channel_rules(settings.channel_rules, frozenset(settings.service_names))
-    store = JetStreamPublisher(settings)
+    store = JetStreamPublisher(
+        settings, on_atomic_refusal=lambda code: metrics.atomic_refused(code)
+    )
 
     def readiness() -> tuple[bool, str]:
         if not store.connected:
@@ -373,7 +381,8 @@ def create_app(settings: Settings) -> Litestar:
             return False, "NATS consumer not connected"
         return True, "NATS connected"
 
-    service = ServiceState("ingest", readiness)
+    service = ServiceState("ingest", readiness, details=lambda: durability.details())
+    durability = BrokerDurability(settings.nats_monitor_urls, service.registry)
     metrics = IngestMetrics(service.registry)
     metrics.tokens.set(len(tokens))
     reload = None if tokens.source is None else functools.partial(reload_tokens, tokens, metrics)
@@ -390,7 +399,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"pipeline": Provide(lambda: pipeline, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[close_when_body_unread],
-        lifespan=[_lifespan(settings, service, tokens, store, consumer, reload)],
+        lifespan=[_lifespan(settings, service, tokens, store, consumer, reload, durability)],
         state=State({"service": service, "channel_rules": channel_rules}),
         openapi_config=openapi_config(),
         logging_config=None,  # the CLI configured structured logging; keep Litestar off it

@@ -20,7 +20,7 @@ from logstream.services.ingest.batch_writer import MSG_ID_TAIL, Commands, OutMes
 from logstream.services.ingest.valid_batch import ValidBatch
 from logstream.shared.channels import to_subject
 
-__all__ = ["draft_commands"]
+__all__ = ["draft_commands", "draft_parts"]
 
 # Digits of every index and size below this, looked up instead of formatted (payloads of up to
 # 16 KiB: a 200-byte log line is ~450 bytes stored); about 1.5 MB for the two tables.
@@ -82,6 +82,28 @@ def draft_commands(batch: ValidBatch, header_head: bytes) -> Commands | None:
             )
 
     return commands
+
+
+def draft_parts(
+    batch: ValidBatch, id_head: bytes
+) -> tuple[list[bytes], list[bytes | None] | None, list[bytes]] | None:
+    """The batch as ``atomic_commands`` takes it (subjects, ``Nats-Msg-Id`` values made of
+    ``id_head`` and each id, payloads), or ``None`` when it is not the usual kind (some records
+    with an id and some without, or an id with CR or LF)."""
+    drafts = batch.drafts
+    ids = list(map(_ID, drafts))
+    with_ids = len(ids) - ids.count(None)
+    if with_ids and (with_ids != len(ids) or _has_newline(ids)):
+        return None
+    subjects = {name: to_subject(channel).encode() for name, channel in batch.channels.items()}
+    values: list[bytes | None] | None = (
+        list(map(id_head.__add__, _id_values(ids))) if with_ids else None
+    )
+    return (
+        list(map(subjects.__getitem__, map(_CHANNEL, drafts))),
+        values,
+        list(map(_encode, drafts)),
+    )
 
 
 def _has_newline(ids: list[str]) -> bool:

@@ -8,6 +8,13 @@ wildcard subscription on the connection's own inbox prefix (the ingest NATS user
 there and nowhere else), so an ack finds its batch and its place with a split and a dict
 lookup. A batch is confirmed when every one of its messages is; a late ack of a batch given up
 on is dropped.
+
+An *atomic* batch (JetStream's atomic batch publish, nats-server 2.12+, on a stream with
+``allow_atomic``) is the same lines with ``Nats-Batch-Id`` / ``Nats-Batch-Sequence`` headers
+and a reply subject on the last message only, which carries ``Nats-Batch-Commit``: the broker
+stores all of it or none, answers once (the last record's sequence and the count: the records
+hold the ``count`` sequences up to it, in order), and, with ``sync_interval: always``, fsyncs
+once per batch instead of once per message (bench/README.md, "Durable ingest").
 """
 
 from __future__ import annotations
@@ -25,11 +32,16 @@ from nats.aio.msg import Msg
 from logstream.shared import fast_paths, nats_internals
 
 __all__ = [
+    "ATOMIC_REFUSALS",
+    "MAX_ATOMIC_BATCH",
+    "MAX_ATOMIC_IN_FLIGHT",
     "MSG_ID_HEAD",
     "MSG_ID_TAIL",
+    "AtomicCommands",
     "BatchWriter",
     "Commands",
     "OutMessage",
+    "atomic_commands",
     "msg_id_header",
     "msg_id_value",
     "pub_commands",
@@ -46,16 +58,32 @@ _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 # A header block holding only Nats-Msg-Id: these bytes, the value, then MSG_ID_TAIL.
 MSG_ID_HEAD = b"NATS/1.0\r\nNats-Msg-Id: "
 MSG_ID_TAIL = b"\r\n\r\n"
+# nats-server's limits on atomic batches: at most 1,000 messages in one, and at most 50 of them
+# open at once on a stream (the 51st is refused with 10211). One writer keeps at most
+# MAX_ATOMIC_IN_FLIGHT open, so a few ingests share a stream's 50 without refusals.
+MAX_ATOMIC_BATCH = 1000
+MAX_ATOMIC_IN_FLIGHT = 12
+# JetStream's error codes that refuse an atomic batch as a whole, storing none of it: disabled
+# on the stream (10205), too large (10199), too many open (10211), a Nats-Msg-Id already in the
+# duplicate window (10201: a producer's retry), incomplete or invalid (10176, 10177, 10179,
+# 10200). The records are then written one by one, as on a stream without atomic batches.
+ATOMIC_REFUSALS = frozenset({10176, 10177, 10179, 10199, 10200, 10201, 10205, 10211})
+_BATCH_HEADERS = b"Nats-Batch-Id: %s\r\nNats-Batch-Sequence: %d\r\n"
+_COMMIT = b"Nats-Batch-Commit: 1\r\n"
 
 
 # Makes a batch's PUB/HPUB lines from the reply subject prefix (the index follows it) and the
 # broker's max_payload (a longer payload raises ``nats.errors.MaxPayloadError``).
 Commands = Callable[[bytes, int], bytes]
+# Makes an atomic batch's HPUB lines from its batch id, the commit's reply subject and
+# max_payload (``atomic_commands``).
+AtomicCommands = Callable[[bytes, bytes, int], bytes]
 
 
 class _PubAck(msgspec.Struct):
     seq: int = 0
     duplicate: bool = False
+    count: int = 0  # an atomic batch's commit: how many messages it stored
     error: dict[str, Any] | None = None
 
 
@@ -121,6 +149,43 @@ def pub_commands(messages: Sequence[OutMessage], reply: bytes, max_payload: int)
     return b"".join(parts)
 
 
+def atomic_commands(
+    subjects: Sequence[bytes],
+    ids: Sequence[bytes | None] | None,
+    payloads: Sequence[bytes],
+    batch_id: bytes,
+    reply: bytes,
+    max_payload: int,
+) -> bytes:
+    """An atomic batch's ``HPUB`` lines: message ``i`` on ``subjects[i]`` with ``payloads[i]``
+    and, when ``ids`` is given and ``ids[i]`` not None, ``Nats-Msg-Id: ids[i]`` (a header value: ``msg_id_value``);
+    every message carries the batch headers, the last the commit and the only reply subject
+    (the broker answers the commit alone, or an error for the whole batch)."""
+    last = len(payloads) - 1
+    parts = []
+    for index, payload in enumerate(payloads):
+        if len(payload) > max_payload:
+            raise nats.errors.MaxPayloadError
+        msg_id = None if ids is None else ids[index]
+        header = b"NATS/1.0\r\n%s%s%s\r\n" % (
+            b"" if msg_id is None else b"Nats-Msg-Id: %s\r\n" % msg_id,
+            _BATCH_HEADERS % (batch_id, index + 1),
+            _COMMIT if index == last else b"",
+        )
+        parts.append(
+            b"HPUB %s %s%d %d\r\n%s%s\r\n"
+            % (
+                subjects[index],
+                reply + b" " if index == last else b"",
+                len(header),
+                len(header) + len(payload),
+                header,
+                payload,
+            )
+        )
+    return b"".join(parts)
+
+
 class _Batch:
     """The acks of one batch as they arrive: seqs in message order, and the first error."""
 
@@ -158,6 +223,34 @@ class _Batch:
                 self.done.set_result(seqs)
 
 
+class _AtomicBatch(_Batch):
+    """An atomic batch's one answer: the commit's, at index 0, with the last sequence and the
+    count; the records hold the ``count`` sequences up to the last (the broker stores the batch
+    in one step, so nothing interleaves)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__(1)
+        self.size = size
+
+    def take(self, index: int, ack: _PubAck) -> None:
+        if index != 0:
+            raise IndexError(index)
+        if self.done.done():
+            return
+        if ack.error is not None:
+            self.done.set_exception(_api_error(ack.error))
+        elif ack.count != self.size or ack.seq < self.size:
+            self.done.set_exception(
+                nats.errors.Error(
+                    f"JetStream committed {ack.count} of an atomic batch of {self.size}"
+                )
+            )
+        else:
+            self.done.set_result(list(range(ack.seq - self.size + 1, ack.seq + 1)))
+
+
 class BatchWriter:
     """Writes batches on one nats-py connection; ``start`` once connected, ``drained`` at stop."""
 
@@ -171,6 +264,8 @@ class BatchWriter:
         self._reply_prefix = b""
         self._batches: dict[int, _Batch] = {}
         self._next_batch = 0
+        self._batch_prefix = b""
+        self._atomic_slots = asyncio.Semaphore(MAX_ATOMIC_IN_FLIGHT)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -183,6 +278,9 @@ class BatchWriter:
         inbox = self._nc.new_inbox()  # under the connection's inbox prefix (_INBOX_ingest)
         self._prefix = inbox + "."
         self._reply_prefix = self._prefix.encode()
+        # Atomic batch ids: unique to this connection (its inbox token) and the batch's number;
+        # nats-server takes up to 64 characters.
+        self._batch_prefix = inbox.rpartition(".")[2].encode()[:40] + b"-"
         sub = await self._nc.subscribe(inbox + ".*.*", cb=self._on_ack)
         sid = nats_internals.subscription_id(sub)
         # Acks straight from nats-py's protocol reader, skipping the Msg, its headers' parse and
@@ -272,6 +370,35 @@ class BatchWriter:
             del self._batches[batch_id]
             if not self._batches:
                 self._idle.set()
+
+    async def write_atomic(self, count: int, commands: AtomicCommands, timeout: float) -> list[int]:
+        """``write_commands`` for an atomic batch of ``count`` (at most ``MAX_ATOMIC_BATCH``)
+        messages, made by ``commands`` (``atomic_commands``). A refusal of the whole batch is a
+        ``nats.js.errors.APIError`` whose ``err_code`` is in ``ATOMIC_REFUSALS``: none stored."""
+        nc = self._nc
+        if nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if nc.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        async with asyncio.timeout(timeout):
+            async with self._atomic_slots:
+                batch_id = self._next_batch
+                self._next_batch += 1
+                command = commands(
+                    b"%s%d" % (self._batch_prefix, batch_id),
+                    b"%s%d.0" % (self._reply_prefix, batch_id),
+                    nc.max_payload,
+                )
+                batch = _AtomicBatch(count)
+                self._batches[batch_id] = batch
+                self._idle.clear()
+                try:
+                    await self._send(command, count)
+                    return await batch.done
+                finally:
+                    del self._batches[batch_id]
+                    if not self._batches:
+                        self._idle.set()
 
     def _commands(self, messages: Sequence[OutMessage], reply: bytes) -> bytes:
         return pub_commands(messages, reply, self._nc.max_payload)

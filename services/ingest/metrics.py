@@ -67,6 +67,18 @@ class IngestMetrics:
             registry=registry,
         )
 
+        self.atomic_refusals = Counter(
+            "logstream_ingest_atomic_refusals",
+            "Atomic batches JetStream refused as a whole (by its error code: 10201 a retried "
+            "id still in the duplicate window, 10211 too many batches open, ...), whose "
+            "records were then written one by one.",
+            ["code"],
+            registry=registry,
+        )
+
+    def atomic_refused(self, code: int) -> None:
+        self.atomic_refusals.labels(str(code)).inc()
+
     def accepted(self, transport: str, records: int) -> None:
         self.records_accepted.labels(transport).inc(records)
         self.requests.labels(transport, "202").inc()

@@ -12,18 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import nats.errors
 import nats.js.errors
+from nats.js.client import JetStreamContext
 
-from logstream.services.ingest.batch_commands import draft_commands
+from logstream.services.ingest.batch_commands import draft_commands, draft_parts
 from logstream.services.ingest.batch_writer import (
+    ATOMIC_REFUSALS,
+    MAX_ATOMIC_BATCH,
     MSG_ID_HEAD,
+    AtomicCommands,
     BatchWriter,
     Commands,
     OutMessage,
+    atomic_commands,
     msg_id_header,
     msg_id_value,
     pub_commands,
@@ -39,6 +44,7 @@ from logstream.shared.records import ValidRecord, encode_stored
 __all__ = [
     "DRAIN_TIMEOUT_S",
     "JetStreamPublisher",
+    "atomic_parts",
     "message_id",
     "out_messages",
     "record_commands",
@@ -101,19 +107,77 @@ def record_commands(records: Sequence[ValidRecord], publisher: str) -> Commands:
     return partial(pub_commands, out_messages(records, publisher))
 
 
+# A batch as ``atomic_commands`` takes it: subjects, Nats-Msg-Id values, payloads.
+AtomicParts = tuple[list[bytes], list[bytes | None] | None, list[bytes]]
+
+
+def atomic_parts(records: Sequence[ValidRecord], publisher: str) -> AtomicParts:
+    """The batch as ``atomic_commands`` takes it: subjects, ``Nats-Msg-Id`` values (``None``
+    when no record has an id) and stored JSON; ``draft_parts``' for the usual ``ValidBatch``."""
+    if isinstance(records, ValidBatch):
+        parts = draft_parts(records, msg_id_value(message_id(publisher.lstrip(), "")))
+        if parts is not None:
+            return parts
+    subjects: dict[str, bytes] = {}
+    subject_list: list[bytes] = []
+    ids: list[bytes | None] = []
+    payloads: list[bytes] = []
+    for valid in records:
+        record = valid.record
+        subject = subjects.get(record.channel)
+        if subject is None:
+            subject = subjects[record.channel] = to_subject(valid.channel).encode()
+        subject_list.append(subject)
+        ids.append(
+            None if record.id is None else msg_id_value(message_id(publisher, record.id).strip())
+        )
+        payloads.append(encode_stored(record))
+    return subject_list, None if ids.count(None) == len(ids) else ids, payloads
+
+
+def _atomic_chunk(parts: AtomicParts, start: int, end: int) -> AtomicCommands:
+    subjects, ids, payloads = parts
+    return partial(
+        _chunk_commands,
+        subjects[start:end],
+        None if ids is None else ids[start:end],
+        payloads[start:end],
+    )
+
+
+def _chunk_commands(subjects, ids, payloads, batch_id: bytes, reply: bytes, max_payload: int):
+    return atomic_commands(subjects, ids, payloads, batch_id, reply, max_payload)
+
+
 class JetStreamPublisher:
     """Owns the ingest service's NATS link and writes batches to the LOGS stream."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_atomic_refusal: Callable[[int], None] | None = None
+    ) -> None:
         self._settings = settings
         self._link: NatsLink | None = None
         self._writer: BatchWriter | None = None
         self._timeout = settings.publish_timeout
         self._tasks: set[asyncio.Task] = set()
+        # Whether LOGS takes atomic batches (nats-server 2.12+ and allow_atomic set): one
+        # fsync per batch under sync_interval: always, instead of one per record.
+        self._atomic = False
+        self._replicas = 1
+        self._on_atomic_refusal = on_atomic_refusal
 
     @property
     def connected(self) -> bool:
         return self._link is not None and self._link.connected
+
+    @property
+    def js(self) -> JetStreamContext | None:
+        return None if self._link is None else self._link.js
+
+    @property
+    def atomic(self) -> bool:
+        """Whether batches go to JetStream as atomic batches (the stream allows them)."""
+        return self._atomic
 
     async def start(self) -> None:
         """Connect within ``connect_timeout`` (else ``BrokerUnavailable``) and ensure the stream."""
@@ -127,13 +191,15 @@ class JetStreamPublisher:
     async def _ensure_stream(self) -> None:
         settings = self._settings
         assert self._link is not None  # start() connected before any check of the stream
-        await ensure_stream(
+        config = await ensure_stream(
             self._link.js,
             max_age_s=settings.retention_s,
             max_bytes=settings.retention_bytes,
             duplicate_window_s=settings.duplicate_window_s,
             replicas=settings.stream_replicas,
         )
+        self._atomic = bool(config.allow_atomic)
+        self._replicas = config.num_replicas or 1
 
     async def _reconnected(self) -> None:
         log.info("broker link back")
@@ -162,6 +228,8 @@ class JetStreamPublisher:
                 "NATS is unavailable; nothing was stored", retry_after=RETRY_AFTER_S
             )
         try:
+            if self._atomic and len(records) > 1:
+                return await self._store_atomic(writer, records, publisher)
             return await writer.write_commands(
                 len(records), record_commands(records, publisher), self._timeout
             )
@@ -179,6 +247,46 @@ class JetStreamPublisher:
                 "partly stored (retry with the same ids)",
                 retry_after=RETRY_AFTER_S,
             ) from None
+
+    async def _store_atomic(
+        self, writer: BatchWriter, records: Sequence[ValidRecord], publisher: str
+    ) -> list[int]:
+        """``store`` as atomic batches of at most ``MAX_ATOMIC_BATCH``, all within one
+        ``publish_timeout``; a batch the broker refuses as a whole (``ATOMIC_REFUSALS``: a
+        retried id still in the duplicate window, too many batches open) is written record by
+        record instead, which keeps JetStream's per-message deduplication."""
+        deadline = time.monotonic() + self._timeout
+        parts = atomic_parts(records, publisher)
+        seqs: list[int] = []
+        for start in range(0, len(records), MAX_ATOMIC_BATCH):
+            end = min(start + MAX_ATOMIC_BATCH, len(records))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                seqs += await writer.write_atomic(
+                    end - start, _atomic_chunk(parts, start, end), remaining
+                )
+                continue
+            except nats.js.errors.APIError as exc:
+                if exc.err_code not in ATOMIC_REFUSALS:
+                    raise
+                self._atomic_refused(exc.err_code)
+            chunk = (
+                ValidBatch(records.drafts[start:end], records.channels)
+                if isinstance(records, ValidBatch)
+                else records[start:end]
+            )
+            seqs += await writer.write_commands(
+                end - start,
+                record_commands(chunk, publisher),
+                max(deadline - time.monotonic(), 0.001),
+            )
+        return seqs
+
+    def _atomic_refused(self, code: int) -> None:
+        if self._on_atomic_refusal is not None:
+            self._on_atomic_refusal(code)
 
     async def stop(self) -> None:
         """Let handed-over publishes be confirmed (bounded), then close the link."""

@@ -99,7 +99,9 @@ def create_app(settings: Settings) -> Litestar:
     # httpx logs every request at INFO: one line per second per gateway for the health checks.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     routes = load_routes(settings.routes_file, settings.service_names)
-    service = ServiceState("proxy", readiness=lambda: pool.readiness())
+    service = ServiceState(
+        "proxy", readiness=lambda: pool.readiness(), details=lambda: pool.details()
+    )
     relays = OpenRelays(service.draining)
     metrics = ProxyMetrics(service.registry, relays.relayed_bytes)
     pool = GatewayPool(settings.gateway_urls, metrics)

@@ -18,12 +18,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 import jwt
 import msgspec
 from litestar import MediaType, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -34,6 +35,7 @@ from logstream.services.proxy.upstream import (
     GatewayUnreachable,
     open_gateway_stream,
 )
+from logstream.shared.durability import MODES
 from logstream.shared.identities import bearer_token
 
 __all__ = [
@@ -119,6 +121,14 @@ class ProxyMetrics:
             ["gateway"],
             registry=registry,
         )
+        self.durability = Enum(
+            "logstream_broker_durability",
+            "What an acknowledged record survives, as the gateways' /ready says: fsync, "
+            "replicated, lazy or unknown (logstream.shared.durability).",
+            states=list(MODES),
+            registry=registry,
+        )
+        self.durability.state("unknown")
 
 
 class GatewayPool:
@@ -130,6 +140,8 @@ class GatewayPool:
         self._turn = itertools.count()
         self._checked_at: float | None = None
         self._metrics = metrics
+        # The broker's durability as each gateway's /ready body last said it.
+        self._durability: dict[str, str] = {}
 
     def candidates(self) -> list[str]:
         """Gateways to try, in order: the healthy (or unknown) ones rotated, then the rest."""
@@ -142,6 +154,19 @@ class GatewayPool:
         self._healthy[url] = healthy
         if self._metrics is not None:
             self._metrics.gateway_up.labels(url).set(1 if healthy else 0)
+
+    def durability(self) -> str:
+        """The broker's durability as the healthy gateways report it (the weakest when they
+        differ, as during a change of the broker's settings); ``unknown`` before any says."""
+        said = {self._durability.get(url) for url in self.urls if self._healthy[url]}
+        said.discard(None)
+        for mode in reversed(MODES):  # unknown, lazy, replicated, fsync: weakest first
+            if mode in said:
+                return mode
+        return "unknown"
+
+    def details(self) -> dict[str, Any]:
+        return {"durability": self.durability()}
 
     def readiness(self) -> tuple[bool, str]:
         if self._checked_at is None:
@@ -158,11 +183,24 @@ class GatewayPool:
             try:
                 answer = await client.get(url + "/ready", timeout=HEALTH_TIMEOUT_S)
                 self.mark(url, answer.status_code == 200)
+                self._take_durability(url, answer)
             except httpx.HTTPError:
                 self.mark(url, False)
 
         await asyncio.gather(*(one(url) for url in self.urls))
         self._checked_at = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.durability.state(self.durability())
+
+    def _take_durability(self, url: str, answer: httpx.Response) -> None:
+        try:
+            mode = answer.json().get("durability")
+        except (ValueError, AttributeError):
+            mode = None
+        if mode in MODES:
+            self._durability[url] = mode
+        else:
+            self._durability.pop(url, None)
 
     async def watch(self, client: httpx.AsyncClient) -> None:
         """Refresh the health of every gateway every ``HEALTH_INTERVAL_S`` until cancelled."""

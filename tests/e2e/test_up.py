@@ -99,10 +99,29 @@ def test_up_serves_what_it_prints_and_sigterm_leaves_nothing_behind(running, uni
     )
 
     assert record["channel"] == f"logs:etl:workspace123:{unique_id}"
+    # Development runs lazy, and says so at start and in every service's /ready.
+    assert "Durability:  lazy (development)" in up.output
+    for service in ("ingest", "gateway"):
+        body = httpx.get(up.url(service) + "/ready", timeout=10).json()
+        assert body["durability"] == "lazy" and body["broker_sync"] == "2m", body
     data_dir = up.data_dir()
     assert up.stop(signal.SIGTERM) == 0
     assert_nothing_left(up)
     assert not data_dir.exists(), "the ephemeral store must be removed at exit"
+
+
+def test_sync_always_runs_the_embedded_broker_durable_and_says_so(running, unique_id):
+    up = running("--ephemeral", "--no-simulator", "--sync-always")
+    assert "Durability:  fsync" in up.output
+    seq = publish(up, f"logs:etl:workspace123:{unique_id}", "on disk")
+    assert seq > 0
+    for service in ("ingest", "gateway"):
+        body = httpx.get(up.url(service) + "/ready", timeout=10).json()
+        assert body["durability"] == "fsync" and body["broker_sync"] == "always", body
+    metrics = httpx.get(up.url("ingest") + "/metrics", timeout=10).text
+    assert 'logstream_broker_durability{logstream_broker_durability="fsync"} 1.0' in metrics
+    assert up.stop(signal.SIGTERM) == 0
+    assert_nothing_left(up)
 
 
 def test_a_taken_port_fails_fast_naming_it_and_starts_nothing(tmp_path):

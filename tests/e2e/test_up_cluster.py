@@ -245,6 +245,10 @@ async def test_up_cluster_serves_through_every_gateway_survives_a_node_and_stops
     assert len(up.children) == NODES + 2 * COPIES + 1, up.children  # and one proxy
     info = await settled_stream_info(up)
     assert info.config.num_replicas == NODES  # ingest was given --stream-replicas 3
+    assert "Durability:  replicated" in up.output
+    for url in ingest_urls(up):  # (it read the stream it created: the replicas are known)
+        body = httpx.get(url + "/ready", timeout=10).json()
+        assert body["durability"] == "replicated" and body["stream_replicas"] == NODES, body
     channel = f"logs:etl:workspace123:{unique_id}"
     followers: list[Follower] = []
 

@@ -287,3 +287,14 @@ def test_no_two_services_publish_the_same_host_port(compose):
         for mapping in service.get("ports", [])
     ]
     assert len(published) == len(set(published))
+
+
+def test_the_broker_is_durable_and_the_services_can_say_so(compose):
+    """Production's default: sync_interval: always, a server that takes atomic batches, and
+    every NATS service reading the durability from the broker's monitoring port."""
+    assert _nats_config(compose)["jetstream"]["sync_interval"] == "always"
+    major, minor, _ = compose["services"]["nats"]["image"].split(":")[1].split("-")[0].split(".")
+    assert (int(major), int(minor)) >= (2, 12)  # atomic batch publish
+    for name in ("ingest", "gateway-a", "gateway-b", "cluster-ingest-a", "cluster-gateway-a"):
+        monitors = compose["services"][name]["environment"]["LOGSTREAM_NATS_MONITOR_URL"]
+        assert all(url.endswith(":8222") for url in monitors.split(",")), (name, monitors)

@@ -6,6 +6,7 @@ error handler reports the rule that refused and who the guard recorded for the a
 
 from __future__ import annotations
 
+import json
 import time
 
 import jwt
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from litestar import Litestar, Request, Response, get
 from litestar.testing import TestClient
+from prometheus_client import CollectorRegistry
 
 from logstream.services.gateway.auth import (
     ADMIN_TOKEN_WHO,
@@ -22,12 +24,15 @@ from logstream.services.gateway.auth import (
     require_user,
     user_tokens_for,
 )
+from logstream.services.gateway.metrics import GatewayMetrics
 from logstream.services.gateway.settings import Settings
+from logstream.services.gateway.user_keys import UserKeyRefresh
 from logstream.shared.errors import LogstreamError, SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.settings import load_settings
 from logstream.shared.user_tokens import UserTokens
 from logstream.shared.web import status_of
+from tests.support.jwks_server import JwksServer, SigningKey, claims
 
 SECRET = "gateway-auth-unit-test-secret-" * 2
 ADMIN_TOKEN = "admin-token-for-the-unit-tests-0123456789"
@@ -53,11 +58,18 @@ def _refused(request: Request, exc: LogstreamError) -> Response:
     )
 
 
-def client_for(environ: dict) -> TestClient:
+def client_for(environ: dict, *, refresh_keys: bool = False) -> TestClient:
     settings = load_settings(Settings, environ)
     app = Litestar([who_am_i, admin_only], exception_handlers={LogstreamError: _refused})
     app.state.settings = settings
     app.state.user_tokens = user_tokens_for(settings)
+    if refresh_keys:  # as the gateway does with a JWKS endpoint: fetch again on an unknown kid
+        UserKeyRefresh(
+            settings.jwt_jwks_url,
+            app.state.user_tokens,
+            every_s=settings.jwks_refresh_s,
+            metrics=GatewayMetrics(CollectorRegistry()),
+        )
     return TestClient(app)
 
 
@@ -240,7 +252,7 @@ def test_the_dev_secret_is_used_in_dev_mode_only():
     assert load_settings(Settings, PROD).user_token_secret == SECRET
 
 
-def test_production_without_a_key_names_both_settings():
+def test_production_without_a_key_names_every_key_setting():
     with pytest.raises(SettingsError) as caught:
         load_settings(Settings, {})
     for name in (
@@ -248,6 +260,8 @@ def test_production_without_a_key_names_both_settings():
         "LOGSTREAM_JWT_SECRET",
         "jwt_public_key_file",
         "LOGSTREAM_JWT_PUBLIC_KEY_FILE",
+        "jwt_jwks_url",
+        "LOGSTREAM_JWT_JWKS_URL",
     ):
         assert name in caught.value.message
 
@@ -292,3 +306,93 @@ def test_a_garbage_public_key_file_stops_the_gateway_naming_it(tmp_path):
         load_settings(Settings, {"LOGSTREAM_JWT_PUBLIC_KEY_FILE": str(tmp_path / "key.pem")})
     assert "LOGSTREAM_JWT_PUBLIC_KEY_FILE" in caught.value.message
     assert str(tmp_path / "key.pem") in caught.value.message
+
+
+# Key sets: a JWKS file, a JWKS endpoint, and exactly one way to give the key
+
+KEY_A, KEY_B = SigningKey("a"), SigningKey("b", "ec")
+
+
+@pytest.fixture
+def idp():
+    server = JwksServer(KEY_A.jwk()).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ("jwt_secret", "jwt_jwks_url"),
+        ("jwt_public_key_file", "jwt_jwks_url"),
+        ("jwt_secret", "jwt_public_key_file", "jwt_jwks_url"),
+    ],
+)
+def test_exactly_one_user_token_key_setting_may_be_given(tmp_path, given):
+    (tmp_path / "key.pem").write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
+    values = {
+        "jwt_secret": SECRET,
+        "jwt_public_key_file": str(tmp_path / "key.pem"),
+        "jwt_jwks_url": "https://idp.example/jwks",
+    }
+    with pytest.raises(SettingsError) as caught:
+        load_settings(Settings, {f"LOGSTREAM_{name.upper()}": values[name] for name in given})
+    message = caught.value.message
+    assert all(f"LOGSTREAM_{name.upper()}" in message for name in given)
+    assert ("not both" if len(given) == 2 else "not all three") in message
+
+
+@pytest.mark.parametrize("url", ["ftp://idp.example/jwks", "idp.example/jwks", "https://"])
+def test_a_jwks_url_must_be_an_http_or_https_url(url):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(Settings, {"LOGSTREAM_JWT_JWKS_URL": url})
+    assert "LOGSTREAM_JWT_JWKS_URL" in caught.value.message
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("5m", 300.0), ("30s", 30.0), ("1", 1.0)])
+def test_the_jwks_refresh_is_a_duration(value, seconds):
+    settings = load_settings(
+        Settings,
+        {"LOGSTREAM_JWT_JWKS_URL": "https://idp.example/jwks", "LOGSTREAM_JWT_JWKS_REFRESH": value},
+    )
+    assert settings.jwks_refresh_s == seconds and settings.user_token_secret == ""
+
+
+@pytest.mark.parametrize("value", ["500ms", "0", "soon", "-5m"])
+def test_a_jwks_refresh_under_a_second_or_no_duration_is_refused(value):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            Settings,
+            {"LOGSTREAM_JWT_JWKS_URL": "https://a.example/j", "LOGSTREAM_JWT_JWKS_REFRESH": value},
+        )
+    assert "LOGSTREAM_JWT_JWKS_REFRESH" in caught.value.message
+
+
+def test_a_jwks_key_file_verifies_by_kid_and_refuses_an_unknown_one(tmp_path):
+    (tmp_path / "keys.json").write_text(json.dumps({"keys": [KEY_A.jwk(), KEY_B.jwk()]}))
+    with client_for({"LOGSTREAM_JWT_PUBLIC_KEY_FILE": str(tmp_path / "keys.json")}) as client:
+        for key in (KEY_A, KEY_B):
+            assert client.get("/user", headers=bearer(key.token(claims()))).status_code == 200
+        answer = client.get("/user", headers=bearer(SigningKey("c").token(claims())))
+        assert (answer.status_code, answer.json()["rule"], answer.json()["who"]) == (
+            401,
+            "jwt_unknown_key",
+            None,
+        )
+
+
+def test_a_jwks_url_is_read_when_the_verifier_is_built(idp):
+    tokens = user_tokens_for(load_settings(Settings, {"LOGSTREAM_JWT_JWKS_URL": idp.url}))
+    assert tokens.keys.kids == ["a"] and idp.fetches == 1
+
+
+def test_the_guard_fetches_the_jwks_again_for_a_kid_published_since(idp):
+    with client_for({"LOGSTREAM_JWT_JWKS_URL": idp.url}, refresh_keys=True) as client:
+        idp.publish(KEY_A.jwk(), KEY_B.jwk())
+        answer = client.get("/user", headers=bearer(KEY_B.token(claims("newcomer"))))
+        assert answer.status_code == 200 and answer.json()["user"] == "newcomer"
+        assert idp.fetches == 2
+        # The next unknown kid within 10 s is refused without asking the identity provider.
+        answer = client.get("/user", headers=bearer(SigningKey("c").token(claims())))
+        assert (answer.status_code, answer.json()["rule"]) == (401, "jwt_unknown_key")
+        assert idp.fetches == 2

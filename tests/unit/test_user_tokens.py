@@ -16,6 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from logstream.shared.channels import parse_pattern
 from logstream.shared.errors import SettingsError, Unauthenticated
@@ -23,11 +24,17 @@ from logstream.shared.identities import DEV_JWT_SECRET, DEV_USERS
 from logstream.shared.user_tokens import (
     DEFAULT_LEEWAY_S,
     MIN_SECRET_BYTES,
+    KeySet,
+    UnknownSigningKey,
     UserIdentity,
     UserTokens,
+    key_set_from_jwks,
     public_key_from_pem,
+    read_key_file,
     read_public_key_file,
 )
+from tests.support.jwks_server import SigningKey
+from tests.support.jwks_server import forge_hs256 as forge_with_kid
 
 # 64 bytes or more, so PyJWT warns of a short HMAC key for neither HS256 nor HS512.
 SECRET = "unit-test-secret-" * 4
@@ -35,6 +42,14 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
+# The modulus of an RSA key too short to trust, and a P-384 key (ES384): JWKS members to refuse.
+RSA_1024_N = RSAAlgorithm.to_jwk(
+    rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(), as_dict=True
+)["n"]
+P384_JWK = {
+    **ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(), as_dict=True),
+    "kid": "p384",
+}
 
 
 def public_pem(private_key) -> bytes:
@@ -432,3 +447,235 @@ def test_a_user_of_every_workspace_reads_every_channel(pattern):
     reader = UserTokens(SECRET).verify(UserTokens(SECRET).issue("reader", ["*"]))
     assert reader.reads_every_workspace and not reader.is_admin
     assert reader.may_read(parse_pattern(pattern))
+
+
+# Key sets: JWKS documents (a file, or an identity provider's endpoint), keys chosen by kid
+
+
+def _jwks(*members) -> str:
+    return json.dumps({"keys": list(members)})
+
+
+def _set(*members) -> KeySet:
+    return key_set_from_jwks(_jwks(*members), source="test JWKS")
+
+
+KEY_A, KEY_B = SigningKey("a"), SigningKey("b", "ec")
+KEY_C = SigningKey("c", "ed25519")
+
+
+def test_a_jwks_key_is_chosen_by_the_tokens_kid_and_its_algorithm_is_the_keys():
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk(), KEY_C.jwk()))
+    assert tokens.keys.kids == ["a", "b", "c"]
+    assert tokens.algorithm == "ES256,EdDSA,RS256"
+    seen = set()
+    for key in (KEY_A, KEY_B, KEY_C):
+        identity = tokens.verify(key.token(_claims(sub=f"user-{key.kid}")))
+        assert identity.user_id == f"user-{key.kid}"
+        seen.add(identity.key_id)
+    assert len(seen) == 3  # each stream remembers which key verified it
+
+
+def test_without_alg_the_algorithm_follows_the_key_type():
+    tokens = UserTokens(keys=_set(*(key.jwk(alg=False) for key in (KEY_A, KEY_B, KEY_C))))
+    assert {key.kid: key.algorithm for key in tokens.keys.keys} == {
+        "a": "RS256",
+        "b": "ES256",
+        "c": "EdDSA",
+    }
+    assert tokens.verify(KEY_C.token(_claims())).user_id == "user123"
+
+
+def test_a_kid_not_in_the_set_is_jwt_unknown_key_naming_the_kid():
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    error = refusal(tokens, SigningKey("rotated-in").token(_claims()))
+    assert isinstance(error, UnknownSigningKey) and error.kid == "rotated-in"
+    assert error.rule == "jwt_unknown_key"
+    assert "'rotated-in'" in error.message and "fresh token" in error.message
+
+
+def test_with_several_keys_a_token_must_name_its_key():
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    error = refusal(tokens, KEY_A.token(_claims(), kid=None))
+    assert error.rule == "jwt_invalid" and "'kid'" in error.message and "2 keys" in error.message
+
+
+def test_a_set_of_one_key_takes_a_token_without_a_kid_but_not_one_naming_another():
+    tokens = UserTokens(keys=_set(KEY_A.jwk()))
+    assert tokens.verify(KEY_A.token(_claims(), kid=None)).user_id == "user123"
+    assert refusal(tokens, KEY_A.token(_claims(), kid="other")).rule == "jwt_unknown_key"
+
+
+def test_a_key_without_a_kid_alone_in_its_set_verifies_whatever_the_token_names():
+    tokens = UserTokens(keys=_set(KEY_A.jwk(kid=None)))
+    assert tokens.verify(KEY_A.token(_claims(), kid="anything")).user_id == "user123"
+    # A PEM key too, as before key sets: the token's kid is not even read.
+    pem_tokens = UserTokens(key=public_key_from_pem(public_pem(KEY_A.private)))
+    assert pem_tokens.verify(KEY_A.token(_claims(), kid="anything")).user_id == "user123"
+
+
+def test_a_token_signed_by_another_key_under_a_published_kid_is_invalid():
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    impostor = SigningKey("a")  # same kid, other key material
+    assert refusal(tokens, impostor.token(_claims())).rule == "jwt_invalid"
+
+
+@pytest.mark.parametrize("kid", [7, "", "k" * 257, ["a"], None])
+def test_a_kid_header_that_is_not_a_short_string_is_jwt_invalid(kid):
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    # Built by hand: PyJWT will not encode a kid that is not a string.
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
+    token = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+        for part in (header, _claims())
+    )
+    error = refusal(tokens, token + ".c2ln")
+    assert error.rule == "jwt_invalid"
+    assert "'kid'" in error.message or "Key ID" in error.message, error.message
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "e30.e30.", "..."])
+def test_a_malformed_token_is_jwt_invalid_before_any_key_is_chosen(token):
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    assert refusal(tokens, token).rule == "jwt_invalid"
+
+
+def test_algorithm_confusion_under_a_published_kid_never_verifies():
+    """The JWKS is public: neither its RSA key's PEM nor the JWK itself may work as an HMAC
+    secret, and no token picks its own algorithm (`none`, RS384, ES256 under an RSA kid)."""
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    payload = _claims(workspaces=["*"], roles=["admin"])
+    pem = public_pem(KEY_A.private)
+    secrets = [pem, pem.strip(), json.dumps(KEY_A.jwk()).encode(), KEY_A.jwk()["n"].encode()]
+    forged = [forge_with_kid(payload, secret, "a") for secret in secrets]
+    forged += [
+        jwt.encode(payload, None, algorithm="none", headers={"kid": "a"}),
+        jwt.encode(payload, KEY_A.private, algorithm="RS384", headers={"kid": "a"}),
+        jwt.encode(payload, KEY_A.private, algorithm="PS256", headers={"kid": "a"}),
+        jwt.encode(payload, KEY_B.private, algorithm="ES256", headers={"kid": "a"}),
+        jwt.encode(payload, KEY_A.private, algorithm="RS256", headers={"kid": "b"}),
+    ]
+    for token in forged:
+        assert refusal(tokens, token).rule == "jwt_invalid", jwt.get_unverified_header(token)
+
+
+@pytest.mark.parametrize(
+    ("member", "says"),
+    [
+        ({"kty": "oct", "kid": "s", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}, "symmetric"),
+        ({**KEY_A.jwk(), "alg": "HS256"}, "alg 'HS256' is not accepted"),
+        ({**KEY_A.jwk(), "alg": "none"}, "alg 'none' is not accepted"),
+        ({**KEY_A.jwk(), "alg": "RS384"}, "alg 'RS384' is not accepted"),
+        ({**KEY_A.jwk(), "use": "enc"}, "not 'sig'"),
+        ({**KEY_A.jwk(), "d": "AQAB"}, "private key material"),
+        (SigningKey("weak").jwk() | {"n": RSA_1024_N}, "2048 bits"),
+        ({**KEY_B.jwk(), "alg": "RS256"}, "not a usable JWK"),
+        ({**KEY_B.jwk(alg=False), "crv": "P-384"}, "not a usable JWK"),  # P-256 coordinates
+        (P384_JWK, "implies ES384"),
+        ({**KEY_A.jwk(), "kid": 42}, "kid must be a string"),
+        ("not an object", "not a JSON object"),
+        ({"kty": "RSA", "kid": "broken"}, "not a usable JWK"),
+    ],
+)
+def test_a_jwks_member_that_cannot_sign_is_left_out_saying_why(member, says):
+    keys = _set(member, KEY_B.jwk())
+    assert keys.kids == ["b"]
+    [note] = keys.skipped
+    assert note.startswith("key 0") and says in note, note
+    with pytest.raises(SettingsError) as caught:
+        _set(member)
+    assert caught.value.message.startswith("test JWKS: no usable signing key")
+    assert says in caught.value.message
+
+
+def test_a_second_key_with_a_kid_already_used_is_left_out():
+    keys = _set(KEY_A.jwk(), SigningKey("a").jwk())
+    assert len(keys) == 1 and "used by an earlier key" in keys.skipped[0]
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        ("not json", "not JSON"),
+        ("[]", "not a JWKS"),
+        ('{"keys": {}}', "not a JWKS"),
+        ("{}", "not a JWKS"),
+        ('{"keys": []}', "the 'keys' list is empty"),
+        (_jwks(*[KEY_A.jwk()] * 101), "101 keys"),
+    ],
+)
+def test_a_document_that_is_no_jwks_is_a_settings_error(document, says):
+    with pytest.raises(SettingsError) as caught:
+        key_set_from_jwks(document, source="where")
+    assert caught.value.message.startswith("where: ") and says in caught.value.message
+
+
+def test_a_key_file_may_hold_a_jwks_or_one_pem_key(tmp_path):
+    jwks = tmp_path / "keys.json"
+    jwks.write_text("\n  " + _jwks(KEY_A.jwk(), KEY_B.jwk()))
+    keys = read_key_file(str(jwks))
+    assert keys.kids == ["a", "b"]
+    tokens = UserTokens(keys=keys)
+    assert tokens.verify(KEY_B.token(_claims())).user_id == "user123"
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(public_pem(KEY_A.private))
+    assert len(read_key_file(str(pem))) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(_jwks({"kty": "oct", "k": "c2VjcmV0"}))
+    with pytest.raises(SettingsError) as caught:
+        read_key_file(str(bad))
+    assert "LOGSTREAM_JWT_PUBLIC_KEY_FILE" in caught.value.message
+    assert "bad.json" in caught.value.message and "symmetric" in caught.value.message
+
+
+def test_a_key_set_cannot_issue_tokens():
+    with pytest.raises(SettingsError, match="cannot issue"):
+        UserTokens(keys=_set(KEY_A.jwk())).issue("u", ["w"])
+
+
+def test_a_watch_sees_its_key_withdrawn_and_a_renamed_key_still_held():
+    tokens = UserTokens(keys=_set(KEY_A.jwk(), KEY_B.jwk()))
+    user = tokens.verify(KEY_A.token(_claims()))
+    watch = tokens.watch(user)
+    assert watch is not None and watch.held()
+    tokens.use_keys(_set(KEY_A.jwk(kid="a-renamed"), KEY_B.jwk()))
+    assert watch.held()  # the same key material signed it
+    tokens.use_keys(_set(KEY_B.jwk()))
+    assert not watch.held()
+    assert tokens.watch(tokens.verify(KEY_B.token(_claims()))).held()
+
+
+async def test_an_unknown_kid_asks_for_the_keys_once_and_verifies_with_what_came():
+    tokens = UserTokens(keys=_set(KEY_A.jwk()))
+    asked: list[str] = []
+
+    async def refetch(kid: str) -> bool:
+        asked.append(kid)
+        tokens.use_keys(_set(KEY_A.jwk(), KEY_B.jwk()))
+        return True
+
+    tokens.refetch = refetch
+    assert (await tokens.verify_current(KEY_A.token(_claims()))).user_id == "user123"
+    assert asked == []  # a known kid asks for nothing
+    assert (await tokens.verify_current(KEY_B.token(_claims()))).user_id == "user123"
+    assert asked == ["b"]
+    error = None
+    try:
+        await tokens.verify_current(SigningKey("c").token(_claims()))
+    except UnknownSigningKey as unknown:
+        error = unknown
+    assert error is not None and error.kid == "c" and asked == ["b", "c"]
+
+
+async def test_an_unknown_kid_the_source_will_not_fetch_for_is_refused_at_once():
+    tokens = UserTokens(keys=_set(KEY_A.jwk()))
+
+    async def refused(kid: str) -> bool:
+        return False
+
+    tokens.refetch = refused
+    with pytest.raises(UnknownSigningKey):
+        await tokens.verify_current(KEY_B.token(_claims()))
+    tokens.refetch = None  # keys that never change: refused just the same
+    with pytest.raises(UnknownSigningKey):
+        await tokens.verify_current(KEY_B.token(_claims()))
