@@ -39,8 +39,13 @@ class LogstreamStack:
     def __init__(self, workdir: Path, gateways: int = 2, *, sync_always: bool = False) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # With its monitoring endpoint, which the services are given as deployed: ingest reads
+        # the broker's durability there and, when it is fsync, writes atomic batches.
         self.broker = EmbeddedNats(
-            port=free_port(), store_dir=self.workdir / "nats", sync_always=sync_always
+            port=free_port(),
+            store_dir=self.workdir / "nats",
+            sync_always=sync_always,
+            monitor_port=free_port(),
         )
         self.ingest: ServiceProcess | None = None
         self.proxy: ServiceProcess | None = None
@@ -57,8 +62,13 @@ class LogstreamStack:
         return self
 
     def _service(self, name: str, args: list[str]) -> ServiceProcess:
+        monitor = self.broker.monitor_url
+        assert monitor is not None
         service = ServiceProcess(
-            name, nats_url=self.broker.url, log_dir=self.workdir, args=[*_QUIET, *args]
+            name,
+            nats_url=self.broker.url,
+            log_dir=self.workdir,
+            args=[*_QUIET, "--nats-monitor-url", monitor, *args],
         ).start()
         service.wait_ready(READY_TIMEOUT_S)
         return service

@@ -353,6 +353,13 @@ def _lifespan(
                 "durability": durability.mode,
             },
         )
+        if settings.atomic_batches == "auto" and durability.mode == "unknown":
+            log.warning(
+                "the broker's durability is unknown (%s): requests are written record by "
+                "record; on a broker with sync_interval: always that is one fsync per record. "
+                "Set nats_monitor_url (or atomic_batches=on) for one per batch",
+                durability.problem,
+            )
         undo_sighup = _on_sighup(reload) if reload is not None else (lambda: None)
         watcher = asyncio.create_task(durability.watch(store.js))
         try:
@@ -371,7 +378,9 @@ def create_app(settings: Settings) -> Litestar:
     tokens = _service_tokens(settings)
     channel_rules = load_channel_rules(settings.channel_rules, frozenset(settings.service_names))
     store = JetStreamPublisher(
-        settings, on_atomic_refusal=lambda code: metrics.atomic_refused(code)
+        settings,
+        on_atomic_refusal=lambda code: metrics.atomic_refused(code),
+        durable=lambda: durability.mode == "fsync",
     )
 
     def readiness() -> tuple[bool, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 from msgspec import Meta
 
@@ -63,6 +63,14 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     publish_timeout: Annotated[
         float, Meta(gt=0, le=60, description="seconds to wait for JetStream to confirm a batch")
     ] = 2.0
+    atomic_batches: Annotated[
+        Literal["auto", "on", "off"],
+        Meta(
+            description="write a request of 5+ records as one JetStream atomic batch (one "
+            "fsync per batch under sync_interval: always; nats-server 2.12+): auto when the "
+            "broker's durability is fsync (read through nats_monitor_url), on, or off"
+        ),
+    ] = "auto"
     publish_rate: Annotated[
         float,
         Meta(

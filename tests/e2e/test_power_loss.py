@@ -14,10 +14,13 @@ new LazyFS on what was synced, a new nats-server on it), and the LOGS stream is 
   syncs none of the stream's own files in its first minute (its first sync pass runs between
   half the interval and the whole interval after the store opens; tests/integration/
   test_lazyfs.py checks that plain publishes make no sync at all), so the stream is lost whole.
-  What it does sync are the staging stores of atomic batches (``LOGS/batches/<hash>/``, when
-  ingest publishes atomic batches): each is synced, then deleted without a sync, so the disk
-  keeps the last few hundred of them, which nats-server discards at the next start. The ledger
-  line counts both kinds of sync.
+  Ingest reads the broker's durability (lazy here) and writes record by record, as deployed.
+
+In the fsync case ingest sees durability ``fsync`` and writes each request as one atomic
+batch: nats-server syncs each batch's staging store (``LOGS/batches/<hash>/``), then the
+stream's block once for the batch; the staging stores are deleted without a sync, so the disk
+keeps the last few hundred of them, which nats-server discards at the next start. The ledger
+line counts both kinds of sync.
 
 Each case prints its ledger and records it as test properties.
 """
@@ -84,14 +87,25 @@ class Machine:
             pytest.fail(str(missing))
         # Each part is kept before it starts, so that a start failing halfway is still killed.
         self.broker = embedded_for_tests(
-            port=free_port(), store_dir=self.store, sync_always=self.sync_always
+            port=free_port(),
+            store_dir=self.store,
+            sync_always=self.sync_always,
+            monitor_port=free_port(),
         )
         self.broker.start()
+        assert self.broker.monitor_url is not None
+        # As deployed: ingest reads the broker's durability from its monitoring endpoint and,
+        # when it is fsync, writes each request as one atomic batch.
         self.ingest = ServiceProcess(
             "ingest",
             nats_url=self.broker.url,
             log_dir=self.log_dir,
-            args=["--publish-timeout", str(PUBLISH_TIMEOUT_S)],
+            args=[
+                "--publish-timeout",
+                str(PUBLISH_TIMEOUT_S),
+                "--nats-monitor-url",
+                self.broker.monitor_url,
+            ],
         )
         self.ingest.start()
         self.ingest.wait_ready()
@@ -205,6 +219,8 @@ async def test_a_power_cut_under_load(machines, unique_id, mode, record_property
     sync_always = mode == "fsync"
     machine = machines(sync_always=sync_always)
     assert machine.ingest is not None
+    said = httpx.get(machine.ingest.url + "/ready", timeout=10).json()["durability"]
+    assert said == mode, f"ingest says the broker's durability is {said}"
     producers = Producers(machine.ingest.url, f"logs:etl:{unique_id}:power").start()
     await asyncio.sleep(LOAD_S)  # the load's length, not a synchronisation
     await wait_until(
@@ -248,6 +264,7 @@ async def test_a_power_cut_under_load(machines, unique_id, mode, record_property
     assert set(found) <= set(producers.sent), "the stream holds records nobody sent"
     if sync_always:
         assert missing == 0, line
+        assert staging > 0, f"ingest wrote no atomic batch: {line}"
     else:
         assert missing > 0, f"nothing acknowledged was lost without fsync: {line}"
 

@@ -108,6 +108,25 @@ async def test_lazy_broker_is_said_lazy_and_without_a_monitor_url_unknown(lazy):
     assert body["durability"] == "unknown" and "nats_monitor_url" in body["durability_problem"]
 
 
+async def test_on_a_lazy_broker_requests_are_written_record_by_record(lazy):
+    """atomic_batches=auto: nothing to gain without fsync, and each atomic batch would cost the
+    broker a staging store; a retried batch shows which way it went (an atomic one is refused
+    whole and counted)."""
+    ingest = lazy.service("ingest")
+    records = _records("lazy", 100)
+    async with httpx.AsyncClient(base_url=ingest.url, timeout=ANSWER_WITHIN_S) as client:
+        first = await client.post(PUBLISH, json=records, headers=ETL)
+        retry = await client.post(PUBLISH, json=records, headers=ETL)
+    assert first.status_code == 202 and retry.json()["seqs"] == first.json()["seqs"]
+    assert _labelled(ingest.url, "logstream_ingest_atomic_refusals_total") == {}
+    forced = lazy.service("ingest", "--atomic-batches", "on")
+    async with httpx.AsyncClient(base_url=forced.url, timeout=ANSWER_WITHIN_S) as client:
+        again = await client.post(PUBLISH, json=records, headers=ETL)
+    assert again.json()["seqs"] == first.json()["seqs"]
+    refusals = _labelled(forced.url, "logstream_ingest_atomic_refusals_total")
+    assert refusals == {'code="10201"': 1.0}
+
+
 async def test_a_batch_under_fsync_is_stored_whole_with_contiguous_seqs_and_a_retry_once(
     synced,
 ):

@@ -4,7 +4,6 @@ JetStream)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import msgspec
@@ -18,7 +17,11 @@ from logstream.services.ingest.batch_writer import (
     _PubAck,
     atomic_commands,
 )
-from logstream.services.ingest.publisher import JetStreamPublisher, atomic_parts
+from logstream.services.ingest.publisher import (
+    MIN_ATOMIC_RECORDS,
+    JetStreamPublisher,
+    atomic_parts,
+)
 from logstream.services.ingest.settings import Settings
 from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
 from logstream.shared.channels import DEFAULT_SERVICES
@@ -147,9 +150,16 @@ class _Writer:
         return seqs
 
 
-def _publisher(refused: list[int]) -> JetStreamPublisher:
-    publisher = JetStreamPublisher(Settings(env="dev"), on_atomic_refusal=refused.append)
-    publisher._atomic = True
+def _publisher(
+    refused: list[int], *, atomic_batches: str = "auto", durable: bool = True
+) -> JetStreamPublisher:
+    publisher = JetStreamPublisher(
+        Settings(env="dev", atomic_batches=atomic_batches),  # type: ignore[arg-type]
+        on_atomic_refusal=refused.append,
+        durable=lambda: durable,
+    )
+    publisher._atomic = True  # the stream allows atomic batches
+    publisher._link = type("Link", (), {"connected": True})()
     return publisher
 
 
@@ -183,11 +193,23 @@ async def test_a_request_larger_than_an_atomic_batch_goes_as_several_in_order():
     assert seqs == list(range(100, 100 + 2 * MAX_ATOMIC_BATCH + 5))
 
 
-async def test_a_single_record_is_a_plain_publish():
+@pytest.mark.parametrize(
+    ("atomic_batches", "durable", "records", "atomic"),
+    [
+        ("auto", True, 1000, True),  # a broker that fsyncs: one fsync per batch
+        ("auto", True, MIN_ATOMIC_RECORDS, True),
+        ("auto", True, MIN_ATOMIC_RECORDS - 1, False),  # fewer records than a batch's syncs
+        ("auto", False, 1000, False),  # lazy, or not known: nothing to gain
+        ("on", False, 1000, True),
+        ("off", True, 1000, False),
+        ("on", True, 1, False),
+    ],
+)
+async def test_which_requests_go_as_atomic_batches(atomic_batches, durable, records, atomic):
     writer = _Writer(None)
-    publisher = _publisher([])
+    publisher = _publisher([], atomic_batches=atomic_batches, durable=durable)
     publisher._writer = writer
-    publisher._link = type("Link", (), {"connected": True})()
-    assert await publisher.store(_batch(1), "etl") == [100]
-    assert writer.atomic_sizes == [] and writer.plain_sizes == [1]
-    await asyncio.sleep(0)
+    assert await publisher.store(_batch(records), "etl") == list(range(100, 100 + records))
+    assert (writer.atomic_sizes, writer.plain_sizes) == (
+        ([records], []) if atomic else ([], [records])
+    )
