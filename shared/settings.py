@@ -79,6 +79,15 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
     services: Annotated[
         str, Meta(description="service names a channel may use, comma-separated")
     ] = ",".join(sorted(DEFAULT_SERVICES))
+    header_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="seconds a request's headers may take to arrive; a client still "
+            "sending them is answered 408 and disconnected",
+        ),
+    ] = 10.0
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="stderr log level")
     ] = "info"

@@ -17,6 +17,12 @@ in the ASGI scope under ``CONNECTION_KEY``, and a stream asks that object, never
   on the transport (same thread), and it stops writing directly before it sends the last body
   message (the terminating chunk).
 
+It also gives every request a deadline for its headers (``header_timeout``): from the connection
+(or, on a kept-alive connection, the next request's first byte) until the header block is read.
+uvicorn has none, so a client that sends half a header line holds its connection (a descriptor
+and a protocol object) for ever, and enough of them lock everyone else out. A late client is
+answered ``408`` and the connection closed, with one audit line per address per minute at most.
+
 ``check()`` runs before the server starts: it drives one real ``RequestResponseCycle`` over a
 recording transport, compares what uvicorn writes with ``chunk()``, and looks for every
 attribute used here. If anything is missing the fast path ``uvicorn_connection`` is off
@@ -34,6 +40,8 @@ from typing import Any
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from logstream.shared.audit import ANONYMOUS, denied
+
 __all__ = [
     "CONNECTION_KEY",
     "FAST_PATH",
@@ -43,6 +51,7 @@ __all__ = [
     "check",
     "chunk",
     "connection_of",
+    "protocol_with",
 ]
 
 FAST_PATH = "uvicorn_connection"
@@ -57,7 +66,25 @@ _CYCLE_ATTRIBUTES = (
     "response_complete",
     "disconnected",
 )
-_PROTOCOL_METHODS = ("on_headers_complete", "connection_lost")
+_PROTOCOL_METHODS = (
+    "connection_made",
+    "on_message_begin",
+    "on_headers_complete",
+    "connection_lost",
+)
+# A request's headers must all arrive within this (``ServiceSettings.header_timeout``).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+_HEADER_TIMEOUT_ANSWER = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+_HEADER_TIMEOUT_BODY = (
+    b'{"error":"request_timeout","message":"the request headers did not arrive within '
+    b'%gs","details":[]}'
+)
+# One audit line per client address per this many seconds, whatever the number of late clients.
+_AUDIT_EVERY_S = 60.0
+_AUDITED_ADDRESSES = 10_000
 
 log = logging.getLogger("logstream.web")
 
@@ -133,15 +160,78 @@ class HttpConnection:
         return DirectSink(cycle, transport, limit)
 
 
+class _LateHeaders:
+    """When each client address was last audited for late headers (bounded)."""
+
+    def __init__(self) -> None:
+        self.audited: dict[str, float] = {}
+
+    def should_audit(self, address: str, now: float) -> bool:
+        last = self.audited.get(address)
+        if last is not None and now - last < _AUDIT_EVERY_S:
+            return False
+        if len(self.audited) >= _AUDITED_ADDRESSES:
+            self.audited = {a: t for a, t in self.audited.items() if now - t < _AUDIT_EVERY_S}
+            if len(self.audited) >= _AUDITED_ADDRESSES:  # a flood of addresses: forget them
+                self.audited.clear()
+        self.audited[address] = now
+        return True
+
+
+_LATE_HEADERS = _LateHeaders()
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus an ``HttpConnection`` in each request's scope and the
-    callbacks to run when the connection closes."""
+    """uvicorn's httptools protocol, plus an ``HttpConnection`` in each request's scope, the
+    callbacks to run when the connection closes, and a deadline for each request's headers
+    (``header_timeout`` seconds; ``protocol_with`` makes the class a server is given)."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_callbacks: list[Callable[[], None]] = []
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_deadline is None:  # a kept-alive connection's next request
+            self._await_headers()
+
+    def _await_headers(self) -> None:
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _stop_waiting(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_late(self) -> None:
+        self._header_deadline = None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        body = _HEADER_TIMEOUT_BODY % self.header_timeout
+        transport.write(_HEADER_TIMEOUT_ANSWER % (len(body), body))
+        transport.close()
+        address = self.client[0] if self.client else "unknown"
+        if _LATE_HEADERS.should_audit(address, self.loop.time()):
+            denied(
+                who=ANONYMOUS,
+                what="a request whose headers did not arrive in time",
+                rule="header_timeout",
+                status=408,
+                remote=address,
+                reason=f"headers not complete within {self.header_timeout:g}s (more late "
+                "requests from this address in the next minute are not logged)",
+            )
 
     def on_headers_complete(self) -> None:
+        self._stop_waiting()
         super().on_headers_complete()
         cycle = self.cycle
         # (an upgrade request makes no cycle of its own; a pipelined one is queued with its own)
@@ -149,6 +239,7 @@ class HttpProtocol(HttpToolsProtocol):
             self.scope[CONNECTION_KEY] = HttpConnection(self, cycle)  # type: ignore[literal-required]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
         try:
             super().connection_lost(exc)
         finally:
@@ -158,6 +249,12 @@ class HttpProtocol(HttpToolsProtocol):
                     callback()
                 except Exception:
                     log.exception("a connection-lost callback failed")
+
+
+def protocol_with(header_timeout: float) -> type[HttpProtocol]:
+    """``HttpProtocol`` with its header deadline, for ``uvicorn.Config(http=...)`` (uvicorn
+    makes one protocol object per connection from the class it is given)."""
+    return type("HttpProtocol", (HttpProtocol,), {"header_timeout": header_timeout})
 
 
 def connection_of(scope: Any) -> HttpConnection | None:

@@ -30,7 +30,7 @@ from logstream.shared.errors import (
 )
 from logstream.shared.settings import ServiceSettings
 from logstream.shared.structured_logging import uvicorn_log_config
-from logstream.shared.uvicorn_adapter import CONNECTION_KEY, FAST_PATH, HttpProtocol, check
+from logstream.shared.uvicorn_adapter import CONNECTION_KEY, FAST_PATH, check, protocol_with
 
 __all__ = [
     "AUDITED_STATUSES",
@@ -261,7 +261,7 @@ def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
         limit_request_headers(app),
         host=settings.host,
         port=settings.port,
-        http=HttpProtocol if direct else "httptools",
+        http=protocol_with(settings.header_timeout) if direct else "httptools",
         log_config=uvicorn_log_config(name, settings.log_level),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         access_log=False,
