@@ -20,7 +20,7 @@ from logstream.services.ingest.batch_writer import MSG_ID_TAIL, Commands, OutMes
 from logstream.services.ingest.valid_batch import ValidBatch
 from logstream.shared.channels import to_subject
 
-__all__ = ["draft_commands", "draft_parts"]
+__all__ = ["draft_commands", "draft_messages"]
 
 # Digits of every index and size below this, looked up instead of formatted (payloads of up to
 # 16 KiB: a 200-byte log line is ~450 bytes stored); about 1.5 MB for the two tables.
@@ -84,25 +84,28 @@ def draft_commands(batch: ValidBatch, header_head: bytes) -> Commands | None:
     return commands
 
 
-def draft_parts(
-    batch: ValidBatch, id_head: bytes
-) -> tuple[list[bytes], list[bytes | None] | None, list[bytes]] | None:
-    """The batch as ``atomic_commands`` takes it (subjects, ``Nats-Msg-Id`` values made of
-    ``id_head`` and each id, payloads), or ``None`` when it is not the usual kind (some records
-    with an id and some without, or an id with CR or LF)."""
+def draft_messages(batch: ValidBatch, header_head: bytes) -> list[OutMessage] | None:
+    """The batch as ``out_messages`` makes it (``header_head``: the header block up to the id),
+    with the per-record steps in C as in ``draft_commands``; ``None`` when the batch is not the
+    usual kind."""
     drafts = batch.drafts
     ids = list(map(_ID, drafts))
     with_ids = len(ids) - ids.count(None)
     if with_ids and (with_ids != len(ids) or _has_newline(ids)):
         return None
     subjects = {name: to_subject(channel).encode() for name, channel in batch.channels.items()}
-    values: list[bytes | None] | None = (
-        list(map(id_head.__add__, _id_values(ids))) if with_ids else None
+    headers = (
+        [header_head + value + MSG_ID_TAIL for value in _id_values(ids)]
+        if with_ids
+        else repeat(None)
     )
-    return (
-        list(map(subjects.__getitem__, map(_CHANNEL, drafts))),
-        values,
-        list(map(_encode, drafts)),
+    return list(
+        map(
+            OutMessage,
+            map(subjects.__getitem__, map(_CHANNEL, drafts)),
+            headers,
+            map(_encode, drafts),
+        )
     )
 
 

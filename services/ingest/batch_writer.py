@@ -70,13 +70,14 @@ MAX_ATOMIC_IN_FLIGHT = 12
 ATOMIC_REFUSALS = frozenset({10176, 10177, 10179, 10199, 10200, 10201, 10205, 10211})
 _BATCH_HEADERS = b"Nats-Batch-Id: %s\r\nNats-Batch-Sequence: %d\r\n"
 _COMMIT = b"Nats-Batch-Commit: 1\r\n"
+_NO_HEADERS = b"NATS/1.0\r\n"
 
 
 # Makes a batch's PUB/HPUB lines from the reply subject prefix (the index follows it) and the
 # broker's max_payload (a longer payload raises ``nats.errors.MaxPayloadError``).
 Commands = Callable[[bytes, int], bytes]
 # Makes an atomic batch's HPUB lines from its batch id, the commit's reply subject and
-# max_payload (``atomic_commands``).
+# max_payload (``atomic_commands`` over the batch's messages).
 AtomicCommands = Callable[[bytes, bytes, int], bytes]
 
 
@@ -150,32 +151,29 @@ def pub_commands(messages: Sequence[OutMessage], reply: bytes, max_payload: int)
 
 
 def atomic_commands(
-    subjects: Sequence[bytes],
-    ids: Sequence[bytes | None] | None,
-    payloads: Sequence[bytes],
-    batch_id: bytes,
-    reply: bytes,
-    max_payload: int,
+    messages: Sequence[OutMessage], batch_id: bytes, reply: bytes, max_payload: int
 ) -> bytes:
-    """An atomic batch's ``HPUB`` lines: message ``i`` on ``subjects[i]`` with ``payloads[i]``
-    and, when ``ids`` is given and ``ids[i]`` not None, ``Nats-Msg-Id: ids[i]`` (a header value: ``msg_id_value``);
-    every message carries the batch headers, the last the commit and the only reply subject
-    (the broker answers the commit alone, or an error for the whole batch)."""
-    last = len(payloads) - 1
+    """An atomic batch's ``HPUB`` lines: the messages as ``pub_commands`` takes them, each
+    header block (``msg_id_header``, or none) with the batch headers added, the last message
+    with the commit and the only reply subject (the broker answers the commit alone, or an
+    error for the whole batch)."""
+    last = len(messages) - 1
     parts = []
-    for index, payload in enumerate(payloads):
+    for index, message in enumerate(messages):
+        payload = message.payload
         if len(payload) > max_payload:
             raise nats.errors.MaxPayloadError
-        msg_id = None if ids is None else ids[index]
-        header = b"NATS/1.0\r\n%s%s%s\r\n" % (
-            b"" if msg_id is None else b"Nats-Msg-Id: %s\r\n" % msg_id,
+        # A header block ends with an empty line: the batch headers go before it.
+        head = _NO_HEADERS if message.header is None else message.header[:-2]
+        header = b"%s%s%s\r\n" % (
+            head,
             _BATCH_HEADERS % (batch_id, index + 1),
             _COMMIT if index == last else b"",
         )
         parts.append(
             b"HPUB %s %s%d %d\r\n%s%s\r\n"
             % (
-                subjects[index],
+                message.subject,
                 reply + b" " if index == last else b"",
                 len(header),
                 len(header) + len(payload),

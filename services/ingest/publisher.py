@@ -19,12 +19,11 @@ import nats.errors
 import nats.js.errors
 from nats.js.client import JetStreamContext
 
-from logstream.services.ingest.batch_commands import draft_commands, draft_parts
+from logstream.services.ingest.batch_commands import draft_commands, draft_messages
 from logstream.services.ingest.batch_writer import (
     ATOMIC_REFUSALS,
     MAX_ATOMIC_BATCH,
     MSG_ID_HEAD,
-    AtomicCommands,
     BatchWriter,
     Commands,
     OutMessage,
@@ -45,7 +44,7 @@ __all__ = [
     "DRAIN_TIMEOUT_S",
     "MIN_ATOMIC_RECORDS",
     "JetStreamPublisher",
-    "atomic_parts",
+    "atomic_messages",
     "message_id",
     "out_messages",
     "record_commands",
@@ -103,55 +102,26 @@ def record_commands(records: Sequence[ValidRecord], publisher: str) -> Commands:
     the usual ``ValidBatch`` (no Python per record), else ``pub_commands`` over
     ``out_messages``: the same bytes either way."""
     if isinstance(records, ValidBatch):
-        # message_id(...).strip() is the publisher part left-stripped and the id right-stripped:
-        # the ':' between them is not whitespace.
-        header_head = MSG_ID_HEAD + msg_id_value(message_id(publisher.lstrip(), ""))
-        fast = draft_commands(records, header_head)
+        fast = draft_commands(records, _header_head(publisher))
         if fast is not None:
             return fast
     return partial(pub_commands, out_messages(records, publisher))
 
 
-# A batch as ``atomic_commands`` takes it: subjects, Nats-Msg-Id values, payloads.
-AtomicParts = tuple[list[bytes], list[bytes | None] | None, list[bytes]]
+def _header_head(publisher: str) -> bytes:
+    """A ``msg_id_header`` of ``publisher``'s records up to the record's id. message_id(...).strip()
+    is the publisher part left-stripped and the id right-stripped: the ':' between them is not
+    whitespace."""
+    return MSG_ID_HEAD + msg_id_value(message_id(publisher.lstrip(), ""))
 
 
-def atomic_parts(records: Sequence[ValidRecord], publisher: str) -> AtomicParts:
-    """The batch as ``atomic_commands`` takes it: subjects, ``Nats-Msg-Id`` values (``None``
-    when no record has an id) and stored JSON; ``draft_parts``' for the usual ``ValidBatch``."""
+def atomic_messages(records: Sequence[ValidRecord], publisher: str) -> list[OutMessage]:
+    """``out_messages`` of the batch, made by ``draft_messages`` for the usual ``ValidBatch``."""
     if isinstance(records, ValidBatch):
-        parts = draft_parts(records, msg_id_value(message_id(publisher.lstrip(), "")))
-        if parts is not None:
-            return parts
-    subjects: dict[str, bytes] = {}
-    subject_list: list[bytes] = []
-    ids: list[bytes | None] = []
-    payloads: list[bytes] = []
-    for valid in records:
-        record = valid.record
-        subject = subjects.get(record.channel)
-        if subject is None:
-            subject = subjects[record.channel] = to_subject(valid.channel).encode()
-        subject_list.append(subject)
-        ids.append(
-            None if record.id is None else msg_id_value(message_id(publisher, record.id).strip())
-        )
-        payloads.append(encode_stored(record))
-    return subject_list, None if ids.count(None) == len(ids) else ids, payloads
-
-
-def _atomic_chunk(parts: AtomicParts, start: int, end: int) -> AtomicCommands:
-    subjects, ids, payloads = parts
-    return partial(
-        _chunk_commands,
-        subjects[start:end],
-        None if ids is None else ids[start:end],
-        payloads[start:end],
-    )
-
-
-def _chunk_commands(subjects, ids, payloads, batch_id: bytes, reply: bytes, max_payload: int):
-    return atomic_commands(subjects, ids, payloads, batch_id, reply, max_payload)
+        messages = draft_messages(records, _header_head(publisher))
+        if messages is not None:
+            return messages
+    return out_messages(records, publisher)
 
 
 class JetStreamPublisher:
@@ -160,7 +130,7 @@ class JetStreamPublisher:
     def __init__(
         self,
         settings: Settings,
-        on_atomic_refusal: Callable[[int], None] | None = None,
+        on_atomic_refusal: Callable[[int], None] = lambda code: None,
         durable: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
@@ -171,7 +141,6 @@ class JetStreamPublisher:
         # Whether LOGS takes atomic batches (nats-server 2.12+ and allow_atomic set): one
         # fsync per batch under sync_interval: always, instead of one per record.
         self._atomic = False
-        self._replicas = 1
         self._on_atomic_refusal = on_atomic_refusal
         # Whether the broker fsyncs every write (durability fsync): atomic_batches=auto uses
         # atomic batches then only. A lazy broker gains nothing from them, and each costs it a
@@ -215,7 +184,6 @@ class JetStreamPublisher:
             replicas=settings.stream_replicas,
         )
         self._atomic = bool(config.allow_atomic)
-        self._replicas = config.num_replicas or 1
 
     async def _reconnected(self) -> None:
         log.info("broker link back")
@@ -272,7 +240,7 @@ class JetStreamPublisher:
         retried id still in the duplicate window, too many batches open) is written record by
         record instead, which keeps JetStream's per-message deduplication."""
         deadline = time.monotonic() + self._timeout
-        parts = atomic_parts(records, publisher)
+        messages = atomic_messages(records, publisher)
         seqs: list[int] = []
         for start in range(0, len(records), MAX_ATOMIC_BATCH):
             end = min(start + MAX_ATOMIC_BATCH, len(records))
@@ -281,13 +249,13 @@ class JetStreamPublisher:
                 raise TimeoutError
             try:
                 seqs += await writer.write_atomic(
-                    end - start, _atomic_chunk(parts, start, end), remaining
+                    end - start, partial(atomic_commands, messages[start:end]), remaining
                 )
                 continue
             except nats.js.errors.APIError as exc:
                 if exc.err_code not in ATOMIC_REFUSALS:
                     raise
-                self._atomic_refused(exc.err_code)
+                self._on_atomic_refusal(exc.err_code)
             chunk = (
                 ValidBatch(records.drafts[start:end], records.channels)
                 if isinstance(records, ValidBatch)
@@ -299,10 +267,6 @@ class JetStreamPublisher:
                 max(deadline - time.monotonic(), 0.001),
             )
         return seqs
-
-    def _atomic_refused(self, code: int) -> None:
-        if self._on_atomic_refusal is not None:
-            self._on_atomic_refusal(code)
 
     async def stop(self) -> None:
         """Let handed-over publishes be confirmed (bounded), then close the link."""

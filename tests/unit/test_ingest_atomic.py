@@ -13,14 +13,16 @@ import pytest
 
 from logstream.services.ingest.batch_writer import (
     MAX_ATOMIC_BATCH,
+    OutMessage,
     _AtomicBatch,
     _PubAck,
     atomic_commands,
+    msg_id_header,
 )
 from logstream.services.ingest.publisher import (
     MIN_ATOMIC_RECORDS,
     JetStreamPublisher,
-    atomic_parts,
+    atomic_messages,
 )
 from logstream.services.ingest.settings import Settings
 from logstream.services.ingest.valid_batch import ValidBatch, decode_valid
@@ -59,9 +61,11 @@ def _parse(command: bytes) -> list[tuple[list[bytes], dict[bytes, bytes], bytes]
 
 def test_every_message_carries_the_batch_headers_and_only_the_last_commits_and_has_a_reply():
     command = atomic_commands(
-        [b"logs.etl.a", b"logs.etl.b", b"logs.etl.a"],
-        [b"etl:1", None, b"etl:3"],
-        [b"{1}", b"{2}", b"{3}"],
+        [
+            OutMessage(b"logs.etl.a", msg_id_header("etl:1"), b"{1}"),
+            OutMessage(b"logs.etl.b", None, b"{2}"),
+            OutMessage(b"logs.etl.a", msg_id_header("etl:3"), b"{3}"),
+        ],
         b"batch-7",
         b"_INBOX_ingest.x.7.0",
         1024,
@@ -87,19 +91,21 @@ def test_every_message_carries_the_batch_headers_and_only_the_last_commits_and_h
 
 def test_a_payload_over_max_payload_is_refused_before_anything_is_sent():
     with pytest.raises(nats.errors.MaxPayloadError):
-        atomic_commands([b"s"], None, [b"x" * 2000], b"b", b"r", 1024)
+        atomic_commands([OutMessage(b"s", None, b"x" * 2000)], b"b", b"r", 1024)
 
 
-def test_the_fast_parts_of_a_valid_batch_equal_the_general_ones():
+def test_the_fast_messages_of_a_valid_batch_equal_the_general_ones():
     drafts = [
         {"channel": "logs:etl:w1:a", "message": "one", "id": "7 "},
         {"channel": "logs:etl:w1", "message": "two", "id": "8"},
     ]
     batch = validate_batch(drafts, publisher="etl")
     records = validate_records([PublishedRecord(**draft) for draft in drafts], publisher="etl")
-    fast, general = atomic_parts(batch, "etl"), atomic_parts(records, "etl")
-    assert fast[0] == general[0] == [b"logs.etl.w1.a", b"logs.etl.w1"]
-    assert fast[1] == general[1] == [b"etl:7", b"etl:8"]
+    fast, general = atomic_messages(batch, "etl"), atomic_messages(records, "etl")
+    assert [m.subject for m in fast] == [m.subject for m in general]
+    assert [m.subject for m in fast] == [b"logs.etl.w1.a", b"logs.etl.w1"]
+    assert [m.header for m in fast] == [m.header for m in general]
+    assert [m.header for m in fast] == [msg_id_header("etl:7"), msg_id_header("etl:8")]
 
 
 async def test_the_commit_answer_gives_each_record_its_own_sequence_in_order():
