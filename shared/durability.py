@@ -33,11 +33,12 @@ from prometheus_client import CollectorRegistry, Enum
 
 from logstream.shared.nats_names import STREAM_NAME
 
-__all__ = ["MODES", "REFRESH_S", "BrokerDurability", "classify", "read_sync"]
+__all__ = ["MODES", "REFRESH_S", "UNREAD_REFRESH_S", "BrokerDurability", "classify", "read_sync"]
 
 Mode = Literal["fsync", "replicated", "lazy", "unknown"]
 MODES: tuple[Mode, ...] = ("fsync", "replicated", "lazy", "unknown")
 REFRESH_S = 30.0
+UNREAD_REFRESH_S = 2.0
 _VARZ_TIMEOUT_S = 3.0
 # nats-server's default sync_interval when its config sets none.
 _DEFAULT_SYNC = "2m"
@@ -164,10 +165,16 @@ class BrokerDurability:
             syncs.append(read_sync(answer.content))
         return syncs
 
+    def next_refresh_s(self) -> float:
+        """``REFRESH_S``; ``UNREAD_REFRESH_S`` while the stream's replicas are not known yet (a
+        gateway that started before ingest created LOGS), so /ready does not say
+        ``stream_replicas: null`` for long."""
+        return REFRESH_S if self.replicas is not None else UNREAD_REFRESH_S
+
     async def watch(self, js: JetStreamContext | None) -> None:
-        """``refresh`` every ``REFRESH_S`` until cancelled."""
+        """``refresh`` every ``next_refresh_s()`` until cancelled."""
         while True:
-            await asyncio.sleep(REFRESH_S)
+            await asyncio.sleep(self.next_refresh_s())
             try:
                 await self.refresh(js)
             except Exception:  # a bug here must not stop the service: keep the last state

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from nats.js.errors import NotFoundError
 
 from logstream.services.ingest.settings import Settings
-from logstream.shared.durability import classify, read_sync
+from logstream.shared.durability import (
+    REFRESH_S,
+    UNREAD_REFRESH_S,
+    BrokerDurability,
+    classify,
+    read_sync,
+)
 from logstream.shared.settings import SettingsError
 
 
@@ -56,3 +63,26 @@ def test_durability_follows_sync_and_replicas(syncs, replicas, mode):
 def test_a_monitor_url_that_is_not_http_is_refused_at_start(url):
     with pytest.raises(SettingsError, match="nats_monitor_url"):
         Settings(env="dev", nats_monitor_url=url).check()
+
+
+class _Stream:
+    """What ``BrokerDurability.refresh`` reads of a JetStream context: LOGS's config."""
+
+    def __init__(self, replicas: int | None) -> None:
+        self.replicas = replicas
+
+    async def stream_info(self, name: str):
+        if self.replicas is None:
+            raise NotFoundError
+        config = type("Config", (), {"num_replicas": self.replicas})()
+        return type("Info", (), {"config": config})()
+
+
+async def test_until_the_stream_is_read_the_next_look_comes_soon_then_every_refresh():
+    durability = BrokerDurability([])
+    await durability.refresh(_Stream(None))  # a gateway started before ingest made LOGS
+    assert durability.replicas is None and "NotFoundError" in durability.problem
+    assert durability.next_refresh_s() == UNREAD_REFRESH_S < REFRESH_S
+    await durability.refresh(_Stream(3))
+    assert durability.details()["stream_replicas"] == 3 and durability.mode == "replicated"
+    assert durability.next_refresh_s() == REFRESH_S
