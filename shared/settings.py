@@ -88,6 +88,35 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True):
             "sending them is answered 408 and disconnected",
         ),
     ] = 10.0
+    body_min_rate: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1 << 30,
+            description="bytes/s a request's body must average once its headers are in "
+            "(after header_timeout of grace); a slower client is answered 408 and disconnected",
+        ),
+    ] = 1024
+    max_pending_per_address: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1_000_000,
+            description="connections one client address may have still sending a request "
+            "after 1 s (nothing on them is authenticated yet); the next one is answered 429 "
+            "and disconnected",
+        ),
+    ] = 64
+    max_connections: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=10_000_000,
+            description="open HTTP connections of the process; past it a new one is answered "
+            "503 with Retry-After. 0: the descriptor limit (raised to its hard limit at start) "
+            "less a tenth kept for the broker, files and answering refusals",
+        ),
+    ] = 0
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="stderr log level")
     ] = "info"

@@ -33,8 +33,10 @@ attribute used here. If anything is missing the fast path ``uvicorn_connection``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -46,11 +48,13 @@ __all__ = [
     "CONNECTION_KEY",
     "FAST_PATH",
     "DirectSink",
+    "EdgeLimits",
     "HttpConnection",
     "HttpProtocol",
     "check",
     "chunk",
     "connection_of",
+    "open_connections",
     "protocol_with",
 ]
 
@@ -70,19 +74,23 @@ _PROTOCOL_METHODS = (
     "connection_made",
     "on_message_begin",
     "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "data_received",
     "connection_lost",
 )
 # A request's headers must all arrive within this (``ServiceSettings.header_timeout``).
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-_HEADER_TIMEOUT_ANSWER = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-)
-_HEADER_TIMEOUT_BODY = (
-    b'{"error":"request_timeout","message":"the request headers did not arrive within '
-    b'%gs","details":[]}'
-)
-# One audit line per client address per this many seconds, whatever the number of late clients.
+# A request still arriving after this long counts against its address's pending cap.
+PENDING_GRACE_S = 1.0
+# A connection refused or timed out is answered, then read (and what it sends dropped) for at
+# most this long before it is closed: closing a socket with unread data makes the kernel send
+# a reset, which can destroy the answer before the client reads it.
+LINGER_S = 2.0
+# Of a refused connection's request only this much is read while looking for the headers' end.
+_REFUSED_HEAD_BYTES = 16 * 1024
+# One audit line per rule and client address per this many seconds, whatever the number of
+# connections.
 _AUDIT_EVERY_S = 60.0
 _AUDITED_ADDRESSES = 10_000
 
@@ -160,86 +168,126 @@ class HttpConnection:
         return DirectSink(cycle, transport, limit)
 
 
-class _LateHeaders:
-    """When each client address was last audited for late headers (bounded)."""
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """What every service's HTTP edge holds a client to (``ServiceSettings``; SECURITY.md)."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S  # s for a request's headers
+    body_min_rate: int = 1024  # bytes/s a body must average, after header_timeout of grace
+    max_pending_per_address: int = 64  # connections of one address still sending, past 1 s
+    max_connections: int = 10_000  # open connections of the process; past it 503
+
+
+class _Audited:
+    """When each (rule, client address) was last audited (bounded)."""
 
     def __init__(self) -> None:
-        self.audited: dict[str, float] = {}
+        self.audited: dict[tuple[str, str], float] = {}
 
-    def should_audit(self, address: str, now: float) -> bool:
-        last = self.audited.get(address)
+    def should_audit(self, rule: str, address: str, now: float) -> bool:
+        key = (rule, address)
+        last = self.audited.get(key)
         if last is not None and now - last < _AUDIT_EVERY_S:
             return False
         if len(self.audited) >= _AUDITED_ADDRESSES:
-            self.audited = {a: t for a, t in self.audited.items() if now - t < _AUDIT_EVERY_S}
+            self.audited = {k: t for k, t in self.audited.items() if now - t < _AUDIT_EVERY_S}
             if len(self.audited) >= _AUDITED_ADDRESSES:  # a flood of addresses: forget them
                 self.audited.clear()
-        self.audited[address] = now
+        self.audited[key] = now
         return True
 
 
-_LATE_HEADERS = _LateHeaders()
+class _Edge:
+    """Process-wide: open connections, and per address those still sending a request."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.pending: dict[str, int] = {}
+        self.audited = _Audited()
+
+    def add_pending(self, address: str) -> int:
+        count = self.pending.get(address, 0) + 1
+        self.pending[address] = count
+        return count
+
+    def drop_pending(self, address: str) -> None:
+        count = self.pending.get(address, 0) - 1
+        if count > 0:
+            self.pending[address] = count
+        else:
+            self.pending.pop(address, None)
+
+
+_EDGE = _Edge()
+
+
+def open_connections() -> int:
+    """HTTP connections open on this process (``logstream_http_connections``)."""
+    return _EDGE.open
+
+
+def _answer(status: str, code: str, message: str, retry_after: int | None = None) -> bytes:
+    body = json.dumps({"error": code, "message": message, "details": []}).encode()
+    retry = b"retry-after: %d\r\n" % retry_after if retry_after is not None else b""
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n%b"
+        b"content-length: %d\r\n\r\n%b" % (status.encode(), retry, len(body), body)
+    )
+
+
+# Where a connection is in its current request.
+_IDLE, _HEAD, _BODY, _DONE = range(4)
 
 
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus an ``HttpConnection`` in each request's scope, the
-    callbacks to run when the connection closes, and a deadline for each request's headers
-    (``header_timeout`` seconds; ``protocol_with`` makes the class a server is given)."""
+    callbacks to run when the connection closes, and the edge's limits (``EdgeLimits``;
+    ``protocol_with`` makes the class a server is given):
 
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    - a request's headers must arrive within ``header_timeout`` of the connection (or of the
+      request's first byte on a kept-alive connection): else 408;
+    - its body must then arrive at ``body_min_rate`` bytes/s on average, after a grace of
+      ``header_timeout`` (time the app leaves it unread does not count): else 408;
+    - a request still arriving after ``PENDING_GRACE_S`` counts against its client address;
+      past ``max_pending_per_address`` such connections, the newest late one gets 429;
+    - past ``max_connections`` open connections, a new one gets 503 with ``Retry-After``.
+
+    Each is answered by the protocol itself (no app runs), the rest of what the client sends is
+    dropped for ``LINGER_S``, and the connection closed; one audit line per rule and address
+    per minute. Time spent answering a request (a stream) is not limited here."""
+
+    limits: EdgeLimits = EdgeLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_callbacks: list[Callable[[], None]] = []
-        self._header_deadline: asyncio.TimerHandle | None = None
+        self._phase = _IDLE
+        self._since = 0.0  # when the request (or its body's clock) began
+        self._body_since = 0.0
+        self._body_counted = 0  # body bytes received since _body_since
+        self._pending = False  # counted in _EDGE.pending
+        self._timer: asyncio.TimerHandle | None = None
+        self._refused_head = b""
+        self._answered = False
+        self._counted = False
+
+    # -- the connection --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_headers()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._header_deadline is None:  # a kept-alive connection's next request
-            self._await_headers()
-
-    def _await_headers(self) -> None:
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_late)
-
-    def _stop_waiting(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-
-    def _headers_late(self) -> None:
-        self._header_deadline = None
-        transport = self.transport
-        if transport.is_closing():
+        _EDGE.open += 1
+        self._counted = True
+        if _EDGE.open > self.limits.max_connections:
+            self._refuse_when_headers_arrive()
             return
-        body = _HEADER_TIMEOUT_BODY % self.header_timeout
-        transport.write(_HEADER_TIMEOUT_ANSWER % (len(body), body))
-        transport.close()
-        address = self.client[0] if self.client else "unknown"
-        if _LATE_HEADERS.should_audit(address, self.loop.time()):
-            denied(
-                who=ANONYMOUS,
-                what="a request whose headers did not arrive in time",
-                rule="header_timeout",
-                status=408,
-                remote=address,
-                reason=f"headers not complete within {self.header_timeout:g}s (more late "
-                "requests from this address in the next minute are not logged)",
-            )
-
-    def on_headers_complete(self) -> None:
-        self._stop_waiting()
-        super().on_headers_complete()
-        cycle = self.cycle
-        # (an upgrade request makes no cycle of its own; a pipelined one is queued with its own)
-        if cycle is not None and cycle.scope is self.scope:
-            self.scope[CONNECTION_KEY] = HttpConnection(self, cycle)  # type: ignore[literal-required]
+        self._request_begins()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_waiting()
+        self._stop_timer()
+        self._not_pending()
+        if self._counted:
+            self._counted = False
+            _EDGE.open -= 1
         try:
             super().connection_lost(exc)
         finally:
@@ -250,11 +298,205 @@ class HttpProtocol(HttpToolsProtocol):
                 except Exception:
                     log.exception("a connection-lost callback failed")
 
+    def data_received(self, data: bytes) -> None:
+        if self._phase == _DONE:
+            self._drop_or_answer(data)
+            return
+        super().data_received(data)
 
-def protocol_with(header_timeout: float) -> type[HttpProtocol]:
-    """``HttpProtocol`` with its header deadline, for ``uvicorn.Config(http=...)`` (uvicorn
-    makes one protocol object per connection from the class it is given)."""
-    return type("HttpProtocol", (HttpProtocol,), {"header_timeout": header_timeout})
+    # -- a request's progress ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._phase == _IDLE:  # a kept-alive connection's next request
+            self._request_begins()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        # (an upgrade request makes no cycle of its own; a pipelined one is queued with its own)
+        if cycle is not None and cycle.scope is self.scope:
+            self.scope[CONNECTION_KEY] = HttpConnection(self, cycle)  # type: ignore[literal-required]
+        if self._phase == _HEAD:
+            self._phase = _BODY
+            self._body_since = self.loop.time()
+            self._body_counted = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_counted += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._phase in (_HEAD, _BODY):
+            self._phase = _IDLE
+            self._stop_timer()
+            self._not_pending()
+
+    def _request_begins(self) -> None:
+        self._phase = _HEAD
+        self._since = self.loop.time()
+        self._arm(min(PENDING_GRACE_S, self.limits.header_timeout))
+
+    def _arm(self, delay: float) -> None:
+        self._stop_timer()
+        self._timer = self.loop.call_later(max(delay, 0.0), self._check)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _not_pending(self) -> None:
+        if self._pending:
+            self._pending = False
+            _EDGE.drop_pending(self._address)
+
+    @property
+    def _address(self) -> str:
+        return self.client[0] if self.client else "unknown"
+
+    def _check(self) -> None:
+        """The request is still arriving: is it late, and is its address over its cap?"""
+        self._timer = None
+        if self.transport.is_closing() or self._phase not in (_HEAD, _BODY):
+            return
+        limits, now = self.limits, self.loop.time()
+        if not self._pending and now - self._since >= PENDING_GRACE_S:
+            self._pending = True
+            pending = _EDGE.add_pending(self._address)
+            if pending > limits.max_pending_per_address:
+                self._refuse(
+                    "429 Too Many Requests",
+                    "rate_limited",
+                    f"this address has {pending - 1} other connections still sending a "
+                    f"request (at most {limits.max_pending_per_address}); finish or close them",
+                    rule="pending_per_address",
+                    what="a connection over its address's cap on requests still arriving",
+                    retry_after=1,
+                )
+                return
+        if self._phase == _HEAD:
+            deadline = self._since + limits.header_timeout
+            if now >= deadline:
+                self._refuse(
+                    "408 Request Timeout",
+                    "request_timeout",
+                    f"the request headers did not arrive within {limits.header_timeout:g}s",
+                    rule="header_timeout",
+                    what="a request whose headers did not arrive in time",
+                )
+                return
+        else:
+            cycle = self.cycle
+            if cycle is None or cycle.response_started:
+                return  # the app answered without the whole body: not the client's delay
+            if self.flow.read_paused:  # the app is not reading: restart the body's clock
+                self._body_since, self._body_counted = now, 0
+                self._arm(limits.header_timeout)
+                return
+            deadline = (
+                self._body_since + limits.header_timeout + self._body_counted / limits.body_min_rate
+            )
+            if now >= deadline:
+                self._refuse(
+                    "408 Request Timeout",
+                    "request_timeout",
+                    f"the request body did not arrive at {limits.body_min_rate} bytes/s "
+                    f"(after {limits.header_timeout:g}s)",
+                    rule="body_timeout",
+                    what="a request whose body arrived too slowly",
+                )
+                return
+        if not self._pending:
+            deadline = min(deadline, self._since + PENDING_GRACE_S)
+        self._arm(deadline - now)
+
+    # -- answering from the protocol -----------------------------------------------------------
+
+    def _refuse_when_headers_arrive(self) -> None:
+        """Over the ceiling: read the request's headers (dropped), answer 503, close."""
+        self._phase = _DONE
+        self._answered = False
+        # headers that do not come in time: closed without an answer
+        self._timer = self.loop.call_later(LINGER_S, self._close)
+
+    def _drop_or_answer(self, data: bytes) -> None:
+        if self._answered:
+            return  # lingering: what the client still sends is dropped
+        head = self._refused_head + data
+        if b"\r\n\r\n" not in head and len(head) < _REFUSED_HEAD_BYTES:
+            self._refused_head = head[-3:] if len(head) > 3 else head
+            return
+        self._refused_head = b""
+        limits = self.limits
+        self._answer_and_linger(
+            _answer(
+                "503 Service Unavailable",
+                "overloaded",
+                f"this server holds its most connections ({limits.max_connections}); "
+                "try again shortly",
+                retry_after=1,
+            )
+        )
+        self._audit(
+            "connection_ceiling",
+            "a connection past the process's connection ceiling",
+            503,
+            f"{_EDGE.open - 1} connections open, at most {limits.max_connections}",
+        )
+
+    def _refuse(
+        self,
+        status: str,
+        code: str,
+        message: str,
+        *,
+        rule: str,
+        what: str,
+        retry_after: int | None = None,
+    ) -> None:
+        self._phase = _DONE
+        self._not_pending()
+        self._answer_and_linger(_answer(status, code, message, retry_after))
+        self._audit(rule, what, int(status[:3]), message)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's request (a body it waits on) is over
+            cycle.message_event.set()
+
+    def _answer_and_linger(self, answer: bytes) -> None:
+        self._answered = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._stop_timer()
+        self._timer = self.loop.call_later(LINGER_S, self._close)
+
+    def _close(self) -> None:
+        self._timer = None
+        self.transport.close()
+
+    def _audit(self, rule: str, what: str, status: int, reason: str) -> None:
+        address = self._address
+        if _EDGE.audited.should_audit(rule, address, self.loop.time()):
+            denied(
+                who=ANONYMOUS,
+                what=what,
+                rule=rule,
+                status=status,
+                remote=address,
+                reason=f"{reason} (more from this address in the next minute are not logged)",
+            )
+
+
+def protocol_with(limits: EdgeLimits) -> type[HttpProtocol]:
+    """``HttpProtocol`` with these limits, for ``uvicorn.Config(http=...)`` (uvicorn makes one
+    protocol object per connection from the class it is given)."""
+    return type("HttpProtocol", (HttpProtocol,), {"limits": limits})
 
 
 def connection_of(scope: Any) -> HttpConnection | None:

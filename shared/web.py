@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,14 @@ import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from logstream.shared import audit, fast_paths
 from logstream.shared.errors import (
@@ -30,7 +38,14 @@ from logstream.shared.errors import (
 )
 from logstream.shared.settings import ServiceSettings
 from logstream.shared.structured_logging import uvicorn_log_config
-from logstream.shared.uvicorn_adapter import CONNECTION_KEY, FAST_PATH, check, protocol_with
+from logstream.shared.uvicorn_adapter import (
+    CONNECTION_KEY,
+    FAST_PATH,
+    EdgeLimits,
+    check,
+    open_connections,
+    protocol_with,
+)
 
 __all__ = [
     "AUDITED_STATUSES",
@@ -60,6 +75,8 @@ AUDITED_STATUSES = frozenset({401, 403, 429})
 # KiB more; 32 KiB leaves room and stops a client that streams megabytes of headers.
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
+# The most descriptors a service raises its limit to (and assumes when it cannot tell).
+_MAX_DESCRIPTORS = 1 << 20
 # uvicorn's own backstop after SIGTERM: our streams close at once on the drain event; this only
 # bounds a handler that ignores it.
 GRACEFUL_SHUTDOWN_S = 5
@@ -139,6 +156,25 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 }
 
 
+class RuntimeCollector(Collector):
+    """What a leak would show first, sampled at each scrape: ``logstream_asyncio_tasks`` (tasks
+    alive on the service's loop) and ``logstream_http_connections`` (open HTTP connections)."""
+
+    def collect(self) -> Any:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped off the loop (a test's registry read): nothing to count
+            tasks = 0
+        yield GaugeMetricFamily(
+            "logstream_asyncio_tasks", "asyncio tasks alive on the service's event loop", tasks
+        )
+        yield GaugeMetricFamily(
+            "logstream_http_connections",
+            "HTTP connections open on this process (every client, streams included)",
+            open_connections(),
+        )
+
+
 class ServiceState:
     """Per-app state every service exposes: readiness, metrics registry, the drain signal."""
 
@@ -156,6 +192,9 @@ class ServiceState:
         self.details = details
         self.registry = CollectorRegistry()
         self.registry.register(fast_paths.FastPathCollector())
+        self.registry.register(RuntimeCollector())
+        # process_resident_memory_bytes, process_open_fds, ... (Linux /proc; nothing elsewhere)
+        ProcessCollector(registry=self.registry)
         self.draining = asyncio.Event()
 
 
@@ -250,6 +289,37 @@ def limit_request_headers(
     return guarded
 
 
+def descriptor_limit() -> int:
+    """The process's open-file limit, raised to its hard limit first (as Go's runtime does:
+    a server that holds one descriptor per client should not stop at a login shell's 1,024)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, _MAX_DESCRIPTORS)
+        wanted = min(wanted, _MAX_DESCRIPTORS)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError) as exc:
+        log.warning("could not read or raise the open-file limit: %s", exc)
+        return _MAX_DESCRIPTORS
+    return _MAX_DESCRIPTORS if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def edge_limits(settings: ServiceSettings) -> EdgeLimits:
+    """The HTTP edge's limits from the settings; ``max_connections`` 0 is the descriptor limit
+    less a tenth (at least 64) kept for the broker's connections, files and refusals."""
+    ceiling = settings.max_connections
+    if ceiling == 0:
+        limit = descriptor_limit()
+        ceiling = max(limit - max(limit // 10, 64), 16)
+    return EdgeLimits(
+        header_timeout=settings.header_timeout,
+        body_min_rate=settings.body_min_rate,
+        max_pending_per_address=settings.max_pending_per_address,
+        max_connections=ceiling,
+    )
+
+
 def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
     """Serve ``app`` until SIGINT/SIGTERM; returns the process exit code.
 
@@ -257,11 +327,21 @@ def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
     has what it hooks (``logstream.shared.uvicorn_adapter.check``), else uvicorn's own httptools
     protocol, and the fast path is reported off."""
     direct = fast_paths.record(FAST_PATH, check())
+    limits = edge_limits(settings)
+    if direct:
+        log.info(
+            "HTTP edge: headers within %gs, bodies at %d bytes/s, %d pending per address, "
+            "%d connections",
+            limits.header_timeout,
+            limits.body_min_rate,
+            limits.max_pending_per_address,
+            limits.max_connections,
+        )
     config = uvicorn.Config(
         limit_request_headers(app),
         host=settings.host,
         port=settings.port,
-        http=protocol_with(settings.header_timeout) if direct else "httptools",
+        http=protocol_with(limits) if direct else "httptools",
         log_config=uvicorn_log_config(name, settings.log_level),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         access_log=False,
