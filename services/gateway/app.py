@@ -304,6 +304,9 @@ def stats(request: Request) -> dict[str, Any]:
             "settles": hub.settles if hub else 0,
             "catch_ups": hub.catch_ups if hub else 0,
             "repairs": hub.repairs if hub else 0,
+            # Replays by seq (resumes, tail) and the group reads that served them.
+            "replays": hub.replays.replays if hub else 0,
+            "replay_reads": hub.replays.reads if hub else 0,
         },
         "uptime_s": round(time.monotonic() - gateway.started, 3),
     }

@@ -12,6 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import msgspec
@@ -81,8 +82,13 @@ class StreamWriter:
             first, last = replay.gap
             yield sse_frame(event="gap", data=_ENCODE({"from": first, "to": last}))
         filters = covering_filters(self.sub.subjects)
-        async for chunk in replay_chunks(source, filters, replay, self.sub, self.hub.count_read):
-            yield chunk
+        if replay.start_time is None:  # by seq: shared with other replays on these channels
+            chunks = self.hub.replays.frames(filters, replay, self.sub)
+        else:
+            chunks = replay_chunks(source, filters, replay, self.sub, self.hub.count_read)
+        async with aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                yield chunk
 
     def _go_direct(self) -> None:
         """Caught up (the outbox is empty and every frame before it written): from now on the

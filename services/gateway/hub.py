@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from logstream.services.gateway.direct import Coalescer
 from logstream.services.gateway.interest import InterestTable
 from logstream.services.gateway.live import MISSED, LiveFeed
+from logstream.services.gateway.shared_replay import ReplayReads
 from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.services.gateway.subjects import MAX_FILTERS, covering_filters
 from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
@@ -71,6 +72,8 @@ class Hub:
         self.last_seq = 0
         self._stream_identity: str | None = None
         self._direct = Coalescer()
+        # Replays by seq, read in groups that share one read of the stream.
+        self.replays = ReplayReads(source, on_read=self.count_read)
         self.delivered_total = 0
         self.read_total = 0
         # What the broker was asked besides subscriptions (``subscribes``, ``settles``):
@@ -302,6 +305,7 @@ class Hub:
             sub.cut()
 
     async def close(self) -> None:
+        await self.replays.close()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

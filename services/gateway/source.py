@@ -189,6 +189,8 @@ class NatsLogSource:
         # looked yet.) A stream an older ingest made has no republish until an ingest of this
         # version starts (logstream.shared.nats_link.ensure_stream).
         self.republishes: bool | None = None
+        # The stream-info request under way for ``bounds``: callers meanwhile share its answer.
+        self._bounds: asyncio.Future[tuple[int, int]] | None = None
 
     async def last_seq(self) -> int:
         try:
@@ -273,7 +275,24 @@ class NatsLogSource:
         return str(info.created), info.state.last_seq
 
     async def bounds(self) -> tuple[int, int]:
-        """The first and last seq still in the stream (first > last when it is empty)."""
+        """The first and last seq still in the stream (first > last when it is empty).
+
+        Callers while a request is under way share its answer (one request, not one per
+        connection, when a reconnect storm resumes thousands of streams at once): it is as
+        fresh as the caller's own would be, give or take that request's round trip."""
+        pending = self._bounds
+        if pending is None:
+            pending = self._bounds = asyncio.ensure_future(self._read_bounds())
+            pending.add_done_callback(self._bounds_done)
+        return await asyncio.shield(pending)
+
+    def _bounds_done(self, future: asyncio.Future[tuple[int, int]]) -> None:
+        if self._bounds is future:
+            self._bounds = None
+        if not future.cancelled():
+            future.exception()  # (retrieved: every caller may have left)
+
+    async def _read_bounds(self) -> tuple[int, int]:
         try:
             info = await self._js.stream_info(self.stream)
         except Exception as exc:
