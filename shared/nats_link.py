@@ -27,7 +27,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RePublish, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from logstream.shared import audit
 from logstream.shared.errors import BrokerUnavailable
@@ -55,6 +55,8 @@ __all__ = [
 RECONNECT_WAIT_S = 0.5
 # Publishes made while the link is down are buffered up to this much, then refused.
 PENDING_BYTES = 8 * 1024 * 1024
+# Consumers the LOGS stream allows at once (``ensure_stream``).
+LOGS_MAX_CONSUMERS = 10_000
 # How nats-server words a refused PUB or SUB: 'Permissions Violation for Publish to "logs.x"'.
 # nats-py 2.16 lowercases that text before error_cb sees it, subject included, so an audit
 # line's ``what`` is the subject in lower case.
@@ -285,12 +287,30 @@ async def ensure_stream(
         # one fsync instead of one per record.
         allow_atomic=True,
         republish=RePublish(src=LOGS_SUBJECTS, dest=LIVE_SUBJECTS),
+        # Explicit: nats-server 2.15 gives a stream without one a limit of 1,000 (and takes
+        # -1 as "its default", not "unlimited"). Gateways' consumers are short-lived (counts,
+        # replays, history pages), but a reconnect storm on several gateways makes many at once.
+        max_consumers=LOGS_MAX_CONSUMERS,
     )
     try:
-        await js.stream_info(name)
+        current = await js.stream_info(name)
     except NotFoundError:
         info = await js.add_stream(config)
         log.info("created stream %s", name)
         return info.config
-    info = await js.update_stream(config)
+    try:
+        info = await js.update_stream(config)
+    except BadRequestError as exc:
+        # A broker that cannot change an existing stream's consumer limit (before 2.14) keeps
+        # the one it has; everything else is brought in line.
+        if "consumer" not in str(exc.description).lower():
+            raise
+        log.warning(
+            "stream %s keeps max_consumers %s (this broker cannot change it: %s)",
+            name,
+            current.config.max_consumers,
+            exc.description,
+        )
+        config.max_consumers = current.config.max_consumers
+        info = await js.update_stream(config)
     return info.config

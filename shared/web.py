@@ -184,12 +184,16 @@ class ServiceState:
         readiness: Callable[[], tuple[bool, str]],
         *,
         details: Callable[[], dict[str, Any]] | None = None,
+        wrap: Callable[[Any], Any] | None = None,
     ) -> None:
         self.name = name
         self.readiness = readiness
         # More of the service's state for /ready's body (the broker's durability, the user
         # keys' freshness): what an operator checks, not what decides readiness.
         self.details = details
+        # An ASGI wrapper the service puts around its app, outside Litestar (the gateway's
+        # paced admission): applied by ``run_service``.
+        self.wrap = wrap
         self.registry = CollectorRegistry()
         self.registry.register(fast_paths.FastPathCollector())
         self.registry.register(RuntimeCollector())
@@ -337,8 +341,9 @@ def run_service(app: Litestar, settings: ServiceSettings, name: str) -> int:
             limits.max_pending_per_address,
             limits.max_connections,
         )
+    wrap = app.state.service.wrap
     config = uvicorn.Config(
-        limit_request_headers(app),
+        limit_request_headers(wrap(app) if wrap is not None else app),
         host=settings.host,
         port=settings.port,
         http=protocol_with(limits) if direct else "httptools",

@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.response import Stream
 
+from logstream.services.gateway.admission import paced
 from logstream.services.gateway.api_doc import (
     CHANNELS_RESPONSES,
     HISTORY_RESPONSES,
@@ -406,7 +407,12 @@ async def _wake_on_drain(gateway: GatewayState, draining: asyncio.Event) -> None
 
 
 def create_app(settings: Settings) -> Litestar:
-    service = ServiceState("gateway", lambda: gateway.ready(), details=lambda: gateway.details())
+    service = ServiceState(
+        "gateway",
+        lambda: gateway.ready(),
+        details=lambda: gateway.details(),
+        wrap=lambda app: paced(app, settings.max_opening),
+    )
     gateway = GatewayState(settings, GatewayMetrics(service.registry))
     gateway.durability = BrokerDurability(settings.nats_monitor_urls, service.registry)
     routes: list = [stream, channels, history, stats, *service_routes()]

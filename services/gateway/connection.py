@@ -18,11 +18,17 @@ from dataclasses import dataclass
 import msgspec
 
 from logstream.services.gateway.hub import Hub
-from logstream.services.gateway.replay import ReplayPlan, ReplayStalled, replay_chunks
+from logstream.services.gateway.replay import (
+    ReplayPlan,
+    ReplayStalled,
+    replay_chunks,
+    resolve_gap,
+)
 from logstream.services.gateway.source import LogSource
 from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.ticker import tick_period
+from logstream.shared.errors import BrokerUnavailable
 from logstream.shared.sse import HEARTBEAT, sse_frame
 from logstream.shared.user_tokens import KeyWatch
 from logstream.shared.uvicorn_adapter import HttpConnection
@@ -32,6 +38,8 @@ __all__ = ["ConnectionEnd", "StreamWriter"]
 _ENCODE = msgspec.json.encode
 # When the gateway drains, tell the browser to come back soon (to another instance).
 DRAIN_RETRY_MS = 500
+# When the broker refuses a replay's reads, come back a little later (as a 503's Retry-After).
+BROKER_RETRY_MS = 2000
 _EXPIRED = _ENCODE({"reason": "the user token expired; reconnect with a fresh token"})
 _KEY_WITHDRAWN = _ENCODE(
     {"reason": "the key that signed the user token was withdrawn; reconnect with a fresh token"}
@@ -44,6 +52,7 @@ class ConnectionEnd:
     DRAINING = "draining"
     CLIENT_LEFT = "client-left"
     REPLAY_STALLED = "replay-stalled"
+    BROKER_UNAVAILABLE = "broker-unavailable"
 
 
 @dataclass(slots=True)
@@ -78,6 +87,7 @@ class StreamWriter:
         return sse_frame(retry=self.retry_ms, id=self.cursor, event="connected", data=connected)
 
     async def _replayed(self, source: LogSource, replay: ReplayPlan) -> AsyncIterator[bytes]:
+        replay = await resolve_gap(source, replay)
         if replay.gap is not None:
             first, last = replay.gap
             yield sse_frame(event="gap", data=_ENCODE({"from": first, "to": last}))
@@ -179,6 +189,12 @@ class StreamWriter:
                 except ReplayStalled:
                     end = ConnectionEnd.REPLAY_STALLED
                     yield sse_frame(retry=DRAIN_RETRY_MS, comment="replay stalled; resume")
+                    return
+                except BrokerUnavailable:
+                    # (the response has begun: a status can no longer say it) The client
+                    # resumes from the last id it got, on this gateway or another.
+                    end = ConnectionEnd.BROKER_UNAVAILABLE
+                    yield sse_frame(retry=BROKER_RETRY_MS, comment="broker unavailable; resume")
                     return
             async for piece in self._live():
                 if isinstance(piece, str):

@@ -24,6 +24,7 @@ __all__ = [
     "plan_replay",
     "read_range",
     "replay_chunks",
+    "resolve_gap",
     "start_after_client",
     "tail_range",
     "tail_start",
@@ -42,6 +43,18 @@ class ReplayPlan:
     end_seq: int  # last seq to read; the hub's live records start after it
     start_time: datetime | None = None
     gap: tuple[int, int] | None = None  # seqs that aged out of retention before start_seq
+    # A resume: whether records before ``start_seq`` aged out is asked when the replay begins
+    # (``resolve_gap``), after the response has started, not while the stream is opening.
+    gap_unknown: bool = False
+
+
+async def resolve_gap(source: LogSource, plan: ReplayPlan) -> ReplayPlan:
+    """``plan`` with its gap known: the seqs from ``start_seq`` that aged out of the stream."""
+    if not plan.gap_unknown:
+        return plan
+    first, _ = await source.bounds()
+    gap = (plan.start_seq, first - 1) if plan.start_seq < first else None
+    return ReplayPlan(max(plan.start_seq, first), plan.end_seq, gap=gap)
 
 
 async def plan_replay(
@@ -49,15 +62,15 @@ async def plan_replay(
 ) -> ReplayPlan | None:
     """What to replay for ``request`` given live delivery starts after ``end_seq``.
 
-    A plain live connection asks the broker nothing more here: the common case stays cheap.
+    A plain live connection asks the broker nothing more here, and a resume nothing yet (its
+    gap is looked for when its replay begins): opening stays cheap when thousands of browsers
+    come back at once.
     """
     if request.last_event_id is not None:
         start = request.last_event_id + 1
         if start > end_seq:
             return None
-        first, _ = await source.bounds()
-        gap = (start, first - 1) if start < first else None
-        return ReplayPlan(max(start, first), end_seq, gap=gap)
+        return ReplayPlan(start, end_seq, gap_unknown=True)
     if request.tail is None and request.since is None:
         return None
     if request.since is not None and request.since > datetime.now(UTC):
@@ -174,32 +187,43 @@ async def read_range(
     filters: Sequence[str],
     start_seq: int,
     end_seq: int,
-    count: int,
+    count: int | None,
     *,
     start_time: datetime | None = None,
     chunk: int,
     on_read: Callable[[int], None] = lambda count: None,
 ) -> AsyncGenerator[list[StoredMessage], None]:
-    """The ``count`` records of ``filters`` (counted beforehand) from ``start_seq`` (or
-    ``start_time``) up to ``end_seq``, in order, at most ``chunk`` at a time, read with a
-    short-lived ordered consumer. Reading stops at ``count`` or at the first record past
-    ``end_seq``; a broker that delivers nothing for ``STALL_TIMEOUT_S`` raises
-    ``ReplayStalled``. ``on_read`` counts every record taken from the broker."""
-    if count <= 0:
+    """The records of ``filters`` from ``start_seq`` (or ``start_time``) up to ``end_seq``, in
+    order, at most ``chunk`` at a time, read with a short-lived ordered consumer.
+
+    Reading stops at the first record past ``end_seq``, at ``count`` records when the caller
+    counted them beforehand, and, with ``count`` None, when the broker says no matching record
+    is left (the consumer's pending count: at creation, then with each delivery), so an empty
+    range costs one request and no wait. A broker that delivers nothing for
+    ``STALL_TIMEOUT_S`` raises ``ReplayStalled``. ``on_read`` counts every record taken."""
+    if count is not None and count <= 0:
         return
     remaining = count
     follow = await source.follow(filters, start_seq, start_time)
     try:
-        while remaining > 0:
+        while remaining is None or remaining > 0:
+            if remaining is None and follow.remaining == 0:
+                return
             try:
                 async with asyncio.timeout(STALL_TIMEOUT_S):
-                    batch = await follow.next_batch(min(chunk, remaining))
+                    wanted = chunk if remaining is None else min(chunk, remaining)
+                    batch = await follow.next_batch(wanted)
             except TimeoutError:
-                raise ReplayStalled(f"replay stalled with {remaining} records to go") from None
+                raise ReplayStalled(
+                    f"replay stalled with {remaining or follow.remaining} records to go"
+                ) from None
             on_read(len(batch))
             kept = [message for message in batch if message.seq <= end_seq]  # (in seq order)
-            remaining = remaining - len(kept) if len(kept) == len(batch) else 0
             if kept:
                 yield kept
+            if len(kept) < len(batch):
+                return  # past the end
+            if remaining is not None:
+                remaining -= len(kept)
     finally:
         await follow.close()

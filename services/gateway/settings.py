@@ -103,6 +103,15 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     max_connections_per_user: Annotated[
         int, Meta(ge=1, description="open streams one user may hold")
     ] = 32
+    max_opening: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000,
+            description="stream, history and channel-list requests opened at once; more wait "
+            "their turn, so a reconnect storm cannot starve the streams already open",
+        ),
+    ] = 32
     outbox_bytes: Annotated[
         int, Meta(ge=4096, description="bytes queued for one connection before `overflow`")
     ] = DEFAULT_OUTBOX_BYTES

@@ -35,7 +35,7 @@ from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, e
 __all__ = ["ReplayReads"]
 
 # Group reads running at once: each is one ordered consumer on the broker.
-MAX_READS = 16
+MAX_READS = 32
 # Frames a member may have waiting (its client reads slower than the group reads): past this
 # the group waits for it, at most ``ReplayStalled``'s timeout, then goes on without it.
 MEMBER_BYTES = 4 * 1024 * 1024
@@ -174,10 +174,9 @@ class ReplayReads:
         source, filters, members = self._source, group.filters, group.members
         start = min(member.start for member, _ in members)
         end = max(member.end for member, _ in members)
-        after = await source.count_from(filters, end + 1)
-        count = await source.count_from(filters, start) - after
+        # (not counted first: the consumer's pending count says when nothing is left)
         batches = read_range(
-            source, filters, start, end, count, chunk=CHUNK_FRAMES, on_read=self._on_read
+            source, filters, start, end, None, chunk=CHUNK_FRAMES, on_read=self._on_read
         )
         async with aclosing(batches):
             async for batch in batches:

@@ -42,6 +42,10 @@ INFO_TIMEOUT_S = 2.0
 IDLE_HEARTBEAT_S = 2.0
 # Records a follow holds for its reader before the broker is asked to pause (flow control).
 FOLLOW_BUFFER = 1024
+# How long a replay's consumer stays on the broker once nobody reads it.
+FOLLOW_LINGER_S = 5.0
+# What nats-py gives an ordered consumer's ack wait (it never acks).
+ORDERED_ACK_WAIT_S = 22 * 3600
 # Buffered deliveries per follow inside nats-py before it counts us as a slow consumer (it
 # never should: flow control pauses the server long before; a drop would lose records).
 PENDING_MSGS = 200_000
@@ -87,6 +91,12 @@ class FollowPosition:
 
 
 class Follow(Protocol):
+    @property
+    def remaining(self) -> int | None:
+        """Matching records stored after the last one handed out, as the broker last said
+        (the consumer's pending count at creation, then with each delivery); None: unknown."""
+        ...
+
     async def next_batch(self, limit: int) -> list[StoredMessage]: ...
     async def position(self) -> FollowPosition: ...
     def buffered(self) -> int: ...
@@ -126,6 +136,15 @@ def _stream_seq(reply: str) -> int:
     return int(tokens[5] if len(tokens) == 9 else tokens[Msg.Ack.StreamSeq])
 
 
+def _seq_and_pending(reply: str) -> tuple[int, int]:
+    """The stream sequence and the consumer's pending count (matching records stored after this
+    one) in a JetStream delivery's reply subject (v1 or v2 ack format)."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[8])
+    return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumPending])
+
+
 class _NatsFollow:
     """An ordered push consumer handing records over in batches, with backpressure.
 
@@ -136,16 +155,18 @@ class _NatsFollow:
 
     def __init__(self) -> None:
         self._sub: JetStreamContext.PushSubscription | None = None  # set by follow()
-        self._items: deque[StoredMessage] = deque()
+        self._items: deque[tuple[StoredMessage, int]] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self.remaining: int | None = None
 
     async def _take(self, msg) -> None:
         while len(self._items) >= FOLLOW_BUFFER:
             self._room.clear()
             await self._room.wait()
-        self._items.append(StoredMessage(_stream_seq(msg.reply), msg.subject, msg.data))
+        seq, pending = _seq_and_pending(msg.reply)
+        self._items.append((StoredMessage(seq, msg.subject, msg.data), pending))
         self._ready.set()
 
     async def next_batch(self, limit: int) -> list[StoredMessage]:
@@ -154,10 +175,11 @@ class _NatsFollow:
             self._ready.clear()
             await self._ready.wait()
         items = self._items
-        batch = [items.popleft() for _ in range(min(limit, len(items)))]
+        taken = [items.popleft() for _ in range(min(limit, len(items)))]
         if len(items) < FOLLOW_BUFFER:
             self._room.set()
-        return batch
+        self.remaining = taken[-1][1]
+        return [message for message, _ in taken]
 
     def _subscription(self) -> JetStreamContext.PushSubscription:
         assert self._sub is not None, "follow() subscribes before it hands the follow out"
@@ -326,24 +348,41 @@ class NatsLogSource:
     async def follow(
         self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
     ) -> Follow:
+        """An ordered push consumer from ``start_seq`` (or ``start_time``) on, made the way
+        nats-py's ``subscribe(ordered_consumer=True)`` makes it, but keeping the broker's
+        answer: its pending count says at once whether there is anything to read."""
         config = ConsumerConfig(
+            deliver_policy=(
+                DeliverPolicy.BY_START_TIME if start_time else DeliverPolicy.BY_START_SEQUENCE
+            ),
             opt_start_seq=None if start_time else max(start_seq, 1),
             opt_start_time=start_time,
             filter_subjects=list(subjects) if len(subjects) > 1 else None,
-            inactive_threshold=30.0,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            deliver_subject=self._nc.new_inbox(),
+            # An ephemeral push consumer outlives its subscription by this much (nats-py does
+            # not delete it): short, so replays that end do not pile up against the stream's
+            # consumer limit (nats-server 2.15 gives every stream 1,000 by default).
+            inactive_threshold=FOLLOW_LINGER_S,
+            # ordered: one delivery at a time, no acks, in memory (as nats-py sets it)
+            flow_control=True,
+            ack_policy=AckPolicy.NONE,
+            max_deliver=1,
+            ack_wait=ORDERED_ACK_WAIT_S,
+            idle_heartbeat=IDLE_HEARTBEAT_S,
+            num_replicas=1,
+            mem_storage=True,
         )
         follow = _NatsFollow()
         try:
-            follow._sub = await self._js.subscribe(
-                subjects[0],
-                cb=follow._take,
+            info = await self._js.add_consumer(self.stream, config=config)
+            follow.remaining = info.num_pending or 0
+            follow._sub = await self._js.subscribe_bind(
                 stream=self.stream,
-                ordered_consumer=True,
-                deliver_policy=(
-                    DeliverPolicy.BY_START_TIME if start_time else DeliverPolicy.BY_START_SEQUENCE
-                ),
                 config=config,
-                idle_heartbeat=IDLE_HEARTBEAT_S,
+                consumer=info.name,
+                cb=follow._take,
+                ordered_consumer=True,
                 pending_msgs_limit=PENDING_MSGS,
                 pending_bytes_limit=PENDING_BYTES,
             )
@@ -366,6 +405,10 @@ def subject_matches(pattern: str, subject: str) -> bool:
 class _MemoryFollow:
     def __init__(self, source: MemoryLogSource, subjects: Sequence[str], start_seq: int):
         self._source, self._subjects, self._next = source, list(subjects), max(start_seq, 1)
+
+    @property
+    def remaining(self) -> int | None:
+        return sum(1 for m in self._source.messages[self._next - 1 :] if self._matches(m))
 
     def _matches(self, message: StoredMessage) -> bool:
         return any(subject_matches(p, message.subject) for p in self._subjects)

@@ -24,3 +24,35 @@ async def test_concurrent_bounds_share_one_stream_info_request(nc, js_writer, un
     # A later call asks again: nothing is cached beyond the request under way.
     later = await js_writer.put(f"logs:etl:{unique_id}:a")
     assert (await source.bounds())[1] >= later and len(calls) == 2
+
+
+async def test_the_stream_allows_more_consumers_than_the_brokers_default(own_broker):
+    """nats-server 2.15 limits a stream without its own ``max_consumers`` to 1,000 consumers;
+    a reconnect storm on a few gateways makes more than that at once (counts and replays)."""
+    from nats.js.api import ConsumerConfig, StreamConfig
+
+    from logstream.shared.nats_link import LOGS_MAX_CONSUMERS, ensure_stream
+    from tests.support.nats_source import connect_as
+
+    client = await connect_as(own_broker.url, "ingest")
+    reader = await connect_as(own_broker.url, "gateway")  # (the user that makes consumers)
+    try:
+        js = client.jetstream()
+        # A stream as an older Logstream made it (no limit of its own), then brought in line.
+        await js.add_stream(StreamConfig(name="LOGS", subjects=["logs.>"]))
+        config = await ensure_stream(js, max_age_s=60, max_bytes=1 << 20, duplicate_window_s=10)
+        assert config.max_consumers == LOGS_MAX_CONSUMERS
+        made = await asyncio.gather(
+            *(
+                reader.jetstream().add_consumer(
+                    "LOGS", config=ConsumerConfig(inactive_threshold=30.0, mem_storage=True)
+                )
+                for _ in range(1_100)
+            ),
+            return_exceptions=True,
+        )
+        refused = [answer for answer in made if isinstance(answer, Exception)]
+        assert not refused, refused[:3]
+    finally:
+        await reader.close()
+        await client.close()

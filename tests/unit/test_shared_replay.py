@@ -89,7 +89,7 @@ async def test_a_failed_read_reaches_every_member(monkeypatch):
     async def broken(*args, **kwargs):
         raise ReplayStalled("the broker went away")
 
-    monkeypatch.setattr(source, "count_from", broken)
+    monkeypatch.setattr(source, "follow", broken)
     reads = ReplayReads(source)
     members = [reads.frames([A], ReplayPlan(1, 5), sub()) for _ in range(3)]
     for frames in members:
