@@ -16,6 +16,7 @@ from bench.report_sections import (
     profile_section,
     replay_section,
 )
+from bench.report_storm import storm_rows, storm_section
 from bench.window import Window
 
 __all__ = ["Results", "render"]
@@ -48,6 +49,7 @@ class Results:
     profile: object = None
     channels: list = field(default_factory=list)
     history: object = None
+    storm: object = None
     fsync_floor: object = None
     plot: str = ""
     errors: dict = field(default_factory=dict)
@@ -122,6 +124,7 @@ def summary(results: Results) -> list[str]:
         f"{_num(nchan_flood.lost if nchan_flood else None)} | - | "
         f"{_verdict(None if loss is None else loss == 0)} |"
     )
+    rows += storm_rows(results.storm)
     return rows
 
 
@@ -356,6 +359,8 @@ def render(results: Results) -> str:
         *channels_section(results.channels, results.settings),
         "",
         *history_section(results.history),
+        "",
+        *storm_section(results.storm),
     ]
     if results.errors:
         lines += ["", "## Cases that did not complete", ""]

@@ -8,7 +8,8 @@
 Starts its own systems on free loopback ports: an embedded nats-server, ingest and two
 gateways (dev mode, separate processes), and nginx + Nchan with one and with two workers, each
 with its own config in a temp dir; the channels case starts a stack of its own with four
-gateways, the history case one with one gateway. See bench/README.md for what each case measures.
+gateways, the history case one with one gateway, the storm case one whose gateway it restarts.
+See bench/README.md for what each case measures.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.cases.ingest import fsync_floor, ingest_case
 from bench.cases.latency import latency_case
 from bench.cases.memory import memory_case
 from bench.cases.replay import replay_case
+from bench.cases.storm import storm_case
 from bench.machine import load_average, machine_summary, raise_open_files, versions
 from bench.nchan import APT_COMMAND, Nchan, NchanSystem, find_nginx_nchan, install_nginx_nchan
 from bench.plot import plot_fanout
@@ -52,6 +54,7 @@ CASES = (
     "profile",
     "channels",
     "history",
+    "storm",
 )
 BENCH_DIR = Path(__file__).resolve().parent
 FULL = dict(
@@ -74,6 +77,10 @@ FULL = dict(
     history_records=1_000_000,
     history_channels=1_000,
     history_requests=30,
+    storm_streams=5_000,
+    storm_channels=500,
+    storm_rate=1_000.0,
+    storm_s=5.0,
 )
 # Below this rate a 1,000-stream gateway idles too much for py-spy to say where time goes.
 PROFILE_MIN_RATE = 10.0
@@ -97,6 +104,10 @@ QUICK = dict(
     history_records=50_000,
     history_channels=1_000,
     history_requests=10,
+    storm_streams=500,
+    storm_channels=50,
+    storm_rate=200.0,
+    storm_s=2.0,
 )
 
 
@@ -229,6 +240,8 @@ async def run_cases(args, results: Results, workdir: Path, tools: tuple[str, str
             ),
             # A stack of its own too: a stream of exactly the records it writes.
             "history": lambda: _history(args, results, workdir),
+            # A stack of its own: its one gateway is restarted.
+            "storm": lambda: _storm(args, results, workdir),
         }
         for case in args.cases:
             print(f"== {case} (load average {load_average()})", flush=True)
@@ -279,6 +292,12 @@ async def _history(args, results: Results, workdir: Path) -> None:
     results.history = await history_case(LogstreamStack, workdir, args)
     if results.history.problems:  # the figures stay in RESULTS.md; the case failed
         raise RuntimeError("; ".join(results.history.problems))
+
+
+async def _storm(args, results: Results, workdir: Path) -> None:
+    results.storm = await storm_case(LogstreamStack, workdir, args)
+    if results.storm.problems:  # the figures stay in RESULTS.md; the case failed
+        raise RuntimeError("; ".join(results.storm.problems))
 
 
 async def _profile(args, results: Results, system, workdir: Path) -> None:

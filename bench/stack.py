@@ -6,6 +6,7 @@ Started the way the test suite starts them (``logstream.shared.embedded_nats.Emb
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -72,6 +73,24 @@ class LogstreamStack:
         ).start()
         service.wait_ready(READY_TIMEOUT_S)
         return service
+
+    def restart_gateway(self, index: int = 0, *, kill: bool = False) -> tuple[int, int]:
+        """Stop gateway ``index`` (SIGTERM, as a deploy does, or SIGKILL with ``kill``) and
+        start it again with the same arguments on the same port; returns when its ``/ready``
+        answers 200. (stopped, ready): ``time.monotonic_ns()`` when it had exited and when it
+        was ready again. Blocks: call it in a thread from async code."""
+        gateway = self.gateways[index]
+        if kill:
+            gateway.kill()
+        else:
+            gateway.stop()
+        stopped = time.monotonic_ns()
+        log = getattr(gateway, "_log", None)  # the log file handle of the process that ended
+        if log is not None:
+            log.close()
+        gateway.start(wait=False)
+        gateway.wait_ready(READY_TIMEOUT_S)
+        return stopped, time.monotonic_ns()
 
     def stop(self) -> None:
         for service in [self.proxy, *self.gateways, self.ingest]:
