@@ -22,6 +22,7 @@ __all__ = [
     "ReplayPlan",
     "ReplayStalled",
     "plan_replay",
+    "read_pages",
     "read_range",
     "replay_chunks",
     "resolve_gap",
@@ -227,3 +228,43 @@ async def read_range(
                 remaining -= len(kept)
     finally:
         await follow.close()
+
+
+async def read_pages(
+    source: LogSource,
+    subject_filter: str,
+    start_seq: int,
+    end_seq: int,
+    *,
+    on_read: Callable[[int], None] = lambda count: None,
+) -> AsyncGenerator[list[StoredMessage], None]:
+    """The records of one subject filter from ``start_seq`` up to ``end_seq``, in order, a page
+    (``CHUNK_FRAMES``) per direct get: no consumer, one request per page (a resume of a few
+    records is one request). Where the source cannot read pages (a replicated stream), the
+    same with a short-lived ordered consumer (``read_range``)."""
+    seq = start_seq
+    while seq <= end_seq:
+        page = await source.read_page(subject_filter, seq, CHUNK_FRAMES)
+        if page is None:
+            async with aclosing(
+                read_range(
+                    source,
+                    [subject_filter],
+                    seq,
+                    end_seq,
+                    None,
+                    chunk=CHUNK_FRAMES,
+                    on_read=on_read,
+                )
+            ) as batches:
+                async for batch in batches:
+                    yield batch
+            return
+        messages, pending = page
+        on_read(len(messages))
+        kept = [message for message in messages if message.seq <= end_seq]
+        if kept:
+            yield kept
+        if len(kept) < len(messages) or not pending or not messages:
+            return
+        seq = messages[-1].seq + 1

@@ -10,7 +10,11 @@ earliest start its members want to the latest end once, and hands each member th
 its own ``(start, end]`` (with its own level, ``q`` and ``where`` filters). Each frame is
 encoded once for the whole group.
 
-Admission is paced by how many group reads run at once (``MAX_READS``): a group waits for a slot,
+A group on one channel (or one wildcard) reads with batched direct gets, a request per page and
+no consumer; a group on several reads with one short-lived ordered consumer
+(``logstream.services.gateway.replay.read_pages``, ``read_range``).
+
+Reads are paced by how many run at once (``MAX_READS``): a group waits for a slot,
 and every replay on its channels that arrives meanwhile joins it, so the busier the gateway,
 the more each read serves; the hub's live fan-out keeps its turns on the loop. A group that
 has started takes no one more (its read may already be past what a newcomer needs): the
@@ -28,7 +32,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
-from logstream.services.gateway.replay import CHUNK_FRAMES, ReplayPlan, ReplayStalled, read_range
+from logstream.services.gateway.replay import (
+    CHUNK_FRAMES,
+    ReplayPlan,
+    ReplayStalled,
+    read_pages,
+    read_range,
+)
 from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
 
@@ -174,10 +184,13 @@ class ReplayReads:
         source, filters, members = self._source, group.filters, group.members
         start = min(member.start for member, _ in members)
         end = max(member.end for member, _ in members)
-        # (not counted first: the consumer's pending count says when nothing is left)
-        batches = read_range(
-            source, filters, start, end, None, chunk=CHUNK_FRAMES, on_read=self._on_read
-        )
+        if len(filters) == 1:
+            batches = read_pages(source, filters[0], start, end, on_read=self._on_read)
+        else:
+            # (not counted first: the consumer's pending count says when nothing is left)
+            batches = read_range(
+                source, filters, start, end, None, chunk=CHUNK_FRAMES, on_read=self._on_read
+            )
         async with aclosing(batches):
             async for batch in batches:
                 live = [(m, s) for m, s in members if not m.left and not m.done]

@@ -124,6 +124,9 @@ class LogSource(Protocol):
     async def follow(
         self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
     ) -> Follow: ...
+    async def read_page(
+        self, subject_filter: str, start_seq: int, limit: int
+    ) -> tuple[list[StoredMessage], int] | None: ...
 
 
 def _stream_seq(reply: str) -> int:
@@ -213,6 +216,8 @@ class NatsLogSource:
         self.republishes: bool | None = None
         # The stream-info request under way for ``bounds``: callers meanwhile share its answer.
         self._bounds: asyncio.Future[tuple[int, int]] | None = None
+        # The stream's replicas, as the last stream info said (0: not asked yet).
+        self._replicas = 0
 
     async def last_seq(self) -> int:
         try:
@@ -319,7 +324,52 @@ class NatsLogSource:
             info = await self._js.stream_info(self.stream)
         except Exception as exc:
             raise BrokerUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        self._replicas = info.config.num_replicas or 1
         return info.state.first_seq, info.state.last_seq
+
+    async def read_page(
+        self, subject_filter: str, start_seq: int, limit: int
+    ) -> tuple[list[StoredMessage], int] | None:
+        """Up to ``limit`` records of ``subject_filter`` from ``start_seq`` on, with one batched
+        direct get (no consumer: nothing for the broker to create, track and delete), and how
+        many matching records the stream holds after them. None where a direct get could miss
+        records: a replicated stream (any replica answers, and a follower may be behind the
+        records this gateway already saw live), or one whose replicas are not known yet."""
+        if self._replicas != 1:
+            return None
+        nc = self._nc
+        inbox = nc.new_inbox()
+        found: list[StoredMessage] = []
+        ended: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+
+        async def take(msg: Msg) -> None:
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status is not None:
+                if not ended.done():
+                    ended.set_result((status, int(headers.get("Nats-Num-Pending") or 0)))
+                return
+            found.append(
+                StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
+            )
+
+        request = msgspec.json.encode(
+            {"seq": max(start_seq, 1), "next_by_subj": subject_filter, "batch": limit}
+        )
+        try:
+            sub = await nc.subscribe(inbox, cb=take)
+            try:
+                await nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+                status, pending = await asyncio.wait_for(ended, INFO_TIMEOUT_S)
+            finally:
+                await sub.unsubscribe()
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(f"could not read the log: {exc}") from None
+        if status == "404":
+            return [], 0
+        if status != "204":
+            raise BrokerUnavailable(f"the broker refused a direct get (status {status})")
+        return found, pending
 
     async def count_from(
         self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None
@@ -449,6 +499,7 @@ class MemoryLogSource:
         self.messages: list[StoredMessage] = []
         self.changed = asyncio.Condition()
         self.follows_started = 0
+        self.pages_read = 0
         self.first_seq = 1  # records before it have "aged out"
         self.created = 1
         self.live_feeds: list = []  # MemoryLiveFeed: told of every record stored
@@ -503,6 +554,17 @@ class MemoryLogSource:
             for m in self.messages[start - 1 :]
             if any(subject_matches(p, m.subject) for p in subjects)
         )
+
+    async def read_page(
+        self, subject_filter: str, start_seq: int, limit: int
+    ) -> tuple[list[StoredMessage], int] | None:
+        self.pages_read += 1
+        matching = [
+            m
+            for m in self.messages[max(start_seq, self.first_seq) - 1 :]
+            if subject_matches(subject_filter, m.subject)
+        ]
+        return matching[:limit], max(len(matching) - limit, 0)
 
     async def follow(
         self, subjects: Sequence[str], start_seq: int, start_time: datetime | None = None

@@ -56,3 +56,21 @@ async def test_the_stream_allows_more_consumers_than_the_brokers_default(own_bro
     finally:
         await reader.close()
         await client.close()
+
+
+async def test_a_page_of_one_channel_comes_from_a_direct_get_with_what_is_left(
+    nc, js_writer, unique_id
+):
+    source = NatsLogSource(nc, nc.jetstream())
+    channel, other = f"logs:etl:{unique_id}:a", f"logs:etl:{unique_id}:b"
+    mine = []
+    for index in range(7):
+        mine.append(await js_writer.put(channel, f"m{index}"))
+        await js_writer.put(other, "not mine")
+    assert await source.read_page(channel.replace(":", "."), mine[0], 5) is None  # unknown
+    await source.bounds()  # (learns that the stream has one replica)
+    page, left = await source.read_page(channel.replace(":", "."), mine[1], 5)
+    assert [m.seq for m in page] == mine[1:6] and left == 1
+    assert page[0].subject == channel.replace(":", ".") and b'"m1"' in page[0].data
+    page, left = await source.read_page(channel.replace(":", "."), mine[6] + 1, 5)
+    assert (page, left) == ([], 0)

@@ -52,7 +52,8 @@ async def test_resumes_on_the_same_channels_share_one_read_and_each_gets_its_ran
     assert got[2] == list(range(11, 40, 2))
     assert got[3] == [1, 3]
     assert got[0] == list(range(2, 41, 2))
-    assert (reads.replays, reads.reads, source.follows_started) == (4, 2, 2)
+    assert (reads.replays, reads.reads, source.pages_read) == (4, 2, 2)
+    assert source.follows_started == 0  # one channel: direct gets, no consumer
     await reads.close()
 
 
@@ -89,7 +90,7 @@ async def test_a_failed_read_reaches_every_member(monkeypatch):
     async def broken(*args, **kwargs):
         raise ReplayStalled("the broker went away")
 
-    monkeypatch.setattr(source, "follow", broken)
+    monkeypatch.setattr(source, "read_page", broken)
     reads = ReplayReads(source)
     members = [reads.frames([A], ReplayPlan(1, 5), sub()) for _ in range(3)]
     for frames in members:
@@ -109,4 +110,21 @@ async def test_a_member_whose_client_left_does_not_hold_the_others(monkeypatch):
     first = await anext(gone)  # one chunk, then the client leaves
     await gone.aclose()
     assert first and await seqs(reader) == list(range(1, 601))
+    await reads.close()
+
+
+async def test_a_group_on_several_channels_reads_with_one_consumer():
+    source = await filled([(A, "info"), (B, "info"), (A, "info")])
+    reads = ReplayReads(source)
+    frames = reads.frames([A, B], ReplayPlan(1, 3), sub("logs:etl:ws:a"))
+    assert await seqs(frames) == [1, 2, 3]
+    assert (source.follows_started, source.pages_read) == (1, 0)
+    await reads.close()
+
+
+async def test_a_long_range_is_read_page_by_page_in_order():
+    source = await filled([(A, "info"), (B, "info")] * 400)  # A: 400 odd seqs, 2 pages
+    reads = ReplayReads(source)
+    got = await seqs(reads.frames([A], ReplayPlan(3, 799), sub()))
+    assert got == list(range(3, 800, 2)) and source.pages_read == 2
     await reads.close()
