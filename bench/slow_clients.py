@@ -1,7 +1,7 @@
 """Slow clients against a running service: what the edge answers, and whether others are served.
 
-    python -m bench.slow_clients --url http://127.0.0.1:8001 --connections 4000
-    python -m bench.slow_clients --url http://127.0.0.1:8001 --body     # slow bodies instead
+    python -m bench.slow_clients --url http://127.0.0.1:3001 --connections 4000
+    python -m bench.slow_clients --url http://127.0.0.1:3001 --body     # slow bodies instead
 
 Opens ``--connections`` connections from this one address, each sending a request line, a
 ``Host`` and half a header line (or, with ``--body``, whole headers of a publish and then a
@@ -113,7 +113,7 @@ async def run(url: str, connections: int, wait: float, body: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8001", help="the service (ingest)")
+    parser.add_argument("--url", default="http://127.0.0.1:3001", help="the service (ingest)")
     parser.add_argument("--connections", type=int, default=4000)
     parser.add_argument("--wait", type=float, default=25.0, help="seconds to wait for answers")
     parser.add_argument("--body", action="store_true", help="slow bodies, not slow headers")
