@@ -41,6 +41,7 @@ from logstream.services.gateway.replay import (
 )
 from logstream.services.gateway.source import LogSource, StoredMessage
 from logstream.services.gateway.subscription import FILTER_VIEW, Subscription, encode_record
+from logstream.shared.errors import BrokerUnavailable
 
 __all__ = ["ReplayReads"]
 
@@ -67,7 +68,7 @@ class _Member:
         self.drained = asyncio.Event()  # its writer took what was queued (or left)
         self.drained.set()
         self.done = False
-        self.error: BaseException | None = None
+        self.error: tuple[type[ReplayStalled] | type[BrokerUnavailable], str] | None = None
         self.left = False
 
     def put(self, chunk: bytes) -> None:
@@ -78,7 +79,14 @@ class _Member:
         self.ready.set()
 
     def finish(self, error: BaseException | None = None) -> None:
-        self.done, self.error = True, error
+        """No more frames; with ``error``, its writer raises one like it. (Its kind and words
+        are kept, not the exception: one caught in a read holds the read's frames in its
+        traceback, and those hold every member, a cycle that the gateway's collector policy,
+        ``logstream.services.gateway.gc_policy``, would keep for an hour with their frames.)"""
+        self.done = True
+        if error is not None:
+            kind = type(error) if isinstance(error, ReplayStalled | BrokerUnavailable) else None
+            self.error = (kind or ReplayStalled, str(error) or type(error).__name__)
         self.ready.set()
 
     async def frames(self) -> AsyncIterator[bytes]:
@@ -93,7 +101,8 @@ class _Member:
                     continue
                 if self.done:
                     if self.error is not None:
-                        raise self.error
+                        kind, words = self.error
+                        raise kind(words)
                     return
                 self.ready.clear()
                 await self.ready.wait()
@@ -166,10 +175,11 @@ class ReplayReads:
                 self.reads += 1
                 await self._read_range(group)
         except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else ReplayStalled("the gateway stopped")
             for member, _ in members:
                 if not member.done:
-                    member.finish(error)
+                    member.finish(
+                        exc if isinstance(exc, Exception) else ReplayStalled("the gateway stopped")
+                    )
             if not isinstance(exc, Exception):
                 raise
         else:

@@ -128,3 +128,33 @@ async def test_a_long_range_is_read_page_by_page_in_order():
     got = await seqs(reads.frames([A], ReplayPlan(3, 799), sub()))
     assert got == list(range(3, 800, 2)) and source.pages_read == 2
     await reads.close()
+
+
+async def test_a_failed_read_leaves_no_cycle_for_the_collector(monkeypatch):
+    """The gateway freezes what survives a full collection (gc_policy): garbage in a reference
+    cycle would stay for an hour. A failed read's members must go by reference counting."""
+    import gc
+
+    from logstream.services.gateway import shared_replay
+
+    source = await filled([(A, "info")] * 5)
+
+    async def broken(*args, **kwargs):
+        raise ReplayStalled("the broker went away")
+
+    monkeypatch.setattr(source, "read_page", broken)
+    reads = ReplayReads(source)
+    gc.collect()
+    gc.disable()
+    try:
+        members = [reads.frames([A], ReplayPlan(1, 5), sub()) for _ in range(3)]
+        for frames in members:
+            with pytest.raises(ReplayStalled):
+                await seqs(frames)
+        del frames, members
+        await asyncio.sleep(0)  # (the read's task is done and dropped)
+        left = [o for o in gc.get_objects() if type(o) is shared_replay._Member]
+        assert not left, f"{len(left)} members kept alive by a cycle"
+    finally:
+        gc.enable()
+    await reads.close()
