@@ -151,6 +151,26 @@ class HttpConnection:
 
         return undo
 
+    def abort(self) -> None:
+        """Close the connection at once, dropping what the client has not read (it stopped
+        reading): a write waiting for it returns, and the connection's callbacks run."""
+        self._cycle.transport.abort()
+
+    def close_unless_read(self, within: float) -> None:
+        """After a response: if the client has not taken everything written to it within
+        ``within`` seconds, close the connection (a transport closes only once its buffer is
+        sent, so a client that stopped reading would hold it, and its buffer, for ever)."""
+        transport = self._cycle.transport
+        if transport.is_closing() or not transport.get_write_buffer_size():
+            return
+
+        def check() -> None:
+            if not transport.is_closing() and transport.get_write_buffer_size():
+                log.info("closing a connection whose client stopped reading")
+                transport.abort()
+
+        asyncio.get_running_loop().call_later(within, check)
+
     def direct_sink(self, limit: int) -> DirectSink | None:
         """A sink on this response, or None where writes cannot bypass ``send`` (no chunked
         body under way, not a GET, a closing connection)."""

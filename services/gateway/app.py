@@ -221,7 +221,14 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         sub.set_client_probe(gone)
         # A client that leaves lets go of its slot, subscription and fan-out share at once.
         let_go = connection.on_lost(lambda: sub.lost_sink(gone=True))
-        return SseAnswer(writer.frames(), gone, let_go)
+        return SseAnswer(
+            writer.frames(),
+            gone,
+            let_go,
+            abort=connection.abort,
+            close_unless_read=connection.close_unless_read,
+            send_timeout=settings.send_timeout,
+        )
     return Stream(writer.frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -18,6 +18,9 @@ __all__ = ["Settings"]
 
 # Below the 30-60 s idle timeouts of common proxies and load balancers (docs/reference/stream.md: <= 15 s).
 DEFAULT_HEARTBEAT_S = 15.0
+# A write the client does not take for this long ends the connection (nginx's send_timeout is
+# 60 s): a reader that stopped holds its descriptor, its queued bytes and its slot no longer.
+DEFAULT_SEND_TIMEOUT_S = 30.0
 # How long a browser waits before reconnecting after a drop.
 DEFAULT_RETRY_MS = 2000
 # A slow reader may hold this much queued output before it is cut off with `overflow`.
@@ -97,6 +100,15 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
     retry_ms: Annotated[
         int, Meta(ge=0, le=600000, description="reconnect delay sent as `retry:`")
     ] = DEFAULT_RETRY_MS
+    send_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="seconds a stream's write may wait for a client that stopped reading; "
+            "then the connection is closed and everything it held let go",
+        ),
+    ] = DEFAULT_SEND_TIMEOUT_S
     max_channels: Annotated[
         int, Meta(ge=1, le=MAX_CHANNELS_SETTING, description="most channels on one stream")
     ] = DEFAULT_MAX_CHANNELS
