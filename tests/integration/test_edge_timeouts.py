@@ -26,18 +26,26 @@ ANSWER_WITHIN_S = 20.0
 SLOW_CLIENTS = 200
 
 
-@pytest.fixture(scope="module")
-def ingest(nats_server, log_dir):
-    service = ServiceProcess(
-        "ingest",
-        nats_url=nats_server.url,
-        log_dir=log_dir,
-        # (the cap per address is tested apart: here 200 slow clients come from one address)
-        args=["--header-timeout", str(HEADER_TIMEOUT_S), "--max-pending-per-address", "10000"],
-    ).start()
+def _ingest_with(nats_server, log_dir, *flags):
+    """An ingest process of this module's own, with these edge flags; stopped afterwards."""
+    service = ServiceProcess("ingest", nats_url=nats_server.url, log_dir=log_dir, args=list(flags))
+    service.start()
     service.started_at = time.monotonic()
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def ingest(nats_server, log_dir):
+    # (the cap per address is tested apart: here 200 slow clients come from one address)
+    yield from _ingest_with(
+        nats_server,
+        log_dir,
+        "--header-timeout",
+        str(HEADER_TIMEOUT_S),
+        "--max-pending-per-address",
+        "10000",
+    )
 
 
 def _audited(service: ServiceProcess, rule: str) -> list[dict]:
@@ -147,21 +155,16 @@ def _publish_head(length: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def slow_body_ingest(nats_server, log_dir):
-    service = ServiceProcess(
-        "ingest",
-        nats_url=nats_server.url,
-        log_dir=log_dir,
-        args=[
-            "--header-timeout",
-            str(HEADER_TIMEOUT_S),
-            "--body-min-rate",
-            str(BODY_MIN_RATE),
-            "--max-pending-per-address",
-            "10000",
-        ],
-    ).start()
-    yield service
-    service.stop()
+    yield from _ingest_with(
+        nats_server,
+        log_dir,
+        "--header-timeout",
+        str(HEADER_TIMEOUT_S),
+        "--body-min-rate",
+        str(BODY_MIN_RATE),
+        "--max-pending-per-address",
+        "10000",
+    )
 
 
 async def test_a_body_that_stops_coming_gets_408_and_nothing_is_stored(slow_body_ingest, nc):
@@ -209,19 +212,14 @@ FLOOD = 30
 
 @pytest.fixture(scope="module")
 def capped_ingest(nats_server, log_dir):
-    service = ServiceProcess(
-        "ingest",
-        nats_url=nats_server.url,
-        log_dir=log_dir,
-        args=[
-            "--header-timeout",
-            str(CAPPED_HEADER_TIMEOUT_S),
-            "--max-pending-per-address",
-            str(PENDING_CAP),
-        ],
-    ).start()
-    yield service
-    service.stop()
+    yield from _ingest_with(
+        nats_server,
+        log_dir,
+        "--header-timeout",
+        str(CAPPED_HEADER_TIMEOUT_S),
+        "--max-pending-per-address",
+        str(PENDING_CAP),
+    )
 
 
 async def test_a_flood_of_half_open_connections_from_one_address_is_cut_to_its_cap(
@@ -257,14 +255,9 @@ CEILING = 12
 
 @pytest.fixture(scope="module")
 def ceiling_ingest(nats_server, log_dir):
-    service = ServiceProcess(
-        "ingest",
-        nats_url=nats_server.url,
-        log_dir=log_dir,
-        args=["--max-connections", str(CEILING), "--header-timeout", "60"],
-    ).start()
-    yield service
-    service.stop()
+    yield from _ingest_with(
+        nats_server, log_dir, "--max-connections", str(CEILING), "--header-timeout", "60"
+    )
 
 
 async def _served(client: httpx.AsyncClient) -> bool:
