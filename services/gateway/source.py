@@ -260,35 +260,46 @@ class NatsLogSource:
         return found
 
     async def _multi_last(self, subjects: Sequence[str]) -> list[LastRecord]:
+        messages, status, _ = await self._direct_batch(
+            {"multi_last": list(subjects)}, "could not read the channels' last records"
+        )
+        if status not in _END_OF_BATCH:
+            raise BrokerUnavailable(f"the broker refused a direct get (status {status})")
+        return [LastRecord(m.subject, m.seq, m.data) for m in messages]
+
+    async def _direct_batch(
+        self, request: dict, failing: str
+    ) -> tuple[list[StoredMessage], str, int]:
+        """One batched direct get: the records it answered, its end-of-batch status, and the
+        matching records the stream holds after them (``Nats-Num-Pending``, 0 when absent)."""
         nc = self._nc
         inbox = nc.new_inbox()
-        found: list[LastRecord] = []
-        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        found: list[StoredMessage] = []
+        ended: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
 
         async def take(msg: Msg) -> None:
             headers = msg.headers or {}
             status = headers.get("Status")
             if status is not None:
                 if not ended.done():
-                    ended.set_result(status)
+                    ended.set_result((status, int(headers.get("Nats-Num-Pending") or 0)))
                 return
             found.append(
-                LastRecord(headers["Nats-Subject"], int(headers["Nats-Sequence"]), msg.data)
+                StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
             )
 
-        request = msgspec.json.encode({"multi_last": list(subjects)})
         try:
             sub = await nc.subscribe(inbox, cb=take)
             try:
-                await nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
-                status = await asyncio.wait_for(ended, INFO_TIMEOUT_S)
+                await nc.publish(
+                    f"$JS.API.DIRECT.GET.{self.stream}", msgspec.json.encode(request), reply=inbox
+                )
+                status, pending = await asyncio.wait_for(ended, INFO_TIMEOUT_S)
             finally:
                 await sub.unsubscribe()
         except (TimeoutError, nats.errors.Error) as exc:
-            raise BrokerUnavailable(f"could not read the channels' last records: {exc}") from None
-        if status not in _END_OF_BATCH:
-            raise BrokerUnavailable(f"the broker refused a direct get (status {status})")
-        return found
+            raise BrokerUnavailable(f"{failing}: {exc}") from None
+        return found, status, pending
 
     async def identity(self) -> tuple[str, int]:
         """When the stream was created, and its last seq: a new creation time, or a last seq
@@ -337,34 +348,8 @@ class NatsLogSource:
         records this gateway already saw live), or one whose replicas are not known yet."""
         if self._replicas != 1:
             return None
-        nc = self._nc
-        inbox = nc.new_inbox()
-        found: list[StoredMessage] = []
-        ended: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-
-        async def take(msg: Msg) -> None:
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status is not None:
-                if not ended.done():
-                    ended.set_result((status, int(headers.get("Nats-Num-Pending") or 0)))
-                return
-            found.append(
-                StoredMessage(int(headers["Nats-Sequence"]), headers["Nats-Subject"], msg.data)
-            )
-
-        request = msgspec.json.encode(
-            {"seq": max(start_seq, 1), "next_by_subj": subject_filter, "batch": limit}
-        )
-        try:
-            sub = await nc.subscribe(inbox, cb=take)
-            try:
-                await nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
-                status, pending = await asyncio.wait_for(ended, INFO_TIMEOUT_S)
-            finally:
-                await sub.unsubscribe()
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise BrokerUnavailable(f"could not read the log: {exc}") from None
+        request = {"seq": max(start_seq, 1), "next_by_subj": subject_filter, "batch": limit}
+        found, status, pending = await self._direct_batch(request, "could not read the log")
         if status == "404":
             return [], 0
         if status != "204":
