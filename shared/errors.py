@@ -12,7 +12,8 @@ chosen at the route layer (``logstream.shared.web``), never here::
     ├── PayloadTooLarge          body over the configured limit (413)
     ├── UnsupportedMediaType     body in a format we do not take (415)
     ├── RateLimited              over a rate or connection cap (429, Retry-After)
-    └── BrokerUnavailable        NATS or JetStream did not confirm in time (503, Retry-After)
+    ├── BrokerUnavailable        NATS or JetStream did not confirm in time (503, Retry-After)
+    └── AuthUnavailable          the product's auth backend did not answer usably (503, Retry-After)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthUnavailable",
     "BrokerUnavailable",
     "Forbidden",
     "InvalidChannel",
@@ -99,4 +101,15 @@ class BrokerUnavailable(LogstreamError):
 
     def __init__(self, message: str, *, retry_after: int = 2, details: list[Any] | None = None):
         super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class AuthUnavailable(LogstreamError):
+    """The product's backend, asked who a caller is (the gateway's auth callout), was down,
+    slow or answered something that is no answer: nobody is let in on it (fail closed)."""
+
+    code = "auth_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message, rule="callout_unavailable")
         self.retry_after = retry_after

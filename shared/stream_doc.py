@@ -242,18 +242,22 @@ STREAM_RESPONSES = {
         {
             400: "bad channels, or a bad since, tail, level, q or last_event_id; details name "
             "each bad channel",
-            401: "no credential, or one that does not verify (expired, forged, not Bearer)",
+            401: "no credential, or one that does not verify (expired, forged, not Bearer); "
+            "or the product's backend (auth callout) said 401, with its message",
             403: "a channel outside the user's workspaces; details list them",
             429: "the user is over their connection cap; see Retry-After",
             431: "request headers over 32 KiB or more than 100 of them",
-            503: "the broker is unavailable; see Retry-After",
+            503: "the broker is unavailable, or the product's backend did not answer the auth "
+            "callout usably (auth_unavailable); see Retry-After",
         }
     ),
 }
 _LISTING_ERRORS = {
-    401: "no credential, or one that does not verify (expired, forged, not Bearer)",
+    401: "no credential, or one that does not verify (expired, forged, not Bearer); "
+    "or the product's backend (auth callout) said 401, with its message",
     403: "outside the user's workspaces; details name the channel",
-    503: "the broker is unavailable; see Retry-After",
+    503: "the broker is unavailable, or the product's backend did not answer the auth "
+    "callout usably (auth_unavailable); see Retry-After",
 }
 
 

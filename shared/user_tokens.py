@@ -44,6 +44,7 @@ __all__ = [
     "DEV_USER_ROLES",
     "JWKS_ALGORITHMS",
     "MIN_SECRET_BYTES",
+    "ClaimMap",
     "KeySet",
     "KeyWatch",
     "UnknownSigningKey",
@@ -77,6 +78,8 @@ JWKS_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 MAX_JWKS_KEYS = 100
 # A kid names a key; a longer one is not a name but a payload (it lands in messages and logs).
 MAX_KID_CHARS = 256
+# Logstream's own tokens always carry it; another name is an identity provider's claim.
+DEFAULT_WORKSPACES_CLAIM = "workspaces"
 _SECRET_SETTING = "jwt_secret (LOGSTREAM_JWT_SECRET)"
 _KEY_SETTING = "jwt_public_key_file (LOGSTREAM_JWT_PUBLIC_KEY_FILE)"
 
@@ -414,6 +417,7 @@ class UserTokens:
         audience: str | None = None,
         issuer: str | None = None,
         leeway_s: float = DEFAULT_LEEWAY_S,
+        claims: ClaimMap | None = None,
     ) -> None:
         if (key is not None or keys is not None) and secret:
             raise SettingsError(f"give one of {_SECRET_SETTING} or {_KEY_SETTING}, not both")
@@ -425,6 +429,7 @@ class UserTokens:
         self._audience = audience or None
         self._issuer = issuer or None
         self._leeway_s = leeway_s
+        self._claims = claims or ClaimMap()
         # Asks the key source for the keys again on an unknown kid; True when it fetched them
         # (it decides how often it may). None: the keys never change (a secret or a file).
         self.refetch: Callable[[str], Awaitable[bool]] | None = None
@@ -485,11 +490,12 @@ class UserTokens:
         keys = self._keys
         key = keys.select(_kid_of(token)) if keys.needs_kid else keys.keys[0]
         claims = self._decode(token, key)
+        mapping = self._claims
         return UserIdentity(
-            _subject(claims),
-            frozenset(_strings(claims, "workspaces")),
+            mapping.user_of(claims),
+            mapping.workspaces_of(claims),
             _expiry(claims, self._leeway_s),
-            frozenset(_roles(claims)),
+            mapping.roles_of(claims),
             key.fingerprint,
         )
 
@@ -514,7 +520,8 @@ class UserTokens:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway_s,
-                options={"require": ["sub", "exp"]},
+                # The user's claim is checked by the claim map (it may be nested or renamed).
+                options={"require": ["exp"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the user token has expired", rule="jwt_expired") from None
@@ -553,44 +560,92 @@ def _kid_of(token: str) -> str | None:
     return kid
 
 
-def _subject(claims: dict[str, Any]) -> str:
-    subject = claims["sub"]
-    if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_CHARS:
-        raise Unauthenticated(
-            f"the user token's 'sub' must be 1-{MAX_SUBJECT_CHARS} characters", rule="jwt_invalid"
-        )
-    return subject
+@dataclass(frozen=True, slots=True)
+class ClaimMap:
+    """Which claims of a verified token name the user, list the workspaces and the roles.
 
+    Logstream's own tokens carry ``sub``, ``workspaces`` and ``roles`` (the defaults). An
+    identity provider's put them elsewhere: Keycloak lists group paths in ``groups``
+    (``/workspaces/ws1``) and realm roles in ``realm_access.roles``; Auth0 takes namespaced
+    claims (``https://example.com/workspaces``). A claim name is looked up as given first,
+    then, if it holds dots and is not there, as a path into nested objects. With
+    ``workspace_prefix`` only the values that start with it are workspaces, with the prefix
+    taken off (``workspace:ws1`` -> ``ws1``); the others (other groups) are left out.
+    """
 
-def _strings(claims: dict[str, Any], name: str) -> list[str]:
-    value = claims.get(name)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise Unauthenticated(f"the user token has no '{name}' list of strings", rule="jwt_invalid")
-    return value
+    user: str = "sub"
+    workspaces: str = DEFAULT_WORKSPACES_CLAIM
+    workspace_prefix: str = ""
+    roles: str = "roles"
 
-
-def _roles(claims: dict[str, Any]) -> list[str]:
-    """``roles`` (a list, or one string) and ``role`` (one string), both optional."""
-    found: list[str] = []
-    for name in ("roles", "role"):
-        value = claims.get(name)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            found.append(value)
-        elif (
-            name == "roles"
-            and isinstance(value, list)
-            and all(isinstance(item, str) for item in value)
-        ):
-            found += value
-        else:
+    def user_of(self, claims: dict[str, Any]) -> str:
+        subject = _claim(claims, self.user)
+        if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_CHARS:
+            state = "has no" if subject is None else "has a bad"
             raise Unauthenticated(
-                f"the user token's '{name}' must be a string"
-                + (" or a list of strings" if name == "roles" else ""),
+                f"the user token {state} '{self.user}' claim naming the user "
+                f"(a string of 1-{MAX_SUBJECT_CHARS} characters)",
                 rule="jwt_invalid",
             )
-    return found
+        return subject
+
+    def workspaces_of(self, claims: dict[str, Any]) -> frozenset[str]:
+        value = _claim(claims, self.workspaces)
+        if value is None and self.workspaces != DEFAULT_WORKSPACES_CLAIM:
+            # An identity provider leaves a list claim out when it is empty (Keycloak's groups
+            # for a user in no group): signed in, but no workspace to read (403, not 401).
+            return frozenset()
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise Unauthenticated(
+                f"the user token has no '{self.workspaces}' list of strings", rule="jwt_invalid"
+            )
+        prefix = self.workspace_prefix
+        if not prefix:
+            return frozenset(value)
+        return frozenset(
+            item[len(prefix) :]
+            for item in value
+            if item.startswith(prefix) and len(item) > len(prefix)
+        )
+
+    def roles_of(self, claims: dict[str, Any]) -> frozenset[str]:
+        """The roles claim (a list, or one string), optional; with the default name, ``role``
+        (one string) too."""
+        found: list[str] = []
+        names = (self.roles, "role") if self.roles == "roles" else (self.roles,)
+        for index, name in enumerate(names):
+            value = _claim(claims, name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                found.append(value)
+            elif (
+                index == 0
+                and isinstance(value, list)
+                and all(isinstance(item, str) for item in value)
+            ):
+                found += value
+            else:
+                raise Unauthenticated(
+                    f"the user token's '{name}' must be a string"
+                    + (" or a list of strings" if index == 0 else ""),
+                    rule="jwt_invalid",
+                )
+        return frozenset(found)
+
+
+def _claim(claims: dict[str, Any], name: str) -> Any:
+    """``claims[name]``, else (a dotted name) the path through nested objects, else None."""
+    if name in claims:
+        return claims[name]
+    if "." not in name:
+        return None
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _expiry(claims: dict[str, Any], leeway_s: float) -> float | None:

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from logstream.shared import audit, fast_paths
 from logstream.shared.errors import (
+    AuthUnavailable,
     BrokerUnavailable,
     Forbidden,
     InvalidRequest,
@@ -68,6 +69,7 @@ _STATUS = (
     (UnsupportedMediaType, 415),
     (RateLimited, 429),
     (BrokerUnavailable, 503),
+    (AuthUnavailable, 503),
 )
 # The statuses that are denials: each one leaves one line in the audit log (``logstream.shared.audit``).
 AUDITED_STATUSES = frozenset({401, 403, 429})
@@ -90,7 +92,7 @@ def status_of(exc: LogstreamError) -> int:
 
 def error_response(exc: LogstreamError) -> Response:
     headers = {}
-    if isinstance(exc, (RateLimited, BrokerUnavailable)):
+    if isinstance(exc, (RateLimited, BrokerUnavailable, AuthUnavailable)):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
@@ -102,8 +104,10 @@ def error_response(exc: LogstreamError) -> Response:
 def refusal(request: Request, exc: LogstreamError) -> Response:
     """The answer to a refused request, in the JSON error shape; a denial leaves its audit line."""
     response = error_response(exc)
-    if response.status_code in AUDITED_STATUSES:
-        audit_denial(request, rule=exc.rule, status=response.status_code, reason=exc.message)
+    status = status_of(exc)
+    # A caller the auth backend could not vouch for is refused too (fail closed): audited.
+    if status in AUDITED_STATUSES or isinstance(exc, AuthUnavailable):
+        audit_denial(request, rule=exc.rule, status=status, reason=exc.message)
     return response
 
 

@@ -27,6 +27,7 @@ from logstream.services.gateway.api_doc import (
     stream_schemas,
 )
 from logstream.services.gateway.auth import require_admin, require_user, user_tokens_for
+from logstream.services.gateway.callout import AuthCallout, CalloutMetrics
 from logstream.services.gateway.channel_list import list_channels, parse_channels_request
 from logstream.services.gateway.connection import StreamWriter
 from logstream.services.gateway.gc_policy import keep_collections_short
@@ -55,6 +56,7 @@ from logstream.shared.errors import BrokerUnavailable, LogstreamError, RateLimit
 from logstream.shared.nats_link import NatsLink
 from logstream.shared.sse import SSE_HEADERS
 from logstream.shared.stream_doc import STREAM_RESPONSES, STREAM_SECURITY
+from logstream.shared.user_tokens import UserTokens
 from logstream.shared.uvicorn_adapter import connection_of
 from logstream.shared.web import (
     EXCEPTION_HANDLERS,
@@ -211,7 +213,8 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         source,
         plan,
         connection,
-        key_watch=request.app.state.user_tokens.watch(user),
+        key_watch=tokens.watch(user) if (tokens := request.app.state.user_tokens) else None,
+        renew=request.state.get("callout_renewal"),
     )
     if connection is not None:
 
@@ -371,6 +374,8 @@ def _lifespan(gateway: GatewayState, service: ServiceState):
             await link.close()
             if gateway.user_keys is not None:
                 await gateway.user_keys.aclose()
+            if app.state.callout is not None:
+                await app.state.callout.aclose()
 
     return lifespan
 
@@ -437,7 +442,24 @@ def create_app(settings: Settings) -> Litestar:
     app.state.service = service
     app.state.gateway = gateway
     app.state.settings = settings
-    app.state.user_tokens = tokens = user_tokens_for(settings)
+    app.state.callout = None
+    if settings.auth_callout_url:
+        app.state.callout = AuthCallout(
+            settings.auth_callout_url,
+            settings.callout_headers,
+            timeout_s=settings.auth_callout_timeout,
+            ttl_s=settings.auth_callout_ttl,
+            max_entries=settings.auth_callout_cache_size,
+            metrics=CalloutMetrics(service.registry),
+        )
+    app.state.user_tokens = None
+    if settings.takes_user_tokens:
+        app.state.user_tokens = _user_tokens(settings, gateway)
+    return app
+
+
+def _user_tokens(settings: Settings, gateway: GatewayState) -> UserTokens:
+    tokens = user_tokens_for(settings)
     if settings.jwt_jwks_url:
         gateway.user_keys = UserKeyRefresh(
             settings.jwt_jwks_url,
@@ -458,4 +480,4 @@ def create_app(settings: Settings) -> Litestar:
             "some user-token keys cannot verify tokens here; they are left out",
             extra={"skipped": list(tokens.keys.skipped)},
         )
-    return app
+    return tokens

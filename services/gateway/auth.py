@@ -3,7 +3,9 @@
 The credential comes from ``Authorization: Bearer``, else the ``logstream_session`` cookie,
 else (dev mode only) the ``access_token`` query parameter. The identity comes from the verified
 token alone; ``X-User-Id``/``X-Workspace-Id`` are recorded by the stream handler, never
-trusted. Each guard records who asked (``connection.state.audit_who``) as soon as it knows, so
+trusted. With an auth callout (``logstream.services.gateway.callout``), a request whose
+credential is no Logstream token that verifies is answered by the product's backend instead.
+Each guard records who asked (``connection.state.audit_who``) as soon as it knows, so
 a later denial's audit line names them (``logstream.shared.web``).
 """
 
@@ -14,11 +16,12 @@ import hmac
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
+from logstream.services.gateway.callout import AuthCallout
 from logstream.services.gateway.settings import Settings
 from logstream.services.gateway.user_keys import fetch_at_start
 from logstream.shared.errors import Forbidden, Unauthenticated
 from logstream.shared.identities import bearer_token
-from logstream.shared.user_tokens import KeySet, UserIdentity, UserTokens, read_key_file
+from logstream.shared.user_tokens import ClaimMap, KeySet, UserIdentity, UserTokens, read_key_file
 
 __all__ = [
     "ADMIN_TOKEN_WHO",
@@ -50,6 +53,12 @@ def user_tokens_for(settings: Settings) -> UserTokens:
         audience=settings.jwt_audience or None,
         issuer=settings.jwt_issuer or None,
         leeway_s=settings.jwt_leeway,
+        claims=ClaimMap(
+            user=settings.jwt_user_claim,
+            workspaces=settings.jwt_workspaces_claim,
+            workspace_prefix=settings.jwt_workspace_prefix,
+            roles=settings.jwt_roles_claim,
+        ),
     )
 
 
@@ -79,7 +88,11 @@ def credential_of(connection: ASGIConnection, *, query_tokens: bool) -> str | No
 
 
 async def _verified(connection: ASGIConnection, credential: str | None) -> UserIdentity:
-    tokens: UserTokens = connection.app.state.user_tokens
+    tokens: UserTokens | None = connection.app.state.user_tokens
+    if tokens is None:
+        raise Unauthenticated(
+            "this gateway takes no Logstream tokens; sign in to the product", rule="no_credential"
+        )
     # Awaits a fetch of the JWKS only for a kid not held (rate-limited: user_keys.py).
     user = await tokens.verify_current(credential)
     connection.state.audit_who = f"user:{user.user_id}"
@@ -95,8 +108,32 @@ def _credential(connection: ASGIConnection) -> str | None:
 # per stream opened (a quarter of a churning gateway's CPU); verifying a token is microseconds,
 # and awaits nothing unless the token names a key not held yet (a JWKS fetch).
 async def require_user(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Guard: a verified user token; the identity is kept on the connection's state."""
-    connection.state.user = await _verified(connection, _credential(connection))
+    """Guard: a verified user token, else the auth callout's word; the identity is kept on the
+    connection's state (and, from the callout, how to ask again: ``callout_renewal``)."""
+    callout: AuthCallout | None = connection.app.state.get("callout")
+    if callout is None:
+        connection.state.user = await _verified(connection, _credential(connection))
+        return
+    refused: Unauthenticated | None = None
+    try:
+        credential = _credential(connection)
+        if credential is not None and connection.app.state.user_tokens is not None:
+            connection.state.user = await _verified(connection, credential)
+            return
+    except Unauthenticated as exc:  # not our token (the product's own): the backend may know
+        refused = exc
+    forwarded = callout.forwarded(connection.headers)
+    if not forwarded:
+        raise refused or Unauthenticated(
+            "no credential: sign in to the product (its session cookie), or send a user token "
+            "(Authorization: Bearer)",
+            rule="no_credential",
+        )
+    host = connection.client.host if connection.client else None
+    user = await callout.identify(forwarded, client_host=host)
+    connection.state.audit_who = f"user:{user.user_id}"
+    connection.state.user = user
+    connection.state.callout_renewal = callout.renewal(forwarded, client_host=host)
 
 
 def _is_admin_token(credential: str, admin_token: str) -> bool:

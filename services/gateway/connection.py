@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from logstream.services.gateway.callout import Renewal
 from logstream.services.gateway.hub import Hub
 from logstream.services.gateway.replay import (
     ReplayPlan,
@@ -28,9 +29,9 @@ from logstream.services.gateway.source import LogSource
 from logstream.services.gateway.subjects import covering_filters
 from logstream.services.gateway.subscription import Subscription
 from logstream.services.gateway.ticker import tick_period
-from logstream.shared.errors import BrokerUnavailable
+from logstream.shared.errors import AuthUnavailable, BrokerUnavailable, LogstreamError
 from logstream.shared.sse import HEARTBEAT, sse_frame
-from logstream.shared.user_tokens import KeyWatch
+from logstream.shared.user_tokens import KeyWatch, UserIdentity
 from logstream.shared.uvicorn_adapter import HttpConnection
 
 __all__ = ["ConnectionEnd", "StreamWriter"]
@@ -44,6 +45,21 @@ _EXPIRED = _ENCODE({"reason": "the user token expired; reconnect with a fresh to
 _KEY_WITHDRAWN = _ENCODE(
     {"reason": "the key that signed the user token was withdrawn; reconnect with a fresh token"}
 )
+
+
+def _monotonic(expires_at: float | None) -> float:
+    """A wall-clock expiry on the monotonic clock the stream waits with."""
+    return math.inf if expires_at is None else time.monotonic() + (expires_at - time.time())
+
+
+def _not_renewed(renewed: UserIdentity | LogstreamError) -> bytes:
+    if isinstance(renewed, AuthUnavailable):
+        why = "the product's auth backend could not confirm the session; reconnect shortly"
+    elif isinstance(renewed, LogstreamError):
+        why = f"the product no longer vouches for the session ({renewed.message}); sign in again"
+    else:
+        why = "the session no longer covers this stream's channels; sign in again"
+    return _ENCODE({"reason": why})
 
 
 class ConnectionEnd:
@@ -74,6 +90,9 @@ class StreamWriter:
     # every wake); None: a key that never changes. The gateway wakes every stream when a key
     # is withdrawn, so the check comes at once, not at the next heartbeat.
     key_watch: KeyWatch | None = None
+    # An identity from the auth callout: asked again when it lapses (``expires_at``); the
+    # stream goes on while the product's backend still vouches for it and its channels.
+    renew: Renewal | None = None
 
     def opening(self) -> bytes:
         connected = _ENCODE(
@@ -127,7 +146,7 @@ class StreamWriter:
         early = tick_period(self.heartbeat_s)
         expiry = math.inf
         if self.expires_at is not None:
-            expiry = time.monotonic() + (self.expires_at - time.time())
+            expiry = _monotonic(self.expires_at)
         last_write = time.monotonic()
         while True:
             if sub.sink is None and self.connection is not None and not outbox.size:
@@ -146,6 +165,14 @@ class StreamWriter:
             now = time.monotonic()
             last_write = max(last_write, sub.written_at)
             withdrawn = self.key_watch is not None and not self.key_watch.held()
+            ended_why = _EXPIRED
+            if now >= expiry and self.renew is not None and not self.draining.is_set():
+                renewed = await self.renew()
+                if isinstance(renewed, UserIdentity) and self._still_covers(renewed):
+                    expiry = _monotonic(renewed.expires_at)
+                    continue
+                ended_why = _not_renewed(renewed)
+                now = time.monotonic()
             if outbox.overflowed or self.draining.is_set() or now >= expiry or withdrawn:
                 sub.take_back_sink()  # the final frame must be the last thing written
             if outbox.overflowed:
@@ -168,13 +195,18 @@ class StreamWriter:
                 # The client's cursor is the last id it got: it resumes from there, with a new
                 # token, losing nothing.
                 yield sse_frame(
-                    event="auth-expired", data=_KEY_WITHDRAWN if now < expiry else _EXPIRED
+                    event="auth-expired", data=_KEY_WITHDRAWN if now < expiry else ended_why
                 )
                 yield ConnectionEnd.AUTH_EXPIRED
                 return
             if not chunk and now >= last_write + self.heartbeat_s - early:
                 yield HEARTBEAT
                 last_write = now
+
+    def _still_covers(self, user: UserIdentity) -> bool:
+        return user.user_id == self.sub.user_id and all(
+            user.may_read(pattern) for pattern in self.sub.patterns
+        )
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
         """The body of the response; its ``finally`` releases the subscription."""

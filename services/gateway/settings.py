@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 from urllib.parse import urlparse
 
@@ -36,6 +37,21 @@ DEFAULT_JWKS_REFRESH = "5m"
 MIN_JWKS_REFRESH_S = 1.0
 # The ways to give the user-token key; exactly one (none in dev mode: the dev secret).
 USER_KEY_SETTINGS = ("jwt_secret", "jwt_public_key_file", "jwt_jwks_url")
+# The headers that carry a signed-in browser's credential to the product's backend: its session
+# cookie, or the bearer token its own front end sends.
+DEFAULT_CALLOUT_HEADERS = "Cookie,Authorization"
+# A product backend checks a session in milliseconds; a stream open waits this long at most.
+DEFAULT_CALLOUT_TIMEOUT_S = 2.0
+# How long a backend's yes is reused for the same credential (and an open stream goes on
+# before asking again): the most a signed-out session's streams outlive it.
+DEFAULT_CALLOUT_TTL_S = 60.0
+DEFAULT_CALLOUT_CACHE = 10_000
+# A header name as RFC 9110 has it (a token); one that is not could not be forwarded.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+# Never forwarded: they describe this hop, not who the caller is.
+_HOP_HEADERS = frozenset(
+    {"host", "connection", "content-length", "transfer-encoding", "upgrade", "te", "trailer"}
+)
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True):
@@ -87,6 +103,76 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
             "a stream ends this long after its token's exp",
         ),
     ] = DEFAULT_LEEWAY_S
+    jwt_user_claim: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=256,
+            description="the user-token claim naming the user (Keycloak: preferred_username "
+            "or sub); a dotted name reads a nested claim",
+        ),
+    ] = "sub"
+    jwt_workspaces_claim: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=256,
+            description="the user-token claim listing the user's workspaces (Keycloak: "
+            "groups; Auth0: a namespaced claim such as https://example.com/workspaces)",
+        ),
+    ] = "workspaces"
+    jwt_workspace_prefix: Annotated[
+        str,
+        Meta(
+            max_length=256,
+            description="only values of the workspaces claim that start with this are "
+            "workspaces, with it taken off (groups /workspaces/ws1 -> ws1); unset: every value",
+        ),
+    ] = ""
+    jwt_roles_claim: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=256,
+            description="the user-token claim listing roles, the admin role among them "
+            "(Keycloak: realm_access.roles)",
+        ),
+    ] = "roles"
+    auth_callout_url: Annotated[
+        str,
+        Meta(
+            description="the product backend's endpoint that says who a caller without a "
+            "Logstream token is, from the forwarded headers (docs/reference/identities.md)",
+        ),
+    ] = ""
+    auth_callout_headers: Annotated[
+        str,
+        Meta(
+            description="the request headers forwarded to auth_callout_url, comma-separated",
+        ),
+    ] = DEFAULT_CALLOUT_HEADERS
+    auth_callout_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=60,
+            description="seconds the callout may take; slower is 503 with Retry-After, "
+            "never a grant",
+        ),
+    ] = DEFAULT_CALLOUT_TIMEOUT_S
+    auth_callout_ttl: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=86400,
+            description="seconds a callout's yes is reused for the same credential (less if "
+            "it says expires_in); an open stream asks again after this long",
+        ),
+    ] = DEFAULT_CALLOUT_TTL_S
+    auth_callout_cache_size: Annotated[
+        int,
+        Meta(ge=1, le=10_000_000, description="credentials whose callout answer is kept"),
+    ] = DEFAULT_CALLOUT_CACHE
     admin_token: Annotated[
         str,
         Meta(
@@ -149,6 +235,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                 "logstream_session cookie, never from URLs (they end up in access logs)"
             )
         self._check_user_token_key()
+        self._check_callout()
         if self.admin_token and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
             raise SettingsError(
                 f"invalid setting admin_token ({env_name('admin_token')}): at least "
@@ -171,11 +258,37 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
             read_key_file(self.jwt_public_key_file)
         elif self.jwt_jwks_url:
             self._check_jwks_url()
-        elif not self.dev:
+        elif not self.dev and not self.auth_callout_url:
             raise SettingsError(
                 f"missing setting {names}: production mode has no default user-token key; "
-                "give one or run with --dev"
+                "give one, or auth_callout_url (LOGSTREAM_AUTH_CALLOUT_URL) to ask the "
+                "product's backend, or run with --dev"
             )
+
+    def _check_callout(self) -> None:
+        if not self.auth_callout_url:
+            return
+        url = urlparse(self.auth_callout_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError(
+                f"invalid setting auth_callout_url ({env_name('auth_callout_url')}): "
+                f"{self.auth_callout_url[:200]!r} is not an http:// or https:// URL"
+            )
+        name = f"auth_callout_headers ({env_name('auth_callout_headers')})"
+        headers = self.callout_headers
+        if not headers:
+            raise SettingsError(f"invalid setting {name}: name at least one header")
+        for header in headers:
+            if not _HEADER_NAME.fullmatch(header) or header in _HOP_HEADERS:
+                raise SettingsError(
+                    f"invalid setting {name}: {header[:64]!r} is not a header that can be forwarded"
+                )
+
+    @property
+    def callout_headers(self) -> tuple[str, ...]:
+        """The forwarded headers' names, lower-cased, each once."""
+        names = (name.strip().lower() for name in self.auth_callout_headers.split(","))
+        return tuple(dict.fromkeys(name for name in names if name))
 
     def _check_jwks_url(self) -> None:
         # Only its shape here: the gateway fetches it when it starts (services/gateway/user_keys.py).
@@ -204,6 +317,11 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         if self.jwt_public_key_file or self.jwt_jwks_url:
             return ""
         return self.jwt_secret or (DEV_JWT_SECRET if self.dev else "")
+
+    @property
+    def takes_user_tokens(self) -> bool:
+        """False only for a gateway that knows callers by the auth callout alone."""
+        return bool(self.user_token_secret or self.jwt_public_key_file or self.jwt_jwks_url)
 
     @property
     def accepts_query_token(self) -> bool:

@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> Litestar:
     )
     relays = OpenRelays(service.draining)
     metrics = ProxyMetrics(service.registry, relays.relayed_bytes)
-    pool = GatewayPool(settings.gateway_urls, metrics)
+    pool = GatewayPool(settings.gateway_urls, metrics, cookies=settings.forwarded_cookies)
     proxy = _Proxy(settings, routes, service, pool, metrics, relays)
     handlers = [
         *service_routes(),
@@ -258,7 +258,11 @@ def _page_handler(proxy: _Proxy):
     config = {
         "dev": proxy.settings.dev,
         "routes": [route.describe() for route in proxy.routes],
-        "dev_users": sorted(DEV_USERS) if proxy.settings.dev else [],
+        # The product's login (sign_in_url) replaces the dev users' picker.
+        "dev_users": sorted(DEV_USERS)
+        if proxy.settings.dev and not proxy.settings.sign_in_url
+        else [],
+        "sign_in_url": proxy.settings.sign_in_url,
     }
     # JSON inside <script>: "</" is escaped so that no value can close the element.
     encoded = msgspec.json.encode(config).decode().replace("</", "<\\/")

@@ -134,8 +134,17 @@ class ProxyMetrics:
 class GatewayPool:
     """The configured gateways, their last health answer, and round-robin among healthy ones."""
 
-    def __init__(self, urls: Sequence[str], metrics: ProxyMetrics | None = None) -> None:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        metrics: ProxyMetrics | None = None,
+        *,
+        cookies: Sequence[str] = (),
+    ) -> None:
         self.urls = tuple(urls)
+        # The browser's cookies the gateways are given besides our own session cookie: the
+        # product's session cookie, for the gateway's auth callout (``forward_cookies``).
+        self.cookies = tuple(cookies)
         self._healthy: dict[str, bool | None] = {url: None for url in self.urls}
         self._turn = itertools.count()
         self._checked_at: float | None = None
@@ -239,9 +248,11 @@ def _upstream_request(
     *,
     accept: str,
     workspace: str | None,
+    cookies: Sequence[str] = (),
 ) -> httpx.Request:
     """A gateway request on behalf of the browser's: its credential (the Authorization header,
-    or only our own cookie), the given query, and hints the gateway records but never trusts."""
+    our own cookie and the ``cookies`` named), the given query, and hints the gateway records
+    but never trusts."""
     headers = {
         "Accept": accept,
         "Accept-Encoding": "identity",
@@ -252,9 +263,16 @@ def _upstream_request(
     for name in ("authorization", "last-event-id"):
         if name in request.headers:
             headers[name] = request.headers[name]
-    session = request.cookies.get(SESSION_COOKIE)
-    if session:  # only our own cookie: the browser's other cookies are not the gateway's business
-        headers["Cookie"] = f"{SESSION_COOKIE}={session}"
+    # Only our own cookie and those named: the browser's others are not the gateway's business.
+    # As the browser sent them (not parsed and re-quoted): the gateway sees the same bytes.
+    wanted = {SESSION_COOKIE, *cookies}
+    passed = [
+        piece.strip()
+        for piece in request.headers.get("cookie", "").split(";")
+        if piece.partition("=")[0].strip() in wanted and piece.partition("=")[2].strip()
+    ]
+    if passed:
+        headers["Cookie"] = "; ".join(passed)
     user_id = _user_id(_credential(request))
     if user_id:
         headers["X-User-Id"] = user_id
@@ -281,7 +299,13 @@ def _stream_params(
     return params
 
 
-def _stream_request(base: str, request: Request, channels: list[str], workspace: str | None):
+def _stream_request(
+    base: str,
+    request: Request,
+    channels: list[str],
+    workspace: str | None,
+    cookies: Sequence[str] = (),
+):
     return _upstream_request(
         base,
         STREAM_PATH,
@@ -289,6 +313,7 @@ def _stream_request(base: str, request: Request, channels: list[str], workspace:
         _stream_params(request, channels),
         accept="text/event-stream",
         workspace=workspace,
+        cookies=cookies,
     )
 
 
@@ -306,7 +331,7 @@ async def open_stream(
     for base in pool.candidates():
         try:
             upstream = await open_gateway_stream(
-                _stream_request(base, request, channels, workspace)
+                _stream_request(base, request, channels, workspace, pool.cookies)
             )
         except GatewayUnreachable as exc:
             pool.mark(base, False)
@@ -343,7 +368,13 @@ async def forward_json(
     ]
     for base in pool.candidates():
         upstream = _upstream_request(
-            base, path, request, params, accept="application/json", workspace=None
+            base,
+            path,
+            request,
+            params,
+            accept="application/json",
+            workspace=None,
+            cookies=pool.cookies,
         )
         upstream.extensions["timeout"] = JSON_TIMEOUT.as_dict()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from msgspec import Meta
@@ -12,6 +13,9 @@ from logstream.shared.settings import ServiceSettings, env_name
 from logstream.shared.user_tokens import secret_key
 
 __all__ = ["Settings"]
+
+# A cookie name is an RFC 9110 token.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True):
@@ -30,8 +34,34 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         ),
     ] = ""
 
+    forward_cookies: Annotated[
+        str,
+        Meta(
+            description="the browser's cookies passed to the gateway besides logstream_session, "
+            "comma-separated: the product's session cookie, for the gateway's auth callout",
+        ),
+    ] = ""
+    sign_in_url: Annotated[
+        str,
+        Meta(
+            description="where the Logs page sends a visitor who is not signed in "
+            "(the product's login page; ?next= is the page's address)",
+        ),
+    ] = ""
+
     def check(self) -> None:
         super().check()
+        for name in self.forwarded_cookies:
+            if not _COOKIE_NAME.fullmatch(name):
+                raise SettingsError(
+                    f"invalid setting forward_cookies ({env_name('forward_cookies')}): "
+                    f"{name[:64]!r} is not a cookie name"
+                )
+        if self.sign_in_url and not self.sign_in_url.startswith(("http://", "https://", "/")):
+            raise SettingsError(
+                f"invalid setting sign_in_url ({env_name('sign_in_url')}): "
+                f"{self.sign_in_url[:200]!r} must be an http(s) URL or a path starting with /"
+            )
         for url in self.gateway_urls:
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(
@@ -40,6 +70,11 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                 )
         if self.dev and self.jwt_secret:
             secret_key(self.jwt_secret)  # too short a secret stops the proxy, naming it
+
+    @property
+    def forwarded_cookies(self) -> tuple[str, ...]:
+        names = (name.strip() for name in self.forward_cookies.split(","))
+        return tuple(dict.fromkeys(name for name in names if name))
 
     @property
     def gateway_urls(self) -> list[str]:

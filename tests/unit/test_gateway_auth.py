@@ -396,3 +396,60 @@ def test_the_guard_fetches_the_jwks_again_for_a_kid_published_since(idp):
         answer = client.get("/user", headers=bearer(SigningKey("c").token(claims())))
         assert (answer.status_code, answer.json()["rule"]) == (401, "jwt_unknown_key")
         assert idp.fetches == 2
+
+
+# -- the auth callout's settings ----------------------------------------------------------------
+
+CALLOUT = {"LOGSTREAM_AUTH_CALLOUT_URL": "http://product.internal:8000/auth/logstream"}
+
+
+def test_a_callout_alone_is_enough_in_production_and_then_no_token_is_taken():
+    settings = load_settings(Settings, CALLOUT)
+    assert not settings.takes_user_tokens
+    assert settings.callout_headers == ("cookie", "authorization")
+    assert load_settings(Settings, CALLOUT | PROD).takes_user_tokens
+
+
+@pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({"LOGSTREAM_AUTH_CALLOUT_URL": "product.internal/auth"}, "not an http:// or https://"),
+        ({"LOGSTREAM_AUTH_CALLOUT_URL": "file:///etc/passwd"}, "not an http:// or https://"),
+        (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_HEADERS": "Cookie, Bad Header"}, "'bad header'"),
+        (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_HEADERS": "Host"}, "'host'"),
+        (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_HEADERS": " , "}, "at least one header"),
+        (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_TIMEOUT": "0"}, "auth_callout_timeout"),
+        (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_TTL": "0.5"}, "auth_callout_ttl"),
+        (PROD | {"LOGSTREAM_JWT_WORKSPACES_CLAIM": ""}, "jwt_workspaces_claim"),
+    ],
+)
+def test_a_bad_callout_or_claim_setting_stops_the_gateway_naming_it(environ, words):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(Settings, environ)
+    assert words in caught.value.message
+
+
+def test_the_claim_settings_reach_the_verifier():
+    settings = load_settings(
+        Settings,
+        PROD
+        | {
+            "LOGSTREAM_JWT_USER_CLAIM": "preferred_username",
+            "LOGSTREAM_JWT_WORKSPACES_CLAIM": "groups",
+            "LOGSTREAM_JWT_WORKSPACE_PREFIX": "workspace:",
+            "LOGSTREAM_JWT_ROLES_CLAIM": "realm_access.roles",
+        },
+    )
+    token = jwt.encode(
+        {
+            "sub": "9c1d",
+            "preferred_username": "alice",
+            "groups": ["workspace:ws1", "staff"],
+            "realm_access": {"roles": ["admin"]},
+            "exp": int(time.time()) + 60,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    user = user_tokens_for(settings).verify(token)
+    assert (user.user_id, user.workspaces, user.is_admin) == ("alice", {"ws1"}, True)

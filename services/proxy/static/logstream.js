@@ -60,7 +60,8 @@ const ui = {
   resource: $('resource-input'), extra: $('extra-params'), connect: $('connect'),
   disconnect: $('disconnect'), channel: $('channel-name'), cursor: $('cursor'),
   error: $('connection-error'), errorTitle: $('error-title'), errorMessage: $('error-message'),
-  errorHint: $('error-hint'), search: $('search-filter'), level: $('level-filter'),
+  errorHint: $('error-hint'), signInLink: $('sign-in-link'), search: $('search-filter'),
+  level: $('level-filter'),
   autoscroll: $('autoscroll'), clear: $('clear'), download: $('download'), count: $('row-count'),
   scroller: $('log-scroll'), list: $('log-list'), empty: $('empty'),
   channelList: $('channel-list'), channelsStatus: $('channels-status'),
@@ -94,7 +95,7 @@ let older = { done: false, busy: false, before: null };
 
 // -- identity (dev mode) --------------------------------------------------------------------------
 
-const credentialsMode = () => (config.dev && ui.user.value === ANONYMOUS ? 'omit' : 'same-origin');
+const credentialsMode = () => (devSignIn() && ui.user.value === ANONYMOUS ? 'omit' : 'same-origin');
 
 async function signIn(user) {
   const response = await fetch(`/dev/token?user=${encodeURIComponent(user)}`,
@@ -109,7 +110,7 @@ async function signIn(user) {
 
 /** Asked by the stream on 401 or an expired session: only a dev user can be signed in again. */
 async function renewCredential() {
-  if (!config.dev || ui.user.value === ANONYMOUS) return false;
+  if (!devSignIn() || ui.user.value === ANONYMOUS) return false;
   try {
     await signIn(ui.user.value);
     return true;
@@ -118,8 +119,12 @@ async function renewCredential() {
   }
 }
 
+// With the product's own login (the proxy's sign_in_url) the page picks no dev user: the
+// product's session cookie is the credential, even in dev mode.
+const devSignIn = () => config.dev && config.dev_users.length > 0;
+
 async function setupIdentity() {
-  if (!config.dev) return;
+  if (!devSignIn()) return;
   ui.envBadge.hidden = false;
   ui.devAuth.hidden = false;
   ui.user.appendChild(new Option('No user (anonymous)', ANONYMOUS));
@@ -358,14 +363,15 @@ function describe(error) {
   const tooMany = error.status === 400 && /channel/i.test(error.message || '') &&
     /at most/i.test(error.message || '');
   const hints = {
-    401: config.dev ? 'Pick a dev user above; the page signs in and you can Connect again.'
-      : 'Your session has ended: sign in again, then Connect.',
+    401: devSignIn() ? 'Pick a dev user above; the page signs in and you can Connect again.'
+      : 'You are not signed in, or your session has ended: sign in, then Connect.',
     403: 'Your account cannot read this workspace. Check the workspace ID or the signed-in user.',
     400: tooMany ? 'Watch fewer channels: remove some with × above.'
       : 'The server refused the request as malformed: check the IDs and filters.',
   };
   return { title: `HTTP ${error.status}${error.code ? ` · ${error.code}` : ''}`,
-           message: error.message, hint: hints[error.status] || '' };
+           message: error.message, hint: hints[error.status] || '',
+           signIn: error.status === 401 && !devSignIn() };
 }
 
 // -- where ------------------------------------------------------------------------------------------
@@ -598,10 +604,17 @@ function renderCounts() {
   }
 }
 
-function showError({ title, message, hint }) {
+function showError({ title, message, hint, signIn = false }) {
   ui.errorTitle.textContent = title;
   ui.errorMessage.textContent = message;
   ui.errorHint.textContent = hint;
+  // The product's login page (the proxy's sign_in_url), back to this view afterwards.
+  ui.signInLink.hidden = !(signIn && config.sign_in_url);
+  if (!ui.signInLink.hidden) {
+    const target = new URL(config.sign_in_url, location.href);
+    target.searchParams.set('next', location.href);
+    ui.signInLink.href = target.href;
+  }
   ui.error.hidden = false;
 }
 
