@@ -166,7 +166,11 @@ class StreamWriter:
             last_write = max(last_write, sub.written_at)
             withdrawn = self.key_watch is not None and not self.key_watch.held()
             ended_why = _EXPIRED
-            if now >= expiry and self.renew is not None and not self.draining.is_set():
+            if (
+                now >= expiry
+                and self.renew is not None
+                and not (outbox.overflowed or self.draining.is_set())
+            ):
                 renewed = await self.renew()
                 if isinstance(renewed, UserIdentity) and self._still_covers(renewed):
                     expiry = _monotonic(renewed.expires_at)

@@ -42,8 +42,9 @@ export class ChannelList {
    * @param elements {list, status, error, refresh}
    * @param options {onPick(channel), credentials() -> fetch credentials mode, everyMs}
    */
-  constructor(elements, { onPick, credentials, everyMs = REFRESH_MS }) {
+  constructor(elements, { onPick, credentials, everyMs = REFRESH_MS, signInHint }) {
     this.ui = elements;
+    this.signInHint = signInHint;
     this.onPick = onPick;
     this.credentials = credentials;
     this.everyMs = everyMs;
@@ -138,7 +139,7 @@ export class ChannelList {
 
   _refused(status, body) {
     const hints = {
-      401: 'Not signed in: pick a dev user or sign in again.',
+      401: this.signInHint || 'Not signed in: pick a dev user or sign in again.',
       403: 'This user cannot read this workspace.',
       404: 'This server does not list channels.',
     };

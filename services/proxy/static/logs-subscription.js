@@ -108,7 +108,8 @@ function defaultStorage() {
   }
 }
 
-/** What a tab saved before its last reload (or null): {key, url, meta, active, lastEventId, records}
+/** What a tab saved before its last reload (or null): {key, url, meta, active, resume (stopped by
+ *  a 401: resume once signed in again), lastEventId, records}
  *  (the union mode adds mode: 'union', channels, positions, floors). */
 export function loadSavedSubscription(storage = defaultStorage(),
                                       storageKey = DEFAULT_STORAGE_KEY) {
@@ -214,6 +215,7 @@ export class LogsSubscription extends Emitter {
   start() {
     if (this.active) return;
     this.active = true;
+    this._resumeOnReload = false;
     this._run = (this._run || 0) + 1;
     this.error = null;
     this._env.addEventListener?.('pagehide', this._onPageHide);
@@ -249,6 +251,7 @@ export class LogsSubscription extends Emitter {
 
   /** The user disconnected: stop, and remember that a reload should not reconnect. */
   stop() {
+    this._resumeOnReload = false;
     this.dispose();
     this._setState(ConnectionState.DISCONNECTED, '');
     this._saveNow();
@@ -1043,6 +1046,9 @@ export class LogsSubscription extends Emitter {
 
   _fail(error) {
     this.error = error;
+    // Stopped for want of a sign-in (401): once the user has signed in again (the product's
+    // login page sends them back here), a reload of this view resumes from the cursor.
+    this._resumeOnReload = Boolean(error && error.status === 401);
     this.dispose();
     this._setState(ConnectionState.DISCONNECTED, `HTTP ${error.status}`);
     this._saveNow();
@@ -1059,7 +1065,8 @@ export class LogsSubscription extends Emitter {
     clearTimeout(this._saveTimer);
     this._saveTimer = null;
     const state = { v: 1, key: this.key, url: this.url, meta: this.meta, active: this.active,
-                    lastEventId: this.lastEventId, records: [] };
+                    resume: Boolean(this._resumeOnReload), lastEventId: this.lastEventId,
+                    records: [] };
     if (this._union) {
       state.mode = 'union';
       state.channels = this.channels;

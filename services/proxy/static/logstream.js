@@ -85,7 +85,8 @@ const form = new StreamForm(config.routes, {
 const sidebar = new ChannelList(
   { list: ui.channelList, status: ui.channelsStatus, error: ui.channelsError,
     refresh: ui.channelsRefresh },
-  { onPick: (channel) => watch(addTo(watched, channel)), credentials: () => credentialsMode() });
+  { onPick: (channel) => watch(addTo(watched, channel)), credentials: () => credentialsMode(),
+    signInHint: config.dev_users.length ? '' : 'Not signed in: sign in, then refresh.' });
 
 let sub = null;
 let watched = [];     // the channels this tab watches, in the order they were added
@@ -364,7 +365,8 @@ function describe(error) {
     /at most/i.test(error.message || '');
   const hints = {
     401: devSignIn() ? 'Pick a dev user above; the page signs in and you can Connect again.'
-      : 'You are not signed in, or your session has ended: sign in, then Connect.',
+      : 'You are not signed in, or your session has ended: sign in, and this view resumes ' +
+        'where it stopped.',
     403: 'Your account cannot read this workspace. Check the workspace ID or the signed-in user.',
     400: tooMany ? 'Watch fewer channels: remove some with × above.'
       : 'The server refused the request as malformed: check the IDs and filters.',
@@ -739,7 +741,7 @@ async function main() {
   if (resumed && saved.key === storedKey(key)) {
     watched = asked;
     sub = subscribe(asked, key, filters, { restore: true });
-    if (saved.active) sub.start();
+    if (saved.active || saved.resume) sub.start();  // resume: stopped by a 401, signed in since
     renderWatched();
     if (at !== null) view.select(at, { scroll: true });
     updateAddress();
