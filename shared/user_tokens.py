@@ -383,6 +383,10 @@ class UserIdentity:
     # The fingerprint of the key that verified the token (``VerificationKey.fingerprint``):
     # a stream on it ends once that key leaves the key set (``KeyWatch``).
     key_id: str | None = None
+    # An identity someone vouched for (the product's backend, asked by the gateway's auth
+    # callout): when to ask again (``time.time()``); an open stream goes on only while the
+    # answer is still yes. None: nothing to ask (a token says all there is at its ``exp``).
+    recheck_at: float | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -215,6 +215,7 @@ async def _open_stream(request: Request, gateway: GatewayState) -> Response:
         connection,
         key_watch=tokens.watch(user) if (tokens := request.app.state.user_tokens) else None,
         renew=request.state.get("callout_renewal"),
+        recheck_at=user.recheck_at,
     )
     if connection is not None:
 

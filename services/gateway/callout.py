@@ -18,10 +18,11 @@ answer's ``expires_in`` if sooner; a refusal for a few seconds, so a wrong cooki
 does not become a loop of callouts. Concurrent requests with one credential share one callout.
 The cache is bounded (least recently used out first).
 
-A stream opened on a callout identity asks again when that identity lapses (the TTL, or
-``expires_in``): still granted and still covering the stream's channels, the stream goes on;
-refused, unavailable or narrowed, it ends with ``auth-expired``. So signing out of the product
-ends its streams within the TTL.
+The answer's ``expires_in`` is the identity's expiry, as a token's ``exp``: a stream opened
+on it ends with ``auth-expired`` then (the client reconnects, and is asked for again). Every
+``auth_callout_ttl`` before that, an open stream asks again (through the cache): still granted
+and still covering its channels, it goes on; refused, unavailable or narrowed, it ends with
+``auth-expired``. So signing out of the product ends its streams within the TTL.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -209,8 +211,8 @@ class AuthCallout:
             )
             return outcome  # not kept: the next request asks again
         if isinstance(outcome, UserIdentity):
-            assert outcome.expires_at is not None
-            until = time.monotonic() + (outcome.expires_at - time.time())
+            assert outcome.recheck_at is not None
+            until = time.monotonic() + (outcome.recheck_at - time.time())
         else:
             until = time.monotonic() + min(DENIAL_TTL_S, self.ttl_s)
         self._entries[key] = _Entry(outcome, until)
@@ -259,12 +261,17 @@ class AuthCallout:
             return _unavailable(f"answered 200 with a body that is no identity ({exc})")
         except msgspec.DecodeError:
             return _unavailable("answered 200 with a body that is not JSON")
-        lifetime = self.ttl_s if answer.expires_in is None else min(answer.expires_in, self.ttl_s)
+        now = time.time()
+        # Ends like a token's exp: a stream on it ends then, whatever a later answer says.
+        expires_at = None
+        if answer.expires_in is not None:
+            expires_at = now + max(answer.expires_in, MIN_LIFETIME_S)
         return UserIdentity(
             answer.user,
             frozenset(answer.workspaces),
-            time.time() + max(lifetime, MIN_LIFETIME_S),
+            expires_at,
             frozenset(answer.roles),
+            recheck_at=min(now + self.ttl_s, expires_at or math.inf),
         )
 
 

@@ -42,6 +42,9 @@ DRAIN_RETRY_MS = 500
 # When the broker refuses a replay's reads, come back a little later (as a 503's Retry-After).
 BROKER_RETRY_MS = 2000
 _EXPIRED = _ENCODE({"reason": "the user token expired; reconnect with a fresh token"})
+_SESSION_EXPIRED = _ENCODE(
+    {"reason": "the session's expires_in has passed; reconnect to have it confirmed again"}
+)
 _KEY_WITHDRAWN = _ENCODE(
     {"reason": "the key that signed the user token was withdrawn; reconnect with a fresh token"}
 )
@@ -90,9 +93,11 @@ class StreamWriter:
     # every wake); None: a key that never changes. The gateway wakes every stream when a key
     # is withdrawn, so the check comes at once, not at the next heartbeat.
     key_watch: KeyWatch | None = None
-    # An identity from the auth callout: asked again when it lapses (``expires_at``); the
-    # stream goes on while the product's backend still vouches for it and its channels.
+    # An identity from the auth callout: asked again at ``recheck_at`` (and each renewal's);
+    # the stream goes on while the product's backend still vouches for it and its channels,
+    # until ``expires_at`` (its expires_in) at the latest.
     renew: Renewal | None = None
+    recheck_at: float | None = None
 
     def opening(self) -> bytes:
         connected = _ENCODE(
@@ -147,12 +152,13 @@ class StreamWriter:
         expiry = math.inf
         if self.expires_at is not None:
             expiry = _monotonic(self.expires_at)
+        recheck = _monotonic(self.recheck_at)
         last_write = time.monotonic()
         while True:
             if sub.sink is None and self.connection is not None and not outbox.size:
                 self._go_direct()
             last_write = max(last_write, sub.written_at)
-            sub.wake_by(min(last_write + self.heartbeat_s - early, expiry))
+            sub.wake_by(min(last_write + self.heartbeat_s - early, expiry, recheck))
             if not outbox.ready.is_set() and not self.draining.is_set():
                 await outbox.ready.wait()
             if sub.gone:
@@ -165,18 +171,19 @@ class StreamWriter:
             now = time.monotonic()
             last_write = max(last_write, sub.written_at)
             withdrawn = self.key_watch is not None and not self.key_watch.held()
-            ended_why = _EXPIRED
+            ended_why = _EXPIRED if self.renew is None else _SESSION_EXPIRED
             if (
-                now >= expiry
+                now >= recheck
+                and now < expiry
                 and self.renew is not None
                 and not (outbox.overflowed or self.draining.is_set())
             ):
                 renewed = await self.renew()
                 if isinstance(renewed, UserIdentity) and self._still_covers(renewed):
-                    expiry = _monotonic(renewed.expires_at)
+                    recheck = _monotonic(renewed.recheck_at)
                     continue
                 ended_why = _not_renewed(renewed)
-                now = time.monotonic()
+                now = expiry = time.monotonic()
             if outbox.overflowed or self.draining.is_set() or now >= expiry or withdrawn:
                 sub.take_back_sink()  # the final frame must be the last thing written
             if outbox.overflowed:

@@ -243,24 +243,30 @@ async def test_the_backend_down_slow_or_answering_garbage_is_503_never_a_grant(f
     assert history(fragile, channel, cookies).status_code == 200
 
 
-async def test_a_session_that_ends_ends_its_open_stream_with_auth_expired(
-    short_lived, js_writer, unique_id
+async def test_expires_in_ends_an_open_stream_with_auth_expired_and_it_resumes(
+    product, js_writer, unique_id
 ):
-    backend, channel = short_lived.backend, f"logs:etl:{unique_id}"
-    cookies = backend.sign_in(f"s-{unique_id}", "dave", [unique_id], lasts_s=4)
-    async with open_stream(short_lived.stream_url(channel), cookies=cookies) as stream:
+    """``expires_in`` is the identity's expiry, as a token's ``exp``: the stream ends then even
+    though the backend would still say yes; the reconnect is asked for anew and loses nothing."""
+    backend, channel = product.backend, f"logs:etl:{unique_id}"
+    session = f"s-{unique_id}"
+    cookies = backend.sign_in(session, "dave", [unique_id], expires_in=2)
+    async with open_stream(product.stream_url(channel), cookies=cookies) as stream:
         await stream.next_of("connected")
-        first = await js_writer.put(channel, "while signed in")
+        first = await js_writer.put(channel, "before the expiry")
         assert [r["seq"] for r in await stream.logs(1)] == [first]
         ended = await stream.next_of("auth-expired", timeout=DEADLINE_S)
-        assert "no longer vouches" in json.loads(ended.data)["reason"]
+        assert "expires_in has passed" in json.loads(ended.data)["reason"]
         with pytest.raises(EOFError):
             await stream.next_of("log", timeout=DEADLINE_S)
-    # The session is over: the reconnect is refused with the backend's words.
-    with pytest.raises(StreamRefused) as refused:
-        async with open_stream(short_lived.stream_url(channel), cookies=cookies):
-            pass
-    assert refused.value.status == 401 and refused.value.body["message"] == NOT_SIGNED_IN
+    asked = backend.calls(session)
+    missed = await js_writer.put(channel, "while away")
+    async with open_stream(
+        product.stream_url(channel), cookies=cookies, headers={"Last-Event-ID": str(first)}
+    ) as resumed:
+        await resumed.next_of("connected")
+        assert [r["seq"] for r in await resumed.logs(1)] == [missed]
+    assert backend.calls(session) == asked + 1  # the expired answer was not reused
 
 
 async def test_a_live_session_keeps_its_stream_through_renewals_and_sign_out_ends_it(
@@ -281,7 +287,8 @@ async def test_a_live_session_keeps_its_stream_through_renewals_and_sign_out_end
         assert [r["seq"] for r in await stream.logs(1)] == [seq]
         backend.sign_out(session)
         ended = await stream.next_of("auth-expired", timeout=DEADLINE_S)
-        assert "sign in again" in json.loads(ended.data)["reason"]
+        reason = json.loads(ended.data)["reason"]
+        assert "no longer vouches" in reason and NOT_SIGNED_IN in reason
 
 
 async def test_a_narrowed_session_ends_the_stream_it_no_longer_covers(

@@ -30,6 +30,7 @@ class Session:
     user: str
     workspaces: list[str]
     ends_at: float | None  # time.time(); None: until signed out
+    expires_in: float | None = None  # said in every answer instead of the time left
 
 
 class AuthBackend:
@@ -50,12 +51,19 @@ class AuthBackend:
         return f"http://127.0.0.1:{self.port}{AUTH_PATH}"
 
     def sign_in(
-        self, session_id: str, user: str, workspaces: list[str], *, lasts_s: float | None = None
+        self,
+        session_id: str,
+        user: str,
+        workspaces: list[str],
+        *,
+        lasts_s: float | None = None,
+        expires_in: float | None = None,
     ) -> dict[str, str]:
-        """A session; returns the cookie a browser would hold for it."""
+        """A session (``lasts_s``: it ends by itself then; ``expires_in``: what every answer
+        says, as a backend vouching for a while at a time); returns the browser's cookie."""
         with self._lock:
             ends_at = None if lasts_s is None else time.time() + lasts_s
-            self._sessions[session_id] = Session(user, workspaces, ends_at)
+            self._sessions[session_id] = Session(user, workspaces, ends_at, expires_in)
         return {COOKIE: session_id}
 
     def sign_out(self, session_id: str) -> None:
@@ -87,7 +95,9 @@ class AuthBackend:
             "workspaces": session.workspaces,
             "roles": [],
         }
-        if session.ends_at is not None:
+        if session.expires_in is not None:
+            answer["expires_in"] = session.expires_in
+        elif session.ends_at is not None:
             answer["expires_in"] = max(session.ends_at - time.time(), 0.001)
         return 200, json.dumps(answer).encode()
 

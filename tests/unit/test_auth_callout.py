@@ -84,17 +84,21 @@ async def test_concurrent_requests_for_one_credential_share_one_callout():
     assert backend.asked == ["s=alice"]
 
 
-async def test_the_identity_lives_for_the_ttl_or_expires_in_if_sooner():
+async def test_expires_in_is_the_expiry_and_the_ttl_or_it_the_time_to_ask_again():
     backend = Backend()
     backend.grant("s=a", "a", ["ws1"], expires_in=30)
     backend.grant("s=b", "b", ["ws1"], expires_in=3600)
     backend.grant("s=c", "c", ["ws1"], expires_in=0.01)
+    backend.grant("s=d", "d", ["ws1"])
     auth = callout(backend, ttl_s=120)
     now = time.time()
-    a, b, c = [await auth.identify(cookie(f"s={name}")) for name in "abc"]
+    a, b, c, d = [await auth.identify(cookie(f"s={name}")) for name in "abcd"]
     assert a.expires_at == pytest.approx(now + 30, abs=2)
-    assert b.expires_at == pytest.approx(now + 120, abs=2)
+    assert a.recheck_at == pytest.approx(now + 30, abs=2)
+    assert b.expires_at == pytest.approx(now + 3600, abs=2)
+    assert b.recheck_at == pytest.approx(now + 120, abs=2)
     assert c.expires_at == pytest.approx(now + 1, abs=2)  # never a renewal loop
+    assert d.expires_at is None and d.recheck_at == pytest.approx(now + 120, abs=2)
 
 
 async def test_refusals_carry_the_backends_words_and_are_kept_a_few_seconds():

@@ -109,9 +109,13 @@ async function signIn(user) {
   return body;
 }
 
-/** Asked by the stream on 401 or an expired session: only a dev user can be signed in again. */
+/** Asked by the stream on 401 or an expired session (once, then again only after a healthy
+ *  connection). A dev user is signed in again. Otherwise the credential is the browser's
+ *  session cookie, which the product may have renewed meanwhile, and the gateway asks the
+ *  product again (an auth callout identity's expires_in): try once more as is. */
 async function renewCredential() {
-  if (!devSignIn() || ui.user.value === ANONYMOUS) return false;
+  if (!devSignIn()) return true;
+  if (ui.user.value === ANONYMOUS) return false;
   try {
     await signIn(ui.user.value);
     return true;
