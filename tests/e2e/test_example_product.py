@@ -141,6 +141,7 @@ async def test_alice_reads_her_logs_with_her_datashop_session_until_she_signs_ou
     await logs.wait_state("CONNECTED")
     # The product's login replaces the dev users: no picker, no Logstream token in the page.
     await expect(tab.get_by_test_id("user-select")).to_be_hidden()
+    await expect(tab.locator("#whoami")).to_have_text("Signed in as alice")
     assert not [c for c in await context.cookies() if c["name"] == "logstream_session"]
     live = await publish(records(ALICE_CHANNEL, 3, f"alice {unique_id}"))
     await logs.wait_rows(live)

@@ -337,7 +337,15 @@ function subscribe(channels, key, filters, { restore, quiet = false } = {}) {
     updateAddress();
   });
   subscription.on('state', renderStatus);
-  subscription.on('connected', hideError);
+  subscription.on('connected', (info) => {
+    hideError();
+    // Without dev sign-in the page holds no identity of its own: the gateway says who the
+    // session is (a token's user, or the product's, through the auth callout).
+    if (!devSignIn() && info && typeof info.user_id === 'string') {
+      ui.whoami.dataset.user = info.user_id;
+      ui.whoami.textContent = `Signed in as ${info.user_id}`;
+    }
+  });
   subscription.on('notice', showNotice);
   subscription.on('error', (error) => {
     if (isWhereError(error)) showWhereError(error.message);
