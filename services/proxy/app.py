@@ -258,9 +258,10 @@ def _page_handler(proxy: _Proxy):
     config = {
         "dev": proxy.settings.dev,
         "routes": [route.describe() for route in proxy.routes],
-        # The product's login (sign_in_url) replaces the dev users' picker.
+        # The product's login (its sign-in page, or its session cookie passed on) replaces the
+        # dev users' picker: a dev token would win over the product's session at the gateway.
         "dev_users": sorted(DEV_USERS)
-        if proxy.settings.dev and not proxy.settings.sign_in_url
+        if proxy.settings.dev and not (proxy.settings.sign_in_url or proxy.settings.forward_cookies)
         else [],
         "sign_in_url": proxy.settings.sign_in_url,
     }

@@ -38,14 +38,16 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
         str,
         Meta(
             description="the browser's cookies passed to the gateway besides logstream_session, "
-            "comma-separated: the product's session cookie, for the gateway's auth callout",
+            "comma-separated: the product's session cookie, for the gateway's auth callout "
+            "(the Logs page then offers no dev users)",
         ),
     ] = ""
     sign_in_url: Annotated[
         str,
         Meta(
             description="where the Logs page sends a visitor who is not signed in "
-            "(the product's login page; ?next= is the page's address)",
+            "(the product's login page; ?next= is the page's address; the page then offers "
+            "no dev users)",
         ),
     ] = ""
 

@@ -332,3 +332,23 @@ async def test_through_the_proxy_the_product_cookie_reaches_the_backend_and_no_o
         assert asked == [f"{COOKIE}={session}"]
     finally:
         proxy.stop()
+
+
+def test_with_the_products_login_the_page_offers_no_dev_users_even_in_dev_mode(
+    product, nats_server, log_dir
+):
+    """A dev user's token would win over the product's session at the gateway: the page that
+    passes the product's cookie on (or sends people to its login) picks none."""
+    for extra in (["--forward-cookies", COOKIE], ["--sign-in-url", "/login"]):
+        proxy = ServiceProcess(
+            "proxy",
+            nats_url=nats_server.url,
+            log_dir=log_dir,
+            dev=True,
+            args=["--gateway-url", product.gateway.url, *extra],
+        ).start()
+        try:
+            page = httpx.get(proxy.url + "/", timeout=DEADLINE_S).text
+        finally:
+            proxy.stop()
+        assert '"dev":true' in page and '"dev_users":[]' in page, extra
