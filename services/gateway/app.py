@@ -451,6 +451,7 @@ def create_app(settings: Settings) -> Litestar:
             timeout_s=settings.auth_callout_timeout,
             ttl_s=settings.auth_callout_ttl,
             max_entries=settings.auth_callout_cache_size,
+            cookies=settings.callout_cookies,
             metrics=CalloutMetrics(service.registry),
         )
     app.state.user_tokens = None

@@ -4,7 +4,8 @@
 A product whose users sign in with its own session cookie (or its own bearer token) gives the
 gateway ``auth_callout_url``. A stream, history or channel-list request that carries no
 Logstream token is then answered by a ``GET`` to that URL with the request's forwarded headers
-(``auth_callout_headers``: ``Cookie`` and ``Authorization`` by default). The backend answers::
+(``auth_callout_headers``: ``Cookie`` and ``Authorization`` by default; of the ``Cookie`` header
+only the cookies ``auth_callout_cookies`` names, when it names any). The backend answers::
 
     200 {"user": "alice", "workspaces": ["ws1"], "roles": [], "expires_in": 300}
     401 or 403, with a message (JSON ``message``/``error``/``detail``, or text) passed on
@@ -43,6 +44,7 @@ import msgspec
 from msgspec import Meta
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from logstream.shared.cookies import pick_cookies
 from logstream.shared.errors import AuthUnavailable, Forbidden, LogstreamError, Unauthenticated
 from logstream.shared.user_tokens import MAX_SUBJECT_CHARS, UserIdentity
 
@@ -124,11 +126,14 @@ class AuthCallout:
         timeout_s: float,
         ttl_s: float,
         max_entries: int,
+        cookies: Iterable[str] = (),
         metrics: CalloutMetrics | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url
         self.headers = tuple(name.lower() for name in headers)
+        # The cookies forwarded (and keyed on); empty: the whole Cookie header.
+        self.cookies = tuple(cookies)
         self.timeout_s = timeout_s
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -149,8 +154,16 @@ class AuthCallout:
         return len(self._entries)
 
     def forwarded(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        """The configured headers the request carries, in the configured order."""
-        return tuple((name, headers[name]) for name in self.headers if headers.get(name))
+        """The configured headers the request carries, in the configured order; of the
+        ``Cookie`` header only the cookies named (``auth_callout_cookies``), if any are."""
+        found = []
+        for name in self.headers:
+            value = headers.get(name)
+            if value and name == "cookie" and self.cookies:
+                value = pick_cookies(value, self.cookies)
+            if value:
+                found.append((name, value))
+        return tuple(found)
 
     async def identify(
         self, forwarded: tuple[tuple[str, str], ...], *, client_host: str | None = None

@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from msgspec import Meta
 
+from logstream.shared.cookies import cookie_names
 from logstream.shared.durations import parse_duration
 from logstream.shared.errors import SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
@@ -151,6 +152,13 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
             description="the request headers forwarded to auth_callout_url, comma-separated",
         ),
     ] = DEFAULT_CALLOUT_HEADERS
+    auth_callout_cookies: Annotated[
+        str,
+        Meta(
+            description="of the Cookie header, only these cookies (comma-separated: the "
+            "product's session cookie) are forwarded and make the credential; unset: all",
+        ),
+    ] = ""
     auth_callout_timeout: Annotated[
         float,
         Meta(
@@ -274,6 +282,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                 f"invalid setting auth_callout_url ({env_name('auth_callout_url')}): "
                 f"{self.auth_callout_url[:200]!r} is not an http:// or https:// URL"
             )
+        cookie_names(self.auth_callout_cookies, setting="auth_callout_cookies")
         name = f"auth_callout_headers ({env_name('auth_callout_headers')})"
         headers = self.callout_headers
         if not headers:
@@ -283,6 +292,10 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
                 raise SettingsError(
                     f"invalid setting {name}: {header[:64]!r} is not a header that can be forwarded"
                 )
+
+    @property
+    def callout_cookies(self) -> tuple[str, ...]:
+        return cookie_names(self.auth_callout_cookies, setting="auth_callout_cookies")
 
     @property
     def callout_headers(self) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from logstream.services.proxy.upstream import (
     GatewayUnreachable,
     open_gateway_stream,
 )
+from logstream.shared.cookies import pick_cookies
 from logstream.shared.durability import MODES
 from logstream.shared.identities import bearer_token
 
@@ -264,15 +265,9 @@ def _upstream_request(
         if name in request.headers:
             headers[name] = request.headers[name]
     # Only our own cookie and those named: the browser's others are not the gateway's business.
-    # As the browser sent them (not parsed and re-quoted): the gateway sees the same bytes.
-    wanted = {SESSION_COOKIE, *cookies}
-    passed = [
-        piece.strip()
-        for piece in request.headers.get("cookie", "").split(";")
-        if piece.partition("=")[0].strip() in wanted and piece.partition("=")[2].strip()
-    ]
+    passed = pick_cookies(request.headers.get("cookie", ""), (SESSION_COOKIE, *cookies))
     if passed:
-        headers["Cookie"] = "; ".join(passed)
+        headers["Cookie"] = passed
     user_id = _user_id(_credential(request))
     if user_id:
         headers["X-User-Id"] = user_id

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from msgspec import Meta
 
+from logstream.shared.cookies import cookie_names
 from logstream.shared.errors import SettingsError
 from logstream.shared.identities import DEV_JWT_SECRET
 from logstream.shared.settings import ServiceSettings, env_name
 from logstream.shared.user_tokens import secret_key
 
 __all__ = ["Settings"]
-
-# A cookie name is an RFC 9110 token.
-_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True):
@@ -53,12 +50,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
 
     def check(self) -> None:
         super().check()
-        for name in self.forwarded_cookies:
-            if not _COOKIE_NAME.fullmatch(name):
-                raise SettingsError(
-                    f"invalid setting forward_cookies ({env_name('forward_cookies')}): "
-                    f"{name[:64]!r} is not a cookie name"
-                )
+        cookie_names(self.forward_cookies, setting="forward_cookies")
         if self.sign_in_url and not self.sign_in_url.startswith(("http://", "https://", "/")):
             raise SettingsError(
                 f"invalid setting sign_in_url ({env_name('sign_in_url')}): "
@@ -75,8 +67,7 @@ class Settings(ServiceSettings, frozen=True, kw_only=True):
 
     @property
     def forwarded_cookies(self) -> tuple[str, ...]:
-        names = (name.strip() for name in self.forward_cookies.split(","))
-        return tuple(dict.fromkeys(name for name in names if name))
+        return cookie_names(self.forward_cookies, setting="forward_cookies")
 
     @property
     def gateway_urls(self) -> list[str]:

@@ -36,7 +36,7 @@ class Product:
         return f"{self.gateway.url}/api/logs/stream?channels={channel}"
 
 
-def _product(nats_server, log_dir, *, ttl_s: float) -> Product:
+def _product(nats_server, log_dir, *, ttl_s: float, args: tuple[str, ...] = ()) -> Product:
     backend = AuthBackend().start()
     gateway = ServiceProcess(
         "gateway",
@@ -52,6 +52,7 @@ def _product(nats_server, log_dir, *, ttl_s: float) -> Product:
             str(CALLOUT_TIMEOUT_S),
             "--auth-callout-ttl",
             str(ttl_s),
+            *args,
         ],
     ).start()
     return Product(backend, gateway)
@@ -352,3 +353,35 @@ def test_with_the_products_login_the_page_offers_no_dev_users_even_in_dev_mode(
         finally:
             proxy.stop()
         assert '"dev":true' in page and '"dev_users":[]' in page, extra
+
+
+async def test_named_cookies_alone_reach_the_backend_and_make_the_credential(
+    nats_server, log_dir, js_writer, unique_id
+):
+    """A browser talking to the gateway directly sends all its cookies: with
+    ``auth_callout_cookies`` only the session goes to the backend, and a changing analytics
+    cookie is not a new credential."""
+    made = _product(nats_server, log_dir, ttl_s=60, args=("--auth-callout-cookies", COOKIE))
+    try:
+        session = f"s-{unique_id}"
+        made.backend.sign_in(session, "heidi", [unique_id])
+        for visit in range(3):
+            browser = {"Cookie": f"_ga=GA1.{visit}; {COOKIE}={session}; theme=dark"}
+            async with open_stream(
+                made.stream_url(f"logs:etl:{unique_id}"), headers=browser
+            ) as stream:
+                connected = json.loads((await stream.next_of("connected")).data)
+            assert connected["user_id"] == "heidi"
+        assert made.backend.calls(session) == 1
+        assert [h["cookie"] for h in made.backend.headers_seen] == [f"{COOKIE}={session}"]
+        # Only other cookies: nothing to ask about.
+        answer = httpx.get(
+            f"{made.gateway.url}/api/logs/history",
+            params={"channels": f"logs:etl:{unique_id}"},
+            headers={"Cookie": "_ga=GA1.9; theme=dark"},
+            timeout=DEADLINE_S,
+        )
+        assert answer.status_code == 401 and made.backend.calls() == 1
+    finally:
+        made.gateway.stop()
+        made.backend.stop()

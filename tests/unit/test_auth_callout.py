@@ -200,3 +200,27 @@ async def test_a_renewal_asks_again_once_the_identity_lapsed():
     backend.answers.pop("s=a")
     again = await renew()
     assert isinstance(again, Unauthenticated) and again.message == "who are you?"
+
+
+async def test_named_cookies_alone_are_forwarded_and_keyed():
+    backend = Backend()
+    backend.grant("s=alice", "alice", ["ws1"])
+    auth = AuthCallout(
+        URL,
+        ("cookie", "authorization"),
+        timeout_s=1,
+        ttl_s=60,
+        max_entries=10,
+        cookies=("s",),
+        client=httpx.AsyncClient(transport=httpx.MockTransport(backend)),
+    )
+    first = auth.forwarded({"cookie": "_ga=1; s=alice; theme=dark"})
+    assert first == (("cookie", "s=alice"),)
+    assert auth.forwarded({"cookie": "_ga=2;s=alice"}) == first
+    assert auth.forwarded({"cookie": "_ga=2; theme=dark", "authorization": "Bearer x"}) == (
+        ("authorization", "Bearer x"),
+    )
+    assert auth.forwarded({"cookie": "s=; _ga=3"}) == ()
+    await auth.identify(first)
+    await auth.identify(auth.forwarded({"cookie": "_ga=2;s=alice"}))
+    assert backend.asked == ["s=alice"]

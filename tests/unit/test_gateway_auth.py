@@ -418,6 +418,7 @@ def test_a_callout_alone_is_enough_in_production_and_then_no_token_is_taken():
         (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_HEADERS": "Cookie, Bad Header"}, "'bad header'"),
         (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_HEADERS": "Host"}, "'host'"),
         (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_HEADERS": " , "}, "at least one header"),
+        (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_COOKIES": "session, a b"}, "auth_callout_cookies"),
         (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_TIMEOUT": "0"}, "auth_callout_timeout"),
         (CALLOUT | {"LOGSTREAM_AUTH_CALLOUT_TTL": "0.5"}, "auth_callout_ttl"),
         (PROD | {"LOGSTREAM_JWT_WORKSPACES_CLAIM": ""}, "jwt_workspaces_claim"),
