@@ -15,10 +15,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support.jwks_server import free_port
+from tests.support.json_server import JsonServer
 
 AUTH_PATH = "/auth"
 COOKIE = "session"
@@ -33,22 +32,17 @@ class Session:
     expires_in: float | None = None  # said in every answer instead of the time left
 
 
-class AuthBackend:
+class AuthBackend(JsonServer):
+    path = AUTH_PATH
+
     def __init__(self, *, port: int | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(port=port)
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._calls: Counter[str] = Counter()
         self.status: int | None = None
         self.body: bytes | None = None
-        self.delay_s = 0.0
         self.headers_seen: list[dict[str, str]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{AUTH_PATH}"
 
     def sign_in(
         self,
@@ -100,44 +94,3 @@ class AuthBackend:
         elif session.ends_at is not None:
             answer["expires_in"] = max(session.ends_at - time.time(), 0.001)
         return 200, json.dumps(answer).encode()
-
-    def start(self) -> AuthBackend:
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != AUTH_PATH:
-                    self.send_error(404)
-                    return
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                status, body = backend._answer(headers)
-                time.sleep(backend.delay_s)  # a slow backend (this is its thread)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the gateway gave up waiting
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop answering: the port refuses connections until ``start`` again."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None

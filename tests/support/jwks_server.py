@@ -10,11 +10,9 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -22,14 +20,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from tests.support.json_server import JsonServer, free_port
+
+__all__ = ["JWKS_PATH", "JwksServer", "SigningKey", "claims", "forge_hs256", "free_port"]
+
 JWKS_PATH = "/realms/test/protocol/openid-connect/certs"
-
-
-def free_port() -> int:
-    # Not tests.support.nats_source's: the unit tests use this server too, without nats-py.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SigningKey:
@@ -95,24 +90,19 @@ def claims(user: str = "user123", workspaces: list[str] | None = None, ttl_s: in
     }
 
 
-class JwksServer:
+class JwksServer(JsonServer):
     """Serves ``{"keys": [...]}`` at ``url``; ``publish`` replaces the keys, ``status`` and
     ``body`` override the answer, ``delay_s`` holds it back, ``fetches`` counts the requests."""
 
+    path = JWKS_PATH
+
     def __init__(self, *keys: dict[str, Any], port: int | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(port=port)
         self._lock = threading.Lock()
         self._keys = list(keys)
         self.status = 200
         self.body: bytes | None = None
-        self.delay_s = 0.0
         self._fetches = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{JWKS_PATH}"
 
     @property
     def fetches(self) -> int:
@@ -123,45 +113,8 @@ class JwksServer:
         with self._lock:
             self._keys = list(keys)
 
-    def _answer(self) -> tuple[int, bytes]:
+    def _answer(self, headers: dict[str, str]) -> tuple[int, bytes]:
         with self._lock:
             self._fetches += 1
             body = self.body if self.body is not None else json.dumps({"keys": self._keys})
             return self.status, body if isinstance(body, bytes) else body.encode()
-
-    def start(self) -> JwksServer:
-        served = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != JWKS_PATH:
-                    self.send_error(404)
-                    return
-                status, body = served._answer()
-                time.sleep(served.delay_s)  # a slow identity provider (this is its thread)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:  # keep the test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop answering: the port refuses connections until ``start`` again."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
