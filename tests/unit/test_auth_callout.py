@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -40,14 +42,23 @@ class Backend:
         self.answers[cookie] = (200, json.dumps(body).encode())
 
 
-def callout(backend: Backend, *, ttl_s: float = 60, max_entries: int = 100) -> AuthCallout:
+def callout(
+    backend: Callable[[httpx.Request], Any],
+    *,
+    ttl_s: float = 60,
+    max_entries: int = 100,
+    timeout_s: float = 1,
+    cookies: tuple[str, ...] = (),
+) -> AuthCallout:
+    """The callout to ``backend`` (a ``Backend``, or any MockTransport handler)."""
     client = httpx.AsyncClient(transport=httpx.MockTransport(backend))
     return AuthCallout(
         URL,
         ("cookie", "authorization"),
-        timeout_s=1,
+        timeout_s=timeout_s,
         ttl_s=ttl_s,
         max_entries=max_entries,
+        cookies=cookies,
         client=client,
     )
 
@@ -145,14 +156,7 @@ async def test_a_backend_that_cannot_be_reached_or_is_slow_is_unavailable():
     def unreachable(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    auth = AuthCallout(
-        URL,
-        ("cookie",),
-        timeout_s=0.2,
-        ttl_s=60,
-        max_entries=10,
-        client=httpx.AsyncClient(transport=httpx.MockTransport(unreachable)),
-    )
+    auth = callout(unreachable, timeout_s=0.2)
     with pytest.raises(AuthUnavailable, match="could not be reached"):
         await auth.identify(cookie("s=a"))
 
@@ -160,14 +164,7 @@ async def test_a_backend_that_cannot_be_reached_or_is_slow_is_unavailable():
         await asyncio.sleep(30)
         return httpx.Response(200)
 
-    auth = AuthCallout(
-        URL,
-        ("cookie",),
-        timeout_s=0.2,
-        ttl_s=60,
-        max_entries=10,
-        client=httpx.AsyncClient(transport=httpx.MockTransport(slow)),
-    )
+    auth = callout(slow, timeout_s=0.2)
     with pytest.raises(AuthUnavailable, match=r"within 0\.2 s"):
         await asyncio.wait_for(auth.identify(cookie("s=a")), 10)
 
@@ -205,15 +202,7 @@ async def test_a_renewal_asks_again_once_the_identity_lapsed():
 async def test_named_cookies_alone_are_forwarded_and_keyed():
     backend = Backend()
     backend.grant("s=alice", "alice", ["ws1"])
-    auth = AuthCallout(
-        URL,
-        ("cookie", "authorization"),
-        timeout_s=1,
-        ttl_s=60,
-        max_entries=10,
-        cookies=("s",),
-        client=httpx.AsyncClient(transport=httpx.MockTransport(backend)),
-    )
+    auth = callout(backend, cookies=("s",))
     first = auth.forwarded({"cookie": "_ga=1; s=alice; theme=dark"})
     assert first == (("cookie", "s=alice"),)
     assert auth.forwarded({"cookie": "_ga=2;s=alice"}) == first
