@@ -149,10 +149,10 @@ class StreamWriter:
         # Woken by the hub (outbox records), the ticker (heartbeat or expiry due), the drain,
         # or a refused direct write.
         early = tick_period(self.heartbeat_s)
-        expiry = math.inf
-        if self.expires_at is not None:
-            expiry = _monotonic(self.expires_at)
+        expiry = _monotonic(self.expires_at)
         recheck = _monotonic(self.recheck_at)
+        # What an expiry says: a token's exp, or (auth callout) the answer's expires_in.
+        expired_why = _EXPIRED if self.renew is None else _SESSION_EXPIRED
         last_write = time.monotonic()
         while True:
             if sub.sink is None and self.connection is not None and not outbox.size:
@@ -171,7 +171,7 @@ class StreamWriter:
             now = time.monotonic()
             last_write = max(last_write, sub.written_at)
             withdrawn = self.key_watch is not None and not self.key_watch.held()
-            ended_why = _EXPIRED if self.renew is None else _SESSION_EXPIRED
+            ended_why = expired_why
             if (
                 now >= recheck
                 and now < expiry
