@@ -139,7 +139,9 @@ class AuthCallout:
         self.max_entries = max_entries
         self.metrics = metrics
         self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
+            # No per-phase timeouts of its own: the whole callout (connect, send, read) is
+            # bounded once, by timeout_s (``_call``), so a slow backend is always told as such.
+            timeout=None,
             follow_redirects=False,
             trust_env=False,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
