@@ -23,6 +23,7 @@ import yaml
 from faststream.specification.asyncapi.v3_0_0.schema import ApplicationSchema
 
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
+from tests.support.nats_source import settle
 
 PUBLISH = "/api/logs/publish"
 STREAM = "/api/logs/stream"
@@ -487,7 +488,7 @@ async def test_a_real_rejection_report_matches_the_documented_report(
     producer = await _connect(nats_server, "producer")
     try:
         reports = await operator.subscribe(REJECTED_SUBJECT)
-        await operator.flush()
+        await settle(operator)
         await producer.publish(
             INGEST_SUBJECT,
             json.dumps({"channel": f"logs:etl:{unique_id}", "message": "no token"}).encode(),

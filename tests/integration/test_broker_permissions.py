@@ -42,7 +42,7 @@ from logstream.shared.nats_permissions import role_permissions
 from logstream.shared.settings import ServiceSettings, load_settings
 from logstream.shared.user_tokens import UserTokens
 from tests.support.jetstream import stored
-from tests.support.nats_source import connect_as, embedded_for_tests, free_port
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port, settle
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 from tests.support.waiting import WaitTimeout, wait_until, wait_until_blocking
@@ -74,12 +74,6 @@ class Violations:
 
     async def next(self) -> str:
         return await asyncio.wait_for(self.seen.get(), WAIT_S)
-
-
-async def settle(client) -> None:
-    """Once this returns, the server has handled every PUB and SUB the client sent before."""
-    await client.flush()
-    await client.flush()  # nats-py can write its PING ahead of a SUB still in its buffer
 
 
 # (role, what it tries, subject): each must be a permissions violation naming the subject.

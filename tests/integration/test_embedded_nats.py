@@ -15,7 +15,13 @@ import pytest
 from logstream.shared.embedded_nats import EmbeddedNats
 from logstream.shared.identities import DEV_NATS_PRODUCER
 from logstream.shared.nats_names import INGEST_SUBJECT
-from tests.support.nats_source import client_options, embedded_for_tests, free_port, url_as
+from tests.support.nats_source import (
+    client_options,
+    embedded_for_tests,
+    free_port,
+    settle,
+    url_as,
+)
 
 # Generous bounds for a busy 2-core machine; every wait below ends on an event well before.
 WAIT_S = 5.0
@@ -38,17 +44,6 @@ async def connect(server: EmbeddedNats, role: str, **options):
         **client_options(role),
         **options,
     )
-
-
-async def settle(client) -> None:
-    """Return once the server has every SUB this client sent.
-
-    nats-py 2.16's ``flush()`` writes its PING straight to the socket, ahead of a SUB still in
-    the client's pending buffer, so one flush can return before the server saw the SUB (about
-    1 run in 30 here). The SUB is written while the first flush waits; the second PING follows it.
-    """
-    await client.flush()
-    await client.flush()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
 from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.metrics import metric_value
-from tests.support.nats_source import connect_as
+from tests.support.nats_source import connect_as, settle
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 from tests.support.tcp_cut import CuttableLink
@@ -78,7 +78,7 @@ async def test_the_feed_carries_each_stored_record_in_order_with_its_seq_and_the
         await feed.add(a)
         await feed.add(b)
         await feed.add(f"logs.etl.workspace123.{unique_id}*".rsplit(".", 1)[0] + ".*")
-        await client.flush()
+        await settle(client)
         sent = [
             await js_writer.put(subject.replace(".", ":"), f"m{i}")
             for i, subject in enumerate([a, b, a, a])
@@ -94,7 +94,7 @@ async def test_the_feed_carries_each_stored_record_in_order_with_its_seq_and_the
         assert json.loads(got[0].data)["message"] == "m0"
         await feed.remove(a)
         await feed.remove(b)
-        await client.flush()
+        await settle(client)
         only_wild = await js_writer.put(a.replace(".", ":"), "after")
         async with asyncio.timeout(DEADLINE_S):
             after = await feed.next_batch(100)

@@ -18,7 +18,7 @@ from logstream.services.ingest.batch_writer import BatchWriter, OutMessage, msg_
 from logstream.services.ingest.publisher import message_id
 from logstream.shared.nats_names import REJECTED_SUBJECT, STREAM_NAME, inbox_prefix
 from tests.support.jetstream import stored
-from tests.support.nats_source import connect_as
+from tests.support.nats_source import connect_as, settle
 from tests.support.processes import ServiceProcess
 
 PUBLISH = "/api/logs/publish"
@@ -128,7 +128,7 @@ async def test_a_write_nobody_acknowledges_times_out_and_is_forgotten(nats_serve
     nc = await connect_as(nats_server.url, "ingest")
     try:
         heard = await listener.subscribe(REJECTED_SUBJECT)
-        await listener.flush()
+        await settle(listener)
         writer = BatchWriter(nc)
         await writer.start()
         with pytest.raises(asyncio.TimeoutError):

@@ -17,7 +17,7 @@ import pytest
 
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 from tests.support.jetstream import stored
-from tests.support.nats_source import connect_as, embedded_for_tests, free_port
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port, settle
 from tests.support.processes import ServiceProcess
 
 ETL = {"Authorization": "Bearer l5-etl-token"}
@@ -218,7 +218,7 @@ async def test_a_rejected_message_without_reply_subject_is_republished_with_its_
 ):
     before = metric_sum(ingests, "logstream_ingest_rejected_republished_total")
     rejected = await operator.subscribe(REJECTED_SUBJECT)
-    await operator.flush()
+    await settle(operator)
     payload = json.dumps(rec(f"logs:faas:{unique_id}")).encode()
     await producer.publish(INGEST_SUBJECT, payload, headers=ETL)
     await producer.flush()
@@ -237,7 +237,7 @@ async def test_an_accepted_message_without_reply_subject_is_stored_and_not_repor
     producer, service_nc, operator, unique_id
 ):
     rejected = await operator.subscribe(REJECTED_SUBJECT)
-    await operator.flush()
+    await settle(operator)
     await producer.publish(
         INGEST_SUBJECT, json.dumps(rec(f"logs:etl:{unique_id}")).encode(), headers=ETL
     )
