@@ -157,8 +157,9 @@ class NatsLiveFeed(_BufferedFeed):
 
     async def add(self, pattern: str) -> None:
         """Ask the broker for ``pattern``'s records (a ``logs.…`` subject, wildcards allowed).
-        The SUB is written before this returns, so a request sent after it reaches the broker
-        after it."""
+        The SUB is in the connection's write buffer when this returns, so a request sent after
+        it (the same buffer) reaches the broker after it. nats-py's ``flush()`` is no such
+        request: its PING is written straight to the socket, ahead of the buffer."""
         if pattern in self._subs:
             return
         sub = await self._nc.subscribe(f"{LIVE_PREFIX}.{pattern}", pending_bytes_limit=0)
