@@ -49,6 +49,7 @@ __all__ = [
     "nats_login_name",
     "permission_auditor",
     "role_of",
+    "settle",
 ]
 
 # Reconnect quickly: a broker restart should cost a browser a second, not a minute.
@@ -243,6 +244,18 @@ class NatsLink:
                 await asyncio.wait_for(self.nc.drain(), 2.0)
             except Exception:  # draining is a courtesy; closing must not fail shutdown
                 await self.nc.close()
+
+
+async def settle(nc: Client, timeout: int = 10) -> None:
+    """Return once the broker has handled every SUB, UNSUB and PUB ``nc`` sent before.
+
+    nats-py's ``flush()`` (2.16, and its main branch) writes its PING straight to the socket,
+    while SUB, UNSUB and PUB lines wait in the client's buffer for its flusher task: one flush
+    can be answered before the broker has a SUB sent just before it, and a message another
+    client publishes next is then not delivered. The flusher writes the buffer while the first
+    flush waits for its PONG, so the second PING goes after it."""
+    await nc.flush(timeout)
+    await nc.flush(timeout)
 
 
 async def _first_of(connecting, refused: asyncio.Event) -> None:

@@ -31,7 +31,7 @@ from logstream.services.ingest.settings import Settings
 from logstream.shared import audit
 from logstream.shared.errors import BrokerUnavailable, Forbidden, LogstreamError, RateLimited
 from logstream.shared.identities import bearer_token
-from logstream.shared.nats_link import broker_options
+from logstream.shared.nats_link import broker_options, settle
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 from logstream.shared.nats_permissions import INGEST_QUEUE
 from logstream.shared.web import AUDITED_STATUSES, status_of
@@ -173,13 +173,19 @@ class NatsIngest:
             return False
 
     async def start(self) -> None:
+        """Subscribe, and return once the broker has the subscription: a request sent the
+        moment ingest says it is ready finds a responder."""
         try:
-            await asyncio.wait_for(self._broker.start(), self._settings.connect_timeout)
+            await asyncio.wait_for(self._subscribe(), self._settings.connect_timeout)
         except Exception as exc:  # timeout, refused connection, bad credentials
             raise BrokerUnavailable(
                 f"cannot subscribe to {INGEST_SUBJECT} at {self._settings.nats_url} within "
                 f"{self._settings.connect_timeout:g}s: {type(exc).__name__} {exc}".rstrip()
             ) from None
+
+    async def _subscribe(self) -> None:
+        await self._broker.start()
+        await settle(self._broker.connection)
 
     async def stop(self) -> None:
         """Stop taking messages, let those in hand finish and reply, then close (bounded)."""

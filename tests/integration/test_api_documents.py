@@ -22,8 +22,8 @@ import schemathesis
 import yaml
 from faststream.specification.asyncapi.v3_0_0.schema import ApplicationSchema
 
+from logstream.shared.nats_link import settle
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
-from tests.support.nats_source import settle
 
 PUBLISH = "/api/logs/publish"
 STREAM = "/api/logs/stream"

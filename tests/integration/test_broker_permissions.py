@@ -36,13 +36,14 @@ from logstream.shared.nats_link import (
     connect_options,
     ensure_stream,
     role_of,
+    settle,
 )
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT, STREAM_NAME, redact_url
 from logstream.shared.nats_permissions import role_permissions
 from logstream.shared.settings import ServiceSettings, load_settings
 from logstream.shared.user_tokens import UserTokens
 from tests.support.jetstream import stored
-from tests.support.nats_source import connect_as, embedded_for_tests, free_port, settle
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 from tests.support.waiting import WaitTimeout, wait_until, wait_until_blocking

@@ -14,12 +14,12 @@ import pytest
 
 from logstream.shared.embedded_nats import EmbeddedNats
 from logstream.shared.identities import DEV_NATS_PRODUCER
+from logstream.shared.nats_link import settle
 from logstream.shared.nats_names import INGEST_SUBJECT
 from tests.support.nats_source import (
     client_options,
     embedded_for_tests,
     free_port,
-    settle,
     url_as,
 )
 

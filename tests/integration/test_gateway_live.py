@@ -17,12 +17,12 @@ import pytest
 
 from logstream.services.gateway.live import MISSED, NatsLiveFeed
 from logstream.shared.identities import DEV_JWT_SECRET
-from logstream.shared.nats_link import ensure_stream
+from logstream.shared.nats_link import ensure_stream, settle
 from logstream.shared.nats_names import LIVE_SUBJECTS, STREAM_NAME
 from logstream.shared.user_tokens import UserTokens
 from tests.support import ledger
 from tests.support.metrics import metric_value
-from tests.support.nats_source import connect_as, settle
+from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
 from tests.support.sse_client import open_stream
 from tests.support.tcp_cut import CuttableLink

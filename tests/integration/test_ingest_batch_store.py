@@ -16,9 +16,10 @@ import pytest
 
 from logstream.services.ingest.batch_writer import BatchWriter, OutMessage, msg_id_header
 from logstream.services.ingest.publisher import message_id
+from logstream.shared.nats_link import settle
 from logstream.shared.nats_names import REJECTED_SUBJECT, STREAM_NAME, inbox_prefix
 from tests.support.jetstream import stored
-from tests.support.nats_source import connect_as, settle
+from tests.support.nats_source import connect_as
 from tests.support.processes import ServiceProcess
 
 PUBLISH = "/api/logs/publish"

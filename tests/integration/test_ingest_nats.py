@@ -15,9 +15,10 @@ import json
 import httpx
 import pytest
 
+from logstream.shared.nats_link import settle
 from logstream.shared.nats_names import INGEST_SUBJECT, REJECTED_SUBJECT
 from tests.support.jetstream import stored
-from tests.support.nats_source import connect_as, embedded_for_tests, free_port, settle
+from tests.support.nats_source import connect_as, embedded_for_tests, free_port
 from tests.support.processes import ServiceProcess
 
 ETL = {"Authorization": "Bearer l5-etl-token"}

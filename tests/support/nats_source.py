@@ -14,8 +14,9 @@ with the default ``_INBOX`` prefix could not receive a single reply). Tests that
 ``logs.>`` connect as ``ingest``, tests that read as ``gateway``, producers as ``producer``;
 ``admin`` (the test superuser) is for what no service may do: delete or purge the stream.
 
-``settle(client)`` is the flush a test needs before it relies on a SUB or UNSUB being in effect
-on the server (another client publishes next, and the test counts what arrives).
+A test that relies on a SUB or UNSUB being in effect on the server before another client
+publishes calls ``logstream.shared.nats_link.settle(client)``: nats-py's ``flush()`` alone does
+not make sure of that.
 """
 
 from __future__ import annotations
@@ -65,21 +66,6 @@ async def connect_as(url: str, role: str, **options) -> nats.aio.client.Client:
     ``admin``), with its inbox prefix."""
     options = {"connect_timeout": 2, "max_reconnect_attempts": 1, **client_options(role), **options}
     return await nats.connect(url_as(url, role).split(","), **options)
-
-
-async def settle(client: nats.aio.client.Client) -> None:
-    """Return once the server has handled every SUB, UNSUB and PUB ``client`` sent before.
-
-    nats-py's ``flush()`` (2.16, and its main branch) writes its PING straight to the socket,
-    while SUB, UNSUB and PUB lines wait in the client's buffer for its flusher task. One flush
-    can therefore be answered before the server has seen a SUB sent just before it: a record
-    another client publishes next is then not delivered (1 run in 20 to 40 here, more on a busy
-    machine). The flusher writes the buffer while the first flush waits for its PONG, so the
-    second PING goes after it. (The gateway needs none of this: it orders its SUBs before a
-    stream-info request, and both wait in the same buffer; see ``gateway.interest``.)
-    """
-    await client.flush()
-    await client.flush()
 
 
 def embedded_for_tests(*, extra_users=(), **options) -> EmbeddedNats:
