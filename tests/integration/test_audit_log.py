@@ -7,7 +7,6 @@ no line (and no other log line) may carry a token, a secret or a query string.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import httpx
@@ -38,22 +37,6 @@ def services(nats_server, log_dir):
     ingest.stop()
 
 
-def _log_entries(service: ServiceProcess) -> list[dict]:
-    entries = []
-    for line in service.log_path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
-def audit_lines(service: ServiceProcess) -> list[dict]:
-    return [entry for entry in _log_entries(service) if entry.get("logger") == "logstream.audit"]
-
-
 @dataclass
 class Denial:
     """What one refused request must leave in the audit log."""
@@ -69,14 +52,14 @@ class AuditTrail:
 
     def __init__(self, service: ServiceProcess) -> None:
         self.service = service
-        self.expected = len(audit_lines(service))
+        self.expected = len(service.audit_lines())
 
     def expect(self, response: httpx.Response, denial: Denial) -> dict:
         assert response.status_code == denial.status, response.text
         self.expected += 1
 
         def written() -> list[dict] | None:
-            found = audit_lines(self.service)
+            found = self.service.audit_lines()
             return found if len(found) >= self.expected else None
 
         # Written before the response is sent; the poll only bounds a slow filesystem.
@@ -146,7 +129,7 @@ def test_every_ingest_denial_leaves_one_audit_line_naming_who_and_the_rule(servi
     )
     good = httpx.post(url, json=record, headers={"Authorization": "Bearer l5-etl-token"})
     assert (bad.status_code, good.status_code) == (400, 202)
-    assert len(audit_lines(ingest)) == trail.expected
+    assert len(ingest.audit_lines()) == trail.expected
     _assert_no_secret_in_any_log_line(ingest, [bad_secret])
 
 
@@ -201,5 +184,5 @@ def _assert_no_secret_in_any_log_line(service: ServiceProcess, secrets: list[str
     for secret in secrets:
         assert secret not in text
     assert "access_token=" not in text
-    for line in audit_lines(service):
+    for line in service.audit_lines():
         assert "?" not in line["what"]

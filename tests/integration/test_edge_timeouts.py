@@ -48,13 +48,6 @@ def ingest(nats_server, log_dir):
     )
 
 
-def _audited(service: ServiceProcess, rule: str) -> list[dict]:
-    lines = [
-        json.loads(line) for line in service.log_path.read_text().splitlines() if line[:1] == "{"
-    ]
-    return [line for line in lines if line.get("rule") == rule]
-
-
 def _parse(answer: bytes) -> tuple[int, dict[str, str], dict]:
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode().split("\r\n")
@@ -134,7 +127,7 @@ async def test_many_slow_clients_are_all_dropped_a_good_client_is_served_and_aud
     # One audit line per address per minute, however many late clients it had (this module's
     # earlier tests came from the same address: one line in all, unless a busy machine made
     # the module outlast a minute).
-    audited = _audited(ingest, "header_timeout")
+    audited = ingest.audit_lines("header_timeout")
     minutes = int((time.monotonic() - ingest.started_at) // 60)
     assert 1 <= len(audited) <= 1 + minutes, audited
     assert audited[0]["status"] == 408 and audited[0]["remote"] == "127.0.0.1"
@@ -182,7 +175,7 @@ async def test_a_body_that_stops_coming_gets_408_and_nothing_is_stored(slow_body
     js = nc.jetstream()
     with pytest.raises(Exception, match="no message found"):
         await js.get_last_msg("LOGS", "logs.etl.edge.slowbody")
-    assert _audited(slow_body_ingest, "body_timeout")[0]["status"] == 408
+    assert slow_body_ingest.audit_lines("body_timeout")[0]["status"] == 408
 
 
 async def test_a_body_sent_slowly_but_above_the_rate_is_stored(slow_body_ingest):
@@ -244,7 +237,7 @@ async def test_a_flood_of_half_open_connections_from_one_address_is_cut_to_its_c
     assert (len(over), len(late)) == (FLOOD - PENDING_CAP, PENDING_CAP), [p[0] for p in parsed]
     headers, body = over[0]
     assert headers["retry-after"] == "1" and body["error"] == "rate_limited", over[0]
-    audited = _audited(capped_ingest, "pending_per_address")
+    audited = capped_ingest.audit_lines("pending_per_address")
     assert len(audited) == 1 and audited[0]["status"] == 429, audited
 
 
@@ -283,5 +276,5 @@ async def test_past_the_connection_ceiling_a_client_gets_503_with_retry_after(ce
             await asyncio.sleep(0.05)
     for _, writer in held[CEILING // 2 :]:
         writer.close()
-    audited = _audited(ceiling_ingest, "connection_ceiling")
+    audited = ceiling_ingest.audit_lines("connection_ceiling")
     assert audited and audited[0]["status"] == 503, audited

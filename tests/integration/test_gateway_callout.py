@@ -35,6 +35,10 @@ class Product:
     def stream_url(self, channel: str) -> str:
         return f"{self.gateway.url}/api/logs/stream?channels={channel}"
 
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.backend.stop()
+
 
 def _product(nats_server, log_dir, *, ttl_s: float, args: tuple[str, ...] = ()) -> Product:
     backend = AuthBackend().start()
@@ -62,8 +66,7 @@ def _product(nats_server, log_dir, *, ttl_s: float, args: tuple[str, ...] = ()) 
 def product(nats_server, log_dir, js_writer):
     made = _product(nats_server, log_dir, ttl_s=60)
     yield made
-    made.gateway.stop()
-    made.backend.stop()
+    made.stop()
 
 
 @pytest.fixture
@@ -71,8 +74,7 @@ def fragile(nats_server, log_dir, js_writer):
     """Its own backend, which the test slows, breaks and stops."""
     made = _product(nats_server, log_dir, ttl_s=60)
     yield made
-    made.gateway.stop()
-    made.backend.stop()
+    made.stop()
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,7 @@ def short_lived(nats_server, log_dir, js_writer):
     """Asks again every second: an open stream's session is checked that often."""
     made = _product(nats_server, log_dir, ttl_s=1)
     yield made
-    made.gateway.stop()
-    made.backend.stop()
+    made.stop()
 
 
 def history(product: Product, channel: str, cookies: dict[str, str] | None) -> httpx.Response:
@@ -91,14 +92,6 @@ def history(product: Product, channel: str, cookies: dict[str, str] | None) -> h
         cookies=cookies,
         timeout=DEADLINE_S,
     )
-
-
-def audit_lines(gateway: ServiceProcess, rule: str) -> list[dict]:
-    lines = []
-    for line in gateway.log_path.read_text(errors="replace").splitlines():
-        if f'"rule": "{rule}"' in line or f'"rule":"{rule}"' in line:
-            lines.append(json.loads(line))
-    return lines
 
 
 async def test_a_product_session_cookie_opens_a_stream_with_the_backends_workspaces(
@@ -153,7 +146,7 @@ async def test_a_wrong_cookie_is_401_with_the_backends_message_and_an_audit_line
     assert bare.status_code == 401 and "sign in" in bare.json()["message"]
     assert product.backend.calls() == before
     denied = await wait_until(
-        lambda: audit_lines(product.gateway, "callout_denied"),
+        lambda: product.gateway.audit_lines("callout_denied"),
         "the gateway's audit line for the refused cookie",
         timeout=DEADLINE_S,
     )
@@ -238,7 +231,7 @@ async def test_the_backend_down_slow_or_answering_garbage_is_503_never_a_grant(f
         async with open_stream(fragile.stream_url(channel), cookies=cookies):
             pass
     assert refused.value.status == 503 and refused.value.response.headers["retry-after"]
-    assert audit_lines(fragile.gateway, "callout_unavailable")
+    assert fragile.gateway.audit_lines("callout_unavailable")
     # Unavailability is not remembered: the backend back, the same cookie is let in at once.
     backend.start()
     assert history(fragile, channel, cookies).status_code == 200
@@ -383,5 +376,4 @@ async def test_named_cookies_alone_reach_the_backend_and_make_the_credential(
         )
         assert answer.status_code == 401 and made.backend.calls() == 1
     finally:
-        made.gateway.stop()
-        made.backend.stop()
+        made.stop()

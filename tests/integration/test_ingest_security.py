@@ -128,15 +128,7 @@ class Audit:
         self.mark = len(self.lines())
 
     def lines(self) -> list[dict]:
-        found = []
-        for text in self.ingest.log_path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("logger") == "logstream.audit":
-                found.append(entry)
-        return found
+        return self.ingest.audit_lines()
 
     async def await_line(self, **expected) -> dict:
         """The first new line carrying ``expected``; written before the answer, so the poll

@@ -94,15 +94,11 @@ async def publish_status(ingest: ServiceProcess, secret: str, channel: str) -> i
 
 
 def log_lines(ingest: ServiceProcess) -> list[dict]:
-    lines = []
-    for text in ingest.log_path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and str(entry.get("msg", "")).startswith("service tokens"):
-            lines.append(entry)
-    return lines
+    return [
+        entry
+        for entry in ingest.log_entries()
+        if str(entry.get("msg", "")).startswith("service tokens")
+    ]
 
 
 def reload(ingest: ServiceProcess) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,6 +45,26 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def log_entries(self) -> list[dict]:
+        """The JSON lines of its log so far, parsed (a traceback's lines and others skipped)."""
+        entries = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def audit_lines(self, rule: str | None = None) -> list[dict]:
+        """Its audit log's lines so far (``logstream.audit``), those of ``rule`` if given."""
+        return [
+            entry
+            for entry in self.log_entries()
+            if entry.get("logger") == "logstream.audit" and rule in (None, entry.get("rule"))
+        ]
 
     def command(self) -> list[str]:
         cmd = [
