@@ -14,10 +14,16 @@ from collections.abc import Iterable
 from logstream.shared.errors import SettingsError
 from logstream.shared.settings import env_name
 
-__all__ = ["cookie_names", "pick_cookies"]
+__all__ = ["cookie_names", "is_token", "pick_cookies"]
 
-# A cookie name is an RFC 9110 token (RFC 6265 section 4.1.1).
-_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+# RFC 9110's token: what a header name is, and a cookie name (RFC 6265 section 4.1.1).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+MAX_COOKIE_NAME_CHARS = 128
+
+
+def is_token(text: str, max_chars: int) -> bool:
+    """``text`` is an RFC 9110 token (a header or cookie name) of at most ``max_chars``."""
+    return len(text) <= max_chars and _TOKEN.fullmatch(text) is not None
 
 
 def cookie_names(text: str, *, setting: str) -> tuple[str, ...]:
@@ -25,7 +31,7 @@ def cookie_names(text: str, *, setting: str) -> tuple[str, ...]:
     service naming ``setting``."""
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     for name in names:
-        if not _COOKIE_NAME.fullmatch(name):
+        if not is_token(name, MAX_COOKIE_NAME_CHARS):
             raise SettingsError(
                 f"invalid setting {setting} ({env_name(setting)}): {name[:64]!r} is not a "
                 "cookie name"
